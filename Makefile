@@ -1,0 +1,34 @@
+# etcdmedic: two commands set everything up on a fresh Debian machine.
+#   make demo   a local 3-member etcd and the exporter, with instructions; Ctrl-C stops it
+#   make test   formatting, clippy, unit and end-to-end tests against real etcd 3.4 and 3.5
+#   make bench  scrape latency, scale and memory; writes docs/benchmarks.md
+# Each installs what is missing first (scripts/install-deps.sh).
+
+CARGO ?= cargo
+export PATH := $(HOME)/.cargo/bin:$(PATH)
+
+.PHONY: deps build demo test lint unit bench clean
+
+deps:
+	./scripts/install-deps.sh
+
+build: deps
+	$(CARGO) build --locked --workspace --bins
+
+demo: build
+	./target/debug/etcdmedic-demo
+
+lint: deps
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
+
+# The end-to-end tests run the workspace's binaries, so they are built first.
+test: lint build
+	$(CARGO) test --locked --workspace
+
+bench: deps
+	$(CARGO) build --locked --release --workspace --bins
+	./target/release/etcdmedic-bench --output docs/benchmarks.md
+
+clean:
+	$(CARGO) clean

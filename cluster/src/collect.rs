@@ -1,0 +1,397 @@
+//! Status collection for one cluster: Status from every member, MemberList and AlarmList
+//! from whichever member answers first, all at once, each call with its own timeout.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use etcd_client::StatusResponse;
+use futures::future::join_all;
+
+use crate::config::{normalize_endpoint, ClusterConfig};
+use crate::error::Result;
+use crate::hedge::first_success;
+use crate::member_client::{ListedMember, MemberClient, MemberListing};
+use crate::model::{
+    Alarm, ClusterStatus, EndpointStatus, MemberId, MemberStatus, Membership, ProbeError,
+    QuotaSource,
+};
+
+/// Ask the next member for MemberList/AlarmList when the current one has been silent this
+/// long (or sooner, as a fraction of a short timeout).
+const HEDGE_AFTER: Duration = Duration::from_millis(200);
+
+/// Collects [`ClusterStatus`] for one configured cluster, keeping one client per member
+/// endpoint and the last membership it saw between collections.
+#[derive(Debug)]
+pub struct ClusterProbe {
+    config: ClusterConfig,
+    state: Mutex<ProbeState>,
+}
+
+#[derive(Debug, Default)]
+struct ProbeState {
+    clients: HashMap<String, Arc<MemberClient>>,
+    /// The last answer to MemberList; drives which endpoints are probed.
+    members: Vec<KnownMember>,
+    /// Endpoint that answered the last MemberList: asked first next time.
+    preferred: Option<String>,
+    /// Whether each endpoint answered last time, to log changes rather than every failure.
+    reachable: HashMap<String, bool>,
+}
+
+/// A member from MemberList, with the client URL chosen to reach it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct KnownMember {
+    id: MemberId,
+    name: String,
+    endpoint: Option<String>,
+    is_learner: bool,
+}
+
+struct Probed {
+    endpoint: String,
+    latency: Duration,
+    result: Result<StatusResponse, ProbeError>,
+}
+
+impl ClusterProbe {
+    pub fn new(config: ClusterConfig) -> Self {
+        ClusterProbe {
+            config,
+            state: Mutex::new(ProbeState::default()),
+        }
+    }
+
+    pub fn config(&self) -> &ClusterConfig {
+        &self.config
+    }
+
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    /// The client for one endpoint, created on first use and kept.
+    pub fn client(&self, endpoint: &str) -> Result<Arc<MemberClient>> {
+        let mut state = self.lock();
+        if let Some(client) = state.clients.get(endpoint) {
+            return Ok(client.clone());
+        }
+        let client = Arc::new(MemberClient::new(endpoint, &self.config)?);
+        state.clients.insert(endpoint.to_string(), client.clone());
+        Ok(client)
+    }
+
+    /// Collects the cluster's status. Every call to a member is bounded by `timeout`
+    /// (normally the cluster's `status_timeout`, shorter when a scrape deadline demands).
+    pub async fn collect(&self, timeout: Duration) -> ClusterStatus {
+        let started = Instant::now();
+        let deadline = started + timeout;
+        let (targets, list_order) = self.plan();
+
+        let list_clients = self.clients_for(&list_order);
+        let hedge_after = HEDGE_AFTER.min(timeout / 4);
+        let (mut probed, listing, alarms) = tokio::join!(
+            self.probe_all(&targets, timeout),
+            first_success(&list_clients, hedge_after, |c| c.member_list(timeout)),
+            first_success(&list_clients, hedge_after, |c| c.alarms(timeout)),
+        );
+
+        let listing = listing.map(|(index, listing)| {
+            self.remember(&listing, list_clients[index].endpoint());
+            listing
+        });
+        // Members that appeared since the last collection (or on the first one) are probed
+        // now rather than one scrape later. When MemberList failed on the very first
+        // collection, the seeds are probed so the errors show per endpoint.
+        let late: Vec<String> = match &listing {
+            Ok(_) => self
+                .plan()
+                .0
+                .into_iter()
+                .filter(|endpoint| !targets.contains(endpoint))
+                .collect(),
+            Err(_) if targets.is_empty() => self.config.endpoints.clone(),
+            Err(_) => Vec::new(),
+        };
+        if !late.is_empty() {
+            // Still within the one timeout the caller gave for the whole collection.
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            probed.extend(
+                self.probe_all(&late, remaining.max(Duration::from_millis(1)))
+                    .await,
+            );
+        }
+
+        self.assemble(probed, listing, alarms.map(|(_, a)| a), started.elapsed())
+    }
+
+    /// Which endpoints to ask for Status, and in which order to ask for MemberList.
+    fn plan(&self) -> (Vec<String>, Vec<String>) {
+        let state = self.lock();
+        let seeds = &self.config.endpoints;
+        let targets: Vec<String> = if self.config.discover_members {
+            state
+                .members
+                .iter()
+                .filter_map(|m| m.endpoint.clone())
+                .collect()
+        } else {
+            seeds.clone()
+        };
+        let mut list_order: Vec<String> = Vec::with_capacity(seeds.len() + targets.len());
+        for endpoint in state.preferred.iter().chain(seeds).chain(&targets) {
+            if !list_order.contains(endpoint) {
+                list_order.push(endpoint.clone());
+            }
+        }
+        (targets, list_order)
+    }
+
+    fn clients_for(&self, endpoints: &[String]) -> Vec<Arc<MemberClient>> {
+        endpoints
+            .iter()
+            .filter_map(|endpoint| match self.client(endpoint) {
+                Ok(client) => Some(client),
+                Err(err) => {
+                    tracing::warn!(cluster = %self.config.name, %endpoint, error = %err, "skipping endpoint");
+                    None
+                }
+            })
+            .collect()
+    }
+
+    async fn probe_all(&self, endpoints: &[String], timeout: Duration) -> Vec<Probed> {
+        join_all(endpoints.iter().map(|endpoint| async move {
+            let started = Instant::now();
+            let result = match self.client(endpoint) {
+                Ok(client) => client.status(timeout).await,
+                Err(err) => Err(ProbeError::Rpc(err.to_string())),
+            };
+            Probed {
+                endpoint: endpoint.clone(),
+                latency: started.elapsed(),
+                result,
+            }
+        }))
+        .await
+    }
+
+    /// Records a new MemberList answer and drops clients of members that left.
+    fn remember(&self, listing: &MemberListing, answered_by: &str) {
+        let members: Vec<KnownMember> = listing
+            .members
+            .iter()
+            .map(|m| KnownMember {
+                id: m.id,
+                name: m.name.clone(),
+                endpoint: choose_endpoint(m, &self.config.endpoints),
+                is_learner: m.is_learner,
+            })
+            .collect();
+        let mut state = self.lock();
+        if state.members != members {
+            let summary: Vec<_> = members
+                .iter()
+                .map(|m| (m.name.as_str(), m.endpoint.as_deref()))
+                .collect();
+            if state.members.is_empty() {
+                tracing::debug!(cluster = %self.config.name, members = ?summary, "members discovered");
+            } else {
+                tracing::info!(cluster = %self.config.name, members = ?summary, "membership changed");
+            }
+            let keep: Vec<&String> = members
+                .iter()
+                .filter_map(|m| m.endpoint.as_ref())
+                .chain(&self.config.endpoints)
+                .collect();
+            state.clients.retain(|endpoint, _| keep.contains(&endpoint));
+            state.members = members;
+        }
+        state.preferred = Some(answered_by.to_string());
+    }
+
+    fn assemble(
+        &self,
+        probed: Vec<Probed>,
+        listing: Result<MemberListing, ProbeError>,
+        alarms: Result<Vec<Alarm>, ProbeError>,
+        duration: Duration,
+    ) -> ClusterStatus {
+        let known = self.lock().members.clone();
+        let mut members: Vec<MemberStatus> = probed
+            .into_iter()
+            .map(|probed| {
+                let status = probed
+                    .result
+                    .map(|response| endpoint_status(&response, self.config.quota_backend_bytes));
+                let answered_as = status.as_ref().ok().map(|s| s.member_id);
+                let listed = known.iter().find(|m| match answered_as {
+                    Some(id) => m.id == id,
+                    None => m.endpoint.as_deref() == Some(probed.endpoint.as_str()),
+                });
+                let id = answered_as.or(listed.map(|m| m.id));
+                let is_learner = listed
+                    .map(|m| m.is_learner)
+                    .unwrap_or_else(|| status.as_ref().map(|s| s.is_learner).unwrap_or(false));
+                let member_alarms = match (&alarms, id) {
+                    (Ok(alarms), Some(id)) => {
+                        let mut kinds: Vec<_> = alarms
+                            .iter()
+                            .filter(|a| a.member_id == id)
+                            .map(|a| a.alarm)
+                            .collect();
+                        kinds.sort();
+                        kinds.dedup();
+                        kinds
+                    }
+                    _ => Vec::new(),
+                };
+                MemberStatus {
+                    endpoint: probed.endpoint,
+                    id,
+                    name: listed.map(|m| m.name.clone()).filter(|n| !n.is_empty()),
+                    is_learner,
+                    alarms: member_alarms,
+                    probe_latency: probed.latency,
+                    status,
+                }
+            })
+            .collect();
+        members
+            .sort_by(|a, b| (a.display_name(), &a.endpoint).cmp(&(b.display_name(), &b.endpoint)));
+        self.log_reachability_changes(&members);
+
+        let membership = listing.map(|listing| Membership {
+            cluster_id: listing.cluster_id,
+            voting_members: listing.members.iter().filter(|m| !m.is_learner).count(),
+            learners: listing.members.iter().filter(|m| m.is_learner).count(),
+        });
+
+        ClusterStatus {
+            cluster: self.config.name.clone(),
+            members,
+            membership,
+            alarms,
+            duration,
+        }
+    }
+
+    fn log_reachability_changes(&self, members: &[MemberStatus]) {
+        let mut state = self.lock();
+        for member in members {
+            let answered = member.status.is_ok();
+            let before = state.reachable.insert(member.endpoint.clone(), answered);
+            match (&member.status, before) {
+                (Err(err), Some(true) | None) => tracing::warn!(
+                    cluster = %self.config.name,
+                    member = %member.display_name(),
+                    endpoint = %member.endpoint,
+                    error = %err,
+                    "member does not answer Status"
+                ),
+                (Ok(_), Some(false)) => tracing::info!(
+                    cluster = %self.config.name,
+                    member = %member.display_name(),
+                    endpoint = %member.endpoint,
+                    "member answers Status again"
+                ),
+                _ => {}
+            }
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ProbeState> {
+        // The state is a cache: a panic elsewhere cannot leave it inconsistent in a way
+        // that matters more than stopping every later scrape would.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Picks the client URL to reach `member` at: one of the configured endpoints if the member
+/// advertises it, else the first URL with the configured scheme, else the first URL.
+fn choose_endpoint(member: &ListedMember, seeds: &[String]) -> Option<String> {
+    let urls: Vec<String> = member
+        .client_urls
+        .iter()
+        .filter_map(|url| normalize_endpoint(url).ok())
+        .collect();
+    let scheme = seeds
+        .first()
+        .and_then(|s| s.split_once("://"))
+        .map(|(scheme, _)| scheme);
+    urls.iter()
+        .find(|url| seeds.contains(url))
+        .or_else(|| {
+            urls.iter()
+                .find(|url| scheme.is_some_and(|scheme| url.starts_with(&format!("{scheme}://"))))
+        })
+        .or_else(|| urls.first())
+        .cloned()
+}
+
+fn endpoint_status(response: &StatusResponse, configured_quota: u64) -> EndpointStatus {
+    let header = response.header();
+    let (quota_bytes, quota_source) = match u64::try_from(response.db_size_quota()) {
+        Ok(quota) if quota > 0 => (quota, QuotaSource::Server),
+        _ => (configured_quota, QuotaSource::Config),
+    };
+    EndpointStatus {
+        member_id: MemberId(header.map_or(0, |h| h.member_id())),
+        cluster_id: header.map_or(0, |h| h.cluster_id()),
+        revision: header.map_or(0, |h| h.revision()),
+        version: response.version().to_string(),
+        storage_version: Some(response.storage_version().to_string()).filter(|v| !v.is_empty()),
+        db_size_bytes: u64::try_from(response.db_size()).unwrap_or(0),
+        db_size_in_use_bytes: u64::try_from(response.raft_used_db_size()).unwrap_or(0),
+        quota_bytes,
+        quota_source,
+        leader: Some(response.leader())
+            .filter(|&leader| leader != 0)
+            .map(MemberId),
+        raft_term: response.raft_term(),
+        raft_index: response.raft_index(),
+        raft_applied_index: response.raft_applied_index(),
+        is_learner: response.is_learner(),
+        errors: response.errors().to_vec(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listed(urls: &[&str]) -> ListedMember {
+        ListedMember {
+            id: MemberId(1),
+            name: "m".into(),
+            client_urls: urls.iter().map(|u| u.to_string()).collect(),
+            is_learner: false,
+        }
+    }
+
+    #[test]
+    fn a_member_is_reached_at_a_configured_endpoint_when_it_advertises_one() {
+        let seeds = vec!["https://10.0.0.2:2379".to_string()];
+        let member = listed(&["https://127.0.0.1:2379", "https://10.0.0.2:2379"]);
+        assert_eq!(
+            choose_endpoint(&member, &seeds).as_deref(),
+            Some("https://10.0.0.2:2379")
+        );
+    }
+
+    #[test]
+    fn a_member_is_reached_with_the_configured_scheme_before_any_other() {
+        let seeds = vec!["https://10.0.0.1:2379".to_string()];
+        let member = listed(&["http://127.0.0.1:2379", "https://10.0.0.3:2379/"]);
+        assert_eq!(
+            choose_endpoint(&member, &seeds).as_deref(),
+            Some("https://10.0.0.3:2379")
+        );
+    }
+
+    #[test]
+    fn an_unstarted_member_has_no_endpoint() {
+        assert_eq!(choose_endpoint(&listed(&[]), &[]), None);
+    }
+}

@@ -1,0 +1,347 @@
+//! The shared configuration: the YAML file (see [`file`]) resolved into what the clients
+//! need. Resolution reads every referenced file once, so a missing certificate or password
+//! file stops the process at start-up with the key that names it.
+
+pub mod file;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::error::{ConfigProblems, Error, Result};
+use crate::secret::Secret;
+use crate::tls::{self, ClientTls};
+use file::{AuthFile, ClusterFile, ConfigFile};
+
+/// A loaded, validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub clusters: Vec<ClusterConfig>,
+}
+
+/// One etcd cluster, ready to connect to.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    pub name: String,
+    /// Normalised to `scheme://host:port`.
+    pub endpoints: Vec<String>,
+    pub discover_members: bool,
+    /// Present exactly when the endpoints are `https://`.
+    pub tls: Option<ClientTls>,
+    pub credentials: Option<Credentials>,
+    pub quota_backend_bytes: u64,
+    pub status_timeout: Duration,
+}
+
+/// etcd username and password (the password only ever comes from a file or the environment).
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    pub username: String,
+    pub password: Secret,
+}
+
+impl Config {
+    /// Reads and validates the file at `path`. Relative paths inside it are resolved against
+    /// the file's directory.
+    pub fn load(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::ConfigRead {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::from_yaml(&text, path)
+    }
+
+    /// Parses `text` as if read from `path`.
+    pub fn from_yaml(text: &str, path: &Path) -> Result<Config> {
+        let parsed: ConfigFile = yaml_serde::from_str(text).map_err(|err| Error::ConfigSyntax {
+            path: path.to_path_buf(),
+            message: err.to_string(),
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let mut problems = ConfigProblems::default();
+        let clusters = resolve_clusters(&parsed.clusters, base, &mut problems);
+        if !problems.is_empty() {
+            return Err(Error::ConfigInvalid {
+                origin: path.display().to_string(),
+                problems,
+            });
+        }
+        Ok(Config { clusters })
+    }
+
+    pub fn cluster(&self, name: &str) -> Option<&ClusterConfig> {
+        self.clusters.iter().find(|cluster| cluster.name == name)
+    }
+
+    pub fn cluster_names(&self) -> Vec<&str> {
+        self.clusters.iter().map(|c| c.name.as_str()).collect()
+    }
+}
+
+impl ClusterConfig {
+    /// Resolves a cluster that did not come from a file (command-line flags). `origin` names
+    /// where it came from in error messages.
+    pub fn resolve_standalone(file: &ClusterFile, origin: &str) -> Result<ClusterConfig> {
+        let mut problems = ConfigProblems::default();
+        let cluster = resolve_cluster(file, Path::new("."), "cluster", &mut problems);
+        match cluster {
+            Some(cluster) if problems.is_empty() => Ok(cluster),
+            _ => Err(Error::ConfigInvalid {
+                origin: origin.to_string(),
+                problems,
+            }),
+        }
+    }
+}
+
+fn resolve_clusters(
+    files: &[ClusterFile],
+    base: &Path,
+    problems: &mut ConfigProblems,
+) -> Vec<ClusterConfig> {
+    if files.is_empty() {
+        problems.push("clusters", "no cluster configured; add at least one");
+    }
+    let mut first_index_of: HashMap<&str, usize> = HashMap::new();
+    let mut clusters = Vec::with_capacity(files.len());
+    for (index, file) in files.iter().enumerate() {
+        let key = format!("clusters[{index}]");
+        if let Some(first) = first_index_of.insert(file.name.as_str(), index) {
+            first_index_of.insert(file.name.as_str(), first);
+            problems.push(
+                format!("{key}.name"),
+                format!(
+                    "duplicate cluster name {:?} (also clusters[{first}].name); names must be unique",
+                    file.name
+                ),
+            );
+        }
+        if let Some(cluster) = resolve_cluster(file, base, &key, problems) {
+            clusters.push(cluster);
+        }
+    }
+    clusters
+}
+
+fn resolve_cluster(
+    file: &ClusterFile,
+    base: &Path,
+    key: &str,
+    problems: &mut ConfigProblems,
+) -> Option<ClusterConfig> {
+    let before = problems.0.len();
+    if file.name.trim().is_empty() {
+        problems.push(format!("{key}.name"), "must not be empty");
+    } else if file.name.chars().any(char::is_control) {
+        problems.push(
+            format!("{key}.name"),
+            format!("{:?} contains control characters", file.name),
+        );
+    }
+
+    if file.endpoints.is_empty() {
+        problems.push(
+            format!("{key}.endpoints"),
+            "no endpoints; list at least one client URL such as https://10.0.0.1:2379",
+        );
+    }
+    let mut endpoints = Vec::with_capacity(file.endpoints.len());
+    for (index, raw) in file.endpoints.iter().enumerate() {
+        match normalize_endpoint(raw) {
+            Ok(endpoint) => endpoints.push(endpoint),
+            Err(message) => problems.push(format!("{key}.endpoints[{index}]"), message),
+        }
+    }
+
+    let https = endpoints
+        .iter()
+        .filter(|e| e.starts_with("https://"))
+        .count();
+    if https != 0 && https != endpoints.len() {
+        problems.push(
+            format!("{key}.endpoints"),
+            "mixes http:// and https://; one cluster uses one scheme",
+        );
+    }
+    let tls = match (&file.tls, https > 0) {
+        (Some(tls_file), true) => tls::load(tls_file, base, &format!("{key}.tls"), problems),
+        (Some(_), false) if !endpoints.is_empty() => {
+            problems.push(
+                format!("{key}.tls"),
+                "is set but the endpoints are http://; use https:// endpoints or remove tls",
+            );
+            None
+        }
+        (None, true) => tls::system_default(&format!("{key}.tls"), problems),
+        _ => None,
+    };
+
+    let credentials = file
+        .auth
+        .as_ref()
+        .and_then(|auth| resolve_auth(auth, base, &format!("{key}.auth"), problems));
+
+    if file.quota_backend_bytes == 0 {
+        problems.push(
+            format!("{key}.quota_backend_bytes"),
+            "must be positive (etcd's default is 2147483648)",
+        );
+    }
+    if file.status_timeout.is_zero() {
+        problems.push(format!("{key}.status_timeout"), "must be longer than 0s");
+    }
+
+    if problems.0.len() > before {
+        return None;
+    }
+    Some(ClusterConfig {
+        name: file.name.clone(),
+        endpoints,
+        discover_members: file.discover_members,
+        tls,
+        credentials,
+        quota_backend_bytes: file.quota_backend_bytes,
+        status_timeout: file.status_timeout,
+    })
+}
+
+fn resolve_auth(
+    auth: &AuthFile,
+    base: &Path,
+    key: &str,
+    problems: &mut ConfigProblems,
+) -> Option<Credentials> {
+    if auth.username.is_empty() {
+        problems.push(format!("{key}.username"), "must not be empty");
+    }
+    let password = match (&auth.password_file, &auth.password_env) {
+        (Some(_), Some(_)) => {
+            problems.push(
+                key.to_string(),
+                "set one of password_file or password_env, not both",
+            );
+            None
+        }
+        (None, None) => {
+            problems.push(
+                key.to_string(),
+                "needs password_file or password_env (passwords are never written in the config)",
+            );
+            None
+        }
+        (Some(path), None) => {
+            let path = tls::resolve(base, path);
+            match std::fs::read_to_string(&path) {
+                Ok(text) => Some(text.trim_end_matches(['\n', '\r']).to_string()),
+                Err(err) => {
+                    problems.push(
+                        format!("{key}.password_file"),
+                        format!("{}: {}", path.display(), tls::io_error(&err)),
+                    );
+                    None
+                }
+            }
+        }
+        (None, Some(variable)) => match std::env::var(variable) {
+            Ok(value) => Some(value),
+            Err(_) => {
+                problems.push(
+                    format!("{key}.password_env"),
+                    format!("environment variable {variable} is not set"),
+                );
+                None
+            }
+        },
+    };
+    let password = password?;
+    if password.is_empty() {
+        problems.push(key.to_string(), "the password is empty");
+        return None;
+    }
+    if auth.username.is_empty() {
+        return None;
+    }
+    Some(Credentials {
+        username: auth.username.clone(),
+        password: Secret::new(password),
+    })
+}
+
+/// Normalises a client URL to `scheme://host:port`, or says what is wrong with it.
+/// Used for configured endpoints and for the client URLs that members advertise.
+pub fn normalize_endpoint(raw: &str) -> std::result::Result<String, String> {
+    let example = "such as https://10.0.0.1:2379";
+    if !(raw.starts_with("http://") || raw.starts_with("https://")) {
+        return Err(format!(
+            "{raw:?} must start with http:// or https://, {example}"
+        ));
+    }
+    let url = url::Url::parse(raw)
+        .map_err(|err| format!("{raw:?} is not a URL ({err}); write a client URL {example}"))?;
+    let Some(host) = url.host_str().filter(|h| !h.is_empty()) else {
+        return Err(format!("{raw:?} has no host; write a client URL {example}"));
+    };
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(format!(
+            "{raw:?} carries credentials; put them in auth: with password_file"
+        ));
+    }
+    if !matches!(url.path(), "" | "/") || url.query().is_some() || url.fragment().is_some() {
+        return Err(format!(
+            "{raw:?} has a path or query; an etcd client URL is only scheme://host:port"
+        ));
+    }
+    let port = match url.port() {
+        Some(port) => port,
+        // The url crate hides a port equal to the scheme's default (80, 443); accept it only
+        // when it was written out.
+        None => match url.port_or_known_default() {
+            Some(port) if raw.trim_end_matches('/').ends_with(&format!(":{port}")) => port,
+            _ => {
+                return Err(format!(
+                    "{raw:?} has no port; etcd listens on 2379 by default, {example}"
+                ))
+            }
+        },
+    };
+    Ok(format!("{}://{host}:{port}", url.scheme()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_are_normalised_to_scheme_host_port() {
+        assert_eq!(
+            normalize_endpoint("https://10.0.0.1:2379/").as_deref(),
+            Ok("https://10.0.0.1:2379")
+        );
+        assert_eq!(
+            normalize_endpoint("http://[::1]:2379").as_deref(),
+            Ok("http://[::1]:2379")
+        );
+        assert_eq!(
+            normalize_endpoint("https://etcd.example:443").as_deref(),
+            Ok("https://etcd.example:443")
+        );
+    }
+
+    #[test]
+    fn endpoints_without_scheme_port_or_with_a_path_are_rejected_with_the_reason() {
+        let cases = [
+            ("10.0.0.1:2379", "must start with http:// or https://"),
+            ("https://10.0.0.1", "has no port"),
+            ("https://10.0.0.1:2379/v3", "has a path"),
+            ("https://root:pw@10.0.0.1:2379", "carries credentials"),
+            ("http://exa mple:2379", "is not a URL"),
+        ];
+        for (raw, expected) in cases {
+            let got = normalize_endpoint(raw).unwrap_err();
+            assert!(
+                got.contains(expected),
+                "for {raw:?}: expected {expected:?} in {got:?}"
+            );
+        }
+    }
+}

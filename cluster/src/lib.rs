@@ -1,0 +1,49 @@
+//! etcdmedic's shared library: everything the exporter and the remediator both need to
+//! talk to etcd clusters.
+//!
+//! # Layout
+//! - [`config`]: the YAML configuration file, validated and resolved (TLS, credentials).
+//! - `tls`: rustls client settings built from the config's certificate files.
+//! - [`member_client`]: one etcd client per member endpoint, with timeouts and error sorting.
+//! - `hedge`: asking several members for one cluster-wide answer, first answer wins.
+//! - [`collect`]: Status, MemberList and AlarmList of one cluster, concurrently.
+//! - [`model`]: [`ClusterStatus`] and [`MemberStatus`], the view everything else reads.
+//! - [`table`]: the `talosctl etcd status`-style table.
+//! - [`telemetry`], [`shutdown`]: logging set-up and the stop signal for the binaries.
+//! - [`build_info`]: version and git revision of this build.
+
+pub mod collect;
+pub mod config;
+mod error;
+mod hedge;
+pub mod member_client;
+pub mod model;
+mod secret;
+pub mod shutdown;
+pub mod table;
+pub mod telemetry;
+mod tls;
+
+pub use collect::ClusterProbe;
+pub use config::{ClusterConfig, Config, Credentials};
+pub use error::{ConfigProblem, ConfigProblems, Error, Result};
+pub use member_client::MemberClient;
+pub use model::{
+    Alarm, AlarmKind, ClusterStatus, EndpointStatus, MemberId, MemberStatus, Membership,
+    ProbeError, QuotaSource,
+};
+pub use secret::Secret;
+pub use tls::ClientTls;
+
+/// Version and git revision of this build, for `*_build_info` metrics and `--version`.
+pub mod build_info {
+    pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+    pub const REVISION: &str = env!("ETCDMEDIC_REVISION");
+    /// `0.1.0 (1a2b3c4d5e6f)`, for `--version`.
+    pub const VERSION_LONG: &str = concat!(
+        env!("CARGO_PKG_VERSION"),
+        " (",
+        env!("ETCDMEDIC_REVISION"),
+        ")"
+    );
+}

@@ -1,0 +1,269 @@
+//! rustls client configuration for one cluster, built once when the config loads so that a
+//! bad certificate is a start-up error rather than a scrape-time surprise.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+
+use crate::config::file::TlsFile;
+use crate::error::ConfigProblems;
+
+/// What a member connection needs to speak TLS.
+#[derive(Debug, Clone)]
+pub struct ClientTls {
+    pub config: Arc<ClientConfig>,
+    /// Overrides the name checked against the serving certificate.
+    pub server_name: Option<ServerName<'static>>,
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Builds the client TLS settings, recording every problem under `key` (for example
+/// `clusters[0].tls`). Paths are resolved against `base`, the config file's directory.
+pub(crate) fn load(
+    tls: &TlsFile,
+    base: &Path,
+    key: &str,
+    problems: &mut ConfigProblems,
+) -> Option<ClientTls> {
+    let before = problems.0.len();
+    let provider = provider();
+
+    let server_name =
+        tls.server_name
+            .as_ref()
+            .and_then(|name| match ServerName::try_from(name.clone()) {
+                Ok(name) => Some(name),
+                Err(err) => {
+                    problems.push(
+                        format!("{key}.server_name"),
+                        format!("{name:?} is not a DNS name or IP address: {err}"),
+                    );
+                    None
+                }
+            });
+
+    let roots = match &tls.ca_file {
+        Some(path) => {
+            let path = resolve(base, path);
+            read_certificates(&path, &format!("{key}.ca_file"), problems).map(|certs| {
+                let mut roots = RootCertStore::empty();
+                let (added, ignored) = roots.add_parsable_certificates(certs);
+                if added == 0 {
+                    problems.push(
+                        format!("{key}.ca_file"),
+                        format!(
+                            "{}: none of its {ignored} certificates is a usable CA",
+                            path.display()
+                        ),
+                    );
+                }
+                roots
+            })
+        }
+        None if tls.insecure_skip_verify => Some(RootCertStore::empty()),
+        None => system_roots(key, problems),
+    };
+
+    let identity = match (&tls.cert_file, &tls.key_file) {
+        (Some(cert), Some(key_file)) => {
+            let cert_path = resolve(base, cert);
+            let key_path = resolve(base, key_file);
+            let certs = read_certificates(&cert_path, &format!("{key}.cert_file"), problems);
+            let private_key = match PrivateKeyDer::from_pem_file(&key_path) {
+                Ok(private_key) => Some(private_key),
+                Err(err) => {
+                    problems.push(
+                        format!("{key}.key_file"),
+                        format!("{}: {}", key_path.display(), pem_error(err)),
+                    );
+                    None
+                }
+            };
+            certs.zip(private_key)
+        }
+        (Some(_), None) => {
+            problems.push(
+                format!("{key}.key_file"),
+                "cert_file is set but key_file is not; a client certificate needs both",
+            );
+            None
+        }
+        (None, Some(_)) => {
+            problems.push(
+                format!("{key}.cert_file"),
+                "key_file is set but cert_file is not; a client certificate needs both",
+            );
+            None
+        }
+        (None, None) => None,
+    };
+
+    if problems.0.len() > before {
+        return None;
+    }
+    let roots = roots?;
+
+    let builder = match ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+    {
+        Ok(builder) => builder,
+        Err(err) => {
+            problems.push(key.to_string(), format!("TLS set-up failed: {err}"));
+            return None;
+        }
+    };
+    let builder = if tls.insecure_skip_verify {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptAnyServerCertificate { provider }))
+    } else {
+        builder.with_root_certificates(roots)
+    };
+    let config = match identity {
+        Some((certs, private_key)) => match builder.with_client_auth_cert(certs, private_key) {
+            Ok(config) => config,
+            Err(err) => {
+                problems.push(
+                    format!("{key}.key_file"),
+                    format!("the key does not match cert_file or is unsupported: {err}"),
+                );
+                return None;
+            }
+        },
+        None => builder.with_no_client_auth(),
+    };
+
+    Some(ClientTls {
+        config: Arc::new(config),
+        server_name,
+    })
+}
+
+/// TLS for an `https://` endpoint with no `tls:` block: the system's CA certificates.
+pub(crate) fn system_default(key: &str, problems: &mut ConfigProblems) -> Option<ClientTls> {
+    load(&TlsFile::default(), Path::new("."), key, problems)
+}
+
+pub(crate) fn resolve(base: &Path, path: &Path) -> PathBuf {
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        base.join(path)
+    }
+}
+
+fn read_certificates(
+    path: &Path,
+    key: &str,
+    problems: &mut ConfigProblems,
+) -> Option<Vec<CertificateDer<'static>>> {
+    let certs =
+        CertificateDer::pem_file_iter(path).and_then(|iter| iter.collect::<Result<Vec<_>, _>>());
+    match certs {
+        Ok(certs) if certs.is_empty() => {
+            problems.push(
+                key,
+                format!("{}: no PEM certificate in the file", path.display()),
+            );
+            None
+        }
+        Ok(certs) => Some(certs),
+        Err(err) => {
+            problems.push(key, format!("{}: {}", path.display(), pem_error(err)));
+            None
+        }
+    }
+}
+
+fn pem_error(err: rustls::pki_types::pem::Error) -> String {
+    match err {
+        rustls::pki_types::pem::Error::Io(io) => io_error(&io),
+        rustls::pki_types::pem::Error::NoItemsFound => "no PEM item of the expected kind".into(),
+        other => format!("not valid PEM: {other}"),
+    }
+}
+
+/// `No such file or directory (os error 2)` reads worse in a config error than `no such file`.
+pub(crate) fn io_error(err: &std::io::Error) -> String {
+    match err.kind() {
+        std::io::ErrorKind::NotFound => "no such file".into(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".into(),
+        _ => err.to_string(),
+    }
+}
+
+fn system_roots(key: &str, problems: &mut ConfigProblems) -> Option<RootCertStore> {
+    let found = rustls_native_certs::load_native_certs();
+    let mut roots = RootCertStore::empty();
+    roots.add_parsable_certificates(found.certs);
+    if roots.is_empty() {
+        problems.push(
+            format!("{key}.ca_file"),
+            "an https endpoint needs ca_file: this system has no CA certificates to trust",
+        );
+        return None;
+    }
+    Some(roots)
+}
+
+/// `insecure_skip_verify`: skips the chain and name check but still verifies the handshake
+/// signature, so the connection is at least encrypted to whoever holds the key.
+#[derive(Debug)]
+struct AcceptAnyServerCertificate {
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for AcceptAnyServerCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}

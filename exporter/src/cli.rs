@@ -1,0 +1,156 @@
+//! Command-line interface of `etcdmedic-exporter`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use etcdmedic_cluster::config::file::{
+    AuthFile, ClusterFile, TlsFile, DEFAULT_QUOTA_BACKEND_BYTES,
+};
+use etcdmedic_cluster::telemetry::LogFormat;
+
+use crate::targets::DEFAULT_MAX_CONCURRENT_CLUSTERS;
+
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:9379";
+
+const EXIT_STATUS: &str = "\
+Exit status:
+  0  success; for `status`, every member answered
+  1  `status`: at least one member did not answer; `serve`: failed while running (e.g. cannot bind)
+  2  bad usage or invalid configuration (nothing was started)";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "etcdmedic-exporter",
+    version = etcdmedic_cluster::build_info::VERSION_LONG,
+    about = "Per-member etcd status (db size, in-use size, leader, alarms, raft progress, quota) as Prometheus metrics and as a table.",
+    after_help = EXIT_STATUS
+)]
+pub struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, default_value_t = LogFormat::Text, env = "ETCDMEDIC_LOG_FORMAT")]
+    pub log_format: LogFormat,
+    /// Log filter, e.g. `info` or `etcdmedic_cluster=debug,info` (RUST_LOG wins when set).
+    #[arg(
+        long,
+        global = true,
+        default_value = "info",
+        env = "ETCDMEDIC_LOG_LEVEL"
+    )]
+    pub log_level: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve /metrics, /probe?target=<cluster>, /healthz and /readyz.
+    Serve(ServeArgs),
+    /// Print one row per member, like `talosctl etcd status`.
+    Status(StatusArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The etcdmedic YAML configuration.
+    #[arg(long, env = "ETCDMEDIC_CONFIG")]
+    pub config: PathBuf,
+    /// Address to listen on.
+    #[arg(long, default_value = DEFAULT_LISTEN, env = "ETCDMEDIC_EXPORTER_LISTEN")]
+    pub listen: SocketAddr,
+    /// Clusters collected at once, across all scrapes.
+    #[arg(long, default_value_t = DEFAULT_MAX_CONCURRENT_CLUSTERS)]
+    pub max_concurrent_clusters: usize,
+    /// Validate the configuration, print a summary and exit.
+    #[arg(long = "config.check")]
+    pub config_check: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("source").required(true).args(["config", "endpoints"]))]
+pub struct StatusArgs {
+    /// The etcdmedic YAML configuration (all clusters, or one with --cluster).
+    #[arg(long, env = "ETCDMEDIC_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Only this cluster from the configuration.
+    #[arg(long, requires = "config")]
+    pub cluster: Option<String>,
+    /// Client URLs, comma separated, instead of a configuration file.
+    #[arg(long, value_delimiter = ',', conflicts_with = "config")]
+    pub endpoints: Vec<String>,
+    /// CA bundle for the members' serving certificates.
+    #[arg(long, requires = "endpoints")]
+    pub cacert: Option<PathBuf>,
+    /// Client certificate.
+    #[arg(long, requires_all = ["endpoints", "key"])]
+    pub cert: Option<PathBuf>,
+    /// Client certificate key.
+    #[arg(long, requires_all = ["endpoints", "cert"])]
+    pub key: Option<PathBuf>,
+    /// Name to check the serving certificate against.
+    #[arg(long, requires = "endpoints")]
+    pub server_name: Option<String>,
+    /// Accept any serving certificate.
+    #[arg(long, requires = "endpoints")]
+    pub insecure_skip_tls_verify: bool,
+    /// etcd user; the password comes from --password-file.
+    #[arg(long, requires_all = ["endpoints", "password_file"])]
+    pub user: Option<String>,
+    /// File holding the etcd user's password.
+    #[arg(long, requires = "user")]
+    pub password_file: Option<PathBuf>,
+    /// Only ask the given endpoints; do not discover other members through MemberList.
+    #[arg(long, requires = "endpoints")]
+    pub no_discovery: bool,
+    /// Quota to show for servers that do not report theirs (etcd before 3.6).
+    #[arg(long, default_value_t = DEFAULT_QUOTA_BACKEND_BYTES, requires = "endpoints")]
+    pub quota_backend_bytes: u64,
+    /// How long each member may take to answer (default: the config's status_timeout, or 5s).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub timeout: Option<Duration>,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+}
+
+impl StatusArgs {
+    /// The cluster described by --endpoints and its companion flags, in the config file's
+    /// shape so that it is validated by the same rules.
+    pub fn adhoc_cluster(&self) -> ClusterFile {
+        let https = self.endpoints.iter().any(|e| e.starts_with("https://"));
+        let tls = (https
+            || self.cacert.is_some()
+            || self.cert.is_some()
+            || self.server_name.is_some()
+            || self.insecure_skip_tls_verify)
+            .then(|| TlsFile {
+                ca_file: self.cacert.clone(),
+                cert_file: self.cert.clone(),
+                key_file: self.key.clone(),
+                server_name: self.server_name.clone(),
+                insecure_skip_verify: self.insecure_skip_tls_verify,
+            });
+        ClusterFile {
+            name: "endpoints".into(),
+            endpoints: self.endpoints.clone(),
+            discover_members: !self.no_discovery,
+            tls,
+            auth: self.user.as_ref().map(|user| AuthFile {
+                username: user.clone(),
+                password_file: self.password_file.clone(),
+                password_env: None,
+            }),
+            quota_backend_bytes: self.quota_backend_bytes,
+            status_timeout: self
+                .timeout
+                .unwrap_or(etcdmedic_cluster::config::file::DEFAULT_STATUS_TIMEOUT),
+        }
+    }
+}

@@ -1,0 +1,106 @@
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{anyhow, Context};
+use clap::Parser;
+use etcdmedic_cluster::{shutdown, telemetry, ClusterConfig, Config};
+use etcdmedic_exporter::cli::{Cli, Command, ServeArgs, StatusArgs};
+use etcdmedic_exporter::{serve, status, Targets};
+
+/// Exit statuses, as documented in `--help`.
+const FAILED: u8 = 1;
+const BAD_INPUT: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Err(err) = telemetry::init(cli.log_format, &cli.log_level) {
+        eprintln!("etcdmedic-exporter: {err}");
+        return ExitCode::from(BAD_INPUT);
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("etcdmedic-exporter: cannot start the async runtime: {err}");
+            return ExitCode::from(FAILED);
+        }
+    };
+    let outcome = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => run_serve(args).await,
+            Command::Status(args) => run_status(args).await,
+        }
+    });
+    match outcome {
+        Ok(code) => code,
+        Err((code, err)) => {
+            eprintln!("etcdmedic-exporter: {err:#}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+type Outcome = Result<ExitCode, (u8, anyhow::Error)>;
+
+async fn run_serve(args: ServeArgs) -> Outcome {
+    let config = Config::load(&args.config).map_err(|err| (BAD_INPUT, err.into()))?;
+    if args.config_check {
+        println!(
+            "config {}: ok ({} clusters: {})",
+            args.config.display(),
+            config.clusters.len(),
+            config.cluster_names().join(", ")
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))
+        .map_err(|err| (FAILED, err))?;
+    let targets = Arc::new(Targets::new(&config, args.max_concurrent_clusters));
+    tracing::info!(
+        listen = %args.listen,
+        clusters = ?config.cluster_names(),
+        version = etcdmedic_cluster::build_info::VERSION,
+        "serving /metrics and /probe"
+    );
+    serve(listener, targets, shutdown::signal())
+        .await
+        .context("the HTTP server failed")
+        .map_err(|err| (FAILED, err))?;
+    tracing::info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn run_status(args: StatusArgs) -> Outcome {
+    let clusters = status_clusters(&args).map_err(|err| (BAD_INPUT, err))?;
+    let statuses = status::collect(clusters, args.timeout).await;
+    let report = status::report(&statuses, args.output).map_err(|err| (FAILED, err.into()))?;
+    print!("{}", report.output);
+    Ok(if report.all_answered {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(FAILED)
+    })
+}
+
+fn status_clusters(args: &StatusArgs) -> anyhow::Result<Vec<ClusterConfig>> {
+    let Some(path) = &args.config else {
+        let cluster = args.adhoc_cluster();
+        return Ok(vec![ClusterConfig::resolve_standalone(
+            &cluster,
+            "from --endpoints flags",
+        )?]);
+    };
+    let config = Config::load(path)?;
+    match &args.cluster {
+        None => Ok(config.clusters),
+        Some(name) => match config.cluster(name) {
+            Some(cluster) => Ok(vec![cluster.clone()]),
+            None => Err(anyhow!(
+                "unknown cluster {name:?} in {}; configured clusters: {}",
+                path.display(),
+                config.cluster_names().join(", ")
+            )),
+        },
+    }
+}

@@ -1,0 +1,41 @@
+//! The `status` command: collect once, print a table or JSON.
+
+use std::time::Duration;
+
+use etcdmedic_cluster::{table, ClusterConfig, ClusterProbe, ClusterStatus};
+use futures::future::join_all;
+
+use crate::cli::OutputFormat;
+
+/// What the command prints and whether every member answered (exit status 0).
+#[derive(Debug)]
+pub struct Report {
+    pub output: String,
+    pub all_answered: bool,
+}
+
+/// Collects `clusters` concurrently. `timeout` overrides each cluster's `status_timeout`.
+pub async fn collect(
+    clusters: Vec<ClusterConfig>,
+    timeout: Option<Duration>,
+) -> Vec<ClusterStatus> {
+    join_all(clusters.into_iter().map(|cluster| async move {
+        let timeout = timeout.unwrap_or(cluster.status_timeout);
+        ClusterProbe::new(cluster).collect(timeout).await
+    }))
+    .await
+}
+
+pub fn report(
+    statuses: &[ClusterStatus],
+    format: OutputFormat,
+) -> Result<Report, serde_json::Error> {
+    let output = match format {
+        OutputFormat::Table => table::render(statuses),
+        OutputFormat::Json => serde_json::to_string_pretty(statuses)? + "\n",
+    };
+    Ok(Report {
+        output,
+        all_answered: statuses.iter().all(ClusterStatus::all_members_reachable),
+    })
+}

@@ -1,0 +1,71 @@
+//! The configured clusters and collecting their status at scrape time, concurrently and
+//! bounded, within the scrape's deadline.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use etcdmedic_cluster::{ClusterProbe, ClusterStatus, Config};
+use futures::future::join_all;
+use tokio::sync::Semaphore;
+
+/// Clusters collected at once across all requests; more wait for a free slot, so a burst of
+/// scrapes cannot open thousands of calls against the same members.
+pub const DEFAULT_MAX_CONCURRENT_CLUSTERS: usize = 32;
+
+/// Every configured cluster, with its member clients kept between scrapes.
+#[derive(Debug)]
+pub struct Targets {
+    probes: Vec<Arc<ClusterProbe>>,
+    slots: Arc<Semaphore>,
+}
+
+impl Targets {
+    pub fn new(config: &Config, max_concurrent_clusters: usize) -> Self {
+        Targets {
+            probes: config
+                .clusters
+                .iter()
+                .map(|cluster| Arc::new(ClusterProbe::new(cluster.clone())))
+                .collect(),
+            slots: Arc::new(Semaphore::new(max_concurrent_clusters.max(1))),
+        }
+    }
+
+    pub fn names(&self) -> Vec<&str> {
+        self.probes.iter().map(|p| p.name()).collect()
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<ClusterProbe>> {
+        self.probes.iter().find(|p| p.name() == name)
+    }
+
+    /// Collects every cluster. `deadline`, when given (from the scraper's timeout), caps each
+    /// cluster's own `status_timeout`.
+    pub async fn collect_all(&self, deadline: Option<Duration>) -> Vec<ClusterStatus> {
+        join_all(
+            self.probes
+                .iter()
+                .map(|probe| self.collect(probe, deadline)),
+        )
+        .await
+    }
+
+    /// Collects one cluster, waiting for a free slot first.
+    pub async fn collect(&self, probe: &ClusterProbe, deadline: Option<Duration>) -> ClusterStatus {
+        let timeout = deadline.map_or(probe.config().status_timeout, |deadline| {
+            deadline.min(probe.config().status_timeout)
+        });
+        // The semaphore is never closed, so acquiring only fails if that invariant breaks;
+        // collecting without a slot is still better than no metrics.
+        let _slot = self.slots.acquire().await.ok();
+        let status = probe.collect(timeout).await;
+        tracing::debug!(
+            cluster = %status.cluster,
+            members = status.members.len(),
+            unreachable = status.members.iter().filter(|m| m.status.is_err()).count(),
+            took_ms = status.duration.as_millis() as u64,
+            "collected"
+        );
+        status
+    }
+}

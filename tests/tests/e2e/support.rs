@@ -1,0 +1,120 @@
+//! Helpers shared by the end-to-end tests.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use etcdmedic_tests::{project_binary, EtcdCluster};
+use serde::Deserialize;
+
+/// Generous bound for conditions that settle within a second or two.
+pub const SETTLE: Duration = Duration::from_secs(20);
+
+/// Runs an async check once per etcd version, as `<check>::on_etcd_3_4` and
+/// `<check>::on_etcd_3_5`.
+#[macro_export]
+macro_rules! on_each_etcd_version {
+    ($($check:ident),* $(,)?) => {
+        $(
+            mod $check {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn on_etcd_3_4() -> anyhow::Result<()> {
+                    super::$check(etcdmedic_tests::EtcdVersion::V3_4).await
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn on_etcd_3_5() -> anyhow::Result<()> {
+                    super::$check(etcdmedic_tests::EtcdVersion::V3_5).await
+                }
+            }
+        )*
+    };
+}
+
+/// One entry of `etcdctl endpoint status -w json`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct EtcdctlEndpoint {
+    #[serde(rename = "Endpoint")]
+    pub endpoint: String,
+    #[serde(rename = "Status")]
+    pub status: EtcdctlStatus,
+}
+
+/// Go omits zero values (`isLearner: false`, an empty `errors`), hence the defaults.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EtcdctlStatus {
+    pub header: EtcdctlHeader,
+    pub version: String,
+    pub db_size: u64,
+    #[serde(default)]
+    pub db_size_in_use: u64,
+    pub leader: u64,
+    pub raft_index: u64,
+    pub raft_term: u64,
+    pub raft_applied_index: u64,
+    #[serde(default)]
+    pub is_learner: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct EtcdctlHeader {
+    pub member_id: u64,
+}
+
+pub fn etcdctl_endpoint_status(cluster: &EtcdCluster) -> Result<Vec<EtcdctlEndpoint>> {
+    let json = cluster.etcdctl(&["endpoint", "status", "-w", "json"])?;
+    serde_json::from_str(&json).with_context(|| format!("parsing etcdctl output: {json}"))
+}
+
+/// `(member id, alarm)` pairs from `etcdctl alarm list`.
+pub fn etcdctl_alarms(cluster: &EtcdCluster) -> Result<Vec<(u64, String)>> {
+    let text = cluster.etcdctl(&["alarm", "list"])?;
+    text.lines()
+        .filter(|line| !line.trim().is_empty())
+        .map(|line| {
+            let mut id = None;
+            let mut alarm = None;
+            for field in line.split_whitespace() {
+                if let Some(value) = field.strip_prefix("memberID:") {
+                    id = value.parse::<u64>().ok();
+                }
+                if let Some(value) = field.strip_prefix("alarm:") {
+                    alarm = Some(value.to_string());
+                }
+            }
+            id.zip(alarm)
+                .with_context(|| format!("unexpected etcdctl alarm list line: {line:?}"))
+        })
+        .collect()
+}
+
+/// Writes `yaml` as `name` in `dir`.
+pub fn write_file(dir: &Path, name: &str, yaml: &str) -> Result<PathBuf> {
+    let path = dir.join(name);
+    std::fs::write(&path, yaml)?;
+    Ok(path)
+}
+
+/// Runs `etcdmedic-exporter` with `args` and waits for it.
+pub async fn exporter_binary(args: &[&str]) -> Result<Output> {
+    let binary = project_binary("etcdmedic-exporter")?;
+    let output = tokio::process::Command::new(&binary)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .kill_on_drop(true)
+        .output();
+    tokio::time::timeout(Duration::from_secs(60), output)
+        .await
+        .context("etcdmedic-exporter did not finish within 60s")?
+        .context("running etcdmedic-exporter")
+}
+
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
