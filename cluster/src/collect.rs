@@ -16,6 +16,7 @@ use crate::model::{
     Alarm, ClusterStatus, EndpointStatus, MemberId, MemberStatus, Membership, ProbeError,
     QuotaSource,
 };
+use crate::transport::Transport;
 
 /// Ask the next member for MemberList/AlarmList when the current one has been silent this
 /// long (or sooner, as a fraction of a short timeout).
@@ -26,6 +27,7 @@ const HEDGE_AFTER: Duration = Duration::from_millis(200);
 #[derive(Debug)]
 pub struct ClusterProbe {
     config: ClusterConfig,
+    transport: Transport,
     state: Mutex<ProbeState>,
 }
 
@@ -56,11 +58,12 @@ struct Probed {
 }
 
 impl ClusterProbe {
-    pub fn new(config: ClusterConfig) -> Self {
-        ClusterProbe {
+    pub fn new(config: ClusterConfig) -> Result<Self> {
+        Ok(ClusterProbe {
+            transport: Transport::new(&config)?,
             config,
             state: Mutex::new(ProbeState::default()),
-        }
+        })
     }
 
     pub fn config(&self) -> &ClusterConfig {
@@ -77,7 +80,7 @@ impl ClusterProbe {
         if let Some(client) = state.clients.get(endpoint) {
             return Ok(client.clone());
         }
-        let client = Arc::new(MemberClient::new(endpoint, &self.config)?);
+        let client = Arc::new(MemberClient::on(&self.transport, endpoint, &self.config)?);
         state.clients.insert(endpoint.to_string(), client.clone());
         Ok(client)
     }

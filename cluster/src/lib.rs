@@ -4,6 +4,7 @@
 //! # Layout
 //! - [`config`]: the YAML configuration file, validated and resolved (TLS, credentials).
 //! - `tls`: rustls client settings built from the config's certificate files.
+//! - [`transport`]: the pooled HTTP/2 connections (TLS included) under one cluster's clients.
 //! - [`member_client`]: one etcd client per member endpoint, with timeouts and error sorting.
 //! - `hedge`: asking several members for one cluster-wide answer, first answer wins.
 //! - [`collect`]: Status, MemberList and AlarmList of one cluster, concurrently.
@@ -23,6 +24,7 @@ pub mod shutdown;
 pub mod table;
 pub mod telemetry;
 mod tls;
+pub mod transport;
 
 pub use collect::ClusterProbe;
 pub use config::{ClusterConfig, Config, Credentials};
@@ -34,6 +36,7 @@ pub use model::{
 };
 pub use secret::Secret;
 pub use tls::ClientTls;
+pub use transport::Transport;
 
 /// Version and git revision of this build, for `*_build_info` metrics and `--version`.
 pub mod build_info {

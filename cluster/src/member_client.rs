@@ -2,27 +2,24 @@
 //!
 //! etcd-client's `Client::connect` balances requests across all the endpoints it is given,
 //! so a client built from several endpoints cannot ask one particular member. Every member
-//! here gets its own lazily connected gRPC channel, kept across scrapes so that a scrape
-//! costs one round trip, not a TCP and TLS handshake.
+//! here gets its own client, whose requests all go to that member over a connection kept
+//! across scrapes (see [`crate::transport`]), so that a scrape costs one round trip, not a
+//! TCP and TLS handshake.
 
 use std::error::Error as _;
 use std::future::Future;
 use std::time::Duration;
 
-use etcd_client::{AlarmAction, AlarmType, Client, ConnectOptions, StatusResponse};
-use hyper_rustls::{FixedServerNameResolver, HttpsConnectorBuilder};
-use hyper_util::client::legacy::connect::HttpConnector;
+use etcd_client::{
+    AlarmAction, AlarmType, Client, ClusterClient, ConnectOptions, MaintenanceClient,
+    StatusResponse,
+};
 use tokio::sync::OnceCell;
-use tonic::transport::{Channel, Endpoint};
 
 use crate::config::{ClusterConfig, Credentials};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::model::{Alarm, AlarmKind, MemberId, ProbeError};
-
-/// Keep-alive pings find a dead connection between two scrapes. etcd answers pings more
-/// frequent than `--grpc-keepalive-min-time` (5s) with GOAWAY, so stay well above it.
-const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
-const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+use crate::transport::{GrpcService, Transport};
 
 /// A member as MemberList describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,9 +41,17 @@ pub struct MemberListing {
 /// A client bound to exactly one member endpoint.
 pub struct MemberClient {
     endpoint: String,
-    channel: Channel,
+    service: GrpcService,
     credentials: Option<Credentials>,
-    client: OnceCell<Client>,
+    /// What status collection uses, kept between calls. Only these two of etcd-client's
+    /// eight service clients are kept: with hundreds of members the rest added up.
+    status_clients: OnceCell<StatusClients>,
+}
+
+#[derive(Clone)]
+struct StatusClients {
+    maintenance: MaintenanceClient,
+    cluster: ClusterClient,
 }
 
 impl std::fmt::Debug for MemberClient {
@@ -58,60 +63,20 @@ impl std::fmt::Debug for MemberClient {
 }
 
 impl MemberClient {
-    /// Prepares a client for `endpoint` with the cluster's TLS and credentials. Nothing is
-    /// sent until the first call.
+    /// A client for `endpoint` on its own connection pool, for one-off use. Clients of the
+    /// same cluster should share a [`Transport`] through [`MemberClient::on`].
     pub fn new(endpoint: &str, cluster: &ClusterConfig) -> Result<Self> {
-        let invalid = |message: String| Error::Endpoint {
-            cluster: cluster.name.clone(),
-            endpoint: endpoint.to_string(),
-            message,
-        };
-        let grpc_endpoint = Endpoint::from_shared(endpoint.to_string())
-            .map_err(|err| invalid(format!("not a valid URI: {err}")))?
-            .user_agent(concat!("etcdmedic/", env!("CARGO_PKG_VERSION")))
-            .map_err(|err| invalid(err.to_string()))?
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
-            .keep_alive_timeout(KEEPALIVE_TIMEOUT)
-            .keep_alive_while_idle(true);
+        Self::on(&Transport::new(cluster)?, endpoint, cluster)
+    }
 
-        let mut tcp = HttpConnector::new();
-        tcp.enforce_http(false);
-        tcp.set_nodelay(true);
-        tcp.set_connect_timeout(Some(cluster.status_timeout));
-
-        let is_https = endpoint.starts_with("https://");
-        let channel = match (&cluster.tls, is_https) {
-            (Some(tls), true) => {
-                let builder = HttpsConnectorBuilder::new()
-                    .with_tls_config((*tls.config).clone())
-                    .https_only();
-                let builder = match &tls.server_name {
-                    Some(name) => builder
-                        .with_server_name_resolver(FixedServerNameResolver::new(name.clone())),
-                    None => builder,
-                };
-                grpc_endpoint
-                    .connect_with_connector_lazy(builder.enable_http2().wrap_connector(tcp))
-            }
-            (None, false) => grpc_endpoint.connect_with_connector_lazy(tcp),
-            (None, true) => {
-                return Err(invalid(
-                    "https endpoint but the cluster has no TLS settings".into(),
-                ))
-            }
-            (Some(_), false) => {
-                return Err(invalid(
-                    "http endpoint in a cluster configured for TLS; use https://".into(),
-                ))
-            }
-        };
-
+    /// A client for `endpoint` on the cluster's shared `transport`. Nothing is sent until
+    /// the first call.
+    pub fn on(transport: &Transport, endpoint: &str, cluster: &ClusterConfig) -> Result<Self> {
         Ok(MemberClient {
             endpoint: endpoint.to_string(),
-            channel,
+            service: transport.service(endpoint)?,
             credentials: cluster.credentials.clone(),
-            client: OnceCell::new(),
+            status_clients: OnceCell::new(),
         })
     }
 
@@ -119,25 +84,39 @@ impl MemberClient {
         &self.endpoint
     }
 
-    /// The etcd client for this member, connected (and authenticated) on first use. A failed
-    /// attempt is not cached: the next call tries again.
+    /// A full etcd client for this member (every service), authenticated when the cluster
+    /// has credentials. Each call makes a new one; status collection keeps its own.
     pub async fn client(&self, timeout: Duration) -> Result<Client, ProbeError> {
-        let connect = self.client.get_or_try_init(|| async {
-            let mut options = ConnectOptions::new();
-            if let Some(credentials) = &self.credentials {
-                options = options
-                    .with_user(
-                        credentials.username.clone(),
-                        credentials.password.expose().to_string(),
-                    )
-                    .with_auto_token_refresh(true);
-            }
-            Client::from_channel(
-                etcd_client::Channel::Tonic(self.channel.clone()),
-                Some(options),
-            )
-            .await
-            .map_err(probe_error)
+        within(timeout, self.connect()).await
+    }
+
+    async fn connect(&self) -> Result<Client, ProbeError> {
+        let mut options = ConnectOptions::new();
+        if let Some(credentials) = &self.credentials {
+            options = options
+                .with_user(
+                    credentials.username.clone(),
+                    credentials.password.expose().to_string(),
+                )
+                .with_auto_token_refresh(true);
+        }
+        Client::from_channel(
+            etcd_client::Channel::Custom(self.service.clone()),
+            Some(options),
+        )
+        .await
+        .map_err(probe_error)
+    }
+
+    /// The clients status collection uses, connected (and authenticated) on first use. A
+    /// failed attempt is not cached: the next call tries again.
+    async fn status_clients(&self, timeout: Duration) -> Result<StatusClients, ProbeError> {
+        let connect = self.status_clients.get_or_try_init(|| async {
+            let client = self.connect().await?;
+            Ok(StatusClients {
+                maintenance: client.maintenance_client(),
+                cluster: client.cluster_client(),
+            })
         });
         within(timeout, connect).await.cloned()
     }
@@ -145,8 +124,8 @@ impl MemberClient {
     /// Maintenance Status of this member.
     pub async fn status(&self, timeout: Duration) -> Result<StatusResponse, ProbeError> {
         within(timeout, async {
-            let mut client = self.client(timeout).await?;
-            client.status().await.map_err(probe_error)
+            let mut maintenance = self.status_clients(timeout).await?.maintenance;
+            maintenance.status().await.map_err(probe_error)
         })
         .await
     }
@@ -154,8 +133,8 @@ impl MemberClient {
     /// Every active alarm in the cluster, as this member knows them.
     pub async fn alarms(&self, timeout: Duration) -> Result<Vec<Alarm>, ProbeError> {
         within(timeout, async {
-            let mut client = self.client(timeout).await?;
-            let response = client
+            let mut maintenance = self.status_clients(timeout).await?.maintenance;
+            let response = maintenance
                 .alarm(AlarmAction::Get, AlarmType::None, None)
                 .await
                 .map_err(probe_error)?;
@@ -181,8 +160,8 @@ impl MemberClient {
     /// MemberList, as this member knows it.
     pub async fn member_list(&self, timeout: Duration) -> Result<MemberListing, ProbeError> {
         within(timeout, async {
-            let mut client = self.client(timeout).await?;
-            let response = client.member_list().await.map_err(probe_error)?;
+            let mut cluster = self.status_clients(timeout).await?.cluster;
+            let response = cluster.member_list().await.map_err(probe_error)?;
             Ok(MemberListing {
                 cluster_id: response.header().map_or(0, |h| h.cluster_id()),
                 members: response

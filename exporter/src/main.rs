@@ -17,7 +17,10 @@ fn main() -> ExitCode {
         eprintln!("etcdmedic-exporter: {err}");
         return ExitCode::from(BAD_INPUT);
     }
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("etcdmedic-exporter: cannot start the async runtime: {err}");
@@ -56,7 +59,9 @@ async fn run_serve(args: ServeArgs) -> Outcome {
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))
         .map_err(|err| (FAILED, err))?;
-    let targets = Arc::new(Targets::new(&config, args.max_concurrent_clusters));
+    let targets = Targets::new(&config, args.max_concurrent_clusters)
+        .map(Arc::new)
+        .map_err(|err| (BAD_INPUT, err.into()))?;
     tracing::info!(
         listen = %args.listen,
         clusters = ?config.cluster_names(),
@@ -73,7 +78,9 @@ async fn run_serve(args: ServeArgs) -> Outcome {
 
 async fn run_status(args: StatusArgs) -> Outcome {
     let clusters = status_clusters(&args).map_err(|err| (BAD_INPUT, err))?;
-    let statuses = status::collect(clusters, args.timeout).await;
+    let statuses = status::collect(clusters, args.timeout)
+        .await
+        .map_err(|err| (BAD_INPUT, err.into()))?;
     let report = status::report(&statuses, args.output).map_err(|err| (FAILED, err.into()))?;
     print!("{}", report.output);
     Ok(if report.all_answered {

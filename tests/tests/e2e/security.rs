@@ -18,7 +18,7 @@ on_each_etcd_version!(
 async fn collect(dir: &Path, yaml: &str) -> Result<ClusterStatus> {
     let config = Config::from_yaml(yaml, &dir.join("security.yaml"))?;
     let cluster = config.clusters.into_iter().next().context("no cluster")?;
-    Ok(ClusterProbe::new(cluster)
+    Ok(ClusterProbe::new(cluster)?
         .collect(Duration::from_secs(5))
         .await)
 }
