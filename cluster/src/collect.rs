@@ -21,6 +21,9 @@ use crate::transport::Transport;
 /// Ask the next member for MemberList/AlarmList when the current one has been silent this
 /// long (or sooner, as a fraction of a short timeout).
 const HEDGE_AFTER: Duration = Duration::from_millis(200);
+/// A call is never given less than this, even right at a deadline: it reports a timeout
+/// instead of not being made.
+const MIN_CALL_TIMEOUT: Duration = Duration::from_millis(1);
 
 /// Collects [`ClusterStatus`] for one configured cluster, keeping one client per member
 /// endpoint and the last membership it saw between collections.
@@ -85,45 +88,62 @@ impl ClusterProbe {
         Ok(client)
     }
 
-    /// Collects the cluster's status. Every call to a member is bounded by `timeout`
-    /// (normally the cluster's `status_timeout`, shorter when a scrape deadline demands).
+    /// Collects the cluster's status; every call to a member may take up to `timeout`.
     pub async fn collect(&self, timeout: Duration) -> ClusterStatus {
+        self.collect_until(timeout, None).await
+    }
+
+    /// Like [`collect`](Self::collect), and the whole collection ends by `deadline` (a
+    /// scraper's timeout): calls still running then count as timed out.
+    pub async fn collect_until(
+        &self,
+        timeout: Duration,
+        deadline: Option<Instant>,
+    ) -> ClusterStatus {
         let started = Instant::now();
-        let deadline = started + timeout;
-        let (targets, list_order) = self.plan();
+        let call_timeout = || match deadline {
+            Some(deadline) => timeout
+                .min(deadline.saturating_duration_since(Instant::now()))
+                .max(MIN_CALL_TIMEOUT),
+            None => timeout,
+        };
+        let (known, list_order) = self.plan();
+        // Before the first MemberList answer nothing is known but the configured endpoints:
+        // ask them for Status at once rather than after MemberList, which etcd 3.5 answers
+        // only once there is a leader and so can take most of the timeout.
+        let targets = if known.is_empty() {
+            self.config.endpoints.clone()
+        } else {
+            known
+        };
 
         let list_clients = self.clients_for(&list_order);
-        let hedge_after = HEDGE_AFTER.min(timeout / 4);
+        let first_timeout = call_timeout();
+        let hedge_after = HEDGE_AFTER.min(first_timeout / 4);
         let (mut probed, listing, alarms) = tokio::join!(
-            self.probe_all(&targets, timeout),
-            first_success(&list_clients, hedge_after, |c| c.member_list(timeout)),
-            first_success(&list_clients, hedge_after, |c| c.alarms(timeout)),
+            self.probe_all(&targets, first_timeout),
+            first_success(&list_clients, hedge_after, |c| c.member_list(first_timeout)),
+            first_success(&list_clients, hedge_after, |c| c.alarms(first_timeout)),
         );
 
         let listing = listing.map(|(index, listing)| {
             self.remember(&listing, list_clients[index].endpoint());
             listing
         });
-        // Members that appeared since the last collection (or on the first one) are probed
-        // now rather than one scrape later. When MemberList failed on the very first
-        // collection, the seeds are probed so the errors show per endpoint.
-        let late: Vec<String> = match &listing {
-            Ok(_) => self
-                .plan()
-                .0
+        if listing.is_ok() && self.config.discover_members {
+            // One row per member, at the endpoint chosen for it: a configured endpoint that
+            // is not a member's own (a load balancer, say) only served for discovery.
+            let members = self.plan().0;
+            probed.retain(|p| members.contains(&p.endpoint));
+            // Members that appeared since the last collection (or on the first one, beyond
+            // the configured endpoints) are asked now rather than one scrape later.
+            let late: Vec<String> = members
                 .into_iter()
-                .filter(|endpoint| !targets.contains(endpoint))
-                .collect(),
-            Err(_) if targets.is_empty() => self.config.endpoints.clone(),
-            Err(_) => Vec::new(),
-        };
-        if !late.is_empty() {
-            // Still within the one timeout the caller gave for the whole collection.
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            probed.extend(
-                self.probe_all(&late, remaining.max(Duration::from_millis(1)))
-                    .await,
-            );
+                .filter(|endpoint| !probed.iter().any(|p| &p.endpoint == endpoint))
+                .collect();
+            if !late.is_empty() {
+                probed.extend(self.probe_all(&late, call_timeout()).await);
+            }
         }
 
         self.assemble(probed, listing, alarms.map(|(_, a)| a), started.elapsed())

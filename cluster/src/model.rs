@@ -60,7 +60,7 @@ pub struct Alarm {
 /// Why one call to one member did not produce an answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProbeError {
-    #[error("no answer within {}", humantime::format_duration(*.0))]
+    #[error("no answer within {}", seconds_text(*.0))]
     Timeout(Duration),
     #[error("unreachable: {0}")]
     Unreachable(String),
@@ -68,6 +68,16 @@ pub enum ProbeError {
     Auth(String),
     #[error("{0}")]
     Rpc(String),
+}
+
+/// `5s`, or `4.997s` for a remainder of a timeout: millisecond precision is all a reader needs.
+fn seconds_text(duration: Duration) -> String {
+    let millis = duration.as_millis();
+    if millis % 1000 == 0 {
+        format!("{}s", millis / 1000)
+    } else {
+        format!("{}.{:03}s", millis / 1000, millis % 1000)
+    }
 }
 
 impl ProbeError {
@@ -295,6 +305,17 @@ mod tests {
             alarms: Ok(vec![]),
             duration: Duration::ZERO,
         }
+    }
+
+    #[test]
+    fn timeouts_print_in_seconds_to_the_millisecond() {
+        let after = |d| ProbeError::Timeout(d).to_string();
+        assert_eq!(after(Duration::from_secs(5)), "no answer within 5s");
+        assert_eq!(
+            after(Duration::from_nanos(4_997_396_926)),
+            "no answer within 4.997s"
+        );
+        assert_eq!(after(Duration::from_millis(250)), "no answer within 0.250s");
     }
 
     #[test]

@@ -32,15 +32,22 @@ pub struct Cli {
     #[arg(long, global = true, default_value_t = LogFormat::Text, env = "ETCDMEDIC_LOG_FORMAT")]
     pub log_format: LogFormat,
     /// Log filter, e.g. `info` or `etcdmedic_cluster=debug,info` (RUST_LOG wins when set).
-    #[arg(
-        long,
-        global = true,
-        default_value = "info",
-        env = "ETCDMEDIC_LOG_LEVEL"
-    )]
-    pub log_level: String,
+    /// Default: `info` for `serve`; `error` for `status`, whose output already shows every
+    /// member's error.
+    #[arg(long, global = true, env = "ETCDMEDIC_LOG_LEVEL")]
+    pub log_level: Option<String>,
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl Cli {
+    pub fn log_level(&self) -> &str {
+        match (&self.log_level, &self.command) {
+            (Some(level), _) => level,
+            (None, Command::Serve(_)) => "info",
+            (None, Command::Status(_)) => "error",
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]

@@ -2,7 +2,7 @@
 //! `/readyz` and a landing page.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -61,7 +61,8 @@ async fn one_cluster(
             known()
         ));
     };
-    let status = targets.collect(probe, scrape_deadline(&headers)).await;
+    let deadline = scrape_deadline(&headers).map(|left| Instant::now() + left);
+    let status = targets.collect(probe, deadline).await;
     exposition(vec![status], false)
 }
 

@@ -13,7 +13,7 @@ const BAD_INPUT: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Err(err) = telemetry::init(cli.log_format, &cli.log_level) {
+    if let Err(err) = telemetry::init(cli.log_format, cli.log_level()) {
         eprintln!("etcdmedic-exporter: {err}");
         return ExitCode::from(BAD_INPUT);
     }

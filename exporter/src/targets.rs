@@ -2,7 +2,7 @@
 //! bounded, within the scrape's deadline.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use etcdmedic_cluster::{ClusterProbe, ClusterStatus, Config};
 use futures::future::join_all;
@@ -40,9 +40,10 @@ impl Targets {
         self.probes.iter().find(|p| p.name() == name)
     }
 
-    /// Collects every cluster. `deadline`, when given (from the scraper's timeout), caps each
-    /// cluster's own `status_timeout`.
+    /// Collects every cluster. `deadline`, when given (what is left of the scraper's
+    /// timeout), ends every collection by then.
     pub async fn collect_all(&self, deadline: Option<Duration>) -> Vec<ClusterStatus> {
+        let deadline = deadline.map(|left| Instant::now() + left);
         join_all(
             self.probes
                 .iter()
@@ -52,14 +53,13 @@ impl Targets {
     }
 
     /// Collects one cluster, waiting for a free slot first.
-    pub async fn collect(&self, probe: &ClusterProbe, deadline: Option<Duration>) -> ClusterStatus {
-        let timeout = deadline.map_or(probe.config().status_timeout, |deadline| {
-            deadline.min(probe.config().status_timeout)
-        });
+    pub async fn collect(&self, probe: &ClusterProbe, deadline: Option<Instant>) -> ClusterStatus {
         // The semaphore is never closed, so acquiring only fails if that invariant breaks;
         // collecting without a slot is still better than no metrics.
         let _slot = self.slots.acquire().await.ok();
-        let status = probe.collect(timeout).await;
+        let status = probe
+            .collect_until(probe.config().status_timeout, deadline)
+            .await;
         tracing::debug!(
             cluster = %status.cluster,
             members = status.members.len(),

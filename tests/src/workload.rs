@@ -59,20 +59,27 @@ pub async fn fragment(members: &[Client], spec: Fragmentation) -> Result<Fragmen
 }
 
 /// bbolt returns the pages a commit freed to its free list only once the read transaction
-/// opened before that commit is gone, and etcd computes `dbSizeInUse` when it commits. A busy
-/// cluster commits every 100 ms and this happens by itself; a quiet test cluster never
-/// commits again, because etcd skips commits with no pending write. So: write a marker, then
-/// force a commit on every member with the Hash RPC (`ForceCommit`), a few times over.
+/// opened at that commit is gone, and etcd computes `dbSizeInUse` when it commits; in etcd
+/// that takes about three more commits. A busy cluster commits every 100 ms and this happens
+/// by itself; a quiet test cluster never commits again, because etcd skips commits with no
+/// pending write. So, a few times over: write a marker; then on every member, read it back
+/// (a linearizable read waits until that member has applied the write) and force a commit
+/// with the Hash RPC (`ForceCommit`).
 pub async fn commit_backends(members: &[Client]) -> Result<()> {
+    const MARKER: &str = "/etcdmedic/commit-marker";
     let mut writer = members.first().context("no member to write to")?.clone();
-    for round in 0..3 {
+    for round in 0..4 {
         writer
-            .put("/etcdmedic/commit-marker", vec![round], None)
+            .put(MARKER, vec![round], None)
             .await
             .context("writing the commit marker")?;
         for (index, member) in members.iter().enumerate() {
+            let mut member = member.clone();
             member
-                .clone()
+                .get(MARKER, None)
+                .await
+                .with_context(|| format!("reading the commit marker on member {index}"))?;
+            member
                 .hash()
                 .await
                 .with_context(|| format!("forcing a backend commit on member {index}"))?;

@@ -267,3 +267,50 @@ async fn an_unknown_cluster_is_refused_with_the_configured_names() -> Result<()>
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_leader_gets_its_full_timeout_and_hides_no_other_member() -> Result<()> {
+    // etcd 3.5 answers MemberList only once there is a leader: with the leader paused the
+    // first MemberList waits for an election, which must not eat the others' time.
+    let cluster = EtcdCluster::builder(EtcdVersion::V3_5)
+        .members(3)
+        .start()
+        .await?;
+    let leader = cluster.wait_for_leader().await?;
+    let config = cluster.write_config("paused")?;
+    cluster.pause(leader)?;
+    let output = exporter_binary(&[
+        "status",
+        "--config",
+        &config.display().to_string(),
+        "--timeout",
+        "2s",
+    ])
+    .await;
+    cluster.resume(leader)?;
+    let output = output?;
+    let table = stdout(&output);
+    ensure!(
+        output.status.code() == Some(1),
+        "exit {:?}:\n{table}",
+        output.status.code()
+    );
+    for (index, endpoint) in cluster.endpoints().iter().enumerate() {
+        let row = table
+            .lines()
+            .find(|line| line.starts_with(endpoint.as_str()))
+            .with_context(|| format!("no row for {endpoint}:\n{table}"))?;
+        if index == leader {
+            ensure!(
+                row.ends_with("no answer within 2s"),
+                "paused leader's row: {row}"
+            );
+        } else {
+            ensure!(
+                row.contains(" kB ") || row.contains(" MB "),
+                "{endpoint} hidden: {row}"
+            );
+        }
+    }
+    Ok(())
+}
