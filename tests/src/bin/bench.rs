@@ -327,26 +327,18 @@ async fn time_scrapes(
     url: &str,
     count: usize,
 ) -> Result<(Summary, String)> {
+    let get = || async {
+        let response = http.get(url).send().await?.error_for_status()?;
+        anyhow::Ok(response.text().await?)
+    };
     let mut body = String::new();
     for _ in 0..20 {
-        body = http
-            .get(url)
-            .send()
-            .await?
-            .error_for_status()?
-            .text()
-            .await?;
+        body = get().await?;
     }
     let mut samples = Vec::with_capacity(count);
     for _ in 0..count {
         let started = Instant::now();
-        body = http
-            .get(url)
-            .send()
-            .await?
-            .error_for_status()?
-            .text()
-            .await?;
+        body = get().await?;
         samples.push(started.elapsed());
     }
     ensure!(

@@ -308,7 +308,16 @@ async fn a_killed_member_reports_up_0_while_the_others_still_report(
         duration >= timeout.as_secs_f64() * 0.9,
         "the paused member's status duration {duration} should be the timeout"
     );
-    Ok(())
+
+    // Back on the same address: the exporter reconnects by itself.
+    cluster.restart(2).await?;
+    eventually("the restarted member reports up again", SETTLE, || async {
+        let metrics = exporter.scrape().await?;
+        ensure!(metrics.value("etcdmedic_member_up", &member(&dead))? == 1.0);
+        ensure!(metrics.value("etcdmedic_member_db_size_bytes", &member(&dead))? > 0.0);
+        Ok(())
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,5 +1,8 @@
 //! `etcdmedic-exporter status`: the table, JSON, `--endpoints` mode and exit statuses.
 
+use std::path::Path;
+use std::process::Output;
+
 use anyhow::{ensure, Context, Result};
 use etcdmedic_tests::{eventually, EtcdCluster, EtcdVersion};
 
@@ -27,6 +30,14 @@ const HEADER: [&str; 13] = [
     "ERRORS",
 ];
 
+/// `etcdmedic-exporter status --config <config> <extra>`.
+async fn status_with_config(config: &Path, extra: &[&str]) -> Result<Output> {
+    let config = config.display().to_string();
+    let mut args = vec!["status", "--config", config.as_str()];
+    args.extend_from_slice(extra);
+    exporter_binary(&args).await
+}
+
 /// Splits a table line at runs of two or more spaces (cells contain single spaces).
 fn cells(line: &str) -> Vec<String> {
     line.split("  ")
@@ -39,7 +50,7 @@ fn cells(line: &str) -> Vec<String> {
 async fn the_status_table_shows_one_row_per_member(version: EtcdVersion) -> Result<()> {
     let cluster = EtcdCluster::builder(version).members(3).start().await?;
     let config = cluster.write_config("table")?;
-    let output = exporter_binary(&["status", "--config", &config.display().to_string()]).await?;
+    let output = status_with_config(&config, &[]).await?;
     let table = stdout(&output);
     ensure!(
         output.status.code() == Some(0),
@@ -99,14 +110,7 @@ async fn the_status_json_matches_etcdctl(version: EtcdVersion) -> Result<()> {
     let cluster = EtcdCluster::builder(version).members(3).start().await?;
     let config = cluster.write_config("json")?;
     eventually("status -o json agrees with etcdctl", SETTLE, || async {
-        let output = exporter_binary(&[
-            "status",
-            "--config",
-            &config.display().to_string(),
-            "-o",
-            "json",
-        ])
-        .await?;
+        let output = status_with_config(&config, &["-o", "json"]).await?;
         ensure!(
             output.status.code() == Some(0),
             "exit {:?}",
@@ -150,18 +154,28 @@ async fn status_with_endpoints_and_tls_flags_needs_no_config() -> Result<()> {
         .start()
         .await?;
     let pki = cluster.pki().context("no PKI")?;
-    let output = exporter_binary(&[
-        "status",
-        "--endpoints",
-        &cluster.endpoint(1),
-        "--cacert",
-        &pki.ca_file.display().to_string(),
-        "--cert",
-        &pki.client_cert_file.display().to_string(),
-        "--key",
-        &pki.client_key_file.display().to_string(),
-    ])
-    .await?;
+    let (ca, cert, key) = (
+        pki.ca_file.display().to_string(),
+        pki.client_cert_file.display().to_string(),
+        pki.client_key_file.display().to_string(),
+    );
+    let endpoint = cluster.endpoint(1);
+    let with_flags = |extra: &'static [&'static str]| {
+        let mut args = vec![
+            "status",
+            "--endpoints",
+            endpoint.as_str(),
+            "--cacert",
+            ca.as_str(),
+            "--cert",
+            cert.as_str(),
+            "--key",
+            key.as_str(),
+        ];
+        args.extend_from_slice(extra);
+        args
+    };
+    let output = exporter_binary(&with_flags(&[])).await?;
     let table = stdout(&output);
     ensure!(
         output.status.code() == Some(0),
@@ -177,19 +191,7 @@ async fn status_with_endpoints_and_tls_flags_needs_no_config() -> Result<()> {
         );
     }
 
-    let only_one = exporter_binary(&[
-        "status",
-        "--endpoints",
-        &cluster.endpoint(1),
-        "--no-discovery",
-        "--cacert",
-        &pki.ca_file.display().to_string(),
-        "--cert",
-        &pki.client_cert_file.display().to_string(),
-        "--key",
-        &pki.client_key_file.display().to_string(),
-    ])
-    .await?;
+    let only_one = exporter_binary(&with_flags(&["--no-discovery"])).await?;
     ensure!(
         stdout(&only_one).lines().count() == 2,
         "--no-discovery:\n{}",
@@ -207,7 +209,7 @@ async fn a_killed_member_makes_status_exit_1_with_its_error_in_its_row() -> Resu
     let config = cluster.write_config("partial")?;
     // A killed member stays in MemberList, so it keeps its row.
     cluster.kill(2)?;
-    let output = exporter_binary(&["status", "--config", &config.display().to_string()]).await?;
+    let output = status_with_config(&config, &[]).await?;
     let table = stdout(&output);
     ensure!(
         output.status.code() == Some(1),
@@ -241,14 +243,7 @@ async fn an_unknown_cluster_is_refused_with_the_configured_names() -> Result<()>
         &config,
         "clusters:\n  - name: prod\n    endpoints: [http://127.0.0.1:2379]\n",
     )?;
-    let output = exporter_binary(&[
-        "status",
-        "--config",
-        &config.display().to_string(),
-        "--cluster",
-        "staging",
-    ])
-    .await?;
+    let output = status_with_config(&config, &["--cluster", "staging"]).await?;
     ensure!(
         output.status.code() == Some(2),
         "exit {:?}",
@@ -279,14 +274,7 @@ async fn a_paused_leader_gets_its_full_timeout_and_hides_no_other_member() -> Re
     let leader = cluster.wait_for_leader().await?;
     let config = cluster.write_config("paused")?;
     cluster.pause(leader)?;
-    let output = exporter_binary(&[
-        "status",
-        "--config",
-        &config.display().to_string(),
-        "--timeout",
-        "2s",
-    ])
-    .await;
+    let output = status_with_config(&config, &["--timeout", "2s"]).await;
     cluster.resume(leader)?;
     let output = output?;
     let table = stdout(&output);
