@@ -200,7 +200,7 @@ impl ClusterProbe {
         .await
     }
 
-    /// Records a new MemberList answer and drops clients of members that left.
+    /// Records a new MemberList answer and forgets members that left.
     fn remember(&self, listing: &MemberListing, answered_by: &str) {
         let members: Vec<KnownMember> = listing
             .members
@@ -229,6 +229,9 @@ impl ClusterProbe {
                 .chain(&self.config.endpoints)
                 .collect();
             state.clients.retain(|endpoint, _| keep.contains(&endpoint));
+            state
+                .reachable
+                .retain(|endpoint, _| keep.contains(&endpoint));
             state.members = members;
         }
         state.preferred = Some(answered_by.to_string());

@@ -9,9 +9,11 @@ use futures::future::join_all;
 use tokio::sync::Semaphore;
 
 /// Clusters collected at once across all requests; more wait for a free slot, so a burst of
-/// scrapes cannot open thousands of calls against the same members. For 100 clusters on two
-/// cores, 16 is nearly as fast as 32 and peaks several MB lower (docs/benchmarks.md).
-pub const DEFAULT_MAX_CONCURRENT_CLUSTERS: usize = 16;
+/// scrapes cannot open thousands of calls against the same members. Each cluster in flight
+/// costs ~0.2 MB while its calls run: for 100 clusters on two cores, 8 keeps the exporter
+/// under 30 MB with a full scrape well under 100 ms; 16 or 32 shave a little latency for a
+/// few MB more (docs/benchmarks.md).
+pub const DEFAULT_MAX_CONCURRENT_CLUSTERS: usize = 8;
 
 /// Every configured cluster, with its member clients kept between scrapes.
 #[derive(Debug)]
