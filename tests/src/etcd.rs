@@ -616,9 +616,7 @@ impl EtcdCluster {
     fn kill_all(&mut self) {
         for member in &mut self.members {
             if let Some(mut running) = member.process.take() {
-                // SIGCONT first: a paused process does not act on SIGKILL until resumed
-                // on some kernels' accounting, and must not linger.
-                let _ = signal_child(&running.child, Signal::SIGCONT);
+                // SIGKILL also ends a paused (SIGSTOPped) member.
                 let _ = running.child.kill();
                 let _ = running.child.wait();
             }
