@@ -176,6 +176,7 @@ pub struct EtcdCluster {
 struct Member {
     name: String,
     client_port: u16,
+    peer_port: u16,
     args: Vec<String>,
     process: Option<Running>,
 }
@@ -273,6 +274,34 @@ impl EtcdCluster {
             .map(|(i, (_, peer))| format!("m{i}=http://127.0.0.1:{peer}"))
             .collect::<Vec<_>>()
             .join(",");
+        Ok(ports
+            .iter()
+            .enumerate()
+            .map(|(i, &(client_port, peer_port))| {
+                let name = format!("m{i}");
+                let args = self.member_args(&name, client_port, peer_port, &initial_cluster, "new");
+                Member {
+                    name,
+                    client_port,
+                    peer_port,
+                    args,
+                    process: None,
+                }
+            })
+            .collect())
+    }
+
+    /// etcd's flags for one member; names and data directories derive from `name`.
+    fn member_args(
+        &self,
+        name: &str,
+        client_port: u16,
+        peer_port: u16,
+        initial_cluster: &str,
+        initial_state: &str,
+    ) -> Vec<String> {
+        let scheme = self.scheme();
+        let data_dir = self.dir.path().join("data").join(name);
         let token = format!(
             "etcdmedic-{}",
             self.dir
@@ -281,45 +310,76 @@ impl EtcdCluster {
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default()
         );
-        let scheme = self.scheme();
-        Ok(ports
+        let mut args = vec![
+            format!("--name={name}"),
+            format!("--data-dir={}", data_dir.display()),
+            format!("--listen-client-urls={scheme}://127.0.0.1:{client_port}"),
+            format!("--advertise-client-urls={scheme}://127.0.0.1:{client_port}"),
+            format!("--listen-peer-urls=http://127.0.0.1:{peer_port}"),
+            format!("--initial-advertise-peer-urls=http://127.0.0.1:{peer_port}"),
+            format!("--initial-cluster={initial_cluster}"),
+            format!("--initial-cluster-state={initial_state}"),
+            format!("--initial-cluster-token={token}"),
+            "--logger=zap".to_string(),
+            "--log-outputs=stderr".to_string(),
+        ];
+        if let Some(quota) = self.quota_backend_bytes {
+            args.push(format!("--quota-backend-bytes={quota}"));
+        }
+        if let Some(pki) = &self.pki {
+            args.extend([
+                format!("--cert-file={}", pki.server_cert_file.display()),
+                format!("--key-file={}", pki.server_key_file.display()),
+                format!("--trusted-ca-file={}", pki.ca_file.display()),
+                "--client-cert-auth".to_string(),
+            ]);
+        }
+        args
+    }
+
+    /// Adds a learner (a non-voting member) through MemberAdd, starts it and waits until it
+    /// follows the leader; returns its index.
+    pub async fn add_learner(&mut self) -> Result<usize> {
+        let index = self.members.len();
+        let name = format!("m{index}");
+        let (client_port, peer_port) = (free_port()?, free_port()?);
+        let peer_url = format!("http://127.0.0.1:{peer_port}");
+        // etcd refuses MemberAdd ("unhealthy cluster") until every voting member has been
+        // connected for its health interval (5 s), which a cluster just started has not.
+        let client = self.client(0).await?;
+        eventually("the cluster accepts a new member", START_TIMEOUT, || {
+            let mut client = client.clone();
+            let peer_url = peer_url.clone();
+            async move {
+                client
+                    .member_add(
+                        [peer_url.as_str()],
+                        Some(etcd_client::MemberAddOptions::new().with_is_learner()),
+                    )
+                    .await
+                    .context("adding a learner")
+            }
+        })
+        .await?;
+        let initial_cluster = self
+            .members
             .iter()
-            .enumerate()
-            .map(|(i, (client, peer))| {
-                let name = format!("m{i}");
-                let data_dir = self.dir.path().join("data").join(&name);
-                let mut args = vec![
-                    format!("--name={name}"),
-                    format!("--data-dir={}", data_dir.display()),
-                    format!("--listen-client-urls={scheme}://127.0.0.1:{client}"),
-                    format!("--advertise-client-urls={scheme}://127.0.0.1:{client}"),
-                    format!("--listen-peer-urls=http://127.0.0.1:{peer}"),
-                    format!("--initial-advertise-peer-urls=http://127.0.0.1:{peer}"),
-                    format!("--initial-cluster={initial_cluster}"),
-                    "--initial-cluster-state=new".to_string(),
-                    format!("--initial-cluster-token={token}"),
-                    "--logger=zap".to_string(),
-                    "--log-outputs=stderr".to_string(),
-                ];
-                if let Some(quota) = self.quota_backend_bytes {
-                    args.push(format!("--quota-backend-bytes={quota}"));
-                }
-                if let Some(pki) = &self.pki {
-                    args.extend([
-                        format!("--cert-file={}", pki.server_cert_file.display()),
-                        format!("--key-file={}", pki.server_key_file.display()),
-                        format!("--trusted-ca-file={}", pki.ca_file.display()),
-                        "--client-cert-auth".to_string(),
-                    ]);
-                }
-                Member {
-                    name,
-                    client_port: *client,
-                    args,
-                    process: None,
-                }
-            })
-            .collect())
+            .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer_port))
+            .chain(std::iter::once(format!("{name}={peer_url}")))
+            .collect::<Vec<_>>()
+            .join(",");
+        let args = self.member_args(&name, client_port, peer_port, &initial_cluster, "existing");
+        self.members.push(Member {
+            name,
+            client_port,
+            peer_port,
+            args,
+            process: None,
+        });
+        self.spawn(index)?;
+        self.wait_ready(index)?;
+        self.wait_for_leader().await?;
+        Ok(index)
     }
 
     fn start_all(&mut self) -> Result<()> {

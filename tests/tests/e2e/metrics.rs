@@ -18,6 +18,7 @@ on_each_etcd_version!(
     a_fragmenting_workload_drops_the_in_use_ratio_below_half,
     filling_to_the_quota_sets_the_nospace_series,
     a_killed_member_reports_up_0_while_the_others_still_report,
+    a_learner_is_marked_and_not_counted_as_a_voting_member,
 );
 
 fn member(endpoint: &str) -> [(&'static str, &str); 2] {
@@ -318,6 +319,50 @@ async fn a_killed_member_reports_up_0_while_the_others_still_report(
         Ok(())
     })
     .await
+}
+
+async fn a_learner_is_marked_and_not_counted_as_a_voting_member(
+    version: EtcdVersion,
+) -> Result<()> {
+    let mut cluster = EtcdCluster::builder(version).members(3).start().await?;
+    // Only the first member is configured: the learner is found through MemberList.
+    let config = cluster
+        .config_yaml("e2e")
+        .replace(&cluster.endpoints().join(", "), &cluster.endpoint(0));
+    let exporter = RunningExporter::start(&write_file(cluster.dir(), "e2e.yaml", &config)?).await?;
+    let learner = cluster.add_learner().await?;
+    let learner_endpoint = cluster.endpoint(learner);
+
+    eventually("the learner is reported as such", SETTLE, || async {
+        let metrics = exporter.scrape().await?;
+        for endpoint in cluster.endpoints() {
+            let expected = f64::from(u8::from(endpoint == learner_endpoint));
+            let labels = member(&endpoint);
+            ensure!(
+                metrics.value("etcdmedic_member_up", &labels)? == 1.0,
+                "{endpoint} down"
+            );
+            let got = metrics.value("etcdmedic_member_is_learner", &labels)?;
+            ensure!(
+                got == expected,
+                "is_learner of {endpoint}: expected {expected}, got {got}"
+            );
+        }
+        let voting = metrics.value("etcdmedic_cluster_members", &[("etcd_cluster", "e2e")])?;
+        ensure!(voting == 3.0, "voting members: expected 3, got {voting}");
+        Ok(())
+    })
+    .await?;
+
+    let listed = cluster.etcdctl(&["member", "list", "-w", "json"])?;
+    let learners = serde_json::from_str::<serde_json::Value>(&listed)?["members"]
+        .as_array()
+        .context("member list without members")?
+        .iter()
+        .filter(|m| m["isLearner"] == true)
+        .count();
+    ensure!(learners == 1, "etcdctl lists {learners} learners: {listed}");
+    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
