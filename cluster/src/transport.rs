@@ -43,6 +43,8 @@ pub(crate) type GrpcService = BoxCloneSyncService<Request<Body>, Response<Body>,
 #[derive(Clone)]
 pub struct Transport {
     cluster: Arc<str>,
+    /// Every member must be reached over TLS (the configured endpoints are `https://`).
+    tls: bool,
     // Behind an Arc: etcd-client clones the service into each of its eight service
     // clients, and a bare hyper client is several hundred bytes.
     http: Arc<Client<HttpsConnector<HttpConnector>, Body>>,
@@ -78,9 +80,12 @@ impl Transport {
             .with_root_certificates(RootCertStore::empty())
             .with_no_client_auth(),
         };
-        let builder = HttpsConnectorBuilder::new()
-            .with_tls_config(tls_config)
-            .https_or_http();
+        let builder = HttpsConnectorBuilder::new().with_tls_config(tls_config);
+        let builder = if cluster.tls.is_some() {
+            builder.https_only()
+        } else {
+            builder.https_or_http()
+        };
         let builder = match cluster.tls.as_ref().and_then(|tls| tls.server_name.clone()) {
             Some(name) => builder.with_server_name_resolver(FixedServerNameResolver::new(name)),
             None => builder,
@@ -98,17 +103,33 @@ impl Transport {
             .build(connector);
         Ok(Transport {
             cluster: cluster.name.as_str().into(),
+            tls: cluster.tls.is_some(),
             http: Arc::new(http),
         })
     }
 
-    /// A gRPC service whose requests all go to `endpoint` (`scheme://host:port`).
+    /// A gRPC service whose requests all go to `endpoint` (`scheme://host:port`). A member
+    /// that advertises only a plain-text URL in a TLS cluster is refused, not contacted in
+    /// clear: its URL comes from MemberList, not from the validated config.
     pub(crate) fn service(&self, endpoint: &str) -> Result<GrpcService> {
         let invalid = |message: String| Error::Endpoint {
             cluster: self.cluster.to_string(),
             endpoint: endpoint.to_string(),
             message,
         };
+        match (self.tls, endpoint.starts_with("https://")) {
+            (true, false) => {
+                return Err(invalid(
+                    "plain-text endpoint in a cluster configured for TLS; use https://".into(),
+                ))
+            }
+            (false, true) => {
+                return Err(invalid(
+                    "https endpoint in a cluster without TLS settings; add a tls block".into(),
+                ))
+            }
+            _ => {}
+        }
         let uri: Uri = endpoint
             .parse()
             .map_err(|err| invalid(format!("not a valid URI: {err}")))?;
@@ -159,5 +180,44 @@ impl tower::Service<Request<Body>> for MemberService {
             let response = response.await?;
             Ok(response.map(Body::new))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::Config;
+
+    fn transport(yaml: &str) -> Transport {
+        let config = Config::from_yaml(yaml, Path::new("test.yaml")).unwrap();
+        Transport::new(&config.clusters[0]).unwrap()
+    }
+
+    #[test]
+    fn a_tls_cluster_refuses_a_plain_text_member_endpoint() {
+        let tls = transport(
+            "clusters:\n  - name: a\n    endpoints: [https://127.0.0.1:2379]\n    tls: {insecure_skip_verify: true}\n",
+        );
+        let err = tls.service("http://127.0.0.1:2379").err().unwrap();
+        assert!(
+            err.to_string()
+                .contains("plain-text endpoint in a cluster configured for TLS"),
+            "got: {err}"
+        );
+        assert!(tls.service("https://127.0.0.1:2379").is_ok());
+    }
+
+    #[test]
+    fn a_plain_text_cluster_refuses_an_https_member_endpoint() {
+        let plain = transport("clusters:\n  - name: a\n    endpoints: [http://127.0.0.1:2379]\n");
+        let err = plain.service("https://127.0.0.1:2379").err().unwrap();
+        assert!(
+            err.to_string()
+                .contains("https endpoint in a cluster without TLS settings"),
+            "got: {err}"
+        );
+        assert!(plain.service("http://127.0.0.1:2379").is_ok());
     }
 }
