@@ -88,6 +88,19 @@ impl ClusterProbe {
         Ok(client)
     }
 
+    /// Status of the member at `endpoint` alone.
+    pub async fn member_status(
+        &self,
+        endpoint: &str,
+        timeout: Duration,
+    ) -> Result<EndpointStatus, ProbeError> {
+        let client = self
+            .client(endpoint)
+            .map_err(|err| ProbeError::Rpc(err.to_string()))?;
+        let response = client.status(timeout).await?;
+        Ok(endpoint_status(&response, self.config.quota_backend_bytes))
+    }
+
     /// Collects the cluster's status; every call to a member may take up to `timeout`.
     pub async fn collect(&self, timeout: Duration) -> ClusterStatus {
         self.collect_until(timeout, None).await

@@ -3,6 +3,10 @@
 //! file stops the process at start-up with the key that names it.
 
 pub mod file;
+mod remediation;
+
+pub use file::{LeaderMoveFailure, LeaderPolicy};
+pub use remediation::RemediationSettings;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -11,7 +15,7 @@ use std::time::Duration;
 use crate::error::{ConfigProblems, Error, Result};
 use crate::secret::Secret;
 use crate::tls::{self, ClientTls};
-use file::{AuthFile, ClusterFile, ConfigFile};
+use file::{AuthFile, ClusterFile, ConfigFile, RemediationFile};
 
 /// A loaded, validated configuration.
 #[derive(Debug, Clone)]
@@ -31,6 +35,7 @@ pub struct ClusterConfig {
     pub credentials: Option<Credentials>,
     pub quota_backend_bytes: u64,
     pub status_timeout: Duration,
+    pub remediation: RemediationSettings,
 }
 
 /// etcd username and password (the password only ever comes from a file or the environment).
@@ -59,7 +64,12 @@ impl Config {
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
         let mut problems = ConfigProblems::default();
-        let clusters = resolve_clusters(&parsed.clusters, base, &mut problems);
+        let clusters = resolve_clusters(
+            &parsed.clusters,
+            parsed.remediation.as_ref(),
+            base,
+            &mut problems,
+        );
         if !problems.is_empty() {
             return Err(Error::ConfigInvalid {
                 origin: path.display().to_string(),
@@ -83,7 +93,7 @@ impl ClusterConfig {
     /// where it came from in error messages.
     pub fn resolve_standalone(file: &ClusterFile, origin: &str) -> Result<ClusterConfig> {
         let mut problems = ConfigProblems::default();
-        let cluster = resolve_cluster(file, Path::new("."), "cluster", &mut problems);
+        let cluster = resolve_cluster(file, None, Path::new("."), "cluster", &mut problems);
         match cluster {
             Some(cluster) if problems.is_empty() => Ok(cluster),
             _ => Err(Error::ConfigInvalid {
@@ -96,6 +106,7 @@ impl ClusterConfig {
 
 fn resolve_clusters(
     files: &[ClusterFile],
+    remediation_defaults: Option<&RemediationFile>,
     base: &Path,
     problems: &mut ConfigProblems,
 ) -> Vec<ClusterConfig> {
@@ -116,7 +127,7 @@ fn resolve_clusters(
                 ),
             );
         }
-        if let Some(cluster) = resolve_cluster(file, base, &key, problems) {
+        if let Some(cluster) = resolve_cluster(file, remediation_defaults, base, &key, problems) {
             clusters.push(cluster);
         }
     }
@@ -125,6 +136,7 @@ fn resolve_clusters(
 
 fn resolve_cluster(
     file: &ClusterFile,
+    remediation_defaults: Option<&RemediationFile>,
     base: &Path,
     key: &str,
     problems: &mut ConfigProblems,
@@ -191,6 +203,14 @@ fn resolve_cluster(
         problems.push(format!("{key}.status_timeout"), "must be longer than 0s");
     }
 
+    let remediation = remediation::resolve(
+        remediation_defaults,
+        file.remediation.as_ref(),
+        &format!("{key}.remediation"),
+        base,
+        problems,
+    );
+
     if problems.0.len() > before {
         return None;
     }
@@ -202,6 +222,7 @@ fn resolve_cluster(
         credentials,
         quota_backend_bytes: file.quota_backend_bytes,
         status_timeout: file.status_timeout,
+        remediation: remediation?,
     })
 }
 

@@ -63,11 +63,15 @@ pub struct ConfigProblem {
 pub struct ConfigProblems(pub Vec<ConfigProblem>);
 
 impl ConfigProblems {
+    /// Records a problem once: a bad top-level default is seen by every cluster.
     pub(crate) fn push(&mut self, key: impl Into<String>, message: impl Into<String>) {
-        self.0.push(ConfigProblem {
+        let problem = ConfigProblem {
             key: key.into(),
             message: message.into(),
-        });
+        };
+        if !self.0.contains(&problem) {
+            self.0.push(problem);
+        }
     }
 
     pub fn is_empty(&self) -> bool {

@@ -6,6 +6,7 @@
 //! - `tls`: rustls client settings built from the config's certificate files.
 //! - [`transport`]: the pooled HTTP/2 connections (TLS included) under one cluster's clients.
 //! - [`member_client`]: one etcd client per member endpoint, with timeouts and error sorting.
+//! - [`defrag_rule`]: which members need defragmenting, from their live Status.
 //! - `hedge`: asking several members for one cluster-wide answer, first answer wins.
 //! - [`collect`]: Status, MemberList and AlarmList of one cluster, concurrently.
 //! - [`model`]: [`ClusterStatus`] and [`MemberStatus`], the view everything else reads.
@@ -15,6 +16,7 @@
 
 pub mod collect;
 pub mod config;
+pub mod defrag_rule;
 mod error;
 mod hedge;
 pub mod member_client;
@@ -27,7 +29,8 @@ mod tls;
 pub mod transport;
 
 pub use collect::ClusterProbe;
-pub use config::{ClusterConfig, Config, Credentials};
+pub use config::{ClusterConfig, Config, Credentials, RemediationSettings};
+pub use defrag_rule::DefragRule;
 pub use error::{ConfigProblem, ConfigProblems, Error, Result};
 pub use member_client::MemberClient;
 pub use model::{

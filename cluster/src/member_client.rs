@@ -181,7 +181,7 @@ impl MemberClient {
 }
 
 /// Runs `call`, turning an expired `timeout` into [`ProbeError::Timeout`].
-pub(crate) async fn within<T>(
+pub async fn within<T>(
     timeout: Duration,
     call: impl Future<Output = Result<T, ProbeError>>,
 ) -> Result<T, ProbeError> {
@@ -192,7 +192,7 @@ pub(crate) async fn within<T>(
 
 /// Sorts an etcd-client error into what an operator needs to know: could we reach the
 /// member, did it reject our credentials, or did it refuse the request.
-pub(crate) fn probe_error(err: etcd_client::Error) -> ProbeError {
+pub fn probe_error(err: etcd_client::Error) -> ProbeError {
     match err {
         etcd_client::Error::GRpcStatus(status) => {
             let message = with_sources(status.message(), &status);

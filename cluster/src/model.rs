@@ -5,7 +5,7 @@ use std::fmt;
 use std::time::Duration;
 
 use serde::ser::SerializeStruct;
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// An etcd member ID, shown as etcd shows it: 16 lowercase hex digits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -23,9 +23,18 @@ impl Serialize for MemberId {
     }
 }
 
+impl<'de> Deserialize<'de> for MemberId {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        u64::from_str_radix(&text, 16)
+            .map(MemberId)
+            .map_err(|_| serde::de::Error::custom(format!("{text:?} is not a hex member ID")))
+    }
+}
+
 /// The alarms etcd raises. `NOSPACE`: the backend reached its quota and writes are refused.
 /// `CORRUPT`: members disagree on their data; only a human should act.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum AlarmKind {
     #[serde(rename = "NOSPACE")]
     NoSpace,
@@ -51,7 +60,7 @@ impl fmt::Display for AlarmKind {
 }
 
 /// An active alarm and the member that raised it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Alarm {
     pub member_id: MemberId,
     pub alarm: AlarmKind,

@@ -39,7 +39,7 @@ fn an_unknown_key_is_named_with_its_path() {
     );
     assert_refused(
         "cluster: []\n",
-        "unknown field `cluster`, expected `clusters`",
+        "unknown field `cluster`, expected `remediation` or `clusters`",
     );
 }
 
@@ -221,4 +221,64 @@ fn a_valid_config_resolves_defaults_relative_paths_and_hides_the_password() {
     assert_eq!(b.quota_backend_bytes, 8 * 1024 * 1024 * 1024);
     assert_eq!(b.status_timeout, Duration::from_millis(1500));
     assert_eq!(config.cluster_names(), vec!["prod-a", "prod-b"]);
+}
+
+#[test]
+fn a_clusters_remediation_block_overrides_the_defaults_key_by_key() {
+    use etcdmedic_cluster::config::{LeaderMoveFailure, LeaderPolicy};
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        dir.path(),
+        "etcdmedic.yaml",
+        &format!(
+            "remediation:\n  snapshot_dir: snaps\n  snapshot_retention: 3\n  settle_time: 2s\n  leader: skip\n\
+             clusters:\n  - name: a\n    {ENDPOINT}\n    remediation:\n      settle_time: 0s\n      defrag_rule: dbQuotaUsage > 0.5\n\
+             \x20 - name: b\n    {ENDPOINT}\n"
+        ),
+    );
+    let config = Config::load(&path).unwrap();
+    let a = &config.cluster("a").unwrap().remediation;
+    let b = &config.cluster("b").unwrap().remediation;
+    // From the cluster's own block.
+    assert_eq!(a.settle_time, Duration::ZERO);
+    assert_eq!(a.defrag_rule.to_string(), "dbQuotaUsage > 0.5");
+    // From the top-level block, resolved against the config file's directory.
+    assert_eq!(a.snapshot_dir, dir.path().join("snaps"));
+    assert_eq!((a.snapshot_retention, a.leader), (3, LeaderPolicy::Skip));
+    assert_eq!(b.settle_time, Duration::from_secs(2));
+    // Built-in defaults.
+    assert!(b.defrag_rule.to_string().starts_with("built-in"));
+    assert_eq!(b.defrag_timeout, Duration::from_secs(600));
+    assert_eq!(b.on_leader_move_failure, LeaderMoveFailure::Stop);
+    assert_eq!(b.disarm_nospace_below, 0.9);
+    assert!(!b.allow_single_member && !b.compact_first);
+}
+
+#[test]
+fn an_invalid_defrag_rule_or_threshold_is_refused_at_load_with_its_key() {
+    assert_refused(
+        &format!("clusters:\n  - name: a\n    {ENDPOINT}\n    remediation: {{defrag_rule: \"dbSize >\"}}\n"),
+        "clusters[0].remediation.defrag_rule: \"dbSize >\" does not give true or false",
+    );
+    assert_refused(
+        &format!("remediation: {{defrag_rule: \"free > 1\"}}\nclusters:\n  - name: a\n    {ENDPOINT}\n  - name: b\n    {ENDPOINT}\n"),
+        "remediation.defrag_rule: \"free > 1\" uses unknown variable free",
+    );
+    let (message, _, _dir) = error_for(&format!(
+        "remediation: {{disarm_nospace_below: 1.5, snapshot_retention: 0}}\nclusters:\n  - name: a\n    {ENDPOINT}\n  - name: b\n    {ENDPOINT}\n"
+    ));
+    // Said once, although both clusters inherit it.
+    assert_eq!(
+        message.matches("disarm_nospace_below").count(),
+        1,
+        "{message}"
+    );
+    assert!(
+        message.contains("remediation.snapshot_retention: must be at least 1"),
+        "{message}"
+    );
+    assert_refused(
+        &format!("clusters:\n  - name: a\n    {ENDPOINT}\n    remediation: {{leader: last}}\n"),
+        "clusters[0].remediation.leader: unknown variant `last`",
+    );
 }

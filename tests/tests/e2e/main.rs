@@ -6,6 +6,8 @@
 //! - `security`: TLS with client certificates, `server_name`, `insecure_skip_verify`, auth.
 //! - `http`: `/probe`, `/healthz`, `/readyz`, the landing page, a dead cluster beside a live one.
 //! - `status_command`: the `status` table and JSON, `--endpoints` mode, exit statuses.
+//! - `remediation`: the remediation engine and `run`: leader last, NOSPACE, refusals,
+//!   faults during a run, dry runs, snapshot restore.
 //! - `binary`: config errors refused at start-up, `--config.check`, graceful SIGTERM.
 //! - `demo`: `make demo`'s program starts, reports and cleans up.
 //! - `support`: helpers shared by the modules above.
@@ -14,6 +16,7 @@ mod binary;
 mod demo;
 mod http;
 mod metrics;
+mod remediation;
 mod security;
 mod status_command;
 mod support;

@@ -68,6 +68,17 @@ pub fn etcdctl_endpoint_status(cluster: &EtcdCluster) -> Result<Vec<EtcdctlEndpo
     serde_json::from_str(&json).with_context(|| format!("parsing etcdctl output: {json}"))
 }
 
+/// Like [`etcdctl_endpoint_status`], asking only the members that run.
+pub fn etcdctl_running_status(cluster: &EtcdCluster) -> Result<Vec<EtcdctlEndpoint>> {
+    let running: Vec<String> = cluster
+        .running()
+        .iter()
+        .map(|&i| cluster.endpoint(i))
+        .collect();
+    let json = cluster.etcdctl_at(&running, &["endpoint", "status", "-w", "json"])?;
+    serde_json::from_str(&json).with_context(|| format!("parsing etcdctl output: {json}"))
+}
+
 /// `(member id, alarm)` pairs from `etcdctl alarm list`.
 pub fn etcdctl_alarms(cluster: &EtcdCluster) -> Result<Vec<(u64, String)>> {
     let text = cluster.etcdctl(&["alarm", "list"])?;

@@ -1,0 +1,104 @@
+use std::process::ExitCode;
+
+use anyhow::{anyhow, Context};
+use clap::Parser;
+use etcdmedic_cluster::{shutdown, telemetry, Config};
+use etcdmedic_remediator::cli::{Cli, Command, OutputFormat, RunArgs};
+use etcdmedic_remediator::output::{summary, TextProgress};
+use etcdmedic_remediator::{Events, Remediator, RunOptions};
+use tokio_util::sync::CancellationToken;
+
+/// Exit statuses, as documented in `--help`.
+const FAILED: u8 = 1;
+const BAD_INPUT: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Err(err) = telemetry::init(cli.log_format, cli.log_level()) {
+        eprintln!("etcdmedic-remediator: {err}");
+        return ExitCode::from(BAD_INPUT);
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("etcdmedic-remediator: cannot start the async runtime: {err}");
+            return ExitCode::from(FAILED);
+        }
+    };
+    let outcome = runtime.block_on(async {
+        match cli.command {
+            Command::Run(args) => run(args).await,
+        }
+    });
+    match outcome {
+        Ok(code) => code,
+        Err((code, err)) => {
+            eprintln!("etcdmedic-remediator: {err:#}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+async fn run(args: RunArgs) -> Result<ExitCode, (u8, anyhow::Error)> {
+    let config = Config::load(&args.config).map_err(|err| (BAD_INPUT, err.into()))?;
+    let cluster = config.cluster(&args.cluster).cloned().ok_or_else(|| {
+        let known = config.cluster_names().join(", ");
+        (
+            BAD_INPUT,
+            anyhow!(
+                "unknown cluster {:?} in {}; configured clusters: {known}",
+                args.cluster,
+                args.config.display()
+            ),
+        )
+    })?;
+    let remediator = Remediator::new(cluster).map_err(|err| (BAD_INPUT, err.into()))?;
+
+    // Ctrl-C or SIGTERM: the member under way finishes, no other starts.
+    let stop = CancellationToken::new();
+    let on_signal = stop.clone();
+    tokio::spawn(async move {
+        shutdown::signal().await;
+        on_signal.cancel();
+    });
+
+    let (events, mut received) = Events::channel();
+    let text = args.output == OutputFormat::Text;
+    let printer = tokio::spawn(async move {
+        let progress = TextProgress::default();
+        while let Some(event) = received.recv().await {
+            if let Some(line) = progress.line(&event).filter(|_| text) {
+                println!("{line}");
+            }
+        }
+    });
+    let options = RunOptions {
+        dry_run: args.dry_run,
+        force: args.force,
+        trigger: "cli".into(),
+    };
+    let report = remediator.run(&options, &events, &stop).await;
+    drop(events);
+    printer
+        .await
+        .context("printing the run's progress")
+        .map_err(|err| (FAILED, err))?;
+
+    match args.output {
+        OutputFormat::Text => println!("{}", summary(&report)),
+        OutputFormat::Json => {
+            let json = serde_json::to_string_pretty(&report)
+                .context("writing the report as JSON")
+                .map_err(|err| (FAILED, err))?;
+            println!("{json}");
+        }
+    }
+    Ok(if report.outcome.is_success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(FAILED)
+    })
+}

@@ -1,0 +1,108 @@
+//! The `run` command's text output: one line per step as it ends, progress lines during
+//! long steps, then a summary.
+
+use std::time::Instant;
+
+use etcdmedic_cluster::table::human_bytes;
+
+use crate::events::Event;
+use crate::plan;
+use crate::report::{MemberAction, RunReport};
+
+/// Formats events as lines, with the time since the run began.
+pub struct TextProgress {
+    started: Instant,
+}
+
+impl Default for TextProgress {
+    fn default() -> Self {
+        TextProgress {
+            started: Instant::now(),
+        }
+    }
+}
+
+impl TextProgress {
+    pub fn line(&self, event: &Event) -> Option<String> {
+        let at = format!("[{:>7.2}s]", self.started.elapsed().as_secs_f64());
+        match event {
+            Event::Planned { plan } => {
+                let mut text = format!(
+                    "{at} plan: leader {}, {} voting members, rule: {}\n",
+                    plan.leader, plan.voting_members, plan.rule
+                );
+                for line in plan::describe(plan) {
+                    text.push_str(&format!("{:11}{line}\n", ""));
+                }
+                Some(text.trim_end().to_string())
+            }
+            Event::Started { step, member } => Some(format!(
+                "{at} {}{} ...",
+                step.as_str(),
+                member.as_ref().map(|m| format!(" {m}")).unwrap_or_default()
+            )),
+            Event::Progress {
+                member,
+                elapsed,
+                detail,
+                ..
+            } => Some(format!(
+                "{at}   {detail}{} ({:.0}s)",
+                member
+                    .as_ref()
+                    .map(|m| format!(" on {}", m.name))
+                    .unwrap_or_default(),
+                elapsed.as_secs_f64()
+            )),
+            Event::Finished { record } => Some(format!(
+                "{at} {} {}{}: {} ({:.2}s)",
+                if record.ok { "ok  " } else { "FAIL" },
+                record.step.as_str(),
+                record
+                    .member
+                    .as_ref()
+                    .map(|m| format!(" {}", m.name))
+                    .unwrap_or_default(),
+                record.detail,
+                record.duration.as_secs_f64()
+            )),
+            Event::Warning { message } => Some(format!("{at} warning: {message}")),
+        }
+    }
+}
+
+/// The closing lines: outcome, reason, and what each member gave back.
+pub fn summary(report: &RunReport) -> String {
+    let mut text = format!(
+        "{}: cluster {} in {:.2}s",
+        report.outcome.as_str(),
+        report.cluster,
+        report.duration().as_secs_f64()
+    );
+    if let Some(reason) = &report.reason {
+        text.push_str(&format!("\n  reason: {reason}"));
+    }
+    for member in report
+        .members
+        .iter()
+        .filter(|m| m.action == MemberAction::Defragmented)
+    {
+        text.push_str(&format!(
+            "\n  {}: {} -> {} ({} reclaimed)",
+            member.member.name,
+            human_bytes(member.db_size_before),
+            member.db_size_after.map(human_bytes).unwrap_or_default(),
+            human_bytes(member.reclaimed_bytes().unwrap_or(0)),
+        ));
+    }
+    if let Some(snapshot) = &report.snapshot {
+        text.push_str(&format!("\n  snapshot: {}", snapshot.path.display()));
+    }
+    if report.reclaimed_bytes > 0 {
+        text.push_str(&format!(
+            "\n  reclaimed: {} in all",
+            human_bytes(report.reclaimed_bytes)
+        ));
+    }
+    text
+}

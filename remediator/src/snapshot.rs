@@ -1,0 +1,324 @@
+//! Snapshots that count only once they are known good: streamed to a `.part` file, checked
+//! against the sha256 trailer etcd appends, fsynced, renamed into place, and the directory
+//! fsynced, so a crash leaves either a complete verified file or a `.part` to ignore.
+//! Retention keeps the newest few per cluster.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use etcd_client::MaintenanceClient;
+use etcdmedic_cluster::member_client::probe_error;
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncWriteExt, BufWriter};
+
+/// etcd appends the sha256 of the database to the stream; bbolt files are whole pages, so a
+/// file with a trailer is 32 bytes past a multiple of 512 (the check etcdutl makes).
+const TRAILER_LEN: usize = 32;
+const PROGRESS_EVERY: Duration = Duration::from_secs(2);
+
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("snapshot directory {}: {source}", .dir.display())]
+    Directory {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("writing {}: {source}", .path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("streaming from the member failed: {0}")]
+    Stream(String),
+    #[error("streaming did not finish within {0:?}")]
+    Timeout(Duration),
+    #[error("the stream has no sha256 trailer ({0} bytes is not a multiple of 512 plus 32); not a usable snapshot")]
+    NoTrailer(u64),
+    #[error("the sha256 of the received database ({computed}) differs from etcd's trailer ({expected}); the copy is damaged")]
+    Checksum { computed: String, expected: String },
+}
+
+/// A verified snapshot on disk.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Saved {
+    pub path: PathBuf,
+    pub size_bytes: u64,
+    pub sha256: String,
+    pub duration: Duration,
+}
+
+/// `<dir>/<cluster>`, created if missing.
+pub fn cluster_dir(dir: &Path, cluster: &str) -> Result<PathBuf, SnapshotError> {
+    let path = dir.join(cluster);
+    std::fs::create_dir_all(&path).map_err(|source| SnapshotError::Directory {
+        dir: path.clone(),
+        source,
+    })?;
+    Ok(path)
+}
+
+/// The file name of a snapshot: `<cluster>-<UTC time>-rev<N>.db`.
+pub fn file_name(cluster: &str, at: SystemTime, revision: i64) -> String {
+    // 2026-11-21T06:19:00.123Z -> 20261121T061900.123Z: sortable, no colons.
+    let time: String = humantime::format_rfc3339_millis(at)
+        .to_string()
+        .chars()
+        .filter(|c| !matches!(c, '-' | ':'))
+        .collect();
+    format!("{cluster}-{time}-rev{revision}.db")
+}
+
+/// Streams a snapshot from `maintenance` (one member) to `dir/name`, verifying it.
+/// `progress` is called every few seconds with the bytes received and the bytes etcd says
+/// remain.
+pub async fn save(
+    maintenance: &mut MaintenanceClient,
+    dir: &Path,
+    name: &str,
+    timeout: Duration,
+    mut progress: impl FnMut(u64, u64),
+) -> Result<Saved, SnapshotError> {
+    let started = Instant::now();
+    let path = dir.join(name);
+    let part = dir.join(format!("{name}.part"));
+    let streamed = tokio::time::timeout(timeout, stream_to(maintenance, &part, &mut progress))
+        .await
+        .unwrap_or(Err(SnapshotError::Timeout(timeout)));
+    let (size_bytes, sha256) = match streamed {
+        Ok(done) => done,
+        Err(err) => {
+            let _ = tokio::fs::remove_file(&part).await;
+            return Err(err);
+        }
+    };
+    let write_error = |source| SnapshotError::Write {
+        path: path.clone(),
+        source,
+    };
+    tokio::fs::rename(&part, &path).await.map_err(write_error)?;
+    sync_dir(dir).await.map_err(write_error)?;
+    Ok(Saved {
+        path,
+        size_bytes,
+        sha256,
+        duration: started.elapsed(),
+    })
+}
+
+async fn stream_to(
+    maintenance: &mut MaintenanceClient,
+    part: &Path,
+    progress: &mut impl FnMut(u64, u64),
+) -> Result<(u64, String), SnapshotError> {
+    let write_error = |source| SnapshotError::Write {
+        path: part.to_path_buf(),
+        source,
+    };
+    let file = tokio::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(part)
+        .await
+        .map_err(write_error)?;
+    let mut out = BufWriter::with_capacity(1 << 20, file);
+    let mut stream = maintenance
+        .snapshot()
+        .await
+        .map_err(|err| SnapshotError::Stream(probe_error(err).to_string()))?;
+    let mut trailer = TrailerHasher::default();
+    let mut last_progress = Instant::now();
+    while let Some(message) = stream
+        .message()
+        .await
+        .map_err(|err| SnapshotError::Stream(probe_error(err).to_string()))?
+    {
+        let blob = message.blob();
+        out.write_all(blob).await.map_err(write_error)?;
+        trailer.update(blob);
+        if last_progress.elapsed() >= PROGRESS_EVERY {
+            progress(trailer.total, message.remaining_bytes());
+            last_progress = Instant::now();
+        }
+    }
+    out.flush().await.map_err(write_error)?;
+    let file = out.into_inner();
+    file.sync_all().await.map_err(write_error)?;
+    let sha256 = trailer.verify()?;
+    Ok((trailer.total, sha256))
+}
+
+/// Hashes everything but the last 32 bytes seen, which are kept as the expected digest.
+#[derive(Default)]
+struct TrailerHasher {
+    hasher: Sha256,
+    tail: Vec<u8>,
+    total: u64,
+}
+
+impl TrailerHasher {
+    fn update(&mut self, bytes: &[u8]) {
+        self.total += bytes.len() as u64;
+        if bytes.len() >= TRAILER_LEN {
+            self.hasher.update(&self.tail);
+            let (body, tail) = bytes.split_at(bytes.len() - TRAILER_LEN);
+            self.hasher.update(body);
+            self.tail.clear();
+            self.tail.extend_from_slice(tail);
+        } else {
+            self.tail.extend_from_slice(bytes);
+            let surplus = self.tail.len().saturating_sub(TRAILER_LEN);
+            self.hasher.update(&self.tail[..surplus]);
+            self.tail.drain(..surplus);
+        }
+    }
+
+    /// The database's sha256 in hex, once it matches the trailer.
+    fn verify(&self) -> Result<String, SnapshotError> {
+        let body = self.total.saturating_sub(TRAILER_LEN as u64);
+        if self.total < TRAILER_LEN as u64 || body % 512 != 0 || body == 0 {
+            return Err(SnapshotError::NoTrailer(self.total));
+        }
+        let computed = hex(&self.hasher.clone().finalize());
+        let expected = hex(&self.tail);
+        if computed != expected {
+            return Err(SnapshotError::Checksum { computed, expected });
+        }
+        Ok(computed)
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+async fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    tokio::fs::File::open(dir).await?.sync_all().await
+}
+
+/// Removes `.part` files a crashed run left in `dir` for `cluster`. Only called while the
+/// cluster's run lock is held, so no live run owns them.
+pub fn remove_leftover_parts(dir: &Path, cluster: &str) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return vec![];
+    };
+    let prefix = format!("{cluster}-");
+    entries
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .filter(|path| {
+            path.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".db.part"))
+        })
+        .filter(|path| std::fs::remove_file(path).is_ok())
+        .collect()
+}
+
+/// Keeps the newest `keep` snapshots of `cluster` in `dir`, returns the ones removed.
+/// Names sort by time, so the newest are the last in name order.
+pub fn apply_retention(dir: &Path, cluster: &str, keep: usize) -> std::io::Result<Vec<PathBuf>> {
+    let prefix = format!("{cluster}-");
+    let mut snapshots: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .filter(|path| {
+            path.file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_prefix(&prefix))
+                .and_then(|rest| rest.strip_suffix(".db"))
+                .is_some_and(is_time_and_revision)
+        })
+        .collect();
+    snapshots.sort();
+    let excess = snapshots.len().saturating_sub(keep);
+    let mut removed = Vec::with_capacity(excess);
+    for old in snapshots.into_iter().take(excess) {
+        std::fs::remove_file(&old)?;
+        removed.push(old);
+    }
+    Ok(removed)
+}
+
+/// `20261121T061900.123Z-rev42`: what [`file_name`] puts between the cluster and `.db`.
+/// Another cluster whose name extends this one's (`prod` and `prod-b`) never matches.
+fn is_time_and_revision(rest: &str) -> bool {
+    let Some((time, revision)) = rest.split_once("-rev") else {
+        return false;
+    };
+    time.len() == 20
+        && time.ends_with('Z')
+        && time.as_bytes()[8] == b'T'
+        && !revision.is_empty()
+        && revision.bytes().all(|b| b.is_ascii_digit())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_carry_cluster_utc_time_and_revision() {
+        let at = humantime::parse_rfc3339("2026-11-21T06:19:00.123Z").unwrap();
+        assert_eq!(
+            file_name("prod-a", at, 42),
+            "prod-a-20261121T061900.123Z-rev42.db"
+        );
+    }
+
+    fn stream(db: &[u8], trailer: &[u8], chunk: usize) -> TrailerHasher {
+        let mut all = db.to_vec();
+        all.extend_from_slice(trailer);
+        let mut hasher = TrailerHasher::default();
+        for piece in all.chunks(chunk) {
+            hasher.update(piece);
+        }
+        hasher
+    }
+
+    #[test]
+    fn the_trailer_is_checked_whatever_the_chunk_sizes() {
+        let db = vec![7u8; 4096];
+        let digest = Sha256::digest(&db);
+        for chunk in [1, 5, 31, 32, 33, 1000, 5000] {
+            let got = stream(&db, &digest, chunk).verify();
+            assert_eq!(got.ok(), Some(hex(&digest)), "chunk size {chunk}");
+        }
+        let mut damaged = db.clone();
+        damaged[100] ^= 1;
+        assert!(matches!(
+            stream(&damaged, &digest, 1000).verify(),
+            Err(SnapshotError::Checksum { .. })
+        ));
+        assert!(matches!(
+            stream(&db, &digest[..31], 1000).verify(),
+            Err(SnapshotError::NoTrailer(4127))
+        ));
+    }
+
+    #[test]
+    fn retention_keeps_the_newest_and_ignores_other_clusters_and_parts() {
+        let dir = tempfile::tempdir().unwrap();
+        let names = [
+            "prod-20261121T061900.000Z-rev1.db",
+            "prod-20261121T061901.000Z-rev2.db",
+            "prod-20261121T061902.000Z-rev3.db",
+            "prod-b-20261121T061800.000Z-rev9.db",
+            "prod-20261121T061903.000Z-rev4.db.part",
+            "notes.txt",
+        ];
+        for name in names {
+            std::fs::write(dir.path().join(name), b"x").unwrap();
+        }
+        let removed = apply_retention(dir.path(), "prod", 2).unwrap();
+        assert_eq!(removed, vec![dir.path().join(names[0])]);
+        for name in &names[1..] {
+            assert!(dir.path().join(name).exists(), "{name} must stay");
+        }
+        assert_eq!(
+            remove_leftover_parts(dir.path(), "prod"),
+            vec![dir.path().join(names[4])]
+        );
+    }
+}
