@@ -12,8 +12,10 @@
 //! - [`model`]: [`ClusterStatus`] and [`MemberStatus`], the view everything else reads.
 //! - [`table`]: the `talosctl etcd status`-style table.
 //! - [`telemetry`], [`shutdown`]: logging set-up and the stop signal for the binaries.
+//! - [`binary`]: logging flags, runtime and exit statuses shared by every binary.
 //! - [`build_info`]: version and git revision of this build.
 
+pub mod binary;
 pub mod collect;
 pub mod config;
 pub mod defrag_rule;

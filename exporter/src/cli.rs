@@ -5,10 +5,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use etcdmedic_cluster::binary::LogArgs;
 use etcdmedic_cluster::config::file::{
     AuthFile, ClusterFile, TlsFile, DEFAULT_QUOTA_BACKEND_BYTES,
 };
-use etcdmedic_cluster::telemetry::LogFormat;
 
 use crate::targets::DEFAULT_MAX_CONCURRENT_CLUSTERS;
 
@@ -28,24 +28,18 @@ Exit status:
     after_help = EXIT_STATUS
 )]
 pub struct Cli {
-    /// Log format on stderr.
-    #[arg(long, global = true, default_value_t = LogFormat::Text, env = "ETCDMEDIC_LOG_FORMAT")]
-    pub log_format: LogFormat,
-    /// Log filter, e.g. `info` or `etcdmedic_cluster=debug,info` (RUST_LOG wins when set).
-    /// Default: `info` for `serve`; `error` for `status`, whose output already shows every
-    /// member's error.
-    #[arg(long, global = true, env = "ETCDMEDIC_LOG_LEVEL")]
-    pub log_level: Option<String>,
+    #[command(flatten)]
+    pub log: LogArgs,
     #[command(subcommand)]
     pub command: Command,
 }
 
 impl Cli {
-    pub fn log_level(&self) -> &str {
-        match (&self.log_level, &self.command) {
-            (Some(level), _) => level,
-            (None, Command::Serve(_)) => "info",
-            (None, Command::Status(_)) => "error",
+    /// The log filter when `--log-level` is not given.
+    pub fn default_log_level(&self) -> &'static str {
+        match self.command {
+            Command::Serve(_) => "info",
+            Command::Status(_) => "error",
         }
     }
 }

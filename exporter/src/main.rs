@@ -3,46 +3,23 @@ use std::sync::Arc;
 
 use anyhow::{anyhow, Context};
 use clap::Parser;
-use etcdmedic_cluster::{shutdown, telemetry, ClusterConfig, Config};
+use etcdmedic_cluster::binary::{self, CommandResult, BAD_INPUT, FAILED};
+use etcdmedic_cluster::{shutdown, ClusterConfig, Config};
 use etcdmedic_exporter::cli::{Cli, Command, ServeArgs, StatusArgs};
 use etcdmedic_exporter::{serve, status, Targets};
 
-/// Exit statuses, as documented in `--help`.
-const FAILED: u8 = 1;
-const BAD_INPUT: u8 = 2;
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Err(err) = telemetry::init(cli.log_format, cli.log_level()) {
-        eprintln!("etcdmedic-exporter: {err}");
-        return ExitCode::from(BAD_INPUT);
-    }
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(err) => {
-            eprintln!("etcdmedic-exporter: cannot start the async runtime: {err}");
-            return ExitCode::from(FAILED);
-        }
-    };
-    let outcome = runtime.block_on(async {
+    let default_level = cli.default_log_level();
+    binary::run("etcdmedic-exporter", &cli.log, default_level, async {
         match cli.command {
             Command::Serve(args) => run_serve(args).await,
             Command::Status(args) => run_status(args).await,
         }
-    });
-    match outcome {
-        Ok(code) => code,
-        Err((code, err)) => {
-            eprintln!("etcdmedic-exporter: {err:#}");
-            ExitCode::from(code)
-        }
-    }
+    })
 }
 
-type Outcome = Result<ExitCode, (u8, anyhow::Error)>;
+type Outcome = CommandResult<anyhow::Error>;
 
 async fn run_serve(args: ServeArgs) -> Outcome {
     let config = Config::load(&args.config).map_err(|err| (BAD_INPUT, err.into()))?;

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use etcdmedic_cluster::telemetry::LogFormat;
+use etcdmedic_cluster::binary::LogArgs;
 
 const EXIT_STATUS: &str = "\
 Exit status:
@@ -19,22 +19,17 @@ Exit status:
     after_help = EXIT_STATUS
 )]
 pub struct Cli {
-    /// Log format on stderr.
-    #[arg(long, global = true, default_value_t = LogFormat::Text, env = "ETCDMEDIC_LOG_FORMAT")]
-    pub log_format: LogFormat,
-    /// Log filter, e.g. `info` or `etcdmedic_remediator=debug,info` (RUST_LOG wins when set).
-    /// Default `warn` for `run`, whose output already shows every step.
-    #[arg(long, global = true, env = "ETCDMEDIC_LOG_LEVEL")]
-    pub log_level: Option<String>,
+    #[command(flatten)]
+    pub log: LogArgs,
     #[command(subcommand)]
     pub command: Command,
 }
 
 impl Cli {
-    pub fn log_level(&self) -> &str {
-        match (&self.log_level, &self.command) {
-            (Some(level), _) => level,
-            (None, Command::Run(_)) => "warn",
+    /// The log filter when `--log-level` is not given.
+    pub fn default_log_level(&self) -> &'static str {
+        match self.command {
+            Command::Run(_) => "warn",
         }
     }
 }

@@ -828,55 +828,76 @@ impl Run<'_> {
         Err(self.stopped(format!("verification could not complete: {last_error}")))
     }
 
-    /// HashKV on every voting member at the newest revision all of them have applied.
-    /// `Err` when a member cannot answer or a compaction moved under the check.
+    /// HashKV on every voting member at the newest revision all of them have applied, all
+    /// at once (each reads the whole keyspace). `Err` when a member cannot answer or the
+    /// keyspace moved under the check.
     async fn hash_check(&mut self, status: &ClusterStatus) -> Result<HashCheck, String> {
-        let voting: Vec<_> = status.members.iter().filter(|m| !m.is_learner).collect();
-        let mut answered = Vec::with_capacity(voting.len());
-        for member in &voting {
-            match member.reachable() {
-                Some(s) => answered.push((member_ref(member), s.revision)),
-                None => return Err(format!("{} does not answer Status", member.display_name())),
-            }
+        let mut members = Vec::new();
+        for member in status.members.iter().filter(|m| !m.is_learner) {
+            let Some(answer) = member.reachable() else {
+                return Err(format!("{} does not answer Status", member.display_name()));
+            };
+            let member = member_ref(member);
+            let client = self.client(&member.endpoint).await?;
+            members.push((member, answer.revision, client));
         }
-        let newest_common = answered
+        let newest_common = members
             .iter()
-            .map(|(_, r)| *r)
+            .map(|(_, revision, _)| *revision)
             .min()
             .ok_or("no voting member")?;
-        // HashKV refuses a revision at or below the compaction point; on a quiet cluster
-        // right after a compaction that is the current one, so ask for the latest (0)
-        // instead and require every member to report the same revision.
-        let mut revision = newest_common;
-        let mut hashes = Vec::with_capacity(answered.len());
-        let mut compact_revisions = Vec::with_capacity(answered.len());
-        let mut hashed_at = Vec::with_capacity(answered.len());
-        for (member, _) in answered {
-            let mut client = self.client(&member.endpoint).await?;
-            let response = match client.hash_kv(revision).await {
-                Err(err) if err.to_string().contains("compacted") && revision > 0 => {
-                    revision = 0;
-                    client.hash_kv(0).await
+        let hash_all = |revision: i64| {
+            futures::future::join_all(members.iter().map(|(member, _, client)| {
+                let mut client = client.clone();
+                async move {
+                    client
+                        .hash_kv(revision)
+                        .await
+                        .map_err(|err| format!("HashKV on {member}: {}", probe_error(err)))
                 }
-                other => other,
-            }
-            .map_err(|err| format!("HashKV on {member}: {}", probe_error(err)))?;
-            compact_revisions.push(response.compact_version());
-            hashed_at.push(response.header().map_or(0, |h| h.revision()));
-            hashes.push((member, response.hash()));
+            }))
+        };
+        let mut responses = hash_all(newest_common).await;
+        // HashKV refuses a revision at or below the compaction point; on a quiet cluster right
+        // after a compaction that is the current one. Then every member hashes its latest
+        // revision (0), which must be the same on all.
+        let compacted = responses
+            .iter()
+            .any(|r| matches!(r, Err(err) if err.contains("compacted")));
+        let revision = if compacted {
+            responses = hash_all(0).await;
+            0
+        } else {
+            newest_common
+        };
+        let responses: Vec<_> = responses.into_iter().collect::<Result<_, _>>()?;
+        let hashed_at: Vec<i64> = responses
+            .iter()
+            .map(|r| {
+                if revision == 0 {
+                    r.header().map_or(0, |h| h.revision())
+                } else {
+                    revision
+                }
+            })
+            .collect();
+        if hashed_at.windows(2).any(|w| w[0] != w[1]) {
+            return Err("a write landed during the check".into());
         }
-        if revision == 0 {
-            if hashed_at.windows(2).any(|w| w[0] != w[1]) {
-                return Err("a write landed during the check".into());
-            }
-            revision = hashed_at.first().copied().unwrap_or(newest_common);
-        }
-        if compact_revisions.windows(2).any(|w| w[0] != w[1]) {
+        if responses
+            .windows(2)
+            .any(|w| w[0].compact_version() != w[1].compact_version())
+        {
             return Err("a compaction ran during the check".into());
         }
+        let hashes: Vec<(MemberRef, u32)> = members
+            .into_iter()
+            .zip(&responses)
+            .map(|((member, _, _), response)| (member, response.hash()))
+            .collect();
         let consistent = hashes.windows(2).all(|w| w[0].1 == w[1].1);
         Ok(HashCheck {
-            revision,
+            revision: hashed_at.first().copied().unwrap_or(newest_common),
             hashes,
             consistent,
         })

@@ -2,47 +2,24 @@ use std::process::ExitCode;
 
 use anyhow::{anyhow, Context};
 use clap::Parser;
-use etcdmedic_cluster::{shutdown, telemetry, Config};
+use etcdmedic_cluster::binary::{self, CommandResult, BAD_INPUT, FAILED};
+use etcdmedic_cluster::{shutdown, Config};
 use etcdmedic_remediator::cli::{Cli, Command, OutputFormat, RunArgs};
 use etcdmedic_remediator::output::{summary, TextProgress};
 use etcdmedic_remediator::{Events, Remediator, RunOptions};
 use tokio_util::sync::CancellationToken;
 
-/// Exit statuses, as documented in `--help`.
-const FAILED: u8 = 1;
-const BAD_INPUT: u8 = 2;
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Err(err) = telemetry::init(cli.log_format, cli.log_level()) {
-        eprintln!("etcdmedic-remediator: {err}");
-        return ExitCode::from(BAD_INPUT);
-    }
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(err) => {
-            eprintln!("etcdmedic-remediator: cannot start the async runtime: {err}");
-            return ExitCode::from(FAILED);
-        }
-    };
-    let outcome = runtime.block_on(async {
+    let default_level = cli.default_log_level();
+    binary::run("etcdmedic-remediator", &cli.log, default_level, async {
         match cli.command {
             Command::Run(args) => run(args).await,
         }
-    });
-    match outcome {
-        Ok(code) => code,
-        Err((code, err)) => {
-            eprintln!("etcdmedic-remediator: {err:#}");
-            ExitCode::from(code)
-        }
-    }
+    })
 }
 
-async fn run(args: RunArgs) -> Result<ExitCode, (u8, anyhow::Error)> {
+async fn run(args: RunArgs) -> CommandResult<anyhow::Error> {
     let config = Config::load(&args.config).map_err(|err| (BAD_INPUT, err.into()))?;
     let cluster = config.cluster(&args.cluster).cloned().ok_or_else(|| {
         let known = config.cluster_names().join(", ");

