@@ -92,14 +92,15 @@ impl DefragRule {
         match self {
             DefragRule::Builtin => builtin_verdict(status),
             DefragRule::Expression { source, .. } => {
+                // The rule itself is printed once with the plan; each member says how it fared.
                 match self.evaluate(&Figures::of(status)) {
                     Ok(true) => Verdict {
                         matches: true,
-                        reason: format!("rule {source:?} is true"),
+                        reason: "matches the rule".into(),
                     },
                     Ok(false) => Verdict {
                         matches: false,
-                        reason: format!("rule {source:?} is false"),
+                        reason: "does not match the rule".into(),
                     },
                     // Checked at load time, so only reachable with figures that break
                     // arithmetic; not defragmenting is the safe reading.

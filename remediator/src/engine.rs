@@ -165,11 +165,23 @@ impl Run<'_> {
             let reasons: Vec<String> = plan
                 .skip
                 .iter()
-                .map(|m| format!("{}: {}", m.member.name, m.reason))
+                .map(|m| {
+                    format!(
+                        "{}: {}, {} in use of {}",
+                        m.member.name,
+                        m.reason,
+                        human_bytes(m.db_size_in_use),
+                        human_bytes(m.db_size)
+                    )
+                })
                 .collect();
             return Err(End {
                 outcome: Outcome::Skipped,
-                reason: format!("no member needs defragmenting ({})", reasons.join("; ")),
+                reason: format!(
+                    "no member needs defragmenting under {} ({})",
+                    plan.rule,
+                    reasons.join("; ")
+                ),
             });
         }
         if options.dry_run {

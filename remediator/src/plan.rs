@@ -285,7 +285,13 @@ pub fn describe(plan: &Plan) -> Vec<String> {
         ));
     }
     for member in &plan.skip {
-        lines.push(format!("-  {}: skipped; {}", member.member, member.reason));
+        lines.push(format!(
+            "-  {}: skipped; {} ({} in use of {})",
+            member.member,
+            member.reason,
+            human_bytes(member.db_size_in_use),
+            human_bytes(member.db_size),
+        ));
     }
     lines
 }
