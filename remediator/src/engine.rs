@@ -1121,10 +1121,17 @@ fn quorum_without(
             None => problems.push(format!("{} does not answer", member.display_name())),
         }
     }
-    // A one-member cluster (accepted with --force) has no quorum without its only member.
-    if voting.len() > 1 && healthy < quorum {
+    // Clusters of one or two voting members (accepted with --force or allow_single_member)
+    // have no quorum without the member at all: that outage was accepted, but every other
+    // member must still be up.
+    let needed = if voting.len() >= 3 {
+        quorum
+    } else {
+        voting.len().saturating_sub(1)
+    };
+    if healthy < needed {
         return Err(format!(
-            "without it only {healthy} of {} voting members are up and caught up, {quorum} are \
+            "without it only {healthy} of {} voting members are up and caught up, {needed} are \
              needed ({})",
             voting.len(),
             problems.join(", ")
@@ -1167,4 +1174,52 @@ fn check_writable(dir: &Path) -> Result<(), String> {
             existing.display()
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use etcdmedic_cluster::model::ProbeError;
+
+    use super::*;
+    use crate::plan::tests::{cluster, member};
+
+    fn members(count: u64, down: &[u64]) -> ClusterStatus {
+        let mut members: Vec<_> = (1..=count).map(|id| member(id, 1, 100, 10)).collect();
+        for member in members.iter_mut() {
+            if down.contains(&member.id.map_or(0, |id| id.0)) {
+                member.status = Err(ProbeError::Unreachable("refused".into()));
+            }
+        }
+        cluster(members, vec![])
+    }
+
+    #[test]
+    fn a_member_goes_only_when_the_others_keep_a_quorum() {
+        assert!(quorum_without(&members(3, &[]), MemberId(2), 1000).is_ok());
+        let refused = quorum_without(&members(3, &[3]), MemberId(2), 1000).unwrap_err();
+        assert!(
+            refused.contains("only 1 of 3 voting members are up and caught up, 2 are needed (m3 does not answer)"),
+            "{refused}"
+        );
+        // Five members lose one and keep three without the target.
+        assert!(quorum_without(&members(5, &[5]), MemberId(2), 1000).is_ok());
+        assert!(quorum_without(&members(5, &[4, 5]), MemberId(2), 1000).is_err());
+        // The target itself must answer.
+        assert!(quorum_without(&members(3, &[2]), MemberId(2), 1000).is_err());
+    }
+
+    #[test]
+    fn forced_small_clusters_need_every_other_member_up() {
+        assert!(quorum_without(&members(1, &[]), MemberId(1), 1000).is_ok());
+        assert!(quorum_without(&members(2, &[]), MemberId(2), 1000).is_ok());
+        assert!(quorum_without(&members(2, &[2]), MemberId(1), 1000).is_err());
+    }
+
+    #[test]
+    fn a_member_far_behind_the_leader_does_not_count() {
+        // m3 has applied 2 entries fewer than the leader m1 (see the plan tests).
+        let refused = quorum_without(&members(3, &[]), MemberId(2), 1).unwrap_err();
+        assert!(refused.contains("m3 is 2 entries behind"), "{refused}");
+        assert!(quorum_without(&members(3, &[]), MemberId(2), 2).is_ok());
+    }
 }

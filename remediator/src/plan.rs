@@ -297,7 +297,7 @@ pub fn describe(plan: &Plan) -> Vec<String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::time::Duration;
 
     use etcdmedic_cluster::model::{Alarm, Membership, ProbeError, QuotaSource};
@@ -307,7 +307,7 @@ mod tests {
 
     const MIB: u64 = 1024 * 1024;
 
-    fn member(id: u64, leader: u64, db_size: u64, in_use: u64) -> MemberStatus {
+    pub(crate) fn member(id: u64, leader: u64, db_size: u64, in_use: u64) -> MemberStatus {
         MemberStatus {
             endpoint: format!("http://127.0.0.1:{}", 2379 + id),
             id: Some(MemberId(id)),
@@ -335,7 +335,7 @@ mod tests {
         }
     }
 
-    fn cluster(members: Vec<MemberStatus>, alarms: Vec<Alarm>) -> ClusterStatus {
+    pub(crate) fn cluster(members: Vec<MemberStatus>, alarms: Vec<Alarm>) -> ClusterStatus {
         ClusterStatus {
             cluster: "c".into(),
             membership: Ok(Membership {
