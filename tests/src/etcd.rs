@@ -294,21 +294,44 @@ impl EtcdCluster {
             .iter()
             .enumerate()
             .map(|(i, &(client_port, peer_port))| {
-                let name = format!("m{i}");
-                let args = self.member_args(&name, client_port, peer_port, &initial_cluster, "new");
-                Member {
-                    defrag_log: Arc::default(),
-                    name,
+                self.member(
+                    format!("m{i}"),
                     client_port,
                     peer_port,
-                    args,
-                    process: None,
-                }
+                    &initial_cluster,
+                    "new",
+                )
             })
             .collect())
     }
 
     /// etcd's flags for one member; names and data directories derive from `name`.
+    /// A member not started yet, with its etcd flags.
+    fn member(
+        &self,
+        name: String,
+        client_port: u16,
+        peer_port: u16,
+        initial_cluster: &str,
+        initial_state: &str,
+    ) -> Member {
+        let args = self.member_args(
+            &name,
+            client_port,
+            peer_port,
+            initial_cluster,
+            initial_state,
+        );
+        Member {
+            defrag_log: Arc::default(),
+            name,
+            client_port,
+            peer_port,
+            args,
+            process: None,
+        }
+    }
+
     fn member_args(
         &self,
         name: &str,
@@ -385,15 +408,8 @@ impl EtcdCluster {
             .chain(std::iter::once(format!("{name}={peer_url}")))
             .collect::<Vec<_>>()
             .join(",");
-        let args = self.member_args(&name, client_port, peer_port, &initial_cluster, "existing");
-        self.members.push(Member {
-            defrag_log: Arc::default(),
-            name,
-            client_port,
-            peer_port,
-            args,
-            process: None,
-        });
+        let member = self.member(name, client_port, peer_port, &initial_cluster, "existing");
+        self.members.push(member);
         self.spawn(index)?;
         self.wait_ready(index)?;
         self.wait_for_leader().await?;
