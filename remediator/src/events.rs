@@ -39,7 +39,7 @@ fn seconds<S: serde::Serializer>(duration: &Duration, serializer: S) -> Result<S
     serializer.serialize_f64(duration.as_secs_f64())
 }
 
-/// Where a run sends its events; silent when nobody listens.
+/// Where a run sends its events; `Events::default()` sends them nowhere.
 #[derive(Debug, Clone, Default)]
 pub struct Events(Option<mpsc::UnboundedSender<Event>>);
 
@@ -48,10 +48,6 @@ impl Events {
     pub fn channel() -> (Events, mpsc::UnboundedReceiver<Event>) {
         let (sender, receiver) = mpsc::unbounded_channel();
         (Events(Some(sender)), receiver)
-    }
-
-    pub fn silent() -> Events {
-        Events(None)
     }
 
     pub(crate) fn emit(&self, event: Event) {

@@ -94,10 +94,7 @@ fn assert_one_defrag_at_a_time(cluster: &EtcdCluster) -> Result<Vec<usize>> {
     }
     all.sort();
     for pair in all.windows(2) {
-        let ((_, end, a), (start, _, b)) = (
-            (pair[0].0, pair[0].1, pair[0].2),
-            (pair[1].0, pair[1].1, pair[1].2),
-        );
+        let ((_, end, a), (start, _, b)) = (pair[0], pair[1]);
         ensure!(
             end <= start,
             "{} was still defragmenting when {} started: {all:?}",
