@@ -4,23 +4,32 @@
 
 pub mod file;
 mod remediation;
+mod remediator;
 
 pub use file::{LeaderMoveFailure, LeaderPolicy};
 pub use remediation::RemediationSettings;
+pub use remediator::{
+    GrafanaSettings, RemediatorSettings, SilenceSettings, WebhookAuth, DEFAULT_TRIGGERS,
+};
 
-use std::collections::HashMap;
-use std::path::Path;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::error::{ConfigProblems, Error, Result};
 use crate::secret::Secret;
 use crate::tls::{self, ClientTls};
-use file::{AuthFile, ClusterFile, ConfigFile, RemediationFile};
+use file::{AuthFile, ClusterFile, ConfigFile, RemediationFile, RemediatorFile};
 
 /// A loaded, validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub clusters: Vec<ClusterConfig>,
+    /// Where the file was read from, for messages.
+    pub origin: String,
+    /// The `remediator:` block as written; see [`Config::remediator`].
+    remediator: Option<RemediatorFile>,
+    base: PathBuf,
 }
 
 /// One etcd cluster, ready to connect to.
@@ -36,6 +45,8 @@ pub struct ClusterConfig {
     pub quota_backend_bytes: u64,
     pub status_timeout: Duration,
     pub remediation: RemediationSettings,
+    /// An alert names this cluster when it carries every one of these labels.
+    pub alert_labels: BTreeMap<String, String>,
 }
 
 /// etcd username and password (the password only ever comes from a file or the environment).
@@ -76,7 +87,25 @@ impl Config {
                 problems,
             });
         }
-        Ok(Config { clusters })
+        Ok(Config {
+            clusters,
+            origin: path.display().to_string(),
+            remediator: parsed.remediator,
+            base: base.to_path_buf(),
+        })
+    }
+
+    /// The webhook service's settings. Resolved here rather than at load because only the
+    /// service needs its secret files.
+    pub fn remediator(&self) -> Result<RemediatorSettings> {
+        let mut problems = ConfigProblems::default();
+        match remediator::resolve(self.remediator.as_ref(), &self.base, &mut problems) {
+            Some(settings) if problems.is_empty() => Ok(settings),
+            _ => Err(Error::ConfigInvalid {
+                origin: self.origin.clone(),
+                problems,
+            }),
+        }
     }
 
     pub fn cluster(&self, name: &str) -> Option<&ClusterConfig> {
@@ -131,7 +160,56 @@ fn resolve_clusters(
             clusters.push(cluster);
         }
     }
+    check_alert_labels_unique(&clusters, problems);
     clusters
+}
+
+/// Two clusters with the same alert labels would both claim every alert of either.
+fn check_alert_labels_unique(clusters: &[ClusterConfig], problems: &mut ConfigProblems) {
+    for (index, cluster) in clusters.iter().enumerate() {
+        if let Some(first) = clusters[..index]
+            .iter()
+            .find(|other| other.alert_labels == cluster.alert_labels)
+        {
+            problems.push(
+                format!("clusters[{index}].alert_labels"),
+                format!(
+                    "{:?} are also cluster {:?}'s; alerts could not tell the two apart",
+                    cluster.alert_labels, first.name
+                ),
+            );
+        }
+    }
+}
+
+/// The default `{etcd_cluster: <name>}`, or the configured labels once checked.
+fn resolve_alert_labels(
+    file: &ClusterFile,
+    key: &str,
+    problems: &mut ConfigProblems,
+) -> BTreeMap<String, String> {
+    let Some(labels) = &file.alert_labels else {
+        return BTreeMap::from([("etcd_cluster".to_string(), file.name.clone())]);
+    };
+    if labels.is_empty() {
+        problems.push(
+            key,
+            "is empty, so every alert would match; remove it for {etcd_cluster: <name>}",
+        );
+    }
+    for name in labels.keys() {
+        let valid = name
+            .chars()
+            .enumerate()
+            .all(|(i, c)| c == '_' || c.is_ascii_alphabetic() || (i > 0 && c.is_ascii_digit()));
+        if name.is_empty() || !valid {
+            problems.push(
+                format!("{key}.{name}"),
+                "is not a Prometheus label name ([a-zA-Z_][a-zA-Z0-9_]*)",
+            );
+        }
+    }
+    labels.clone()
 }
 
 fn resolve_cluster(
@@ -211,6 +289,8 @@ fn resolve_cluster(
         problems,
     );
 
+    let alert_labels = resolve_alert_labels(file, &format!("{key}.alert_labels"), problems);
+
     if problems.0.len() > before {
         return None;
     }
@@ -223,6 +303,7 @@ fn resolve_cluster(
         quota_backend_bytes: file.quota_backend_bytes,
         status_timeout: file.status_timeout,
         remediation: remediation?,
+        alert_labels,
     })
 }
 

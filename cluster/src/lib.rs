@@ -31,7 +31,7 @@ mod tls;
 pub mod transport;
 
 pub use collect::ClusterProbe;
-pub use config::{ClusterConfig, Config, Credentials, RemediationSettings};
+pub use config::{ClusterConfig, Config, Credentials, RemediationSettings, RemediatorSettings};
 pub use defrag_rule::DefragRule;
 pub use error::{ConfigProblem, ConfigProblems, Error, Result};
 pub use member_client::MemberClient;
@@ -40,7 +40,7 @@ pub use model::{
     ProbeError, QuotaSource,
 };
 pub use secret::Secret;
-pub use tls::ClientTls;
+pub use tls::{ClientTls, ServerTls};
 pub use transport::Transport;
 
 /// Version and git revision of this build, for `*_build_info` metrics and `--version`.

@@ -82,7 +82,7 @@ pub enum ProbeError {
 /// `5s`, or `4.997s` for a remainder of a timeout: millisecond precision is all a reader needs.
 fn seconds_text(duration: Duration) -> String {
     let millis = duration.as_millis();
-    if millis % 1000 == 0 {
+    if millis.is_multiple_of(1000) {
         format!("{}s", millis / 1000)
     } else {
         format!("{}.{:03}s", millis / 1000, millis % 1000)

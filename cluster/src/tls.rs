@@ -10,7 +10,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
-use crate::config::file::TlsFile;
+use crate::config::file::{ServerTlsFile, TlsFile};
 use crate::error::ConfigProblems;
 
 /// What a member connection needs to speak TLS.
@@ -144,6 +144,103 @@ pub(crate) fn load(
     Some(ClientTls {
         config: Arc::new(config),
         server_name,
+    })
+}
+
+/// What the remediator's listener needs to serve HTTPS.
+#[derive(Debug, Clone)]
+pub struct ServerTls {
+    pub config: Arc<rustls::ServerConfig>,
+    /// Clients must present a certificate signed by `client_ca_file`.
+    pub requires_client_certificate: bool,
+}
+
+/// Builds the serving TLS settings, recording every problem under `key`.
+pub(crate) fn load_server(
+    tls: &ServerTlsFile,
+    base: &Path,
+    key: &str,
+    problems: &mut ConfigProblems,
+) -> Option<ServerTls> {
+    let before = problems.0.len();
+    let provider = provider();
+    let cert_path = resolve(base, &tls.cert_file);
+    let key_path = resolve(base, &tls.key_file);
+    let certs = read_certificates(&cert_path, &format!("{key}.cert_file"), problems);
+    let private_key = match PrivateKeyDer::from_pem_file(&key_path) {
+        Ok(private_key) => Some(private_key),
+        Err(err) => {
+            problems.push(
+                format!("{key}.key_file"),
+                format!("{}: {}", key_path.display(), pem_error(err)),
+            );
+            None
+        }
+    };
+    let client_roots = tls.client_ca_file.as_ref().and_then(|path| {
+        let path = resolve(base, path);
+        let certs = read_certificates(&path, &format!("{key}.client_ca_file"), problems)?;
+        let mut roots = RootCertStore::empty();
+        let (added, ignored) = roots.add_parsable_certificates(certs);
+        if added == 0 {
+            problems.push(
+                format!("{key}.client_ca_file"),
+                format!(
+                    "{}: none of its {ignored} certificates is a usable CA",
+                    path.display()
+                ),
+            );
+            return None;
+        }
+        Some(roots)
+    });
+    if problems.0.len() > before {
+        return None;
+    }
+    let (certs, private_key) = (certs?, private_key?);
+
+    let builder = match rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+    {
+        Ok(builder) => builder,
+        Err(err) => {
+            problems.push(key.to_string(), format!("TLS set-up failed: {err}"));
+            return None;
+        }
+    };
+    let requires_client_certificate = client_roots.is_some();
+    let builder = match client_roots {
+        Some(roots) => {
+            match rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()
+            {
+                Ok(verifier) => builder.with_client_cert_verifier(verifier),
+                Err(err) => {
+                    problems.push(format!("{key}.client_ca_file"), err.to_string());
+                    return None;
+                }
+            }
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = match builder.with_single_cert(certs, private_key) {
+        Ok(config) => config,
+        Err(err) => {
+            problems.push(
+                format!("{key}.key_file"),
+                format!("the key does not match cert_file or is unsupported: {err}"),
+            );
+            return None;
+        }
+    };
+    // The service speaks HTTP/1.1 only (what Alertmanager's webhook client uses).
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Some(ServerTls {
+        config: Arc::new(config),
+        requires_client_certificate,
     })
 }
 

@@ -1,5 +1,6 @@
 //! Command-line interface of `etcdmedic-remediator`.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -7,8 +8,10 @@ use etcdmedic_cluster::binary::LogArgs;
 
 const EXIT_STATUS: &str = "\
 Exit status:
+  0  `serve`: stopped on SIGTERM/SIGINT after the run under way finished its member
   0  `run`: succeeded, skipped (no member needed work) or, with --dry-run, planned
   1  `run`: refused, failed, partial or interrupted (the reason is printed; a refused run changed nothing)
+  1  `serve`: the listener or the state store failed
   2  bad usage, invalid configuration or unknown cluster (nothing was contacted)";
 
 #[derive(Debug, Parser)]
@@ -29,6 +32,7 @@ impl Cli {
     /// The log filter when `--log-level` is not given.
     pub fn default_log_level(&self) -> &'static str {
         match self.command {
+            Command::Serve(_) => "info",
             Command::Run(_) => "warn",
         }
     }
@@ -36,8 +40,25 @@ impl Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Receive Alertmanager webhooks and remediate the clusters they name, one run per
+    /// cluster at a time, with an API for runs, pause and manual runs.
+    Serve(ServeArgs),
     /// Remediate one cluster now, printing each step as it happens.
     Run(RunArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The configuration file (clusters, `remediation:` and `remediator:` settings).
+    #[arg(long, env = "ETCDMEDIC_CONFIG")]
+    pub config: PathBuf,
+    /// Listen address; overrides `remediator.listen` (default 0.0.0.0:9380).
+    #[arg(long, env = "ETCDMEDIC_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Validate the configuration (secrets and certificates included), print a summary and
+    /// exit.
+    #[arg(long = "config.check")]
+    pub config_check: bool,
 }
 
 #[derive(Debug, Args)]

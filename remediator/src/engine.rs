@@ -69,8 +69,51 @@ impl Remediator {
         self.probe.name()
     }
 
+    /// The cluster's status now (alarms included).
+    pub async fn live_status(&self) -> ClusterStatus {
+        self.probe.collect(self.probe.config().status_timeout).await
+    }
+
     pub fn settings(&self) -> &RemediationSettings {
         &self.probe.config().remediation
+    }
+
+    /// Waits until every member the cluster lists answers a serializable read: a member
+    /// still defragmenting (left by a run that was killed, or by someone else's tool) blocks
+    /// reads until it is done. Returns how long that took, or why it gave up after
+    /// `defrag_timeout`.
+    pub async fn wait_until_members_serve_reads(
+        &self,
+        events: &Events,
+        stop: &CancellationToken,
+    ) -> Result<Duration, String> {
+        let options = RunOptions::default();
+        let mut run = self.start(&options, events, stop);
+        run.wait_until_members_serve_reads(true).await
+    }
+
+    fn start<'a>(
+        &'a self,
+        options: &RunOptions,
+        events: &'a Events,
+        stop: &'a CancellationToken,
+    ) -> Run<'a> {
+        let started_at = SystemTime::now();
+        Run {
+            probe: &self.probe,
+            settings: self.settings(),
+            events,
+            stop,
+            clients: HashMap::new(),
+            report: RunReport::ended(
+                self.cluster(),
+                &options.trigger,
+                options.dry_run,
+                Outcome::Failed,
+                String::new(),
+            ),
+        }
+        .started(started_at)
     }
 
     /// Runs one remediation and reports how it went. `stop` ends the run between two
@@ -81,32 +124,7 @@ impl Remediator {
         events: &Events,
         stop: &CancellationToken,
     ) -> RunReport {
-        let started_at = SystemTime::now();
-        let mut run = Run {
-            probe: &self.probe,
-            settings: self.settings(),
-            events,
-            stop,
-            clients: HashMap::new(),
-            report: RunReport {
-                cluster: self.cluster().to_string(),
-                trigger: options.trigger.clone(),
-                dry_run: options.dry_run,
-                started_at,
-                finished_at: started_at,
-                outcome: Outcome::Failed,
-                reason: None,
-                plan: None,
-                snapshot: None,
-                compacted_at_revision: None,
-                leader_move: None,
-                alarms_disarmed: vec![],
-                hash_check: None,
-                members: vec![],
-                steps: vec![],
-                reclaimed_bytes: 0,
-            },
-        };
+        let mut run = self.start(options, events, stop);
         let span = tracing::info_span!("run", cluster = %self.cluster(), dry_run = options.dry_run);
         let _enter = span.enter();
         let (outcome, reason) = match run.execute(options).await {
@@ -159,6 +177,63 @@ struct Step {
 type StepResult<T> = Result<T, End>;
 
 impl Run<'_> {
+    fn started(mut self, at: SystemTime) -> Self {
+        self.report.started_at = at;
+        self.report.finished_at = at;
+        self.report.reason = None;
+        self
+    }
+
+    /// See [`Remediator::wait_until_members_serve_reads`].
+    /// `all`: also wait for members that do not answer Status at all (after a crash, the
+    /// member may be the one left defragmenting); otherwise only for members that answer
+    /// Status but not reads, the sign of a defragmentation under way.
+    async fn wait_until_members_serve_reads(&mut self, all: bool) -> Result<Duration, String> {
+        let started = Instant::now();
+        let within = self.settings.defrag_timeout;
+        let mut last_progress = Instant::now();
+        loop {
+            let status = self.collect().await;
+            let mut waiting_for = Vec::new();
+            for member in &status.members {
+                if !all && member.status.is_err() {
+                    continue;
+                }
+                if let Err(err) = self.serializable_read(&member.endpoint).await {
+                    waiting_for.push(format!("{}: {err}", member.display_name()));
+                }
+            }
+            if all && status.members.is_empty() {
+                waiting_for.push("no member answered".to_string());
+            }
+            if waiting_for.is_empty() {
+                return Ok(started.elapsed());
+            }
+            let detail = format!(
+                "waiting until every member serves reads again (a member may still be \
+                 defragmenting): {}",
+                waiting_for.join("; ")
+            );
+            if started.elapsed() >= within {
+                return Err(format!("gave up after {within:?}: {detail}"));
+            }
+            if last_progress.elapsed() >= PROGRESS_EVERY || started.elapsed() < POLL_EVERY {
+                last_progress = Instant::now();
+                self.events.emit(Event::Progress {
+                    step: StepKind::Preflight,
+                    member: None,
+                    elapsed: started.elapsed(),
+                    detail: detail.clone(),
+                });
+                tracing::info!(%detail, "waiting for members");
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(POLL_EVERY) => {}
+                _ = self.stop.cancelled() => return Err("stopped on request while waiting".into()),
+            }
+        }
+    }
+
     async fn execute(&mut self, options: &RunOptions) -> StepResult<()> {
         let plan = self.preflight(options.force).await?;
         if plan.is_empty() {
@@ -229,6 +304,10 @@ impl Run<'_> {
 
     async fn preflight(&mut self, force: bool) -> StepResult<Plan> {
         let step = self.begin(StepKind::Preflight, None);
+        if let Err(reason) = self.wait_until_members_serve_reads(false).await {
+            self.finish(step, Err(reason.clone()));
+            return Err(self.refuse(reason));
+        }
         let status = self.collect().await;
         let healthy = match plan::preflight(&status, self.settings, force) {
             Ok(healthy) => healthy,

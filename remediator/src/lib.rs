@@ -11,6 +11,7 @@
 //! - [`events`]: what a run reports while it happens.
 //! - [`report`]: the record of a run (JSON).
 //! - [`output`]: the `run` command's text output.
+//! - [`service`]: `serve`, the Alertmanager webhook receiver, its queue, state and API.
 
 pub mod cli;
 pub mod engine;
@@ -19,6 +20,7 @@ mod lock;
 pub mod output;
 pub mod plan;
 pub mod report;
+pub mod service;
 pub mod snapshot;
 
 pub use engine::{Remediator, RunOptions};

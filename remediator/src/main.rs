@@ -4,19 +4,61 @@ use anyhow::{anyhow, Context};
 use clap::Parser;
 use etcdmedic_cluster::binary::{self, CommandResult, BAD_INPUT, FAILED};
 use etcdmedic_cluster::{shutdown, Config};
-use etcdmedic_remediator::cli::{Cli, Command, OutputFormat, RunArgs};
+use etcdmedic_remediator::cli::{Cli, Command, OutputFormat, RunArgs, ServeArgs};
 use etcdmedic_remediator::output::{summary, TextProgress};
 use etcdmedic_remediator::{Events, Remediator, RunOptions};
 use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
+    // One TLS crypto provider for the whole process (rustls offers several; the workspace
+    // builds ring only).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     let default_level = cli.default_log_level();
     binary::run("etcdmedic-remediator", &cli.log, default_level, async {
         match cli.command {
             Command::Run(args) => run(args).await,
+            Command::Serve(args) => serve(args).await,
         }
     })
+}
+
+async fn serve(args: ServeArgs) -> CommandResult<anyhow::Error> {
+    let config = Config::load(&args.config).map_err(|err| (BAD_INPUT, err.into()))?;
+    let mut settings = config.remediator().map_err(|err| (BAD_INPUT, err.into()))?;
+    if let Some(listen) = args.listen {
+        settings.listen = listen;
+    }
+    if args.config_check {
+        println!(
+            "config {}: ok ({} clusters: {}; webhook on {}{}, state in {})",
+            args.config.display(),
+            config.clusters.len(),
+            config.cluster_names().join(", "),
+            settings.listen,
+            if settings.tls.is_some() { " (TLS)" } else { "" },
+            settings.state_path.display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let listener = std::net::TcpListener::bind(settings.listen)
+        .with_context(|| format!("cannot listen on {}", settings.listen))
+        .map_err(|err| (FAILED, err))?;
+    tracing::info!(
+        listen = %settings.listen,
+        tls = settings.tls.is_some(),
+        clusters = ?config.cluster_names(),
+        state = %settings.state_path.display(),
+        triggers = ?settings.triggers,
+        version = etcdmedic_cluster::build_info::VERSION,
+        "serving /webhook/alertmanager and /api/v1"
+    );
+    etcdmedic_remediator::service::serve(&config.clusters, &settings, listener, shutdown::signal())
+        .await
+        .context("the remediator service failed")
+        .map_err(|err| (FAILED, err))?;
+    tracing::info!("stopped");
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn run(args: RunArgs) -> CommandResult<anyhow::Error> {

@@ -27,6 +27,8 @@ pub enum Outcome {
     Interrupted,
     /// A dry run: the plan was made, nothing was changed.
     Planned,
+    /// The webhook service dropped a queued run before it started: its alerts resolved.
+    Cancelled,
 }
 
 impl Outcome {
@@ -38,6 +40,7 @@ impl Outcome {
             Outcome::Skipped => "skipped",
             Outcome::Interrupted => "interrupted",
             Outcome::Planned => "planned",
+            Outcome::Cancelled => "cancelled",
         }
     }
 
@@ -213,6 +216,36 @@ pub struct RunReport {
 }
 
 impl RunReport {
+    /// The report of a run that ended before its first step (cooldown, cancelled, the
+    /// service stopped), so every run has a report of the same shape.
+    pub fn ended(
+        cluster: &str,
+        trigger: &str,
+        dry_run: bool,
+        outcome: Outcome,
+        reason: String,
+    ) -> RunReport {
+        let now = SystemTime::now();
+        RunReport {
+            cluster: cluster.to_string(),
+            trigger: trigger.to_string(),
+            dry_run,
+            started_at: now,
+            finished_at: now,
+            outcome,
+            reason: Some(reason),
+            plan: None,
+            snapshot: None,
+            compacted_at_revision: None,
+            leader_move: None,
+            alarms_disarmed: vec![],
+            hash_check: None,
+            members: vec![],
+            steps: vec![],
+            reclaimed_bytes: 0,
+        }
+    }
+
     pub fn duration(&self) -> Duration {
         self.finished_at
             .duration_since(self.started_at)

@@ -177,7 +177,7 @@ impl TrailerHasher {
     /// The database's sha256 in hex, once it matches the trailer.
     fn verify(&self) -> Result<String, SnapshotError> {
         let body = self.total.saturating_sub(TRAILER_LEN as u64);
-        if self.total < TRAILER_LEN as u64 || body % 512 != 0 || body == 0 {
+        if self.total < TRAILER_LEN as u64 || !body.is_multiple_of(512) || body == 0 {
             return Err(SnapshotError::NoTrailer(self.total));
         }
         let computed = hex(&self.hasher.clone().finalize());

@@ -436,7 +436,7 @@ impl EtcdCluster {
             .stderr(Stdio::piped());
         // If the test process dies without running destructors, its etcd members go with
         // it instead of lingering on the machine.
-        unsafe_set_parent_death_signal(&mut command);
+        crate::process::set_parent_death_signal(&mut command);
         let mut child = command
             .spawn()
             .with_context(|| format!("starting {} for {}", self.etcd.display(), member.name))?;
@@ -811,16 +811,4 @@ fn tail(log: &Mutex<VecDeque<String>>, lines: usize) -> String {
         .cloned()
         .collect::<Vec<_>>()
         .join("\n")
-}
-
-/// Asks the kernel to SIGKILL the child when the thread that spawned it dies.
-fn unsafe_set_parent_death_signal(command: &mut Command) {
-    use std::os::unix::process::CommandExt;
-    // SAFETY: prctl(PR_SET_PDEATHSIG) is async-signal-safe and touches no memory of the
-    // parent; it is the only thing run between fork and exec.
-    unsafe {
-        command.pre_exec(|| {
-            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)
-        });
-    }
 }

@@ -34,7 +34,7 @@ impl RunningExporter {
         }));
         Ok(RunningExporter {
             base_url,
-            http: reqwest::Client::new(),
+            http: crate::http_client(),
             stop: Some(stop),
             task: Some(task),
         })
@@ -130,7 +130,7 @@ impl ExporterProcess {
             base_url: format!("http://{listen}"),
             child,
         };
-        let http = reqwest::Client::new();
+        let http = crate::http_client();
         let healthz = format!("{}/healthz", process.base_url);
         crate::poll::eventually(
             "the exporter answers /healthz",

@@ -10,8 +10,12 @@
 //! - [`exporter`]: the exporter on a free port, in-process.
 //! - [`exposition`]: parsing `/metrics` output for assertions.
 //! - [`poll`]: waiting for a condition with a deadline.
+//! - [`process`]: a child process with its output kept, killed on drop.
+//! - [`remediator`]: `etcdmedic-remediator serve` as a process: webhooks, API, kill, restart.
+//! - [`alertmanager`]: Debian's Alertmanager routing to the remediator, alone or clustered.
 //! - [`ports`]: free loopback ports.
 
+pub mod alertmanager;
 pub mod binaries;
 pub mod certs;
 pub mod etcd;
@@ -19,6 +23,8 @@ pub mod exporter;
 pub mod exposition;
 pub mod poll;
 pub mod ports;
+pub mod process;
+pub mod remediator;
 pub mod workload;
 
 pub use binaries::{project_binary, promtool, EtcdVersion};
@@ -26,3 +32,22 @@ pub use etcd::{EtcdCluster, EtcdClusterBuilder, ROOT_PASSWORD};
 pub use exporter::{ExporterProcess, RunningExporter};
 pub use exposition::Exposition;
 pub use poll::eventually;
+pub use remediator::RemediatorService;
+
+/// An HTTP client builder for tests and tools. The workspace builds reqwest without a
+/// bundled TLS crypto provider, so ring is installed as the process default first.
+pub fn http_client_builder() -> reqwest::ClientBuilder {
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        // Another part of the process may have installed one already; either is fine.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+    reqwest::Client::builder()
+}
+
+/// [`http_client_builder`] with its defaults.
+pub fn http_client() -> reqwest::Client {
+    http_client_builder()
+        .build()
+        .unwrap_or_else(|err| panic!("building the test HTTP client: {err}"))
+}

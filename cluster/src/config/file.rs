@@ -1,6 +1,8 @@
 //! The configuration file exactly as written. Every struct denies unknown keys, so a typo is
 //! an error that names the key instead of a setting silently left at its default.
 
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -16,6 +18,9 @@ pub struct ConfigFile {
     /// Remediation defaults for every cluster; a cluster's own block overrides them key by key.
     #[serde(default)]
     pub remediation: Option<RemediationFile>,
+    /// The webhook service (`etcdmedic-remediator serve`); the exporter ignores it.
+    #[serde(default)]
+    pub remediator: Option<RemediatorFile>,
     pub clusters: Vec<ClusterFile>,
 }
 
@@ -42,6 +47,10 @@ pub struct ClusterFile {
     /// Overrides of the top-level `remediation:` defaults for this cluster.
     #[serde(default)]
     pub remediation: Option<RemediationFile>,
+    /// The alert labels that name this cluster, all of which an alert must carry with these
+    /// values. Default `{etcd_cluster: <name>}`; `{job: kube-etcd}` suits the etcd mixin.
+    #[serde(default)]
+    pub alert_labels: Option<BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -118,6 +127,95 @@ pub struct RemediationFile {
     /// count as caught up.
     #[serde(default)]
     pub max_applied_lag: Option<u64>,
+}
+
+/// The webhook service. Every key is optional; defaults are in
+/// [`crate::config::RemediatorSettings`].
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemediatorFile {
+    /// Address the webhook, API and metrics listen on.
+    #[serde(default)]
+    pub listen: Option<SocketAddr>,
+    /// SQLite file holding triggers, runs, cooldown clocks and the pause switch.
+    #[serde(default)]
+    pub state_path: Option<PathBuf>,
+    /// Credentials every webhook and API request must carry.
+    #[serde(default)]
+    pub auth: Option<WebhookAuthFile>,
+    /// Serve HTTPS, optionally requiring client certificates.
+    #[serde(default)]
+    pub tls: Option<ServerTlsFile>,
+    /// Alert names that start a run.
+    #[serde(default)]
+    pub triggers: Option<Vec<String>>,
+    /// After a run that did work, further triggers for the cluster are recorded and skipped
+    /// for this long, unless the cluster has an active NOSPACE alarm.
+    #[serde(default, with = "humantime_serde")]
+    pub cooldown: Option<Duration>,
+    /// How many clusters may be remediated at once.
+    #[serde(default)]
+    pub max_concurrent_runs: Option<usize>,
+    /// Largest webhook or API request body accepted.
+    #[serde(default)]
+    pub max_body_bytes: Option<usize>,
+    /// Silence the triggering alerts in Alertmanager while their run is active.
+    #[serde(default)]
+    pub silences: Option<SilencesFile>,
+    /// Post one Grafana annotation per run.
+    #[serde(default)]
+    pub grafana_annotations: Option<GrafanaFile>,
+}
+
+/// Exactly one of the two, like Alertmanager's `http_config`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookAuthFile {
+    /// File holding the token of `Authorization: Bearer <token>`.
+    #[serde(default)]
+    pub bearer_token_file: Option<PathBuf>,
+    #[serde(default)]
+    pub basic_auth: Option<BasicAuthFile>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BasicAuthFile {
+    pub username: String,
+    pub password_file: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerTlsFile {
+    /// Serving certificate chain (PEM).
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    /// When set, clients must present a certificate signed by this CA (mTLS).
+    #[serde(default)]
+    pub client_ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SilencesFile {
+    /// Alertmanager's base URL, e.g. `http://alertmanager:9093`.
+    pub alertmanager_url: String,
+    /// Bearer token for an Alertmanager behind an authenticating proxy.
+    #[serde(default)]
+    pub bearer_token_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrafanaFile {
+    /// Grafana's base URL, e.g. `http://grafana:3000`.
+    pub url: String,
+    /// A service-account token allowed to write annotations.
+    pub token_file: PathBuf,
+    /// Tags on every annotation (`etcdmedic` and the cluster name are always added).
+    #[serde(default)]
+    pub tags: Vec<String>,
 }
 
 /// What to do with the leader when it needs defragmenting.

@@ -121,7 +121,7 @@ async fn serve_stops_gracefully_on_sigterm() -> Result<()> {
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()?;
-    let http = reqwest::Client::new();
+    let http = etcdmedic_tests::http_client();
     eventually(
         "the exporter answers /healthz",
         Duration::from_secs(10),

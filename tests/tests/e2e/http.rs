@@ -106,7 +106,7 @@ async fn health_readiness_and_the_landing_page_answer_without_etcd() -> Result<(
         "names are escaped in the page"
     );
 
-    let posted = reqwest::Client::new()
+    let posted = etcdmedic_tests::http_client()
         .post(format!("{}/metrics", exporter.base_url))
         .send()
         .await?;

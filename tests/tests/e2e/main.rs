@@ -8,6 +8,9 @@
 //! - `status_command`: the `status` table and JSON, `--endpoints` mode, exit statuses.
 //! - `remediation`: the remediation engine and `run`: leader last, NOSPACE, refusals,
 //!   faults during a run, dry runs, snapshot restore.
+//! - `service`: `etcdmedic-remediator serve` with real Alertmanagers: remediation from an
+//!   alert, duplicates, cooldown and interrupted runs across restarts, SIGTERM, bad requests,
+//!   basic auth and mTLS.
 //! - `binary`: config errors refused at start-up, `--config.check`, graceful SIGTERM.
 //! - `demo`: `make demo`'s program starts, reports and cleans up.
 //! - `support`: helpers shared by the modules above.
@@ -18,5 +21,6 @@ mod http;
 mod metrics;
 mod remediation;
 mod security;
+mod service;
 mod status_command;
 mod support;

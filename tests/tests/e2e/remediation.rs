@@ -15,7 +15,9 @@ use etcdmedic_tests::{project_binary, EtcdCluster, EtcdVersion};
 use tokio_util::sync::CancellationToken;
 
 use crate::on_each_etcd_version;
-use crate::support::{etcdctl_alarms, etcdctl_running_status, stderr, stdout};
+use crate::support::{
+    assert_cluster_serves, etcdctl_alarms, etcdctl_running_status, stderr, stdout,
+};
 
 on_each_etcd_version!(
     a_fragmented_3_member_cluster_is_defragmented_leader_last,
@@ -127,21 +129,6 @@ async fn keyspace(client: &mut Client) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
     Ok(all)
 }
 
-/// After any remediation the cluster must still take writes and serve reads.
-async fn assert_serves_put_and_get(cluster: &EtcdCluster) -> Result<()> {
-    for index in cluster.running() {
-        let mut client = cluster.client(index).await?;
-        let key = format!("/etcdmedic/after-run/{index}");
-        client.put(key.as_str(), "ok", None).await?;
-        let got = client.get(key.as_str(), None).await?;
-        ensure!(
-            got.kvs().first().map(|kv| kv.value()) == Some(b"ok".as_slice()),
-            "member {index} did not read back its write"
-        );
-    }
-    Ok(())
-}
-
 fn snapshot_files(dir: &Path) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = walk(dir);
     files.sort();
@@ -229,7 +216,7 @@ async fn full_run(version: EtcdVersion, members: usize) -> Result<()> {
         counts.iter().all(|&n| n == 1),
         "defrags per member: {counts:?}"
     );
-    assert_serves_put_and_get(&cluster).await?;
+    assert_cluster_serves(&cluster).await?;
 
     // The snapshot is a verified file that restores into a working member.
     let snapshot = report.snapshot.as_ref().context("no snapshot")?;
@@ -320,7 +307,7 @@ async fn nospace_is_disarmed_and_writes_are_accepted_again(version: EtcdVersion)
     );
     let alarms = etcdctl_alarms(&cluster)?;
     ensure!(alarms.is_empty(), "alarms left: {alarms:?}");
-    assert_serves_put_and_get(&cluster).await?;
+    assert_cluster_serves(&cluster).await?;
     Ok(())
 }
 
@@ -607,7 +594,7 @@ async fn a_defrag_timeout_waits_for_the_member_instead_of_moving_on(
         counts.iter().all(|&n| n == 1),
         "defrags per member: {counts:?}"
     );
-    assert_serves_put_and_get(&cluster).await?;
+    assert_cluster_serves(&cluster).await?;
     Ok(())
 }
 

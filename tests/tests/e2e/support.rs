@@ -129,3 +129,19 @@ pub fn stdout(output: &Output) -> String {
 pub fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
+
+/// After any remediation the cluster must still take writes and serve reads, through every
+/// running member.
+pub async fn assert_cluster_serves(cluster: &EtcdCluster) -> Result<()> {
+    for index in cluster.running() {
+        let mut client = cluster.client(index).await?;
+        let key = format!("/etcdmedic/after-run/{index}");
+        client.put(key.as_str(), "ok", None).await?;
+        let got = client.get(key.as_str(), None).await?;
+        anyhow::ensure!(
+            got.kvs().first().map(|kv| kv.value()) == Some(b"ok".as_slice()),
+            "member {index} did not read back its write"
+        );
+    }
+    Ok(())
+}

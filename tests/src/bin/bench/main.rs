@@ -192,7 +192,7 @@ async fn run(cli: &Cli) -> Result<String> {
 
 async fn exporter_sections(cli: &Cli) -> Result<String> {
     let exporter = project_binary("etcdmedic-exporter")?;
-    let http = reqwest::Client::builder()
+    let http = etcdmedic_tests::http_client_builder()
         .timeout(REQUEST_TIMEOUT)
         .build()?;
     let version = EtcdVersion::V3_5;

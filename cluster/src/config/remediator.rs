@@ -1,0 +1,292 @@
+//! Settings of the webhook service (`remediator:`), resolved on demand: only
+//! `etcdmedic-remediator serve` reads the webhook secrets, so the exporter can share the file
+//! without having them mounted.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::file::{GrafanaFile, RemediatorFile, SilencesFile, WebhookAuthFile};
+use crate::error::ConfigProblems;
+use crate::secret::Secret;
+use crate::tls::{self, ServerTls};
+
+pub const DEFAULT_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::UNSPECIFIED), 9380);
+pub const DEFAULT_STATE_PATH: &str = "/var/lib/etcdmedic/state.sqlite";
+pub const DEFAULT_COOLDOWN: Duration = Duration::from_secs(60 * 60);
+pub const DEFAULT_MAX_CONCURRENT_RUNS: usize = 1;
+pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+/// This project's fragmentation, NOSPACE and quota alerts, and the etcd mixin's two that mean
+/// the same, so kube-prometheus users get remediation without new rules.
+pub const DEFAULT_TRIGGERS: [&str; 6] = [
+    "EtcdmedicDatabaseHighFragmentation",
+    "EtcdmedicNoSpaceAlarm",
+    "EtcdmedicQuotaNearlyFull",
+    "EtcdmedicDatabaseWillHitQuota",
+    "etcdDatabaseHighFragmentationRatio",
+    "etcdDatabaseQuotaLowSpace",
+];
+
+/// The webhook service's settings, every key resolved and every secret read.
+#[derive(Debug, Clone)]
+pub struct RemediatorSettings {
+    pub listen: SocketAddr,
+    pub state_path: PathBuf,
+    pub auth: WebhookAuth,
+    pub tls: Option<ServerTls>,
+    pub triggers: Vec<String>,
+    pub cooldown: Duration,
+    pub max_concurrent_runs: usize,
+    pub max_body_bytes: usize,
+    pub silences: Option<SilenceSettings>,
+    pub grafana: Option<GrafanaSettings>,
+}
+
+/// What a request must carry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WebhookAuth {
+    /// No `auth:` block: every request is accepted (the service warns at start).
+    None,
+    Bearer(Secret),
+    Basic {
+        username: String,
+        password: Secret,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct SilenceSettings {
+    pub alertmanager_url: url::Url,
+    pub bearer_token: Option<Secret>,
+}
+
+#[derive(Debug, Clone)]
+pub struct GrafanaSettings {
+    pub url: url::Url,
+    pub token: Secret,
+    pub tags: Vec<String>,
+}
+
+pub(crate) fn resolve(
+    file: Option<&RemediatorFile>,
+    base: &Path,
+    problems: &mut ConfigProblems,
+) -> Option<RemediatorSettings> {
+    let default = RemediatorFile::default();
+    let file = file.unwrap_or(&default);
+    let key = "remediator";
+    let before = problems.0.len();
+
+    let auth = match &file.auth {
+        None => WebhookAuth::None,
+        Some(auth) => resolve_auth(auth, base, &format!("{key}.auth"), problems),
+    };
+    let tls = file
+        .tls
+        .as_ref()
+        .and_then(|tls| tls::load_server(tls, base, &format!("{key}.tls"), problems));
+
+    let triggers = match &file.triggers {
+        Some(triggers) => {
+            if triggers.is_empty() {
+                problems.push(
+                    format!("{key}.triggers"),
+                    "is empty, so no alert could start a run; remove it for the defaults",
+                );
+            }
+            for (index, name) in triggers.iter().enumerate() {
+                if name.trim().is_empty() {
+                    problems.push(format!("{key}.triggers[{index}]"), "must not be empty");
+                }
+            }
+            triggers.clone()
+        }
+        None => DEFAULT_TRIGGERS
+            .iter()
+            .map(|name| name.to_string())
+            .collect(),
+    };
+    let max_concurrent_runs = file
+        .max_concurrent_runs
+        .unwrap_or(DEFAULT_MAX_CONCURRENT_RUNS);
+    if max_concurrent_runs == 0 {
+        problems.push(
+            format!("{key}.max_concurrent_runs"),
+            "must be at least 1 (use POST /api/v1/pause to stop runs)",
+        );
+    }
+    let max_body_bytes = file.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES);
+    if max_body_bytes < 1024 {
+        problems.push(
+            format!("{key}.max_body_bytes"),
+            format!(
+                "{max_body_bytes} is too small for any Alertmanager payload; use at least 1024"
+            ),
+        );
+    }
+    let silences = file
+        .silences
+        .as_ref()
+        .and_then(|s| resolve_silences(s, base, &format!("{key}.silences"), problems));
+    let grafana = file
+        .grafana_annotations
+        .as_ref()
+        .and_then(|g| resolve_grafana(g, base, &format!("{key}.grafana_annotations"), problems));
+
+    if problems.0.len() > before {
+        return None;
+    }
+    Some(RemediatorSettings {
+        listen: file.listen.unwrap_or(DEFAULT_LISTEN),
+        state_path: tls::resolve(
+            base,
+            file.state_path
+                .as_deref()
+                .unwrap_or(Path::new(DEFAULT_STATE_PATH)),
+        ),
+        auth,
+        tls,
+        triggers,
+        cooldown: file.cooldown.unwrap_or(DEFAULT_COOLDOWN),
+        max_concurrent_runs,
+        max_body_bytes,
+        silences,
+        grafana,
+    })
+}
+
+fn resolve_auth(
+    auth: &WebhookAuthFile,
+    base: &Path,
+    key: &str,
+    problems: &mut ConfigProblems,
+) -> WebhookAuth {
+    match (&auth.bearer_token_file, &auth.basic_auth) {
+        (Some(path), None) => {
+            read_secret(base, path, &format!("{key}.bearer_token_file"), problems)
+                .map(WebhookAuth::Bearer)
+                .unwrap_or(WebhookAuth::None)
+        }
+        (None, Some(basic)) => {
+            if basic.username.is_empty() || basic.username.contains(':') {
+                problems.push(
+                    format!("{key}.basic_auth.username"),
+                    "must be non-empty and without ':'",
+                );
+            }
+            read_secret(
+                base,
+                &basic.password_file,
+                &format!("{key}.basic_auth.password_file"),
+                problems,
+            )
+            .map(|password| WebhookAuth::Basic {
+                username: basic.username.clone(),
+                password,
+            })
+            .unwrap_or(WebhookAuth::None)
+        }
+        (Some(_), Some(_)) => {
+            problems.push(
+                key.to_string(),
+                "set one of bearer_token_file or basic_auth, not both",
+            );
+            WebhookAuth::None
+        }
+        (None, None) => {
+            problems.push(
+                key.to_string(),
+                "needs bearer_token_file or basic_auth; remove auth: to accept any request",
+            );
+            WebhookAuth::None
+        }
+    }
+}
+
+/// A secret file's content without its trailing newline; empty is a mistake.
+pub(crate) fn read_secret(
+    base: &Path,
+    path: &Path,
+    key: &str,
+    problems: &mut ConfigProblems,
+) -> Option<Secret> {
+    let path = tls::resolve(base, path);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let value = text.trim_end_matches(['\n', '\r']);
+            if value.is_empty() {
+                problems.push(key, format!("{}: the file is empty", path.display()));
+                return None;
+            }
+            Some(Secret::new(value))
+        }
+        Err(err) => {
+            problems.push(key, format!("{}: {}", path.display(), tls::io_error(&err)));
+            None
+        }
+    }
+}
+
+fn parse_http_url(raw: &str, key: &str, problems: &mut ConfigProblems) -> Option<url::Url> {
+    match url::Url::parse(raw) {
+        Ok(url) if url.scheme() == "http" && url.has_host() => Some(url),
+        Ok(_) => {
+            // The notifier's HTTP client is built without TLS: these calls stay inside the
+            // monitoring network (in-cluster Services).
+            problems.push(
+                key,
+                format!("{raw:?} is not an http:// URL (https is not supported here)"),
+            );
+            None
+        }
+        Err(err) => {
+            problems.push(key, format!("{raw:?}: {err}"));
+            None
+        }
+    }
+}
+
+fn resolve_silences(
+    file: &SilencesFile,
+    base: &Path,
+    key: &str,
+    problems: &mut ConfigProblems,
+) -> Option<SilenceSettings> {
+    let url = parse_http_url(
+        &file.alertmanager_url,
+        &format!("{key}.alertmanager_url"),
+        problems,
+    );
+    let bearer_token = file
+        .bearer_token_file
+        .as_ref()
+        .map(|path| read_secret(base, path, &format!("{key}.bearer_token_file"), problems));
+    Some(SilenceSettings {
+        alertmanager_url: url?,
+        bearer_token: match bearer_token {
+            Some(token) => Some(token?),
+            None => None,
+        },
+    })
+}
+
+fn resolve_grafana(
+    file: &GrafanaFile,
+    base: &Path,
+    key: &str,
+    problems: &mut ConfigProblems,
+) -> Option<GrafanaSettings> {
+    let url = parse_http_url(&file.url, &format!("{key}.url"), problems);
+    let token = read_secret(
+        base,
+        &file.token_file,
+        &format!("{key}.token_file"),
+        problems,
+    );
+    Some(GrafanaSettings {
+        url: url?,
+        token: token?,
+        tags: file.tags.clone(),
+    })
+}

@@ -1,0 +1,335 @@
+//! The HTTP surface: `POST /webhook/alertmanager`, the `/api/v1` runs API, `/metrics`,
+//! `/healthz` and `/readyz`. Webhook and API need the configured credentials; metrics and
+//! probes do not (Prometheus and the kubelet call them).
+//!
+//! Every error is JSON `{"error": "..."}` with the status Alertmanager acts on: 5xx only
+//! when retrying can help (the state store is unavailable), 4xx for everything that a retry
+//! would repeat.
+
+use std::sync::Arc;
+
+use axum::body::{to_bytes, Body};
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::auth::Authenticator;
+use super::metrics::{self, Metrics};
+use super::payload;
+use super::scheduler::{RequestError, Scheduler};
+use super::store::RunFilter;
+
+const DEFAULT_PAGE: usize = 50;
+const MAX_PAGE: usize = 500;
+
+#[derive(Clone)]
+pub struct App {
+    pub scheduler: Arc<Scheduler>,
+    pub metrics: Arc<Metrics>,
+    pub auth: Authenticator,
+    pub max_body_bytes: usize,
+}
+
+pub fn router(app: App) -> Router {
+    let webhook = Router::new()
+        .route("/webhook/alertmanager", post(webhook))
+        .layer(middleware::from_fn_with_state(app.clone(), authenticate))
+        .layer(middleware::from_fn_with_state(app.clone(), count_webhook));
+    let api = Router::new()
+        .route("/api/v1/runs", get(list_runs))
+        .route("/api/v1/runs/{id}", get(show_run))
+        .route("/api/v1/clusters/{name}/remediate", post(remediate))
+        .route("/api/v1/pause", post(pause))
+        .route("/api/v1/resume", post(resume))
+        .route("/api/v1/status", get(status))
+        .layer(middleware::from_fn_with_state(app.clone(), authenticate));
+    Router::new()
+        .merge(webhook)
+        .merge(api)
+        .route("/metrics", get(metrics_text))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready))
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint") })
+        .method_not_allowed_fallback(|| async {
+            error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed on this endpoint",
+            )
+        })
+        .with_state(app)
+}
+
+pub fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({ "error": message.into() }))).into_response()
+}
+
+async fn authenticate(State(app): State<App>, request: Request, next: Next) -> Response {
+    match app.auth.check(request.headers()) {
+        Ok(()) => next.run(request).await,
+        Err(why) => {
+            let mut response = error(StatusCode::UNAUTHORIZED, why);
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer, Basic"),
+            );
+            response
+        }
+    }
+}
+
+async fn count_webhook(State(app): State<App>, request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    app.metrics.webhook_request(response.status().as_u16());
+    response
+}
+
+async fn webhook(State(app): State<App>, headers: HeaderMap, body: Body) -> Response {
+    if !is_json(&headers) {
+        return error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Content-Type must be application/json (Alertmanager's webhook payload)",
+        );
+    }
+    let too_large = || {
+        error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the body is over the {} byte limit", app.max_body_bytes),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|length| length > app.max_body_bytes) {
+        return too_large();
+    }
+    let bytes = match to_bytes(body, app.max_body_bytes).await {
+        Ok(bytes) => bytes,
+        Err(err) => {
+            let message = err.to_string();
+            let over_limit = err.into_inner().is::<http_body_util::LengthLimitError>();
+            return if over_limit {
+                too_large()
+            } else {
+                error(
+                    StatusCode::BAD_REQUEST,
+                    format!("cannot read the body: {message}"),
+                )
+            };
+        }
+    };
+    let payload = match payload::parse(&bytes) {
+        Ok(payload) => payload,
+        Err(err) => return error(StatusCode::BAD_REQUEST, err.to_string()),
+    };
+    let scheduler = app.scheduler.clone();
+    let group_key = payload.group_key.clone();
+    let decided = tokio::task::spawn_blocking(move || scheduler.accept(&payload)).await;
+    match decided {
+        Ok(Ok(alerts)) => {
+            tracing::info!(group_key = %group_key, alerts = alerts.len(), decisions = ?alerts.iter().map(|a| (a.decision.action.as_str(), a.decision.run_id)).collect::<Vec<_>>(), "webhook accepted");
+            (
+                StatusCode::ACCEPTED,
+                Json(json!({ "group_key": group_key, "alerts": alerts })),
+            )
+                .into_response()
+        }
+        Ok(Err(err)) => {
+            tracing::error!(error = %err, "the state store is unavailable; answering 503 so Alertmanager retries");
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "the state store is unavailable, nothing was recorded; retry later ({err})"
+                ),
+            )
+        }
+        Err(err) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("deciding on the alerts failed: {err}"),
+        ),
+    }
+}
+
+/// `application/json`, with or without parameters such as `charset=utf-8`.
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"))
+}
+
+#[derive(Debug, Deserialize)]
+struct RunsQuery {
+    cluster: Option<String>,
+    outcome: Option<String>,
+    before: Option<i64>,
+    limit: Option<usize>,
+}
+
+#[derive(Debug, Serialize)]
+struct RunsPage<T> {
+    runs: Vec<T>,
+    /// Pass as `before=` for the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next: Option<i64>,
+}
+
+async fn list_runs(State(app): State<App>, Query(query): Query<RunsQuery>) -> Response {
+    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
+    if limit == 0 || limit > MAX_PAGE {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("limit must be between 1 and {MAX_PAGE}"),
+        );
+    }
+    let filter = RunFilter {
+        cluster: query.cluster,
+        outcome: query.outcome,
+        before: query.before,
+        // One more than asked tells whether there is a next page.
+        limit: limit + 1,
+    };
+    let scheduler = app.scheduler.clone();
+    match tokio::task::spawn_blocking(move || scheduler.runs(&filter)).await {
+        Ok(Ok(mut runs)) => {
+            let next = (runs.len() > limit).then(|| {
+                runs.truncate(limit);
+                runs.last().map(|run| run.id)
+            });
+            Json(RunsPage {
+                runs,
+                next: next.flatten(),
+            })
+            .into_response()
+        }
+        Ok(Err(err)) => error(StatusCode::SERVICE_UNAVAILABLE, err.to_string()),
+        Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()),
+    }
+}
+
+async fn show_run(State(app): State<App>, Path(id): Path<String>) -> Response {
+    let Ok(id) = id.parse::<i64>() else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("run id {id:?} is not a number"),
+        );
+    };
+    let scheduler = app.scheduler.clone();
+    match tokio::task::spawn_blocking(move || scheduler.run(id)).await {
+        Ok(Ok(Some((detail, progress)))) => {
+            let mut value = serde_json::to_value(&detail).unwrap_or_default();
+            if let (Some(progress), Some(object)) = (progress, value.as_object_mut()) {
+                object.insert("progress".into(), progress.into());
+            }
+            Json(value).into_response()
+        }
+        Ok(Ok(None)) => error(StatusCode::NOT_FOUND, format!("no run {id}")),
+        Ok(Err(err)) => error(StatusCode::SERVICE_UNAVAILABLE, err.to_string()),
+        Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct RemediateQuery {
+    #[serde(default)]
+    dry_run: bool,
+}
+
+async fn remediate(
+    State(app): State<App>,
+    Path(name): Path<String>,
+    query: Result<Query<RemediateQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Ok(Query(query)) = query else {
+        return error(StatusCode::BAD_REQUEST, "dry_run must be true or false");
+    };
+    let scheduler = app.scheduler.clone();
+    let cluster = name.clone();
+    match tokio::task::spawn_blocking(move || scheduler.request(&cluster, query.dry_run)).await {
+        Ok(Ok(decision)) => (
+            StatusCode::ACCEPTED,
+            Json(json!({ "cluster": name, "decision": decision })),
+        )
+            .into_response(),
+        Ok(Err(RequestError::UnknownCluster(_))) => error(
+            StatusCode::NOT_FOUND,
+            format!(
+                "unknown cluster {name:?}; configured clusters: {}",
+                app.scheduler.cluster_names().join(", ")
+            ),
+        ),
+        Ok(Err(err @ RequestError::Paused)) => error(StatusCode::CONFLICT, err.to_string()),
+        Ok(Err(RequestError::Store(err))) => {
+            error(StatusCode::SERVICE_UNAVAILABLE, err.to_string())
+        }
+        Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()),
+    }
+}
+
+async fn pause(State(app): State<App>) -> Response {
+    set_paused(app, true).await
+}
+
+async fn resume(State(app): State<App>) -> Response {
+    set_paused(app, false).await
+}
+
+async fn set_paused(app: App, paused: bool) -> Response {
+    let scheduler = app.scheduler.clone();
+    match tokio::task::spawn_blocking(move || scheduler.set_paused(paused)).await {
+        Ok(Ok(())) => Json(json!({ "paused": paused })).into_response(),
+        Ok(Err(err)) => error(StatusCode::SERVICE_UNAVAILABLE, err.to_string()),
+        Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()),
+    }
+}
+
+async fn status(State(app): State<App>) -> Response {
+    let scheduler = app.scheduler.clone();
+    match tokio::task::spawn_blocking(move || (scheduler.paused(), scheduler.queues())).await {
+        Ok((paused, clusters)) => {
+            Json(json!({ "paused": paused, "clusters": clusters })).into_response()
+        }
+        Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()),
+    }
+}
+
+/// OpenMetrics when the scraper asks for it (Prometheus does), the classic text format
+/// otherwise.
+async fn metrics_text(State(app): State<App>, headers: HeaderMap) -> Response {
+    let openmetrics = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.contains("application/openmetrics-text"));
+    match app.metrics.encode() {
+        Ok(text) if openmetrics => (
+            [(header::CONTENT_TYPE, metrics::OPENMETRICS_CONTENT_TYPE)],
+            text,
+        )
+            .into_response(),
+        Ok(text) => (
+            [(header::CONTENT_TYPE, metrics::PROMETHEUS_CONTENT_TYPE)],
+            metrics::to_prometheus_text(&text),
+        )
+            .into_response(),
+        Err(_) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "encoding the metrics failed",
+        ),
+    }
+}
+
+/// Ready while the state store answers: without it no alert can be recorded.
+async fn ready(State(app): State<App>) -> Response {
+    let scheduler = app.scheduler.clone();
+    match tokio::task::spawn_blocking(move || scheduler.ping()).await {
+        Ok(Ok(())) => "ready\n".into_response(),
+        Ok(Err(err)) => error(StatusCode::SERVICE_UNAVAILABLE, err.to_string()),
+        Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()),
+    }
+}

@@ -1,0 +1,357 @@
+//! The service's own metrics: runs and their outcomes, reclaimed bytes, snapshots, webhook
+//! traffic and the pause switch. Series for every configured cluster exist from the start
+//! (at 0), so `increase()` and absence alerts work before the first run.
+
+use std::sync::atomic::AtomicU64;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::report::{MemberAction, Outcome, RunReport, StepKind};
+
+/// The content type of [`Metrics::encode`]'s output.
+pub const OPENMETRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// The content type of [`to_prometheus_text`]'s output.
+pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Outcomes a service run can end with (a dry run's `planned` included).
+const OUTCOMES: [Outcome; 7] = [
+    Outcome::Succeeded,
+    Outcome::Partial,
+    Outcome::Failed,
+    Outcome::Skipped,
+    Outcome::Interrupted,
+    Outcome::Planned,
+    Outcome::Cancelled,
+];
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClusterLabels {
+    etcd_cluster: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    etcd_cluster: String,
+    outcome: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MemberLabels {
+    etcd_cluster: String,
+    member: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CodeLabels {
+    code: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ActionLabels {
+    action: String,
+    reason: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: String,
+    revision: String,
+}
+
+type FloatGauge = Gauge<f64, AtomicU64>;
+
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    runs: Family<OutcomeLabels, Counter>,
+    duration: Histogram,
+    in_progress: Family<ClusterLabels, Gauge>,
+    last_run: Family<OutcomeLabels, FloatGauge>,
+    reclaimed: Family<MemberLabels, Counter>,
+    snapshot_last_success: Family<ClusterLabels, FloatGauge>,
+    snapshot_size: Family<ClusterLabels, Gauge>,
+    webhook_requests: Family<CodeLabels, Counter>,
+    webhook_alerts: Family<ActionLabels, Counter>,
+    paused: Gauge,
+}
+
+impl Metrics {
+    pub fn new(clusters: &[String]) -> Metrics {
+        let mut registry = Registry::default();
+        let runs = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "etcdmedic_remediation_runs",
+            "Remediation runs finished, by cluster and outcome.",
+            runs.clone(),
+        );
+        // From a 1 s skip to a 2 h run of a big cluster with settle times.
+        let duration = Histogram::new([
+            1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0,
+        ]);
+        registry.register_with_unit(
+            "etcdmedic_remediation_duration",
+            "How long remediation runs took, from the first step to the outcome.",
+            Unit::Seconds,
+            duration.clone(),
+        );
+        let in_progress = Family::<ClusterLabels, Gauge>::default();
+        registry.register(
+            "etcdmedic_remediation_in_progress",
+            "1 while a run of the cluster is under way.",
+            in_progress.clone(),
+        );
+        let last_run = Family::<OutcomeLabels, FloatGauge>::default();
+        registry.register_with_unit(
+            "etcdmedic_remediation_last_run_timestamp",
+            "When the cluster's latest run with this outcome finished (Unix time).",
+            Unit::Seconds,
+            last_run.clone(),
+        );
+        let reclaimed = Family::<MemberLabels, Counter>::default();
+        registry.register_with_unit(
+            "etcdmedic_defrag_reclaimed",
+            "Bytes of database file given back by defragmentation, per member.",
+            Unit::Bytes,
+            reclaimed.clone(),
+        );
+        let snapshot_last_success = Family::<ClusterLabels, FloatGauge>::default();
+        registry.register_with_unit(
+            "etcdmedic_snapshot_last_success_timestamp",
+            "When the cluster's latest verified snapshot was written (Unix time).",
+            Unit::Seconds,
+            snapshot_last_success.clone(),
+        );
+        let snapshot_size = Family::<ClusterLabels, Gauge>::default();
+        registry.register_with_unit(
+            "etcdmedic_snapshot_size",
+            "Size of the cluster's latest verified snapshot.",
+            Unit::Bytes,
+            snapshot_size.clone(),
+        );
+        let webhook_requests = Family::<CodeLabels, Counter>::default();
+        registry.register(
+            "etcdmedic_webhook_requests",
+            "Requests to /webhook/alertmanager, by HTTP status code.",
+            webhook_requests.clone(),
+        );
+        let webhook_alerts = Family::<ActionLabels, Counter>::default();
+        registry.register(
+            "etcdmedic_webhook_alerts",
+            "Alerts received, by what was done with them (queued, joined, cancelled, ignored) \
+             and why.",
+            webhook_alerts.clone(),
+        );
+        let paused = Gauge::default();
+        registry.register(
+            "etcdmedic_remediator_paused",
+            "1 while runs are paused (POST /api/v1/pause).",
+            paused.clone(),
+        );
+        // A gauge at 1 rather than an OpenMetrics info: promtool and older Prometheus
+        // parsers reject the info type.
+        let build_info = Family::<BuildLabels, Gauge>::default();
+        build_info
+            .get_or_create(&BuildLabels {
+                version: etcdmedic_cluster::build_info::VERSION.into(),
+                revision: etcdmedic_cluster::build_info::REVISION.into(),
+            })
+            .set(1);
+        registry.register(
+            "etcdmedic_remediator_build_info",
+            "Version and git revision of this build (always 1).",
+            build_info,
+        );
+
+        for cluster in clusters {
+            in_progress
+                .get_or_create(&ClusterLabels {
+                    etcd_cluster: cluster.clone(),
+                })
+                .set(0);
+            for outcome in OUTCOMES {
+                runs.get_or_create(&OutcomeLabels {
+                    etcd_cluster: cluster.clone(),
+                    outcome: outcome.as_str().into(),
+                })
+                .inc_by(0);
+            }
+        }
+        Metrics {
+            registry,
+            runs,
+            duration,
+            in_progress,
+            last_run,
+            reclaimed,
+            snapshot_last_success,
+            snapshot_size,
+            webhook_requests,
+            webhook_alerts,
+            paused,
+        }
+    }
+
+    pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)?;
+        Ok(text)
+    }
+
+    pub fn set_in_progress(&self, cluster: &str, running: bool) {
+        self.in_progress
+            .get_or_create(&ClusterLabels {
+                etcd_cluster: cluster.into(),
+            })
+            .set(i64::from(running));
+    }
+
+    pub fn set_paused(&self, paused: bool) {
+        self.paused.set(i64::from(paused));
+    }
+
+    pub fn webhook_request(&self, code: u16) {
+        self.webhook_requests
+            .get_or_create(&CodeLabels {
+                code: code.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn webhook_alert(&self, action: &str, reason: &str) {
+        self.webhook_alerts
+            .get_or_create(&ActionLabels {
+                action: action.into(),
+                reason: reason.into(),
+            })
+            .inc();
+    }
+
+    /// A run finished: counts, duration, reclaimed bytes, snapshot.
+    pub fn run_finished(&self, report: &RunReport) {
+        let cluster = &report.cluster;
+        self.runs
+            .get_or_create(&OutcomeLabels {
+                etcd_cluster: cluster.clone(),
+                outcome: report.outcome.as_str().into(),
+            })
+            .inc();
+        self.duration.observe(report.duration().as_secs_f64());
+        for member in &report.members {
+            if member.action == MemberAction::Defragmented {
+                if let Some(bytes) = member.reclaimed_bytes() {
+                    self.reclaimed
+                        .get_or_create(&MemberLabels {
+                            etcd_cluster: cluster.clone(),
+                            member: member.member.name.clone(),
+                        })
+                        .inc_by(bytes);
+                }
+            }
+        }
+        self.restore(report);
+    }
+
+    /// Sets the gauges a report determines; also used after a restart, from the store.
+    pub fn restore(&self, report: &RunReport) {
+        let cluster = &report.cluster;
+        self.last_run
+            .get_or_create(&OutcomeLabels {
+                etcd_cluster: cluster.clone(),
+                outcome: report.outcome.as_str().into(),
+            })
+            .set(unix(report.finished_at));
+        let snapshot_written = report
+            .steps
+            .iter()
+            .find(|step| step.step == StepKind::Snapshot && step.ok)
+            .map(|step| step.started_at + step.duration);
+        if let (Some(written), Some(snapshot)) = (snapshot_written, &report.snapshot) {
+            let labels = ClusterLabels {
+                etcd_cluster: cluster.clone(),
+            };
+            let gauge = self.snapshot_last_success.get_or_create(&labels);
+            if unix(written) > gauge.get() {
+                gauge.set(unix(written));
+                self.snapshot_size
+                    .get_or_create(&labels)
+                    .set(i64::try_from(snapshot.size_bytes).unwrap_or(i64::MAX));
+            }
+        }
+    }
+}
+
+/// OpenMetrics text as Prometheus' classic text format, for scrapers and tools that only
+/// read that (promtool among them): a counter's HELP and TYPE name the `_total` series, and
+/// the UNIT and EOF lines go.
+pub fn to_prometheus_text(openmetrics: &str) -> String {
+    let mut counters = std::collections::HashSet::new();
+    for line in openmetrics.lines() {
+        if let Some(name) = line
+            .strip_prefix("# TYPE ")
+            .and_then(|rest| rest.strip_suffix(" counter"))
+        {
+            counters.insert(name.to_string());
+        }
+    }
+    let mut text = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line.starts_with("# UNIT ") || line == "# EOF" {
+            continue;
+        }
+        let rewritten = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters
+                .contains(name)
+                .then(|| format!("{prefix}{name}_total {tail}"))
+        });
+        text.push_str(rewritten.as_deref().unwrap_or(line));
+        text.push('\n');
+    }
+    text
+}
+
+fn unix(time: SystemTime) -> f64 {
+    time.duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prometheus_text_names_counters_by_their_total_series() {
+        let metrics = Metrics::new(&["a".to_string()]);
+        metrics.webhook_request(202);
+        let text = to_prometheus_text(&metrics.encode().unwrap());
+        assert!(
+            text.contains("# HELP etcdmedic_webhook_requests_total Requests"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE etcdmedic_webhook_requests_total counter"),
+            "{text}"
+        );
+        assert!(
+            text.contains("etcdmedic_webhook_requests_total{code=\"202\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE etcdmedic_remediation_duration_seconds histogram"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("# EOF") && !text.contains("# UNIT"),
+            "{text}"
+        );
+    }
+}

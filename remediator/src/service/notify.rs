@@ -1,0 +1,173 @@
+//! Optional side effects of a run, both off unless configured: an Alertmanager silence over
+//! the alerts that triggered it while it is active (so the on-call is not paged for what is
+//! already being fixed), and a Grafana annotation per run. Neither can fail a run: a
+//! failure is logged and the run goes on.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, SystemTime};
+
+use etcdmedic_cluster::config::{GrafanaSettings, SilenceSettings};
+use etcdmedic_cluster::RemediatorSettings;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::report::RunReport;
+
+/// A silence outlives a run that hangs or a service that dies by at most this; a run that
+/// ends expires it at once.
+const SILENCE_LENGTH: Duration = Duration::from_secs(2 * 60 * 60);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone)]
+pub struct Notifier {
+    http: Option<reqwest::Client>,
+    silences: Option<SilenceSettings>,
+    grafana: Option<GrafanaSettings>,
+}
+
+/// A silence this service created.
+#[derive(Debug, Clone)]
+pub struct SilenceId(String);
+
+impl Notifier {
+    pub fn new(settings: &RemediatorSettings) -> Notifier {
+        let wanted = settings.silences.is_some() || settings.grafana.is_some();
+        let http = wanted
+            .then(|| reqwest::Client::builder().timeout(REQUEST_TIMEOUT).build())
+            .and_then(|built| {
+                built
+                    .map_err(|err| tracing::error!(error = %err, "cannot build the HTTP client; silences and annotations are off"))
+                    .ok()
+            });
+        Notifier {
+            http,
+            silences: settings.silences.clone(),
+            grafana: settings.grafana.clone(),
+        }
+    }
+
+    /// Silences each triggering alert name for this cluster; returns what to expire later.
+    pub async fn silence(
+        &self,
+        run_id: i64,
+        cluster: &str,
+        alert_labels: &BTreeMap<String, String>,
+        alertnames: &BTreeSet<String>,
+    ) -> Vec<SilenceId> {
+        let (Some(settings), Some(http)) = (&self.silences, &self.http) else {
+            return Vec::new();
+        };
+        let mut created = Vec::new();
+        for alertname in alertnames {
+            let mut matchers = vec![matcher("alertname", alertname)];
+            matchers.extend(
+                alert_labels
+                    .iter()
+                    .map(|(name, value)| matcher(name, value)),
+            );
+            let now = SystemTime::now();
+            let body = json!({
+                "matchers": matchers,
+                "startsAt": humantime::format_rfc3339_millis(now).to_string(),
+                "endsAt": humantime::format_rfc3339_millis(now + SILENCE_LENGTH).to_string(),
+                "createdBy": "etcdmedic-remediator",
+                "comment": format!("etcdmedic run {run_id} is remediating {cluster}; expires when the run ends"),
+            });
+            let url = join(&settings.alertmanager_url, "api/v2/silences");
+            let request = http.post(url).json(&body);
+            let request = match &settings.bearer_token {
+                Some(token) => request.bearer_auth(token.expose()),
+                None => request,
+            };
+            #[derive(Deserialize)]
+            struct Created {
+                #[serde(rename = "silenceID")]
+                silence_id: String,
+            }
+            let result = async {
+                let response = request.send().await?.error_for_status()?;
+                response.json::<Created>().await
+            }
+            .await;
+            match result {
+                Ok(created_silence) => {
+                    tracing::info!(run = run_id, %cluster, %alertname, silence = %created_silence.silence_id, "silenced the triggering alert while the run is active");
+                    created.push(SilenceId(created_silence.silence_id));
+                }
+                Err(err) => {
+                    tracing::warn!(run = run_id, %cluster, %alertname, error = %err, "cannot create the Alertmanager silence; the run goes on")
+                }
+            }
+        }
+        created
+    }
+
+    pub async fn expire(&self, silences: &[SilenceId]) {
+        let (Some(settings), Some(http)) = (&self.silences, &self.http) else {
+            return;
+        };
+        for SilenceId(id) in silences {
+            let url = join(&settings.alertmanager_url, &format!("api/v2/silence/{id}"));
+            let request = http.delete(url);
+            let request = match &settings.bearer_token {
+                Some(token) => request.bearer_auth(token.expose()),
+                None => request,
+            };
+            match request.send().await.and_then(|r| r.error_for_status()) {
+                Ok(_) => tracing::info!(silence = %id, "expired the run's silence"),
+                Err(err) => {
+                    tracing::warn!(silence = %id, error = %err, "cannot expire the silence; it ends by itself at its end time")
+                }
+            }
+        }
+    }
+
+    /// One annotation spanning the run, tagged with the cluster and outcome.
+    pub async fn annotate(&self, run_id: i64, report: &RunReport) {
+        let (Some(settings), Some(http)) = (&self.grafana, &self.http) else {
+            return;
+        };
+        let millis = |time: SystemTime| {
+            time.duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_millis() as u64
+        };
+        let mut tags = vec![
+            "etcdmedic".to_string(),
+            report.cluster.clone(),
+            report.outcome.as_str().to_string(),
+        ];
+        tags.extend(settings.tags.iter().cloned());
+        let body = json!({
+            "time": millis(report.started_at),
+            "timeEnd": millis(report.finished_at),
+            "tags": tags,
+            "text": format!(
+                "etcdmedic run {run_id} on {}: {}{}",
+                report.cluster,
+                report.outcome.as_str(),
+                report.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default()
+            ),
+        });
+        let url = join(&settings.url, "api/annotations");
+        let result = http
+            .post(url)
+            .bearer_auth(settings.token.expose())
+            .json(&body)
+            .send()
+            .await
+            .and_then(|r| r.error_for_status());
+        if let Err(err) = result {
+            tracing::warn!(run = run_id, error = %err, "cannot post the Grafana annotation");
+        }
+    }
+}
+
+fn matcher(name: &str, value: &str) -> serde_json::Value {
+    json!({"name": name, "value": value, "isRegex": false, "isEqual": true})
+}
+
+/// `base` + `path`, whether or not the base URL ends with a slash.
+fn join(base: &url::Url, path: &str) -> String {
+    format!("{}/{path}", base.as_str().trim_end_matches('/'))
+}

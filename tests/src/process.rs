@@ -1,0 +1,136 @@
+//! A long-running child process (the remediator service, Alertmanager) with its output kept
+//! for assertions and error messages, killed on drop, and killed with the test process if
+//! that dies first.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use anyhow::{anyhow, Context, Result};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use crate::poll::eventually;
+
+pub struct ChildProcess {
+    name: String,
+    child: Option<Child>,
+    output: Arc<Mutex<Vec<String>>>,
+}
+
+impl ChildProcess {
+    /// Starts `program` with `args`; stdout and stderr lines are kept.
+    pub fn spawn(name: &str, program: &Path, args: &[String]) -> Result<ChildProcess> {
+        let mut command = Command::new(program);
+        command
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        set_parent_death_signal(&mut command);
+        let mut child = command
+            .spawn()
+            .with_context(|| format!("starting {} ({name})", program.display()))?;
+        let output = Arc::new(Mutex::new(Vec::new()));
+        for stream in [
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let output = output.clone();
+            std::thread::Builder::new()
+                .name(format!("{name}-output"))
+                .spawn(move || {
+                    for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                        output
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .push(line);
+                    }
+                })?;
+        }
+        Ok(ChildProcess {
+            name: name.to_string(),
+            child: Some(child),
+            output,
+        })
+    }
+
+    /// Everything the process printed so far.
+    pub fn output(&self) -> String {
+        self.output
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .join("\n")
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Whether it has exited (and how).
+    pub fn try_wait(&mut self) -> Result<Option<ExitStatus>> {
+        match &mut self.child {
+            Some(child) => Ok(child.try_wait()?),
+            None => Err(anyhow!("{} was already reaped", self.name)),
+        }
+    }
+
+    /// Sends `signal` and waits (bounded) for the process to exit.
+    pub async fn signal_and_wait(
+        &mut self,
+        signal: Signal,
+        within: Duration,
+    ) -> Result<ExitStatus> {
+        let pid = self
+            .pid()
+            .ok_or_else(|| anyhow!("{} is not running", self.name))?;
+        kill(Pid::from_raw(pid as i32), signal)
+            .with_context(|| format!("sending {signal} to {}", self.name))?;
+        let name = self.name.clone();
+        let status = eventually(&format!("{name} exits after {signal}"), within, || {
+            let status = self.try_wait();
+            async move {
+                match status? {
+                    Some(status) => Ok(status),
+                    None => Err(anyhow!("still running")),
+                }
+            }
+        })
+        .await?;
+        self.child = None;
+        Ok(status)
+    }
+}
+
+impl Drop for ChildProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The child gets SIGKILL when the thread that started it dies, so a crashed test run
+/// leaves nothing behind.
+pub(crate) fn set_parent_death_signal(command: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl(PR_SET_PDEATHSIG) is async-signal-safe and touches no memory of the
+    // parent; it is the only thing run between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)
+        });
+    }
+}
