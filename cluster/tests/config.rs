@@ -39,7 +39,7 @@ fn an_unknown_key_is_named_with_its_path() {
     );
     assert_refused(
         "cluster: []\n",
-        "unknown field `cluster`, expected `remediation` or `clusters`",
+        "unknown field `cluster`, expected one of `remediation`, `remediator`, `clusters`",
     );
 }
 
@@ -280,5 +280,105 @@ fn an_invalid_defrag_rule_or_threshold_is_refused_at_load_with_its_key() {
     assert_refused(
         &format!("clusters:\n  - name: a\n    {ENDPOINT}\n    remediation: {{leader: last}}\n"),
         "clusters[0].remediation.leader: unknown variant `last`",
+    );
+}
+
+#[test]
+fn alert_labels_default_to_the_cluster_name_and_must_tell_clusters_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        dir.path(),
+        "etcdmedic.yaml",
+        &format!(
+            "clusters:\n  - name: a\n    {ENDPOINT}\n  - name: b\n    {ENDPOINT}\n    alert_labels: {{job: kube-etcd}}\n"
+        ),
+    );
+    let config = Config::load(&path).unwrap();
+    assert_eq!(
+        config.clusters[0].alert_labels,
+        [("etcd_cluster".to_string(), "a".to_string())].into()
+    );
+    assert_eq!(
+        config.clusters[1].alert_labels,
+        [("job".to_string(), "kube-etcd".to_string())].into()
+    );
+    assert_refused(
+        &format!(
+            "clusters:\n  - name: a\n    {ENDPOINT}\n    alert_labels: {{job: x}}\n  - name: b\n    {ENDPOINT}\n    alert_labels: {{job: x}}\n"
+        ),
+        "clusters[1].alert_labels: {\"job\": \"x\"} are also cluster \"a\"'s",
+    );
+    assert_refused(
+        &format!("clusters:\n  - name: a\n    {ENDPOINT}\n    alert_labels: {{}}\n"),
+        "clusters[0].alert_labels: is empty",
+    );
+    assert_refused(
+        &format!("clusters:\n  - name: a\n    {ENDPOINT}\n    alert_labels: {{1job: x}}\n"),
+        "clusters[0].alert_labels.1job: is not a Prometheus label name",
+    );
+}
+
+#[test]
+fn the_remediator_block_resolves_defaults_and_reads_its_secrets_only_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "remediator:\n  state_path: state/s.sqlite\n  auth: {{bearer_token_file: token}}\n  cooldown: 30m\nclusters:\n  - name: a\n    {ENDPOINT}\n"
+    );
+    let path = write(dir.path(), "etcdmedic.yaml", &yaml);
+    // The exporter loads the same file without the token mounted.
+    let config = Config::load(&path).unwrap();
+    let err = config.remediator().unwrap_err().to_string();
+    assert!(
+        err.contains("remediator.auth.bearer_token_file") && err.contains("no such file"),
+        "{err}"
+    );
+    write(dir.path(), "token", "s3cret\n");
+    let settings = config.remediator().unwrap();
+    assert_eq!(settings.state_path, dir.path().join("state/s.sqlite"));
+    assert_eq!(settings.cooldown, Duration::from_secs(1800));
+    assert_eq!(settings.max_concurrent_runs, 1);
+    assert_eq!(settings.max_body_bytes, 1024 * 1024);
+    assert_eq!(settings.listen.to_string(), "0.0.0.0:9380");
+    assert!(settings
+        .triggers
+        .contains(&"etcdDatabaseHighFragmentationRatio".to_string()));
+    assert_eq!(
+        settings.auth,
+        etcdmedic_cluster::config::WebhookAuth::Bearer(etcdmedic_cluster::Secret::new("s3cret"))
+    );
+    assert!(!format!("{settings:?}").contains("s3cret"));
+}
+
+#[test]
+fn remediator_mistakes_are_named_with_their_keys() {
+    let problems = |remediator: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let yaml = format!("remediator:\n{remediator}clusters:\n  - name: a\n    {ENDPOINT}\n");
+        let path = write(dir.path(), "etcdmedic.yaml", &yaml);
+        Config::load(&path)
+            .unwrap()
+            .remediator()
+            .unwrap_err()
+            .to_string()
+    };
+    let message = problems("  max_concurrent_runs: 0\n  triggers: []\n  auth: {}\n");
+    for expected in [
+        "remediator.max_concurrent_runs: must be at least 1",
+        "remediator.triggers: is empty",
+        "remediator.auth: needs bearer_token_file or basic_auth",
+    ] {
+        assert!(
+            message.contains(expected),
+            "missing {expected:?} in {message}"
+        );
+    }
+    let message = problems("  silences: {alertmanager_url: \"ftp://am\"}\n  tls: {cert_file: c.pem, key_file: k.pem}\n");
+    assert!(
+        message.contains("remediator.silences.alertmanager_url"),
+        "{message}"
+    );
+    assert!(
+        message.contains("remediator.tls.cert_file") && message.contains("c.pem: no such file"),
+        "{message}"
     );
 }

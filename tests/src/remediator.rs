@@ -118,6 +118,26 @@ impl RemediatorService {
         format!("{}{current}", self.earlier_output)
     }
 
+    /// Resident memory now and at its peak (VmRSS, VmHWM), in bytes.
+    pub fn memory(&self) -> Result<(u64, u64)> {
+        let pid = self
+            .process
+            .as_ref()
+            .and_then(ChildProcess::pid)
+            .ok_or_else(|| anyhow!("not running"))?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+        let field = |name: &str| -> Result<u64> {
+            let kib: u64 = status
+                .lines()
+                .find(|line| line.starts_with(name))
+                .and_then(|line| line.split_whitespace().nth(1))
+                .with_context(|| format!("{name} missing from /proc/{pid}/status"))?
+                .parse()?;
+            Ok(kib * 1024)
+        };
+        Ok((field("VmRSS:")?, field("VmHWM:")?))
+    }
+
     /// SIGKILL: no chance to finish anything.
     pub async fn kill(&mut self) -> Result<ExitStatus> {
         self.stop_with(Signal::SIGKILL, Duration::from_secs(10))

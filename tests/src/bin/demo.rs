@@ -9,12 +9,19 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use etcdmedic_cluster::{Config, MemberClient};
 use etcdmedic_tests::workload::{fragment, Fragmentation};
-use etcdmedic_tests::{project_binary, EtcdCluster, EtcdVersion, ExporterProcess};
+use etcdmedic_tests::{
+    project_binary, EtcdCluster, EtcdVersion, ExporterProcess, RemediatorService,
+};
 
 /// The port a first-time user would expect; any free port when it is taken.
 const PREFERRED_PORT: u16 = 9379;
 const DEMO_QUOTA: u64 = 256 * 1024 * 1024;
 /// Matches what `fragment` leaves: about 32 MiB of file, 4 MiB in use.
+/// The demo's webhook token: printed, because the demo is for looking around.
+const DEMO_TOKEN: &str = "demo-webhook-token";
+/// The smallest Alertmanager payload the service takes (version 4, one firing alert); the
+/// shell fills in `startsAt`, so each post is a new alert episode.
+const DEMO_WEBHOOK_BODY: &str = r#"{"version":"4","groupKey":"demo","status":"firing","receiver":"etcdmedic","alerts":[{"status":"firing","labels":{"alertname":"EtcdmedicDatabaseHighFragmentation","etcd_cluster":"demo"},"startsAt":"'$(date -u +%FT%TZ)'"}]}"#;
 const DEMO_RULE: &str = "dbSizeFree >= 16*1024*1024 && dbSizeInUse / dbSize < 0.5";
 
 #[derive(Debug, Parser)]
@@ -73,11 +80,16 @@ async fn run_demo(cli: &Cli) -> Result<()> {
         .await?;
     let config = cluster.dir().join("demo.yaml");
     // Snapshots stay in the demo's directory; the rule fits the `fragment` command's 32 MiB.
+    let token_file = cluster.dir().join("webhook-token");
+    std::fs::write(&token_file, DEMO_TOKEN)?;
     std::fs::write(
         &config,
         format!(
-            "remediation:\n  snapshot_dir: {}\n  settle_time: 1s\n  defrag_rule: \"{DEMO_RULE}\"\n{}",
+            "remediation:\n  snapshot_dir: {}\n  settle_time: 1s\n  defrag_rule: \"{DEMO_RULE}\"\n\
+             remediator:\n  state_path: {}\n  auth: {{bearer_token_file: {}}}\n  cooldown: 5m\n{}",
             cluster.dir().join("snapshots").display(),
+            cluster.dir().join("state.sqlite").display(),
+            token_file.display(),
             cluster.config_yaml("demo")
         ),
     )?;
@@ -93,11 +105,15 @@ async fn run_demo(cli: &Cli) -> Result<()> {
     )
     .await?;
 
+    let service = RemediatorService::start(&config, Some(DEMO_TOKEN)).await?;
+
     let table = std::process::Command::new(&exporter_binary)
         .args(["status", "--config"])
         .arg(&config)
         .output()?;
-    let metrics = reqwest::get(format!("{}/metrics", exporter.base_url))
+    let metrics = etcdmedic_tests::http_client()
+        .get(format!("{}/metrics", exporter.base_url))
+        .send()
         .await?
         .text()
         .await?;
@@ -112,6 +128,7 @@ etcdmedic demo is running.
   etcd members   {members}
   config         {config}
   exporter       {url}/   (pid {pid}, log {log})
+  remediator     {service_url}/api/v1/runs   (webhook {service_url}/webhook/alertmanager, bearer token {token})
 
 The status table right now (etcdmedic-exporter status):
 
@@ -130,7 +147,14 @@ moved, the old leader last, keyspace check):
   {remediator_bin} run --config {config} --cluster demo --dry-run
   {remediator_bin} run --config {config} --cluster demo
 
-Press Ctrl-C to stop etcd and the exporter; their data is removed.",
+Or do what Alertmanager does: post its webhook to the remediator service, then read the run:
+  curl -s -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' \\
+    -d '{webhook_body}' \\
+    {service_url}/webhook/alertmanager
+  curl -s -H 'Authorization: Bearer {token}' {service_url}/api/v1/runs
+  curl -s {service_url}/metrics | grep etcdmedic_remediation_runs_total
+
+Press Ctrl-C to stop etcd, the exporter and the remediator; their data is removed.",
         members = cluster.endpoints().join(", "),
         config = config.display(),
         pid = exporter.pid(),
@@ -139,6 +163,9 @@ Press Ctrl-C to stop etcd and the exporter; their data is removed.",
         exporter_bin = relative(&exporter_binary),
         remediator_bin = relative(&remediator_binary),
         demo_bin = relative(&demo),
+        service_url = service.base_url,
+        webhook_body = DEMO_WEBHOOK_BODY,
+        token = DEMO_TOKEN,
     );
     anyhow::ensure!(
         series > 0 && table.status.success(),

@@ -884,3 +884,93 @@ async fn basic_auth_and_client_certificates_are_enforced() -> Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_nospace_alarm_goes_ahead_inside_the_cooldown() -> Result<()> {
+    const QUOTA: u64 = 16 * 1024 * 1024;
+    let mut cluster = EtcdCluster::builder(EtcdVersion::V3_5)
+        .members(3)
+        .quota(QUOTA)
+        .start()
+        .await?;
+    let files = ServiceFiles::new()?;
+    let entry = format!(
+        "{}    remediation:\n      compact_first: true\n",
+        cluster.config_entry("prod-a")
+    );
+    let config = files.write_config(&entry, "  cooldown: 1h\n")?;
+    let service = RemediatorService::start(&config, Some(TOKEN)).await?;
+
+    // A refused run (a member down) starts the cooldown: it tried, and a human should look.
+    cluster.kill(2)?;
+    let (_, answer) = service.post("/api/v1/clusters/prod-a/remediate").await?;
+    let refused = answer["decision"]["run_id"].as_i64().context("run id")?;
+    let run = service.wait_for_run(refused, RUN_TIMEOUT).await?;
+    ensure!(run["outcome"] == "failed", "{run}");
+    cluster.restart(2).await?;
+
+    let mut client = cluster.client(0).await?;
+    etcdmedic_tests::workload::fill_to_nospace(&mut client, 256 * 1024, 1000).await?;
+    client
+        .delete(
+            "/etcdmedic/fill/",
+            Some(etcd_client::DeleteOptions::new().with_prefix()),
+        )
+        .await?;
+    let (_, answer) = service
+        .post_webhook(&payload(
+            "EtcdmedicNoSpaceAlarm",
+            "prod-a",
+            "firing",
+            &now_rfc3339(),
+        ))
+        .await?;
+    ensure!(
+        answer["alerts"][0]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("cooldown")),
+        "{answer}"
+    );
+    let id = answer["alerts"][0]["run_id"].as_i64().context("run id")?;
+    let run = service.wait_for_run(id, RUN_TIMEOUT).await?;
+    ensure!(run["outcome"] == "succeeded", "{run}\n{}", service.output());
+    ensure!(
+        run["report"]["alarms_disarmed"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty()),
+        "{run}"
+    );
+    ensure!(crate::support::etcdctl_alarms(&cluster)?.is_empty());
+    assert_cluster_serves(&cluster).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_config_check_reads_the_secrets_and_refuses_with_the_key() -> Result<()> {
+    let files = ServiceFiles::new()?;
+    let config = files.write_config(&unreachable_cluster(), "")?;
+    let binary = etcdmedic_tests::project_binary("etcdmedic-remediator")?;
+    let output = std::process::Command::new(&binary)
+        .args(["serve", "--config.check", "--config"])
+        .arg(&config)
+        .output()?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    ensure!(output.status.success(), "{output:?}");
+    ensure!(
+        stdout.contains("ok (1 clusters: prod-a; webhook on 0.0.0.0:9380"),
+        "{stdout}"
+    );
+
+    std::fs::remove_file(files.path("token"))?;
+    let output = std::process::Command::new(&binary)
+        .args(["serve", "--config.check", "--config"])
+        .arg(&config)
+        .output()?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    ensure!(output.status.code() == Some(2), "{output:?}");
+    ensure!(
+        stderr.contains("remediator.auth.bearer_token_file") && stderr.contains("no such file"),
+        "{stderr}"
+    );
+    Ok(())
+}

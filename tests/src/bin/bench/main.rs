@@ -24,6 +24,7 @@ use etcdmedic_tests::ports::free_port;
 use etcdmedic_tests::{project_binary, EtcdCluster, EtcdVersion, ExporterProcess};
 
 mod remediation;
+mod webhook;
 
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 const TARGET_MEDIAN_SCRAPE: Duration = Duration::from_millis(5);
@@ -59,7 +60,7 @@ struct Cli {
     #[arg(long)]
     wrap: Option<String>,
     /// Which parts to run.
-    #[arg(long, value_delimiter = ',', default_values_t = [Part::Exporter, Part::Remediation])]
+    #[arg(long, value_delimiter = ',', default_values_t = [Part::Exporter, Part::Remediation, Part::Webhook])]
     parts: Vec<Part>,
     /// Remediation benchmark: MB in use per member.
     #[arg(long, default_value_t = 400)]
@@ -73,6 +74,7 @@ struct Cli {
 enum Part {
     Exporter,
     Remediation,
+    Webhook,
 }
 
 impl std::fmt::Display for Part {
@@ -80,6 +82,7 @@ impl std::fmt::Display for Part {
         f.write_str(match self {
             Part::Exporter => "exporter",
             Part::Remediation => "remediation",
+            Part::Webhook => "webhook",
         })
     }
 }
@@ -185,6 +188,10 @@ async fn run(cli: &Cli) -> Result<String> {
         };
         let outcome = remediation::run(&settings).await?;
         remediation::section(&mut out, &settings, &outcome, &remediation_etcd)?;
+    }
+    if cli.parts.contains(&Part::Webhook) {
+        let outcome = webhook::run().await?;
+        webhook::section(&mut out, &outcome)?;
     }
     writeln!(out, "Reproduce with `make bench` (it rewrites this file).")?;
     Ok(out)
