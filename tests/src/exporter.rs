@@ -151,20 +151,7 @@ impl ExporterProcess {
 
     /// Resident memory now and at its peak, in bytes, from /proc.
     pub fn memory(&self) -> Result<(u64, u64)> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
-        let field = |name: &str| -> Result<u64> {
-            let line = status
-                .lines()
-                .find(|l| l.starts_with(name))
-                .with_context(|| format!("{name} missing from /proc/<pid>/status"))?;
-            let kib: u64 = line
-                .split_whitespace()
-                .nth(1)
-                .context("malformed /proc line")?
-                .parse()?;
-            Ok(kib * 1024)
-        };
-        Ok((field("VmRSS:")?, field("VmHWM:")?))
+        crate::process::memory(self.child.id())
     }
 
     /// SIGTERM, then wait; SIGKILL if it has not stopped within `grace`.

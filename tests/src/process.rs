@@ -122,6 +122,21 @@ impl Drop for ChildProcess {
     }
 }
 
+/// Resident memory of process `pid` now and at its peak (VmRSS, VmHWM), in bytes.
+pub fn memory(pid: u32) -> Result<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let field = |name: &str| -> Result<u64> {
+        let kib: u64 = status
+            .lines()
+            .find(|line| line.starts_with(name))
+            .and_then(|line| line.split_whitespace().nth(1))
+            .with_context(|| format!("{name} missing from /proc/{pid}/status"))?
+            .parse()?;
+        Ok(kib * 1024)
+    };
+    Ok((field("VmRSS:")?, field("VmHWM:")?))
+}
+
 /// The child gets SIGKILL when the thread that started it dies, so a crashed test run
 /// leaves nothing behind.
 pub(crate) fn set_parent_death_signal(command: &mut Command) {

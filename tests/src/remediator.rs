@@ -125,17 +125,7 @@ impl RemediatorService {
             .as_ref()
             .and_then(ChildProcess::pid)
             .ok_or_else(|| anyhow!("not running"))?;
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-        let field = |name: &str| -> Result<u64> {
-            let kib: u64 = status
-                .lines()
-                .find(|line| line.starts_with(name))
-                .and_then(|line| line.split_whitespace().nth(1))
-                .with_context(|| format!("{name} missing from /proc/{pid}/status"))?
-                .parse()?;
-            Ok(kib * 1024)
-        };
-        Ok((field("VmRSS:")?, field("VmHWM:")?))
+        crate::process::memory(pid)
     }
 
     /// SIGKILL: no chance to finish anything.

@@ -2,8 +2,8 @@
 //! traffic and the pause switch. Series for every configured cluster exist from the start
 //! (at 0), so `increase()` and absence alerts work before the first run.
 
+use super::store::unix;
 use std::sync::atomic::AtomicU64;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -316,12 +316,6 @@ pub fn to_prometheus_text(openmetrics: &str) -> String {
         text.push('\n');
     }
     text
-}
-
-fn unix(time: SystemTime) -> f64 {
-    time.duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs_f64()
 }
 
 #[cfg(test)]

@@ -544,7 +544,8 @@ pub fn finish(tx: &Connection, id: i64, report: &RunReport) -> rusqlite::Result<
     .map(drop)
 }
 
-fn unix(time: SystemTime) -> f64 {
+/// Seconds since the Unix epoch, as stored and as metrics carry them.
+pub(crate) fn unix(time: SystemTime) -> f64 {
     time.duration_since(UNIX_EPOCH)
         .unwrap_or_default()
         .as_secs_f64()
