@@ -88,7 +88,7 @@ impl Metrics {
         let runs = Family::<OutcomeLabels, Counter>::default();
         registry.register(
             "etcdmedic_remediation_runs",
-            "Remediation runs finished, by cluster and outcome.",
+            "Remediation runs finished, by cluster and outcome",
             runs.clone(),
         );
         // From a 1 s skip to a 2 h run of a big cluster with settle times.
@@ -97,61 +97,61 @@ impl Metrics {
         ]);
         registry.register_with_unit(
             "etcdmedic_remediation_duration",
-            "How long remediation runs took, from the first step to the outcome.",
+            "How long remediation runs took, from the first step to the outcome",
             Unit::Seconds,
             duration.clone(),
         );
         let in_progress = Family::<ClusterLabels, Gauge>::default();
         registry.register(
             "etcdmedic_remediation_in_progress",
-            "1 while a run of the cluster is under way.",
+            "1 while a run of the cluster is under way",
             in_progress.clone(),
         );
         let last_run = Family::<OutcomeLabels, FloatGauge>::default();
         registry.register_with_unit(
             "etcdmedic_remediation_last_run_timestamp",
-            "When the cluster's latest run with this outcome finished (Unix time).",
+            "When the cluster's latest run with this outcome finished (Unix time)",
             Unit::Seconds,
             last_run.clone(),
         );
         let reclaimed = Family::<MemberLabels, Counter>::default();
         registry.register_with_unit(
             "etcdmedic_defrag_reclaimed",
-            "Bytes of database file given back by defragmentation, per member.",
+            "Bytes of database file given back by defragmentation, per member",
             Unit::Bytes,
             reclaimed.clone(),
         );
         let snapshot_last_success = Family::<ClusterLabels, FloatGauge>::default();
         registry.register_with_unit(
             "etcdmedic_snapshot_last_success_timestamp",
-            "When the cluster's latest verified snapshot was written (Unix time).",
+            "When the cluster's latest verified snapshot was written (Unix time)",
             Unit::Seconds,
             snapshot_last_success.clone(),
         );
         let snapshot_size = Family::<ClusterLabels, Gauge>::default();
         registry.register_with_unit(
             "etcdmedic_snapshot_size",
-            "Size of the cluster's latest verified snapshot.",
+            "Size of the cluster's latest verified snapshot",
             Unit::Bytes,
             snapshot_size.clone(),
         );
         let webhook_requests = Family::<CodeLabels, Counter>::default();
         registry.register(
             "etcdmedic_webhook_requests",
-            "Requests to /webhook/alertmanager, by HTTP status code.",
+            "Requests to /webhook/alertmanager, by HTTP status code",
             webhook_requests.clone(),
         );
         let webhook_alerts = Family::<ActionLabels, Counter>::default();
         registry.register(
             "etcdmedic_webhook_alerts",
             "Alerts received, by what was done with them (queued, joined, cancelled, ignored) \
-             and why.",
+             and why",
             webhook_alerts.clone(),
         );
         let paused = Gauge::default();
         registry.register(
             "etcdmedic_remediator_paused",
-            "1 while runs are paused (POST /api/v1/pause).",
+            "1 while runs are paused (POST /api/v1/pause)",
             paused.clone(),
         );
         // A gauge at 1 rather than an OpenMetrics info: promtool and older Prometheus
@@ -165,7 +165,7 @@ impl Metrics {
             .set(1);
         registry.register(
             "etcdmedic_remediator_build_info",
-            "Version and git revision of this build (always 1).",
+            "Version and git revision of this build (always 1)",
             build_info,
         );
 
