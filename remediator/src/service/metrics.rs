@@ -97,7 +97,7 @@ impl Metrics {
         ]);
         registry.register_with_unit(
             "etcdmedic_remediation_duration",
-            "How long remediation runs took, from the first step to the outcome",
+            "How long remediation runs took, from the first step to the outcome (runs that reached the engine)",
             Unit::Seconds,
             duration.clone(),
         );
@@ -242,7 +242,11 @@ impl Metrics {
                 outcome: report.outcome.as_str().into(),
             })
             .inc();
-        self.duration.observe(report.duration().as_secs_f64());
+        // Only runs the engine carried out: cancellations and cooldown skips take no time
+        // and would drag the distribution towards zero.
+        if !report.steps.is_empty() {
+            self.duration.observe(report.duration().as_secs_f64());
+        }
         for member in &report.members {
             if member.action == MemberAction::Defragmented {
                 if let Some(bytes) = member.reclaimed_bytes() {

@@ -252,10 +252,12 @@ impl Scheduler {
         let mut state = self.lock();
         let paused = state.paused;
         let mut slots = state.slots.clone();
+        let mut cancelled = Vec::new();
         let decisions = state.store.transaction(|tx| {
             let mut decisions = Vec::with_capacity(payload.alerts.len());
             for alert in &payload.alerts {
-                let (cluster, decision) = self.decide(tx, &mut slots, paused, alert)?;
+                let (cluster, decision) =
+                    self.decide(tx, &mut slots, paused, alert, &mut cancelled)?;
                 store::insert_alert(
                     tx,
                     &AlertRecord {
@@ -282,6 +284,10 @@ impl Scheduler {
         })?;
         state.slots = slots;
         drop(state);
+        // Counted once the store has them: a failed transaction cancelled nothing.
+        for report in &cancelled {
+            self.metrics.run_finished(report);
+        }
         for decision in &decisions {
             self.metrics.webhook_alert(
                 decision.decision.action.as_str(),
@@ -298,6 +304,7 @@ impl Scheduler {
         slots: &mut HashMap<String, Slot>,
         paused: bool,
         alert: &Alert,
+        cancelled: &mut Vec<RunReport>,
     ) -> rusqlite::Result<(Option<String>, Decision)> {
         let Some(name) = alert.name() else {
             return Ok((
@@ -325,7 +332,7 @@ impl Scheduler {
                 "runs are paused (POST /api/v1/resume to resume)".into(),
             ),
             AlertStatus::Firing => self.firing(tx, &cluster, slot, alert)?,
-            AlertStatus::Resolved => self.resolved(tx, &cluster, slot, alert)?,
+            AlertStatus::Resolved => self.resolved(tx, &cluster, slot, alert, cancelled)?,
         };
         Ok((Some(cluster), decision))
     }
@@ -440,6 +447,7 @@ impl Scheduler {
         cluster: &str,
         slot: &mut Slot,
         alert: &Alert,
+        cancelled: &mut Vec<RunReport>,
     ) -> rusqlite::Result<Decision> {
         let identity = alert.identity();
         if let Some(queued) = slot.queued.as_mut().filter(|q| !q.manual) {
@@ -463,7 +471,7 @@ impl Scheduler {
                 );
                 store::finish(tx, id, &report)?;
                 slot.queued = None;
-                self.metrics.run_finished(&report);
+                cancelled.push(report);
                 return Ok(Decision {
                     action: Action::Cancelled,
                     run_id: Some(id),
