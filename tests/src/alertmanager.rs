@@ -9,7 +9,7 @@ use serde_json::Value;
 use tempfile::TempDir;
 
 use crate::poll::eventually;
-use crate::ports::free_port;
+use crate::ports::free_ports;
 use crate::process::ChildProcess;
 
 const BINARY: &str = "/usr/bin/prometheus-alertmanager";
@@ -60,8 +60,9 @@ impl Alertmanager {
         let dir = tempfile::Builder::new().prefix("etcdmedic-am-").tempdir()?;
         let config = dir.path().join("alertmanager.yml");
         std::fs::write(&config, config_yaml(webhook_url, token_file, routing))?;
-        let web_port = free_port()?;
-        let cluster_port = free_port()?;
+        let [web_port, cluster_port] = free_ports(2)?[..] else {
+            bail!("free_ports(2) returned other than two ports");
+        };
         let cluster_address = format!("127.0.0.1:{cluster_port}");
         let mut args = vec![
             format!("--config.file={}", config.display()),

@@ -35,7 +35,7 @@ use tempfile::TempDir;
 use crate::binaries::EtcdVersion;
 use crate::certs::TestPki;
 use crate::poll::eventually;
-use crate::ports::free_port;
+use crate::ports::free_ports;
 
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 const LOG_LINES_KEPT: usize = 300;
@@ -281,9 +281,10 @@ impl EtcdCluster {
     }
 
     fn plan_members(&self, count: usize) -> Result<Vec<Member>> {
-        let ports: Vec<(u16, u16)> = (0..count)
-            .map(|_| Ok((free_port()?, free_port()?)))
-            .collect::<Result<_>>()?;
+        let ports: Vec<(u16, u16)> = free_ports(2 * count)?
+            .chunks(2)
+            .map(|pair| (pair[0], pair[1]))
+            .collect();
         let initial_cluster = ports
             .iter()
             .enumerate()
@@ -382,7 +383,9 @@ impl EtcdCluster {
     pub async fn add_learner(&mut self) -> Result<usize> {
         let index = self.members.len();
         let name = format!("m{index}");
-        let (client_port, peer_port) = (free_port()?, free_port()?);
+        let [client_port, peer_port] = free_ports(2)?[..] else {
+            bail!("free_ports(2) returned other than two ports");
+        };
         let peer_url = format!("http://127.0.0.1:{peer_port}");
         // etcd refuses MemberAdd ("unhealthy cluster") until every voting member has been
         // connected for its health interval (5 s), which a cluster just started has not.
