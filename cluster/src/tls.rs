@@ -51,44 +51,13 @@ pub(crate) fn load(
             });
 
     let roots = match &tls.ca_file {
-        Some(path) => {
-            let path = resolve(base, path);
-            read_certificates(&path, &format!("{key}.ca_file"), problems).map(|certs| {
-                let mut roots = RootCertStore::empty();
-                let (added, ignored) = roots.add_parsable_certificates(certs);
-                if added == 0 {
-                    problems.push(
-                        format!("{key}.ca_file"),
-                        format!(
-                            "{}: none of its {ignored} certificates is a usable CA",
-                            path.display()
-                        ),
-                    );
-                }
-                roots
-            })
-        }
+        Some(path) => read_roots(base, path, &format!("{key}.ca_file"), problems),
         None if tls.insecure_skip_verify => Some(RootCertStore::empty()),
         None => system_roots(key, problems),
     };
 
     let identity = match (&tls.cert_file, &tls.key_file) {
-        (Some(cert), Some(key_file)) => {
-            let cert_path = resolve(base, cert);
-            let key_path = resolve(base, key_file);
-            let certs = read_certificates(&cert_path, &format!("{key}.cert_file"), problems);
-            let private_key = match PrivateKeyDer::from_pem_file(&key_path) {
-                Ok(private_key) => Some(private_key),
-                Err(err) => {
-                    problems.push(
-                        format!("{key}.key_file"),
-                        format!("{}: {}", key_path.display(), pem_error(err)),
-                    );
-                    None
-                }
-            };
-            certs.zip(private_key)
-        }
+        (Some(cert), Some(key_file)) => read_identity(base, cert, key_file, key, problems),
         (Some(_), None) => {
             problems.push(
                 format!("{key}.key_file"),
@@ -164,40 +133,15 @@ pub(crate) fn load_server(
 ) -> Option<ServerTls> {
     let before = problems.0.len();
     let provider = provider();
-    let cert_path = resolve(base, &tls.cert_file);
-    let key_path = resolve(base, &tls.key_file);
-    let certs = read_certificates(&cert_path, &format!("{key}.cert_file"), problems);
-    let private_key = match PrivateKeyDer::from_pem_file(&key_path) {
-        Ok(private_key) => Some(private_key),
-        Err(err) => {
-            problems.push(
-                format!("{key}.key_file"),
-                format!("{}: {}", key_path.display(), pem_error(err)),
-            );
-            None
-        }
-    };
-    let client_roots = tls.client_ca_file.as_ref().and_then(|path| {
-        let path = resolve(base, path);
-        let certs = read_certificates(&path, &format!("{key}.client_ca_file"), problems)?;
-        let mut roots = RootCertStore::empty();
-        let (added, ignored) = roots.add_parsable_certificates(certs);
-        if added == 0 {
-            problems.push(
-                format!("{key}.client_ca_file"),
-                format!(
-                    "{}: none of its {ignored} certificates is a usable CA",
-                    path.display()
-                ),
-            );
-            return None;
-        }
-        Some(roots)
-    });
+    let identity = read_identity(base, &tls.cert_file, &tls.key_file, key, problems);
+    let client_roots = tls
+        .client_ca_file
+        .as_ref()
+        .and_then(|path| read_roots(base, path, &format!("{key}.client_ca_file"), problems));
     if problems.0.len() > before {
         return None;
     }
-    let (certs, private_key) = (certs?, private_key?);
+    let (certs, private_key) = identity?;
 
     let builder = match rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
@@ -255,6 +199,55 @@ pub(crate) fn resolve(base: &Path, path: &Path) -> PathBuf {
     } else {
         base.join(path)
     }
+}
+
+/// The CA certificates in `path` as trust roots; none usable is a problem under `key`.
+fn read_roots(
+    base: &Path,
+    path: &Path,
+    key: &str,
+    problems: &mut ConfigProblems,
+) -> Option<RootCertStore> {
+    let path = resolve(base, path);
+    let certs = read_certificates(&path, key, problems)?;
+    let mut roots = RootCertStore::empty();
+    let (added, ignored) = roots.add_parsable_certificates(certs);
+    if added == 0 {
+        problems.push(
+            key,
+            format!(
+                "{}: none of its {ignored} certificates is a usable CA",
+                path.display()
+            ),
+        );
+        return None;
+    }
+    Some(roots)
+}
+
+/// A certificate chain and its private key; problems under `<key>.cert_file` and
+/// `<key>.key_file`.
+fn read_identity(
+    base: &Path,
+    cert_file: &Path,
+    key_file: &Path,
+    key: &str,
+    problems: &mut ConfigProblems,
+) -> Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
+    let cert_path = resolve(base, cert_file);
+    let key_path = resolve(base, key_file);
+    let certs = read_certificates(&cert_path, &format!("{key}.cert_file"), problems);
+    let private_key = match PrivateKeyDer::from_pem_file(&key_path) {
+        Ok(private_key) => Some(private_key),
+        Err(err) => {
+            problems.push(
+                format!("{key}.key_file"),
+                format!("{}: {}", key_path.display(), pem_error(err)),
+            );
+            None
+        }
+    };
+    certs.zip(private_key)
 }
 
 fn read_certificates(
