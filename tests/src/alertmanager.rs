@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use serde_json::Value;
 use tempfile::TempDir;
 
-use crate::poll::eventually;
+use crate::poll::until_http_ok;
 use crate::ports::free_ports;
 use crate::process::ChildProcess;
 
@@ -78,19 +78,11 @@ impl Alertmanager {
         args.extend(peers.iter().map(|peer| format!("--cluster.peer={peer}")));
         let process = ChildProcess::spawn("alertmanager", &binary()?, &args)?;
         let url = format!("http://127.0.0.1:{web_port}");
-        let ready_url = format!("{url}/-/ready");
-        let http = crate::http_client();
-        let ready = eventually(
+        let ready = until_http_ok(
+            &crate::http_client(),
             "Alertmanager answers /-/ready",
+            &format!("{url}/-/ready"),
             Duration::from_secs(30),
-            || {
-                let request = http.get(&ready_url).send();
-                async move {
-                    let response = request.await?;
-                    anyhow::ensure!(response.status() == 200, "status {}", response.status());
-                    Ok(())
-                }
-            },
         )
         .await;
         if let Err(err) = ready {

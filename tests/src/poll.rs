@@ -26,3 +26,21 @@ where
         tokio::time::sleep(POLL_INTERVAL).await;
     }
 }
+
+/// Waits until `GET url` answers 200; the error names `what`.
+pub async fn until_http_ok(
+    http: &reqwest::Client,
+    what: &str,
+    url: &str,
+    timeout: Duration,
+) -> Result<()> {
+    eventually(what, timeout, || {
+        let request = http.get(url).send();
+        async move {
+            let response = request.await?;
+            anyhow::ensure!(response.status() == 200, "status {}", response.status());
+            Ok(())
+        }
+    })
+    .await
+}

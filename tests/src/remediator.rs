@@ -10,7 +10,7 @@ use nix::sys::signal::Signal;
 use serde_json::Value;
 
 use crate::binaries::project_binary;
-use crate::poll::eventually;
+use crate::poll::{eventually, until_http_ok};
 use crate::ports::free_port;
 use crate::process::ChildProcess;
 
@@ -91,16 +91,12 @@ impl RemediatorService {
             "info,etcdmedic_remediator=debug".to_string(),
         ];
         self.process = Some(ChildProcess::spawn("etcdmedic-remediator", &binary, &args)?);
-        let url = format!("{}/readyz", self.base_url);
-        let http = self.http.clone();
-        let ready = eventually("the remediator answers /readyz", START_TIMEOUT, || {
-            let request = http.get(&url).send();
-            async move {
-                let response = request.await?;
-                anyhow::ensure!(response.status() == 200, "status {}", response.status());
-                Ok(())
-            }
-        })
+        let ready = until_http_ok(
+            &self.http,
+            "the remediator answers /readyz",
+            &format!("{}/readyz", self.base_url),
+            START_TIMEOUT,
+        )
         .await;
         if let Err(err) = ready {
             return Err(err.context(format!("remediator output:\n{}", self.output())));

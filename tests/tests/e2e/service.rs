@@ -95,6 +95,17 @@ fn am_alert(cluster: &str, ends_at: SystemTime) -> Value {
     }])
 }
 
+/// Posts one firing alert for `prod-a` and returns the run it queued or joined.
+async fn queue_run(service: &RemediatorService, alertname: &str, starts_at: &str) -> Result<i64> {
+    let (status, answer) = service
+        .post_webhook(&payload(alertname, "prod-a", "firing", starts_at))
+        .await?;
+    ensure!(status == 202, "{status} {answer}");
+    answer["alerts"][0]["run_id"]
+        .as_i64()
+        .with_context(|| format!("no run for the alert: {answer}"))
+}
+
 /// A 3-member cluster fragmented by the default workload.
 async fn fragmented_cluster(version: EtcdVersion) -> Result<EtcdCluster> {
     let cluster = EtcdCluster::builder(version).members(3).start().await?;
@@ -471,15 +482,7 @@ async fn a_killed_service_reports_the_run_interrupted_and_waits_for_the_member_a
     let files = ServiceFiles::new()?;
     let config = files.write_config(&cluster.config_entry("prod-a"), "")?;
     let mut service = RemediatorService::start(&config, Some(TOKEN)).await?;
-    let (_, answer) = service
-        .post_webhook(&payload(
-            "EtcdmedicNoSpaceAlarm",
-            "prod-a",
-            "firing",
-            &now_rfc3339(),
-        ))
-        .await?;
-    let id = answer["alerts"][0]["run_id"].as_i64().context("run id")?;
+    let id = queue_run(&service, "EtcdmedicNoSpaceAlarm", &now_rfc3339()).await?;
 
     // Freeze the first member the moment its defragmentation starts, then kill the service:
     // the member is left mid-defragmentation as far as anyone can tell.
@@ -539,15 +542,12 @@ async fn sigterm_lets_the_member_under_way_finish_and_starts_no_other() -> Resul
     let files = ServiceFiles::new()?;
     let config = files.write_config(&cluster.config_entry("prod-a"), "")?;
     let mut service = RemediatorService::start(&config, Some(TOKEN)).await?;
-    let (_, answer) = service
-        .post_webhook(&payload(
-            "EtcdmedicDatabaseHighFragmentation",
-            "prod-a",
-            "firing",
-            &now_rfc3339(),
-        ))
-        .await?;
-    let id = answer["alerts"][0]["run_id"].as_i64().context("run id")?;
+    let id = queue_run(
+        &service,
+        "EtcdmedicDatabaseHighFragmentation",
+        &now_rfc3339(),
+    )
+    .await?;
     eventually("a member starts defragmenting", RUN_TIMEOUT, || async {
         (0..cluster.len())
             .find(|&i| cluster.defrag_intervals(i).is_ok_and(|d| !d.is_empty()))
