@@ -6,7 +6,7 @@ use anyhow::{ensure, Context, Result};
 use etcdmedic_tests::project_binary;
 
 #[tokio::test]
-async fn the_demo_starts_etcd_and_the_exporter_then_stops_cleanly() -> Result<()> {
+async fn the_demo_starts_etcd_the_exporter_and_the_remediator_then_stops_cleanly() -> Result<()> {
     let run = tokio::process::Command::new(project_binary("etcdmedic-demo")?)
         .arg("--exit-after-start")
         .kill_on_drop(true)
@@ -28,6 +28,8 @@ async fn the_demo_starts_etcd_and_the_exporter_then_stops_cleanly() -> Result<()
         "/probe?target=demo",
         " fragment --config ",
         "etcdmedic-remediator run --config ",
+        "/webhook/alertmanager, bearer token ",
+        "/api/v1/runs",
         "Stopped; nothing of the demo is left running.",
     ] {
         ensure!(
@@ -44,5 +46,13 @@ async fn the_demo_starts_etcd_and_the_exporter_then_stops_cleanly() -> Result<()
         !std::path::Path::new(config).exists(),
         "the demo left {config} behind"
     );
+    // The exporter and the remediator service were started with that config.
+    let left: Vec<String> = std::fs::read_dir("/proc")?
+        .filter_map(Result::ok)
+        .filter_map(|entry| std::fs::read(entry.path().join("cmdline")).ok())
+        .map(|cmdline| String::from_utf8_lossy(&cmdline).replace('\0', " "))
+        .filter(|cmdline| cmdline.contains(config))
+        .collect();
+    ensure!(left.is_empty(), "processes left running: {left:?}");
     Ok(())
 }
