@@ -11,10 +11,12 @@
 //! - `service`: `etcdmedic-remediator serve` with real Alertmanagers: remediation from an
 //!   alert, duplicates, cooldown and interrupted runs across restarts, SIGTERM, bad requests,
 //!   basic auth and mTLS.
+//! - `alert_rules`: promtool check and unit tests of `alerts/`, and a lint of every alert.
 //! - `binary`: config errors refused at start-up, `--config.check`, graceful SIGTERM.
 //! - `demo`: `make demo`'s program starts, reports and cleans up.
 //! - `support`: helpers shared by the modules above.
 
+mod alert_rules;
 mod binary;
 mod demo;
 mod http;
