@@ -8,7 +8,7 @@
 CARGO ?= cargo
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: deps build demo test lint unit bench clean
+.PHONY: deps build demo test lint unit bench generate clean
 
 deps:
 	./scripts/install-deps.sh
@@ -26,6 +26,11 @@ lint: deps
 # The end-to-end tests run the workspace's binaries, so they are built first.
 test: lint build
 	$(CARGO) test --locked --workspace
+
+# deploy/kubernetes/prometheusrule.yaml and grafana-dashboards.yaml from alerts/ and
+# dashboards/; `make test` fails while they differ.
+generate:
+	UPDATE_GENERATED=1 $(CARGO) test --locked -p etcdmedic-tests --test e2e dashboards::the_kubernetes_copies_match_their_sources
 
 bench: deps
 	$(CARGO) build --locked --release --workspace --bins

@@ -8,6 +8,7 @@
 //! - [`certs`]: a throw-away PKI for TLS clusters.
 //! - [`workload`]: fragmenting and NOSPACE-filling writes.
 //! - [`exporter`]: the exporter on a free port, in-process.
+//! - [`generated`]: the Kubernetes copies of the alert rules and dashboards, rendered.
 //! - [`exposition`]: parsing `/metrics` output for assertions.
 //! - [`poll`]: waiting for a condition with a deadline.
 //! - [`process`]: a child process with its output kept, killed on drop.
@@ -21,6 +22,7 @@ pub mod certs;
 pub mod etcd;
 pub mod exporter;
 pub mod exposition;
+pub mod generated;
 pub mod poll;
 pub mod ports;
 pub mod process;

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{ensure, Context, Result};
+use etcdmedic_tests::generated::repository_root;
 use etcdmedic_tests::promtool;
 use serde_json::Value;
 
@@ -19,13 +20,6 @@ const RUNBOOK_SECTIONS: [&str; 4] = [
     "## What etcdmedic does automatically",
     "## What a human does otherwise",
 ];
-
-pub fn repository_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default()
-}
 
 pub fn rules_file() -> PathBuf {
     repository_root().join("alerts/etcdmedic.rules.yaml")

@@ -12,12 +12,14 @@
 //!   alert, duplicates, cooldown and interrupted runs across restarts, SIGTERM, bad requests,
 //!   basic auth and mTLS.
 //! - `alert_rules`: promtool check and unit tests of `alerts/`, and a lint of every alert.
+//! - `dashboards`: the Grafana dashboard's shape, and the generated Kubernetes copies.
 //! - `binary`: config errors refused at start-up, `--config.check`, graceful SIGTERM.
 //! - `demo`: `make demo`'s program starts, reports and cleans up.
 //! - `support`: helpers shared by the modules above.
 
 mod alert_rules;
 mod binary;
+mod dashboards;
 mod demo;
 mod http;
 mod metrics;

@@ -1,0 +1,159 @@
+//! The Grafana dashboard as a file (stable uid, variables, no hard-coded data source, every
+//! panel described) and the generated Kubernetes copies of rules and dashboards, which must
+//! match their sources (`make generate` rewrites them).
+
+use anyhow::{ensure, Context, Result};
+use etcdmedic_tests::generated::{self, repository_root};
+use serde_json::Value;
+
+pub fn dashboard() -> Result<Value> {
+    let path = repository_root().join("dashboards/etcdmedic-overview.json");
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+}
+
+/// Every panel with queries (rows left out), with its targets' expressions.
+pub fn panels_with_queries(dashboard: &Value) -> Vec<(String, Vec<String>)> {
+    dashboard["panels"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|panel| panel["type"] != "row")
+        .map(|panel| {
+            let exprs = panel["targets"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|t| t["expr"].as_str().map(str::to_string))
+                .collect();
+            (panel["title"].as_str().unwrap_or("?").to_string(), exprs)
+        })
+        .collect()
+}
+
+/// Every `datasource` object anywhere in the dashboard.
+fn datasources<'a>(value: &'a Value, found: &mut Vec<&'a Value>) {
+    match value {
+        Value::Object(map) => {
+            for (key, inner) in map {
+                if key == "datasource" {
+                    found.push(inner);
+                }
+                datasources(inner, found);
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|item| datasources(item, found)),
+        _ => {}
+    }
+}
+
+#[test]
+fn the_dashboard_has_a_stable_uid_variables_and_no_fixed_data_source() -> Result<()> {
+    let dashboard = dashboard()?;
+    ensure!(
+        dashboard["uid"] == "etcdmedic-overview",
+        "uid {}",
+        dashboard["uid"]
+    );
+    let variables: Vec<(&str, &str)> = dashboard["templating"]["list"]
+        .as_array()
+        .context("no templating")?
+        .iter()
+        .map(|v| {
+            (
+                v["name"].as_str().unwrap_or(""),
+                v["type"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    for expected in [
+        ("datasource", "datasource"),
+        ("etcd_cluster", "query"),
+        ("member", "query"),
+    ] {
+        ensure!(
+            variables.contains(&expected),
+            "variable {expected:?} missing: {variables:?}"
+        );
+    }
+    let mut found = Vec::new();
+    datasources(&dashboard, &mut found);
+    ensure!(!found.is_empty());
+    for datasource in found {
+        ensure!(
+            datasource["uid"] == "${datasource}",
+            "a fixed data source: {datasource}"
+        );
+    }
+    for panel in dashboard["panels"].as_array().into_iter().flatten() {
+        if panel["type"] != "row" {
+            ensure!(
+                panel["description"].as_str().is_some_and(|d| !d.is_empty()),
+                "panel {} has no description",
+                panel["title"]
+            );
+        }
+    }
+    for (title, exprs) in panels_with_queries(&dashboard) {
+        ensure!(!exprs.is_empty(), "panel {title:?} has no query");
+        for expr in exprs {
+            ensure!(
+                expr.contains("$etcd_cluster"),
+                "panel {title:?} ignores the cluster variable: {expr}"
+            );
+            let windowed = ["rate(", "increase(", "changes("]
+                .iter()
+                .any(|f| expr.contains(f));
+            ensure!(
+                !windowed || expr.contains("[$__rate_interval]"),
+                "panel {title:?} uses a fixed window instead of $__rate_interval: {expr}"
+            );
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn the_kubernetes_copies_match_their_sources() -> Result<()> {
+    let update = std::env::var_os("UPDATE_GENERATED").is_some();
+    let mut stale = Vec::new();
+    for file in generated::all()? {
+        let current = std::fs::read_to_string(&file.path).unwrap_or_default();
+        if current == file.content {
+            continue;
+        }
+        if update {
+            if let Some(dir) = file.path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            std::fs::write(&file.path, &file.content)?;
+        } else {
+            stale.push(file.path.display().to_string());
+        }
+    }
+    ensure!(
+        stale.is_empty(),
+        "out of date with their sources (run `make generate`): {}",
+        stale.join(", ")
+    );
+    // The copies are valid YAML holding what they wrap.
+    let rule: Value = yaml_serde::from_str(&generated::prometheus_rule()?.content)?;
+    ensure!(
+        rule["kind"] == "PrometheusRule"
+            && rule["spec"]["groups"]
+                .as_array()
+                .is_some_and(|g| g.len() == 3)
+    );
+    let configmap: Value = yaml_serde::from_str(&generated::dashboards_configmap()?.content)?;
+    let embedded: Value = serde_json::from_str(
+        configmap["data"]["etcdmedic-overview.json"]
+            .as_str()
+            .context("no dashboard in the ConfigMap")?,
+    )?;
+    ensure!(
+        embedded == dashboard()?,
+        "the ConfigMap's dashboard differs from the source"
+    );
+    Ok(())
+}
