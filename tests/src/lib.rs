@@ -13,6 +13,7 @@
 //! - [`poll`]: waiting for a condition with a deadline.
 //! - [`process`]: a child process with its output kept, killed on drop.
 //! - [`remediator`]: `etcdmedic-remediator serve` as a process: webhooks, API, kill, restart.
+//! - [`prometheus`]: Debian's Prometheus scraping given targets with given rules.
 //! - [`alertmanager`]: Debian's Alertmanager routing to the remediator, alone or clustered.
 //! - [`ports`]: free loopback ports.
 
@@ -26,6 +27,7 @@ pub mod generated;
 pub mod poll;
 pub mod ports;
 pub mod process;
+pub mod prometheus;
 pub mod remediator;
 pub mod workload;
 

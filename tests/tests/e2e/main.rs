@@ -13,6 +13,8 @@
 //!   basic auth and mTLS.
 //! - `alert_rules`: promtool check and unit tests of `alerts/`, and a lint of every alert.
 //! - `dashboards`: the Grafana dashboard's shape, and the generated Kubernetes copies.
+//! - `live_prometheus`: the rules and the dashboard against a real Prometheus scraping the
+//!   exporter and the remediator: alerts fire on real faults, every query returns data.
 //! - `binary`: config errors refused at start-up, `--config.check`, graceful SIGTERM.
 //! - `demo`: `make demo`'s program starts, reports and cleans up.
 //! - `support`: helpers shared by the modules above.
@@ -22,6 +24,7 @@ mod binary;
 mod dashboards;
 mod demo;
 mod http;
+mod live_prometheus;
 mod metrics;
 mod remediation;
 mod security;
