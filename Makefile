@@ -1,6 +1,7 @@
 # etcdmedic: two commands set everything up on a fresh Debian machine.
 #   make demo   a local 3-member etcd and the exporter, with instructions; Ctrl-C stops it
-#   make test   formatting, clippy, unit and end-to-end tests against real etcd 3.4 and 3.5
+#   make test   formatting, clippy, unit and promtool rule tests, end-to-end tests against real
+#               etcd 3.4/3.5, Prometheus and Alertmanager
 #   make bench  scrape latency, scale and memory; remediation against the etcdctl procedure;
 #               writes docs/benchmarks.md
 # Each installs what is missing first (scripts/install-deps.sh).
