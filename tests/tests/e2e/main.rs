@@ -15,6 +15,8 @@
 //! - `dashboards`: the Grafana dashboard's shape, and the generated Kubernetes copies.
 //! - `live_prometheus`: the rules and the dashboard against a real Prometheus scraping the
 //!   exporter and the remediator: alerts fire on real faults, every query returns data.
+//! - `deploy`: every deployment file through promtool, amtool, kustomize and
+//!   kubernetes-validate; every example config through `--config.check`.
 //! - `binary`: config errors refused at start-up, `--config.check`, graceful SIGTERM.
 //! - `demo`: `make demo`'s program starts, reports and cleans up.
 //! - `support`: helpers shared by the modules above.
@@ -23,6 +25,7 @@ mod alert_rules;
 mod binary;
 mod dashboards;
 mod demo;
+mod deploy;
 mod http;
 mod live_prometheus;
 mod metrics;

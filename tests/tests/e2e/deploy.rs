@@ -1,0 +1,522 @@
+//! Every deployment file, checked by the ecosystem's own validators: `promtool check config`,
+//! `amtool check-config`, each kustomize overlay rendered by kubectl's kustomize and validated
+//! against the Kubernetes schemas with `kubernetes-validate --strict`, the operator's custom
+//! resources checked for the fields the operator needs, and every example configuration
+//! (deploy/ and the README) loaded by both binaries' `--config.check`.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, ensure, Context, Result};
+use etcdmedic_tests::certs::TestPki;
+use etcdmedic_tests::generated::repository_root;
+use etcdmedic_tests::{project_binary, promtool};
+use serde_json::Value;
+
+fn deploy(path: &str) -> PathBuf {
+    repository_root().join("deploy").join(path)
+}
+
+fn files_in(dir: &Path, extensions: &[&str]) -> Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            p.extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| extensions.contains(&e))
+        })
+        .collect();
+    files.sort();
+    ensure!(
+        !files.is_empty(),
+        "no {extensions:?} files in {}",
+        dir.display()
+    );
+    Ok(files)
+}
+
+fn run(command: &mut Command) -> Result<String> {
+    let output = command
+        .output()
+        .with_context(|| format!("running {command:?}"))?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    ensure!(output.status.success(), "{command:?} failed:\n{text}");
+    Ok(text)
+}
+
+/// A tool a test needs, installed by scripts/install-deps.sh.
+fn tool(name: &str) -> Result<PathBuf> {
+    let found = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
+        .map(|dir| dir.join(name))
+        .find(|path| path.is_file());
+    found.with_context(|| format!("could not find {name} on PATH; run scripts/install-deps.sh"))
+}
+
+#[test]
+fn the_prometheus_configs_pass_promtool_check_config() -> Result<()> {
+    for file in files_in(&deploy("prometheus"), &["yml", "yaml"])? {
+        // The configs load the rules from rules/ next to themselves.
+        let dir = tempfile::tempdir()?;
+        let copy = dir.path().join(file.file_name().context("name")?);
+        std::fs::copy(&file, &copy)?;
+        std::fs::create_dir(dir.path().join("rules"))?;
+        std::fs::copy(
+            repository_root().join("alerts/etcdmedic.rules.yaml"),
+            dir.path().join("rules/etcdmedic.rules.yaml"),
+        )?;
+        let text = run(Command::new(promtool()?)
+            .args(["check", "config"])
+            .arg(&copy))
+        .with_context(|| file.display().to_string())?;
+        ensure!(
+            text.contains("17 rules found"),
+            "{}: {text}",
+            file.display()
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn the_alertmanager_configs_pass_amtool_check_config() -> Result<()> {
+    for file in files_in(&deploy("alertmanager"), &["yml", "yaml"])? {
+        let text = run(Command::new("/usr/bin/amtool")
+            .arg("check-config")
+            .arg(&file))?;
+        ensure!(text.contains("SUCCESS"), "{}: {text}", file.display());
+        let config = read_yaml(&file)?;
+        let route = config["route"]["routes"]
+            .as_array()
+            .and_then(|routes| {
+                routes
+                    .iter()
+                    .find(|r| r["receiver"] == "etcdmedic-remediator")
+            })
+            .context("no route to etcdmedic-remediator")?;
+        ensure!(
+            route["group_by"] == serde_json::json!(["etcd_cluster"]),
+            "{route}"
+        );
+        ensure!(
+            route["continue"] == true,
+            "the route must let humans see the alerts too"
+        );
+        let receiver = config["receivers"]
+            .as_array()
+            .and_then(|r| r.iter().find(|r| r["name"] == "etcdmedic-remediator"))
+            .context("no etcdmedic-remediator receiver")?;
+        let webhook = &receiver["webhook_configs"][0];
+        ensure!(
+            webhook["http_config"]["authorization"]["credentials_file"].is_string(),
+            "{webhook}"
+        );
+        ensure!(
+            webhook["url"]
+                .as_str()
+                .is_some_and(|u| u.ends_with("/webhook/alertmanager")),
+            "{webhook}"
+        );
+    }
+    Ok(())
+}
+
+fn read_yaml(path: &Path) -> Result<Value> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    yaml_serde::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+}
+
+fn documents(text: &str) -> Result<Vec<Value>> {
+    text.split("\n---")
+        .filter(|doc| {
+            doc.lines()
+                .any(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        })
+        .map(|doc| yaml_serde::from_str::<Value>(doc).context("parsing a rendered document"))
+        .collect()
+}
+
+/// `kubectl kustomize <dir>`.
+fn render(dir: &Path) -> Result<String> {
+    let output = Command::new(tool("kubectl")?)
+        .arg("kustomize")
+        .arg(dir)
+        .output()?;
+    ensure!(
+        output.status.success(),
+        "kubectl kustomize {}: {}",
+        dir.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(String::from_utf8(output.stdout)?)
+}
+
+/// kubernetes-validate --strict; returns the resources it could not find a schema for.
+fn validate_strictly(file: &Path) -> Result<BTreeSet<String>> {
+    let text = run(Command::new(tool("kubernetes-validate")?)
+        .arg("--strict")
+        .arg(file))?;
+    let mut unknown = BTreeSet::new();
+    for line in text.lines() {
+        if line.starts_with("ERROR") {
+            bail!("{}: {line}", file.display());
+        }
+        if let Some(rest) = line.split("Couldn't find schema for kind ").nth(1) {
+            unknown.insert(rest.split_whitespace().next().unwrap_or("").to_string());
+        }
+    }
+    Ok(unknown)
+}
+
+fn kind<'a>(docs: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    docs.iter().filter(|d| d["kind"] == kind).collect()
+}
+
+/// The fields the prometheus-operator needs in its custom resources, cross-checked against
+/// the Services and Secrets of the same render.
+fn check_custom_resources(docs: &[Value]) -> Result<()> {
+    let services = kind(docs, "Service");
+    let monitors = kind(docs, "ServiceMonitor");
+    ensure!(monitors.len() == 2, "expected 2 ServiceMonitors");
+    for monitor in monitors {
+        let selector = monitor["spec"]["selector"]["matchLabels"]
+            .as_object()
+            .context("ServiceMonitor without spec.selector.matchLabels")?;
+        let service = services
+            .iter()
+            .find(|s| {
+                selector
+                    .iter()
+                    .all(|(k, v)| s["metadata"]["labels"][k] == *v)
+            })
+            .with_context(|| format!("no Service matches {}", monitor["metadata"]["name"]))?;
+        for endpoint in monitor["spec"]["endpoints"]
+            .as_array()
+            .context("no endpoints")?
+        {
+            let port = endpoint["port"]
+                .as_str()
+                .context("endpoint without a port name")?;
+            ensure!(
+                service["spec"]["ports"]
+                    .as_array()
+                    .is_some_and(|ports| ports.iter().any(|p| p["name"] == port)),
+                "ServiceMonitor {} scrapes port {port:?}, which its Service does not name",
+                monitor["metadata"]["name"]
+            );
+        }
+    }
+    let rules = kind(docs, "PrometheusRule");
+    ensure!(rules.len() == 1, "expected one PrometheusRule");
+    for group in rules[0]["spec"]["groups"].as_array().context("no groups")? {
+        ensure!(group["name"].is_string(), "a group without a name");
+        for rule in group["rules"].as_array().context("a group without rules")? {
+            ensure!(
+                (rule["alert"].is_string() || rule["record"].is_string())
+                    && rule["expr"].is_string(),
+                "a rule without alert/record and expr: {rule}"
+            );
+        }
+    }
+    let configs = kind(docs, "AlertmanagerConfig");
+    ensure!(configs.len() == 1, "expected one AlertmanagerConfig");
+    let spec = &configs[0]["spec"];
+    let receiver = spec["route"]["receiver"]
+        .as_str()
+        .context("route without a receiver")?;
+    let receivers = spec["receivers"].as_array().context("no receivers")?;
+    let named = receivers
+        .iter()
+        .find(|r| r["name"] == receiver)
+        .with_context(|| format!("the route's receiver {receiver:?} is not defined"))?;
+    let webhook = &named["webhookConfigs"][0];
+    ensure!(webhook["url"].is_string(), "{webhook}");
+    let credentials = &webhook["httpConfig"]["authorization"]["credentials"];
+    let secret = kind(docs, "Secret")
+        .into_iter()
+        .find(|s| s["metadata"]["name"] == credentials["name"])
+        .with_context(|| {
+            format!(
+                "the webhook's credentials Secret {} is not in the render",
+                credentials["name"]
+            )
+        })?;
+    let key = credentials["key"]
+        .as_str()
+        .context("credentials without a key")?;
+    ensure!(
+        secret["stringData"][key].is_string() || secret["data"][key].is_string(),
+        "Secret {} has no key {key}",
+        credentials["name"]
+    );
+    Ok(())
+}
+
+/// What every render must keep: one remediator that never overlaps itself, probes,
+/// requests, a read-only root filesystem and no privilege escalation.
+fn check_workloads(docs: &[Value], non_root: bool) -> Result<()> {
+    let deployments = kind(docs, "Deployment");
+    ensure!(deployments.len() == 2, "expected 2 Deployments");
+    for deployment in deployments {
+        let name = deployment["metadata"]["name"].as_str().unwrap_or("?");
+        let pod = &deployment["spec"]["template"]["spec"];
+        if non_root {
+            ensure!(
+                pod["securityContext"]["runAsNonRoot"] == true,
+                "{name} may run as root"
+            );
+        }
+        for container in pod["containers"].as_array().context("no containers")? {
+            let security = &container["securityContext"];
+            ensure!(
+                security["readOnlyRootFilesystem"] == true,
+                "{name}: writable root filesystem"
+            );
+            ensure!(
+                security["allowPrivilegeEscalation"] == false,
+                "{name}: privilege escalation allowed"
+            );
+            ensure!(
+                security["capabilities"]["drop"] == serde_json::json!(["ALL"]),
+                "{name}: capabilities kept"
+            );
+            ensure!(
+                container["livenessProbe"].is_object() && container["readinessProbe"].is_object(),
+                "{name}: probes missing"
+            );
+            ensure!(
+                container["resources"]["requests"].is_object(),
+                "{name}: no resource requests"
+            );
+        }
+        if name == "etcdmedic-remediator" {
+            ensure!(
+                deployment["spec"]["replicas"] == 1,
+                "more than one remediator"
+            );
+            ensure!(
+                deployment["spec"]["strategy"]["type"] == "Recreate",
+                "the remediator must be Recreate"
+            );
+            ensure!(
+                pod["volumes"]
+                    .as_array()
+                    .is_some_and(|v| v.iter().any(|v| v["persistentVolumeClaim"].is_object())),
+                "the remediator's state is not on a volume"
+            );
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn every_kustomization_renders_and_passes_strict_schema_validation() -> Result<()> {
+    let kubernetes = deploy("kubernetes");
+    let mut targets = vec![(kubernetes.join("base"), true)];
+    for overlay in std::fs::read_dir(kubernetes.join("overlays"))? {
+        let path = overlay?.path();
+        // kubeadm reads root-only files from the node: it runs as uid 0 (capabilities dropped).
+        let non_root = !path.ends_with("kubeadm");
+        targets.push((path, non_root));
+    }
+    ensure!(targets.len() >= 3, "base, kubeadm and talos expected");
+    for (dir, non_root) in targets {
+        let rendered = render(&dir)?;
+        let file = tempfile::Builder::new().suffix(".yaml").tempfile()?;
+        std::fs::write(file.path(), &rendered)?;
+        let unknown = validate_strictly(file.path()).with_context(|| dir.display().to_string())?;
+        let expected: BTreeSet<String> = ["AlertmanagerConfig", "PrometheusRule", "ServiceMonitor"]
+            .into_iter()
+            .map(String::from)
+            .collect();
+        ensure!(
+            unknown == expected,
+            "{}: no schema for {unknown:?}",
+            dir.display()
+        );
+        let docs = documents(&rendered)?;
+        check_custom_resources(&docs).with_context(|| dir.display().to_string())?;
+        check_workloads(&docs, non_root).with_context(|| dir.display().to_string())?;
+    }
+    // Plain YAML: each file of the base validates on its own, for `kubectl apply -f`.
+    for file in files_in(&kubernetes.join("base"), &["yaml"])? {
+        if file.ends_with("kustomization.yaml") {
+            continue;
+        }
+        validate_strictly(&file)?;
+    }
+    Ok(())
+}
+
+#[test]
+fn the_dockerfile_builds_a_non_root_multi_stage_image_of_both_binaries() -> Result<()> {
+    let text = std::fs::read_to_string(repository_root().join("Dockerfile"))?;
+    let stages = text.lines().filter(|l| l.starts_with("FROM ")).count();
+    ensure!(stages >= 2, "not multi-stage");
+    ensure!(
+        text.contains("distroless"),
+        "the runtime image is not distroless"
+    );
+    ensure!(
+        text.lines().any(|l| l.starts_with("USER 65532")),
+        "no non-root USER"
+    );
+    for binary in ["etcdmedic-exporter", "etcdmedic-remediator"] {
+        ensure!(
+            text.contains(&format!("target/release/{binary}")),
+            "{binary} is not in the image"
+        );
+    }
+    ensure!(
+        text.contains("--locked"),
+        "the build does not use Cargo.lock"
+    );
+    Ok(())
+}
+
+#[test]
+fn the_systemd_units_are_hardened_and_check_their_config_first() -> Result<()> {
+    for unit in files_in(&deploy("systemd"), &["service"])? {
+        let text = std::fs::read_to_string(&unit)?;
+        for directive in [
+            "User=etcdmedic",
+            "NoNewPrivileges=yes",
+            "ProtectSystem=strict",
+            "ProtectHome=yes",
+            "PrivateTmp=yes",
+            "CapabilityBoundingSet=",
+            "SystemCallFilter=@system-service",
+            "RestrictAddressFamilies=",
+            "MemoryDenyWriteExecute=yes",
+        ] {
+            ensure!(
+                text.contains(directive),
+                "{}: no {directive}",
+                unit.display()
+            );
+        }
+        ensure!(
+            text.contains("--config.check"),
+            "{}: no ExecStartPre config check",
+            unit.display()
+        );
+        ensure!(
+            text.contains("/etc/etcdmedic/etcdmedic.yaml"),
+            "{}",
+            unit.display()
+        );
+    }
+    Ok(())
+}
+
+/// Example configurations: deploy/systemd's file, the ConfigMaps of the base and every
+/// overlay, and the README's complete examples.
+fn example_configs() -> Result<Vec<(String, String)>> {
+    let mut configs = vec![(
+        "deploy/systemd/etcdmedic.yaml".to_string(),
+        std::fs::read_to_string(deploy("systemd/etcdmedic.yaml"))?,
+    )];
+    let kubernetes = deploy("kubernetes");
+    let mut dirs = vec![kubernetes.join("base")];
+    for overlay in std::fs::read_dir(kubernetes.join("overlays"))? {
+        dirs.push(overlay?.path());
+    }
+    for dir in dirs {
+        let docs = documents(&render(&dir)?)?;
+        let configmap = kind(&docs, "ConfigMap")
+            .into_iter()
+            .find(|c| c["metadata"]["name"] == "etcdmedic-config")
+            .context("no etcdmedic-config ConfigMap")?;
+        let text = configmap["data"]["etcdmedic.yaml"]
+            .as_str()
+            .context("no etcdmedic.yaml")?;
+        configs.push((format!("{} ConfigMap", dir.display()), text.to_string()));
+    }
+    let readme = std::fs::read_to_string(repository_root().join("README.md"))?;
+    for block in readme.split("```yaml\n").skip(1) {
+        let block = block.split("```").next().unwrap_or_default();
+        if block.lines().any(|l| l.starts_with("clusters:")) {
+            configs.push(("README.md".to_string(), block.to_string()));
+        }
+    }
+    ensure!(
+        configs.len() >= 5,
+        "expected more examples, found {}",
+        configs.len()
+    );
+    Ok(configs)
+}
+
+/// Gives every `*_file` of a config a real file under `root` (PEM where a certificate or key
+/// is expected), so `--config.check` can read what it names.
+fn with_files(value: &mut Value, root: &Path, pki: &TestPki, in_server_tls: bool) -> Result<()> {
+    match value {
+        Value::Object(map) => {
+            for (key, inner) in map.iter_mut() {
+                let server = in_server_tls || key == "remediator";
+                if let (true, Value::String(path)) = (key.ends_with("_file"), &*inner) {
+                    let source = match (key.as_str(), server) {
+                        ("ca_file" | "client_ca_file", _) => Some(&pki.ca_file),
+                        ("cert_file", true) => Some(&pki.server_cert_file),
+                        ("key_file", true) => Some(&pki.server_key_file),
+                        ("cert_file", false) => Some(&pki.client_cert_file),
+                        ("key_file", false) => Some(&pki.client_key_file),
+                        _ => None,
+                    };
+                    let target = root.join(path.trim_start_matches('/'));
+                    if let Some(dir) = target.parent() {
+                        std::fs::create_dir_all(dir)?;
+                    }
+                    match source {
+                        Some(source) => {
+                            std::fs::copy(source, &target)?;
+                        }
+                        None => std::fs::write(&target, "example-secret\n")?,
+                    }
+                    *inner = Value::String(target.display().to_string());
+                } else {
+                    with_files(inner, root, pki, server && key != "clusters")?;
+                }
+            }
+        }
+        Value::Array(items) => {
+            for item in items {
+                with_files(item, root, pki, in_server_tls)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+#[test]
+fn every_example_config_passes_config_check_in_both_binaries() -> Result<()> {
+    let exporter = project_binary("etcdmedic-exporter")?;
+    let remediator = project_binary("etcdmedic-remediator")?;
+    for (origin, text) in example_configs()? {
+        let dir = tempfile::tempdir()?;
+        let pki = TestPki::generate(&dir.path().join("pki"), true, "localhost")?;
+        let mut config: Value =
+            yaml_serde::from_str(&text).with_context(|| format!("parsing {origin}"))?;
+        with_files(&mut config, &dir.path().join("root"), &pki, false)?;
+        let path = dir.path().join("etcdmedic.yaml");
+        std::fs::write(&path, yaml_serde::to_string(&config)?)?;
+        for (binary, name) in [(&exporter, "exporter"), (&remediator, "remediator")] {
+            let text = run(Command::new(binary)
+                .args(["serve", "--config.check", "--config"])
+                .arg(&path))
+            .with_context(|| format!("{origin} with etcdmedic-{name}"))?;
+            ensure!(text.contains(": ok ("), "{origin}, {name}: {text}");
+        }
+    }
+    Ok(())
+}
