@@ -23,6 +23,16 @@ pub struct ChildProcess {
 impl ChildProcess {
     /// Starts `program` with `args`; stdout and stderr lines are kept.
     pub fn spawn(name: &str, program: &Path, args: &[String]) -> Result<ChildProcess> {
+        ChildProcess::spawn_logged(name, program, args, None)
+    }
+
+    /// [`spawn`](Self::spawn), also appending every line to `log` (for people to `tail -f`).
+    pub fn spawn_logged(
+        name: &str,
+        program: &Path,
+        args: &[String],
+        log: Option<&Path>,
+    ) -> Result<ChildProcess> {
         let mut command = Command::new(program);
         command
             .args(args)
@@ -34,6 +44,16 @@ impl ChildProcess {
             .spawn()
             .with_context(|| format!("starting {} ({name})", program.display()))?;
         let output = Arc::new(Mutex::new(Vec::new()));
+        let log_file = match log {
+            Some(path) => Some(Arc::new(Mutex::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .with_context(|| format!("opening {}", path.display()))?,
+            ))),
+            None => None,
+        };
         for stream in [
             child
                 .stdout
@@ -48,10 +68,17 @@ impl ChildProcess {
         .flatten()
         {
             let output = output.clone();
+            let log_file = log_file.clone();
             std::thread::Builder::new()
                 .name(format!("{name}-output"))
                 .spawn(move || {
                     for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                        if let Some(file) = &log_file {
+                            use std::io::Write;
+                            let mut file = file.lock().unwrap_or_else(PoisonError::into_inner);
+                            // A log that cannot be written only loses the copy on disk.
+                            let _ = writeln!(file, "{line}");
+                        }
                         output
                             .lock()
                             .unwrap_or_else(PoisonError::into_inner)

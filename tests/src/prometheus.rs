@@ -38,8 +38,13 @@ pub struct Job<'a> {
 }
 
 impl Prometheus {
-    /// Starts Prometheus with `jobs` and the rule files (copied in as given).
-    pub async fn start(jobs: &[Job<'_>], rule_files: &[(&str, String)]) -> Result<Prometheus> {
+    /// Starts Prometheus with `jobs` and the rule files (copied in as given), sending alerts
+    /// to `alertmanagers` (`host:port`).
+    pub async fn start(
+        jobs: &[Job<'_>],
+        rule_files: &[(&str, String)],
+        alertmanagers: &[String],
+    ) -> Result<Prometheus> {
         let dir = tempfile::Builder::new()
             .prefix("etcdmedic-prom-")
             .tempdir()?;
@@ -51,6 +56,16 @@ impl Prometheus {
             let path = dir.path().join(name);
             std::fs::write(&path, text)?;
             config.push_str(&format!("  - {}\n", path.display()));
+        }
+        if !alertmanagers.is_empty() {
+            config.push_str(&format!(
+                "alerting:\n  alertmanagers:\n    - static_configs:\n        - targets: [{}]\n",
+                alertmanagers
+                    .iter()
+                    .map(|t| format!("\"{t}\""))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
         }
         config.push_str("scrape_configs:\n");
         for job in jobs {

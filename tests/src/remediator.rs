@@ -24,6 +24,8 @@ pub struct RemediatorService {
     token: Option<String>,
     http: reqwest::Client,
     process: Option<ChildProcess>,
+    /// Where the output is also appended, when given.
+    log_file: Option<PathBuf>,
     /// Output of earlier incarnations (before a kill and restart).
     earlier_output: String,
 }
@@ -43,7 +45,7 @@ impl RemediatorService {
         let http = crate::http_client_builder()
             .timeout(Duration::from_secs(30))
             .build()?;
-        RemediatorService::launch(config, token, port, "http", http).await
+        RemediatorService::launch(config, token, port, "http", http, None).await
     }
 
     /// Starts a service whose config serves TLS, talking to it as a client that trusts
@@ -56,7 +58,7 @@ impl RemediatorService {
         key_file: &Path,
     ) -> Result<RemediatorService> {
         let http = tls_client(ca_file, Some((cert_file, key_file)))?;
-        RemediatorService::launch(config, token, free_port()?, "https", http).await
+        RemediatorService::launch(config, token, free_port()?, "https", http, None).await
     }
 
     async fn launch(
@@ -65,6 +67,7 @@ impl RemediatorService {
         port: u16,
         scheme: &str,
         http: reqwest::Client,
+        log: Option<&Path>,
     ) -> Result<RemediatorService> {
         let mut service = RemediatorService {
             base_url: format!("{scheme}://127.0.0.1:{port}"),
@@ -73,10 +76,24 @@ impl RemediatorService {
             token: token.map(str::to_string),
             http,
             process: None,
+            log_file: log.map(Path::to_path_buf),
             earlier_output: String::new(),
         };
         service.spawn().await?;
         Ok(service)
+    }
+
+    /// [`start_on`](Self::start_on), also appending the service's log to `log`.
+    pub async fn start_logged(
+        config: &Path,
+        token: Option<&str>,
+        port: u16,
+        log: &Path,
+    ) -> Result<RemediatorService> {
+        let http = crate::http_client_builder()
+            .timeout(Duration::from_secs(30))
+            .build()?;
+        RemediatorService::launch(config, token, port, "http", http, Some(log)).await
     }
 
     async fn spawn(&mut self) -> Result<()> {
@@ -90,7 +107,12 @@ impl RemediatorService {
             "--log-level".to_string(),
             "info,etcdmedic_remediator=debug".to_string(),
         ];
-        self.process = Some(ChildProcess::spawn("etcdmedic-remediator", &binary, &args)?);
+        self.process = Some(ChildProcess::spawn_logged(
+            "etcdmedic-remediator",
+            &binary,
+            &args,
+            self.log_file.as_deref(),
+        )?);
         let ready = until_http_ok(
             &self.http,
             "the remediator answers /readyz",

@@ -1,28 +1,38 @@
-//! `make demo`: a local 3-member etcd and the exporter on loopback, with instructions for
-//! looking at both. Ctrl-C stops everything and removes the data.
+//! `make demo`: the whole loop on loopback. A 3-member etcd, the exporter, the remediator
+//! service, Prometheus with the project's rules (short `for`), and Alertmanager routing the
+//! remediation alerts to the remediator with a bearer token. Fragment the cluster and watch
+//! the alert fire and the run fix it. Ctrl-C stops everything and removes the data.
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{ensure, Context, Result};
 use clap::{Parser, Subcommand};
 use etcdmedic_cluster::{Config, MemberClient};
+use etcdmedic_tests::alertmanager::{Alertmanager, Routing};
+use etcdmedic_tests::prometheus::{repository_file, with_short_durations, Job, Prometheus};
 use etcdmedic_tests::workload::{fragment, Fragmentation};
 use etcdmedic_tests::{
-    project_binary, EtcdCluster, EtcdVersion, ExporterProcess, RemediatorService,
+    eventually, project_binary, EtcdCluster, EtcdVersion, ExporterProcess, RemediatorService,
 };
 
 /// The port a first-time user would expect; any free port when it is taken.
 const PREFERRED_PORT: u16 = 9379;
-const DEMO_QUOTA: u64 = 256 * 1024 * 1024;
-/// Matches what `fragment` leaves: about 32 MiB of file, 4 MiB in use.
+const DEMO_QUOTA: u64 = 1024 * 1024 * 1024;
 /// The demo's webhook token: printed, because the demo is for looking around.
 const DEMO_TOKEN: &str = "demo-webhook-token";
-/// The smallest Alertmanager payload the service takes (version 4, one firing alert); the
-/// shell fills in `startsAt`, so each post is a new alert episode.
-const DEMO_WEBHOOK_BODY: &str = r#"{"version":"4","groupKey":"demo","status":"firing","receiver":"etcdmedic","alerts":[{"status":"firing","labels":{"alertname":"EtcdmedicDatabaseHighFragmentation","etcd_cluster":"demo"},"startsAt":"'$(date -u +%FT%TZ)'"}]}"#;
-const DEMO_RULE: &str = "dbSizeFree >= 16*1024*1024 && dbSizeInUse / dbSize < 0.5";
+/// The rules' `for` in the demo only: alerts fire seconds after the condition holds.
+const DEMO_FOR: &str = "5s";
+/// How long `--exit-after-remediation` waits for the whole loop.
+const LOOP_DEADLINE: Duration = Duration::from_secs(240);
+/// 160 MiB written over 20 MiB kept: past the rules' and the built-in rule's 100 MiB floor.
+const DEMO_FRAGMENTATION: Fragmentation = Fragmentation {
+    keys: 20,
+    value_bytes: 1024 * 1024,
+    rounds: 8,
+};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -36,6 +46,10 @@ struct Cli {
     /// Start, check that /metrics answers, print everything, then stop (for tests).
     #[arg(long)]
     exit_after_start: bool,
+    /// Start, fragment the cluster, wait until the alert reaches the remediator and its run
+    /// succeeds, then stop (the end-to-end test of the demo).
+    #[arg(long, conflicts_with = "exit_after_start")]
+    exit_after_remediation: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -78,34 +92,81 @@ async fn run_demo(cli: &Cli) -> Result<()> {
         .quota(DEMO_QUOTA)
         .start()
         .await?;
-    let config = cluster.dir().join("demo.yaml");
-    // Snapshots stay in the demo's directory; the rule fits the `fragment` command's 32 MiB.
-    let token_file = cluster.dir().join("webhook-token");
+    let dir = cluster.dir().to_path_buf();
+    let config = dir.join("demo.yaml");
+    let token_file = dir.join("webhook-token");
     std::fs::write(&token_file, DEMO_TOKEN)?;
+    let remediator_port = etcdmedic_tests::ports::free_port()?;
+    let webhook = format!("http://127.0.0.1:{remediator_port}/webhook/alertmanager");
+
+    println!("Starting Alertmanager ...");
+    let alertmanager = Alertmanager::start(
+        &webhook,
+        &token_file,
+        &Routing {
+            group_wait: Duration::from_secs(1),
+            group_interval: Duration::from_secs(10),
+            repeat_interval: Duration::from_secs(3600),
+        },
+        &[],
+    )
+    .await?;
+    // The built-in defrag rule, the defaults a user gets; snapshots and state stay in the
+    // demo's directory.
     std::fs::write(
         &config,
         format!(
-            "remediation:\n  snapshot_dir: {}\n  settle_time: 1s\n  defrag_rule: \"{DEMO_RULE}\"\n\
-             remediator:\n  state_path: {}\n  auth: {{bearer_token_file: {}}}\n  cooldown: 5m\n{}",
-            cluster.dir().join("snapshots").display(),
-            cluster.dir().join("state.sqlite").display(),
+            "remediation:\n  snapshot_dir: {}\n  settle_time: 1s\n\
+             remediator:\n  state_path: {}\n  auth: {{bearer_token_file: {}}}\n  cooldown: 5m\n  \
+             silences: {{alertmanager_url: \"{}\"}}\n{}",
+            dir.join("snapshots").display(),
+            dir.join("state.sqlite").display(),
             token_file.display(),
+            alertmanager.url,
             cluster.config_yaml("demo")
         ),
     )?;
+
     let exporter_binary = project_binary("etcdmedic-exporter")?;
     let remediator_binary = project_binary("etcdmedic-remediator")?;
     let listen = SocketAddr::from((Ipv4Addr::LOCALHOST, exporter_port()?));
-    let log_path = cluster.dir().join("exporter.log");
-    let log = std::fs::File::create(&log_path)?;
+    let exporter_log = dir.join("exporter.log");
     let exporter = ExporterProcess::spawn(
         ExporterProcess::serve_command(&exporter_binary, &config, listen),
         listen,
-        log.into(),
+        std::fs::File::create(&exporter_log)?.into(),
+    )
+    .await?;
+    let remediator_log = dir.join("remediator.log");
+    let service = RemediatorService::start_logged(
+        &config,
+        Some(DEMO_TOKEN),
+        remediator_port,
+        &remediator_log,
     )
     .await?;
 
-    let service = RemediatorService::start(&config, Some(DEMO_TOKEN)).await?;
+    println!("Starting Prometheus with the project's rules (`for: {DEMO_FOR}` in the demo) ...");
+    let rules = with_short_durations(
+        &repository_file("alerts/etcdmedic.rules.yaml")?,
+        DEMO_FOR,
+        "1m",
+    );
+    let prometheus = Prometheus::start(
+        &[
+            Job {
+                name: "etcdmedic-exporter",
+                targets: vec![listen.to_string()],
+            },
+            Job {
+                name: "etcdmedic-remediator",
+                targets: vec![format!("127.0.0.1:{remediator_port}")],
+            },
+        ],
+        &[("etcdmedic.rules.yaml", rules)],
+        &[alertmanager.url.trim_start_matches("http://").to_string()],
+    )
+    .await?;
 
     let table = std::process::Command::new(&exporter_binary)
         .args(["status", "--config"])
@@ -127,57 +188,116 @@ etcdmedic demo is running.
 
   etcd members   {members}
   config         {config}
-  exporter       {url}/   (pid {pid}, log {log})
-  remediator     {service_url}/api/v1/runs   (webhook {service_url}/webhook/alertmanager, bearer token {token})
+  exporter       {url}/   (log {exporter_log})
+  remediator     {service_url}/api/v1/runs   (log {remediator_log}; webhook token {token})
+  prometheus     {prometheus_url}/alerts
+  alertmanager   {alertmanager_url}/#/alerts
 
 The status table right now (etcdmedic-exporter status):
 
 {table}
 Look around:
   curl -s {url}/metrics | grep -v '^#'        # {series} series for 3 members
-  curl -s '{url}/probe?target=demo'           # one cluster, the multi-target way
   {exporter_bin} status --config {config}
-  {exporter_bin} status --config {config} -o json
 
-Fragment the cluster (about 32 MiB written, then compacted) and watch IN USE drop below 50%:
+Fragment the cluster (160 MiB written, then compacted, 20 MiB kept), then watch:
   {demo_bin} fragment --config {config}
-
-Then remediate it: the plan first, then the run (snapshot, followers one at a time, leadership
-moved, the old leader last, keyspace check):
-  {remediator_bin} run --config {config} --cluster demo --dry-run
-  {remediator_bin} run --config {config} --cluster demo
-
-Or do what Alertmanager does: post its webhook to the remediator service, then read the run:
-  curl -s -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' \\
-    -d '{webhook_body}' \\
-    {service_url}/webhook/alertmanager
+  tail -f {remediator_log}
   curl -s -H 'Authorization: Bearer {token}' {service_url}/api/v1/runs
-  curl -s {service_url}/metrics | grep etcdmedic_remediation_runs_total
 
-Press Ctrl-C to stop etcd, the exporter and the remediator; their data is removed.",
+Within a minute EtcdmedicDatabaseHighFragmentation fires in Prometheus, Alertmanager sends it to
+the remediator (which silences it while it works), and the run snapshots the cluster and
+defragments the members one at a time, the leader last. Or run the same by hand:
+  {remediator_bin} run --config {config} --cluster demo --dry-run
+
+Press Ctrl-C to stop everything; the data is removed.",
         members = cluster.endpoints().join(", "),
         config = config.display(),
-        pid = exporter.pid(),
-        log = log_path.display(),
+        exporter_log = exporter_log.display(),
+        remediator_log = remediator_log.display(),
         table = String::from_utf8_lossy(&table.stdout),
         exporter_bin = relative(&exporter_binary),
         remediator_bin = relative(&remediator_binary),
         demo_bin = relative(&demo),
         service_url = service.base_url,
-        webhook_body = DEMO_WEBHOOK_BODY,
+        prometheus_url = prometheus.url,
+        alertmanager_url = alertmanager.url,
         token = DEMO_TOKEN,
     );
-    anyhow::ensure!(
+    ensure!(
         series > 0 && table.status.success(),
         "the exporter did not report the cluster"
     );
-    if !cli.exit_after_start {
+    if cli.exit_after_remediation {
+        whole_loop(&config, &prometheus, &service).await?;
+    } else if !cli.exit_after_start {
         etcdmedic_cluster::shutdown::signal().await;
         println!("\nStopping ...");
     }
+    drop(prometheus);
+    drop(service);
+    drop(alertmanager);
     drop(exporter);
     drop(cluster);
     println!("Stopped; nothing of the demo is left running.");
+    Ok(())
+}
+
+/// What a user does and sees, with a deadline: fragment, the alert fires, it reaches the
+/// remediator, the run succeeds.
+async fn whole_loop(
+    config: &Path,
+    prometheus: &Prometheus,
+    service: &RemediatorService,
+) -> Result<()> {
+    let started = Instant::now();
+    let elapsed = || format!("{:5.1}s", started.elapsed().as_secs_f64());
+    fragment_cluster(config).await?;
+    eventually(
+        "EtcdmedicDatabaseHighFragmentation fires",
+        LOOP_DEADLINE,
+        || async {
+            ensure!(!prometheus
+                .firing("EtcdmedicDatabaseHighFragmentation")
+                .await?
+                .is_empty());
+            Ok(())
+        },
+    )
+    .await?;
+    println!(
+        "[{}] EtcdmedicDatabaseHighFragmentation is firing in Prometheus",
+        elapsed()
+    );
+    let run = eventually(
+        "the alert reaches the remediator",
+        LOOP_DEADLINE,
+        || async {
+            let runs = service.runs().await?;
+            runs.into_iter()
+                .find(|run| run["source"] == "alertmanager")
+                .context("no run from Alertmanager yet")
+        },
+    )
+    .await?;
+    let id = run["id"].as_i64().context("run id")?;
+    println!(
+        "[{}] the remediator queued run {id} from Alertmanager's webhook",
+        elapsed()
+    );
+    let run = service.wait_for_run(id, LOOP_DEADLINE).await?;
+    let outcome = run["outcome"].as_str().unwrap_or("?");
+    let reclaimed = run["report"]["reclaimed_bytes"].as_u64().unwrap_or(0);
+    println!(
+        "[{}] run {id} {outcome}: {} MiB reclaimed",
+        elapsed(),
+        reclaimed / (1024 * 1024)
+    );
+    ensure!(
+        outcome == "succeeded",
+        "run {id} ended {outcome}: {}",
+        run["reason"]
+    );
     Ok(())
 }
 
@@ -215,7 +335,7 @@ async fn fragment_cluster(config_path: &Path) -> Result<()> {
             .with_context(|| format!("connecting to {endpoint}"))?;
         members.push(client);
     }
-    let spec = Fragmentation::default();
+    let spec = DEMO_FRAGMENTATION;
     println!(
         "Writing {} keys of {} KiB, {} times over, then compacting ...",
         spec.keys,

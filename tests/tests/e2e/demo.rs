@@ -1,35 +1,67 @@
-//! `make demo`'s program starts, reports the cluster and leaves nothing behind.
+//! `make demo`'s program: it starts and reports the whole stack, runs the whole loop (fragment,
+//! alert, webhook, successful run) within a deadline, and leaves nothing behind.
 
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 use etcdmedic_tests::project_binary;
 
-#[tokio::test]
-async fn the_demo_starts_etcd_the_exporter_and_the_remediator_then_stops_cleanly() -> Result<()> {
+/// Runs the demo with `flag` and returns its output, after checking that it exited 0 and
+/// left no process or file behind.
+async fn run_demo(flag: &str, deadline: Duration) -> Result<String> {
     let run = tokio::process::Command::new(project_binary("etcdmedic-demo")?)
-        .arg("--exit-after-start")
+        .arg(flag)
         .kill_on_drop(true)
         .output();
-    let output = tokio::time::timeout(Duration::from_secs(120), run)
+    let output = tokio::time::timeout(deadline, run)
         .await
-        .context("the demo did not finish within 120s")??;
-    let stdout = String::from_utf8_lossy(&output.stdout);
+        .with_context(|| format!("the demo did not finish within {deadline:?}"))??;
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
     ensure!(
         output.status.success(),
         "exit {:?}\n{stdout}{}",
         output.status.code(),
         String::from_utf8_lossy(&output.stderr)
     );
+    let config = stdout
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("config"))
+        .map(str::trim)
+        .context("no config line")?
+        .to_string();
+    ensure!(
+        !std::path::Path::new(&config).exists(),
+        "the demo left {config} behind"
+    );
+    // Every process of the stack was started with a path under the demo's directory.
+    let dir = std::path::Path::new(&config)
+        .parent()
+        .context("config without a directory")?
+        .display()
+        .to_string();
+    let left: Vec<String> = std::fs::read_dir("/proc")?
+        .filter_map(Result::ok)
+        .filter_map(|entry| std::fs::read(entry.path().join("cmdline")).ok())
+        .map(|cmdline| String::from_utf8_lossy(&cmdline).replace('\0', " "))
+        .filter(|cmdline| cmdline.contains(&dir))
+        .collect();
+    ensure!(left.is_empty(), "processes left running: {left:?}");
+    Ok(stdout)
+}
+
+#[tokio::test]
+async fn the_demo_starts_the_whole_stack_then_stops_cleanly() -> Result<()> {
+    let stdout = run_demo("--exit-after-start", Duration::from_secs(120)).await?;
     for expected in [
         "etcdmedic demo is running.",
         "ENDPOINT ",
         "/metrics | grep -v '^#'",
-        "/probe?target=demo",
         " fragment --config ",
-        "etcdmedic-remediator run --config ",
-        "/webhook/alertmanager, bearer token ",
+        "remediator     http://",
+        "prometheus     http://",
+        "alertmanager   http://",
         "/api/v1/runs",
+        "etcdmedic-remediator run --config ",
         "Stopped; nothing of the demo is left running.",
     ] {
         ensure!(
@@ -37,22 +69,22 @@ async fn the_demo_starts_etcd_the_exporter_and_the_remediator_then_stops_cleanly
             "{expected:?} missing from:\n{stdout}"
         );
     }
-    let config = stdout
-        .lines()
-        .find_map(|line| line.trim().strip_prefix("config"))
-        .map(str::trim)
-        .context("no config line")?;
-    ensure!(
-        !std::path::Path::new(config).exists(),
-        "the demo left {config} behind"
-    );
-    // The exporter and the remediator service were started with that config.
-    let left: Vec<String> = std::fs::read_dir("/proc")?
-        .filter_map(Result::ok)
-        .filter_map(|entry| std::fs::read(entry.path().join("cmdline")).ok())
-        .map(|cmdline| String::from_utf8_lossy(&cmdline).replace('\0', " "))
-        .filter(|cmdline| cmdline.contains(config))
-        .collect();
-    ensure!(left.is_empty(), "processes left running: {left:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_demo_loop_fragments_alerts_and_remediates_within_its_deadline() -> Result<()> {
+    let stdout = run_demo("--exit-after-remediation", Duration::from_secs(300)).await?;
+    for expected in [
+        "EtcdmedicDatabaseHighFragmentation is firing in Prometheus",
+        "the remediator queued run 1 from Alertmanager's webhook",
+        "run 1 succeeded",
+        "Stopped; nothing of the demo is left running.",
+    ] {
+        ensure!(
+            stdout.contains(expected),
+            "{expected:?} missing from:\n{stdout}"
+        );
+    }
     Ok(())
 }

@@ -108,6 +108,7 @@ async fn alerts_fire_on_real_data_and_every_query_returns_labelled_data() -> Res
             },
         ],
         &[("etcdmedic.rules.yaml", rules)],
+        &[],
     )
     .await?;
 
