@@ -17,12 +17,14 @@
 //!   exporter and the remediator: alerts fire on real faults, every query returns data.
 //! - `deploy`: every deployment file through promtool, amtool, kustomize and
 //!   kubernetes-validate; every example config through `--config.check`.
+//! - `config_reference`: docs/configuration.md against the keys the config types accept.
 //! - `binary`: config errors refused at start-up, `--config.check`, graceful SIGTERM.
 //! - `demo`: `make demo`'s program starts, reports and cleans up.
 //! - `support`: helpers shared by the modules above.
 
 mod alert_rules;
 mod binary;
+mod config_reference;
 mod dashboards;
 mod demo;
 mod deploy;
