@@ -57,7 +57,27 @@ impl Alertmanager {
         routing: &Routing,
         peers: &[String],
     ) -> Result<Alertmanager> {
-        let dir = tempfile::Builder::new().prefix("etcdmedic-am-").tempdir()?;
+        Alertmanager::start_in(
+            &std::env::temp_dir(),
+            webhook_url,
+            token_file,
+            routing,
+            peers,
+        )
+        .await
+    }
+
+    /// [`start`](Self::start), with its files in a new directory under `parent`.
+    pub async fn start_in(
+        parent: &Path,
+        webhook_url: &str,
+        token_file: &Path,
+        routing: &Routing,
+        peers: &[String],
+    ) -> Result<Alertmanager> {
+        let dir = tempfile::Builder::new()
+            .prefix("etcdmedic-am-")
+            .tempdir_in(parent)?;
         let config = dir.path().join("alertmanager.yml");
         std::fs::write(&config, config_yaml(webhook_url, token_file, routing))?;
         let [web_port, cluster_port] = free_ports(2)?[..] else {

@@ -45,9 +45,19 @@ impl Prometheus {
         rule_files: &[(&str, String)],
         alertmanagers: &[String],
     ) -> Result<Prometheus> {
+        Prometheus::start_in(&std::env::temp_dir(), jobs, rule_files, alertmanagers).await
+    }
+
+    /// [`start`](Self::start), with its files in a new directory under `parent`.
+    pub async fn start_in(
+        parent: &Path,
+        jobs: &[Job<'_>],
+        rule_files: &[(&str, String)],
+        alertmanagers: &[String],
+    ) -> Result<Prometheus> {
         let dir = tempfile::Builder::new()
             .prefix("etcdmedic-prom-")
-            .tempdir()?;
+            .tempdir_in(parent)?;
         let mut config = format!(
             "global:\n  scrape_interval: {0}s\n  scrape_timeout: {0}s\n  evaluation_interval: {0}s\nrule_files:\n",
             INTERVAL.as_secs()

@@ -669,6 +669,16 @@ impl Scheduler {
     async fn execute(self: Arc<Self>, start: Start) {
         let Start { cluster, queued } = start;
         let Some(target) = self.targets.get(&cluster) else {
+            // Queued runs of unknown clusters are cancelled at start-up, so this is a bug;
+            // the slot must still be given back.
+            let report = RunReport::ended(
+                &cluster,
+                &queued.trigger,
+                queued.dry_run,
+                Outcome::Failed,
+                "the cluster is not in the configuration".into(),
+            );
+            self.finish(&cluster, queued.id, &report);
             return;
         };
         let remediator = target.remediator.clone();

@@ -100,7 +100,9 @@ async fn run_demo(cli: &Cli) -> Result<()> {
     let webhook = format!("http://127.0.0.1:{remediator_port}/webhook/alertmanager");
 
     println!("Starting Alertmanager ...");
-    let alertmanager = Alertmanager::start(
+    // Everything under the demo's directory, so one `rm` (and one check) covers it all.
+    let alertmanager = Alertmanager::start_in(
+        &dir,
         &webhook,
         &token_file,
         &Routing {
@@ -152,7 +154,8 @@ async fn run_demo(cli: &Cli) -> Result<()> {
         DEMO_FOR,
         "1m",
     );
-    let prometheus = Prometheus::start(
+    let prometheus = Prometheus::start_in(
+        &dir,
         &[
             Job {
                 name: "etcdmedic-exporter",

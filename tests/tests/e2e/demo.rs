@@ -33,7 +33,8 @@ async fn run_demo(flag: &str, deadline: Duration) -> Result<String> {
         !std::path::Path::new(&config).exists(),
         "the demo left {config} behind"
     );
-    // Every process of the stack was started with a path under the demo's directory.
+    // Every process of the stack (etcd, exporter, remediator, Prometheus, Alertmanager) was
+    // started with a path under the demo's directory.
     let dir = std::path::Path::new(&config)
         .parent()
         .context("config without a directory")?
