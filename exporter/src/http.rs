@@ -1,5 +1,5 @@
 //! HTTP endpoints: `/metrics` (every cluster), `/probe?target=` (one cluster), `/healthz`,
-//! `/readyz` and a landing page.
+//! `/readyz`, `POST /-/reload` and a landing page.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -7,22 +7,23 @@ use std::time::{Duration, Instant};
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use serde::Deserialize;
 
 use crate::metrics;
-use crate::targets::Targets;
+use crate::reload::LiveTargets;
 
 /// Answer this much before the scraper gives up, so a slow member costs its series, not
 /// the whole scrape (blackbox_exporter's default offset).
 const SCRAPE_TIMEOUT_OFFSET: Duration = Duration::from_millis(500);
 
-pub fn router(targets: Arc<Targets>) -> Router {
+pub fn router(targets: Arc<LiveTargets>) -> Router {
     Router::new()
         .route("/", get(landing))
         .route("/metrics", get(all_clusters))
         .route("/probe", get(one_cluster))
+        .route("/-/reload", post(reload))
         .route("/healthz", get(|| async { "ok\n" }))
         // Ready as soon as it serves: readiness must not depend on etcd, or an outage would
         // also remove the `up 0` series that report it.
@@ -30,9 +31,28 @@ pub fn router(targets: Arc<Targets>) -> Router {
         .with_state(targets)
 }
 
-async fn all_clusters(State(targets): State<Arc<Targets>>, headers: HeaderMap) -> Response {
-    let statuses = targets.collect_all(scrape_deadline(&headers)).await;
-    exposition(statuses, true)
+async fn all_clusters(State(live): State<Arc<LiveTargets>>, headers: HeaderMap) -> Response {
+    let statuses = live.targets().collect_all(scrape_deadline(&headers)).await;
+    exposition(statuses, Some(live.state()))
+}
+
+/// Reads the config file again; 500 with the reason when it is not valid (the clusters
+/// served so far stay).
+async fn reload(State(live): State<Arc<LiveTargets>>) -> Response {
+    match live.reload() {
+        Ok(names) => {
+            tracing::info!(clusters = ?names, "configuration reloaded");
+            format!("reloaded: {} clusters: {}\n", names.len(), names.join(", ")).into_response()
+        }
+        Err(err) => {
+            tracing::error!(error = %err, "reloading the configuration failed; serving the previous one");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("reload failed, still serving the previous configuration: {err}\n"),
+            )
+                .into_response()
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -41,10 +61,11 @@ struct ProbeQuery {
 }
 
 async fn one_cluster(
-    State(targets): State<Arc<Targets>>,
+    State(live): State<Arc<LiveTargets>>,
     Query(query): Query<ProbeQuery>,
     headers: HeaderMap,
 ) -> Response {
+    let targets = live.targets();
     let known = || targets.names().join(", ");
     let name = match query.target.as_deref() {
         None | Some("") => {
@@ -63,11 +84,14 @@ async fn one_cluster(
     };
     let deadline = scrape_deadline(&headers).map(|left| Instant::now() + left);
     let status = targets.collect(probe, deadline).await;
-    exposition(vec![status], false)
+    exposition(vec![status], None)
 }
 
-fn exposition(statuses: Vec<etcdmedic_cluster::ClusterStatus>, build_info: bool) -> Response {
-    match metrics::encode(statuses, build_info) {
+fn exposition(
+    statuses: Vec<etcdmedic_cluster::ClusterStatus>,
+    exporter: Option<crate::reload::ReloadState>,
+) -> Response {
+    match metrics::encode(statuses, exporter) {
         Ok(body) => ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], body).into_response(),
         Err(_) => (
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -98,7 +122,8 @@ fn scrape_deadline(headers: &HeaderMap) -> Option<Duration> {
     )
 }
 
-async fn landing(State(targets): State<Arc<Targets>>) -> Html<String> {
+async fn landing(State(live): State<Arc<LiveTargets>>) -> Html<String> {
+    let targets = live.targets();
     let probes: String = targets
         .names()
         .iter()

@@ -6,11 +6,13 @@
 //! - [`targets`]: the configured clusters, collected concurrently and bounded at scrape time.
 //! - [`metrics`]: cluster status written as OpenMetrics text.
 //! - [`http`]: the HTTP endpoints.
+//! - [`reload`]: the clusters served now, replaced on SIGHUP or `POST /-/reload`.
 //! - [`status`]: the one-shot `status` command (table or JSON).
 
 pub mod cli;
 pub mod http;
 pub mod metrics;
+pub mod reload;
 pub mod status;
 pub mod targets;
 
@@ -19,13 +21,14 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
+pub use reload::LiveTargets;
 pub use targets::Targets;
 
 /// Serves the exporter on an already bound `listener` until `shutdown` resolves, then lets
 /// in-flight scrapes finish.
 pub async fn serve(
     listener: TcpListener,
-    targets: Arc<Targets>,
+    targets: Arc<LiveTargets>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     axum::serve(listener, http::router(targets))

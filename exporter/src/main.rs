@@ -6,7 +6,7 @@ use clap::Parser;
 use etcdmedic_cluster::binary::{self, CommandResult, BAD_INPUT, FAILED};
 use etcdmedic_cluster::{shutdown, ClusterConfig, Config};
 use etcdmedic_exporter::cli::{Cli, Command, ServeArgs, StatusArgs};
-use etcdmedic_exporter::{serve, status, Targets};
+use etcdmedic_exporter::{serve, status, LiveTargets, Targets};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -37,20 +37,47 @@ async fn run_serve(args: ServeArgs) -> Outcome {
         .with_context(|| format!("cannot listen on {}", args.listen))
         .map_err(|err| (FAILED, err))?;
     let targets = Targets::new(&config, args.max_concurrent_clusters)
-        .map(Arc::new)
         .map_err(|err| (BAD_INPUT, err.into()))?;
+    let live = Arc::new(LiveTargets::new(
+        targets,
+        Some(args.config.clone()),
+        args.max_concurrent_clusters,
+    ));
+    reload_on_sighup(live.clone());
     tracing::info!(
         listen = %args.listen,
         clusters = ?config.cluster_names(),
         version = etcdmedic_cluster::build_info::VERSION,
         "serving /metrics and /probe"
     );
-    serve(listener, targets, shutdown::signal())
+    serve(listener, live, shutdown::signal())
         .await
         .context("the HTTP server failed")
         .map_err(|err| (FAILED, err))?;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// SIGHUP reloads the configuration, as for Prometheus and its exporters.
+fn reload_on_sighup(live: Arc<LiveTargets>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    tokio::spawn(async move {
+        let mut hangups = match signal(SignalKind::hangup()) {
+            Ok(hangups) => hangups,
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot listen for SIGHUP; POST /-/reload still reloads");
+                return;
+            }
+        };
+        while hangups.recv().await.is_some() {
+            match live.reload() {
+                Ok(names) => tracing::info!(clusters = ?names, "SIGHUP: configuration reloaded"),
+                Err(err) => {
+                    tracing::error!(error = %err, "SIGHUP: reloading the configuration failed; serving the previous one")
+                }
+            }
+        }
+    });
 }
 
 async fn run_status(args: StatusArgs) -> Outcome {

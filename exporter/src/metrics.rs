@@ -8,6 +8,8 @@
 use std::fmt;
 
 use etcdmedic_cluster::{build_info, AlarmKind, ClusterStatus, EndpointStatus, MemberStatus};
+
+use crate::reload::ReloadState;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, MetricEncoder};
 use prometheus_client::metrics::MetricType;
@@ -123,17 +125,14 @@ fn member_gauges() -> [MemberGauge; 11] {
 #[derive(Debug)]
 pub struct StatusCollector {
     clusters: Vec<ClusterStatus>,
-    build_info: bool,
+    exporter: Option<ReloadState>,
 }
 
 impl StatusCollector {
-    /// `build_info` adds `etcdmedic_build_info`, which belongs on `/metrics` but not on the
-    /// per-target `/probe` output.
-    pub fn new(clusters: Vec<ClusterStatus>, build_info: bool) -> Self {
-        StatusCollector {
-            clusters,
-            build_info,
-        }
+    /// `exporter` adds the exporter's own series (`etcdmedic_build_info`, the config reload
+    /// state), which belong on `/metrics` but not on the per-target `/probe` output.
+    pub fn new(clusters: Vec<ClusterStatus>, exporter: Option<ReloadState>) -> Self {
+        StatusCollector { clusters, exporter }
     }
 
     fn members(&self) -> impl Iterator<Item = (&ClusterStatus, &MemberStatus)> {
@@ -167,7 +166,15 @@ impl StatusCollector {
     ) -> fmt::Result {
         let mut metric = encoder.encode_descriptor(name, help, unit, MetricType::Gauge)?;
         for (labels, value) in series {
-            encode_value(metric.encode_family(&labels)?, value)?;
+            if labels.is_empty() {
+                // A process-wide series: `name 1`, not `name{} 1`.
+                match value {
+                    Value::Int(v) => metric.encode_gauge(&v)?,
+                    Value::Float(v) => metric.encode_gauge(&v)?,
+                }
+            } else {
+                encode_value(metric.encode_family(&labels)?, value)?;
+            }
         }
         Ok(())
     }
@@ -286,7 +293,30 @@ impl Collector for StatusCollector {
                 .map(|c| (cluster_labels(c), Value::Float(c.duration.as_secs_f64()))),
         )?;
 
-        if self.build_info {
+        if let Some(reload) = self.exporter {
+            Self::gauge(
+                &mut encoder,
+                "etcdmedic_exporter_config_last_reload_successful",
+                "1 when the last configuration reload (SIGHUP or POST /-/reload) succeeded.",
+                None,
+                std::iter::once((vec![], reload.successful.into())),
+            )?;
+            Self::gauge(
+                &mut encoder,
+                "etcdmedic_exporter_config_last_reload_success_timestamp",
+                "When the configuration in use was loaded (Unix time).",
+                Some(&Unit::Seconds),
+                std::iter::once((
+                    vec![],
+                    Value::Float(
+                        reload
+                            .last_success
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .unwrap_or_default()
+                            .as_secs_f64(),
+                    ),
+                )),
+            )?;
             Self::gauge(
                 &mut encoder,
                 "etcdmedic_build_info",
@@ -313,12 +343,15 @@ const BYTES_PER_CLUSTER: usize = 512;
 const BYTES_OF_HELP_TEXT: usize = 4 * 1024;
 
 /// Writes `clusters` as an OpenMetrics text exposition.
-pub fn encode(clusters: Vec<ClusterStatus>, build_info: bool) -> Result<String, fmt::Error> {
+pub fn encode(
+    clusters: Vec<ClusterStatus>,
+    exporter: Option<ReloadState>,
+) -> Result<String, fmt::Error> {
     let members: usize = clusters.iter().map(|c| c.members.len()).sum();
     let capacity =
         BYTES_OF_HELP_TEXT + clusters.len() * BYTES_PER_CLUSTER + members * BYTES_PER_MEMBER;
     let mut registry = Registry::default();
-    registry.register_collector(Box::new(StatusCollector::new(clusters, build_info)));
+    registry.register_collector(Box::new(StatusCollector::new(clusters, exporter)));
     let mut out = String::with_capacity(capacity);
     prometheus_client::encoding::text::encode(&mut out, &registry)?;
     Ok(out)

@@ -88,7 +88,7 @@ fn states() -> Vec<ClusterStatus> {
 
 #[test]
 fn the_exposition_matches_the_golden_file() {
-    let got = etcdmedic_exporter::metrics::encode(states(), false).unwrap();
+    let got = etcdmedic_exporter::metrics::encode(states(), None).unwrap();
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
         std::fs::write(GOLDEN, &got).unwrap();
     }
@@ -111,8 +111,15 @@ fn the_exposition_matches_the_golden_file() {
 
 #[test]
 fn build_info_is_added_only_when_asked() {
-    let with = etcdmedic_exporter::metrics::encode(vec![], true).unwrap();
-    let without = etcdmedic_exporter::metrics::encode(vec![], false).unwrap();
+    let with = etcdmedic_exporter::metrics::encode(
+        vec![],
+        Some(etcdmedic_exporter::reload::ReloadState {
+            successful: true,
+            last_success: std::time::SystemTime::UNIX_EPOCH,
+        }),
+    )
+    .unwrap();
+    let without = etcdmedic_exporter::metrics::encode(vec![], None).unwrap();
     assert!(with.contains(&format!(
         "etcdmedic_build_info{{version=\"{}\",revision=\"{}\"}} 1",
         etcdmedic_cluster::build_info::VERSION,

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use etcdmedic_cluster::Config;
-use etcdmedic_exporter::Targets;
+use etcdmedic_exporter::{LiveTargets, Targets};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -20,14 +20,16 @@ pub struct RunningExporter {
 
 impl RunningExporter {
     /// Loads `config` and serves it on 127.0.0.1:<free port>.
-    pub async fn start(config: &Path) -> Result<RunningExporter> {
-        let config = Config::load(config)?;
+    pub async fn start(config_path: &Path) -> Result<RunningExporter> {
+        let config = Config::load(config_path)?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let base_url = format!("http://{}", listener.local_addr()?);
-        let targets = Arc::new(Targets::new(
-            &config,
-            etcdmedic_exporter::targets::DEFAULT_MAX_CONCURRENT_CLUSTERS,
-        )?);
+        let max = etcdmedic_exporter::targets::DEFAULT_MAX_CONCURRENT_CLUSTERS;
+        let targets = Arc::new(LiveTargets::new(
+            Targets::new(&config, max)?,
+            Some(config_path.to_path_buf()),
+            max,
+        ));
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(etcdmedic_exporter::serve(listener, targets, async {
             let _ = stopped.await;

@@ -153,3 +153,87 @@ async fn serve_stops_gracefully_on_sigterm() -> Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_and_post_reload_replace_the_clusters_and_a_bad_file_keeps_the_old_ones(
+) -> Result<()> {
+    use etcdmedic_tests::{EtcdCluster, EtcdVersion, ExporterProcess};
+
+    let cluster = EtcdCluster::builder(EtcdVersion::V3_5)
+        .members(1)
+        .start()
+        .await?;
+    let dir = tempfile::tempdir()?;
+    let config = dir.path().join("etcdmedic.yaml");
+    let one = format!("clusters:\n{}", cluster.config_entry("first"));
+    let two = format!("{one}{}", cluster.config_entry("second"));
+    std::fs::write(&config, &one)?;
+    let listen = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()?));
+    let exporter = ExporterProcess::spawn(
+        ExporterProcess::serve_command(&project_binary("etcdmedic-exporter")?, &config, listen),
+        listen,
+        Stdio::null(),
+    )
+    .await?;
+    let http = etcdmedic_tests::http_client();
+    let metrics = || {
+        let request = http.get(format!("{}/metrics", exporter.base_url)).send();
+        async move { anyhow::Ok(request.await?.text().await?) }
+    };
+    let reload_ok = |text: &str, value: &str| {
+        text.lines()
+            .any(|l| l == format!("etcdmedic_exporter_config_last_reload_successful {value}"))
+    };
+    ensure!(!metrics().await?.contains("etcd_cluster=\"second\""));
+
+    // SIGHUP picks up a second cluster.
+    std::fs::write(&config, &two)?;
+    kill(Pid::from_raw(exporter.pid() as i32), Signal::SIGHUP)?;
+    eventually(
+        "the second cluster is scraped after SIGHUP",
+        Duration::from_secs(20),
+        || async {
+            let text = metrics().await?;
+            ensure!(
+                text.contains("etcdmedic_cluster_up{etcd_cluster=\"second\"} 1"),
+                "not yet"
+            );
+            ensure!(reload_ok(&text, "1"), "{text}");
+            Ok(())
+        },
+    )
+    .await?;
+
+    // A broken file: 500 with the reason, both clusters still served, the metric says so.
+    std::fs::write(&config, "clusters:\n  - name: [broken\n")?;
+    let response = http
+        .post(format!("{}/-/reload", exporter.base_url))
+        .send()
+        .await?;
+    ensure!(response.status() == 500, "{}", response.status());
+    let body = response.text().await?;
+    ensure!(
+        body.contains("still serving the previous configuration"),
+        "{body}"
+    );
+    let text = metrics().await?;
+    ensure!(reload_ok(&text, "0"), "{text}");
+    ensure!(
+        text.contains("etcdmedic_cluster_up{etcd_cluster=\"second\"} 1"),
+        "{text}"
+    );
+
+    // Fixed and reloaded through the endpoint: back to one cluster.
+    std::fs::write(&config, &one)?;
+    let response = http
+        .post(format!("{}/-/reload", exporter.base_url))
+        .send()
+        .await?;
+    ensure!(response.status() == 200, "{}", response.status());
+    let text = metrics().await?;
+    ensure!(
+        reload_ok(&text, "1") && !text.contains("etcd_cluster=\"second\""),
+        "{text}"
+    );
+    Ok(())
+}
