@@ -38,6 +38,8 @@ const LEADER_SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// MoveLeader returns once the transfer is done; etcd gives up after an election timeout
 /// or so, this is only a bound on a call that hangs.
 const MOVE_LEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// The shortest wait for a defragmented member to serve reads and catch up.
+const CATCH_UP_FLOOR: Duration = Duration::from_secs(30);
 /// Room left beside the snapshot on its disk, as a fraction of the snapshot.
 const SNAPSHOT_SPACE_MARGIN: f64 = 0.1;
 
@@ -595,7 +597,11 @@ impl Run<'_> {
                  serves reads and catches up with the leader before going on"
             ));
         }
-        let caught_up = self.wait_caught_up(member, timeout).await;
+        // However short defrag_timeout is, a member that just finished needs a moment to
+        // apply what the cluster wrote meanwhile.
+        let caught_up = self
+            .wait_caught_up(member, timeout.max(CATCH_UP_FLOOR))
+            .await;
         let after = match caught_up {
             Ok(after) => after,
             Err(reason) => {
