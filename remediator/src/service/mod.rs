@@ -3,7 +3,8 @@
 //!
 //! # Layout
 //! - [`payload`]: Alertmanager's webhook payload (version 4), parsed strictly.
-//! - [`scheduler`]: alerts and requests to runs: coalescing, limits, cooldown, cancellation.
+//! - [`scheduler`]: alerts and requests to runs: coalescing, limits, cooldown, cancellation
+//!   (`decide`), and carrying the runs out (`run`).
 //! - [`store`]: SQLite state: alerts, runs and reports, the pause switch.
 //! - `http`: the webhook, the runs API, metrics and probes.
 //! - `auth`: bearer and basic credentials, compared in constant time.

@@ -1,0 +1,188 @@
+use super::*;
+use etcdmedic_cluster::Config;
+use serde_json::json;
+
+/// A scheduler over two never-contacted clusters; nothing dispatches, so runs stay queued.
+fn scheduler(dir: &std::path::Path) -> Arc<Scheduler> {
+    std::fs::write(dir.join("token"), "t").unwrap();
+    let yaml = format!(
+        "remediator:\n  state_path: {}\n  auth: {{bearer_token_file: token}}\nclusters:\n  \
+         - name: a\n    endpoints: [http://127.0.0.1:1]\n  - name: b\n    endpoints: \
+         [http://127.0.0.1:1]\n    alert_labels: {{job: kube-etcd}}\n",
+        dir.join("state.sqlite").display()
+    );
+    let config = Config::from_yaml(&yaml, &dir.join("c.yaml")).unwrap();
+    let settings = config.remediator().unwrap();
+    let metrics = Arc::new(Metrics::new(
+        &config
+            .cluster_names()
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<Vec<_>>(),
+    ));
+    Scheduler::open(
+        &config.clusters,
+        &settings,
+        metrics,
+        CancellationToken::new(),
+    )
+    .unwrap()
+    .0
+}
+
+fn alert(status: &str, labels: serde_json::Value, fingerprint: &str) -> serde_json::Value {
+    json!({"status": status, "labels": labels, "startsAt": "2026-11-21T07:00:00Z", "fingerprint": fingerprint})
+}
+
+fn send(scheduler: &Scheduler, alerts: Vec<serde_json::Value>) -> Vec<Decision> {
+    let body = json!({"version": "4", "groupKey": "g", "status": "firing", "receiver": "r", "alerts": alerts});
+    let payload = super::super::payload::parse(body.to_string().as_bytes()).unwrap();
+    scheduler
+        .accept(&payload)
+        .unwrap()
+        .into_iter()
+        .map(|d| d.decision)
+        .collect()
+}
+
+fn fragmentation(cluster: &str) -> serde_json::Value {
+    json!({"alertname": "EtcdmedicDatabaseHighFragmentation", "etcd_cluster": cluster})
+}
+
+#[test]
+fn alerts_for_one_cluster_coalesce_and_resolving_them_all_cancels_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let scheduler = scheduler(dir.path());
+    let first = send(
+        &scheduler,
+        vec![
+            alert("firing", fragmentation("a"), "f1"),
+            alert(
+                "firing",
+                json!({"alertname": "EtcdmedicNoSpaceAlarm", "etcd_cluster": "a"}),
+                "f2",
+            ),
+        ],
+    );
+    assert_eq!(first[0].action, Action::Queued);
+    assert_eq!(first[1].action, Action::Joined);
+    let id = first[0].run_id;
+    assert_eq!(first[1].run_id, id);
+
+    let partly = send(
+        &scheduler,
+        vec![alert("resolved", fragmentation("a"), "f1")],
+    );
+    assert_eq!(partly[0].action, Action::Ignored);
+    assert!(partly[0].reason.contains("stays queued"), "{:?}", partly[0]);
+
+    let all = send(
+        &scheduler,
+        vec![alert(
+            "resolved",
+            json!({"alertname": "EtcdmedicNoSpaceAlarm", "etcd_cluster": "a"}),
+            "f2",
+        )],
+    );
+    assert_eq!(all[0].action, Action::Cancelled);
+    assert_eq!(all[0].run_id, id);
+    let run = scheduler.run(id.unwrap()).unwrap().unwrap().0;
+    assert_eq!(run.summary.outcome.as_deref(), Some("cancelled"));
+
+    let again = send(
+        &scheduler,
+        vec![alert("resolved", fragmentation("a"), "f1")],
+    );
+    assert_eq!(again[0].ignored_because, Some("resolved"));
+}
+
+#[test]
+fn clusters_are_found_by_their_alert_labels() {
+    let dir = tempfile::tempdir().unwrap();
+    let scheduler = scheduler(dir.path());
+    let decisions = send(
+        &scheduler,
+        vec![
+            alert(
+                "firing",
+                json!({"alertname": "etcdDatabaseQuotaLowSpace", "job": "kube-etcd"}),
+                "m",
+            ),
+            alert("firing", fragmentation("zzz"), "u"),
+            alert(
+                "firing",
+                json!({"alertname": "etcdDatabaseQuotaLowSpace", "job": "kube-etcd", "etcd_cluster": "a"}),
+                "amb",
+            ),
+            alert(
+                "firing",
+                json!({"alertname": "Watchdog", "etcd_cluster": "a"}),
+                "w",
+            ),
+            alert("firing", json!({"etcd_cluster": "a"}), "n"),
+        ],
+    );
+    let because: Vec<_> = decisions.iter().map(|d| d.ignored_because).collect();
+    assert_eq!(decisions[0].action, Action::Queued);
+    assert_eq!(
+        because[1..],
+        [
+            Some("unknown_cluster"),
+            Some("ambiguous_cluster"),
+            Some("not_a_trigger"),
+            Some("not_a_trigger")
+        ]
+    );
+    let queues = scheduler.queues();
+    assert_eq!(queues[1].cluster, "b");
+    assert_eq!(queues[1].queued_run, decisions[0].run_id);
+    assert_eq!(queues[0].queued_run, None);
+}
+
+#[test]
+fn manual_runs_ignore_resolved_alerts_and_pausing_refuses_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let scheduler = scheduler(dir.path());
+    let manual = scheduler.request("a", false).unwrap();
+    assert_eq!(manual.action, Action::Queued);
+    let joined = send(&scheduler, vec![alert("firing", fragmentation("a"), "f1")]);
+    assert_eq!(joined[0].action, Action::Joined);
+    let resolved = send(
+        &scheduler,
+        vec![alert("resolved", fragmentation("a"), "f1")],
+    );
+    assert_eq!(resolved[0].ignored_because, Some("resolved"));
+    assert_eq!(scheduler.queues()[0].queued_run, manual.run_id);
+
+    scheduler.set_paused(true).unwrap();
+    assert!(matches!(
+        scheduler.request("b", true),
+        Err(RequestError::Paused)
+    ));
+    let paused = send(&scheduler, vec![alert("firing", fragmentation("a"), "f3")]);
+    assert_eq!(paused[0].ignored_because, Some("paused"));
+    assert!(matches!(
+        scheduler.request("nope", true),
+        Err(RequestError::UnknownCluster(_))
+    ));
+}
+
+#[test]
+fn the_queue_and_the_pause_switch_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = {
+        let scheduler = scheduler(dir.path());
+        let decided = send(&scheduler, vec![alert("firing", fragmentation("a"), "f1")]);
+        scheduler.set_paused(true).unwrap();
+        decided[0].run_id
+    };
+    let scheduler = scheduler(dir.path());
+    assert!(scheduler.paused());
+    assert_eq!(scheduler.queues()[0].queued_run, id);
+    // The restored run still knows its alert: resolving it cancels the run.
+    let resolved = send(
+        &scheduler,
+        vec![alert("resolved", fragmentation("a"), "f1")],
+    );
+    assert_eq!(resolved[0].action, Action::Cancelled);
+}
