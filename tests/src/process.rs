@@ -119,13 +119,23 @@ impl ChildProcess {
         signal: Signal,
         within: Duration,
     ) -> Result<ExitStatus> {
+        self.signal(signal)?;
+        self.wait_exit(within).await
+    }
+
+    /// Sends `signal` without waiting.
+    pub fn signal(&self, signal: Signal) -> Result<()> {
         let pid = self
             .pid()
             .ok_or_else(|| anyhow!("{} is not running", self.name))?;
         kill(Pid::from_raw(pid as i32), signal)
-            .with_context(|| format!("sending {signal} to {}", self.name))?;
+            .with_context(|| format!("sending {signal} to {}", self.name))
+    }
+
+    /// Waits (bounded) for the process to exit.
+    pub async fn wait_exit(&mut self, within: Duration) -> Result<ExitStatus> {
         let name = self.name.clone();
-        let status = eventually(&format!("{name} exits after {signal}"), within, || {
+        let status = eventually(&format!("{name} exits"), within, || {
             let status = self.try_wait();
             async move {
                 match status? {

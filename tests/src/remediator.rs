@@ -157,17 +157,42 @@ impl RemediatorService {
         self.stop_with(Signal::SIGTERM, within).await
     }
 
-    async fn stop_with(&mut self, signal: Signal, within: Duration) -> Result<ExitStatus> {
+    /// Sends SIGTERM and returns at once; [`wait_exit`](Self::wait_exit) waits for the end.
+    pub fn send_sigterm(&self) -> Result<()> {
+        self.process
+            .as_ref()
+            .ok_or_else(|| anyhow!("not running"))?
+            .signal(Signal::SIGTERM)
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> Result<bool> {
+        match self.process.as_mut() {
+            Some(process) => Ok(process.try_wait()?.is_none()),
+            None => Ok(false),
+        }
+    }
+
+    /// Waits (bounded) for the process to exit after a signal; keeps its output.
+    pub async fn wait_exit(&mut self, within: Duration) -> Result<ExitStatus> {
         let process = self
             .process
             .as_mut()
             .ok_or_else(|| anyhow!("not running"))?;
-        let status = process.signal_and_wait(signal, within).await?;
+        let status = process.wait_exit(within).await?;
         if let Some(process) = self.process.take() {
             self.earlier_output.push_str(&process.output());
             self.earlier_output.push('\n');
         }
         Ok(status)
+    }
+
+    async fn stop_with(&mut self, signal: Signal, within: Duration) -> Result<ExitStatus> {
+        self.process
+            .as_ref()
+            .ok_or_else(|| anyhow!("not running"))?
+            .signal(signal)?;
+        self.wait_exit(within).await
     }
 
     /// Starts it again on the same port and state.
