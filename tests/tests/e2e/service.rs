@@ -95,6 +95,19 @@ fn am_alert(cluster: &str, ends_at: SystemTime) -> Value {
     }])
 }
 
+/// Posts one firing alert and returns what the service decided for it.
+async fn decision_for(
+    service: &RemediatorService,
+    alertname: &str,
+    cluster: &str,
+) -> Result<Value> {
+    let (status, answer) = service
+        .post_webhook(&payload(alertname, cluster, "firing", &now_rfc3339()))
+        .await?;
+    ensure!(status == 202, "{status} {answer}");
+    Ok(answer["alerts"][0].clone())
+}
+
 /// Posts one firing alert for `prod-a` and returns the run it queued or joined.
 async fn queue_run(service: &RemediatorService, alertname: &str, starts_at: &str) -> Result<i64> {
     let (status, answer) = service
@@ -724,33 +737,13 @@ async fn bad_requests_get_their_status_code_and_start_nothing() -> Result<()> {
         status == 202 && answer["alerts"][0]["ignored_because"] == "unknown_cluster",
         "{answer}"
     );
-    let (_, answer) = service
-        .post_webhook(&payload(
-            "SomethingElse",
-            "prod-a",
-            "firing",
-            &now_rfc3339(),
-        ))
-        .await?;
-    ensure!(
-        answer["alerts"][0]["ignored_because"] == "not_a_trigger",
-        "{answer}"
-    );
+    let decided = decision_for(&service, "SomethingElse", "prod-a").await?;
+    ensure!(decided["ignored_because"] == "not_a_trigger", "{decided}");
 
     // Paused: alerts are recorded and ignored, manual runs refused.
     ensure!(service.post("/api/v1/pause").await?.0 == 200);
-    let (_, answer) = service
-        .post_webhook(&payload(
-            "EtcdmedicNoSpaceAlarm",
-            "prod-a",
-            "firing",
-            &now_rfc3339(),
-        ))
-        .await?;
-    ensure!(
-        answer["alerts"][0]["ignored_because"] == "paused",
-        "{answer}"
-    );
+    let decided = decision_for(&service, "EtcdmedicNoSpaceAlarm", "prod-a").await?;
+    ensure!(decided["ignored_because"] == "paused", "{decided}");
     ensure!(service.post("/api/v1/clusters/prod-a/remediate").await?.0 == 409);
     let metrics = service.metrics().await?;
     ensure!(
