@@ -182,6 +182,24 @@ fn check_alert_labels_unique(clusters: &[ClusterConfig], problems: &mut ConfigPr
     }
 }
 
+/// A secret file's content without its trailing newline; an unreadable file is a problem
+/// under `key`.
+pub(crate) fn read_secret_file(
+    base: &Path,
+    path: &Path,
+    key: &str,
+    problems: &mut ConfigProblems,
+) -> Option<String> {
+    let path = tls::resolve(base, path);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Some(text.trim_end_matches(['\n', '\r']).to_string()),
+        Err(err) => {
+            problems.push(key, format!("{}: {}", path.display(), tls::io_error(&err)));
+            None
+        }
+    }
+}
+
 /// The default `{etcd_cluster: <name>}`, or the configured labels once checked.
 fn resolve_alert_labels(
     file: &ClusterFile,
@@ -332,17 +350,7 @@ fn resolve_auth(
             None
         }
         (Some(path), None) => {
-            let path = tls::resolve(base, path);
-            match std::fs::read_to_string(&path) {
-                Ok(text) => Some(text.trim_end_matches(['\n', '\r']).to_string()),
-                Err(err) => {
-                    problems.push(
-                        format!("{key}.password_file"),
-                        format!("{}: {}", path.display(), tls::io_error(&err)),
-                    );
-                    None
-                }
-            }
+            read_secret_file(base, path, &format!("{key}.password_file"), problems)
         }
         (None, Some(variable)) => match std::env::var(variable) {
             Ok(value) => Some(value),

@@ -211,21 +211,13 @@ pub(crate) fn read_secret(
     key: &str,
     problems: &mut ConfigProblems,
 ) -> Option<Secret> {
-    let path = tls::resolve(base, path);
-    match std::fs::read_to_string(&path) {
-        Ok(text) => {
-            let value = text.trim_end_matches(['\n', '\r']);
-            if value.is_empty() {
-                problems.push(key, format!("{}: the file is empty", path.display()));
-                return None;
-            }
-            Some(Secret::new(value))
-        }
-        Err(err) => {
-            problems.push(key, format!("{}: {}", path.display(), tls::io_error(&err)));
-            None
-        }
+    let value = super::read_secret_file(base, path, key, problems)?;
+    if value.is_empty() {
+        let path = tls::resolve(base, path);
+        problems.push(key, format!("{}: the file is empty", path.display()));
+        return None;
     }
+    Some(Secret::new(value))
 }
 
 fn parse_http_url(raw: &str, key: &str, problems: &mut ConfigProblems) -> Option<url::Url> {
