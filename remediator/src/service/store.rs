@@ -133,7 +133,7 @@ pub struct RunSummary {
     pub source: String,
     pub dry_run: bool,
     pub trigger: String,
-    #[serde(serialize_with = "rfc3339")]
+    #[serde(serialize_with = "crate::report::timestamp::serialize")]
     pub created_at: SystemTime,
     #[serde(serialize_with = "option_rfc3339")]
     pub started_at: Option<SystemTime>,
@@ -555,16 +555,12 @@ fn from_unix(seconds: f64) -> SystemTime {
     UNIX_EPOCH + Duration::try_from_secs_f64(seconds).unwrap_or_default()
 }
 
-fn rfc3339<S: serde::Serializer>(time: &SystemTime, serializer: S) -> Result<S::Ok, S::Error> {
-    serializer.collect_str(&humantime::format_rfc3339_millis(*time))
-}
-
 fn option_rfc3339<S: serde::Serializer>(
     time: &Option<SystemTime>,
     serializer: S,
 ) -> Result<S::Ok, S::Error> {
     match time {
-        Some(time) => rfc3339(time, serializer),
+        Some(time) => crate::report::timestamp::serialize(time, serializer),
         None => serializer.serialize_none(),
     }
 }
