@@ -22,7 +22,7 @@ use super::auth::Authenticator;
 use super::metrics::{self, Metrics};
 use super::payload;
 use super::scheduler::{RequestError, Scheduler};
-use super::store::RunFilter;
+use super::store::{RunFilter, StoreError};
 
 const DEFAULT_PAGE: usize = 50;
 const MAX_PAGE: usize = 500;
@@ -62,6 +62,28 @@ pub fn router(app: App) -> Router {
             )
         })
         .with_state(app)
+}
+
+/// Runs `call` on the blocking pool (the store is synchronous SQLite); 500 if it panicked.
+async fn blocking<T: Send + 'static>(
+    app: &App,
+    call: impl FnOnce(&Scheduler) -> T + Send + 'static,
+) -> Result<T, Response> {
+    let scheduler = app.scheduler.clone();
+    tokio::task::spawn_blocking(move || call(&scheduler))
+        .await
+        .map_err(|err| error(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()))
+}
+
+/// [`blocking`] for a store call: a failing store is 503, which Alertmanager and probes
+/// read as "try again".
+async fn on_store<T: Send + 'static>(
+    app: &App,
+    call: impl FnOnce(&Scheduler) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, Response> {
+    blocking(app, call)
+        .await?
+        .map_err(|err| error(StatusCode::SERVICE_UNAVAILABLE, err.to_string()))
 }
 
 pub fn error(status: StatusCode, message: impl Into<String>) -> Response {
@@ -127,11 +149,13 @@ async fn webhook(State(app): State<App>, headers: HeaderMap, body: Body) -> Resp
         Ok(payload) => payload,
         Err(err) => return error(StatusCode::BAD_REQUEST, err.to_string()),
     };
-    let scheduler = app.scheduler.clone();
     let group_key = payload.group_key.clone();
-    let decided = tokio::task::spawn_blocking(move || scheduler.accept(&payload)).await;
+    let decided = match blocking(&app, move |scheduler| scheduler.accept(&payload)).await {
+        Ok(decided) => decided,
+        Err(response) => return response,
+    };
     match decided {
-        Ok(Ok(alerts)) => {
+        Ok(alerts) => {
             tracing::info!(group_key = %group_key, alerts = alerts.len(), decisions = ?alerts.iter().map(|a| (a.decision.action.as_str(), a.decision.run_id)).collect::<Vec<_>>(), "webhook accepted");
             (
                 StatusCode::ACCEPTED,
@@ -139,7 +163,7 @@ async fn webhook(State(app): State<App>, headers: HeaderMap, body: Body) -> Resp
             )
                 .into_response()
         }
-        Ok(Err(err)) => {
+        Err(err) => {
             tracing::error!(error = %err, "the state store is unavailable; answering 503 so Alertmanager retries");
             error(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -148,10 +172,6 @@ async fn webhook(State(app): State<App>, headers: HeaderMap, body: Body) -> Resp
                 ),
             )
         }
-        Err(err) => error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("deciding on the alerts failed: {err}"),
-        ),
     }
 }
 
@@ -195,22 +215,19 @@ async fn list_runs(State(app): State<App>, Query(query): Query<RunsQuery>) -> Re
         // One more than asked tells whether there is a next page.
         limit: limit + 1,
     };
-    let scheduler = app.scheduler.clone();
-    match tokio::task::spawn_blocking(move || scheduler.runs(&filter)).await {
-        Ok(Ok(mut runs)) => {
-            let next = (runs.len() > limit).then(|| {
-                runs.truncate(limit);
-                runs.last().map(|run| run.id)
-            });
-            Json(RunsPage {
-                runs,
-                next: next.flatten(),
-            })
-            .into_response()
-        }
-        Ok(Err(err)) => error(StatusCode::SERVICE_UNAVAILABLE, err.to_string()),
-        Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()),
-    }
+    let mut runs = match on_store(&app, move |scheduler| scheduler.runs(&filter)).await {
+        Ok(runs) => runs,
+        Err(response) => return response,
+    };
+    let next = (runs.len() > limit).then(|| {
+        runs.truncate(limit);
+        runs.last().map(|run| run.id)
+    });
+    Json(RunsPage {
+        runs,
+        next: next.flatten(),
+    })
+    .into_response()
 }
 
 async fn show_run(State(app): State<App>, Path(id): Path<String>) -> Response {
@@ -220,18 +237,16 @@ async fn show_run(State(app): State<App>, Path(id): Path<String>) -> Response {
             format!("run id {id:?} is not a number"),
         );
     };
-    let scheduler = app.scheduler.clone();
-    match tokio::task::spawn_blocking(move || scheduler.run(id)).await {
-        Ok(Ok(Some((detail, progress)))) => {
+    match on_store(&app, move |scheduler| scheduler.run(id)).await {
+        Ok(Some((detail, progress))) => {
             let mut value = serde_json::to_value(&detail).unwrap_or_default();
             if let (Some(progress), Some(object)) = (progress, value.as_object_mut()) {
                 object.insert("progress".into(), progress.into());
             }
             Json(value).into_response()
         }
-        Ok(Ok(None)) => error(StatusCode::NOT_FOUND, format!("no run {id}")),
-        Ok(Err(err)) => error(StatusCode::SERVICE_UNAVAILABLE, err.to_string()),
-        Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()),
+        Ok(None) => error(StatusCode::NOT_FOUND, format!("no run {id}")),
+        Err(response) => response,
     }
 }
 
@@ -249,9 +264,12 @@ async fn remediate(
     let Ok(Query(query)) = query else {
         return error(StatusCode::BAD_REQUEST, "dry_run must be true or false");
     };
-    let scheduler = app.scheduler.clone();
     let cluster = name.clone();
-    match tokio::task::spawn_blocking(move || scheduler.request(&cluster, query.dry_run)).await {
+    let requested = blocking(&app, move |scheduler| {
+        scheduler.request(&cluster, query.dry_run)
+    })
+    .await;
+    match requested {
         Ok(Ok(decision)) => (
             StatusCode::ACCEPTED,
             Json(json!({ "cluster": name, "decision": decision })),
@@ -268,7 +286,7 @@ async fn remediate(
         Ok(Err(RequestError::Store(err))) => {
             error(StatusCode::SERVICE_UNAVAILABLE, err.to_string())
         }
-        Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()),
+        Err(response) => response,
     }
 }
 
@@ -281,21 +299,18 @@ async fn resume(State(app): State<App>) -> Response {
 }
 
 async fn set_paused(app: App, paused: bool) -> Response {
-    let scheduler = app.scheduler.clone();
-    match tokio::task::spawn_blocking(move || scheduler.set_paused(paused)).await {
-        Ok(Ok(())) => Json(json!({ "paused": paused })).into_response(),
-        Ok(Err(err)) => error(StatusCode::SERVICE_UNAVAILABLE, err.to_string()),
-        Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()),
+    match on_store(&app, move |scheduler| scheduler.set_paused(paused)).await {
+        Ok(()) => Json(json!({ "paused": paused })).into_response(),
+        Err(response) => response,
     }
 }
 
 async fn status(State(app): State<App>) -> Response {
-    let scheduler = app.scheduler.clone();
-    match tokio::task::spawn_blocking(move || (scheduler.paused(), scheduler.queues())).await {
+    match blocking(&app, |scheduler| (scheduler.paused(), scheduler.queues())).await {
         Ok((paused, clusters)) => {
             Json(json!({ "paused": paused, "clusters": clusters })).into_response()
         }
-        Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()),
+        Err(response) => response,
     }
 }
 
@@ -326,10 +341,8 @@ async fn metrics_text(State(app): State<App>, headers: HeaderMap) -> Response {
 
 /// Ready while the state store answers: without it no alert can be recorded.
 async fn ready(State(app): State<App>) -> Response {
-    let scheduler = app.scheduler.clone();
-    match tokio::task::spawn_blocking(move || scheduler.ping()).await {
-        Ok(Ok(())) => "ready\n".into_response(),
-        Ok(Err(err)) => error(StatusCode::SERVICE_UNAVAILABLE, err.to_string()),
-        Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()),
+    match on_store(&app, |scheduler| scheduler.ping()).await {
+        Ok(()) => "ready\n".into_response(),
+        Err(response) => response,
     }
 }
