@@ -8,7 +8,10 @@ use rusqlite::Connection;
 
 use super::super::payload::{Alert, AlertStatus, Payload};
 use super::super::store::{self, AlertRecord, NewRun, StoreError};
-use super::{Action, AlertDecision, Decision, Queued, RequestError, Scheduler, Slot};
+use super::{
+    Action, AlertDecision, Decision, Queued, RequestError, Scheduler, Slot, SOURCE_ALERTMANAGER,
+    SOURCE_API,
+};
 use crate::report::{Outcome, RunReport};
 
 impl Scheduler {
@@ -182,28 +185,17 @@ impl Scheduler {
                 }
             }
         }
-        let cooldown_until = self.cooldown_until(tx, cluster)?;
         let trigger = format!("alertmanager: {}", alert.name().unwrap_or(""));
-        let id = store::insert_run(
-            tx,
-            &NewRun {
-                cluster,
-                source: "alertmanager",
-                dry_run: false,
-                trigger: &trigger,
-                cooldown_until,
-            },
-        )?;
-        slot.queued = Some(Queued {
-            id,
+        let run = NewRun {
+            cluster,
+            source: SOURCE_ALERTMANAGER,
             dry_run: false,
-            manual: false,
-            firing: BTreeSet::from([alert.identity()]),
-            alertnames: alert.name().map(str::to_string).into_iter().collect(),
-            cooldown_until,
-            trigger,
-        });
-        Ok(queued(id, cooldown_until))
+            trigger: &trigger,
+            cooldown_until: self.cooldown_until(tx, cluster)?,
+        };
+        let firing = BTreeSet::from([alert.identity()]);
+        let alertnames = alert.name().map(str::to_string).into_iter().collect();
+        enqueue(tx, slot, &run, firing, alertnames)
     }
 
     fn resolved(
@@ -295,33 +287,42 @@ impl Scheduler {
             } else {
                 self.cooldown_until(tx, cluster)?
             };
-            let trigger = "api".to_string();
-            let id = store::insert_run(
-                tx,
-                &NewRun {
-                    cluster,
-                    source: "api",
-                    dry_run,
-                    trigger: &trigger,
-                    cooldown_until,
-                },
-            )?;
-            slot.queued = Some(Queued {
-                id,
+            let run = NewRun {
+                cluster,
+                source: SOURCE_API,
                 dry_run,
-                manual: true,
-                firing: BTreeSet::new(),
-                alertnames: BTreeSet::new(),
+                trigger: SOURCE_API,
                 cooldown_until,
-                trigger,
-            });
-            Ok(queued(id, cooldown_until))
+            };
+            enqueue(tx, &mut slot, &run, BTreeSet::new(), BTreeSet::new())
         })?;
         state.slots.insert(cluster.to_string(), slot);
         drop(state);
         self.wake.notify_one();
         Ok(decision)
     }
+}
+
+/// Records `run` as queued and makes it the cluster's queued run. Runs from the API are
+/// manual: resolved alerts do not cancel them.
+fn enqueue(
+    tx: &Connection,
+    slot: &mut Slot,
+    run: &NewRun<'_>,
+    firing: BTreeSet<String>,
+    alertnames: BTreeSet<String>,
+) -> rusqlite::Result<Decision> {
+    let id = store::insert_run(tx, run)?;
+    slot.queued = Some(Queued {
+        id,
+        dry_run: run.dry_run,
+        manual: run.source == SOURCE_API,
+        firing,
+        alertnames,
+        cooldown_until: run.cooldown_until,
+        trigger: run.trigger.to_string(),
+    });
+    Ok(queued(id, run.cooldown_until))
 }
 
 fn ignored(code: &'static str, reason: String) -> Decision {

@@ -37,6 +37,10 @@ use crate::Remediator;
 /// unavailable may be back).
 const DISPATCH_EVERY: Duration = Duration::from_secs(5);
 
+/// Where a run came from, as the store records it.
+const SOURCE_ALERTMANAGER: &str = "alertmanager";
+const SOURCE_API: &str = "api";
+
 /// What became of one alert or request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Decision {
@@ -200,7 +204,7 @@ impl Scheduler {
             slots.entry(run.cluster.clone()).or_default().queued = Some(Queued {
                 id: run.id,
                 dry_run: run.dry_run,
-                manual: run.source == "api",
+                manual: run.source == SOURCE_API,
                 firing: firing.into_iter().collect(),
                 alertnames: BTreeSet::new(),
                 cooldown_until: run.cooldown_until,
