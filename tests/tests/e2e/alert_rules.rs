@@ -4,12 +4,14 @@
 //! firing and not firing.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 use anyhow::{ensure, Context, Result};
 use etcdmedic_tests::generated::repository_root;
 use etcdmedic_tests::promtool;
+
+use crate::support::{read_yaml, run_ok};
 use serde_json::Value;
 
 const RUNBOOK_BASE: &str = "https://github.com/etcdmedic/etcdmedic/blob/main/docs/runbooks/";
@@ -37,12 +39,6 @@ fn unit_test_files() -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-fn read_yaml(path: &Path) -> Result<Value> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    yaml_serde::from_str(&text).with_context(|| format!("parsing {}", path.display()))
-}
-
 /// Every alerting rule of the rules file.
 pub fn alert_rules() -> Result<Vec<Value>> {
     let rules = read_yaml(&rules_file())?;
@@ -56,18 +52,7 @@ pub fn alert_rules() -> Result<Vec<Value>> {
 }
 
 fn promtool_run(args: &[&str], files: &[PathBuf]) -> Result<String> {
-    let output = Command::new(promtool()?).args(args).args(files).output()?;
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    ensure!(
-        output.status.success(),
-        "promtool {}:\n{text}",
-        args.join(" ")
-    );
-    Ok(text)
+    run_ok(Command::new(promtool()?).args(args).args(files))
 }
 
 #[test]

@@ -12,6 +12,8 @@ use anyhow::{bail, ensure, Context, Result};
 use etcdmedic_tests::certs::TestPki;
 use etcdmedic_tests::generated::repository_root;
 use etcdmedic_tests::{project_binary, promtool};
+
+use crate::support::{read_yaml, run_ok};
 use serde_json::Value;
 
 fn deploy(path: &str) -> PathBuf {
@@ -38,19 +40,6 @@ fn files_in(dir: &Path, extensions: &[&str]) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-fn run(command: &mut Command) -> Result<String> {
-    let output = command
-        .output()
-        .with_context(|| format!("running {command:?}"))?;
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    ensure!(output.status.success(), "{command:?} failed:\n{text}");
-    Ok(text)
-}
-
 /// A tool a test needs, installed by scripts/install-deps.sh.
 fn tool(name: &str) -> Result<PathBuf> {
     let found = std::env::var_os("PATH")
@@ -73,9 +62,11 @@ fn the_prometheus_configs_pass_promtool_check_config() -> Result<()> {
             repository_root().join("alerts/etcdmedic.rules.yaml"),
             dir.path().join("rules/etcdmedic.rules.yaml"),
         )?;
-        let text = run(Command::new(promtool()?)
-            .args(["check", "config"])
-            .arg(&copy))
+        let text = run_ok(
+            Command::new(promtool()?)
+                .args(["check", "config"])
+                .arg(&copy),
+        )
         .with_context(|| file.display().to_string())?;
         ensure!(
             text.contains("17 rules found"),
@@ -89,9 +80,11 @@ fn the_prometheus_configs_pass_promtool_check_config() -> Result<()> {
 #[test]
 fn the_alertmanager_configs_pass_amtool_check_config() -> Result<()> {
     for file in files_in(&deploy("alertmanager"), &["yml", "yaml"])? {
-        let text = run(Command::new("/usr/bin/amtool")
-            .arg("check-config")
-            .arg(&file))?;
+        let text = run_ok(
+            Command::new("/usr/bin/amtool")
+                .arg("check-config")
+                .arg(&file),
+        )?;
         ensure!(text.contains("SUCCESS"), "{}: {text}", file.display());
         let config = read_yaml(&file)?;
         let route = config["route"]["routes"]
@@ -129,12 +122,6 @@ fn the_alertmanager_configs_pass_amtool_check_config() -> Result<()> {
     Ok(())
 }
 
-fn read_yaml(path: &Path) -> Result<Value> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    yaml_serde::from_str(&text).with_context(|| format!("parsing {}", path.display()))
-}
-
 fn documents(text: &str) -> Result<Vec<Value>> {
     text.split("\n---")
         .filter(|doc| {
@@ -162,9 +149,11 @@ fn render(dir: &Path) -> Result<String> {
 
 /// kubernetes-validate --strict; returns the resources it could not find a schema for.
 fn validate_strictly(file: &Path) -> Result<BTreeSet<String>> {
-    let text = run(Command::new(tool("kubernetes-validate")?)
-        .arg("--strict")
-        .arg(file))?;
+    let text = run_ok(
+        Command::new(tool("kubernetes-validate")?)
+            .arg("--strict")
+            .arg(file),
+    )?;
     let mut unknown = BTreeSet::new();
     for line in text.lines() {
         if line.starts_with("ERROR") {
@@ -511,9 +500,11 @@ fn every_example_config_passes_config_check_in_both_binaries() -> Result<()> {
         let path = dir.path().join("etcdmedic.yaml");
         std::fs::write(&path, yaml_serde::to_string(&config)?)?;
         for (binary, name) in [(&exporter, "exporter"), (&remediator, "remediator")] {
-            let text = run(Command::new(binary)
-                .args(["serve", "--config.check", "--config"])
-                .arg(&path))
+            let text = run_ok(
+                Command::new(binary)
+                    .args(["serve", "--config.check", "--config"])
+                    .arg(&path),
+            )
             .with_context(|| format!("{origin} with etcdmedic-{name}"))?;
             ensure!(text.contains(": ok ("), "{origin}, {name}: {text}");
         }

@@ -4,12 +4,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 use etcdmedic_tests::workload::{fill_to_nospace, fragment, Fragmentation};
-use etcdmedic_tests::{
-    eventually, promtool, EtcdCluster, EtcdVersion, Exposition, RunningExporter,
-};
+use etcdmedic_tests::{eventually, EtcdCluster, EtcdVersion, Exposition, RunningExporter};
 
 use crate::on_each_etcd_version;
-use crate::support::{etcdctl_alarms, etcdctl_endpoint_status, write_file, SETTLE};
+use crate::support::{
+    etcdctl_alarms, etcdctl_endpoint_status, promtool_check_metrics, write_file, SETTLE,
+};
 
 const QUOTA: u64 = 64 * 1024 * 1024;
 
@@ -406,27 +406,6 @@ async fn the_exposition_passes_promtool_check_metrics() -> Result<()> {
         );
     }
 
-    let mut child = tokio::process::Command::new(promtool()?)
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()?;
-    {
-        use tokio::io::AsyncWriteExt;
-        let mut stdin = child.stdin.take().context("promtool stdin")?;
-        stdin.write_all(body.as_bytes()).await?;
-    }
-    let output = child.wait_with_output().await?;
-    let complaints = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    ensure!(
-        output.status.success() && complaints.trim().is_empty(),
-        "promtool check metrics: {} {complaints}",
-        output.status
-    );
+    promtool_check_metrics(&body).await?;
     Ok(())
 }

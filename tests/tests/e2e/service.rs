@@ -3,17 +3,17 @@
 //! survive restarts, SIGTERM lets the member under way finish, and bad requests get their
 //! status code and start nothing.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{ensure, Context, Result};
 use etcdmedic_tests::alertmanager::{Alertmanager, Routing};
 use etcdmedic_tests::certs::TestPki;
 use etcdmedic_tests::workload::{fragment, Fragmentation};
-use etcdmedic_tests::{eventually, promtool, EtcdCluster, EtcdVersion, RemediatorService};
+use etcdmedic_tests::{eventually, EtcdCluster, EtcdVersion, RemediatorService};
 use serde_json::{json, Value};
 
-use crate::support::{assert_cluster_serves, SETTLE};
+use crate::support::{assert_cluster_serves, promtool_check_metrics, SETTLE};
 
 /// Matches the default [`fragment`] workload (about 32 MiB file, 4 MiB in use).
 const TEST_RULE: &str = "dbSizeFree >= 4*1024*1024 && dbSizeInUse / dbSize < 0.5";
@@ -790,9 +790,7 @@ async fn bad_requests_get_their_status_code_and_start_nothing() -> Result<()> {
             "no count for {code}:\n{metrics}"
         );
     }
-    let metrics_file = files.path("metrics.txt");
-    std::fs::write(&metrics_file, &metrics)?;
-    check_metrics_with_promtool(&metrics_file)?;
+    promtool_check_metrics(&metrics).await?;
     Ok(())
 }
 
@@ -804,20 +802,6 @@ async fn raw_request(port: u16, head: &str) -> Result<String> {
     let mut line = String::new();
     BufReader::new(stream).read_line(&mut line).await?;
     Ok(line)
-}
-
-fn check_metrics_with_promtool(file: &Path) -> Result<()> {
-    let output = std::process::Command::new(promtool()?)
-        .args(["check", "metrics"])
-        .stdin(std::fs::File::open(file)?)
-        .output()?;
-    ensure!(
-        output.status.success(),
-        "promtool check metrics: {}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -145,3 +145,43 @@ pub async fn assert_cluster_serves(cluster: &EtcdCluster) -> Result<()> {
     }
     Ok(())
 }
+
+/// Runs `command`; its stdout and stderr together, or an error with both when it fails.
+pub fn run_ok(command: &mut std::process::Command) -> Result<String> {
+    let output = command
+        .output()
+        .with_context(|| format!("running {command:?}"))?;
+    let text = format!("{}{}", stdout(&output), stderr(&output));
+    anyhow::ensure!(output.status.success(), "{command:?} failed:\n{text}");
+    Ok(text)
+}
+
+/// A YAML file as JSON values.
+pub fn read_yaml(path: &Path) -> Result<serde_json::Value> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    yaml_serde::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+}
+
+/// `promtool check metrics` on an exposition: it must pass without a single complaint.
+pub async fn promtool_check_metrics(body: &str) -> Result<()> {
+    let mut child = tokio::process::Command::new(etcdmedic_tests::promtool()?)
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    {
+        use tokio::io::AsyncWriteExt;
+        let mut stdin = child.stdin.take().context("promtool stdin")?;
+        stdin.write_all(body.as_bytes()).await?;
+    }
+    let output = child.wait_with_output().await?;
+    let complaints = format!("{}{}", stdout(&output), stderr(&output));
+    anyhow::ensure!(
+        output.status.success() && complaints.trim().is_empty(),
+        "promtool check metrics: {} {complaints}",
+        output.status
+    );
+    Ok(())
+}
