@@ -74,11 +74,7 @@ impl Notifier {
                 "comment": format!("etcdmedic run {run_id} is remediating {cluster}; expires when the run ends"),
             });
             let url = join(&settings.alertmanager_url, "api/v2/silences");
-            let request = http.post(url).json(&body);
-            let request = match &settings.bearer_token {
-                Some(token) => request.bearer_auth(token.expose()),
-                None => request,
-            };
+            let request = authorized(http.post(url).json(&body), settings);
             #[derive(Deserialize)]
             struct Created {
                 #[serde(rename = "silenceID")]
@@ -108,11 +104,7 @@ impl Notifier {
         };
         for SilenceId(id) in silences {
             let url = join(&settings.alertmanager_url, &format!("api/v2/silence/{id}"));
-            let request = http.delete(url);
-            let request = match &settings.bearer_token {
-                Some(token) => request.bearer_auth(token.expose()),
-                None => request,
-            };
+            let request = authorized(http.delete(url), settings);
             match request.send().await.and_then(|r| r.error_for_status()) {
                 Ok(_) => tracing::info!(silence = %id, "expired the run's silence"),
                 Err(err) => {
@@ -160,6 +152,17 @@ impl Notifier {
         if let Err(err) = result {
             tracing::warn!(run = run_id, error = %err, "cannot post the Grafana annotation");
         }
+    }
+}
+
+/// The request with Alertmanager's bearer token, when one is configured.
+fn authorized(
+    request: reqwest::RequestBuilder,
+    settings: &SilenceSettings,
+) -> reqwest::RequestBuilder {
+    match &settings.bearer_token {
+        Some(token) => request.bearer_auth(token.expose()),
+        None => request,
     }
 }
 
