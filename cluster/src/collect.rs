@@ -308,7 +308,7 @@ impl ClusterProbe {
         });
 
         ClusterStatus {
-            cluster: self.config.name.clone(),
+            cluster: self.config.name.to_string(),
             members,
             membership,
             alarms,

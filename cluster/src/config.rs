@@ -3,10 +3,13 @@
 //! file stops the process at start-up with the key that names it.
 
 pub mod file;
+mod name;
 mod remediation;
 mod remediator;
+mod unknown_keys;
 
 pub use file::{LeaderMoveFailure, LeaderPolicy};
+pub use name::ClusterName;
 pub use remediation::RemediationSettings;
 pub use remediator::{
     GrafanaSettings, RemediatorSettings, SilenceSettings, WebhookAuth, DEFAULT_TRIGGERS,
@@ -35,7 +38,7 @@ pub struct Config {
 /// One etcd cluster, ready to connect to.
 #[derive(Debug, Clone)]
 pub struct ClusterConfig {
-    pub name: String,
+    pub name: ClusterName,
     /// Normalised to `scheme://host:port`.
     pub endpoints: Vec<String>,
     pub discover_members: bool,
@@ -69,10 +72,10 @@ impl Config {
 
     /// Parses `text` as if read from `path`.
     pub fn from_yaml(text: &str, path: &Path) -> Result<Config> {
-        let parsed: ConfigFile = yaml_serde::from_str(text).map_err(|err| Error::ConfigSyntax {
-            path: path.to_path_buf(),
-            message: err.to_string(),
-        })?;
+        let parsed: ConfigFile = match yaml_serde::from_str(text) {
+            Ok(parsed) => parsed,
+            Err(err) => return Err(Self::refusal(text, path, err)),
+        };
         let base = path.parent().unwrap_or(Path::new("."));
         let mut problems = ConfigProblems::default();
         let clusters = resolve_clusters(
@@ -93,6 +96,32 @@ impl Config {
             remediator: parsed.remediator,
             base: base.to_path_buf(),
         })
+    }
+
+    /// Why `text` does not deserialize: every unknown key at once when there are any (serde
+    /// stops at the first), else `err` with its line and column.
+    fn refusal(text: &str, path: &Path, err: yaml_serde::Error) -> Error {
+        let syntax = || Error::ConfigSyntax {
+            path: path.to_path_buf(),
+            message: err.to_string(),
+        };
+        let Ok(tree) = yaml_serde::from_str::<yaml_serde::Value>(text) else {
+            return syntax();
+        };
+        let mut problems = ConfigProblems::default();
+        let other = unknown_keys::collect::<ConfigFile>(tree, &mut problems)
+            .err()
+            .flatten();
+        if problems.is_empty() {
+            return syntax();
+        }
+        if let Some(other) = other {
+            problems.push(other.path, other.message);
+        }
+        Error::ConfigInvalid {
+            origin: path.display().to_string(),
+            problems,
+        }
     }
 
     /// The webhook service's settings. Resolved here rather than at load because only the
@@ -164,20 +193,49 @@ fn resolve_clusters(
     clusters
 }
 
-/// Two clusters with the same alert labels would both claim every alert of either.
+/// An alert names a cluster when it carries all of the cluster's alert labels. When one
+/// cluster's labels are among another's, every alert for the second also names the first, and
+/// the service could only ignore it as ambiguous: the second cluster could never be remediated
+/// from an alert.
 fn check_alert_labels_unique(clusters: &[ClusterConfig], problems: &mut ConfigProblems) {
-    for (index, cluster) in clusters.iter().enumerate() {
-        if let Some(first) = clusters[..index]
+    let within = |small: &BTreeMap<String, String>, large: &BTreeMap<String, String>| {
+        small
             .iter()
-            .find(|other| other.alert_labels == cluster.alert_labels)
-        {
-            problems.push(
-                format!("clusters[{index}].alert_labels"),
+            .all(|(label, value)| large.get(label) == Some(value))
+    };
+    for (index, cluster) in clusters.iter().enumerate() {
+        for (other_index, other) in clusters[..index].iter().enumerate() {
+            let (mine, theirs) = (&cluster.alert_labels, &other.alert_labels);
+            let message = if mine == theirs {
                 format!(
-                    "{:?} are also cluster {:?}'s; alerts could not tell the two apart",
-                    cluster.alert_labels, first.name
-                ),
-            );
+                    "{mine:?} are also cluster {:?}'s (clusters[{other_index}]); alerts could \
+                     not tell the two apart: give each a label the other's alerts do not carry",
+                    other.name.as_str()
+                )
+            } else if within(theirs, mine) || within(mine, theirs) {
+                let (wide, narrow) = if within(theirs, mine) {
+                    (cluster, other)
+                } else {
+                    (other, cluster)
+                };
+                format!(
+                    "{:?} and cluster {:?}'s {:?} (clusters[{other_index}]) overlap: every alert \
+                     for {} carries all of {}'s labels too, so it would be ignored as \
+                     ambiguous. Add a label to {}'s alert_labels that {}'s alerts do not carry, \
+                     such as {{cluster: {}}}",
+                    mine,
+                    other.name.as_str(),
+                    theirs,
+                    wide.name,
+                    narrow.name,
+                    narrow.name,
+                    wide.name,
+                    narrow.name
+                )
+            } else {
+                continue;
+            };
+            problems.push(format!("clusters[{index}].alert_labels"), message);
         }
     }
 }
@@ -238,14 +296,9 @@ fn resolve_cluster(
     problems: &mut ConfigProblems,
 ) -> Option<ClusterConfig> {
     let before = problems.0.len();
-    if file.name.trim().is_empty() {
-        problems.push(format!("{key}.name"), "must not be empty");
-    } else if file.name.chars().any(char::is_control) {
-        problems.push(
-            format!("{key}.name"),
-            format!("{:?} contains control characters", file.name),
-        );
-    }
+    let name = ClusterName::new(&file.name)
+        .map_err(|message| problems.push(format!("{key}.name"), message))
+        .ok();
 
     if file.endpoints.is_empty() {
         problems.push(
@@ -313,7 +366,7 @@ fn resolve_cluster(
         return None;
     }
     Some(ClusterConfig {
-        name: file.name.clone(),
+        name: name?,
         endpoints,
         discover_members: file.discover_members,
         tls,

@@ -74,7 +74,7 @@ impl Transport {
             ))
             .with_safe_default_protocol_versions()
             .map_err(|err| Error::Tls {
-                cluster: cluster.name.clone(),
+                cluster: cluster.name.to_string(),
                 message: err.to_string(),
             })?
             .with_root_certificates(RootCertStore::empty())

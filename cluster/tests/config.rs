@@ -35,12 +35,68 @@ const ENDPOINT: &str = "endpoints: [http://127.0.0.1:2379]";
 fn an_unknown_key_is_named_with_its_path() {
     assert_refused(
         &format!("clusters:\n  - name: a\n    {ENDPOINT}\n    status_timout: 5s\n"),
-        "clusters[0]: unknown field `status_timout`, expected one of",
+        "clusters[0].status_timout: unknown key, did you mean `status_timeout`? (expected one of",
     );
     assert_refused(
         "cluster: []\n",
-        "unknown field `cluster`, expected one of `remediation`, `remediator`, `clusters`",
+        "cluster: unknown key, did you mean `clusters`? (expected one of `remediation`, `remediator`, `clusters`)",
     );
+}
+
+#[test]
+fn every_unknown_key_is_reported_at_once_with_the_closest_known_key() {
+    let (message, path, _dir) = error_for(&format!(
+        "remediation:\n  setle_time: 1s\nremediator:\n  cooldwn: 1h\n  listen: 127.0.0.1:1\nclusters:\n  - name: a\n    {ENDPOINT}\n    tls: {{ca_fil: x, zzz: 1}}\n  - name: b\n    {ENDPOINT}\n    remediation: {{compact_frist: true}}\n"
+    ));
+    let expected = [
+        "remediation.setle_time: unknown key, did you mean `settle_time`?",
+        "remediator.cooldwn: unknown key, did you mean `cooldown`?",
+        "clusters[0].tls.ca_fil: unknown key, did you mean `ca_file`?",
+        "clusters[0].tls.zzz: unknown key (expected one of `ca_file`,",
+        "clusters[1].remediation.compact_frist: unknown key, did you mean `compact_first`?",
+    ];
+    assert!(
+        message.starts_with(&format!("config {}: ", path.display())),
+        "{message}"
+    );
+    for problem in expected {
+        assert!(
+            message.contains(problem),
+            "expected {problem:?} in:\n{message}"
+        );
+    }
+    assert_eq!(message.matches("unknown key").count(), 5, "{message}");
+}
+
+#[test]
+fn unknown_keys_and_a_wrong_value_are_reported_together() {
+    let (message, _, _dir) = error_for(&format!(
+        "clusters:\n  - name: a\n    {ENDPOINT}\n    setle: 1\n    status_timeout: fast\n"
+    ));
+    assert!(
+        message.contains("clusters[0].setle: unknown key"),
+        "{message}"
+    );
+    assert!(
+        message.contains("clusters[0].status_timeout: invalid value: string \"fast\""),
+        "{message}"
+    );
+}
+
+#[test]
+fn cluster_names_that_are_not_safe_as_paths_labels_and_url_segments_are_refused() {
+    for name in ["../../etc", "/abs", "team/prod", "\"a b\"", "\".hidden\""] {
+        assert_refused(
+            &format!("clusters:\n  - name: {name}\n    {ENDPOINT}\n"),
+            "clusters[0].name: ",
+        );
+        let (message, _, _dir) =
+            error_for(&format!("clusters:\n  - name: {name}\n    {ENDPOINT}\n"));
+        assert!(
+            message.contains("is not a cluster name: use letters, digits, '.', '_' and '-', starting with a letter or digit, at most 63 characters ([A-Za-z0-9][A-Za-z0-9._-]*)"),
+            "{name}: {message}"
+        );
+    }
 }
 
 #[test]
@@ -138,7 +194,7 @@ fn an_empty_cluster_list_or_endpoint_list_is_refused() {
     );
     assert_refused(
         &format!("clusters:\n  - name: \"\"\n    {ENDPOINT}\n"),
-        "clusters[0].name: must not be empty",
+        "clusters[0].name: \"\" is not a cluster name",
     );
 }
 
@@ -258,7 +314,7 @@ fn a_clusters_remediation_block_overrides_the_defaults_key_by_key() {
 fn an_invalid_defrag_rule_or_threshold_is_refused_at_load_with_its_key() {
     assert_refused(
         &format!("clusters:\n  - name: a\n    {ENDPOINT}\n    remediation: {{defrag_rule: \"dbSize >\"}}\n"),
-        "clusters[0].remediation.defrag_rule: \"dbSize >\" does not give true or false",
+        "clusters[0].remediation.defrag_rule: \"dbSize >\" does not parse: unexpected the end of the rule where a value should be (at byte 8)",
     );
     assert_refused(
         &format!("remediation: {{defrag_rule: \"free > 1\"}}\nclusters:\n  - name: a\n    {ENDPOINT}\n  - name: b\n    {ENDPOINT}\n"),
@@ -306,7 +362,15 @@ fn alert_labels_default_to_the_cluster_name_and_must_tell_clusters_apart() {
         &format!(
             "clusters:\n  - name: a\n    {ENDPOINT}\n    alert_labels: {{job: x}}\n  - name: b\n    {ENDPOINT}\n    alert_labels: {{job: x}}\n"
         ),
-        "clusters[1].alert_labels: {\"job\": \"x\"} are also cluster \"a\"'s",
+        "clusters[1].alert_labels: {\"job\": \"x\"} are also cluster \"a\"'s (clusters[0])",
+    );
+    // The etcd mixin's alerts carry job; a second cluster told apart by one more label
+    // would leave the first one matching every alert of the second.
+    assert_refused(
+        &format!(
+            "clusters:\n  - name: a\n    {ENDPOINT}\n    alert_labels: {{job: kube-etcd}}\n  - name: b\n    {ENDPOINT}\n    alert_labels: {{job: kube-etcd, cluster: b}}\n"
+        ),
+        "clusters[1].alert_labels: {\"cluster\": \"b\", \"job\": \"kube-etcd\"} and cluster \"a\"'s {\"job\": \"kube-etcd\"} (clusters[0]) overlap: every alert for b carries all of a's labels too, so it would be ignored as ambiguous. Add a label to a's alert_labels that b's alerts do not carry, such as {cluster: a}",
     );
     assert_refused(
         &format!("clusters:\n  - name: a\n    {ENDPOINT}\n    alert_labels: {{}}\n"),

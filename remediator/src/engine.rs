@@ -261,17 +261,28 @@ impl Run<'_> {
                 ),
             });
         }
+        // Room for the snapshot is checked before anything is created: a refusal leaves no
+        // directory or lock file behind. A dry run stops right after, as a real run would.
+        let cluster = &self.probe.config().name;
+        let dir = snapshot::cluster_dir(&self.settings.snapshot_dir, cluster);
+        let source = self
+            .status_of(&plan.snapshot_from)
+            .await
+            .map_err(|r| self.refuse(r))?;
+        let needed = (source.db_size_bytes as f64 * (1.0 + SNAPSHOT_SPACE_MARGIN)) as u64;
+        snapshot::check_room(&dir, needed).map_err(|reason| {
+            self.refuse(format!("{reason}; no snapshot, so nothing was changed"))
+        })?;
         if options.dry_run {
-            check_writable(&self.settings.snapshot_dir).map_err(|reason| self.refuse(reason))?;
             return Err(End {
                 outcome: Outcome::Planned,
                 reason: "dry run: nothing was changed".into(),
             });
         }
 
-        let dir = snapshot::cluster_dir(&self.settings.snapshot_dir, &self.report.cluster)
+        snapshot::create_dir(&dir)
             .map_err(|err| self.refuse(format!("{err}; no snapshot, so nothing was changed")))?;
-        let _lock = RunLock::acquire(&dir, &self.report.cluster).map_err(|r| self.refuse(r))?;
+        let _lock = RunLock::acquire(&dir, cluster).map_err(|r| self.refuse(r))?;
         for leftover in snapshot::remove_leftover_parts(&dir, &self.report.cluster) {
             self.warn(format!(
                 "removed {} left by an interrupted run",
@@ -403,18 +414,11 @@ impl Run<'_> {
         dir: &Path,
     ) -> Result<SnapshotReport, String> {
         let status = self.status_of(source).await?;
-        let needed = (status.db_size_bytes as f64 * (1.0 + SNAPSHOT_SPACE_MARGIN)) as u64;
-        if let Some(available) = available_bytes(dir) {
-            if available < needed {
-                return Err(format!(
-                    "{} has {} free, the snapshot needs about {}",
-                    dir.display(),
-                    human_bytes(available),
-                    human_bytes(needed)
-                ));
-            }
-        }
-        let name = snapshot::file_name(&self.report.cluster, SystemTime::now(), status.revision);
+        let name = snapshot::file_name(
+            &self.probe.config().name,
+            SystemTime::now(),
+            status.revision,
+        );
         let mut maintenance = self.client(&source.endpoint).await?.maintenance_client();
         let events = self.events;
         let started = Instant::now();
@@ -1229,36 +1233,6 @@ fn quorum_without(
             voting.len()
         ),
     ))
-}
-
-/// Free bytes on the file system holding `dir`, when it can be read.
-fn available_bytes(dir: &Path) -> Option<u64> {
-    let stats = nix::sys::statvfs::statvfs(dir).ok()?;
-    Some(stats.blocks_available() as u64 * stats.fragment_size() as u64)
-}
-
-/// What a real run would hit first: the snapshot directory (or its nearest existing parent,
-/// which the run would create it in) must be writable. Creates nothing.
-fn check_writable(dir: &Path) -> Result<(), String> {
-    use nix::unistd::{access, AccessFlags};
-    let existing = dir
-        .ancestors()
-        .find(|p| p.exists())
-        .unwrap_or(Path::new("/"));
-    if !existing.is_dir() {
-        return Err(format!(
-            "snapshot directory {}: {} is not a directory; no snapshot, so nothing would be changed",
-            dir.display(),
-            existing.display()
-        ));
-    }
-    access(existing, AccessFlags::W_OK | AccessFlags::X_OK).map_err(|err| {
-        format!(
-            "snapshot directory {}: {} is not writable ({err}); no snapshot, so nothing would be changed",
-            dir.display(),
-            existing.display()
-        )
-    })
 }
 
 #[cfg(test)]

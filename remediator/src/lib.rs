@@ -7,6 +7,7 @@
 //! - [`engine`]: the run itself: compaction, snapshot, defragmentation, leader move, disarm,
 //!   verification.
 //! - [`snapshot`]: verified snapshots on disk and their retention.
+//! - [`places`]: the snapshot directories and state file a configuration names, checked.
 //! - `lock`: one run per cluster at a time.
 //! - [`events`]: what a run reports while it happens.
 //! - [`report`]: the record of a run (JSON).
@@ -18,6 +19,7 @@ pub mod engine;
 pub mod events;
 mod lock;
 pub mod output;
+pub mod places;
 pub mod plan;
 pub mod report;
 pub mod service;

@@ -6,7 +6,7 @@ use etcdmedic_cluster::binary::{self, CommandResult, BAD_INPUT, FAILED};
 use etcdmedic_cluster::{shutdown, Config};
 use etcdmedic_remediator::cli::{Cli, Command, OutputFormat, RunArgs, ServeArgs};
 use etcdmedic_remediator::output::{summary, TextProgress};
-use etcdmedic_remediator::{Events, Remediator, RunOptions};
+use etcdmedic_remediator::{places, Events, Remediator, RunOptions};
 use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
@@ -28,6 +28,13 @@ async fn serve(args: ServeArgs) -> CommandResult<anyhow::Error> {
     let mut settings = config.remediator().map_err(|err| (BAD_INPUT, err.into()))?;
     if let Some(listen) = args.listen {
         settings.listen = listen;
+    }
+    let problems = places::problems(&config.clusters, Some(&settings.state_path));
+    if !problems.is_empty() {
+        return Err((
+            BAD_INPUT,
+            anyhow!("config {}: {}", args.config.display(), problems.join("; ")),
+        ));
     }
     if args.config_check {
         println!(

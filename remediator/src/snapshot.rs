@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 use etcd_client::MaintenanceClient;
+use etcdmedic_cluster::config::ClusterName;
 use etcdmedic_cluster::member_client::probe_error;
+use etcdmedic_cluster::table::human_bytes;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncWriteExt, BufWriter};
 
@@ -49,18 +51,63 @@ pub struct Saved {
     pub duration: Duration,
 }
 
-/// `<dir>/<cluster>`, created if missing.
-pub fn cluster_dir(dir: &Path, cluster: &str) -> Result<PathBuf, SnapshotError> {
-    let path = dir.join(cluster);
-    std::fs::create_dir_all(&path).map_err(|source| SnapshotError::Directory {
-        dir: path.clone(),
+/// `<dir>/<cluster>`: only a checked [`ClusterName`] becomes a path component.
+pub fn cluster_dir(dir: &Path, cluster: &ClusterName) -> PathBuf {
+    dir.join(cluster)
+}
+
+/// Creates `dir` (a [`cluster_dir`]) if missing.
+pub fn create_dir(dir: &Path) -> Result<(), SnapshotError> {
+    std::fs::create_dir_all(dir).map_err(|source| SnapshotError::Directory {
+        dir: dir.to_path_buf(),
         source,
+    })
+}
+
+/// Whether a snapshot of about `needed` bytes can be written to `dir`, judged on the nearest
+/// directory that exists (the run would create the rest). Creates nothing, so a refusal
+/// leaves nothing behind.
+pub fn check_room(dir: &Path, needed: u64) -> Result<(), String> {
+    use nix::unistd::{access, AccessFlags};
+    let existing = dir
+        .ancestors()
+        .find(|p| p.exists())
+        .unwrap_or(Path::new("/"));
+    if !existing.is_dir() {
+        return Err(format!(
+            "snapshot directory {}: {} is not a directory",
+            dir.display(),
+            existing.display()
+        ));
+    }
+    access(existing, AccessFlags::W_OK | AccessFlags::X_OK).map_err(|err| {
+        format!(
+            "snapshot directory {}: {} is not writable ({err})",
+            dir.display(),
+            existing.display()
+        )
     })?;
-    Ok(path)
+    if let Some(available) = available_bytes(existing) {
+        if available < needed {
+            return Err(format!(
+                "{} has {} free, the snapshot needs about {}",
+                existing.display(),
+                human_bytes(available),
+                human_bytes(needed)
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Free bytes on the file system holding `dir`, when it can be read.
+fn available_bytes(dir: &Path) -> Option<u64> {
+    let stats = nix::sys::statvfs::statvfs(dir).ok()?;
+    Some(stats.blocks_available() as u64 * stats.fragment_size() as u64)
 }
 
 /// The file name of a snapshot: `<cluster>-<UTC time>-rev<N>.db`.
-pub fn file_name(cluster: &str, at: SystemTime, revision: i64) -> String {
+pub fn file_name(cluster: &ClusterName, at: SystemTime, revision: i64) -> String {
     // 2026-11-21T06:19:00.123Z -> 20261121T061900.123Z: sortable, no colons.
     let time: String = humantime::format_rfc3339_millis(at)
         .to_string()
@@ -262,7 +309,7 @@ mod tests {
     fn file_names_carry_cluster_utc_time_and_revision() {
         let at = humantime::parse_rfc3339("2026-11-21T06:19:00.123Z").unwrap();
         assert_eq!(
-            file_name("prod-a", at, 42),
+            file_name(&ClusterName::new("prod-a").unwrap(), at, 42),
             "prod-a-20261121T061900.123Z-rev42.db"
         );
     }

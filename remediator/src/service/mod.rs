@@ -64,7 +64,7 @@ pub async fn serve(
     listener: std::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
-    let names: Vec<String> = clusters.iter().map(|c| c.name.clone()).collect();
+    let names: Vec<String> = clusters.iter().map(|c| c.name.to_string()).collect();
     let metrics = Arc::new(Metrics::new(&names));
     let stop = CancellationToken::new();
     let (scheduler, interrupted) =

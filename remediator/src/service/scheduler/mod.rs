@@ -179,7 +179,7 @@ impl Scheduler {
         for cluster in clusters {
             let remediator = Remediator::new(cluster.clone()).map_err(super::Error::Cluster)?;
             targets.insert(
-                cluster.name.clone(),
+                cluster.name.to_string(),
                 Target {
                     config: cluster.clone(),
                     remediator: Arc::new(remediator),
