@@ -16,6 +16,7 @@ use crate::model::{
     Alarm, ClusterStatus, EndpointStatus, MemberId, MemberStatus, Membership, ProbeError,
     QuotaSource,
 };
+use crate::quota::{MetricsError, Quota, QuotaReader};
 use crate::transport::Transport;
 
 /// Ask the next member for MemberList/AlarmList when the current one has been silent this
@@ -24,6 +25,11 @@ const HEDGE_AFTER: Duration = Duration::from_millis(200);
 /// A call is never given less than this, even right at a deadline: it reports a timeout
 /// instead of not being made.
 const MIN_CALL_TIMEOUT: Duration = Duration::from_millis(1);
+/// A quota read from `/metrics` changes only when the member restarts (a restart usually shows
+/// as an unanswered Status, which forgets it at once); read it again this often regardless.
+const QUOTA_REFRESH: Duration = Duration::from_secs(60 * 60);
+/// After `/metrics` answered without a quota (or not at all), try again this much later.
+const QUOTA_RETRY: Duration = Duration::from_secs(5 * 60);
 
 /// Collects [`ClusterStatus`] for one configured cluster, keeping one client per member
 /// endpoint and the last membership it saw between collections.
@@ -31,6 +37,7 @@ const MIN_CALL_TIMEOUT: Duration = Duration::from_millis(1);
 pub struct ClusterProbe {
     config: ClusterConfig,
     transport: Transport,
+    quota_reader: QuotaReader,
     state: Mutex<ProbeState>,
 }
 
@@ -43,6 +50,30 @@ struct ProbeState {
     preferred: Option<String>,
     /// Whether each endpoint answered last time, to log changes rather than every failure.
     reachable: HashMap<String, bool>,
+    /// Quotas read from members' `/metrics`, by endpoint.
+    quotas: HashMap<String, LearnedQuota>,
+}
+
+/// What a member's `/metrics` said about its quota, and when.
+#[derive(Debug, Clone)]
+struct LearnedQuota {
+    member: MemberId,
+    version: String,
+    /// `None`: `/metrics` answered, but not with a quota.
+    bytes: Option<u64>,
+    at: Instant,
+}
+
+impl LearnedQuota {
+    /// Still the same process, as far as Status tells, and not too old.
+    fn holds_for(&self, member: MemberId, version: &str) -> bool {
+        let max_age = if self.bytes.is_some() {
+            QUOTA_REFRESH
+        } else {
+            QUOTA_RETRY
+        };
+        self.member == member && self.version == version && self.at.elapsed() < max_age
+    }
 }
 
 /// A member from MemberList, with the client URL chosen to reach it.
@@ -57,13 +88,14 @@ struct KnownMember {
 struct Probed {
     endpoint: String,
     latency: Duration,
-    result: Result<StatusResponse, ProbeError>,
+    result: Result<EndpointStatus, ProbeError>,
 }
 
 impl ClusterProbe {
     pub fn new(config: ClusterConfig) -> Result<Self> {
         Ok(ClusterProbe {
             transport: Transport::new(&config)?,
+            quota_reader: QuotaReader::new(&config)?,
             config,
             state: Mutex::new(ProbeState::default()),
         })
@@ -94,11 +126,92 @@ impl ClusterProbe {
         endpoint: &str,
         timeout: Duration,
     ) -> Result<EndpointStatus, ProbeError> {
-        let client = self
-            .client(endpoint)
-            .map_err(|err| ProbeError::Rpc(err.to_string()))?;
-        let response = client.status(timeout).await?;
-        Ok(endpoint_status(&response, self.config.quota_backend_bytes))
+        self.status_at(endpoint, timeout).await.1
+    }
+
+    /// Status of the member at `endpoint` with its quota, and how long Status itself took.
+    async fn status_at(
+        &self,
+        endpoint: &str,
+        timeout: Duration,
+    ) -> (Duration, Result<EndpointStatus, ProbeError>) {
+        let started = Instant::now();
+        let response = match self.client(endpoint) {
+            Ok(client) => client.status(timeout).await,
+            Err(err) => Err(ProbeError::Rpc(err.to_string())),
+        };
+        let latency = started.elapsed();
+        let result = match response {
+            Ok(response) => {
+                let budget = timeout.saturating_sub(latency).max(MIN_CALL_TIMEOUT);
+                let quota = self.quota_of(endpoint, &response, budget).await;
+                Ok(endpoint_status(&response, quota))
+            }
+            Err(err) => {
+                // Whatever stopped it answering may be a restart with another quota.
+                self.lock().quotas.remove(endpoint);
+                Err(err)
+            }
+        };
+        (latency, result)
+    }
+
+    /// The member's quota: from Status (etcd 3.6+), else from its `/metrics` (read once and
+    /// kept), else the config's or etcd's default.
+    async fn quota_of(&self, endpoint: &str, response: &StatusResponse, budget: Duration) -> Quota {
+        if let Ok(bytes @ 1..) = u64::try_from(response.db_size_quota()) {
+            return Quota {
+                bytes,
+                source: QuotaSource::Status,
+            };
+        }
+        let member = MemberId(response.header().map_or(0, |h| h.member_id()));
+        let version = response.version();
+        let fallback = self.quota_reader.fallback();
+        let as_quota = |bytes: Option<u64>| match bytes {
+            Some(bytes) => Quota {
+                bytes,
+                source: QuotaSource::Metrics,
+            },
+            None => fallback,
+        };
+        if let Some(known) = self
+            .lock()
+            .quotas
+            .get(endpoint)
+            .filter(|known| known.holds_for(member, version))
+        {
+            return as_quota(known.bytes);
+        }
+        let bytes = match self.quota_reader.from_metrics(endpoint, budget).await {
+            Ok(bytes) => {
+                tracing::debug!(cluster = %self.config.name, %endpoint, bytes, "quota read from /metrics");
+                Some(bytes)
+            }
+            // Out of time for this collection: the next one tries again.
+            Err(MetricsError::Timeout { .. }) => return fallback,
+            Err(err) => {
+                tracing::warn!(
+                    cluster = %self.config.name,
+                    %endpoint,
+                    error = %err,
+                    assumed_bytes = fallback.bytes,
+                    assumed_from = fallback.source.as_str(),
+                    "the member reports its quota neither in Status nor on /metrics; set metrics_url if it serves metrics elsewhere"
+                );
+                None
+            }
+        };
+        self.lock().quotas.insert(
+            endpoint.to_string(),
+            LearnedQuota {
+                member,
+                version: version.to_string(),
+                bytes,
+                at: Instant::now(),
+            },
+        );
+        as_quota(bytes)
     }
 
     /// Collects the cluster's status; every call to a member may take up to `timeout`.
@@ -199,14 +312,10 @@ impl ClusterProbe {
 
     async fn probe_all(&self, endpoints: &[String], timeout: Duration) -> Vec<Probed> {
         join_all(endpoints.iter().map(|endpoint| async move {
-            let started = Instant::now();
-            let result = match self.client(endpoint) {
-                Ok(client) => client.status(timeout).await,
-                Err(err) => Err(ProbeError::Rpc(err.to_string())),
-            };
+            let (latency, result) = self.status_at(endpoint, timeout).await;
             Probed {
                 endpoint: endpoint.clone(),
-                latency: started.elapsed(),
+                latency,
                 result,
             }
         }))
@@ -245,6 +354,7 @@ impl ClusterProbe {
             state
                 .reachable
                 .retain(|endpoint, _| keep.contains(&endpoint));
+            state.quotas.retain(|endpoint, _| keep.contains(&endpoint));
             state.members = members;
         }
         state.preferred = Some(answered_by.to_string());
@@ -261,9 +371,7 @@ impl ClusterProbe {
         let mut members: Vec<MemberStatus> = probed
             .into_iter()
             .map(|probed| {
-                let status = probed
-                    .result
-                    .map(|response| endpoint_status(&response, self.config.quota_backend_bytes));
+                let status = probed.result;
                 let answered_as = status.as_ref().ok().map(|s| s.member_id);
                 let listed = known.iter().find(|m| match answered_as {
                     Some(id) => m.id == id,
@@ -369,12 +477,8 @@ fn choose_endpoint(member: &ListedMember, seeds: &[String]) -> Option<String> {
         .cloned()
 }
 
-fn endpoint_status(response: &StatusResponse, configured_quota: u64) -> EndpointStatus {
+fn endpoint_status(response: &StatusResponse, quota: Quota) -> EndpointStatus {
     let header = response.header();
-    let (quota_bytes, quota_source) = match u64::try_from(response.db_size_quota()) {
-        Ok(quota) if quota > 0 => (quota, QuotaSource::Server),
-        _ => (configured_quota, QuotaSource::Config),
-    };
     EndpointStatus {
         member_id: MemberId(header.map_or(0, |h| h.member_id())),
         cluster_id: header.map_or(0, |h| h.cluster_id()),
@@ -383,8 +487,8 @@ fn endpoint_status(response: &StatusResponse, configured_quota: u64) -> Endpoint
         storage_version: Some(response.storage_version().to_string()).filter(|v| !v.is_empty()),
         db_size_bytes: u64::try_from(response.db_size()).unwrap_or(0),
         db_size_in_use_bytes: u64::try_from(response.raft_used_db_size()).unwrap_or(0),
-        quota_bytes,
-        quota_source,
+        quota_bytes: quota.bytes,
+        quota_source: quota.source,
         leader: Some(response.leader())
             .filter(|&leader| leader != 0)
             .map(MemberId),

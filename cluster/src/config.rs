@@ -45,7 +45,10 @@ pub struct ClusterConfig {
     /// Present exactly when the endpoints are `https://`.
     pub tls: Option<ClientTls>,
     pub credentials: Option<Credentials>,
-    pub quota_backend_bytes: u64,
+    /// The quota to assume when a member reports it neither in Status nor on `/metrics`.
+    pub quota_backend_bytes: Option<u64>,
+    /// `/metrics` location template with `{host}`; `None`: `<client URL>/metrics`.
+    pub metrics_url: Option<String>,
     pub status_timeout: Duration,
     pub remediation: RemediationSettings,
     /// An alert names this cluster when it carries every one of these labels.
@@ -342,10 +345,18 @@ fn resolve_cluster(
         .as_ref()
         .and_then(|auth| resolve_auth(auth, base, &format!("{key}.auth"), problems));
 
-    if file.quota_backend_bytes == 0 {
+    if file.quota_backend_bytes == Some(0) {
         problems.push(
             format!("{key}.quota_backend_bytes"),
             "must be positive (etcd's default is 2147483648)",
+        );
+    }
+    if let Some(template) = &file.metrics_url {
+        check_metrics_url(
+            template,
+            tls.is_some(),
+            &format!("{key}.metrics_url"),
+            problems,
         );
     }
     if file.status_timeout.is_zero() {
@@ -372,10 +383,32 @@ fn resolve_cluster(
         tls,
         credentials,
         quota_backend_bytes: file.quota_backend_bytes,
+        metrics_url: file.metrics_url.clone(),
         status_timeout: file.status_timeout,
         remediation: remediation?,
         alert_labels,
     })
+}
+
+/// `metrics_url` must name each member's own host and be a plain URL once it does.
+fn check_metrics_url(template: &str, tls: bool, key: &str, problems: &mut ConfigProblems) {
+    let example = "such as http://{host}:2381/metrics";
+    if !template.contains("{host}") {
+        problems.push(
+            key,
+            format!("{template:?} has no {{host}}: each member serves its own metrics, {example}"),
+        );
+        return;
+    }
+    match url::Url::parse(&template.replace("{host}", "127.0.0.1")) {
+        Ok(url) if url.scheme() == "https" && !tls => problems.push(
+            key,
+            format!("{template:?} is https:// but the cluster has no TLS settings; use http:// or https:// endpoints"),
+        ),
+        Ok(url) if matches!(url.scheme(), "http" | "https") => {}
+        Ok(_) => problems.push(key, format!("{template:?} must start with http:// or https://, {example}")),
+        Err(err) => problems.push(key, format!("{template:?} is not a URL ({err}), {example}")),
+    }
 }
 
 fn resolve_auth(

@@ -6,6 +6,7 @@
 //! - `tls`: rustls client settings built from the config's certificate files.
 //! - [`transport`]: the pooled HTTP/2 connections (TLS included) under one cluster's clients.
 //! - [`member_client`]: one etcd client per member endpoint, with timeouts and error sorting.
+//! - [`quota`]: the quota each member enforces, from Status or its `/metrics`.
 //! - [`defrag_rule`]: which members need defragmenting, from their live Status.
 //! - `hedge`: asking several members for one cluster-wide answer, first answer wins.
 //! - [`collect`]: Status, MemberList and AlarmList of one cluster, concurrently.
@@ -23,6 +24,7 @@ mod error;
 mod hedge;
 pub mod member_client;
 pub mod model;
+pub mod quota;
 mod secret;
 pub mod shutdown;
 pub mod table;

@@ -111,13 +111,40 @@ impl Serialize for ProbeError {
 }
 
 /// Where a member's quota figure came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum QuotaSource {
-    /// The member reported `dbSizeQuota` (etcd 3.6 and later).
-    Server,
-    /// `quota_backend_bytes` from the config, for servers that do not report it.
+    /// The member reported `dbSizeQuota` in Status (etcd 3.6 and later).
+    Status,
+    /// The member's own `/metrics` gauge `etcd_server_quota_backend_bytes` (etcd 3.4, 3.5).
+    Metrics,
+    /// `quota_backend_bytes` from the config: the member reported it nowhere.
     Config,
+    /// etcd's default, 2 GiB: reported nowhere and not configured.
+    Default,
+}
+
+impl QuotaSource {
+    pub const ALL: [QuotaSource; 4] = [
+        QuotaSource::Status,
+        QuotaSource::Metrics,
+        QuotaSource::Config,
+        QuotaSource::Default,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QuotaSource::Status => "status",
+            QuotaSource::Metrics => "metrics",
+            QuotaSource::Config => "config",
+            QuotaSource::Default => "default",
+        }
+    }
+
+    /// Not reported by the member itself.
+    pub fn is_assumed(self) -> bool {
+        matches!(self, QuotaSource::Config | QuotaSource::Default)
+    }
 }
 
 /// One member's answer to Maintenance Status.
@@ -125,6 +152,9 @@ pub enum QuotaSource {
 pub struct EndpointStatus {
     /// The ID of the member that answered (from the response header).
     pub member_id: MemberId,
+    /// Written as 16 hex digits, like member IDs: as a JSON number it would lose precision
+    /// above 2^53 in jq and JavaScript.
+    #[serde(serialize_with = "hex_id")]
     pub cluster_id: u64,
     pub revision: i64,
     pub version: String,
@@ -210,6 +240,7 @@ impl MemberStatus {
 /// Membership as MemberList reported it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Membership {
+    #[serde(serialize_with = "hex_id")]
     pub cluster_id: u64,
     pub voting_members: usize,
     pub learners: usize,
@@ -254,6 +285,10 @@ impl ClusterStatus {
     pub fn has_alarm(&self, alarm: AlarmKind) -> bool {
         matches!(&self.alarms, Ok(alarms) if alarms.iter().any(|a| a.alarm == alarm))
     }
+}
+
+fn hex_id<S: Serializer>(id: &u64, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(&format_args!("{id:016x}"))
 }
 
 fn seconds<S: Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
@@ -361,6 +396,30 @@ mod tests {
         assert_eq!(
             cluster(vec![status(1, Some(2)), down]).agreed_leader(),
             Some(MemberId(2))
+        );
+    }
+
+    #[test]
+    fn cluster_ids_serialise_as_sixteen_hex_digits_like_member_ids() {
+        let mut status = status(1, Some(1));
+        if let Ok(answer) = &mut status.status {
+            answer.cluster_id = 0xfedc_ba98_7654_3210;
+        }
+        let mut cluster = cluster(vec![status]);
+        cluster.membership = Ok(Membership {
+            cluster_id: 0xfedc_ba98_7654_3210,
+            voting_members: 1,
+            learners: 0,
+        });
+        let json = serde_json::to_value(&cluster).unwrap();
+        assert_eq!(json["membership"]["ok"]["cluster_id"], "fedcba9876543210");
+        assert_eq!(
+            json["members"][0]["status"]["ok"]["cluster_id"],
+            "fedcba9876543210"
+        );
+        assert_eq!(
+            json["members"][0]["status"]["ok"]["member_id"],
+            "0000000000000001"
         );
     }
 

@@ -1,7 +1,7 @@
 //! The status table, laid out like `talosctl etcd status` so that people who know that
 //! output can read this one without a legend.
 
-use crate::model::{ClusterStatus, MemberStatus};
+use crate::model::{ClusterStatus, MemberStatus, QuotaSource};
 
 const HEADERS: [&str; 13] = [
     "ENDPOINT",
@@ -20,7 +20,8 @@ const HEADERS: [&str; 13] = [
 ];
 
 /// Renders one row per member. A leading CLUSTER column appears when more than one cluster
-/// is shown. Cells that an unreachable member could not fill show `-`.
+/// is shown. Cells that an unreachable member could not fill show `-`. Below the table, a
+/// note for every quota that is only assumed (the members did not report theirs).
 pub fn render(clusters: &[ClusterStatus]) -> String {
     let with_cluster = clusters.len() > 1;
     let mut rows: Vec<Vec<String>> = Vec::new();
@@ -49,7 +50,44 @@ pub fn render(clusters: &[ClusterStatus]) -> String {
             rows.push(row);
         }
     }
-    align(&rows)
+    let mut out = align(&rows);
+    for note in clusters.iter().flat_map(|c| quota_note(c, with_cluster)) {
+        out.push_str(&note);
+        out.push('\n');
+    }
+    out
+}
+
+/// "quota assumed for m0, m1: 2.1 GB, etcd's default (...)", when some members' quota came
+/// from the config or the default rather than from the members.
+fn quota_note(cluster: &ClusterStatus, with_cluster: bool) -> Option<String> {
+    let assumed: Vec<(&MemberStatus, u64, QuotaSource)> = cluster
+        .members
+        .iter()
+        .filter_map(|m| {
+            let s = m.reachable()?;
+            s.quota_source
+                .is_assumed()
+                .then_some((m, s.quota_bytes, s.quota_source))
+        })
+        .collect();
+    let (_, bytes, source) = *assumed.first()?;
+    let names: Vec<String> = assumed.iter().map(|(m, ..)| m.display_name()).collect();
+    let prefix = if with_cluster {
+        format!("{}: ", cluster.cluster)
+    } else {
+        String::new()
+    };
+    let origin = match source {
+        QuotaSource::Config => "quota_backend_bytes from the config",
+        _ => "etcd's default",
+    };
+    Some(format!(
+        "{prefix}quota assumed for {}: {}, {origin}; not reported in Status (etcd < 3.6) or on \
+         /metrics (set metrics_url if the members serve it elsewhere)",
+        names.join(", "),
+        human_bytes(bytes)
+    ))
 }
 
 fn member_row(member: &MemberStatus) -> Vec<String> {
@@ -183,7 +221,7 @@ mod tests {
                         db_size_bytes: 21_000_000,
                         db_size_in_use_bytes: 6_000_000,
                         quota_bytes: 2_147_483_648,
-                        quota_source: QuotaSource::Config,
+                        quota_source: QuotaSource::Metrics,
                         leader: Some(MemberId(0xa)),
                         raft_term: 4,
                         raft_index: 53391,
@@ -215,7 +253,16 @@ ENDPOINT             NAME   MEMBER             DB SIZE   IN USE            LEADE
 http://127.0.0.1:1   m0     000000000000000a   21 MB     6.0 MB (28.57%)   000000000000000a   53391        4           53391                false     3.5.1                alarm:NOSPACE
 http://127.0.0.1:2   m1     000000000000000b   -         -                 -                  -            -           -                    false     -          -         no answer within 1s
 ";
-        let got = render(&[cluster]);
+        let got = render(std::slice::from_ref(&cluster));
         assert_eq!(got, expected, "expected:\n{expected}\ngot:\n{got}");
+
+        // A quota nobody reported is marked under the table.
+        let mut assumed = cluster;
+        if let Ok(status) = &mut assumed.members[0].status {
+            status.quota_source = QuotaSource::Default;
+        }
+        let got = render(&[assumed]);
+        let note = "quota assumed for m0: 2.1 GB, etcd's default; not reported in Status (etcd < 3.6) or on /metrics (set metrics_url if the members serve it elsewhere)\n";
+        assert!(got.ends_with(note), "got:\n{got}");
     }
 }

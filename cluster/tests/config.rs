@@ -262,7 +262,7 @@ fn a_valid_config_resolves_defaults_relative_paths_and_hides_the_password() {
     let a = config.cluster("prod-a").unwrap();
     assert_eq!(a.endpoints, vec!["http://127.0.0.1:2379"]);
     assert!(a.discover_members);
-    assert_eq!(a.quota_backend_bytes, 2 * 1024 * 1024 * 1024);
+    assert_eq!(a.quota_backend_bytes, None);
     assert_eq!(a.status_timeout, Duration::from_secs(5));
     let credentials = a.credentials.as_ref().unwrap();
     assert_eq!(credentials.username, "root");
@@ -274,7 +274,7 @@ fn a_valid_config_resolves_defaults_relative_paths_and_hides_the_password() {
 
     let b = config.cluster("prod-b").unwrap();
     assert!(!b.discover_members);
-    assert_eq!(b.quota_backend_bytes, 8 * 1024 * 1024 * 1024);
+    assert_eq!(b.quota_backend_bytes, Some(8 * 1024 * 1024 * 1024));
     assert_eq!(b.status_timeout, Duration::from_millis(1500));
     assert_eq!(config.cluster_names(), vec!["prod-a", "prod-b"]);
 }

@@ -6,9 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use etcdmedic_cluster::binary::LogArgs;
-use etcdmedic_cluster::config::file::{
-    AuthFile, ClusterFile, TlsFile, DEFAULT_QUOTA_BACKEND_BYTES,
-};
+use etcdmedic_cluster::config::file::{AuthFile, ClusterFile, TlsFile};
 
 use crate::targets::DEFAULT_MAX_CONCURRENT_CLUSTERS;
 
@@ -110,9 +108,10 @@ pub struct StatusArgs {
     /// Only ask the given endpoints; do not discover other members through MemberList.
     #[arg(long, requires = "endpoints")]
     pub no_discovery: bool,
-    /// Quota to show for servers that do not report theirs (etcd before 3.6).
-    #[arg(long, default_value_t = DEFAULT_QUOTA_BACKEND_BYTES, requires = "endpoints")]
-    pub quota_backend_bytes: u64,
+    /// Quota to assume for members that report theirs neither in Status (etcd 3.6+) nor on
+    /// their /metrics (default: etcd's, 2 GiB).
+    #[arg(long, requires = "endpoints")]
+    pub quota_backend_bytes: Option<u64>,
     /// How long each member may take to answer (default: the config's status_timeout, or 5s).
     #[arg(long, value_parser = humantime::parse_duration)]
     pub timeout: Option<Duration>,
@@ -149,6 +148,7 @@ impl StatusArgs {
                 password_env: None,
             }),
             quota_backend_bytes: self.quota_backend_bytes,
+            metrics_url: None,
             status_timeout: self
                 .timeout
                 .unwrap_or(etcdmedic_cluster::config::file::DEFAULT_STATUS_TIMEOUT),

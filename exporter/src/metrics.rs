@@ -78,7 +78,7 @@ fn member_gauges() -> [MemberGauge; 11] {
         },
         MemberGauge {
             name: "etcdmedic_member_quota_backend",
-            help: "Backend quota; etcd raises NOSPACE when the db size reaches it. Reported by etcd 3.6+, else taken from the config.",
+            help: "Backend quota; etcd raises NOSPACE when the db size reaches it. From Status (3.6+) or the member's /metrics; etcdmedic_member_quota_source says which.",
             unit: Some(Unit::Bytes),
             value: |m| when_up(m, |s| s.quota_bytes.into()),
         },
@@ -223,6 +223,19 @@ impl Collector for StatusCollector {
                         (labels, member.has_alarm(alarm).into())
                     })
                 }),
+        )?;
+
+        Self::gauge(
+            &mut encoder,
+            "etcdmedic_member_quota_source",
+            "Always 1; source says where the quota came from: status (etcd 3.6+ Status), metrics (the member's /metrics), or, only assumed, config (quota_backend_bytes) or default (2 GiB).",
+            None,
+            self.members().filter_map(|(cluster, member)| {
+                let status = member.reachable()?;
+                let mut labels = Self::member_labels(cluster, member);
+                labels.push(("source", status.quota_source.as_str().into()));
+                Some((labels, Value::Int(1)))
+            }),
         )?;
 
         Self::gauge(

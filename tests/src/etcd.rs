@@ -53,6 +53,7 @@ pub struct EtcdClusterBuilder {
     auth: bool,
     data_on_disk: bool,
     restore_from: Option<PathBuf>,
+    metrics_listener: bool,
 }
 
 impl EtcdClusterBuilder {
@@ -94,6 +95,13 @@ impl EtcdClusterBuilder {
         self
     }
 
+    /// Every member also serves `/metrics` on a port of its own (`--listen-metrics-urls`),
+    /// see [`EtcdCluster::metrics_port`].
+    pub fn metrics_listener(mut self) -> Self {
+        self.metrics_listener = true;
+        self
+    }
+
     /// Data on the real disk rather than tmpfs, for measurements where fsync matters.
     pub fn data_on_disk(mut self) -> Self {
         self.data_on_disk = true;
@@ -123,6 +131,7 @@ impl EtcdClusterBuilder {
             auth: false,
             password_file,
             quota_backend_bytes: self.quota_backend_bytes,
+            metrics_listener: self.metrics_listener,
             dir,
         };
         // A port picked as free can be taken by someone else before etcd binds it; start
@@ -181,6 +190,7 @@ pub struct EtcdCluster {
     auth: bool,
     password_file: PathBuf,
     quota_backend_bytes: Option<u64>,
+    metrics_listener: bool,
     // Last: removed after the processes are gone.
     dir: TempDir,
 }
@@ -192,6 +202,8 @@ struct Member {
     name: String,
     client_port: u16,
     peer_port: u16,
+    /// `--listen-metrics-urls` port, when the cluster has one.
+    metrics_port: Option<u16>,
     args: Vec<String>,
     process: Option<Running>,
 }
@@ -217,6 +229,7 @@ impl EtcdCluster {
             auth: false,
             data_on_disk: false,
             restore_from: None,
+            metrics_listener: false,
         }
     }
 
@@ -280,9 +293,21 @@ impl EtcdCluster {
         self.quota_backend_bytes
     }
 
+    /// The port member `index` serves `/metrics` on besides its client URL, when the cluster
+    /// was built with [`EtcdClusterBuilder::metrics_listener`].
+    pub fn metrics_port(&self, index: usize) -> Option<u16> {
+        self.members[index].metrics_port
+    }
+
     fn plan_members(&self, count: usize) -> Result<Vec<Member>> {
-        let ports: Vec<(u16, u16)> = free_ports(2 * count)?
-            .chunks(2)
+        let per_member = if self.metrics_listener { 3 } else { 2 };
+        let all = free_ports(per_member * count)?;
+        let metrics_ports: Vec<Option<u16>> = all
+            .chunks(per_member)
+            .map(|ports| ports.get(2).copied())
+            .collect();
+        let ports: Vec<(u16, u16)> = all
+            .chunks(per_member)
             .map(|pair| (pair[0], pair[1]))
             .collect();
         let initial_cluster = ports
@@ -293,15 +318,23 @@ impl EtcdCluster {
             .join(",");
         Ok(ports
             .iter()
+            .zip(metrics_ports)
             .enumerate()
-            .map(|(i, &(client_port, peer_port))| {
-                self.member(
+            .map(|(i, (&(client_port, peer_port), metrics_port))| {
+                let mut member = self.member(
                     format!("m{i}"),
                     client_port,
                     peer_port,
                     &initial_cluster,
                     "new",
-                )
+                );
+                if let Some(port) = metrics_port {
+                    member
+                        .args
+                        .push(format!("--listen-metrics-urls=http://127.0.0.1:{port}"));
+                    member.metrics_port = Some(port);
+                }
+                member
             })
             .collect())
     }
@@ -328,6 +361,7 @@ impl EtcdCluster {
             name,
             client_port,
             peer_port,
+            metrics_port: None,
             args,
             process: None,
         }

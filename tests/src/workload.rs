@@ -88,6 +88,33 @@ pub async fn commit_backends(members: &[Client]) -> Result<()> {
     Ok(())
 }
 
+/// Writes new keys of `value_bytes` (all of them stay in use) until the member `client`
+/// talks to reports a db size of at least `target_bytes`; returns that size. Gives up after
+/// `max_puts`.
+pub async fn fill_until(
+    client: &mut Client,
+    target_bytes: u64,
+    value_bytes: usize,
+    max_puts: usize,
+) -> Result<u64> {
+    let value = vec![b'f'; value_bytes];
+    for index in 0..max_puts {
+        let size = u64::try_from(client.status().await?.db_size()).unwrap_or(0);
+        if size >= target_bytes {
+            return Ok(size);
+        }
+        client
+            .put(
+                format!("/etcdmedic/fill-to/{index:06}"),
+                value.clone(),
+                None,
+            )
+            .await
+            .with_context(|| format!("filling to {target_bytes} bytes: put {index} at {size}"))?;
+    }
+    bail!("{max_puts} puts of {value_bytes} bytes did not reach a db size of {target_bytes}")
+}
+
 /// Writes new keys of `value_bytes` until etcd refuses with "database space exceeded";
 /// returns how many puts succeeded. Gives up after `max_puts`.
 pub async fn fill_to_nospace(

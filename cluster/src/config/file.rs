@@ -38,9 +38,14 @@ pub struct ClusterFile {
     pub tls: Option<TlsFile>,
     #[serde(default)]
     pub auth: Option<AuthFile>,
-    /// Used when the server does not report its quota (etcd before 3.6).
-    #[serde(default = "default_quota")]
-    pub quota_backend_bytes: u64,
+    /// Used only when a member reports its quota neither in Status (etcd 3.6+) nor on its
+    /// `/metrics`; then etcd's default, 2 GiB.
+    #[serde(default)]
+    pub quota_backend_bytes: Option<u64>,
+    /// Where members serve `/metrics` when not on their client URL (`--listen-metrics-urls`),
+    /// with `{host}` for the member's host: `http://{host}:2381/metrics`.
+    #[serde(default)]
+    pub metrics_url: Option<String>,
     /// How long one member may take to answer one call.
     #[serde(default = "default_status_timeout", with = "humantime_serde")]
     pub status_timeout: Duration,
@@ -243,10 +248,6 @@ pub enum LeaderMoveFailure {
 
 fn default_true() -> bool {
     true
-}
-
-fn default_quota() -> u64 {
-    DEFAULT_QUOTA_BACKEND_BYTES
 }
 
 fn default_status_timeout() -> Duration {

@@ -20,7 +20,7 @@ async fn bad_configs_are_refused_at_start_naming_the_file_and_key() -> Result<()
         (
             "unknown-key.yaml",
             "clusters:\n  - name: a\n    endpoints: [http://127.0.0.1:2379]\n    tls: {ca_fle: ca.pem}\n",
-            "clusters[0].tls: unknown field `ca_fle`",
+            "clusters[0].tls.ca_fle: unknown key, did you mean `ca_file`? (expected one of `ca_file`,",
         ),
         (
             "missing-ca.yaml",
@@ -234,6 +234,48 @@ async fn sighup_and_post_reload_replace_the_clusters_and_a_bad_file_keeps_the_ol
     ensure!(
         reload_ok(&text, "1") && !text.contains("etcd_cluster=\"second\""),
         "{text}"
+    );
+    Ok(())
+}
+
+/// `etcdmedic-remediator serve --config.check` checks the places on disk a run and the
+/// service would write, as a run would find them, and creates nothing.
+#[tokio::test]
+async fn remediator_config_check_refuses_a_snapshot_dir_or_state_path_it_cannot_write() -> Result<()>
+{
+    let dir = tempfile::tempdir()?;
+    let blocker = dir.path().join("a-file");
+    std::fs::write(&blocker, "")?;
+    let yaml = format!(
+        "remediation: {{snapshot_dir: {0}/snapshots}}\nremediator: {{state_path: {0}/state.sqlite}}\nclusters:\n  - name: a\n    endpoints: [http://127.0.0.1:2379]\n",
+        blocker.display()
+    );
+    let config = write_file(dir.path(), "places.yaml", &yaml)?;
+    let output = tokio::process::Command::new(project_binary("etcdmedic-remediator")?)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .arg("--config.check")
+        .output()
+        .await?;
+    let err = stderr(&output);
+    ensure!(
+        output.status.code() == Some(2),
+        "exit {:?}: {err}",
+        output.status.code()
+    );
+    ensure!(
+        err.contains(&format!(
+            "clusters[0].remediation.snapshot_dir: snapshot directory {0}/snapshots/a: {0} is not a directory",
+            blocker.display()
+        )),
+        "{err}"
+    );
+    ensure!(
+        err.contains(&format!(
+            "remediator.state_path: state directory {0}: {0} is not a directory",
+            blocker.display()
+        )),
+        "{err}"
     );
     Ok(())
 }

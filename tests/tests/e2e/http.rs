@@ -85,7 +85,7 @@ async fn probe_without_or_with_an_unknown_target_is_a_400_naming_the_clusters() 
 async fn health_readiness_and_the_landing_page_answer_without_etcd() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let yaml = format!(
-        "clusters:\n  - name: a&b\n    endpoints: [http://127.0.0.1:{}]\n",
+        "clusters:\n  - name: a.b-c_d\n    endpoints: [http://127.0.0.1:{}]\n",
         free_port()?
     );
     let exporter = RunningExporter::start(&write_file(dir.path(), "c.yaml", &yaml)?).await?;
@@ -95,16 +95,12 @@ async fn health_readiness_and_the_landing_page_answer_without_etcd() -> Result<(
     ensure!(status == 200);
     for link in [
         r#"href="/metrics""#,
-        r#"href="/probe?target=a%26b""#,
+        r#"href="/probe?target=a.b-c_d""#,
         r#"href="/healthz""#,
         r#"href="/readyz""#,
     ] {
         ensure!(page.contains(link), "landing page lacks {link}: {page}");
     }
-    ensure!(
-        page.contains("/probe?target=a&amp;b"),
-        "names are escaped in the page"
-    );
 
     let posted = etcdmedic_tests::http_client()
         .post(format!("{}/metrics", exporter.base_url))

@@ -6,6 +6,8 @@
 //! - `security`: TLS with client certificates, `server_name`, `insecure_skip_verify`, auth.
 //! - `http`: `/probe`, `/healthz`, `/readyz`, the landing page, a dead cluster beside a live one.
 //! - `status_command`: the `status` table and JSON, `--endpoints` mode, exit statuses.
+//! - `quota`: the quota each member enforces, learned from Status or its `/metrics`, and a
+//!   nearly full cluster under a small quota defragmented.
 //! - `remediation`: the remediation engine and `run`: leader last, NOSPACE, refusals,
 //!   faults during a run, dry runs, snapshot restore.
 //! - `service`: `etcdmedic-remediator serve` with real Alertmanagers: remediation from an
@@ -31,6 +33,7 @@ mod deploy;
 mod http;
 mod live_prometheus;
 mod metrics;
+mod quota;
 mod remediation;
 mod security;
 mod service;

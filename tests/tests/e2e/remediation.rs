@@ -440,12 +440,73 @@ async fn an_unwritable_snapshot_dir_is_refused_before_any_change() -> Result<()>
     ensure_refused(&report, "snapshot directory")?;
     let (report, _) = remediate(config(&cluster, &snapshots, "")?, cli()).await?;
     ensure_refused(&report, "snapshot directory")?;
-    ensure!(report
-        .reason
-        .as_deref()
-        .unwrap_or_default()
-        .contains("Not a directory"));
+    let reason = report.reason.as_deref().unwrap_or_default();
+    ensure!(
+        reason.contains("not-a-directory is not a directory"),
+        "{reason}"
+    );
+    ensure!(!blocker.join("snapshots").exists());
     ensure!(untouched(&cluster, scratch.path()).await? == before);
+    ensure!(assert_one_defrag_at_a_time(&cluster)?
+        .iter()
+        .all(|&n| n == 0));
+    Ok(())
+}
+
+/// A snapshot directory on a file system without room for the snapshot: the run is refused
+/// before it creates anything there, not even the cluster's directory or its lock file. The
+/// file system is a 1 MiB tmpfs mounted in a mount namespace of the command's own, so it
+/// disappears with the command.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_dir_without_room_is_refused_and_leaves_nothing_behind() -> Result<()> {
+    let cluster = EtcdCluster::builder(EtcdVersion::V3_5)
+        .members(3)
+        .start()
+        .await?;
+    fragment(&cluster.clients().await?, Fragmentation::default()).await?;
+    let small = tempfile::tempdir()?;
+    let snapshots = small.path().join("snapshots");
+    let yaml = format!(
+        "remediation:\n  snapshot_dir: {}\n  settle_time: 0s\n  defrag_rule: \"{TEST_RULE}\"\nclusters:\n{}",
+        snapshots.display(),
+        cluster.config_entry("it")
+    );
+    let config = cluster.dir().join("small.yaml");
+    std::fs::write(&config, yaml)?;
+    let script = r#"mount -t tmpfs -o size=1m etcdmedic-test "$1" || exit 99
+"$2" run --config "$3" --cluster it
+echo "exit $?"
+echo "left in the snapshot file system: [$(ls -A "$1")]""#;
+    let output = tokio::process::Command::new("unshare")
+        .args([
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            script,
+            "sh",
+        ])
+        .arg(small.path())
+        .arg(project_binary("etcdmedic-remediator")?)
+        .arg(&config)
+        .kill_on_drop(true)
+        .output()
+        .await
+        .context("running the remediator in a mount namespace of its own")?;
+    let text = format!("{}{}", stdout(&output), stderr(&output));
+    ensure!(output.status.code() == Some(0), "the script failed: {text}");
+    ensure!(text.contains("failed: cluster it"), "{text}");
+    ensure!(
+        text.contains("reason: refused: ")
+            && text.contains("has 1.0 MB free, the snapshot needs about"),
+        "{text}"
+    );
+    ensure!(text.contains("exit 1\n"), "{text}");
+    ensure!(
+        text.contains("left in the snapshot file system: []"),
+        "a refused run must leave no directory or lock file: {text}"
+    );
     ensure!(assert_one_defrag_at_a_time(&cluster)?
         .iter()
         .all(|&n| n == 0));

@@ -61,6 +61,7 @@ pub struct EtcdctlStatus {
 #[derive(Debug, Clone, Deserialize)]
 pub struct EtcdctlHeader {
     pub member_id: u64,
+    pub cluster_id: u64,
 }
 
 pub fn etcdctl_endpoint_status(cluster: &EtcdCluster) -> Result<Vec<EtcdctlEndpoint>> {

@@ -1,0 +1,260 @@
+//! The space quota each member enforces. etcd 3.6 reports it in Status (`dbSizeQuota`);
+//! before 3.6 only the member's own `/metrics` says it (`etcd_server_quota_backend_bytes`,
+//! served on the client URL, or where `--listen-metrics-urls` puts it). The config's
+//! `quota_backend_bytes` is used only when neither answers, then etcd's 2 GiB default. A
+//! guessed quota is dangerous both ways: too high and a nearly full member looks fine until
+//! NOSPACE, too low and healthy members get defragmented.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{HeaderValue, USER_AGENT};
+use http::{Request, StatusCode, Uri};
+use http_body_util::{BodyExt, Empty};
+use hyper_rustls::{FixedServerNameResolver, HttpsConnector, HttpsConnectorBuilder};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use rustls::{ClientConfig, RootCertStore};
+
+use crate::config::file::DEFAULT_QUOTA_BACKEND_BYTES;
+use crate::config::ClusterConfig;
+use crate::error::{Error, Result};
+use crate::model::QuotaSource;
+
+/// The gauge etcd (3.4 and later) publishes with its quota.
+const QUOTA_METRIC: &str = "etcd_server_quota_backend_bytes";
+/// etcd's `/metrics` is a few hundred kB; reading stops at the gauge, and never past this.
+const MAX_METRICS_BYTES: usize = 16 * 1024 * 1024;
+const USER_AGENT_VALUE: &str = concat!("etcdmedic/", env!("CARGO_PKG_VERSION"));
+
+/// A member's quota and where the figure came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quota {
+    pub bytes: u64,
+    pub source: QuotaSource,
+}
+
+/// Why `/metrics` did not give the quota.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MetricsError {
+    #[error("{url}: no answer within {after:?}")]
+    Timeout { url: String, after: Duration },
+    #[error("{url}: {message}")]
+    Failed { url: String, message: String },
+}
+
+/// Reads quotas from members' `/metrics`, over HTTP/1.1 with the cluster's TLS settings.
+#[derive(Clone)]
+pub struct QuotaReader {
+    /// `metrics_url` with `{host}`, or `None` for `<client URL>/metrics`.
+    template: Option<String>,
+    configured: Option<u64>,
+    http: Arc<Client<HttpsConnector<HttpConnector>, Empty<Bytes>>>,
+}
+
+impl std::fmt::Debug for QuotaReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QuotaReader")
+            .field("template", &self.template)
+            .finish_non_exhaustive()
+    }
+}
+
+impl QuotaReader {
+    pub fn new(cluster: &ClusterConfig) -> Result<Self> {
+        let tls = match &cluster.tls {
+            Some(tls) => (*tls.config).clone(),
+            None => ClientConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .map_err(|err| Error::Tls {
+                cluster: cluster.name.to_string(),
+                message: err.to_string(),
+            })?
+            .with_root_certificates(RootCertStore::empty())
+            .with_no_client_auth(),
+        };
+        let mut tcp = HttpConnector::new();
+        tcp.enforce_http(false);
+        tcp.set_connect_timeout(Some(cluster.status_timeout));
+        let builder = HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http();
+        let builder = match cluster.tls.as_ref().and_then(|tls| tls.server_name.clone()) {
+            Some(name) => builder.with_server_name_resolver(FixedServerNameResolver::new(name)),
+            None => builder,
+        };
+        let connector = builder.enable_http1().wrap_connector(tcp);
+        Ok(QuotaReader {
+            template: cluster.metrics_url.clone(),
+            configured: cluster.quota_backend_bytes,
+            http: Arc::new(Client::builder(TokioExecutor::new()).build(connector)),
+        })
+    }
+
+    /// The quota to use when the member does not say: the config's, else etcd's default.
+    pub fn fallback(&self) -> Quota {
+        match self.configured {
+            Some(bytes) => Quota {
+                bytes,
+                source: QuotaSource::Config,
+            },
+            None => Quota {
+                bytes: DEFAULT_QUOTA_BACKEND_BYTES,
+                source: QuotaSource::Default,
+            },
+        }
+    }
+
+    /// Where the member at client URL `endpoint` serves its metrics.
+    pub fn metrics_url(&self, endpoint: &str) -> String {
+        match &self.template {
+            Some(template) => template.replace("{host}", endpoint_host(endpoint)),
+            None => format!("{endpoint}/metrics"),
+        }
+    }
+
+    /// The quota the member at `endpoint` reports on its `/metrics`.
+    pub async fn from_metrics(
+        &self,
+        endpoint: &str,
+        timeout: Duration,
+    ) -> Result<u64, MetricsError> {
+        let url = self.metrics_url(endpoint);
+        tokio::time::timeout(timeout, self.read(&url))
+            .await
+            .unwrap_or_else(|_| {
+                Err(MetricsError::Timeout {
+                    url: url.clone(),
+                    after: timeout,
+                })
+            })
+    }
+
+    async fn read(&self, url: &str) -> Result<u64, MetricsError> {
+        let failed = |message: String| MetricsError::Failed {
+            url: url.to_string(),
+            message,
+        };
+        let uri: Uri = url
+            .parse()
+            .map_err(|err| failed(format!("not a URL: {err}")))?;
+        let request = Request::get(uri)
+            .header(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE))
+            .body(Empty::new())
+            .map_err(|err| failed(err.to_string()))?;
+        let response = self
+            .http
+            .request(request)
+            .await
+            .map_err(|err| failed(error_chain(&err)))?;
+        if response.status() != StatusCode::OK {
+            return Err(failed(format!("answered {}", response.status())));
+        }
+        let mut body = response.into_body();
+        let mut pending = Vec::new();
+        let mut read = 0;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|err| failed(error_chain(&err)))?;
+            let Some(data) = frame.data_ref() else {
+                continue;
+            };
+            read += data.len();
+            pending.extend_from_slice(data);
+            // Only whole lines are looked at; the unfinished last one waits for more.
+            let complete = pending
+                .iter()
+                .rposition(|&b| b == b'\n')
+                .map_or(0, |i| i + 1);
+            if let Some(bytes) = find_quota(&pending[..complete]) {
+                return Ok(bytes);
+            }
+            pending.drain(..complete);
+            if read > MAX_METRICS_BYTES {
+                break;
+            }
+        }
+        find_quota(&pending).ok_or_else(|| failed(format!("has no {QUOTA_METRIC} gauge")))
+    }
+}
+
+/// `host` of `scheme://host:port` (brackets kept for IPv6).
+fn endpoint_host(endpoint: &str) -> &str {
+    let authority = endpoint
+        .split_once("://")
+        .map_or(endpoint, |(_, rest)| rest);
+    authority
+        .rsplit_once(':')
+        .map_or(authority, |(host, _)| host)
+}
+
+/// The quota gauge's value in Prometheus text: `etcd_server_quota_backend_bytes 2.097152e+08`.
+fn find_quota(text: &[u8]) -> Option<u64> {
+    text.split(|&b| b == b'\n').find_map(|line| {
+        let rest = line.strip_prefix(QUOTA_METRIC.as_bytes())?;
+        let rest = match rest.first() {
+            Some(b' ') => &rest[1..],
+            // Labels, which etcd does not put on this gauge; skip them if a proxy adds some.
+            Some(b'{') => &rest[rest.iter().position(|&b| b == b'}')? + 1..],
+            _ => return None,
+        };
+        let value = std::str::from_utf8(rest).ok()?.split_whitespace().next()?;
+        let value: f64 = value.parse().ok()?;
+        (value.is_finite() && value >= 1.0 && value < u64::MAX as f64).then_some(value as u64)
+    })
+}
+
+fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_quota_gauge_is_read_in_every_number_format_etcd_writes() {
+        let text = b"# HELP etcd_server_quota_backend_bytes Current backend storage quota size in bytes.\n\
+            # TYPE etcd_server_quota_backend_bytes gauge\n\
+            etcd_server_quota_backend_bytes 2.097152e+08\n\
+            etcd_server_quota_backend_bytes_other 1\n";
+        assert_eq!(find_quota(text), Some(209_715_200));
+        assert_eq!(
+            find_quota(b"etcd_server_quota_backend_bytes 2147483648\n"),
+            Some(1 << 31)
+        );
+        assert_eq!(
+            find_quota(b"etcd_server_quota_backend_bytes{instance=\"x\"} 1e+06\n"),
+            Some(1_000_000)
+        );
+        assert_eq!(
+            find_quota(b"etcd_server_quota_backend_bytes_total 5\n"),
+            None
+        );
+        assert_eq!(find_quota(b"etcd_server_quota_backend_bytes NaN\n"), None);
+        assert_eq!(find_quota(b"etcd_server_quota_backend_bytes 0\n"), None);
+    }
+
+    #[test]
+    fn the_metrics_url_is_the_client_url_unless_configured() {
+        assert_eq!(endpoint_host("https://10.0.0.1:2379"), "10.0.0.1");
+        assert_eq!(endpoint_host("http://[::1]:2379"), "[::1]");
+        assert_eq!(
+            endpoint_host("https://etcd-0.example:2379"),
+            "etcd-0.example"
+        );
+    }
+}
