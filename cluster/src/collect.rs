@@ -256,11 +256,20 @@ impl ClusterProbe {
             self.remember(&listing, list_clients[index].endpoint());
             listing
         });
+        let mut unlisted = Vec::new();
         if listing.is_ok() && self.config.discover_members {
-            // One row per member, at the endpoint chosen for it: a configured endpoint that
-            // is not a member's own (a load balancer, say) only served for discovery.
-            let members = self.plan().0;
-            probed.retain(|p| members.contains(&p.endpoint));
+            // One row per member, at the endpoint chosen for it. A configured endpoint that is
+            // not a member's own served discovery if it answered (a load balancer, say); if it
+            // did not, it is a typo or a removed member, and stays visible as such.
+            let members = self.member_endpoints();
+            let (own, others): (Vec<Probed>, Vec<Probed>) = probed
+                .into_iter()
+                .partition(|p| members.contains(&p.endpoint));
+            probed = own;
+            unlisted = others
+                .into_iter()
+                .filter(|p| p.result.is_err() && self.config.endpoints.contains(&p.endpoint))
+                .collect();
             // Members that appeared since the last collection (or on the first one, beyond
             // the configured endpoints) are asked now rather than one scrape later.
             let late: Vec<String> = members
@@ -272,7 +281,49 @@ impl ClusterProbe {
             }
         }
 
-        self.assemble(probed, listing, alarms.map(|(_, a)| a), started.elapsed())
+        self.assemble(
+            probed,
+            unlisted,
+            listing,
+            alarms.map(|(_, a)| a),
+            started.elapsed(),
+        )
+    }
+
+    /// What to report when no collection could run or end in time: every member that would
+    /// have been asked, timed out after `waited`.
+    pub fn unanswered(&self, waited: Duration) -> ClusterStatus {
+        let (targets, _) = self.plan();
+        let targets = if targets.is_empty() {
+            self.config.endpoints.clone()
+        } else {
+            targets
+        };
+        let timeout = ProbeError::Timeout(waited);
+        let probed = targets
+            .into_iter()
+            .map(|endpoint| Probed {
+                endpoint,
+                latency: waited,
+                result: Err(timeout.clone()),
+            })
+            .collect();
+        self.assemble(
+            probed,
+            Vec::new(),
+            Err(timeout.clone()),
+            Err(timeout),
+            waited,
+        )
+    }
+
+    /// The client URLs chosen for the members MemberList reported last.
+    fn member_endpoints(&self) -> Vec<String> {
+        self.lock()
+            .members
+            .iter()
+            .filter_map(|m| m.endpoint.clone())
+            .collect()
     }
 
     /// Which endpoints to ask for Status, and in which order to ask for MemberList.
@@ -280,11 +331,21 @@ impl ClusterProbe {
         let state = self.lock();
         let seeds = &self.config.endpoints;
         let targets: Vec<String> = if self.config.discover_members {
-            state
+            let mut targets: Vec<String> = state
                 .members
                 .iter()
                 .filter_map(|m| m.endpoint.clone())
-                .collect()
+                .collect();
+            // Configured endpoints that are no member's own are asked too, so that one that
+            // never answers (a typo) keeps its `up 0` row.
+            if !targets.is_empty() {
+                for seed in seeds {
+                    if !targets.contains(seed) {
+                        targets.push(seed.clone());
+                    }
+                }
+            }
+            targets
         } else {
             seeds.clone()
         };
@@ -363,6 +424,7 @@ impl ClusterProbe {
     fn assemble(
         &self,
         probed: Vec<Probed>,
+        unlisted: Vec<Probed>,
         listing: Result<MemberListing, ProbeError>,
         alarms: Result<Vec<Alarm>, ProbeError>,
         duration: Duration,
@@ -408,6 +470,19 @@ impl ClusterProbe {
         members
             .sort_by(|a, b| (a.display_name(), &a.endpoint).cmp(&(b.display_name(), &b.endpoint)));
         self.log_reachability_changes(&members);
+        let unlisted_endpoints: Vec<MemberStatus> = unlisted
+            .into_iter()
+            .map(|probed| MemberStatus {
+                endpoint: probed.endpoint,
+                id: None,
+                name: None,
+                is_learner: false,
+                alarms: Vec::new(),
+                probe_latency: probed.latency,
+                status: probed.result,
+            })
+            .collect();
+        self.log_reachability_changes(&unlisted_endpoints);
 
         let membership = listing.map(|listing| Membership {
             cluster_id: listing.cluster_id,
@@ -418,6 +493,7 @@ impl ClusterProbe {
         ClusterStatus {
             cluster: self.config.name.to_string(),
             members,
+            unlisted_endpoints,
             membership,
             alarms,
             duration,

@@ -252,6 +252,10 @@ pub struct ClusterStatus {
     pub cluster: String,
     /// Sorted by name, then endpoint.
     pub members: Vec<MemberStatus>,
+    /// Configured endpoints that MemberList does not list and that did not answer: a typo, or
+    /// a member removed from the cluster but not from the config. Not members, so the
+    /// remediator never waits for them; shown so that they are seen.
+    pub unlisted_endpoints: Vec<MemberStatus>,
     #[serde(serialize_with = "ok_or_error")]
     pub membership: Result<Membership, ProbeError>,
     /// Every active alarm in the cluster.
@@ -269,6 +273,11 @@ impl ClusterStatus {
 
     pub fn all_members_reachable(&self) -> bool {
         !self.members.is_empty() && self.members.iter().all(|m| m.status.is_ok())
+    }
+
+    /// Every member, then every unlisted endpoint: the rows of the table and the metrics.
+    pub fn rows(&self) -> impl Iterator<Item = &MemberStatus> {
+        self.members.iter().chain(&self.unlisted_endpoints)
     }
 
     /// The leader every reachable member names, if they all name the same one.
@@ -345,6 +354,7 @@ mod tests {
         ClusterStatus {
             cluster: "c".into(),
             members,
+            unlisted_endpoints: vec![],
             membership: Err(ProbeError::Timeout(Duration::from_secs(1))),
             alarms: Ok(vec![]),
             duration: Duration::ZERO,

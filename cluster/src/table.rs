@@ -42,7 +42,7 @@ pub fn render(clusters: &[ClusterStatus]) -> String {
             }
             rows.push(row);
         }
-        for member in &cluster.members {
+        for member in cluster.rows() {
             let mut row = member_row(member);
             if with_cluster {
                 row.insert(0, cluster.cluster.clone());
@@ -204,6 +204,7 @@ mod tests {
     fn an_unreachable_member_shows_its_error_and_dashes() {
         let cluster = ClusterStatus {
             cluster: "prod".into(),
+            unlisted_endpoints: vec![],
             members: vec![
                 MemberStatus {
                     endpoint: "http://127.0.0.1:1".into(),

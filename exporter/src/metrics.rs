@@ -138,7 +138,7 @@ impl StatusCollector {
     fn members(&self) -> impl Iterator<Item = (&ClusterStatus, &MemberStatus)> {
         self.clusters
             .iter()
-            .flat_map(|c| c.members.iter().map(move |m| (c, m)))
+            .flat_map(|c| c.rows().map(move |m| (c, m)))
     }
 
     fn member_labels<'a>(cluster: &'a ClusterStatus, member: &'a MemberStatus) -> Labels<'a> {

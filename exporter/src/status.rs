@@ -39,6 +39,9 @@ pub fn report(
     };
     Ok(Report {
         output,
-        all_answered: statuses.iter().all(ClusterStatus::all_members_reachable),
+        // A configured endpoint that answers nothing is a problem too, member or not.
+        all_answered: statuses.iter().all(|c| {
+            c.all_members_reachable() && c.unlisted_endpoints.iter().all(|e| e.status.is_ok())
+        }),
     })
 }

@@ -1,74 +1,222 @@
-//! The configured clusters and collecting their status at scrape time, concurrently and
-//! bounded, within the scrape's deadline.
+//! The configured clusters and collecting their status at scrape time: concurrently, bounded,
+//! within the scrape's deadline, and so that clusters that do not answer cannot cost the
+//! others their series.
+//!
+//! A silent cluster (one that accepts connections and never answers) holds whatever it is
+//! given until its timeout. Four rules keep it from hurting a live cluster:
+//! - waiting for a slot ends at the scrape's deadline, like every call;
+//! - a collection gives its slot back after [`SLOT_HOLD`] even while its calls still run (to
+//!   their own deadline): on the first scrape, before anything is known, a silent cluster
+//!   delays the clusters behind it by that much at most;
+//! - a cluster none of whose members answered last time waits for slots of its own, so from
+//!   its second scrape on it never queues in front of a live cluster;
+//! - concurrent scrapes of one cluster share one collection, so fifty scrapes at once cost
+//!   each cluster one set of calls, not fifty.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use etcdmedic_cluster::{ClusterProbe, ClusterStatus, Config};
-use futures::future::join_all;
-use tokio::sync::Semaphore;
+use futures::future::{join_all, BoxFuture, FutureExt, Shared};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-/// Clusters collected at once across all requests; more wait for a free slot, so a burst of
-/// scrapes cannot open thousands of calls against the same members. Each cluster in flight
-/// costs ~0.2 MB while its calls run: for 100 clusters on two cores, 8 keeps the exporter
-/// under 30 MB with a full scrape well under 100 ms; 16 or 32 shave a little latency for a
-/// few MB more (docs/benchmarks.md).
+/// Clusters collected at once in each lane (answering, silent). Each cluster in flight costs
+/// ~0.2 MB while its calls run: for 100 clusters on two cores, 8 keeps the exporter under
+/// 30 MB with a full scrape well under 100 ms; 16 or 32 shave a little latency for a few MB
+/// more (docs/benchmarks.md).
 pub const DEFAULT_MAX_CONCURRENT_CLUSTERS: usize = 8;
+
+/// The longest a collection keeps its slot. A cluster that answers takes milliseconds; one
+/// that does not is left to run out its timeout without a slot.
+pub const SLOT_HOLD: Duration = Duration::from_millis(500);
 
 /// Every configured cluster, with its member clients kept between scrapes.
 #[derive(Debug)]
 pub struct Targets {
-    probes: Vec<Arc<ClusterProbe>>,
-    slots: Arc<Semaphore>,
+    clusters: Vec<Arc<Target>>,
+    /// Slots for clusters that answered (or were not asked yet).
+    answering: Arc<Semaphore>,
+    /// Slots for clusters none of whose members answered last time.
+    silent: Arc<Semaphore>,
+}
+
+#[derive(Debug)]
+struct Target {
+    probe: Arc<ClusterProbe>,
+    /// No member answered the last collection.
+    silent: AtomicBool,
+    in_flight: Mutex<Option<InFlight>>,
+    collections: AtomicU64,
+}
+
+type SharedStatus = Shared<BoxFuture<'static, ClusterStatus>>;
+
+/// A collection under way, which later scrapes of the cluster join.
+#[derive(Debug)]
+struct InFlight {
+    id: u64,
+    /// By then the collection has surely ended; an entry older than that is stale.
+    ends_by: Instant,
+    status: SharedStatus,
 }
 
 impl Targets {
     pub fn new(config: &Config, max_concurrent_clusters: usize) -> etcdmedic_cluster::Result<Self> {
+        let clusters = config
+            .clusters
+            .iter()
+            .map(|cluster| {
+                Ok(Arc::new(Target {
+                    probe: Arc::new(ClusterProbe::new(cluster.clone())?),
+                    silent: AtomicBool::new(false),
+                    in_flight: Mutex::new(None),
+                    collections: AtomicU64::new(0),
+                }))
+            })
+            .collect::<etcdmedic_cluster::Result<_>>()?;
+        let slots = max_concurrent_clusters.max(1);
         Ok(Targets {
-            probes: config
-                .clusters
-                .iter()
-                .map(|cluster| ClusterProbe::new(cluster.clone()).map(Arc::new))
-                .collect::<Result<_, _>>()?,
-            slots: Arc::new(Semaphore::new(max_concurrent_clusters.max(1))),
+            clusters,
+            answering: Arc::new(Semaphore::new(slots)),
+            silent: Arc::new(Semaphore::new(slots)),
         })
     }
 
     pub fn names(&self) -> Vec<&str> {
-        self.probes.iter().map(|p| p.name()).collect()
+        self.clusters.iter().map(|t| t.probe.name()).collect()
     }
 
     pub fn get(&self, name: &str) -> Option<&Arc<ClusterProbe>> {
-        self.probes.iter().find(|p| p.name() == name)
+        self.target(name).map(|t| &t.probe)
+    }
+
+    fn target(&self, name: &str) -> Option<&Arc<Target>> {
+        self.clusters.iter().find(|t| t.probe.name() == name)
     }
 
     /// Collects every cluster. `deadline`, when given (what is left of the scraper's
-    /// timeout), ends every collection by then.
+    /// timeout), ends every collection, and every wait for one, by then.
     pub async fn collect_all(&self, deadline: Option<Duration>) -> Vec<ClusterStatus> {
         let deadline = deadline.map(|left| Instant::now() + left);
         join_all(
-            self.probes
+            self.clusters
                 .iter()
-                .map(|probe| self.collect(probe, deadline)),
+                .map(|t| self.collect_target(t, deadline)),
         )
         .await
     }
 
-    /// Collects one cluster, waiting for a free slot first.
+    /// Collects the cluster `probe` belongs to (joining a collection already under way).
     pub async fn collect(&self, probe: &ClusterProbe, deadline: Option<Instant>) -> ClusterStatus {
-        // The semaphore is never closed, so acquiring only fails if that invariant breaks;
-        // collecting without a slot is still better than no metrics.
-        let _slot = self.slots.acquire().await.ok();
-        let status = probe
-            .collect_until(probe.config().status_timeout, deadline)
-            .await;
-        tracing::debug!(
-            cluster = %status.cluster,
-            members = status.members.len(),
-            unreachable = status.members.iter().filter(|m| m.status.is_err()).count(),
-            took_ms = status.duration.as_millis() as u64,
-            "collected"
-        );
+        match self.target(probe.name()) {
+            Some(target) => self.collect_target(target, deadline).await,
+            None => {
+                probe
+                    .collect_until(probe.config().status_timeout, deadline)
+                    .await
+            }
+        }
+    }
+
+    async fn collect_target(
+        &self,
+        target: &Arc<Target>,
+        deadline: Option<Instant>,
+    ) -> ClusterStatus {
+        let started = Instant::now();
+        let status = self.join_or_start(target, deadline);
+        match deadline {
+            None => status.await,
+            Some(deadline) => match tokio::time::timeout_at(deadline.into(), status).await {
+                Ok(status) => status,
+                // Joined a collection that another scrape started with a later deadline.
+                Err(_) => target.probe.unanswered(started.elapsed()),
+            },
+        }
+    }
+
+    fn join_or_start(&self, target: &Arc<Target>, deadline: Option<Instant>) -> SharedStatus {
+        let mut in_flight = target
+            .in_flight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(running) = in_flight.as_ref().filter(|r| Instant::now() < r.ends_by) {
+            return running.status.clone();
+        }
+        let id = target.collections.fetch_add(1, Ordering::Relaxed);
+        let timeout = target.probe.config().status_timeout;
+        // A collection asks MemberList and the members, then members found late: two rounds.
+        let ends_by = deadline.unwrap_or_else(|| Instant::now() + 2 * timeout) + SLOT_HOLD;
+        let lane = if target.silent.load(Ordering::Relaxed) {
+            self.silent.clone()
+        } else {
+            self.answering.clone()
+        };
+        let status = collect_in_lane(target.clone(), lane, deadline, id)
+            .boxed()
+            .shared();
+        *in_flight = Some(InFlight {
+            id,
+            ends_by,
+            status: status.clone(),
+        });
         status
+    }
+}
+
+/// One collection of `target`: a slot from `lane` (waiting no later than `deadline`), held
+/// for [`SLOT_HOLD`] at most.
+async fn collect_in_lane(
+    target: Arc<Target>,
+    lane: Arc<Semaphore>,
+    deadline: Option<Instant>,
+    id: u64,
+) -> ClusterStatus {
+    let started = Instant::now();
+    let probe = &target.probe;
+    let status = match acquire(lane, deadline).await {
+        None => probe.unanswered(started.elapsed()),
+        Some(slot) => {
+            let collection = probe.collect_until(probe.config().status_timeout, deadline);
+            tokio::pin!(collection);
+            match tokio::time::timeout(SLOT_HOLD, &mut collection).await {
+                Ok(status) => status,
+                Err(_) => {
+                    drop(slot);
+                    collection.await
+                }
+            }
+        }
+    };
+    let answered = status.is_up() || status.members.iter().any(|m| m.status.is_ok());
+    target.silent.store(!answered, Ordering::Relaxed);
+    let mut in_flight = target
+        .in_flight
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    if in_flight.as_ref().is_some_and(|running| running.id == id) {
+        *in_flight = None;
+    }
+    drop(in_flight);
+    tracing::debug!(
+        cluster = %status.cluster,
+        members = status.members.len(),
+        unreachable = status.members.iter().filter(|m| m.status.is_err()).count(),
+        took_ms = status.duration.as_millis() as u64,
+        "collected"
+    );
+    status
+}
+
+/// A slot, or `None` once `deadline` has passed without one.
+async fn acquire(lane: Arc<Semaphore>, deadline: Option<Instant>) -> Option<OwnedSemaphorePermit> {
+    // The semaphores are never closed, so acquiring fails only at the deadline.
+    match deadline {
+        None => lane.acquire_owned().await.ok(),
+        Some(deadline) => tokio::time::timeout_at(deadline.into(), lane.acquire_owned())
+            .await
+            .ok()?
+            .ok(),
     }
 }

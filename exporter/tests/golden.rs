@@ -51,6 +51,16 @@ fn states() -> Vec<ClusterStatus> {
     vec![
         ClusterStatus {
             cluster: "prod-a".into(),
+            // A configured endpoint MemberList does not list, which did not answer.
+            unlisted_endpoints: vec![MemberStatus {
+                endpoint: "https://10.0.0.9:2379".into(),
+                id: None,
+                name: None,
+                is_learner: false,
+                alarms: vec![],
+                probe_latency: Duration::from_micros(300),
+                status: Err(ProbeError::Unreachable("connection refused".into())),
+            }],
             members: vec![
                 reachable(1, "cp-1", 1, vec![AlarmKind::NoSpace]),
                 reachable(2, "cp-2", 1, vec![]),
@@ -70,6 +80,7 @@ fn states() -> Vec<ClusterStatus> {
         },
         ClusterStatus {
             cluster: "lab".into(),
+            unlisted_endpoints: vec![],
             members: vec![MemberStatus {
                 endpoint: "http://127.0.0.1:2379".into(),
                 id: None,

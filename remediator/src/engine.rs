@@ -322,6 +322,13 @@ impl Run<'_> {
             return Err(self.refuse(reason));
         }
         let status = self.collect().await;
+        for stray in &status.unlisted_endpoints {
+            self.warn(format!(
+                "configured endpoint {} is not a member (MemberList does not list it) and does \
+                 not answer; ignored: remove it from the config if it is a typo",
+                stray.endpoint
+            ));
+        }
         let healthy = match plan::preflight(&status, self.settings, force) {
             Ok(healthy) => healthy,
             Err(reason) => {

@@ -338,6 +338,7 @@ pub(crate) mod tests {
     pub(crate) fn cluster(members: Vec<MemberStatus>, alarms: Vec<Alarm>) -> ClusterStatus {
         ClusterStatus {
             cluster: "c".into(),
+            unlisted_endpoints: vec![],
             membership: Ok(Membership {
                 cluster_id: 7,
                 voting_members: members.iter().filter(|m| !m.is_learner).count(),

@@ -16,6 +16,7 @@
 //! - [`prometheus`]: Debian's Prometheus scraping given targets with given rules.
 //! - [`alertmanager`]: Debian's Alertmanager routing to the remediator, alone or clustered.
 //! - [`ports`]: free loopback ports.
+//! - [`silent`]: a server that accepts connections and never answers.
 
 pub mod alertmanager;
 pub mod binaries;
@@ -29,6 +30,7 @@ pub mod ports;
 pub mod process;
 pub mod prometheus;
 pub mod remediator;
+pub mod silent;
 pub mod workload;
 
 pub use binaries::{project_binary, promtool, EtcdVersion};

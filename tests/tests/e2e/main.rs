@@ -5,6 +5,8 @@
 //!   killed and paused members, `promtool check metrics`.
 //! - `security`: TLS with client certificates, `server_name`, `insecure_skip_verify`, auth.
 //! - `http`: `/probe`, `/healthz`, `/readyz`, the landing page, a dead cluster beside a live one.
+//! - `silent_clusters`: clusters that accept connections and never answer cost a healthy
+//!   cluster nothing; a configured endpoint that never answers stays visible.
 //! - `status_command`: the `status` table and JSON, `--endpoints` mode, exit statuses.
 //! - `quota`: the quota each member enforces, learned from Status or its `/metrics`, and a
 //!   nearly full cluster under a small quota defragmented.
@@ -37,5 +39,6 @@ mod quota;
 mod remediation;
 mod security;
 mod service;
+mod silent_clusters;
 mod status_command;
 mod support;
