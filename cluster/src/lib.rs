@@ -29,7 +29,7 @@ mod secret;
 pub mod shutdown;
 pub mod table;
 pub mod telemetry;
-mod tls;
+pub(crate) mod tls;
 pub mod transport;
 
 pub use collect::ClusterProbe;

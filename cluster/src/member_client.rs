@@ -8,6 +8,7 @@
 
 use std::error::Error as _;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use etcd_client::{
@@ -19,6 +20,7 @@ use tokio::sync::OnceCell;
 use crate::config::{ClusterConfig, Credentials};
 use crate::error::Result;
 use crate::model::{Alarm, AlarmKind, MemberId, ProbeError};
+use crate::tls::CertificateRequests;
 use crate::transport::{GrpcService, Transport};
 
 /// A member as MemberList describes it.
@@ -43,6 +45,9 @@ pub struct MemberClient {
     endpoint: String,
     service: GrpcService,
     credentials: Option<Credentials>,
+    cluster: String,
+    /// Set when TLS is used without a client certificate: see [`CertificateRequests`].
+    certificate_requests: Option<Arc<CertificateRequests>>,
     /// What status collection uses, kept between calls. Only these two of etcd-client's
     /// eight service clients are kept: with hundreds of members the rest added up.
     status_clients: OnceCell<StatusClients>,
@@ -76,6 +81,11 @@ impl MemberClient {
             endpoint: endpoint.to_string(),
             service: transport.service(endpoint)?,
             credentials: cluster.credentials.clone(),
+            cluster: cluster.name.to_string(),
+            certificate_requests: cluster
+                .tls
+                .as_ref()
+                .and_then(|tls| tls.certificate_requests.clone()),
             status_clients: OnceCell::new(),
         })
     }
@@ -87,7 +97,32 @@ impl MemberClient {
     /// A full etcd client for this member (every service), authenticated when the cluster
     /// has credentials. Each call makes a new one; status collection keeps its own.
     pub async fn client(&self, timeout: Duration) -> Result<Client, ProbeError> {
-        within(timeout, self.connect()).await
+        self.within(timeout, self.connect()).await
+    }
+
+    /// [`within`], and a failure that followed the member's request for a client
+    /// certificate, with none configured, says so.
+    async fn within<T>(
+        &self,
+        timeout: Duration,
+        call: impl Future<Output = Result<T, ProbeError>>,
+    ) -> Result<T, ProbeError> {
+        let asked_before = self.certificate_requests.as_ref().map(|r| r.count());
+        let result = within(timeout, call).await;
+        let asked_now = self.certificate_requests.as_ref().map(|r| r.count());
+        match result {
+            Err(ProbeError::Unreachable(_) | ProbeError::Rpc(_) | ProbeError::Auth(_))
+                if asked_now > asked_before =>
+            {
+                Err(ProbeError::Auth(format!(
+                    "the member requires a client certificate (etcd runs with \
+                     --client-cert-auth) and none is configured: set tls.cert_file and \
+                     tls.key_file for cluster {}",
+                    self.cluster
+                )))
+            }
+            other => other,
+        }
     }
 
     async fn connect(&self) -> Result<Client, ProbeError> {
@@ -123,7 +158,7 @@ impl MemberClient {
 
     /// Maintenance Status of this member.
     pub async fn status(&self, timeout: Duration) -> Result<StatusResponse, ProbeError> {
-        within(timeout, async {
+        self.within(timeout, async {
             let mut maintenance = self.status_clients(timeout).await?.maintenance;
             maintenance.status().await.map_err(probe_error)
         })
@@ -132,7 +167,7 @@ impl MemberClient {
 
     /// Every active alarm in the cluster, as this member knows them.
     pub async fn alarms(&self, timeout: Duration) -> Result<Vec<Alarm>, ProbeError> {
-        within(timeout, async {
+        self.within(timeout, async {
             let mut maintenance = self.status_clients(timeout).await?.maintenance;
             let response = maintenance
                 .alarm(AlarmAction::Get, AlarmType::None, None)
@@ -159,7 +194,7 @@ impl MemberClient {
 
     /// MemberList, as this member knows it.
     pub async fn member_list(&self, timeout: Duration) -> Result<MemberListing, ProbeError> {
-        within(timeout, async {
+        self.within(timeout, async {
             let mut cluster = self.status_clients(timeout).await?.cluster;
             let response = cluster.member_list().await.map_err(probe_error)?;
             Ok(MemberListing {

@@ -2,6 +2,7 @@
 //! line, on stderr so that stdout stays free for command output (tables, JSON).
 
 use std::fmt;
+use std::io::IsTerminal;
 use std::str::FromStr;
 
 use tracing_subscriber::EnvFilter;
@@ -42,8 +43,11 @@ pub fn init(format: LogFormat, level: &str) -> Result<(), String> {
         _ => EnvFilter::try_new(level),
     }
     .map_err(|err| format!("invalid log level: {err}"))?;
+    // Colours only on a terminal: in a pod's log or a file, escape codes are noise that
+    // breaks grep.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     let installed = match format {
         LogFormat::Text => builder.try_init(),

@@ -4,10 +4,14 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::ResolvesClientCert;
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
 use crate::config::file::{ServerTlsFile, TlsFile};
@@ -19,6 +23,37 @@ pub struct ClientTls {
     pub config: Arc<ClientConfig>,
     /// Overrides the name checked against the serving certificate.
     pub server_name: Option<ServerName<'static>>,
+    /// Without a client certificate configured: counts the handshakes in which a member
+    /// asked for one (it runs with `--client-cert-auth`), so that the failure that follows
+    /// can say what is missing instead of "broken pipe" or "connection closed".
+    pub certificate_requests: Option<Arc<CertificateRequests>>,
+}
+
+/// Answers a server's request for a client certificate with none, as a config without
+/// `cert_file` does, and counts such requests.
+#[derive(Debug, Default)]
+pub struct CertificateRequests(AtomicU64);
+
+impl CertificateRequests {
+    /// How many times a server has asked so far.
+    pub fn count(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+impl ResolvesClientCert for CertificateRequests {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[SignatureScheme],
+    ) -> Option<Arc<CertifiedKey>> {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        None
+    }
+
+    fn has_certs(&self) -> bool {
+        false
+    }
 }
 
 fn provider() -> Arc<CryptoProvider> {
@@ -96,6 +131,7 @@ pub(crate) fn load(
     } else {
         builder.with_root_certificates(roots)
     };
+    let mut certificate_requests = None;
     let config = match identity {
         Some((certs, private_key)) => match builder.with_client_auth_cert(certs, private_key) {
             Ok(config) => config,
@@ -107,12 +143,17 @@ pub(crate) fn load(
                 return None;
             }
         },
-        None => builder.with_no_client_auth(),
+        None => {
+            let requests = Arc::new(CertificateRequests::default());
+            certificate_requests = Some(requests.clone());
+            builder.with_client_cert_resolver(requests)
+        }
     };
 
     Some(ClientTls {
         config: Arc::new(config),
         server_name,
+        certificate_requests,
     })
 }
 
@@ -120,7 +161,8 @@ pub(crate) fn load(
 #[derive(Debug, Clone)]
 pub struct ServerTls {
     pub config: Arc<rustls::ServerConfig>,
-    /// Clients must present a certificate signed by `client_ca_file`.
+    /// The webhook and API need a certificate signed by `client_ca_file` (the handshake
+    /// asks for one; `/healthz`, `/readyz` and `/metrics` do without).
     pub requires_client_certificate: bool,
 }
 
@@ -155,10 +197,14 @@ pub(crate) fn load_server(
     let requires_client_certificate = client_roots.is_some();
     let builder = match client_roots {
         Some(roots) => {
+            // Asked for, not required: Kubernetes probes and Prometheus connect without one,
+            // and the service refuses webhook and API requests that came without it. One
+            // that is presented must still be signed by the CA.
             match rustls::server::WebPkiClientVerifier::builder_with_provider(
                 Arc::new(roots),
                 provider,
             )
+            .allow_unauthenticated()
             .build()
             {
                 Ok(verifier) => builder.with_client_cert_verifier(verifier),

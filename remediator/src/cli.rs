@@ -12,7 +12,7 @@ Exit status:
   0  `run`: succeeded, skipped (no member needed work) or, with --dry-run, planned
   1  `run`: refused, failed, partial or interrupted (the reason is printed; a refused run changed nothing)
   1  `serve`: the listener or the state store failed
-  2  bad usage, invalid configuration or unknown cluster (nothing was contacted)";
+  2  bad usage, invalid configuration, unknown cluster, or a state file that is not etcdmedic's (nothing was contacted)";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -59,6 +59,11 @@ pub struct ServeArgs {
     /// exit.
     #[arg(long = "config.check")]
     pub config_check: bool,
+    /// Initialise the state file even though it exists, when it is empty (0 bytes, or no
+    /// tables). Without it such a file is refused: starting afresh loses the pause switch,
+    /// the cooldowns and the run history.
+    #[arg(long)]
+    pub init_state: bool,
 }
 
 #[derive(Debug, Args)]

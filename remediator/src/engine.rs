@@ -129,13 +129,14 @@ impl Remediator {
         let mut run = self.start(options, events, stop);
         let span = tracing::info_span!("run", cluster = %self.cluster(), dry_run = options.dry_run);
         let _enter = span.enter();
-        let (outcome, reason) = match run.execute(options).await {
-            Ok(()) => (Outcome::Succeeded, None),
-            Err(end) => (end.outcome, Some(end.reason)),
+        let (outcome, reason, refused) = match run.execute(options).await {
+            Ok(()) => (Outcome::Succeeded, None, false),
+            Err(end) => (end.outcome, Some(end.reason), end.refused),
         };
         let mut report = run.report;
         report.outcome = outcome;
         report.reason = reason;
+        report.refused = refused;
         report.finished_at = SystemTime::now();
         report.reclaimed_bytes = report
             .members
@@ -156,6 +157,8 @@ impl Remediator {
 struct End {
     outcome: Outcome,
     reason: String,
+    /// Nothing was changed: see [`Run::refuse`].
+    refused: bool,
 }
 
 struct Run<'a> {
@@ -259,6 +262,7 @@ impl Run<'_> {
                     plan.rule,
                     reasons.join("; ")
                 ),
+                refused: false,
             });
         }
         // Room for the snapshot is checked before anything is created: a refusal leaves no
@@ -277,6 +281,7 @@ impl Run<'_> {
             return Err(End {
                 outcome: Outcome::Planned,
                 reason: "dry run: nothing was changed".into(),
+                refused: false,
             });
         }
 
@@ -926,6 +931,7 @@ impl Run<'_> {
                     return Err(End {
                         outcome: Outcome::Failed,
                         reason,
+                        refused: false,
                     });
                 }
                 Err(err) => last_error = err,
@@ -1064,6 +1070,7 @@ impl Run<'_> {
             outcome: Outcome::Interrupted,
             reason: "stopped on request; the member under way finished, no other was started"
                 .into(),
+            refused: false,
         }
     }
 
@@ -1072,6 +1079,7 @@ impl Run<'_> {
         End {
             outcome: Outcome::Failed,
             reason: format!("refused: {reason}"),
+            refused: true,
         }
     }
 
@@ -1089,6 +1097,7 @@ impl Run<'_> {
                 Outcome::Failed
             },
             reason,
+            refused: false,
         }
     }
 

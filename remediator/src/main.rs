@@ -29,6 +29,7 @@ async fn serve(args: ServeArgs) -> CommandResult<anyhow::Error> {
     if let Some(listen) = args.listen {
         settings.listen = listen;
     }
+    settings.init_state = args.init_state;
     let problems = places::problems(&config.clusters, Some(&settings.state_path));
     if !problems.is_empty() {
         return Err((
@@ -62,8 +63,18 @@ async fn serve(args: ServeArgs) -> CommandResult<anyhow::Error> {
     );
     etcdmedic_remediator::service::serve(&config.clusters, &settings, listener, shutdown::signal())
         .await
-        .context("the remediator service failed")
-        .map_err(|err| (FAILED, err))?;
+        .map_err(|err| {
+            // A state file that is not ours is a configuration matter: nothing was started.
+            let code = if err.is_bad_input() {
+                BAD_INPUT
+            } else {
+                FAILED
+            };
+            (
+                code,
+                anyhow::Error::new(err).context("the remediator service failed"),
+            )
+        })?;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
 }

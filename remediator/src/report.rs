@@ -195,6 +195,10 @@ pub struct RunReport {
     #[serde(with = "timestamp")]
     pub finished_at: SystemTime,
     pub outcome: Outcome,
+    /// The run was refused before anything was changed (its outcome is `failed`, its reason
+    /// starts with `refused:`): a member down, an election, no room for the snapshot...
+    #[serde(default)]
+    pub refused: bool,
     /// Why the run ended the way it did, when not plainly successful.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub reason: Option<String>,
@@ -233,6 +237,7 @@ impl RunReport {
             started_at: now,
             finished_at: now,
             outcome,
+            refused: false,
             reason: Some(reason),
             plan: None,
             snapshot: None,

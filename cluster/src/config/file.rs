@@ -164,6 +164,19 @@ pub struct RemediatorFile {
     /// Largest webhook or API request body accepted.
     #[serde(default)]
     pub max_body_bytes: Option<usize>,
+    /// How long a client may take to send a request's head.
+    #[serde(default, with = "humantime_serde")]
+    pub read_header_timeout: Option<Duration>,
+    /// How long a client may take to send a request's body.
+    #[serde(default, with = "humantime_serde")]
+    pub read_body_timeout: Option<Duration>,
+    /// Connections open at once; more are closed on arrival.
+    #[serde(default)]
+    pub max_connections: Option<usize>,
+    /// After a refused run (nothing changed) whose alerts still fire, run again this much
+    /// later.
+    #[serde(default, with = "humantime_serde")]
+    pub retry_after_refusal: Option<Duration>,
     /// Silence the triggering alerts in Alertmanager while their run is active.
     #[serde(default)]
     pub silences: Option<SilencesFile>,

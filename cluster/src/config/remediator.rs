@@ -16,7 +16,15 @@ pub const DEFAULT_LISTEN: SocketAddr =
 pub const DEFAULT_STATE_PATH: &str = "/var/lib/etcdmedic/state.sqlite";
 pub const DEFAULT_COOLDOWN: Duration = Duration::from_secs(60 * 60);
 pub const DEFAULT_MAX_CONCURRENT_RUNS: usize = 1;
-pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+/// Alertmanager never retries a 413, so the notification is lost: leave room for large
+/// groups (a few thousand alerts with long annotations).
+pub const DEFAULT_MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+pub const DEFAULT_READ_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_READ_BODY_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
+/// Long enough for an election or a restarted member to settle, short enough that NOSPACE
+/// does not wait for Alertmanager's repeat_interval.
+pub const DEFAULT_RETRY_AFTER_REFUSAL: Duration = Duration::from_secs(5 * 60);
 /// This project's fragmentation, NOSPACE and quota alerts, and the etcd mixin's two that mean
 /// the same, so kube-prometheus users get remediation without new rules.
 pub const DEFAULT_TRIGGERS: [&str; 6] = [
@@ -39,8 +47,15 @@ pub struct RemediatorSettings {
     pub cooldown: Duration,
     pub max_concurrent_runs: usize,
     pub max_body_bytes: usize,
+    pub read_header_timeout: Duration,
+    pub read_body_timeout: Duration,
+    pub max_connections: usize,
+    pub retry_after_refusal: Duration,
     pub silences: Option<SilenceSettings>,
     pub grafana: Option<GrafanaSettings>,
+    /// Initialise a state file that exists but is empty (`serve --init-state`; not a key of
+    /// the file).
+    pub init_state: bool,
 }
 
 /// What a request must carry.
@@ -125,6 +140,39 @@ pub(crate) fn resolve(
             ),
         );
     }
+    let positive =
+        |value: Option<Duration>, name: &str, default: Duration, problems: &mut ConfigProblems| {
+            let value = value.unwrap_or(default);
+            if value.is_zero() {
+                problems.push(format!("{key}.{name}"), "must be longer than 0s");
+            }
+            value
+        };
+    let read_header_timeout = positive(
+        file.read_header_timeout,
+        "read_header_timeout",
+        DEFAULT_READ_HEADER_TIMEOUT,
+        problems,
+    );
+    let read_body_timeout = positive(
+        file.read_body_timeout,
+        "read_body_timeout",
+        DEFAULT_READ_BODY_TIMEOUT,
+        problems,
+    );
+    let retry_after_refusal = positive(
+        file.retry_after_refusal,
+        "retry_after_refusal",
+        DEFAULT_RETRY_AFTER_REFUSAL,
+        problems,
+    );
+    let max_connections = file.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS);
+    if max_connections < 4 {
+        problems.push(
+            format!("{key}.max_connections"),
+            format!("{max_connections} leaves no room for Alertmanager, Prometheus and probes; use at least 4"),
+        );
+    }
     let silences = file
         .silences
         .as_ref()
@@ -151,8 +199,13 @@ pub(crate) fn resolve(
         cooldown: file.cooldown.unwrap_or(DEFAULT_COOLDOWN),
         max_concurrent_runs,
         max_body_bytes,
+        read_header_timeout,
+        read_body_timeout,
+        max_connections,
+        retry_after_refusal,
         silences,
         grafana,
+        init_state: false,
     })
 }
 

@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::auth::Authenticator;
+use super::listener::ClientCertificate;
 use super::metrics::{self, Metrics};
 use super::payload;
 use super::scheduler::{RequestError, Scheduler};
@@ -33,6 +34,10 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     pub auth: Authenticator,
     pub max_body_bytes: usize,
+    pub read_body_timeout: std::time::Duration,
+    /// `tls.client_ca_file` is set: the webhook and API need a client certificate, which the
+    /// handshake asks for without requiring it (probes and metrics do without).
+    pub requires_client_certificate: bool,
 }
 
 pub fn router(app: App) -> Router {
@@ -91,6 +96,14 @@ pub fn error(status: StatusCode, message: impl Into<String>) -> Response {
 }
 
 async fn authenticate(State(app): State<App>, request: Request, next: Next) -> Response {
+    let certificate = request.extensions().get::<ClientCertificate>().copied();
+    if app.requires_client_certificate && certificate != Some(ClientCertificate(true)) {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "a client certificate signed by remediator.tls.client_ca_file is required for the \
+             webhook and the API",
+        );
+    }
     match app.auth.check(request.headers()) {
         Ok(()) => next.run(request).await,
         Err(why) => {
@@ -117,7 +130,13 @@ async fn webhook(State(app): State<App>, headers: HeaderMap, body: Body) -> Resp
             "Content-Type must be application/json (Alertmanager's webhook payload)",
         );
     }
-    let too_large = || {
+    // Alertmanager does not retry a 413: the notification is lost, so it must be seen.
+    let too_large = |declared: Option<usize>| {
+        tracing::error!(
+            declared_bytes = declared,
+            max_body_bytes = app.max_body_bytes,
+            "refused a webhook body over max_body_bytes (413); Alertmanager does not retry it, so those alerts are lost: raise remediator.max_body_bytes or group alerts more finely"
+        );
         error(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("the body is over the {} byte limit", app.max_body_bytes),
@@ -128,15 +147,29 @@ async fn webhook(State(app): State<App>, headers: HeaderMap, body: Body) -> Resp
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|length| length > app.max_body_bytes) {
-        return too_large();
+        return too_large(declared);
     }
-    let bytes = match to_bytes(body, app.max_body_bytes).await {
-        Ok(bytes) => bytes,
-        Err(err) => {
+    let read = tokio::time::timeout(app.read_body_timeout, to_bytes(body, app.max_body_bytes));
+    let bytes = match read.await {
+        Err(_) => {
+            tracing::error!(
+                timeout_seconds = app.read_body_timeout.as_secs_f64(),
+                "a webhook body did not arrive in time; answering 408"
+            );
+            return error(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the body did not arrive within {}",
+                    humantime::format_duration(app.read_body_timeout)
+                ),
+            );
+        }
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(err)) => {
             let message = err.to_string();
             let over_limit = err.into_inner().is::<http_body_util::LengthLimitError>();
             return if over_limit {
-                too_large()
+                too_large(None)
             } else {
                 error(
                     StatusCode::BAD_REQUEST,

@@ -79,6 +79,7 @@ pub struct Metrics {
     snapshot_size: Family<ClusterLabels, Gauge>,
     webhook_requests: Family<CodeLabels, Counter>,
     webhook_alerts: Family<ActionLabels, Counter>,
+    connections_refused: Counter,
     paused: Gauge,
 }
 
@@ -148,6 +149,12 @@ impl Metrics {
              and why",
             webhook_alerts.clone(),
         );
+        let connections_refused = Counter::default();
+        registry.register(
+            "etcdmedic_remediator_connections_refused",
+            "Connections closed on arrival because max_connections were open",
+            connections_refused.clone(),
+        );
         let paused = Gauge::default();
         registry.register(
             "etcdmedic_remediator_paused",
@@ -194,8 +201,13 @@ impl Metrics {
             snapshot_size,
             webhook_requests,
             webhook_alerts,
+            connections_refused,
             paused,
         }
+    }
+
+    pub fn connection_refused(&self) {
+        self.connections_refused.inc();
     }
 
     pub fn encode(&self) -> Result<String, std::fmt::Error> {

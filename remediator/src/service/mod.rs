@@ -7,12 +7,14 @@
 //!   (`decide`), and carrying the runs out (`run`).
 //! - [`store`]: SQLite state: alerts, runs and reports, the pause switch.
 //! - `http`: the webhook, the runs API, metrics and probes.
+//! - `listener`: TLS, header timeouts, the connection limit, client certificates.
 //! - `auth`: bearer and basic credentials, compared in constant time.
 //! - [`metrics`]: the service's metrics.
 //! - `notify`: optional Alertmanager silences and Grafana annotations.
 
 mod auth;
 mod http;
+mod listener;
 pub mod metrics;
 mod notify;
 pub mod payload;
@@ -23,7 +25,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum_server::tls_rustls::RustlsConfig;
 use etcdmedic_cluster::{ClusterConfig, RemediatorSettings};
 use tokio_util::sync::CancellationToken;
 
@@ -46,6 +47,15 @@ pub enum Error {
 }
 
 impl Error {
+    /// The state file is not etcdmedic's, or is newer: nothing was started, and nothing
+    /// will be until the configuration or the file changes (exit status 2).
+    pub fn is_bad_input(&self) -> bool {
+        matches!(
+            self,
+            Error::Store(store::StoreError::NotOurs { .. } | store::StoreError::TooNew { .. })
+        )
+    }
+
     /// A short, stable name for logs.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -79,9 +89,14 @@ pub async fn serve(
     }
     let app = App {
         scheduler: scheduler.clone(),
-        metrics,
+        metrics: metrics.clone(),
         auth,
         max_body_bytes: settings.max_body_bytes,
+        read_body_timeout: settings.read_body_timeout,
+        requires_client_certificate: settings
+            .tls
+            .as_ref()
+            .is_some_and(|tls| tls.requires_client_certificate),
     };
     let router = http::router(app);
     let dispatcher = tokio::spawn(scheduler.clone().dispatch());
@@ -96,24 +111,19 @@ pub async fn serve(
         on_shutdown.graceful_shutdown(Some(CONNECTION_GRACE));
     });
 
-    listener.set_nonblocking(true).map_err(Error::Serve)?;
-    let served = match &settings.tls {
-        Some(tls) => {
-            let config = RustlsConfig::from_config(tls.config.clone());
-            axum_server::from_tcp_rustls(listener, config)
-                .map_err(Error::Serve)?
-                .handle(handle)
-                .serve(router.into_make_service())
-                .await
-        }
-        None => {
-            axum_server::from_tcp(listener)
-                .map_err(Error::Serve)?
-                .handle(handle)
-                .serve(router.into_make_service())
-                .await
-        }
+    let limits = listener::Limits {
+        read_header_timeout: settings.read_header_timeout,
+        max_connections: settings.max_connections,
     };
+    let served = listener::serve(
+        listener,
+        settings.tls.as_ref(),
+        limits,
+        metrics,
+        handle,
+        router,
+    )
+    .await;
     // Whatever ended the server, runs must end cleanly before the process does.
     stop.cancel();
     let _ = dispatcher.await;

@@ -5,6 +5,8 @@
 //!   killed and paused members, `promtool check metrics`.
 //! - `security`: TLS with client certificates, `server_name`, `insecure_skip_verify`, auth.
 //! - `http`: `/probe`, `/healthz`, `/readyz`, the landing page, a dead cluster beside a live one.
+//! - `service_hardening`: refused runs retried while their alerts fire, notifications of
+//!   thousands of alerts, state files that are not etcdmedic's, slow and surplus connections.
 //! - `silent_clusters`: clusters that accept connections and never answer cost a healthy
 //!   cluster nothing; a configured endpoint that never answers stays visible.
 //! - `status_command`: the `status` table and JSON, `--endpoints` mode, exit statuses.
@@ -39,6 +41,7 @@ mod quota;
 mod remediation;
 mod security;
 mod service;
+mod service_hardening;
 mod silent_clusters;
 mod status_command;
 mod support;

@@ -697,24 +697,40 @@ async fn bad_requests_get_their_status_code_and_start_nothing() -> Result<()> {
             "{name}: no error message: {answer}"
         );
     }
-    // A 10 MB body is refused from its Content-Length, before it is sent (the service then
-    // closes the connection, so the client reads the answer instead of writing the body).
+    // A body over the 16 MiB default is refused from its Content-Length, before it is sent
+    // (the service then closes the connection, so the client reads the answer instead of
+    // writing the body), and logged as an error: Alertmanager does not retry a 413.
     let status_line = raw_request(
         service.port,
         &format!(
             "POST /webhook/alertmanager HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\n\
              Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{{\"version\"",
-            10 * 1024 * 1024
+            17 * 1024 * 1024
         ),
     )
     .await?;
     ensure!(
         status_line.starts_with("HTTP/1.1 413"),
-        "10 MB body: {status_line}"
+        "17 MiB body: {status_line}"
     );
+    eventually(
+        "the refused body is logged with its size",
+        SETTLE,
+        || async {
+            let output = service.output();
+            ensure!(
+                output.contains("ERROR")
+                    && output.contains("declared_bytes=17825792")
+                    && output.contains("refused a webhook body over max_body_bytes (413)"),
+                "{output}"
+            );
+            Ok(())
+        },
+    )
+    .await?;
     // A body over the limit without a Content-Length is cut off while reading.
     let chunks =
-        futures::stream::iter((0..40).map(|_| Ok::<_, std::io::Error>(vec![b' '; 64 * 1024])));
+        futures::stream::iter((0..280).map(|_| Ok::<_, std::io::Error>(vec![b' '; 64 * 1024])));
     let response = http
         .post(&url)
         .header("content-type", "application/json")
@@ -880,10 +896,46 @@ async fn basic_auth_and_client_certificates_are_enforced() -> Result<()> {
             .is_err(),
         "a certificate from another CA got through"
     );
+    // Without a certificate: Kubernetes probes and Prometheus get their endpoints, the API
+    // and the webhook refuse, saying what is missing.
     let anonymous = etcdmedic_tests::remediator::tls_client(&pki.ca_file, None)?;
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        let response = anonymous
+            .get(format!("{}{path}", service.base_url))
+            .send()
+            .await?;
+        ensure!(
+            response.status() == 200,
+            "{path} without a client certificate: {}",
+            response.status()
+        );
+    }
+    let refused = anonymous.get(&url).bearer_auth(TOKEN).send().await?;
     ensure!(
-        anonymous.get(&url).bearer_auth(TOKEN).send().await.is_err(),
-        "no client certificate got through"
+        refused.status() == 401,
+        "API without a certificate: {}",
+        refused.status()
+    );
+    let body = refused.text().await?;
+    ensure!(
+        body.contains("a client certificate signed by remediator.tls.client_ca_file is required"),
+        "{body}"
+    );
+    let webhook = anonymous
+        .post(format!("{}/webhook/alertmanager", service.base_url))
+        .bearer_auth(TOKEN)
+        .json(&payload(
+            "EtcdmedicDatabaseHighFragmentation",
+            "prod-a",
+            "firing",
+            &now_rfc3339(),
+        ))
+        .send()
+        .await?;
+    ensure!(
+        webhook.status() == 401,
+        "webhook without a certificate: {}",
+        webhook.status()
     );
     Ok(())
 }
@@ -904,13 +956,34 @@ async fn a_live_nospace_alarm_goes_ahead_inside_the_cooldown() -> Result<()> {
     let config = files.write_config(&entry, "  cooldown: 1h\n")?;
     let service = RemediatorService::start(&config, Some(TOKEN)).await?;
 
-    // A refused run (a member down) starts the cooldown: it tried, and a human should look.
+    // A refused run (a member down) changed nothing and starts no cooldown.
     cluster.kill(2)?;
     let (_, answer) = service.post("/api/v1/clusters/prod-a/remediate").await?;
     let refused = answer["decision"]["run_id"].as_i64().context("run id")?;
     let run = service.wait_for_run(refused, RUN_TIMEOUT).await?;
-    ensure!(run["outcome"] == "failed", "{run}");
+    ensure!(
+        run["outcome"] == "failed" && run["refused"] == true,
+        "{run}"
+    );
     cluster.restart(2).await?;
+
+    // A run that did work starts it (10 MiB written, 2 MiB kept: within the 16 MiB quota).
+    let small = Fragmentation {
+        keys: 8,
+        value_bytes: 256 * 1024,
+        rounds: 5,
+    };
+    fragment(&cluster.clients().await?, small).await?;
+    let (_, answer) = service.post("/api/v1/clusters/prod-a/remediate").await?;
+    ensure!(
+        answer["decision"]["reason"]
+            .as_str()
+            .is_some_and(|r| !r.contains("cooldown")),
+        "the refusal started a cooldown: {answer}"
+    );
+    let worked = answer["decision"]["run_id"].as_i64().context("run id")?;
+    let run = service.wait_for_run(worked, RUN_TIMEOUT).await?;
+    ensure!(run["outcome"] == "succeeded", "{run}");
 
     let mut client = cluster.client(0).await?;
     etcdmedic_tests::workload::fill_to_nospace(&mut client, 256 * 1024, 1000).await?;

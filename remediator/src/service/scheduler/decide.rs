@@ -150,10 +150,12 @@ impl Scheduler {
         slot: &mut Slot,
         alert: &Alert,
     ) -> rusqlite::Result<Decision> {
-        if let Some(running) = &slot.running {
+        if let Some(running) = &mut slot.running {
+            // Kept with the run: if it is refused, these decide whether it is retried.
+            running.run.firing.insert(alert.identity());
             return Ok(joined(
-                running.id,
-                format!("run {} of {cluster} is under way", running.id),
+                running.run.id,
+                format!("run {} of {cluster} is under way", running.run.id),
             ));
         }
         if let Some(queued) = &mut slot.queued {
@@ -192,6 +194,8 @@ impl Scheduler {
             dry_run: false,
             trigger: &trigger,
             cooldown_until: self.cooldown_until(tx, cluster)?,
+            not_before: None,
+            retry_of: None,
         };
         let firing = BTreeSet::from([alert.identity()]);
         let alertnames = alert.name().map(str::to_string).into_iter().collect();
@@ -237,17 +241,20 @@ impl Scheduler {
                 });
             }
         }
-        let reason = match &slot.running {
-            Some(running) => format!(
-                "resolved; run {} has started and goes on (it re-checked the live status)",
-                running.id
-            ),
+        let reason = match &mut slot.running {
+            Some(running) => {
+                running.run.firing.remove(&identity);
+                format!(
+                    "resolved; run {} has started and goes on (it re-checked the live status)",
+                    running.run.id
+                )
+            }
             None => "resolved; no queued run to cancel".into(),
         };
         Ok(ignored("resolved", reason))
     }
 
-    fn cooldown_until(
+    pub(super) fn cooldown_until(
         &self,
         tx: &Connection,
         cluster: &str,
@@ -271,8 +278,8 @@ impl Scheduler {
         let decision = state.store.transaction(|tx| {
             if let Some(running) = &slot.running {
                 return Ok(joined(
-                    running.id,
-                    format!("run {} is under way", running.id),
+                    running.run.id,
+                    format!("run {} is under way", running.run.id),
                 ));
             }
             if let Some(queued) = &slot.queued {
@@ -293,6 +300,8 @@ impl Scheduler {
                 dry_run,
                 trigger: SOURCE_API,
                 cooldown_until,
+                not_before: None,
+                retry_of: None,
             };
             enqueue(tx, &mut slot, &run, BTreeSet::new(), BTreeSet::new())
         })?;
@@ -320,6 +329,8 @@ fn enqueue(
         firing,
         alertnames,
         cooldown_until: run.cooldown_until,
+        not_before: run.not_before,
+        retry_of: run.retry_of,
         trigger: run.trigger.to_string(),
     });
     Ok(queued(id, run.cooldown_until))

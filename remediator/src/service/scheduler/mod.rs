@@ -119,12 +119,24 @@ struct Queued {
     firing: BTreeSet<String>,
     alertnames: BTreeSet<String>,
     cooldown_until: Option<SystemTime>,
+    /// A retry after a refusal waits until then.
+    not_before: Option<SystemTime>,
+    /// The alert-started run a retry retries (the first of the chain).
+    retry_of: Option<i64>,
     trigger: String,
+}
+
+impl Queued {
+    fn is_due(&self, now: SystemTime) -> bool {
+        self.not_before.is_none_or(|at| at <= now)
+    }
 }
 
 #[derive(Debug, Clone)]
 struct Running {
-    id: i64,
+    /// The run as it was queued; resolved alerts still leave its `firing` set, which decides
+    /// whether a refusal is retried.
+    run: Queued,
     /// The latest progress line, for the API.
     progress: Option<String>,
 }
@@ -141,6 +153,9 @@ struct State {
 pub struct ClusterQueue {
     pub cluster: String,
     pub queued_run: Option<i64>,
+    /// The queued run is a retry after a refusal, due then.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queued_not_before: Option<String>,
     pub running_run: Option<i64>,
     pub progress: Option<String>,
     pub recovering: bool,
@@ -151,6 +166,7 @@ pub struct Scheduler {
     targets: BTreeMap<String, Target>,
     triggers: HashSet<String>,
     cooldown: Duration,
+    retry_after_refusal: Duration,
     max_concurrent_runs: usize,
     metrics: Arc<Metrics>,
     notifier: Notifier,
@@ -168,7 +184,7 @@ impl Scheduler {
         metrics: Arc<Metrics>,
         stop: CancellationToken,
     ) -> Result<(Arc<Scheduler>, Vec<InterruptedRun>), super::Error> {
-        let mut store = Store::open(&settings.state_path)?;
+        let mut store = Store::open(&settings.state_path, settings.init_state)?;
         let interrupted = store.interrupt_unfinished()?;
         let paused = store.paused()?;
         metrics.set_paused(paused);
@@ -208,6 +224,8 @@ impl Scheduler {
                 firing: firing.into_iter().collect(),
                 alertnames: BTreeSet::new(),
                 cooldown_until: run.cooldown_until,
+                not_before: run.not_before,
+                retry_of: run.retry_of,
                 trigger: run.trigger,
             });
         }
@@ -226,6 +244,7 @@ impl Scheduler {
             targets,
             triggers: settings.triggers.iter().cloned().collect(),
             cooldown: settings.cooldown,
+            retry_after_refusal: settings.retry_after_refusal,
             max_concurrent_runs: settings.max_concurrent_runs,
             metrics,
             notifier: Notifier::new(settings),
@@ -283,7 +302,7 @@ impl Scheduler {
                 .slots
                 .get(&detail.summary.cluster)
                 .and_then(|slot| slot.running.as_ref())
-                .filter(|running| running.id == id)
+                .filter(|running| running.run.id == id)
                 .and_then(|running| running.progress.clone())
         });
         Ok(detail.map(|detail| (detail, progress)))
@@ -298,7 +317,12 @@ impl Scheduler {
                 ClusterQueue {
                     cluster: cluster.clone(),
                     queued_run: slot.queued.as_ref().map(|q| q.id),
-                    running_run: slot.running.as_ref().map(|r| r.id),
+                    running_run: slot.running.as_ref().map(|r| r.run.id),
+                    queued_not_before: slot
+                        .queued
+                        .as_ref()
+                        .and_then(|q| q.not_before)
+                        .map(|at| humantime::format_rfc3339_seconds(at).to_string()),
                     progress: slot.running.and_then(|r| r.progress),
                     recovering: slot.recovering,
                 }

@@ -3,12 +3,12 @@
 //! restart that interrupted a run.
 
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use etcdmedic_cluster::model::AlarmKind;
 
-use super::super::store::InterruptedRun;
-use super::{Queued, Running, Scheduler, DISPATCH_EVERY};
+use super::super::store::{self, InterruptedRun, NewRun};
+use super::{Queued, Running, Scheduler, State, DISPATCH_EVERY, SOURCE_ALERTMANAGER};
 use crate::events::Events;
 use crate::output::TextProgress;
 use crate::report::{Outcome, RunReport};
@@ -25,10 +25,22 @@ impl Scheduler {
             }
             tokio::select! {
                 _ = self.wake.notified() => {}
-                _ = tokio::time::sleep(DISPATCH_EVERY) => {}
+                _ = tokio::time::sleep(self.next_look()) => {}
                 _ = self.stop.cancelled() => return,
             }
         }
+    }
+
+    /// How long the dispatcher may sleep: until the next retry is due, at most
+    /// [`DISPATCH_EVERY`].
+    fn next_look(&self) -> Duration {
+        let now = SystemTime::now();
+        self.lock()
+            .slots
+            .values()
+            .filter_map(|slot| slot.queued.as_ref()?.not_before)
+            .map(|at| at.duration_since(now).unwrap_or_default())
+            .fold(DISPATCH_EVERY, Duration::min)
     }
 
     /// Waits for the runs under way (each stops after its current member) and recovery
@@ -38,7 +50,7 @@ impl Scheduler {
         self.tasks.wait().await;
     }
 
-    fn next_start(&self) -> Option<Start> {
+    pub(super) fn next_start(&self) -> Option<Start> {
         if self.stop.is_cancelled() {
             return None;
         }
@@ -46,11 +58,13 @@ impl Scheduler {
         if state.paused || state.running >= self.max_concurrent_runs {
             return None;
         }
+        let now = SystemTime::now();
         let (cluster, queued) = state
             .slots
             .iter()
             .filter(|(_, slot)| slot.running.is_none() && !slot.recovering)
             .filter_map(|(cluster, slot)| slot.queued.as_ref().map(|q| (cluster, q)))
+            .filter(|(_, queued)| queued.is_due(now))
             .min_by_key(|(_, queued)| queued.id)
             .map(|(cluster, queued)| (cluster.clone(), queued.clone()))?;
         if let Err(err) = state.store.mark_running(queued.id, SystemTime::now()) {
@@ -61,7 +75,7 @@ impl Scheduler {
         let slot = state.slots.entry(cluster.clone()).or_default();
         slot.queued = None;
         slot.running = Some(Running {
-            id: queued.id,
+            run: queued.clone(),
             progress: None,
         });
         Some(Start { cluster, queued })
@@ -173,26 +187,81 @@ impl Scheduler {
             .slots
             .get_mut(cluster)
             .and_then(|slot| slot.running.as_mut())
-            .filter(|running| running.id == id)
+            .filter(|running| running.run.id == id)
         {
             running.progress = Some(line);
         }
     }
 
-    fn finish(&self, cluster: &str, id: i64, report: &RunReport) {
+    pub(super) fn finish(&self, cluster: &str, id: i64, report: &RunReport) {
         let mut state = self.lock();
         if let Err(err) = state.store.finish(id, report) {
             // The run is over either way; what is lost is its record, which the log keeps.
             tracing::error!(run = id, %cluster, error = %err, report = %serde_json::to_string(report).unwrap_or_default(), "cannot record the run's report");
         }
         state.running = state.running.saturating_sub(1);
-        if let Some(slot) = state.slots.get_mut(cluster) {
-            slot.running = None;
+        let finished = state
+            .slots
+            .get_mut(cluster)
+            .and_then(|slot| slot.running.take());
+        if let Some(Running { run, .. }) = finished.filter(|_| report.refused) {
+            self.retry_later(&mut state, cluster, run);
         }
         drop(state);
         self.metrics.set_in_progress(cluster, false);
         self.metrics.run_finished(report);
         self.wake.notify_one();
+    }
+
+    /// After a refusal, which changed nothing and starts no cooldown: while the alerts that
+    /// asked for the run still fire, it runs again `retry_after_refusal` later. Alertmanager
+    /// would only repeat them after its repeat_interval (hours), with NOSPACE perhaps active.
+    fn retry_later(&self, state: &mut State, cluster: &str, refused: Queued) {
+        let slot = state.slots.entry(cluster.to_string()).or_default();
+        if refused.manual || refused.dry_run || refused.firing.is_empty() || slot.queued.is_some() {
+            return;
+        }
+        let at = SystemTime::now() + self.retry_after_refusal;
+        let retry_of = refused.retry_of.unwrap_or(refused.id);
+        let mut queued = None;
+        let recorded = state.store.transaction(|tx| {
+            let run = NewRun {
+                cluster,
+                source: SOURCE_ALERTMANAGER,
+                dry_run: false,
+                trigger: &refused.trigger,
+                cooldown_until: self.cooldown_until(tx, cluster)?,
+                not_before: Some(at),
+                retry_of: Some(retry_of),
+            };
+            let id = store::insert_run(tx, &run)?;
+            queued = Some(Queued {
+                id,
+                not_before: Some(at),
+                retry_of: Some(retry_of),
+                cooldown_until: run.cooldown_until,
+                ..refused.clone()
+            });
+            Ok(id)
+        });
+        let sentence = match (&recorded, queued) {
+            (Ok(id), Some(queued)) => {
+                state.slots.entry(cluster.to_string()).or_default().queued = Some(queued);
+                format!(
+                    "Retried as run {id} at {}, since its alerts still fire (retry_after_refusal).",
+                    humantime::format_rfc3339_seconds(at)
+                )
+            }
+            (Err(err), _) => {
+                tracing::error!(run = refused.id, %cluster, error = %err, "cannot queue the retry of a refused run");
+                return;
+            }
+            (Ok(_), None) => return,
+        };
+        tracing::info!(run = refused.id, %cluster, retry_at = %humantime::format_rfc3339_seconds(at), "refused; retrying later while its alerts fire");
+        if let Err(err) = state.store.append_reason(refused.id, &sentence) {
+            tracing::error!(run = refused.id, error = %err, "cannot record the retry");
+        }
     }
 
     /// After a restart that interrupted runs: wait until each such cluster's members serve
@@ -236,7 +305,7 @@ impl Scheduler {
     }
 }
 
-struct Start {
-    cluster: String,
-    queued: Queued,
+pub(super) struct Start {
+    pub(super) cluster: String,
+    pub(super) queued: Queued,
 }

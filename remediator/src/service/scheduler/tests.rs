@@ -186,3 +186,73 @@ fn the_queue_and_the_pause_switch_survive_a_restart() {
     );
     assert_eq!(resolved[0].action, Action::Cancelled);
 }
+
+/// A run refused before changing anything starts no cooldown: while its alerts fire it is
+/// retried after retry_after_refusal, and resolving them cancels the retry.
+#[test]
+fn a_refused_alert_run_is_retried_later_while_its_alerts_fire() {
+    let dir = tempfile::tempdir().unwrap();
+    let scheduler = scheduler(dir.path());
+    let first = send(&scheduler, vec![alert("firing", fragmentation("a"), "f1")]);
+    let start = scheduler.next_start().expect("the run starts");
+    assert_eq!(Some(start.queued.id), first[0].run_id);
+    let mut refused = RunReport::ended(
+        "a",
+        &start.queued.trigger,
+        false,
+        Outcome::Failed,
+        "refused: member m2 is not answering".into(),
+    );
+    refused.refused = true;
+    scheduler.finish("a", start.queued.id, &refused);
+
+    let queue = &scheduler.queues()[0];
+    let retry = queue.queued_run.expect("a retry is queued");
+    assert!(queue.queued_not_before.is_some(), "{queue:?}");
+    assert!(
+        scheduler.next_start().is_none(),
+        "the retry waits retry_after_refusal"
+    );
+    let (detail, _) = scheduler.run(retry).unwrap().unwrap();
+    assert_eq!(detail.summary.retry_of, first[0].run_id);
+    let (original, _) = scheduler.run(start.queued.id).unwrap().unwrap();
+    assert!(
+        original
+            .summary
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.contains(&format!("Retried as run {retry} at"))),
+        "{:?}",
+        original.summary.reason
+    );
+
+    // Resolving the alert cancels the waiting retry.
+    let resolved = send(
+        &scheduler,
+        vec![alert("resolved", fragmentation("a"), "f1")],
+    );
+    assert_eq!(resolved[0].action, Action::Cancelled);
+    assert_eq!(resolved[0].run_id, Some(retry));
+    assert_eq!(scheduler.queues()[0].queued_run, None);
+}
+
+#[test]
+fn a_refusal_is_not_retried_when_its_alerts_resolved_during_the_run_or_it_was_manual() {
+    let dir = tempfile::tempdir().unwrap();
+    let scheduler = scheduler(dir.path());
+    send(&scheduler, vec![alert("firing", fragmentation("a"), "f1")]);
+    let start = scheduler.next_start().unwrap();
+    send(
+        &scheduler,
+        vec![alert("resolved", fragmentation("a"), "f1")],
+    );
+    let mut refused = RunReport::ended("a", "", false, Outcome::Failed, "refused: x".into());
+    refused.refused = true;
+    scheduler.finish("a", start.queued.id, &refused);
+    assert_eq!(scheduler.queues()[0].queued_run, None);
+
+    scheduler.request("a", false).unwrap();
+    let manual = scheduler.next_start().unwrap();
+    scheduler.finish("a", manual.queued.id, &refused);
+    assert_eq!(scheduler.queues()[0].queued_run, None);
+}

@@ -14,54 +14,36 @@ use serde::Serialize;
 
 use crate::report::{Outcome, RunReport};
 
-/// How long a statement waits for a lock held by another connection before the store counts
-/// as unavailable (and the webhook answers 503 so Alertmanager retries).
-const BUSY_TIMEOUT: Duration = Duration::from_millis(250);
+mod schema;
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS runs (
-    id          INTEGER PRIMARY KEY AUTOINCREMENT,
-    cluster     TEXT NOT NULL,
-    state       TEXT NOT NULL,           -- queued | running | finished
-    source      TEXT NOT NULL,           -- alertmanager | api
-    dry_run     INTEGER NOT NULL,
-    trigger     TEXT NOT NULL,
-    cooldown_until REAL,                 -- queued inside a cooldown: runs only under NOSPACE
-    created_at  REAL NOT NULL,
-    started_at  REAL,
-    finished_at REAL,
-    outcome     TEXT,
-    reason      TEXT,
-    report      TEXT
-);
-CREATE INDEX IF NOT EXISTS runs_by_cluster ON runs (cluster, id);
-CREATE TABLE IF NOT EXISTS alerts (
-    id          INTEGER PRIMARY KEY AUTOINCREMENT,
-    received_at REAL NOT NULL,
-    alertname   TEXT NOT NULL,
-    status      TEXT NOT NULL,
-    fingerprint TEXT NOT NULL,
-    cluster     TEXT,
-    labels      TEXT NOT NULL,
-    starts_at   TEXT NOT NULL,
-    action      TEXT NOT NULL,
-    reason      TEXT NOT NULL,
-    run_id      INTEGER REFERENCES runs (id)
-);
-CREATE INDEX IF NOT EXISTS alerts_by_run ON alerts (run_id);
-CREATE TABLE IF NOT EXISTS switches (
-    name       TEXT PRIMARY KEY,
-    value      TEXT NOT NULL,
-    changed_at REAL NOT NULL
-);
-";
-
+/// Why the state store cannot be used.
 #[derive(Debug, thiserror::Error)]
-#[error("state store {path}: {source}", path = .path.display())]
-pub struct StoreError {
-    path: PathBuf,
-    #[source]
-    source: rusqlite::Error,
+pub enum StoreError {
+    #[error("state store {path}: {source}", path = .path.display())]
+    Sqlite {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// The file exists but is not etcdmedic's state: using it would silently lose the pause
+    /// switch, the cooldowns and the run history, or someone else's data.
+    #[error("state store {path}: {why}", path = .path.display())]
+    NotOurs { path: PathBuf, why: String },
+    #[error("state store {path}: written by a newer etcdmedic (schema version {found}; this one knows up to {known}); run that version, or point state_path elsewhere", path = .path.display())]
+    TooNew {
+        path: PathBuf,
+        found: i64,
+        known: i64,
+    },
+}
+
+impl StoreError {
+    pub(crate) fn sqlite(path: &Path, source: rusqlite::Error) -> Self {
+        StoreError::Sqlite {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -108,6 +90,10 @@ pub struct NewRun<'a> {
     pub dry_run: bool,
     pub trigger: &'a str,
     pub cooldown_until: Option<SystemTime>,
+    /// Not started before then: a retry after a refusal.
+    pub not_before: Option<SystemTime>,
+    /// The alert-started run this one retries (the first of the chain).
+    pub retry_of: Option<i64>,
 }
 
 /// One received alert and what became of it.
@@ -144,6 +130,17 @@ pub struct RunSummary {
         skip_serializing_if = "Option::is_none"
     )]
     pub cooldown_until: Option<SystemTime>,
+    /// A retry after a refusal starts no earlier than this.
+    #[serde(
+        serialize_with = "option_rfc3339",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub not_before: Option<SystemTime>,
+    /// The refused alert-started run this one retries.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_of: Option<i64>,
+    /// Refused before changing anything (outcome `failed`).
+    pub refused: bool,
     pub outcome: Option<String>,
     pub reason: Option<String>,
 }
@@ -179,33 +176,11 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
-    /// Opens (creating if needed) the database at `path`, and its directory.
-    pub fn open(path: &Path) -> StoreResult<Store> {
-        let fail = |source| StoreError {
-            path: path.to_path_buf(),
-            source,
-        };
-        if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|err| {
-                fail(rusqlite::Error::InvalidPath(
-                    format!("{}: cannot create the directory: {err}", dir.display()).into(),
-                ))
-            })?;
-        }
-        let connection = Connection::open(path).map_err(fail)?;
-        connection.busy_timeout(BUSY_TIMEOUT).map_err(fail)?;
-        // WAL keeps readers (the API) from waiting on the writer; NORMAL syncs at checkpoints,
-        // which loses at most the last transactions on power loss, never consistency.
-        connection
-            .pragma_update(None, "journal_mode", "WAL")
-            .map_err(fail)?;
-        connection
-            .pragma_update(None, "synchronous", "NORMAL")
-            .map_err(fail)?;
-        connection
-            .pragma_update(None, "foreign_keys", "ON")
-            .map_err(fail)?;
-        connection.execute_batch(SCHEMA).map_err(fail)?;
+    /// Opens the state at `path`, creating the file (and its directory) when there is none
+    /// and bringing an older schema up to date. A file that exists but holds no etcdmedic
+    /// state is an error, unless `init` says to initialise it (see [`schema::open`]).
+    pub fn open(path: &Path, init: bool) -> StoreResult<Store> {
+        let connection = schema::open(path, init)?;
         Ok(Store {
             connection,
             path: path.to_path_buf(),
@@ -217,10 +192,7 @@ impl Store {
     }
 
     fn fail(&self, source: rusqlite::Error) -> StoreError {
-        StoreError {
-            path: self.path.clone(),
-            source,
-        }
+        StoreError::sqlite(&self.path, source)
     }
 
     /// Runs `work` in one transaction: all of it is stored, or none.
@@ -276,12 +248,14 @@ impl Store {
         self.select_runs("WHERE state = 'queued' ORDER BY id", [])
     }
 
-    /// The firing alerts (fingerprints) a queued run is waiting on.
+    /// The firing alerts (fingerprints) a queued run is waiting on: its own, or for a retry
+    /// those of the run it retries.
     pub fn firing_fingerprints(&self, run_id: i64) -> StoreResult<Vec<String>> {
         let mut select = self
             .connection
             .prepare(
-                "SELECT fingerprint FROM alerts WHERE run_id = ?1 AND status = 'firing' \
+                "SELECT fingerprint FROM alerts WHERE run_id IN (?1, \
+                 (SELECT retry_of FROM runs WHERE id = ?1)) AND status = 'firing' \
                  AND action IN ('queued', 'joined') GROUP BY fingerprint",
             )
             .map_err(|err| self.fail(err))?;
@@ -427,7 +401,8 @@ impl Store {
     ) -> StoreResult<Vec<RunSummary>> {
         let sql = format!(
             "SELECT id, cluster, state, source, dry_run, trigger, created_at, started_at, \
-             finished_at, cooldown_until, outcome, reason FROM runs {condition}"
+             finished_at, cooldown_until, outcome, reason, not_before, retry_of, refused \
+             FROM runs {condition}"
         );
         let mut select = self
             .connection
@@ -448,6 +423,9 @@ impl Store {
                     cooldown_until: row.get::<_, Option<f64>>(9)?.map(from_unix),
                     outcome: row.get(10)?,
                     reason: row.get(11)?,
+                    not_before: row.get::<_, Option<f64>>(12)?.map(from_unix),
+                    retry_of: row.get(13)?,
+                    refused: row.get(14)?,
                 })
             })
             .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>());
@@ -460,11 +438,11 @@ pub const INTERRUPTED_BY_EXIT: &str =
     "the service stopped during the run (killed or crashed); the run did not continue";
 
 /// When the cluster's last run that did (or tried) work finished: the cooldown clock.
-/// Dry runs, skips and cancellations changed nothing and do not count.
+/// Dry runs, skips, cancellations and refusals changed nothing and do not count.
 pub fn last_work_finished(tx: &Connection, cluster: &str) -> rusqlite::Result<Option<SystemTime>> {
     tx.query_row(
         "SELECT max(finished_at) FROM runs WHERE cluster = ?1 AND state = 'finished' \
-         AND dry_run = 0 AND outcome NOT IN ('skipped', 'cancelled', 'planned')",
+         AND dry_run = 0 AND refused = 0 AND outcome NOT IN ('skipped', 'cancelled', 'planned')",
         [cluster],
         |row| row.get::<_, Option<f64>>(0),
     )
@@ -490,8 +468,8 @@ pub fn episode_run(
 
 pub fn insert_run(tx: &Connection, run: &NewRun<'_>) -> rusqlite::Result<i64> {
     tx.execute(
-        "INSERT INTO runs (cluster, state, source, dry_run, trigger, cooldown_until, created_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT INTO runs (cluster, state, source, dry_run, trigger, cooldown_until, created_at, \
+         not_before, retry_of) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         params![
             run.cluster,
             RunState::Queued.as_str(),
@@ -499,7 +477,9 @@ pub fn insert_run(tx: &Connection, run: &NewRun<'_>) -> rusqlite::Result<i64> {
             run.dry_run,
             run.trigger,
             run.cooldown_until.map(unix),
-            unix(SystemTime::now())
+            unix(SystemTime::now()),
+            run.not_before.map(unix),
+            run.retry_of
         ],
     )?;
     Ok(tx.last_insert_rowid())
@@ -532,13 +512,14 @@ pub fn finish(tx: &Connection, id: i64, report: &RunReport) -> rusqlite::Result<
         .map_err(|err| rusqlite::Error::ToSqlConversionFailure(Box::new(err)))?;
     tx.execute(
         "UPDATE runs SET state = 'finished', finished_at = ?2, outcome = ?3, reason = ?4, \
-         report = ?5, started_at = coalesce(started_at, ?2) WHERE id = ?1",
+         report = ?5, refused = ?6, started_at = coalesce(started_at, ?2) WHERE id = ?1",
         params![
             id,
             unix(report.finished_at),
             report.outcome.as_str(),
             report.reason,
-            json
+            json,
+            report.refused
         ],
     )
     .map(drop)
@@ -576,6 +557,8 @@ mod tests {
             dry_run: false,
             trigger: "EtcdmedicNoSpaceAlarm",
             cooldown_until: None,
+            not_before: None,
+            retry_of: None,
         }
     }
 
@@ -584,14 +567,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state/state.sqlite");
         let id = {
-            let mut store = Store::open(&path).unwrap();
+            let mut store = Store::open(&path, false).unwrap();
             let id = store
                 .transaction(|tx| insert_run(tx, &new_run("a")))
                 .unwrap();
             store.mark_running(id, SystemTime::now()).unwrap();
             id
         };
-        let mut store = Store::open(&path).unwrap();
+        let mut store = Store::open(&path, false).unwrap();
         assert_eq!(
             store.interrupt_unfinished().unwrap(),
             vec![InterruptedRun {
@@ -612,9 +595,23 @@ mod tests {
     }
 
     #[test]
+    fn a_refusal_does_not_start_the_cooldown() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("s.sqlite"), false).unwrap();
+        let id = store
+            .transaction(|tx| insert_run(tx, &new_run("a")))
+            .unwrap();
+        let mut refused = RunReport::ended("a", "", false, Outcome::Failed, "refused: x".into());
+        refused.refused = true;
+        store.finish(id, &refused).unwrap();
+        assert_eq!(last_work_finished(&store.connection, "a").unwrap(), None);
+        assert!(store.run(id).unwrap().unwrap().summary.refused);
+    }
+
+    #[test]
     fn the_cooldown_clock_ignores_runs_that_changed_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let mut store = Store::open(&dir.path().join("s.sqlite")).unwrap();
+        let mut store = Store::open(&dir.path().join("s.sqlite"), false).unwrap();
         for outcome in [Outcome::Skipped, Outcome::Cancelled, Outcome::Planned] {
             let id = store
                 .transaction(|tx| insert_run(tx, &new_run("a")))
@@ -641,7 +638,7 @@ mod tests {
     #[test]
     fn pages_of_runs_filter_by_cluster_and_outcome() {
         let dir = tempfile::tempdir().unwrap();
-        let mut store = Store::open(&dir.path().join("s.sqlite")).unwrap();
+        let mut store = Store::open(&dir.path().join("s.sqlite"), false).unwrap();
         for cluster in ["a", "b", "a", "a"] {
             let id = store
                 .transaction(|tx| insert_run(tx, &new_run(cluster)))
@@ -681,7 +678,7 @@ mod tests {
     fn the_pause_switch_is_persisted() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.sqlite");
-        Store::open(&path).unwrap().set_paused(true).unwrap();
-        assert!(Store::open(&path).unwrap().paused().unwrap());
+        Store::open(&path, false).unwrap().set_paused(true).unwrap();
+        assert!(Store::open(&path, false).unwrap().paused().unwrap());
     }
 }

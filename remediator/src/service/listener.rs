@@ -1,0 +1,230 @@
+//! The service's listener: HTTP/1.1, with TLS when configured, and the limits that keep slow
+//! or too many clients from tying it up. A client has `read_header_timeout` to send its
+//! request head (the connection is closed otherwise), at most `max_connections` are open at
+//! once (more are closed at once, and counted), and with client certificates configured the
+//! handshake asks for one without requiring it: probes and Prometheus connect without, and
+//! the webhook and API refuse requests that came without one (see `http`).
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::Router;
+use axum_server::accept::{Accept, DefaultAcceptor};
+use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
+use axum_server::Handle;
+use etcdmedic_cluster::ServerTls;
+use futures::future::BoxFuture;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use super::metrics::Metrics;
+
+/// Whether the connection a request came on presented a client certificate that the
+/// configured CA signed (rustls verified it during the handshake).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientCertificate(pub bool);
+
+/// How long a client may take, and how many may be connected.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub read_header_timeout: Duration,
+    pub max_connections: usize,
+}
+
+/// Serves `router` on `listener` until `handle` shuts it down.
+pub async fn serve(
+    listener: std::net::TcpListener,
+    tls: Option<&ServerTls>,
+    limits: Limits,
+    metrics: Arc<Metrics>,
+    handle: Handle<std::net::SocketAddr>,
+    router: Router,
+) -> io::Result<()> {
+    listener.set_nonblocking(true)?;
+    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    match tls {
+        Some(tls) => {
+            let acceptor = CertificateAcceptor {
+                tls: RustlsAcceptor::new(RustlsConfig::from_config(tls.config.clone()))
+                    .handshake_timeout(limits.read_header_timeout),
+            };
+            let mut server = axum_server::from_tcp(listener)?
+                .acceptor(Limited {
+                    inner: acceptor,
+                    slots,
+                    metrics,
+                })
+                .handle(handle);
+            configure(server.http_builder(), limits);
+            server.serve(router.into_make_service()).await
+        }
+        None => {
+            let mut server = axum_server::from_tcp(listener)?
+                .acceptor(Limited {
+                    inner: DefaultAcceptor,
+                    slots,
+                    metrics,
+                })
+                .handle(handle);
+            configure(server.http_builder(), limits);
+            server.serve(router.into_make_service()).await
+        }
+    }
+}
+
+fn configure(
+    builder: &mut hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
+    limits: Limits,
+) {
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(limits.read_header_timeout);
+}
+
+/// Counts connections against `slots`; one over the limit is closed as soon as accepted.
+#[derive(Clone)]
+struct Limited<A> {
+    inner: A,
+    slots: Arc<Semaphore>,
+    metrics: Arc<Metrics>,
+}
+
+impl<A, S> Accept<TcpStream, S> for Limited<A>
+where
+    A: Accept<TcpStream, S> + Clone + Send + 'static,
+    A::Future: Send,
+    A::Stream: Send,
+    A::Service: Send,
+    S: Send + 'static,
+{
+    type Stream = Counted<A::Stream>;
+    type Service = A::Service;
+    type Future = BoxFuture<'static, io::Result<(Self::Stream, Self::Service)>>;
+
+    fn accept(&self, stream: TcpStream, service: S) -> Self::Future {
+        let Ok(slot) = self.slots.clone().try_acquire_owned() else {
+            self.metrics.connection_refused();
+            tracing::debug!("connection limit reached; closing a new connection");
+            return Box::pin(std::future::ready(Err(io::Error::other(
+                "connection limit reached",
+            ))));
+        };
+        let accepted = self.inner.accept(stream, service);
+        Box::pin(async move {
+            let (stream, service) = accepted.await?;
+            Ok((
+                Counted {
+                    stream,
+                    _slot: slot,
+                },
+                service,
+            ))
+        })
+    }
+}
+
+/// A connection holding its slot until it closes.
+struct Counted<S> {
+    stream: S,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+}
+
+/// The TLS handshake, then whether the client presented a certificate, for every request
+/// on the connection to carry as a [`ClientCertificate`] extension.
+#[derive(Clone)]
+struct CertificateAcceptor {
+    tls: RustlsAcceptor,
+}
+
+impl<S> Accept<TcpStream, S> for CertificateAcceptor
+where
+    S: Send + 'static,
+{
+    type Stream = <RustlsAcceptor as Accept<TcpStream, S>>::Stream;
+    type Service = WithCertificate<S>;
+    type Future = BoxFuture<'static, io::Result<(Self::Stream, Self::Service)>>;
+
+    fn accept(&self, stream: TcpStream, service: S) -> Self::Future {
+        let handshake = self.tls.accept(stream, service);
+        Box::pin(async move {
+            let (stream, inner) = handshake.await?;
+            let presented = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .is_some_and(|certificates| !certificates.is_empty());
+            let certificate = ClientCertificate(presented);
+            Ok((stream, WithCertificate { inner, certificate }))
+        })
+    }
+}
+
+/// The connection's service, adding its [`ClientCertificate`] to every request.
+#[derive(Clone)]
+pub struct WithCertificate<S> {
+    inner: S,
+    certificate: ClientCertificate,
+}
+
+impl<S, B> tower::Service<http::Request<B>> for WithCertificate<S>
+where
+    S: tower::Service<http::Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        request.extensions_mut().insert(self.certificate);
+        self.inner.call(request)
+    }
+}

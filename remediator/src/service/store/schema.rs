@@ -1,0 +1,268 @@
+//! The state file's identity and schema. A file etcdmedic created carries its application id
+//! and a schema version (`PRAGMA application_id`, `PRAGMA user_version`); one from before
+//! versioning is recognised by its tables. Anything else that already exists, an empty file
+//! included, is refused rather than taken for a fresh start: that would silently drop the
+//! pause switch, the cooldowns and the run history (or someone else's data). Older schemas
+//! are brought up to date in one transaction.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::Connection;
+
+use super::{StoreError, StoreResult};
+
+/// "etmd": marks a SQLite file as etcdmedic's state.
+const APPLICATION_ID: i32 = 0x6574_6d64;
+
+/// How long a statement waits for a lock held by another connection before the store counts
+/// as unavailable (and the webhook answers 503 so Alertmanager retries).
+const BUSY_TIMEOUT: Duration = Duration::from_millis(250);
+
+/// The tables of every schema version, for recognising a file from before versioning.
+const TABLES: [&str; 3] = ["alerts", "runs", "switches"];
+
+/// Migration `i` brings a file at version `i` to `i + 1`; the last version is `MIGRATIONS.len()`.
+const MIGRATIONS: [&str; 2] = [
+    // 1: runs, alerts and the pause switch (the schema before versioning).
+    "
+
+CREATE TABLE runs (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    cluster     TEXT NOT NULL,
+    state       TEXT NOT NULL,           -- queued | running | finished
+    source      TEXT NOT NULL,           -- alertmanager | api
+    dry_run     INTEGER NOT NULL,
+    trigger     TEXT NOT NULL,
+    cooldown_until REAL,                 -- queued inside a cooldown: runs only under NOSPACE
+    created_at  REAL NOT NULL,
+    started_at  REAL,
+    finished_at REAL,
+    outcome     TEXT,
+    reason      TEXT,
+    report      TEXT
+);
+CREATE INDEX runs_by_cluster ON runs (cluster, id);
+CREATE TABLE alerts (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    received_at REAL NOT NULL,
+    alertname   TEXT NOT NULL,
+    status      TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    cluster     TEXT,
+    labels      TEXT NOT NULL,
+    starts_at   TEXT NOT NULL,
+    action      TEXT NOT NULL,
+    reason      TEXT NOT NULL,
+    run_id      INTEGER REFERENCES runs (id)
+);
+CREATE INDEX alerts_by_run ON alerts (run_id);
+CREATE TABLE switches (
+    name       TEXT PRIMARY KEY,
+    value      TEXT NOT NULL,
+    changed_at REAL NOT NULL
+);
+",
+    // 2: a refused run (nothing changed) does not start the cooldown, and is retried after
+    // retry_after_refusal: runs record the refusal, when a retry is due and what it retries.
+    "
+ALTER TABLE runs ADD COLUMN refused INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE runs ADD COLUMN not_before REAL;
+ALTER TABLE runs ADD COLUMN retry_of INTEGER REFERENCES runs (id);
+UPDATE runs SET refused = 1 WHERE outcome = 'failed' AND reason LIKE 'refused:%';
+",
+];
+
+/// The schema version this build writes.
+pub(super) const LATEST: i64 = MIGRATIONS.len() as i64;
+
+/// Opens `path` as etcdmedic's state (see the module comment), creating it when it does not
+/// exist. `init`: an existing file that is empty (no tables at all) is initialised instead of
+/// refused; a file with other data never is.
+pub(super) fn open(path: &Path, init: bool) -> StoreResult<Connection> {
+    let fail = |source| StoreError::sqlite(path, source);
+    let refuse = |why: String| StoreError::NotOurs {
+        path: path.to_path_buf(),
+        why,
+    };
+    if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|err| {
+            refuse(format!(
+                "cannot create the directory {}: {err}",
+                dir.display()
+            ))
+        })?;
+    }
+    let existed = path.exists();
+    let fresh_start = "if starting afresh is meant (the pause switch, cooldowns and run \
+                       history are lost), move the file away or start once with --init-state";
+    if existed && !init && std::fs::metadata(path).is_ok_and(|m| m.len() == 0) {
+        return Err(refuse(format!(
+            "the file is empty (0 bytes), not etcdmedic's state; {fresh_start}"
+        )));
+    }
+    let mut connection = Connection::open(path).map_err(fail)?;
+    connection.busy_timeout(BUSY_TIMEOUT).map_err(fail)?;
+    let application_id: i32 = pragma(&connection, "application_id").map_err(fail)?;
+    let mut version: i64 = pragma(&connection, "user_version").map_err(fail)?;
+    let tables = table_names(&connection).map_err(fail)?;
+
+    if application_id != APPLICATION_ID {
+        if application_id != 0 {
+            return Err(refuse(format!(
+                "belongs to another application (application_id {application_id:#x}); point \
+                 state_path at a file of etcdmedic's own"
+            )));
+        }
+        if tables.is_empty() {
+            if existed && !init {
+                return Err(refuse(format!(
+                    "the file holds no etcdmedic state (no tables); {fresh_start}"
+                )));
+            }
+            version = 0;
+        } else if tables.iter().all(|t| TABLES.contains(&t.as_str()))
+            && tables.len() == TABLES.len()
+        {
+            // Written before the schema was versioned: version 1.
+            version = 1;
+        } else {
+            return Err(refuse(format!(
+                "holds tables that are not etcdmedic's ({}); point state_path at a file of \
+                 etcdmedic's own",
+                tables.join(", ")
+            )));
+        }
+    }
+    if version > LATEST {
+        return Err(StoreError::TooNew {
+            path: path.to_path_buf(),
+            found: version,
+            known: LATEST,
+        });
+    }
+    if version < LATEST || application_id != APPLICATION_ID {
+        let transaction = connection.transaction().map_err(fail)?;
+        for migration in &MIGRATIONS[version as usize..] {
+            transaction.execute_batch(migration).map_err(fail)?;
+        }
+        transaction
+            .pragma_update(None, "application_id", APPLICATION_ID)
+            .map_err(fail)?;
+        transaction
+            .pragma_update(None, "user_version", LATEST)
+            .map_err(fail)?;
+        transaction.commit().map_err(fail)?;
+    }
+    // WAL keeps readers (the API) from waiting on the writer; NORMAL syncs at checkpoints,
+    // which loses at most the last transactions on power loss, never consistency.
+    connection
+        .pragma_update(None, "journal_mode", "WAL")
+        .map_err(fail)?;
+    connection
+        .pragma_update(None, "synchronous", "NORMAL")
+        .map_err(fail)?;
+    connection
+        .pragma_update(None, "foreign_keys", "ON")
+        .map_err(fail)?;
+    Ok(connection)
+}
+
+fn pragma<T: rusqlite::types::FromSql>(connection: &Connection, name: &str) -> rusqlite::Result<T> {
+    connection.pragma_query_value(None, name, |row| row.get(0))
+}
+
+fn table_names(connection: &Connection) -> rusqlite::Result<Vec<String>> {
+    let mut select = connection.prepare(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' \
+         ORDER BY name",
+    )?;
+    let names = select.query_map([], |row| row.get(0))?.collect();
+    names
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open_err(path: &Path, init: bool) -> String {
+        open(path, init).expect_err("must be refused").to_string()
+    }
+
+    #[test]
+    fn an_empty_or_foreign_file_is_refused_and_left_as_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty.sqlite");
+        std::fs::write(&empty, "").unwrap();
+        let err = open_err(&empty, false);
+        assert!(err.contains("empty.sqlite: the file is empty (0 bytes), not etcdmedic's state; if starting afresh is meant"), "{err}");
+        assert!(err.contains("--init-state"), "{err}");
+        assert_eq!(
+            std::fs::metadata(&empty).unwrap().len(),
+            0,
+            "left as it was"
+        );
+
+        let garbage = dir.path().join("garbage.sqlite");
+        std::fs::write(&garbage, vec![b'x'; 8192]).unwrap();
+        let err = open_err(&garbage, true);
+        assert!(err.contains("file is not a database"), "{err}");
+
+        let foreign = dir.path().join("foreign.sqlite");
+        Connection::open(&foreign)
+            .unwrap()
+            .execute_batch("CREATE TABLE users (id INTEGER)")
+            .unwrap();
+        let err = open_err(&foreign, true);
+        assert!(
+            err.contains("holds tables that are not etcdmedic's (users)"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn init_initialises_an_empty_file_and_a_new_file_needs_no_flag() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty.sqlite");
+        std::fs::write(&empty, "").unwrap();
+        open(&empty, true).unwrap();
+        // Now it is etcdmedic's: opened again without the flag.
+        let connection = open(&empty, false).unwrap();
+        assert_eq!(
+            pragma::<i32>(&connection, "application_id").unwrap(),
+            APPLICATION_ID
+        );
+        assert_eq!(pragma::<i64>(&connection, "user_version").unwrap(), LATEST);
+        open(&dir.path().join("new/state.sqlite"), false).unwrap();
+    }
+
+    #[test]
+    fn a_file_from_before_versioning_is_kept_and_brought_up_to_date() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.sqlite");
+        let old = Connection::open(&path).unwrap();
+        old.execute_batch(MIGRATIONS[0]).unwrap();
+        old.execute(
+            "INSERT INTO runs (cluster, state, source, dry_run, trigger, created_at, outcome, reason) \
+             VALUES ('a', 'finished', 'api', 0, 'api', 1, 'failed', 'refused: member m2 is down')",
+            [],
+        )
+        .unwrap();
+        drop(old);
+        let connection = open(&path, false).unwrap();
+        let refused: i64 = connection
+            .query_row("SELECT refused FROM runs", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(refused, 1);
+        assert_eq!(pragma::<i64>(&connection, "user_version").unwrap(), LATEST);
+
+        drop(connection);
+        let newer = Connection::open(&path).unwrap();
+        newer
+            .pragma_update(None, "user_version", LATEST + 1)
+            .unwrap();
+        drop(newer);
+        let err = open_err(&path, false);
+        assert!(err.contains("written by a newer etcdmedic"), "{err}");
+    }
+}

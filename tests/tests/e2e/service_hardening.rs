@@ -1,0 +1,315 @@
+//! The webhook service where operators' wiring and the real world push it: a refused run is
+//! retried while its alerts fire (Alertmanager itself would only repeat them hours later), a
+//! notification of thousands of alerts gets through, a state file that is not etcdmedic's is
+//! refused, and slow or too many connections cannot hold the listener.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{ensure, Context, Result};
+use etcdmedic_tests::alertmanager::{Alertmanager, Routing};
+use etcdmedic_tests::ports::free_port;
+use etcdmedic_tests::workload::{fragment, Fragmentation};
+use etcdmedic_tests::{eventually, project_binary, EtcdCluster, EtcdVersion, RemediatorService};
+use serde_json::{json, Value};
+
+use crate::support::{assert_cluster_serves, SETTLE};
+
+const TOKEN: &str = "hardening-token";
+const TEST_RULE: &str = "dbSizeFree >= 4*1024*1024 && dbSizeInUse / dbSize < 0.5";
+
+/// A config for `clusters` with a token file, state and snapshots in `dir`, and
+/// `remediator_extra` lines (indented by two spaces).
+fn write_config(dir: &Path, clusters: &str, remediator_extra: &str) -> Result<PathBuf> {
+    std::fs::write(dir.join("token"), format!("{TOKEN}\n"))?;
+    let yaml = format!(
+        "remediation:\n  snapshot_dir: {}\n  settle_time: 0s\n  defrag_rule: \"{TEST_RULE}\"\n\
+         remediator:\n  state_path: {}\n  auth: {{bearer_token_file: {}}}\n{remediator_extra}\
+         clusters:\n{clusters}",
+        dir.join("snapshots").display(),
+        dir.join("state.sqlite").display(),
+        dir.join("token").display(),
+    );
+    let path = dir.join("etcdmedic.yaml");
+    std::fs::write(&path, yaml)?;
+    Ok(path)
+}
+
+fn fragmentation_alert(cluster: &str, annotation: &str, instance: usize) -> Value {
+    json!({
+        "labels": {"alertname": "EtcdmedicDatabaseHighFragmentation", "etcd_cluster": cluster,
+                   "severity": "warning", "instance": format!("member-{instance}")},
+        "annotations": {"summary": "fragmented", "description": annotation},
+        "startsAt": humantime::format_rfc3339_millis(SystemTime::now() - Duration::from_secs(60)).to_string(),
+        "endsAt": humantime::format_rfc3339_millis(SystemTime::now() + Duration::from_secs(600)).to_string(),
+    })
+}
+
+/// A member down refuses the run; Alertmanager repeats nothing for an hour, yet once the
+/// member is back the service runs again by itself and the cluster is remediated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_run_is_retried_while_its_alerts_fire_and_then_succeeds() -> Result<()> {
+    let cluster = EtcdCluster::builder(EtcdVersion::V3_5).start().await?;
+    fragment(&cluster.clients().await?, Fragmentation::default()).await?;
+    let dir = tempfile::tempdir()?;
+    let entry = cluster.config_entry("prod-a").replacen(
+        "    endpoints:",
+        "    status_timeout: 1s\n    endpoints:",
+        1,
+    );
+    let config = write_config(dir.path(), &entry, "  retry_after_refusal: 3s\n")?;
+    let port = free_port()?;
+    let service = RemediatorService::start_on(&config, Some(TOKEN), port).await?;
+    let routing = Routing {
+        repeat_interval: Duration::from_secs(3600),
+        ..Routing::default()
+    };
+    let alertmanager = Alertmanager::start(
+        &format!("http://127.0.0.1:{port}/webhook/alertmanager"),
+        &dir.path().join("token"),
+        &routing,
+        &[],
+    )
+    .await?;
+
+    cluster.pause(2)?;
+    alertmanager
+        .post_alerts(&json!([fragmentation_alert("prod-a", "fragmented", 0)]))
+        .await?;
+    let refused = eventually(
+        "the alert's run is refused",
+        Duration::from_secs(60),
+        || async {
+            let runs = service.runs().await?;
+            let run = runs
+                .iter()
+                .find(|r| r["outcome"] == "failed")
+                .with_context(|| format!("no refused run yet: {runs:?}"))?;
+            ensure!(run["refused"] == true, "{run}");
+            Ok(run.clone())
+        },
+    )
+    .await?;
+    let refused_id = refused["id"].as_i64().context("run id")?;
+    ensure!(
+        refused["reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("refused: member m2")),
+        "{refused}"
+    );
+    cluster.resume(2)?;
+
+    let retry = eventually(
+        "a retry runs and succeeds",
+        Duration::from_secs(90),
+        || async {
+            let runs = service.runs().await?;
+            let run = runs
+                .iter()
+                .find(|r| r["retry_of"] == refused_id && r["outcome"] == "succeeded")
+                .with_context(|| format!("no succeeded retry yet: {runs:#?}"))?;
+            Ok(run.clone())
+        },
+    )
+    .await?;
+    let (_, original) = service.get(&format!("/api/v1/runs/{refused_id}")).await?;
+    ensure!(
+        original["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains(&format!("Retried as run {} at", retry["id"]))),
+        "{original}"
+    );
+    assert_cluster_serves(&cluster).await?;
+    drop(alertmanager);
+    Ok(())
+}
+
+/// Alertmanager groups every alert of a cluster into one notification; with thousands of
+/// alerts that is megabytes, which must not be refused (a 413 is never retried).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notification_of_thousands_of_alerts_gets_through() -> Result<()> {
+    const ALERTS: usize = 2000;
+    let dir = tempfile::tempdir()?;
+    let clusters = "  - name: prod-a\n    endpoints: [http://127.0.0.1:1]\n";
+    let config = write_config(dir.path(), clusters, "")?;
+    let port = free_port()?;
+    let service = RemediatorService::start_on(&config, Some(TOKEN), port).await?;
+    // Paused: every alert is received and recorded, none starts a run.
+    ensure!(service.post("/api/v1/pause").await?.0 == 200);
+    let alertmanager = Alertmanager::start(
+        &format!("http://127.0.0.1:{port}/webhook/alertmanager"),
+        &dir.path().join("token"),
+        &Routing::default(),
+        &[],
+    )
+    .await?;
+    let description = "x".repeat(600);
+    let alerts: Vec<Value> = (0..ALERTS)
+        .map(|i| fragmentation_alert("prod-a", &description, i))
+        .collect();
+    alertmanager.post_alerts(&Value::Array(alerts)).await?;
+    eventually("every alert arrives", Duration::from_secs(60), || async {
+        let metrics = service.metrics().await?;
+        let received: f64 = metrics
+            .lines()
+            .filter(|l| {
+                l.starts_with("etcdmedic_webhook_alerts_total{") && l.contains("reason=\"paused\"")
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        ensure!(
+            received >= ALERTS as f64,
+            "{received} of {ALERTS} alerts arrived"
+        );
+        ensure!(
+            !metrics.contains("etcdmedic_webhook_requests_total{code=\"413\"}"),
+            "a notification was refused:\n{metrics}"
+        );
+        Ok(())
+    })
+    .await?;
+    drop(alertmanager);
+    Ok(())
+}
+
+/// A state file that exists but holds no etcdmedic state is refused, naming the file and the
+/// way to start afresh; `--init-state` starts afresh; the file is never silently replaced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_truncated_state_file_is_refused_unless_told_to_start_afresh() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let config = write_config(
+        dir.path(),
+        "  - name: prod-a\n    endpoints: [http://127.0.0.1:1]\n",
+        "",
+    )?;
+    let mut service = RemediatorService::start(&config, Some(TOKEN)).await?;
+    ensure!(service.post("/api/v1/pause").await?.0 == 200);
+    service.terminate(Duration::from_secs(20)).await?;
+    let state = dir.path().join("state.sqlite");
+    std::fs::write(&state, "")?;
+    for leftover in ["state.sqlite-wal", "state.sqlite-shm"] {
+        let _ = std::fs::remove_file(dir.path().join(leftover));
+    }
+
+    let binary = project_binary("etcdmedic-remediator")?;
+    let serve = |extra: &'static [&'static str]| {
+        let mut command = tokio::process::Command::new(&binary);
+        command
+            .args(["serve", "--config"])
+            .arg(&config)
+            .args(["--listen", "127.0.0.1:0"])
+            .args(extra)
+            .kill_on_drop(true);
+        command
+    };
+    let refused = tokio::time::timeout(Duration::from_secs(30), serve(&[]).output())
+        .await
+        .context("serve did not exit")??;
+    let err = String::from_utf8_lossy(&refused.stderr).into_owned();
+    ensure!(
+        refused.status.code() == Some(2),
+        "exit {:?}: {err}",
+        refused.status.code()
+    );
+    ensure!(
+        err.contains(&format!(
+            "state store {}: the file is empty (0 bytes), not etcdmedic's state",
+            state.display()
+        )) && err.contains("--init-state"),
+        "{err}"
+    );
+    ensure!(
+        std::fs::metadata(&state)?.len() == 0,
+        "the file was changed"
+    );
+
+    // Told to, it starts afresh: not paused any more.
+    let mut fresh = serve(&["--init-state"]).spawn()?;
+    let started = eventually("the state is initialised", SETTLE, || async {
+        let connection = rusqlite::Connection::open(&state)?;
+        let version: i64 = connection.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+        ensure!(version > 0, "not initialised yet");
+        let paused: i64 = connection.query_row(
+            "SELECT count(*) FROM switches WHERE name = 'paused' AND value = 'true'",
+            [],
+            |row| row.get(0),
+        )?;
+        Ok(paused)
+    })
+    .await;
+    fresh.kill().await?;
+    ensure!(started? == 0, "the pause switch came back from nowhere");
+    Ok(())
+}
+
+/// Two hundred clients that send a byte every second never finish their request head: each
+/// is closed after `read_header_timeout`, those over `max_connections` at once, and the
+/// service answers others meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_and_surplus_connections_are_closed() -> Result<()> {
+    const SLOW: usize = 200;
+    const LIMIT: usize = 64;
+    let header_timeout = Duration::from_secs(2);
+    let dir = tempfile::tempdir()?;
+    let config = write_config(
+        dir.path(),
+        "  - name: prod-a\n    endpoints: [http://127.0.0.1:1]\n",
+        &format!("  read_header_timeout: 2s\n  max_connections: {LIMIT}\n"),
+    )?;
+    let service = RemediatorService::start(&config, Some(TOKEN)).await?;
+    let port = service.port;
+
+    let started = Instant::now();
+    let clients = (0..SLOW).map(|_| async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+        let mut buffer = [0u8; 256];
+        // One byte of the head at a time; at most 20, well past every timeout.
+        for byte in b"GET /healthz HTTP/1.1".iter().take(20) {
+            if stream.write_all(&[*byte]).await.is_err() {
+                return anyhow::Ok(started.elapsed());
+            }
+            match tokio::time::timeout(Duration::from_secs(1), stream.read(&mut buffer)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return Ok(started.elapsed()),
+                Ok(Ok(_)) => return Ok(started.elapsed()),
+                Err(_) => {}
+            }
+        }
+        anyhow::bail!("still open after {:?}", started.elapsed())
+    });
+    let probe = async {
+        // Surplus connections are closed at once, the slow ones after the timeout: a request
+        // gets through within it.
+        eventually(
+            "/healthz answers beside the slow clients",
+            Duration::from_secs(10),
+            || async {
+                let (status, _) = service.get("/healthz").await?;
+                ensure!(status == 200, "{status}");
+                Ok(started.elapsed())
+            },
+        )
+        .await
+    };
+    let (closed, answered) = tokio::join!(futures::future::join_all(clients), probe);
+    let mut longest = Duration::ZERO;
+    for result in closed {
+        longest = longest.max(result?);
+    }
+    ensure!(
+        longest < header_timeout + Duration::from_secs(3),
+        "the last slow connection was closed after {longest:?}"
+    );
+    answered?;
+    let metrics = service.metrics().await?;
+    let refused: f64 = metrics
+        .lines()
+        .find(|l| l.starts_with("etcdmedic_remediator_connections_refused_total "))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .context("no refused-connections counter")?;
+    ensure!(
+        refused >= (SLOW - LIMIT) as f64,
+        "{refused} connections refused over the limit of {LIMIT}"
+    );
+    Ok(())
+}
