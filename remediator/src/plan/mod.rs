@@ -5,12 +5,15 @@
 use std::path::PathBuf;
 
 use etcdmedic_cluster::config::LeaderPolicy;
+use etcdmedic_cluster::defrag_rule::Verdict;
 use etcdmedic_cluster::model::{AlarmKind, ClusterStatus, EndpointStatus, MemberStatus};
 use etcdmedic_cluster::table::human_bytes;
 use etcdmedic_cluster::RemediationSettings;
 use serde::{Deserialize, Serialize};
 
 use crate::report::MemberRef;
+
+mod in_use;
 
 /// A member the plan names, with the figures that decided its place.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -19,14 +22,20 @@ pub struct PlannedMember {
     pub is_leader: bool,
     pub is_learner: bool,
     pub db_size: u64,
+    /// As the member reported it.
     pub db_size_in_use: u64,
+    /// The figure the member was judged at instead, when its own lags (see `in_use`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub judged_in_use: Option<u64>,
     /// The rule's verdict, or why the member is left alone.
     pub reason: String,
 }
 
 impl PlannedMember {
+    /// Bytes a defragmentation should give back, by the figure the member was judged at.
     pub fn free_bytes(&self) -> u64 {
-        self.db_size.saturating_sub(self.db_size_in_use)
+        self.db_size
+            .saturating_sub(self.judged_in_use.unwrap_or(self.db_size_in_use))
     }
 }
 
@@ -195,15 +204,25 @@ pub fn make_plan(
     let mut leader = None;
     let mut skip = Vec::new();
 
+    let voting: Vec<&EndpointStatus> = healthy.voting.iter().map(|m| m.status).collect();
     for answered in &healthy.voting {
         let figures = answered.status;
-        let verdict = settings.defrag_rule.verdict(figures, nospace);
+        let (verdict, judged_in_use) = match in_use::judged(figures, &voting) {
+            Some((judged, note)) => {
+                let verdict = settings.defrag_rule.verdict(&judged, nospace);
+                let reason = format!("{note}: {}", verdict.reason);
+                let judged_in_use = Some(judged.db_size_in_use_bytes);
+                (Verdict { reason, ..verdict }, judged_in_use)
+            }
+            None => (settings.defrag_rule.verdict(figures, nospace), None),
+        };
         let planned = PlannedMember {
             member: member_ref(answered.member),
             is_leader: figures.member_id == leader_id,
             is_learner: false,
             db_size: figures.db_size_bytes,
             db_size_in_use: figures.db_size_in_use_bytes,
+            judged_in_use,
             reason: verdict.reason,
         };
         match (verdict.matches, planned.is_leader) {
@@ -227,6 +246,7 @@ pub fn make_plan(
             is_learner: true,
             db_size: figures.map_or(0, |s| s.db_size_bytes),
             db_size_in_use: figures.map_or(0, |s| s.db_size_in_use_bytes),
+            judged_in_use: None,
             reason: "learner: etcd does not defragment a learner".into(),
         });
     }
@@ -397,6 +417,34 @@ pub(crate) mod tests {
             plan.skip[0].reason.contains("< 100 MiB"),
             "{}",
             plan.skip[0].reason
+        );
+    }
+
+    #[test]
+    fn a_member_whose_in_use_figure_lags_is_judged_by_its_peers_and_planned() {
+        // After a compaction on a quiet cluster: m3 still reports the old figure.
+        let status = cluster(
+            vec![
+                member(1, 1, 192 * MIB, 25 * MIB),
+                member(2, 1, 192 * MIB, 25 * MIB),
+                member(3, 1, 192 * MIB, 172 * MIB),
+            ],
+            vec![],
+        );
+        let plan = plan_of(&status, &RemediationSettings::default()).unwrap();
+        assert!(plan.skip.is_empty(), "{:?}", plan.skip);
+        let m3 = plan
+            .defragment
+            .iter()
+            .find(|m| m.member.name == "m3")
+            .unwrap();
+        assert_eq!(m3.judged_in_use, Some(25 * MIB));
+        assert_eq!(m3.db_size_in_use, 172 * MIB);
+        assert!(
+            m3.reason.starts_with("reports 180 MB in use (90%), a peer only 26 MB for the same keyspace: etcd's figure lags after a compaction; judged at 26 MB (13%): ")
+                && m3.reason.ends_with("free (>= 100 MiB) and 13% in use (< 50%)"),
+            "{}",
+            m3.reason
         );
     }
 
