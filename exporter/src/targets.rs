@@ -9,7 +9,9 @@
 //!   their own deadline): on the first scrape, before anything is known, a silent cluster
 //!   delays the clusters behind it by that much at most;
 //! - a cluster none of whose members answered last time waits for slots of its own, so from
-//!   its second scrape on it never queues in front of a live cluster;
+//!   its second scrape on it never queues in front of a live cluster, and its calls get
+//!   [`SILENT_BUDGET`] rather than the full `status_timeout` (the full one once a minute, so
+//!   that a slow but live cluster is seen again);
 //! - concurrent scrapes of one cluster share one collection, so fifty scrapes at once cost
 //!   each cluster one set of calls, not fifty.
 
@@ -31,6 +33,11 @@ pub const DEFAULT_MAX_CONCURRENT_CLUSTERS: usize = 8;
 /// that does not is left to run out its timeout without a slot.
 pub const SLOT_HOLD: Duration = Duration::from_millis(500);
 
+/// How long each call to a cluster that answered nothing last time may take.
+pub const SILENT_BUDGET: Duration = Duration::from_secs(1);
+/// How often a silent cluster's calls get the full `status_timeout` again.
+pub const SILENT_FULL_EVERY: Duration = Duration::from_secs(60);
+
 /// Every configured cluster, with its member clients kept between scrapes.
 #[derive(Debug)]
 pub struct Targets {
@@ -46,6 +53,8 @@ struct Target {
     probe: Arc<ClusterProbe>,
     /// No member answered the last collection.
     silent: AtomicBool,
+    /// When a collection last had the full `status_timeout`.
+    last_full_budget: Mutex<Option<Instant>>,
     in_flight: Mutex<Option<InFlight>>,
     collections: AtomicU64,
 }
@@ -70,6 +79,7 @@ impl Targets {
                 Ok(Arc::new(Target {
                     probe: Arc::new(ClusterProbe::new(cluster.clone())?),
                     silent: AtomicBool::new(false),
+                    last_full_budget: Mutex::new(None),
                     in_flight: Mutex::new(None),
                     collections: AtomicU64::new(0),
                 }))
@@ -145,15 +155,14 @@ impl Targets {
             return running.status.clone();
         }
         let id = target.collections.fetch_add(1, Ordering::Relaxed);
-        let timeout = target.probe.config().status_timeout;
+        let (lane, timeout) = if target.silent.load(Ordering::Relaxed) {
+            (self.silent.clone(), target.silent_timeout())
+        } else {
+            (self.answering.clone(), target.full_timeout())
+        };
         // A collection asks MemberList and the members, then members found late: two rounds.
         let ends_by = deadline.unwrap_or_else(|| Instant::now() + 2 * timeout) + SLOT_HOLD;
-        let lane = if target.silent.load(Ordering::Relaxed) {
-            self.silent.clone()
-        } else {
-            self.answering.clone()
-        };
-        let status = collect_in_lane(target.clone(), lane, deadline, id)
+        let status = collect_in_lane(target.clone(), lane, timeout, deadline, id)
             .boxed()
             .shared();
         *in_flight = Some(InFlight {
@@ -165,11 +174,35 @@ impl Targets {
     }
 }
 
-/// One collection of `target`: a slot from `lane` (waiting no later than `deadline`), held
-/// for [`SLOT_HOLD`] at most.
+impl Target {
+    fn full_timeout(&self) -> Duration {
+        *self
+            .last_full_budget
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
+        self.probe.config().status_timeout
+    }
+
+    /// [`SILENT_BUDGET`], or the full timeout when it is due again.
+    fn silent_timeout(&self) -> Duration {
+        let mut last = self
+            .last_full_budget
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if last.is_some_and(|at| at.elapsed() < SILENT_FULL_EVERY) {
+            return SILENT_BUDGET.min(self.probe.config().status_timeout);
+        }
+        *last = Some(Instant::now());
+        self.probe.config().status_timeout
+    }
+}
+
+/// One collection of `target`, each call given `timeout`: a slot from `lane` (waiting no
+/// later than `deadline`), held for [`SLOT_HOLD`] at most.
 async fn collect_in_lane(
     target: Arc<Target>,
     lane: Arc<Semaphore>,
+    timeout: Duration,
     deadline: Option<Instant>,
     id: u64,
 ) -> ClusterStatus {
@@ -178,7 +211,7 @@ async fn collect_in_lane(
     let status = match acquire(lane, deadline).await {
         None => probe.unanswered(started.elapsed()),
         Some(slot) => {
-            let collection = probe.collect_until(probe.config().status_timeout, deadline);
+            let collection = probe.collect_until(timeout, deadline);
             tokio::pin!(collection);
             match tokio::time::timeout(SLOT_HOLD, &mut collection).await {
                 Ok(status) => status,
@@ -218,5 +251,30 @@ async fn acquire(lane: Arc<Semaphore>, deadline: Option<Instant>) -> Option<Owne
             .await
             .ok()?
             .ok(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    #[test]
+    fn a_silent_cluster_gets_a_short_budget_but_the_full_one_once_a_minute() {
+        let yaml =
+            "clusters:\n  - name: a\n    endpoints: [http://127.0.0.1:1]\n    status_timeout: 5s\n";
+        let config = Config::from_yaml(yaml, Path::new("t.yaml")).unwrap();
+        let targets = Targets::new(&config, 8).unwrap();
+        let target = targets.target("a").unwrap();
+        // Never given the full budget yet: it gets it.
+        assert_eq!(target.silent_timeout(), Duration::from_secs(5));
+        assert_eq!(target.silent_timeout(), SILENT_BUDGET);
+        assert_eq!(target.silent_timeout(), SILENT_BUDGET);
+        *target.last_full_budget.lock().unwrap() =
+            Instant::now().checked_sub(SILENT_FULL_EVERY + Duration::from_secs(1));
+        assert_eq!(target.silent_timeout(), Duration::from_secs(5));
+        assert_eq!(target.full_timeout(), Duration::from_secs(5));
+        assert_eq!(target.silent_timeout(), SILENT_BUDGET);
     }
 }

@@ -6,7 +6,8 @@
 //! 2. Scale: many configured clusters pointing at two real 3-member clusters; full `/metrics`
 //!    latency and the exporter's resident memory.
 //! 3. Series per member, against etcd's own `/metrics`.
-//! 4. Remediation: `etcdmedic-remediator run` against the etcdctl procedure on the same
+//! 4. Dead clusters: twenty clusters that never answer beside a healthy one (see `silent`).
+//! 5. Remediation: `etcdmedic-remediator run` against the etcdctl procedure on the same
 //!    fragmented cluster, wall time and what clients see meanwhile (see `remediation`).
 //!
 //! Every loop is bounded in count and each request in time; everything is on 127.0.0.1.
@@ -24,6 +25,7 @@ use etcdmedic_tests::ports::free_port;
 use etcdmedic_tests::{project_binary, EtcdCluster, EtcdVersion, ExporterProcess};
 
 mod remediation;
+mod silent;
 mod webhook;
 
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -60,7 +62,7 @@ struct Cli {
     #[arg(long)]
     wrap: Option<String>,
     /// Which parts to run.
-    #[arg(long, value_delimiter = ',', default_values_t = [Part::Exporter, Part::Remediation, Part::Webhook])]
+    #[arg(long, value_delimiter = ',', default_values_t = [Part::Exporter, Part::Silent, Part::Remediation, Part::Webhook])]
     parts: Vec<Part>,
     /// Remediation benchmark: MB in use per member.
     #[arg(long, default_value_t = 400)]
@@ -73,6 +75,7 @@ struct Cli {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum Part {
     Exporter,
+    Silent,
     Remediation,
     Webhook,
 }
@@ -81,6 +84,7 @@ impl std::fmt::Display for Part {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Part::Exporter => "exporter",
+            Part::Silent => "silent",
             Part::Remediation => "remediation",
             Part::Webhook => "webhook",
         })
@@ -179,6 +183,10 @@ async fn run(cli: &Cli) -> Result<String> {
     )?;
     if cli.parts.contains(&Part::Exporter) {
         out.push_str(&exporter_sections(cli).await?);
+    }
+    if cli.parts.contains(&Part::Silent) {
+        let outcome = silent::run().await?;
+        silent::section(&mut out, &outcome)?;
     }
     if cli.parts.contains(&Part::Remediation) {
         let settings = remediation::Settings {
