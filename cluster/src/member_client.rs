@@ -256,7 +256,7 @@ pub fn probe_error(err: etcd_client::Error) -> ProbeError {
 }
 
 /// `message: cause: root cause`, skipping causes that repeat what is already said.
-fn with_sources(message: &str, err: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn with_sources(message: &str, err: &(dyn std::error::Error + 'static)) -> String {
     let mut text = message.to_string();
     let mut source = err.source();
     while let Some(cause) = source {

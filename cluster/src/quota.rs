@@ -16,12 +16,13 @@ use hyper_rustls::{FixedServerNameResolver, HttpsConnector, HttpsConnectorBuilde
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use rustls::{ClientConfig, RootCertStore};
 
 use crate::config::file::DEFAULT_QUOTA_BACKEND_BYTES;
 use crate::config::ClusterConfig;
-use crate::error::{Error, Result};
+use crate::error::Result;
+use crate::member_client::with_sources;
 use crate::model::QuotaSource;
+use crate::transport;
 
 /// The gauge etcd (3.4 and later) publishes with its quota.
 const QUOTA_METRIC: &str = "etcd_server_quota_backend_bytes";
@@ -64,30 +65,16 @@ impl std::fmt::Debug for QuotaReader {
 
 impl QuotaReader {
     pub fn new(cluster: &ClusterConfig) -> Result<Self> {
-        let tls = match &cluster.tls {
-            Some(tls) => (*tls.config).clone(),
-            None => ClientConfig::builder_with_provider(Arc::new(
-                rustls::crypto::ring::default_provider(),
-            ))
-            .with_safe_default_protocol_versions()
-            .map_err(|err| Error::Tls {
-                cluster: cluster.name.to_string(),
-                message: err.to_string(),
-            })?
-            .with_root_certificates(RootCertStore::empty())
-            .with_no_client_auth(),
-        };
-        let mut tcp = HttpConnector::new();
-        tcp.enforce_http(false);
-        tcp.set_connect_timeout(Some(cluster.status_timeout));
         let builder = HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
+            .with_tls_config(transport::tls_config(cluster)?)
             .https_or_http();
         let builder = match cluster.tls.as_ref().and_then(|tls| tls.server_name.clone()) {
             Some(name) => builder.with_server_name_resolver(FixedServerNameResolver::new(name)),
             None => builder,
         };
-        let connector = builder.enable_http1().wrap_connector(tcp);
+        let connector = builder
+            .enable_http1()
+            .wrap_connector(transport::tcp_connector(cluster));
         Ok(QuotaReader {
             template: cluster.metrics_url.clone(),
             configured: cluster.quota_backend_bytes,
@@ -150,7 +137,7 @@ impl QuotaReader {
             .http
             .request(request)
             .await
-            .map_err(|err| failed(error_chain(&err)))?;
+            .map_err(|err| failed(with_sources(&err.to_string(), &err)))?;
         if response.status() != StatusCode::OK {
             return Err(failed(format!("answered {}", response.status())));
         }
@@ -158,7 +145,7 @@ impl QuotaReader {
         let mut pending = Vec::new();
         let mut read = 0;
         while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|err| failed(error_chain(&err)))?;
+            let frame = frame.map_err(|err| failed(with_sources(&err.to_string(), &err)))?;
             let Some(data) = frame.data_ref() else {
                 continue;
             };
@@ -205,20 +192,6 @@ fn find_quota(text: &[u8]) -> Option<u64> {
         let value: f64 = value.parse().ok()?;
         (value.is_finite() && value >= 1.0 && value < u64::MAX as f64).then_some(value as u64)
     })
-}
-
-fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -60,27 +60,8 @@ impl std::fmt::Debug for Transport {
 
 impl Transport {
     pub fn new(cluster: &ClusterConfig) -> Result<Transport> {
-        let mut tcp = HttpConnector::new();
-        tcp.enforce_http(false);
-        tcp.set_nodelay(true);
-        tcp.set_connect_timeout(Some(cluster.status_timeout));
-
-        // Plain-text clusters still need a TLS config to build the connector type; with only
-        // http:// endpoints (enforced when the config loads) it is never used.
-        let tls_config = match &cluster.tls {
-            Some(tls) => (*tls.config).clone(),
-            None => ClientConfig::builder_with_provider(Arc::new(
-                rustls::crypto::ring::default_provider(),
-            ))
-            .with_safe_default_protocol_versions()
-            .map_err(|err| Error::Tls {
-                cluster: cluster.name.to_string(),
-                message: err.to_string(),
-            })?
-            .with_root_certificates(RootCertStore::empty())
-            .with_no_client_auth(),
-        };
-        let builder = HttpsConnectorBuilder::new().with_tls_config(tls_config);
+        let tcp = tcp_connector(cluster);
+        let builder = HttpsConnectorBuilder::new().with_tls_config(tls_config(cluster)?);
         let builder = if cluster.tls.is_some() {
             builder.https_only()
         } else {
@@ -142,6 +123,35 @@ impl Transport {
             scheme,
             authority,
         }))
+    }
+}
+
+/// TCP connections to a cluster's members: no Nagle delay, connecting within the cluster's
+/// `status_timeout`.
+pub(crate) fn tcp_connector(cluster: &ClusterConfig) -> HttpConnector {
+    let mut tcp = HttpConnector::new();
+    tcp.enforce_http(false);
+    tcp.set_nodelay(true);
+    tcp.set_connect_timeout(Some(cluster.status_timeout));
+    tcp
+}
+
+/// The cluster's TLS settings. Plain-text clusters still need a TLS config to build the
+/// connector type; with only http:// endpoints (enforced when the config loads) it is never
+/// used.
+pub(crate) fn tls_config(cluster: &ClusterConfig) -> Result<ClientConfig> {
+    match &cluster.tls {
+        Some(tls) => Ok((*tls.config).clone()),
+        None => Ok(ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|err| Error::Tls {
+            cluster: cluster.name.to_string(),
+            message: err.to_string(),
+        })?
+        .with_root_certificates(RootCertStore::empty())
+        .with_no_client_auth()),
     }
 }
 

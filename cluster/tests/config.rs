@@ -401,7 +401,10 @@ fn the_remediator_block_resolves_defaults_and_reads_its_secrets_only_when_asked(
     assert_eq!(settings.state_path, dir.path().join("state/s.sqlite"));
     assert_eq!(settings.cooldown, Duration::from_secs(1800));
     assert_eq!(settings.max_concurrent_runs, 1);
-    assert_eq!(settings.max_body_bytes, 1024 * 1024);
+    assert_eq!(settings.max_body_bytes, 16 * 1024 * 1024);
+    assert_eq!(settings.retry_after_refusal, Duration::from_secs(300));
+    assert_eq!(settings.read_header_timeout, Duration::from_secs(10));
+    assert_eq!(settings.max_connections, 256);
     assert_eq!(settings.listen.to_string(), "0.0.0.0:9380");
     assert!(settings
         .triggers

@@ -35,6 +35,20 @@ impl SilentServer {
     }
 }
 
+/// A config with `count` clusters (`silent-00`, ...) whose only endpoint is `silent`, then
+/// `healthy` as `healthy`: dead clusters listed before a live one.
+pub fn fleet_yaml(healthy: &crate::EtcdCluster, silent: &SilentServer, count: usize) -> String {
+    let mut yaml = "clusters:\n".to_string();
+    for index in 0..count {
+        yaml.push_str(&format!(
+            "  - name: silent-{index:02}\n    endpoints: [{}]\n",
+            silent.endpoint()
+        ));
+    }
+    yaml.push_str(&healthy.config_entry("healthy"));
+    yaml
+}
+
 impl Drop for SilentServer {
     fn drop(&mut self) {
         self.accepting.abort();

@@ -32,14 +32,18 @@ pub(super) fn pow(x: f64, y: f64) -> f64 {
             0.0
         };
     }
-    if y.is_infinite() {
-        return if x == -1.0 {
+    // |y| so large that x**y overflows or underflows, whatever x but ±1.
+    let beyond = |x: f64, y: f64| {
+        if x == -1.0 {
             1.0
         } else if (x.abs() < 1.0) == (y > 0.0) {
             0.0
         } else {
             f64::INFINITY
-        };
+        }
+    };
+    if y.is_infinite() {
+        return beyond(x, y);
     }
     if x.is_infinite() {
         if x < 0.0 {
@@ -59,13 +63,7 @@ pub(super) fn pow(x: f64, y: f64) -> f64 {
         return f64::NAN;
     }
     if yi >= super::value::TWO_TO_63 {
-        return if x == -1.0 {
-            1.0
-        } else if (x.abs() < 1.0) == (y > 0.0) {
-            0.0
-        } else {
-            f64::INFINITY
-        };
+        return beyond(x, y);
     }
     let mut a1 = 1.0;
     let mut ae: i32 = 0;

@@ -72,17 +72,7 @@ async fn a_nearly_full_cluster_under_a_small_quota_is_defragmented_without_confi
     let size = fill_until(&mut client, QUOTA * 9 / 10, 512 * 1024, 1000).await?;
     ensure!(size < QUOTA, "filled past the quota: {size}");
 
-    let status = exporter_binary(&[
-        "status",
-        "--config",
-        &config.to_string_lossy(),
-        "-o",
-        "json",
-    ])
-    .await?;
-    let statuses: serde_json::Value = serde_json::from_str(&stdout(&status))
-        .with_context(|| format!("status -o json: {}{}", stdout(&status), stderr(&status)))?;
-    for member in statuses[0]["members"].as_array().context("members")? {
+    for member in status_members(&config).await? {
         let answer = &member["status"]["ok"];
         ensure!(answer["quota_bytes"] == QUOTA, "{member}");
         ensure!(answer["quota_source"] == "metrics", "{member}");
@@ -203,8 +193,8 @@ async fn metrics_url_finds_a_separate_listener_and_an_unreadable_quota_is_marked
     Ok(())
 }
 
-/// The member's answer in `status -o json` for a one-member cluster.
-async fn status_json(config: &std::path::Path) -> Result<serde_json::Value> {
+/// The members of the first cluster in `status -o json`.
+async fn status_members(config: &std::path::Path) -> Result<Vec<serde_json::Value>> {
     let output = exporter_binary(&[
         "status",
         "--config",
@@ -214,8 +204,18 @@ async fn status_json(config: &std::path::Path) -> Result<serde_json::Value> {
     ])
     .await?;
     let all: serde_json::Value = serde_json::from_str(&stdout(&output))
-        .with_context(|| format!("{}{}", stdout(&output), stderr(&output)))?;
-    Ok(all[0]["members"][0]["status"]["ok"].clone())
+        .with_context(|| format!("status -o json: {}{}", stdout(&output), stderr(&output)))?;
+    all[0]["members"]
+        .as_array()
+        .cloned()
+        .context("no members in status -o json")
+}
+
+/// The member's answer in `status -o json` for a one-member cluster.
+async fn status_json(config: &std::path::Path) -> Result<serde_json::Value> {
+    let members = status_members(config).await?;
+    let first = members.first().context("no member")?;
+    Ok(first["status"]["ok"].clone())
 }
 
 /// The quota changes only with a restart: it is read once, not on every scrape. A stand-in

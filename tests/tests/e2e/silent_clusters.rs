@@ -8,25 +8,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 use etcdmedic_tests::ports::free_port;
-use etcdmedic_tests::silent::SilentServer;
+use etcdmedic_tests::silent::{fleet_yaml, SilentServer};
 use etcdmedic_tests::{EtcdCluster, EtcdVersion, Exposition, RunningExporter};
 
 use crate::support::{stdout, write_file};
 
 const SILENT_CLUSTERS: usize = 20;
-
-/// The config: `silent-00` .. `silent-19` on `silent`, then `healthy`.
-fn fleet(healthy: &EtcdCluster, silent: &SilentServer) -> String {
-    let mut yaml = "clusters:\n".to_string();
-    for index in 0..SILENT_CLUSTERS {
-        yaml.push_str(&format!(
-            "  - name: silent-{index:02}\n    endpoints: [{}]\n",
-            silent.endpoint()
-        ));
-    }
-    yaml.push_str(&healthy.config_entry("healthy"));
-    yaml
-}
 
 /// GET `path` with Prometheus' scrape-timeout header: how long it took, and the exposition.
 async fn scrape(
@@ -72,7 +59,11 @@ fn ensure_healthy_up(exposition: &Exposition, cluster: &EtcdCluster) -> Result<(
 async fn silent_clusters_cost_a_healthy_cluster_nothing_on_metrics_and_probe() -> Result<()> {
     let cluster = EtcdCluster::builder(EtcdVersion::V3_5).start().await?;
     let silent = SilentServer::start().await?;
-    let config = write_file(cluster.dir(), "fleet.yaml", &fleet(&cluster, &silent))?;
+    let config = write_file(
+        cluster.dir(),
+        "fleet.yaml",
+        &fleet_yaml(&cluster, &silent, SILENT_CLUSTERS),
+    )?;
     let exporter = RunningExporter::start(&config).await?;
     let http = etcdmedic_tests::http_client();
 

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Result};
 use etcdmedic_tests::ports::free_port;
-use etcdmedic_tests::silent::SilentServer;
+use etcdmedic_tests::silent::{fleet_yaml, SilentServer};
 use etcdmedic_tests::{project_binary, EtcdCluster, EtcdVersion, ExporterProcess};
 
 use crate::{ms, verdict, Summary};
@@ -74,16 +74,8 @@ pub async fn run() -> Result<Outcome> {
         .start()
         .await?;
     let silent = SilentServer::start().await?;
-    let mut yaml = "clusters:\n".to_string();
-    for index in 0..SILENT_CLUSTERS {
-        yaml.push_str(&format!(
-            "  - name: silent-{index:02}\n    endpoints: [{}]\n",
-            silent.endpoint()
-        ));
-    }
-    yaml.push_str(&healthy.config_entry("healthy"));
     let config = healthy.dir().join("silent.yaml");
-    std::fs::write(&config, yaml)?;
+    std::fs::write(&config, fleet_yaml(&healthy, &silent, SILENT_CLUSTERS))?;
 
     let listen = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
     let command =
