@@ -183,7 +183,9 @@ impl ClusterProbe {
         {
             return as_quota(known.bytes);
         }
-        let bytes = match self.quota_reader.from_metrics(endpoint, budget).await {
+        // Boxed: an HTTP request's state machine is large, and this one runs rarely.
+        let read = Box::pin(self.quota_reader.from_metrics(endpoint, budget));
+        let bytes = match read.await {
             Ok(bytes) => {
                 tracing::debug!(cluster = %self.config.name, %endpoint, bytes, "quota read from /metrics");
                 Some(bytes)

@@ -9,6 +9,8 @@
 use std::error::Error as _;
 use std::future::Future;
 use std::sync::Arc;
+
+use futures::FutureExt;
 use std::time::Duration;
 
 use etcd_client::{
@@ -97,32 +99,34 @@ impl MemberClient {
     /// A full etcd client for this member (every service), authenticated when the cluster
     /// has credentials. Each call makes a new one; status collection keeps its own.
     pub async fn client(&self, timeout: Duration) -> Result<Client, ProbeError> {
-        self.within(timeout, self.connect()).await
+        self.within(timeout, Box::pin(self.connect())).await
     }
 
     /// [`within`], and a failure that followed the member's request for a client
-    /// certificate, with none configured, says so.
-    async fn within<T>(
-        &self,
+    /// certificate, with none configured, says so. Not an `async fn`: that would keep `call`
+    /// twice in its state, and these futures are large.
+    fn within<'a, T: 'a>(
+        &'a self,
         timeout: Duration,
-        call: impl Future<Output = Result<T, ProbeError>>,
-    ) -> Result<T, ProbeError> {
+        call: impl Future<Output = Result<T, ProbeError>> + 'a,
+    ) -> impl Future<Output = Result<T, ProbeError>> + 'a {
         let asked_before = self.certificate_requests.as_ref().map(|r| r.count());
-        let result = within(timeout, call).await;
-        let asked_now = self.certificate_requests.as_ref().map(|r| r.count());
-        match result {
-            Err(ProbeError::Unreachable(_) | ProbeError::Rpc(_) | ProbeError::Auth(_))
-                if asked_now > asked_before =>
-            {
-                Err(ProbeError::Auth(format!(
-                    "the member requires a client certificate (etcd runs with \
-                     --client-cert-auth) and none is configured: set tls.cert_file and \
-                     tls.key_file for cluster {}",
-                    self.cluster
-                )))
+        within(timeout, call).map(move |result| {
+            let asked_now = self.certificate_requests.as_ref().map(|r| r.count());
+            match result {
+                Err(ProbeError::Unreachable(_) | ProbeError::Rpc(_) | ProbeError::Auth(_))
+                    if asked_now > asked_before =>
+                {
+                    Err(ProbeError::Auth(format!(
+                        "the member requires a client certificate (etcd runs with \
+                         --client-cert-auth) and none is configured: set tls.cert_file and \
+                         tls.key_file for cluster {}",
+                        self.cluster
+                    )))
+                }
+                other => other,
             }
-            other => other,
-        }
+        })
     }
 
     async fn connect(&self) -> Result<Client, ProbeError> {
@@ -147,7 +151,8 @@ impl MemberClient {
     /// failed attempt is not cached: the next call tries again.
     async fn status_clients(&self, timeout: Duration) -> Result<StatusClients, ProbeError> {
         let connect = self.status_clients.get_or_try_init(|| async {
-            let client = self.connect().await?;
+            // Boxed: connecting is a large state machine, needed once per member.
+            let client = Box::pin(self.connect()).await?;
             Ok(StatusClients {
                 maintenance: client.maintenance_client(),
                 cluster: client.cluster_client(),
