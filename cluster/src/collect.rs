@@ -14,9 +14,8 @@ use crate::hedge::first_success;
 use crate::member_client::{ListedMember, MemberClient, MemberListing};
 use crate::model::{
     Alarm, ClusterStatus, EndpointStatus, MemberId, MemberStatus, Membership, ProbeError,
-    QuotaSource,
 };
-use crate::quota::{MetricsError, Quota, QuotaReader};
+use crate::quota::{Quota, QuotaCache};
 use crate::transport::Transport;
 
 /// Ask the next member for MemberList/AlarmList when the current one has been silent this
@@ -25,19 +24,13 @@ const HEDGE_AFTER: Duration = Duration::from_millis(200);
 /// A call is never given less than this, even right at a deadline: it reports a timeout
 /// instead of not being made.
 const MIN_CALL_TIMEOUT: Duration = Duration::from_millis(1);
-/// A quota read from `/metrics` changes only when the member restarts (a restart usually shows
-/// as an unanswered Status, which forgets it at once); read it again this often regardless.
-const QUOTA_REFRESH: Duration = Duration::from_secs(60 * 60);
-/// After `/metrics` answered without a quota (or not at all), try again this much later.
-const QUOTA_RETRY: Duration = Duration::from_secs(5 * 60);
-
 /// Collects [`ClusterStatus`] for one configured cluster, keeping one client per member
 /// endpoint and the last membership it saw between collections.
 #[derive(Debug)]
 pub struct ClusterProbe {
     config: ClusterConfig,
     transport: Transport,
-    quota_reader: QuotaReader,
+    quotas: QuotaCache,
     state: Mutex<ProbeState>,
 }
 
@@ -50,30 +43,6 @@ struct ProbeState {
     preferred: Option<String>,
     /// Whether each endpoint answered last time, to log changes rather than every failure.
     reachable: HashMap<String, bool>,
-    /// Quotas read from members' `/metrics`, by endpoint.
-    quotas: HashMap<String, LearnedQuota>,
-}
-
-/// What a member's `/metrics` said about its quota, and when.
-#[derive(Debug, Clone)]
-struct LearnedQuota {
-    member: MemberId,
-    version: String,
-    /// `None`: `/metrics` answered, but not with a quota.
-    bytes: Option<u64>,
-    at: Instant,
-}
-
-impl LearnedQuota {
-    /// Still the same process, as far as Status tells, and not too old.
-    fn holds_for(&self, member: MemberId, version: &str) -> bool {
-        let max_age = if self.bytes.is_some() {
-            QUOTA_REFRESH
-        } else {
-            QUOTA_RETRY
-        };
-        self.member == member && self.version == version && self.at.elapsed() < max_age
-    }
 }
 
 /// A member from MemberList, with the client URL chosen to reach it.
@@ -95,7 +64,7 @@ impl ClusterProbe {
     pub fn new(config: ClusterConfig) -> Result<Self> {
         Ok(ClusterProbe {
             transport: Transport::new(&config)?,
-            quota_reader: QuotaReader::new(&config)?,
+            quotas: QuotaCache::new(&config)?,
             config,
             state: Mutex::new(ProbeState::default()),
         })
@@ -144,76 +113,19 @@ impl ClusterProbe {
         let result = match response {
             Ok(response) => {
                 let budget = timeout.saturating_sub(latency).max(MIN_CALL_TIMEOUT);
-                let quota = self.quota_of(endpoint, &response, budget).await;
+                let quota = self
+                    .quotas
+                    .quota_of(&self.config.name, endpoint, &response, budget)
+                    .await;
                 Ok(endpoint_status(&response, quota))
             }
             Err(err) => {
                 // Whatever stopped it answering may be a restart with another quota.
-                self.lock().quotas.remove(endpoint);
+                self.quotas.forget(endpoint);
                 Err(err)
             }
         };
         (latency, result)
-    }
-
-    /// The member's quota: from Status (etcd 3.6+), else from its `/metrics` (read once and
-    /// kept), else the config's or etcd's default.
-    async fn quota_of(&self, endpoint: &str, response: &StatusResponse, budget: Duration) -> Quota {
-        if let Ok(bytes @ 1..) = u64::try_from(response.db_size_quota()) {
-            return Quota {
-                bytes,
-                source: QuotaSource::Status,
-            };
-        }
-        let member = MemberId(response.header().map_or(0, |h| h.member_id()));
-        let version = response.version();
-        let fallback = self.quota_reader.fallback();
-        let as_quota = |bytes: Option<u64>| match bytes {
-            Some(bytes) => Quota {
-                bytes,
-                source: QuotaSource::Metrics,
-            },
-            None => fallback,
-        };
-        if let Some(known) = self
-            .lock()
-            .quotas
-            .get(endpoint)
-            .filter(|known| known.holds_for(member, version))
-        {
-            return as_quota(known.bytes);
-        }
-        // Boxed: an HTTP request's state machine is large, and this one runs rarely.
-        let read = Box::pin(self.quota_reader.from_metrics(endpoint, budget));
-        let bytes = match read.await {
-            Ok(bytes) => {
-                tracing::debug!(cluster = %self.config.name, %endpoint, bytes, "quota read from /metrics");
-                Some(bytes)
-            }
-            // Out of time for this collection: the next one tries again.
-            Err(MetricsError::Timeout { .. }) => return fallback,
-            Err(err) => {
-                tracing::warn!(
-                    cluster = %self.config.name,
-                    %endpoint,
-                    error = %err,
-                    assumed_bytes = fallback.bytes,
-                    assumed_from = fallback.source.as_str(),
-                    "the member reports its quota neither in Status nor on /metrics; set metrics_url if it serves metrics elsewhere"
-                );
-                None
-            }
-        };
-        self.lock().quotas.insert(
-            endpoint.to_string(),
-            LearnedQuota {
-                member,
-                version: version.to_string(),
-                bytes,
-                at: Instant::now(),
-            },
-        );
-        as_quota(bytes)
     }
 
     /// Collects the cluster's status; every call to a member may take up to `timeout`.
@@ -417,7 +329,8 @@ impl ClusterProbe {
             state
                 .reachable
                 .retain(|endpoint, _| keep.contains(&endpoint));
-            state.quotas.retain(|endpoint, _| keep.contains(&endpoint));
+            self.quotas
+                .retain(|endpoint| keep.iter().any(|k| *k == endpoint));
             state.members = members;
         }
         state.preferred = Some(answered_by.to_string());

@@ -1,9 +1,6 @@
-//! The space quota each member enforces. etcd 3.6 reports it in Status (`dbSizeQuota`);
-//! before 3.6 only the member's own `/metrics` says it (`etcd_server_quota_backend_bytes`,
-//! served on the client URL, or where `--listen-metrics-urls` puts it). The config's
-//! `quota_backend_bytes` is used only when neither answers, then etcd's 2 GiB default. A
-//! guessed quota is dangerous both ways: too high and a nearly full member looks fine until
-//! NOSPACE, too low and healthy members get defragmented.
+//! Reading a member's quota from its own `/metrics` (`etcd_server_quota_backend_bytes`), over
+//! HTTP/1.1 with the cluster's TLS settings and client certificate: on the client URL, or at
+//! `metrics_url` for members that serve metrics on a listener of their own.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,20 +19,16 @@ use crate::config::ClusterConfig;
 use crate::error::Result;
 use crate::member_client::with_sources;
 use crate::model::QuotaSource;
+
+use super::Quota;
 use crate::transport;
 
 /// The gauge etcd (3.4 and later) publishes with its quota.
 const QUOTA_METRIC: &str = "etcd_server_quota_backend_bytes";
 /// etcd's `/metrics` is a few hundred kB; reading stops at the gauge, and never past this.
 const MAX_METRICS_BYTES: usize = 16 * 1024 * 1024;
+const READ_BUFFER_BYTES: usize = 16 * 1024;
 const USER_AGENT_VALUE: &str = concat!("etcdmedic/", env!("CARGO_PKG_VERSION"));
-
-/// A member's quota and where the figure came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Quota {
-    pub bytes: u64,
-    pub source: QuotaSource,
-}
 
 /// Why `/metrics` did not give the quota.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -78,7 +71,14 @@ impl QuotaReader {
         Ok(QuotaReader {
             template: cluster.metrics_url.clone(),
             configured: cluster.quota_backend_bytes,
-            http: Arc::new(Client::builder(TokioExecutor::new()).build(connector)),
+            // etcd writes /metrics in small chunks and only one line is wanted: a small fixed
+            // read buffer rather than one that grows to hundreds of kB per member.
+            http: Arc::new(
+                Client::builder(TokioExecutor::new())
+                    .http1_read_buf_exact_size(READ_BUFFER_BYTES)
+                    .pool_max_idle_per_host(0)
+                    .build(connector),
+            ),
         })
     }
 
