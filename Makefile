@@ -2,6 +2,7 @@
 #   make demo   a local 3-member etcd and the exporter, with instructions; Ctrl-C stops it
 #   make test   formatting, clippy, unit and promtool rule tests, end-to-end tests against real
 #               etcd 3.4/3.5, Prometheus and Alertmanager
+#   make unit   the fast loop: unit tests of every crate, no etcd started (seconds, once built)
 #   make bench  scrape latency, scale and memory; remediation against the etcdctl procedure;
 #               writes docs/benchmarks.md
 # Each installs what is missing first (scripts/install-deps.sh).
@@ -23,6 +24,9 @@ demo: build
 lint: deps
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
+
+unit:
+	$(CARGO) test --locked --workspace --exclude etcdmedic-tests
 
 # The end-to-end tests run the workspace's binaries, so they are built first.
 test: lint build
