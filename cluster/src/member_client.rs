@@ -53,6 +53,8 @@ pub struct MemberClient {
     /// What status collection uses, kept between calls. Only these two of etcd-client's
     /// eight service clients are kept: with hundreds of members the rest added up.
     status_clients: OnceCell<StatusClients>,
+    /// The full client, for the remediator's calls, made on first use and kept.
+    full_client: OnceCell<Client>,
 }
 
 #[derive(Clone)]
@@ -89,6 +91,7 @@ impl MemberClient {
                 .as_ref()
                 .and_then(|tls| tls.certificate_requests.clone()),
             status_clients: OnceCell::new(),
+            full_client: OnceCell::new(),
         })
     }
 
@@ -97,9 +100,13 @@ impl MemberClient {
     }
 
     /// A full etcd client for this member (every service), authenticated when the cluster
-    /// has credentials. Each call makes a new one; status collection keeps its own.
+    /// has credentials: made on first use and kept (a failed attempt is not). Status
+    /// collection keeps its own two service clients.
     pub async fn client(&self, timeout: Duration) -> Result<Client, ProbeError> {
-        self.within(timeout, Box::pin(self.connect())).await
+        let connect = self
+            .full_client
+            .get_or_try_init(|| Box::pin(self.connect()));
+        self.within(timeout, connect).await.cloned()
     }
 
     /// [`within`], and a failure that followed the member's request for a client

@@ -25,6 +25,6 @@ pub mod report;
 pub mod service;
 pub mod snapshot;
 
-pub use engine::{Remediator, RunOptions};
+pub use engine::{Etcd, Remediator, RunError, RunOptions};
 pub use events::{Event, Events};
 pub use report::{Outcome, RunReport};

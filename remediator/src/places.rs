@@ -40,8 +40,11 @@ fn check_state_path(path: &Path) -> Result<(), String> {
             .map_err(|err| format!("{} is not writable ({err})", path.display()));
     }
     let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
-    snapshot::check_room(parent.unwrap_or(Path::new(".")), 0)
-        .map_err(|problem| problem.replacen("snapshot directory", "state directory", 1))
+    snapshot::check_room(parent.unwrap_or(Path::new(".")), 0).map_err(|problem| {
+        problem
+            .to_string()
+            .replacen("snapshot directory", "state directory", 1)
+    })
 }
 
 #[cfg(test)]

@@ -199,6 +199,10 @@ pub struct RunReport {
     /// starts with `refused:`): a member down, an election, no room for the snapshot...
     #[serde(default)]
     pub refused: bool,
+    /// Why the run ended early, as a short stable name (`member_down`, `no_quorum`,
+    /// `keyspace_mismatch`...): what alerts and tests match, rather than the reason's prose.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_kind: Option<String>,
     /// Why the run ended the way it did, when not plainly successful.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub reason: Option<String>,
@@ -238,6 +242,7 @@ impl RunReport {
             finished_at: now,
             outcome,
             refused: false,
+            error_kind: None,
             reason: Some(reason),
             plan: None,
             snapshot: None,

@@ -4,12 +4,15 @@
 //! Retention keeps the newest few per cluster.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
-use etcd_client::MaintenanceClient;
 use etcdmedic_cluster::config::ClusterName;
-use etcdmedic_cluster::member_client::probe_error;
 use etcdmedic_cluster::table::human_bytes;
+use futures::StreamExt;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::engine::etcd::ChunkStream;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncWriteExt, BufWriter};
 
@@ -36,6 +39,8 @@ pub enum SnapshotError {
     Stream(String),
     #[error("streaming did not finish within {0:?}")]
     Timeout(Duration),
+    #[error("stopped on request while streaming; the partial file was removed")]
+    Stopped,
     #[error("the stream has no sha256 trailer ({0} bytes is not a multiple of 512 plus 32); not a usable snapshot")]
     NoTrailer(u64),
     #[error("the sha256 of the received database ({computed}) differs from etcd's trailer ({expected}); the copy is damaged")]
@@ -64,37 +69,54 @@ pub fn create_dir(dir: &Path) -> Result<(), SnapshotError> {
     })
 }
 
+/// Why a snapshot cannot be written where it should go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RoomError {
+    /// Not a directory, or not writable.
+    Directory(String),
+    /// Too little free space.
+    Space(String),
+}
+
+impl std::fmt::Display for RoomError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RoomError::Directory(reason) | RoomError::Space(reason) => f.write_str(reason),
+        }
+    }
+}
+
 /// Whether a snapshot of about `needed` bytes can be written to `dir`, judged on the nearest
 /// directory that exists (the run would create the rest). Creates nothing, so a refusal
 /// leaves nothing behind.
-pub fn check_room(dir: &Path, needed: u64) -> Result<(), String> {
+pub fn check_room(dir: &Path, needed: u64) -> Result<(), RoomError> {
     use nix::unistd::{access, AccessFlags};
     let existing = dir
         .ancestors()
         .find(|p| p.exists())
         .unwrap_or(Path::new("/"));
     if !existing.is_dir() {
-        return Err(format!(
+        return Err(RoomError::Directory(format!(
             "snapshot directory {}: {} is not a directory",
             dir.display(),
             existing.display()
-        ));
+        )));
     }
     access(existing, AccessFlags::W_OK | AccessFlags::X_OK).map_err(|err| {
-        format!(
+        RoomError::Directory(format!(
             "snapshot directory {}: {} is not writable ({err})",
             dir.display(),
             existing.display()
-        )
+        ))
     })?;
     if let Some(available) = available_bytes(existing) {
         if available < needed {
-            return Err(format!(
+            return Err(RoomError::Space(format!(
                 "{} has {} free, the snapshot needs about {}",
                 existing.display(),
                 human_bytes(available),
                 human_bytes(needed)
-            ));
+            )));
         }
     }
     Ok(())
@@ -117,22 +139,26 @@ pub fn file_name(cluster: &ClusterName, at: SystemTime, revision: i64) -> String
     format!("{cluster}-{time}-rev{revision}.db")
 }
 
-/// Streams a snapshot from `maintenance` (one member) to `dir/name`, verifying it.
-/// `progress` is called every few seconds with the bytes received and the bytes etcd says
-/// remain.
+/// Writes the snapshot `stream` (one member's) to `dir/name`, verifying it. `progress` is
+/// called every few seconds with the bytes received and the bytes etcd says remain. A stop
+/// request ends the stream; the partial file is removed, as on any failure.
 pub async fn save(
-    maintenance: &mut MaintenanceClient,
+    stream: ChunkStream,
     dir: &Path,
     name: &str,
     timeout: Duration,
+    stop: &CancellationToken,
     mut progress: impl FnMut(u64, u64),
 ) -> Result<Saved, SnapshotError> {
     let started = Instant::now();
     let path = dir.join(name);
     let part = dir.join(format!("{name}.part"));
-    let streamed = tokio::time::timeout(timeout, stream_to(maintenance, &part, &mut progress))
-        .await
-        .unwrap_or(Err(SnapshotError::Timeout(timeout)));
+    let streamed = tokio::select! {
+        result = tokio::time::timeout(timeout, stream_to(stream, &part, &mut progress)) => {
+            result.unwrap_or(Err(SnapshotError::Timeout(timeout)))
+        }
+        _ = stop.cancelled() => Err(SnapshotError::Stopped),
+    };
     let (size_bytes, sha256) = match streamed {
         Ok(done) => done,
         Err(err) => {
@@ -155,7 +181,7 @@ pub async fn save(
 }
 
 async fn stream_to(
-    maintenance: &mut MaintenanceClient,
+    mut stream: ChunkStream,
     part: &Path,
     progress: &mut impl FnMut(u64, u64),
 ) -> Result<(u64, String), SnapshotError> {
@@ -170,22 +196,14 @@ async fn stream_to(
         .await
         .map_err(write_error)?;
     let mut out = BufWriter::with_capacity(1 << 20, file);
-    let mut stream = maintenance
-        .snapshot()
-        .await
-        .map_err(|err| SnapshotError::Stream(probe_error(err).to_string()))?;
     let mut trailer = TrailerHasher::default();
     let mut last_progress = Instant::now();
-    while let Some(message) = stream
-        .message()
-        .await
-        .map_err(|err| SnapshotError::Stream(probe_error(err).to_string()))?
-    {
-        let blob = message.blob();
-        out.write_all(blob).await.map_err(write_error)?;
-        trailer.update(blob);
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|err| SnapshotError::Stream(err.to_string()))?;
+        out.write_all(&chunk.blob).await.map_err(write_error)?;
+        trailer.update(&chunk.blob);
         if last_progress.elapsed() >= PROGRESS_EVERY {
-            progress(trailer.total, message.remaining_bytes());
+            progress(trailer.total, chunk.remaining);
             last_progress = Instant::now();
         }
     }

@@ -11,6 +11,7 @@ use etcdmedic_cluster::table::human_bytes;
 use etcdmedic_cluster::RemediationSettings;
 use serde::{Deserialize, Serialize};
 
+use crate::engine::error::Refusal;
 use crate::report::MemberRef;
 
 mod in_use;
@@ -98,26 +99,21 @@ pub fn preflight<'a>(
     status: &'a ClusterStatus,
     settings: &RemediationSettings,
     force: bool,
-) -> Result<Healthy<'a>, String> {
+) -> Result<Healthy<'a>, Refusal> {
     if let Err(err) = &status.membership {
-        return Err(format!(
-            "no member answered MemberList ({err}); check the endpoints and that etcd runs"
-        ));
+        return Err(Refusal::MembershipUnknown(err.clone()));
     }
     let alarms = status
         .alarms
         .as_ref()
-        .map_err(|err| format!("AlarmList failed ({err}); a CORRUPT alarm cannot be ruled out"))?;
+        .map_err(|err| Refusal::AlarmsUnknown(err.clone()))?;
     if let Some(corrupt) = alarms.iter().find(|a| a.alarm == AlarmKind::Corrupt) {
         let raised_by = status
             .members
             .iter()
             .find(|m| m.id == Some(corrupt.member_id))
             .map_or(corrupt.member_id.to_string(), MemberStatus::display_name);
-        return Err(format!(
-            "CORRUPT alarm raised by member {raised_by}: the members' data differ. This needs a \
-             human (see etcd's data corruption guide); etcdmedic does not act on a corrupt cluster"
-        ));
+        return Err(Refusal::CorruptAlarm(raised_by));
     }
 
     let (learners, voting_members): (Vec<&MemberStatus>, Vec<&MemberStatus>) =
@@ -130,22 +126,17 @@ pub fn preflight<'a>(
                 status: answer,
             }),
             Err(err) => {
-                return Err(format!(
-                    "member {} is not answering ({err}); every voting member must be up before \
-                     a defragmentation, which takes one more out of service",
-                    member_ref(member),
-                ))
+                return Err(Refusal::MemberDown {
+                    member: member_ref(member),
+                    error: err.clone(),
+                })
             }
         }
     }
     if voting.len() < 3 && !(settings.allow_single_member || force) {
-        return Err(format!(
-            "the cluster has {} voting member{}: defragmenting takes a member out of service and \
-             there is no quorum without it, so every request waits until it ends. Set \
-             remediation.allow_single_member: true or pass --force to accept that",
-            voting.len(),
-            if voting.len() == 1 { "" } else { "s" }
-        ));
+        return Err(Refusal::TooFewMembers {
+            voting: voting.len(),
+        });
     }
 
     let Some(leader_id) = status.agreed_leader() else {
@@ -159,30 +150,24 @@ pub fn preflight<'a>(
                 format!("{} follows {leader}", m.member.display_name())
             })
             .collect();
-        return Err(format!(
-            "the members do not agree on a leader ({}); try again once the election settles",
-            views.join(", ")
-        ));
+        return Err(Refusal::NoAgreedLeader(views.join(", ")));
     };
     let Some(leader) = voting
         .iter()
         .copied()
         .find(|m| m.status.member_id == leader_id)
     else {
-        return Err(format!(
-            "the leader {leader_id} is not among the members that answered; try again"
-        ));
+        return Err(Refusal::LeaderNotAnswering(leader_id));
     };
     let leader_applied = leader.status.raft_applied_index;
     for member in &voting {
         let lag = leader_applied.saturating_sub(member.status.raft_applied_index);
         if lag > settings.max_applied_lag {
-            return Err(format!(
-                "member {} has applied {lag} entries fewer than the leader (max_applied_lag {}); \
-                 wait until it catches up",
-                member_ref(member.member),
-                settings.max_applied_lag
-            ));
+            return Err(Refusal::MemberLagging {
+                member: member_ref(member.member),
+                lag,
+                max: settings.max_applied_lag,
+            });
         }
     }
     Ok(Healthy {
@@ -382,7 +367,7 @@ pub(crate) mod tests {
     }
 
     fn plan_of(status: &ClusterStatus, settings: &RemediationSettings) -> Result<Plan, String> {
-        let healthy = preflight(status, settings, false)?;
+        let healthy = preflight(status, settings, false).map_err(|err| err.to_string())?;
         Ok(make_plan(status, &healthy, settings))
     }
 

@@ -43,6 +43,12 @@ struct OutcomeLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    etcd_cluster: String,
+    kind: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct MemberLabels {
     etcd_cluster: String,
     member: String,
@@ -71,6 +77,7 @@ type FloatGauge = Gauge<f64, AtomicU64>;
 pub struct Metrics {
     registry: Registry,
     runs: Family<OutcomeLabels, Counter>,
+    failures: Family<KindLabels, Counter>,
     duration: Histogram,
     in_progress: Family<ClusterLabels, Gauge>,
     last_run: Family<OutcomeLabels, FloatGauge>,
@@ -91,6 +98,14 @@ impl Metrics {
             "etcdmedic_remediation_runs",
             "Remediation runs finished, by cluster and outcome",
             runs.clone(),
+        );
+        // Not created at 0 for every cluster and kind: 23 kinds times a fleet is many series
+        // of nothing; the `failed`/`partial` outcomes above are the ones to alert on.
+        let failures = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "etcdmedic_remediation_failures",
+            "Runs that ended early, by cluster and error kind (the report's error_kind)",
+            failures.clone(),
         );
         // From a 1 s skip to a 2 h run of a big cluster with settle times.
         let duration = Histogram::new([
@@ -193,6 +208,7 @@ impl Metrics {
         Metrics {
             registry,
             runs,
+            failures,
             duration,
             in_progress,
             last_run,
@@ -254,6 +270,14 @@ impl Metrics {
                 outcome: report.outcome.as_str().into(),
             })
             .inc();
+        if let Some(kind) = &report.error_kind {
+            self.failures
+                .get_or_create(&KindLabels {
+                    etcd_cluster: cluster.clone(),
+                    kind: kind.clone(),
+                })
+                .inc();
+        }
         // Only runs the engine carried out: cancellations and cooldown skips take no time
         // and would drag the distribution towards zero.
         if !report.steps.is_empty() {
@@ -342,6 +366,9 @@ mod tests {
     fn prometheus_text_names_counters_by_their_total_series() {
         let metrics = Metrics::new(&["a".to_string()]);
         metrics.webhook_request(202);
+        let mut report = RunReport::ended("a", "test", false, Outcome::Failed, "x".into());
+        report.error_kind = Some("no_room".into());
+        metrics.run_finished(&report);
         let text = to_prometheus_text(&metrics.encode().unwrap());
         assert!(
             text.contains("# HELP etcdmedic_webhook_requests_total Requests"),
@@ -357,6 +384,12 @@ mod tests {
         );
         assert!(
             text.contains("# TYPE etcdmedic_remediation_duration_seconds histogram"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "etcdmedic_remediation_failures_total{etcd_cluster=\"a\",kind=\"no_room\"} 1"
+            ),
             "{text}"
         );
         assert!(

@@ -288,7 +288,12 @@ impl Scheduler {
                     }
                     Err(err) => {
                         tracing::error!(run = id, %cluster, error = %err, "members still do not serve reads; new runs will refuse until they do");
-                        format!("After the restart: {err}.")
+                        match err {
+                            crate::RunError::Refused(refusal) => {
+                                format!("After the restart: {refusal}.")
+                            }
+                            other => format!("After the restart: {other}."),
+                        }
                     }
                 };
                 let mut state = scheduler.lock();

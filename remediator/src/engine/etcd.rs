@@ -1,0 +1,153 @@
+//! Every call the engine makes to etcd, behind one trait: [`Live`](super::live::Live) over
+//! etcd-client in production, a scripted fake in the scenario tests. The engine keeps its
+//! own deadlines (see `wait`); these calls are the raw operations.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use etcdmedic_cluster::config::ClusterName;
+use etcdmedic_cluster::model::{ClusterStatus, EndpointStatus, MemberId, ProbeError};
+use futures::Stream;
+
+/// Why one call to one member failed, with the gRPC code when etcd answered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    #[error("unreachable: {0}")]
+    Unreachable(String),
+    #[error("authentication failed: {0}")]
+    Auth(String),
+    /// etcd answered with an error; `message` starts with the code's name.
+    #[error("{message}")]
+    Rpc { code: tonic::Code, message: String },
+}
+
+impl CallError {
+    /// etcd refuses a revision at or below the compaction point with OutOfRange
+    /// (`mvcc: required revision has been compacted`).
+    pub fn is_compacted(&self) -> bool {
+        matches!(
+            self,
+            CallError::Rpc {
+                code: tonic::Code::OutOfRange,
+                ..
+            }
+        )
+    }
+
+    /// A broken connection or a deadline: etcd may still be doing what it was asked.
+    pub fn lost_answer(&self) -> bool {
+        matches!(self, CallError::Timeout(_) | CallError::Unreachable(_))
+    }
+}
+
+impl From<etcd_client::Error> for CallError {
+    fn from(err: etcd_client::Error) -> Self {
+        let code = match &err {
+            etcd_client::Error::GRpcStatus(status) => Some(status.code()),
+            _ => None,
+        };
+        match etcdmedic_cluster::member_client::probe_error(err) {
+            ProbeError::Rpc(message) => CallError::Rpc {
+                code: code.unwrap_or(tonic::Code::Unknown),
+                message,
+            },
+            other => other.into(),
+        }
+    }
+}
+
+impl From<ProbeError> for CallError {
+    fn from(err: ProbeError) -> Self {
+        match err {
+            ProbeError::Timeout(after) => CallError::Timeout(after),
+            ProbeError::Unreachable(message) => CallError::Unreachable(message),
+            ProbeError::Auth(message) => CallError::Auth(message),
+            ProbeError::Rpc(message) => CallError::Rpc {
+                code: tonic::Code::Unknown,
+                message,
+            },
+        }
+    }
+}
+
+/// A member's HashKV answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HashKv {
+    pub hash: u32,
+    /// The revision the hash was computed at (the member's latest, when 0 was asked).
+    pub revision: i64,
+    pub compact_revision: i64,
+}
+
+/// One message of a snapshot stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chunk {
+    pub blob: Vec<u8>,
+    /// Bytes etcd says are still to come.
+    pub remaining: u64,
+}
+
+pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<Chunk, CallError>> + Send>>;
+
+/// The etcd operations a run uses. Members are addressed by client URL.
+pub trait Etcd: Send + Sync {
+    fn cluster(&self) -> &ClusterName;
+
+    /// How long one member may take to answer one call (the cluster's `status_timeout`).
+    fn call_timeout(&self) -> Duration;
+
+    /// Status of every member, MemberList and AlarmList, each call within
+    /// [`call_timeout`](Self::call_timeout).
+    fn collect(&self) -> impl Future<Output = ClusterStatus> + Send;
+
+    fn member_status(
+        &self,
+        endpoint: &str,
+    ) -> impl Future<Output = Result<EndpointStatus, CallError>> + Send;
+
+    /// A serializable count-only read, which etcd blocks while the member defragments.
+    fn serializable_read(
+        &self,
+        endpoint: &str,
+    ) -> impl Future<Output = Result<(), CallError>> + Send;
+
+    fn defragment(&self, endpoint: &str) -> impl Future<Output = Result<(), CallError>> + Send;
+
+    /// MoveLeader, sent to the leader at `via`.
+    fn move_leader(
+        &self,
+        via: &str,
+        to: MemberId,
+    ) -> impl Future<Output = Result<(), CallError>> + Send;
+
+    /// A physical compaction to `revision`.
+    fn compact(
+        &self,
+        via: &str,
+        revision: i64,
+    ) -> impl Future<Output = Result<(), CallError>> + Send;
+
+    /// Deactivates `member`'s NOSPACE alarm.
+    fn disarm_nospace(
+        &self,
+        via: &str,
+        member: MemberId,
+    ) -> impl Future<Output = Result<(), CallError>> + Send;
+
+    /// A write NOSPACE refuses and that leaves nothing behind: a lease granted and revoked.
+    fn write_probe(&self, via: &str) -> impl Future<Output = Result<(), CallError>> + Send;
+
+    fn hash_kv(
+        &self,
+        endpoint: &str,
+        revision: i64,
+    ) -> impl Future<Output = Result<HashKv, CallError>> + Send;
+
+    fn snapshot(
+        &self,
+        endpoint: &str,
+    ) -> impl Future<Output = Result<ChunkStream, CallError>> + Send;
+}

@@ -1,0 +1,255 @@
+//! One remediation of one cluster: the manual runbook, done by a program that checks before
+//! and after every step.
+//!
+//! Every step re-reads the live status rather than trusting what was true a minute ago: a
+//! member can die, lose or win leadership between two steps. The run never has two members
+//! defragmenting at once: when a Defragment call times out, etcd keeps going on the server,
+//! so the engine waits for that member to serve reads and catch up before anything else.
+//!
+//! # Layout
+//! - this file: the run, step by step, as the README tells it.
+//! - `etcd`: every call to etcd, behind a trait; `live`: that trait over etcd-client.
+//! - `preflight`, `take_snapshot`, `defragment`, `leader`, `nospace`, `verify`: the steps.
+//! - `decide`: the steps' decisions as plain functions (quorum, leader target, disarm, hashes).
+//! - `step`: recording every step; `wait`: every wait, with its deadline and stop policy;
+//!   `error`: why a run ended early, typed, and the outcome that follows.
+
+mod decide;
+mod defragment;
+pub mod error;
+pub mod etcd;
+mod leader;
+mod live;
+mod nospace;
+mod preflight;
+mod step;
+mod take_snapshot;
+#[cfg(test)]
+mod tests;
+mod verify;
+mod wait;
+
+use std::time::{Duration, SystemTime};
+
+use etcdmedic_cluster::model::ClusterStatus;
+use etcdmedic_cluster::table::human_bytes;
+use etcdmedic_cluster::{ClusterConfig, RemediationSettings};
+use tokio_util::sync::CancellationToken;
+
+use crate::events::Events;
+use crate::plan::Plan;
+use crate::report::{MemberReport, Outcome, RunReport};
+pub use error::RunError;
+pub use etcd::Etcd;
+pub use live::Live;
+
+/// How a run was asked for.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Plan and print, change nothing.
+    pub dry_run: bool,
+    /// Accept a cluster of fewer than 3 voting members.
+    pub force: bool,
+    /// Recorded in the report: `cli`, or the alerts that asked.
+    pub trigger: String,
+}
+
+/// Remediates one cluster through `E` (etcd itself in production).
+#[derive(Debug)]
+pub struct Remediator<E = Live> {
+    etcd: E,
+    settings: RemediationSettings,
+}
+
+impl Remediator<Live> {
+    pub fn new(config: ClusterConfig) -> etcdmedic_cluster::Result<Self> {
+        let settings = config.remediation.clone();
+        Ok(Remediator {
+            etcd: Live::new(config)?,
+            settings,
+        })
+    }
+}
+
+/// How a run that did not fail ended.
+enum Ended {
+    Succeeded,
+    /// No member needed work: the reason lists each member's figures.
+    Skipped(String),
+    Planned,
+}
+
+impl<E: Etcd> Remediator<E> {
+    pub fn with(etcd: E, settings: RemediationSettings) -> Self {
+        Remediator { etcd, settings }
+    }
+
+    pub fn cluster(&self) -> &str {
+        self.etcd.cluster()
+    }
+
+    /// The cluster's status now (alarms included).
+    pub async fn live_status(&self) -> ClusterStatus {
+        self.etcd.collect().await
+    }
+
+    pub fn settings(&self) -> &RemediationSettings {
+        &self.settings
+    }
+
+    #[cfg(test)]
+    pub(crate) fn etcd(&self) -> &E {
+        &self.etcd
+    }
+
+    /// Waits until every member the cluster lists answers a serializable read: a member
+    /// still defragmenting (left by a run that was killed, or by someone else's tool) blocks
+    /// reads until it is done. Returns how long that took, or why it gave up after
+    /// `defrag_timeout`.
+    pub async fn wait_until_members_serve_reads(
+        &self,
+        events: &Events,
+        stop: &CancellationToken,
+    ) -> Result<Duration, RunError> {
+        let run = self.start(&RunOptions::default(), events, stop);
+        run.members_serve_reads(true).await
+    }
+
+    fn start<'a>(
+        &'a self,
+        options: &RunOptions,
+        events: &'a Events,
+        stop: &'a CancellationToken,
+    ) -> Run<'a, E> {
+        let mut report = RunReport::ended(
+            self.cluster(),
+            &options.trigger,
+            options.dry_run,
+            Outcome::Failed,
+            String::new(),
+        );
+        report.reason = None;
+        Run {
+            etcd: &self.etcd,
+            settings: &self.settings,
+            events,
+            stop,
+            report,
+        }
+    }
+
+    /// Runs one remediation and reports how it went. `stop` ends the run between two
+    /// members (the member being defragmented finishes first).
+    pub async fn run(
+        &self,
+        options: &RunOptions,
+        events: &Events,
+        stop: &CancellationToken,
+    ) -> RunReport {
+        let mut run = self.start(options, events, stop);
+        let span = tracing::info_span!("run", cluster = %self.cluster(), dry_run = options.dry_run);
+        let _enter = span.enter();
+        let ended = run.execute(options).await;
+        let any_defragmented = !run.defragmented().is_empty();
+        let mut report = run.report;
+        (report.outcome, report.reason) = match ended {
+            Ok(Ended::Succeeded) => (Outcome::Succeeded, None),
+            Ok(Ended::Skipped(reason)) => (Outcome::Skipped, Some(reason)),
+            Ok(Ended::Planned) => (
+                Outcome::Planned,
+                Some("dry run: nothing was changed".into()),
+            ),
+            Err(err) => {
+                report.refused = err.is_refusal();
+                report.error_kind = Some(err.kind().to_string());
+                (err.outcome(any_defragmented), Some(err.to_string()))
+            }
+        };
+        report.finished_at = SystemTime::now();
+        report.reclaimed_bytes = report
+            .members
+            .iter()
+            .filter_map(MemberReport::reclaimed_bytes)
+            .sum();
+        tracing::info!(
+            outcome = report.outcome.as_str(),
+            reason = report.reason.as_deref().unwrap_or(""),
+            error_kind = report.error_kind.as_deref().unwrap_or(""),
+            reclaimed_bytes = report.reclaimed_bytes,
+            "run finished"
+        );
+        report
+    }
+}
+
+/// One run under way: what it talks to, how it is set, and what it has recorded so far.
+struct Run<'a, E> {
+    etcd: &'a E,
+    settings: &'a RemediationSettings,
+    events: &'a Events,
+    stop: &'a CancellationToken,
+    report: RunReport,
+}
+
+impl<E: Etcd> Run<'_, E> {
+    /// The runbook, top to bottom.
+    async fn execute(&mut self, options: &RunOptions) -> Result<Ended, RunError> {
+        // 1. Preflight (a fresh Status of every member, never an alert) and the plan.
+        let plan = self.preflight(options.force).await?;
+        if plan.is_empty() {
+            return Ok(Ended::Skipped(skipped_because(&plan)));
+        }
+        // Room for the snapshot, checked before anything is created; a dry run stops here.
+        let dir = self.room_for_snapshot(&plan).await?;
+        if options.dry_run {
+            return Ok(Ended::Planned);
+        }
+        let _lock = self.lock(&dir)?;
+
+        // 2. Compaction, only when asked for.
+        if self.settings.compact_first {
+            self.compact(&plan).await?;
+        }
+        // 3. A verified snapshot: none, no defragmentation.
+        self.snapshot(&plan, &dir).await?;
+        // 4. Followers, one at a time; one that became leader meanwhile waits for step 5.
+        let deferred = self.defragment_followers(&plan).await?;
+        // 5. The leader, after handing leadership to a defragmented follower.
+        self.defragment_leaders(&plan, deferred).await?;
+        // 6. NOSPACE disarmed once every member is below the threshold.
+        self.disarm_nospace().await?;
+        // 7. Every member holds the same keyspace.
+        self.verify().await?;
+        Ok(Ended::Succeeded)
+    }
+
+    /// Stops between two members when asked to.
+    fn check_stop(&self) -> Result<(), RunError> {
+        if self.stop.is_cancelled() {
+            return Err(RunError::Interrupted);
+        }
+        Ok(())
+    }
+}
+
+/// Why nothing was to be done, member by member.
+fn skipped_because(plan: &Plan) -> String {
+    let reasons: Vec<String> = plan
+        .skip
+        .iter()
+        .map(|m| {
+            format!(
+                "{}: {}, {} in use of {}",
+                m.member.name,
+                m.reason,
+                human_bytes(m.db_size_in_use),
+                human_bytes(m.db_size)
+            )
+        })
+        .collect();
+    format!(
+        "no member needs defragmenting under {} ({})",
+        plan.rule,
+        reasons.join("; ")
+    )
+}

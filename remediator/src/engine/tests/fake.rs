@@ -1,0 +1,636 @@
+//! A scripted etcd cluster for the scenario tests: members with sizes, a leader, alarms and a
+//! keyspace hash, whose answers change as the engine acts (a Defragment shrinks the file and
+//! blocks reads for its duration, MoveLeader moves leadership) and as the script says (a
+//! member dies when another's defragmentation starts, leadership moves mid-run...). Every
+//! call is recorded, and what no engine may ever do is caught as it happens.
+
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use etcdmedic_cluster::config::ClusterName;
+use etcdmedic_cluster::model::{
+    Alarm, AlarmKind, ClusterStatus, EndpointStatus, MemberId, MemberStatus, Membership,
+    ProbeError, QuotaSource,
+};
+use sha2::{Digest, Sha256};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::engine::etcd::{CallError, Chunk, ChunkStream, Etcd, HashKv};
+
+pub const MIB: u64 = 1024 * 1024;
+const QUOTA: u64 = 2048 * MIB;
+
+/// A call the engine made, by member name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Call {
+    Collect,
+    Status(String),
+    Read(String),
+    Defragment(String),
+    MoveLeader { via: String, to: String },
+    Compact(i64),
+    Disarm(String),
+    WriteProbe(String),
+    HashKv(String, i64),
+    Snapshot(String),
+}
+
+/// What the script does when a call is made.
+#[derive(Debug, Clone)]
+pub enum Action {
+    Kill(&'static str),
+    /// Leadership moves to this member (an election).
+    Elect(&'static str),
+    /// The operator asks the run to stop (SIGTERM).
+    Stop,
+    /// AlarmList fails from now on.
+    BreakAlarmList,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SnapshotBehavior {
+    Good,
+    /// The stream's sha256 trailer does not match what was sent.
+    Damaged,
+    /// Chunks keep coming for a long time (to stop a run mid-stream).
+    Endless,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MoveBehavior {
+    Moves,
+    Refuses(CallError),
+    /// MoveLeader answers, but nobody follows the new leader.
+    Ignored,
+}
+
+#[derive(Debug, Clone)]
+struct Member {
+    id: MemberId,
+    name: &'static str,
+    db_size: u64,
+    in_use: u64,
+    up: bool,
+    learner: bool,
+    applied_behind: u64,
+    defragmenting_until: Option<Instant>,
+    hash: u32,
+}
+
+#[derive(Debug)]
+struct State {
+    members: Vec<Member>,
+    leader: Option<MemberId>,
+    alarms: Vec<Alarm>,
+    alarms_fail: bool,
+    revision: i64,
+    compact_revision: i64,
+    calls: Vec<Call>,
+    script: Vec<(Call, Action)>,
+    defrag_takes: Duration,
+    /// The Defragment call answers nothing (the connection drops) but etcd goes on.
+    defrag_answer_lost: bool,
+    defrag_error: Option<CallError>,
+    leader_defrag_allowed: bool,
+    snapshot: SnapshotBehavior,
+    move_leader: MoveBehavior,
+    /// HashKV answers at different revisions this many rounds (writes landing meanwhile).
+    hash_moves: usize,
+    hash_calls: usize,
+    violations: Vec<String>,
+}
+
+/// A fake cluster of members `m1`, `m2`, ...; `m1` leads.
+#[derive(Debug)]
+pub struct FakeEtcd {
+    name: ClusterName,
+    state: Mutex<State>,
+    stop: CancellationToken,
+}
+
+pub fn endpoint(name: &str) -> String {
+    format!("http://{name}.fake:2379")
+}
+
+impl FakeEtcd {
+    /// `members` voting members, each `db_mib` MiB with `in_use_mib` in use.
+    pub fn new(members: usize, db_mib: u64, in_use_mib: u64) -> Self {
+        const NAMES: [&str; 5] = ["m1", "m2", "m3", "m4", "m5"];
+        let members = NAMES[..members]
+            .iter()
+            .enumerate()
+            .map(|(i, name)| Member {
+                id: MemberId(i as u64 + 1),
+                name,
+                db_size: db_mib * MIB,
+                in_use: in_use_mib * MIB,
+                up: true,
+                learner: false,
+                applied_behind: 0,
+                defragmenting_until: None,
+                hash: 0xabcd,
+            })
+            .collect();
+        FakeEtcd {
+            name: ClusterName::new("fake").unwrap_or_else(|err| panic!("{err}")),
+            state: Mutex::new(State {
+                members,
+                leader: Some(MemberId(1)),
+                alarms: vec![],
+                alarms_fail: false,
+                revision: 1000,
+                compact_revision: 900,
+                calls: vec![],
+                script: vec![],
+                defrag_takes: Duration::from_secs(2),
+                defrag_answer_lost: false,
+                defrag_error: None,
+                leader_defrag_allowed: false,
+                snapshot: SnapshotBehavior::Good,
+                move_leader: MoveBehavior::Moves,
+                hash_moves: 0,
+                hash_calls: 0,
+                violations: vec![],
+            }),
+            stop: CancellationToken::new(),
+        }
+    }
+
+    /// The run's stop request, which [`Action::Stop`] cancels.
+    pub fn stop_token(&self) -> CancellationToken {
+        self.stop.clone()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    // ---- the script ----------------------------------------------------------------
+
+    /// When `call` is made, `action` happens (once).
+    pub fn on(self, call: Call, action: Action) -> Self {
+        self.lock().script.push((call, action));
+        self
+    }
+
+    pub fn member(self, name: &str, edit: impl FnOnce(&mut MemberEdit<'_>)) -> Self {
+        {
+            let mut state = self.lock();
+            if let Some(member) = state.members.iter_mut().find(|m| m.name == name) {
+                edit(&mut MemberEdit(member));
+            }
+        }
+        self
+    }
+
+    pub fn with(self, edit: impl FnOnce(&mut Settings<'_>)) -> Self {
+        edit(&mut Settings(&mut self.lock()));
+        self
+    }
+
+    // ---- what happened -------------------------------------------------------------
+
+    pub fn calls(&self) -> Vec<Call> {
+        self.lock().calls.clone()
+    }
+
+    /// Calls other than the status reads, which every wait repeats.
+    pub fn actions(&self) -> Vec<Call> {
+        self.calls()
+            .into_iter()
+            .filter(|c| !matches!(c, Call::Collect | Call::Status(_) | Call::Read(_)))
+            .collect()
+    }
+
+    pub fn violations(&self) -> Vec<String> {
+        self.lock().violations.clone()
+    }
+
+    pub fn leader(&self) -> Option<String> {
+        let state = self.lock();
+        state
+            .leader
+            .and_then(|id| state.members.iter().find(|m| m.id == id))
+            .map(|m| m.name.to_string())
+    }
+
+    pub fn alarms(&self) -> Vec<Alarm> {
+        self.lock().alarms.clone()
+    }
+
+    // ---- answering -----------------------------------------------------------------
+
+    fn record(&self, call: Call) {
+        let mut state = self.lock();
+        state.calls.push(call.clone());
+        let due: Vec<Action> = {
+            let mut due = Vec::new();
+            state.script.retain(|(on, action)| {
+                if *on == call {
+                    due.push(action.clone());
+                    false
+                } else {
+                    true
+                }
+            });
+            due
+        };
+        for action in due {
+            if matches!(action, Action::Stop) {
+                self.stop.cancel();
+            }
+            apply(&mut state, action);
+        }
+    }
+}
+
+fn apply(state: &mut State, action: Action) {
+    let find =
+        |state: &mut State, name: &str| state.members.iter_mut().position(|m| m.name == name);
+    match action {
+        Action::Kill(name) => {
+            if let Some(i) = find(state, name) {
+                state.members[i].up = false;
+                if state.leader == Some(state.members[i].id) {
+                    state.leader = None;
+                }
+            }
+        }
+        Action::Elect(name) => {
+            if let Some(i) = find(state, name) {
+                state.leader = Some(state.members[i].id);
+            }
+        }
+        Action::Stop => {}
+        Action::BreakAlarmList => state.alarms_fail = true,
+    }
+}
+
+/// Changes to one member of the script.
+pub struct MemberEdit<'a>(&'a mut Member);
+
+impl MemberEdit<'_> {
+    pub fn down(&mut self) {
+        self.0.up = false;
+    }
+    pub fn learner(&mut self) {
+        self.0.learner = true;
+    }
+    pub fn behind(&mut self, entries: u64) {
+        self.0.applied_behind = entries;
+    }
+    pub fn hash(&mut self, hash: u32) {
+        self.0.hash = hash;
+    }
+    /// Left defragmenting by someone else: reads block for `duration` from now.
+    pub fn defragmenting_for(&mut self, duration: Duration) {
+        self.0.defragmenting_until = Some(Instant::now() + duration);
+    }
+}
+
+/// Changes to how the cluster behaves.
+pub struct Settings<'a>(&'a mut State);
+
+impl Settings<'_> {
+    pub fn alarm(&mut self, member: u64, alarm: AlarmKind) {
+        self.0.alarms.push(Alarm {
+            member_id: MemberId(member),
+            alarm,
+        });
+    }
+    pub fn alarms_fail(&mut self) {
+        self.0.alarms_fail = true;
+    }
+    pub fn no_leader(&mut self) {
+        self.0.leader = None;
+    }
+    pub fn defrag_takes(&mut self, duration: Duration) {
+        self.0.defrag_takes = duration;
+    }
+    pub fn defrag_answer_lost(&mut self) {
+        self.0.defrag_answer_lost = true;
+    }
+    pub fn defrag_error(&mut self, error: CallError) {
+        self.0.defrag_error = Some(error);
+    }
+    pub fn leader_defrag_allowed(&mut self) {
+        self.0.leader_defrag_allowed = true;
+    }
+    pub fn snapshot(&mut self, behavior: SnapshotBehavior) {
+        self.0.snapshot = behavior;
+    }
+    pub fn move_leader(&mut self, behavior: MoveBehavior) {
+        self.0.move_leader = behavior;
+    }
+    pub fn hash_moves(&mut self, rounds: usize) {
+        self.0.hash_moves = rounds;
+    }
+}
+
+fn status_of(state: &State, member: &Member) -> EndpointStatus {
+    // Raft entries outnumber revisions (every request is an entry, only writes are revisions).
+    let applied = (10_000 + state.revision as u64).saturating_sub(member.applied_behind);
+    EndpointStatus {
+        member_id: member.id,
+        cluster_id: 7,
+        revision: state.revision,
+        version: "3.5.1".into(),
+        storage_version: None,
+        db_size_bytes: member.db_size,
+        db_size_in_use_bytes: member.in_use,
+        quota_bytes: QUOTA,
+        quota_source: QuotaSource::Metrics,
+        leader: state.leader,
+        raft_term: 2,
+        raft_index: applied,
+        raft_applied_index: applied,
+        is_learner: member.learner,
+        errors: vec![],
+    }
+}
+
+fn member_named<'a>(state: &'a State, endpoint: &str) -> Option<&'a Member> {
+    state
+        .members
+        .iter()
+        .find(|m| self::endpoint(m.name) == endpoint)
+}
+
+fn name_of(endpoint: &str) -> String {
+    endpoint
+        .trim_start_matches("http://")
+        .split('.')
+        .next()
+        .unwrap_or("?")
+        .to_string()
+}
+
+fn down() -> CallError {
+    CallError::Unreachable("connection refused".into())
+}
+
+impl Etcd for FakeEtcd {
+    fn cluster(&self) -> &ClusterName {
+        &self.name
+    }
+
+    fn call_timeout(&self) -> Duration {
+        Duration::from_secs(5)
+    }
+
+    async fn collect(&self) -> ClusterStatus {
+        self.record(Call::Collect);
+        let state = self.lock();
+        let members = state
+            .members
+            .iter()
+            .map(|m| MemberStatus {
+                endpoint: endpoint(m.name),
+                id: Some(m.id),
+                name: Some(m.name.to_string()),
+                is_learner: m.learner,
+                alarms: state
+                    .alarms
+                    .iter()
+                    .filter(|a| a.member_id == m.id)
+                    .map(|a| a.alarm)
+                    .collect(),
+                probe_latency: Duration::from_millis(1),
+                status: if m.up {
+                    Ok(status_of(&state, m))
+                } else {
+                    Err(ProbeError::Unreachable("connection refused".into()))
+                },
+            })
+            .collect();
+        let any_up = state.members.iter().any(|m| m.up);
+        ClusterStatus {
+            cluster: "fake".into(),
+            members,
+            unlisted_endpoints: vec![],
+            membership: if any_up {
+                Ok(Membership {
+                    cluster_id: 7,
+                    voting_members: state.members.iter().filter(|m| !m.learner).count(),
+                    learners: state.members.iter().filter(|m| m.learner).count(),
+                })
+            } else {
+                Err(ProbeError::Unreachable("connection refused".into()))
+            },
+            alarms: if state.alarms_fail || !any_up {
+                Err(ProbeError::Rpc("Unavailable: AlarmList failed".into()))
+            } else {
+                Ok(state.alarms.clone())
+            },
+            duration: Duration::from_millis(2),
+        }
+    }
+
+    async fn member_status(&self, endpoint: &str) -> Result<EndpointStatus, CallError> {
+        self.record(Call::Status(name_of(endpoint)));
+        let state = self.lock();
+        match member_named(&state, endpoint) {
+            Some(m) if m.up => Ok(status_of(&state, m)),
+            _ => Err(down()),
+        }
+    }
+
+    async fn serializable_read(&self, endpoint: &str) -> Result<(), CallError> {
+        self.record(Call::Read(name_of(endpoint)));
+        let state = self.lock();
+        match member_named(&state, endpoint) {
+            Some(m) if !m.up => Err(down()),
+            // etcd blocks reads for the whole defragmentation.
+            Some(m)
+                if m.defragmenting_until
+                    .is_some_and(|end| Instant::now() < end) =>
+            {
+                Err(CallError::Timeout(Duration::from_secs(5)))
+            }
+            Some(_) => Ok(()),
+            None => Err(down()),
+        }
+    }
+
+    async fn defragment(&self, endpoint: &str) -> Result<(), CallError> {
+        let name = name_of(endpoint);
+        self.record(Call::Defragment(name.clone()));
+        let (takes, lost) = {
+            let mut state = self.lock();
+            let now = Instant::now();
+            if let Some(other) = state
+                .members
+                .iter()
+                .find(|m| m.defragmenting_until.is_some_and(|end| now < end))
+            {
+                let violation = format!("{name} defragmented while {} still was", other.name);
+                state.violations.push(violation);
+            }
+            let leader = state.leader;
+            let allowed = state.leader_defrag_allowed;
+            let takes = state.defrag_takes;
+            let lost = state.defrag_answer_lost;
+            if let Some(error) = state.defrag_error.clone() {
+                return Err(error);
+            }
+            let Some(member) = state
+                .members
+                .iter_mut()
+                .find(|m| self::endpoint(m.name) == endpoint)
+            else {
+                return Err(down());
+            };
+            if !member.up {
+                return Err(down());
+            }
+            if leader == Some(member.id) && !allowed {
+                let violation = format!("{name} defragmented while it led the cluster");
+                state.violations.push(violation);
+            }
+            let member = state
+                .members
+                .iter_mut()
+                .find(|m| self::endpoint(m.name) == endpoint)
+                .unwrap_or_else(|| unreachable!("found above"));
+            member.defragmenting_until = Some(now + takes);
+            // The file shrinks to what is in use.
+            member.db_size = member.in_use;
+            (takes, lost)
+        };
+        if lost {
+            return Err(CallError::Unreachable("connection reset".into()));
+        }
+        tokio::time::sleep(takes).await;
+        Ok(())
+    }
+
+    async fn move_leader(&self, via: &str, to: MemberId) -> Result<(), CallError> {
+        let mut state = self.lock();
+        let to_name = state
+            .members
+            .iter()
+            .find(|m| m.id == to)
+            .map_or("?".to_string(), |m| m.name.to_string());
+        drop(state);
+        self.record(Call::MoveLeader {
+            via: name_of(via),
+            to: to_name,
+        });
+        state = self.lock();
+        match state.move_leader.clone() {
+            MoveBehavior::Moves => {
+                state.leader = Some(to);
+                Ok(())
+            }
+            MoveBehavior::Refuses(error) => Err(error),
+            MoveBehavior::Ignored => Ok(()),
+        }
+    }
+
+    async fn compact(&self, _via: &str, revision: i64) -> Result<(), CallError> {
+        self.record(Call::Compact(revision));
+        self.lock().compact_revision = revision;
+        Ok(())
+    }
+
+    async fn disarm_nospace(&self, via: &str, member: MemberId) -> Result<(), CallError> {
+        self.record(Call::Disarm(name_of(via)));
+        self.lock().alarms.retain(|a| a.member_id != member);
+        Ok(())
+    }
+
+    async fn write_probe(&self, via: &str) -> Result<(), CallError> {
+        self.record(Call::WriteProbe(name_of(via)));
+        if self
+            .lock()
+            .alarms
+            .iter()
+            .any(|a| a.alarm == AlarmKind::NoSpace)
+        {
+            return Err(CallError::Rpc {
+                code: tonic::Code::ResourceExhausted,
+                message: "ResourceExhausted: etcdserver: mvcc: database space exceeded".into(),
+            });
+        }
+        Ok(())
+    }
+
+    async fn hash_kv(&self, endpoint: &str, revision: i64) -> Result<HashKv, CallError> {
+        self.record(Call::HashKv(name_of(endpoint), revision));
+        let mut state = self.lock();
+        if revision != 0 && revision <= state.compact_revision {
+            return Err(CallError::Rpc {
+                code: tonic::Code::OutOfRange,
+                message: "OutOfRange: etcdserver: mvcc: required revision has been compacted"
+                    .into(),
+            });
+        }
+        let voting = state.members.iter().filter(|m| !m.learner).count();
+        state.hash_calls += 1;
+        // While writes land, members hash different latest revisions.
+        let round = (state.hash_calls - 1) / voting.max(1);
+        let moving = round < state.hash_moves;
+        let Some(member) = member_named(&state, endpoint) else {
+            return Err(down());
+        };
+        if !member.up {
+            return Err(down());
+        }
+        // Asked for a revision, a member hashes that one; asked for 0, its latest.
+        let at = if revision == 0 {
+            state.revision
+        } else {
+            revision
+        };
+        let drift = if moving { member.id.0 as i64 } else { 0 };
+        Ok(HashKv {
+            hash: member.hash,
+            revision: at + drift,
+            // A compaction landing between the members' answers.
+            compact_revision: state.compact_revision + drift,
+        })
+    }
+
+    async fn snapshot(&self, endpoint: &str) -> Result<ChunkStream, CallError> {
+        self.record(Call::Snapshot(name_of(endpoint)));
+        let behavior = {
+            let state = self.lock();
+            if !member_named(&state, endpoint).is_some_and(|m| m.up) {
+                return Err(down());
+            }
+            state.snapshot
+        };
+        let mut db = vec![7u8; 4 * 4096];
+        let digest = Sha256::digest(&db);
+        let mut trailer = digest.to_vec();
+        if behavior == SnapshotBehavior::Damaged {
+            trailer[0] ^= 0xff;
+        }
+        db.extend(trailer);
+        let chunks: Vec<Vec<u8>> = db.chunks(3000).map(<[u8]>::to_vec).collect();
+        let total = db.len() as u64;
+        let stream =
+            futures::stream::unfold((chunks, 0u64), move |(mut chunks, sent)| async move {
+                if behavior == SnapshotBehavior::Endless {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    let chunk = Chunk {
+                        blob: vec![0; 512],
+                        remaining: u64::MAX,
+                    };
+                    return Some((Ok(chunk), (chunks, sent)));
+                }
+                if chunks.is_empty() {
+                    return None;
+                }
+                let blob = chunks.remove(0);
+                let sent = sent + blob.len() as u64;
+                let chunk = Chunk {
+                    blob,
+                    remaining: total - sent,
+                };
+                Some((Ok(chunk), (chunks, sent)))
+            });
+        Ok(Box::pin(stream))
+    }
+}
