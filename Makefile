@@ -5,12 +5,14 @@
 #   make unit   the fast loop: unit tests of every crate, no etcd started (seconds, once built)
 #   make bench  scrape latency, scale and memory; remediation against the etcdctl procedure;
 #               writes docs/benchmarks.md
+#   make coverage  line coverage of the engine by its unit and scenario tests (cargo-llvm-cov);
+#               writes docs/coverage.md
 # Each installs what is missing first (scripts/install-deps.sh).
 
 CARGO ?= cargo
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: deps build demo test lint unit bench generate clean
+.PHONY: deps build demo test lint unit bench coverage generate clean
 
 deps:
 	./scripts/install-deps.sh
@@ -40,6 +42,9 @@ generate:
 bench: deps
 	$(CARGO) build --locked --release --workspace --bins
 	./target/release/etcdmedic-bench --output docs/benchmarks.md
+
+coverage: deps
+	./scripts/coverage.sh
 
 clean:
 	$(CARGO) clean

@@ -1,46 +1,87 @@
-//! One run per cluster at a time on this machine, whoever starts it (the CLI, the webhook
-//! service, a second copy of either): an exclusive `flock` on a file in the cluster's
-//! snapshot directory, released by the kernel when the process ends, even by a crash.
+//! Exclusive locks held by a process for as long as it runs: an exclusive `flock` on a file,
+//! released by the kernel when the process ends, even by a crash. One run per cluster at a
+//! time on this machine, whoever starts it (the CLI, the webhook service, a second copy of
+//! either); one webhook service per state file.
 
 use std::fs::File;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg};
 
+/// Why a lock was not taken.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error("{path}: {source}", path = .path.display())]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Another process holds it; `holder` is what it wrote there (`pid N`).
+    #[error("held by {holder} ({errno})")]
+    Held { holder: String, errno: nix::Error },
+}
+
+/// An exclusive lock on a file, held until dropped.
 #[derive(Debug)]
-pub struct RunLock {
+pub struct FileLock {
     _lock: Flock<File>,
 }
 
-impl RunLock {
-    /// Takes the lock of `cluster` in `dir`, or says who holds it.
-    pub fn acquire(dir: &Path, cluster: &str) -> Result<RunLock, String> {
-        let path = dir.join(".etcdmedic-run.lock");
+impl FileLock {
+    /// Takes the lock on `path` (created when missing) without waiting, and writes this
+    /// process's id into it for whoever finds it held.
+    pub fn acquire(path: &Path) -> Result<FileLock, LockError> {
         let file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
-            .open(&path)
-            .map_err(|err| {
-                format!(
-                    "snapshot directory {}: {err}; no snapshot, so nothing was changed",
-                    dir.display()
-                )
+            .open(path)
+            .map_err(|source| LockError::Open {
+                path: path.to_path_buf(),
+                source,
             })?;
         let mut lock =
             Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| {
-                let holder = std::fs::read_to_string(&path).unwrap_or_default();
-                format!(
-                    "another remediation of cluster {cluster} is running ({}; {errno})",
-                    holder.trim()
-                )
+                let holder = std::fs::read_to_string(path).unwrap_or_default();
+                let holder = holder.trim();
+                LockError::Held {
+                    holder: if holder.is_empty() {
+                        "another process".into()
+                    } else {
+                        holder.to_string()
+                    },
+                    errno,
+                }
             })?;
         // Who holds it, for the message above; the lock itself is the flock, not the text.
         let _ = lock.set_len(0);
         let _ = writeln!(*lock, "pid {}", std::process::id());
-        Ok(RunLock { _lock: lock })
+        Ok(FileLock { _lock: lock })
+    }
+}
+
+/// The lock of one cluster's runs, in its snapshot directory.
+#[derive(Debug)]
+pub struct RunLock {
+    _lock: FileLock,
+}
+
+impl RunLock {
+    /// Takes the lock of `cluster` in `dir`, or says who holds it.
+    pub fn acquire(dir: &Path, cluster: &str) -> Result<RunLock, String> {
+        match FileLock::acquire(&dir.join(".etcdmedic-run.lock")) {
+            Ok(lock) => Ok(RunLock { _lock: lock }),
+            Err(LockError::Open { source, .. }) => Err(format!(
+                "snapshot directory {}: {source}; no snapshot, so nothing was changed",
+                dir.display()
+            )),
+            Err(LockError::Held { holder, errno }) => Err(format!(
+                "another remediation of cluster {cluster} is running ({holder}; {errno})"
+            )),
+        }
     }
 }
 

@@ -31,7 +31,25 @@ pub enum Outcome {
     Cancelled,
 }
 
+/// The version of a stored report's JSON: raised when a field changes meaning or goes, so
+/// that an older build never misreads a newer report (new optional fields need no raise).
+pub const REPORT_FORMAT: i64 = 1;
+
 impl Outcome {
+    pub const ALL: [Outcome; 7] = [
+        Outcome::Succeeded,
+        Outcome::Partial,
+        Outcome::Failed,
+        Outcome::Skipped,
+        Outcome::Interrupted,
+        Outcome::Planned,
+        Outcome::Cancelled,
+    ];
+
+    pub fn parse(text: &str) -> Option<Outcome> {
+        Outcome::ALL.into_iter().find(|o| o.as_str() == text)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Succeeded => "succeeded",

@@ -138,12 +138,15 @@ impl RemediatorService {
 
     /// Resident memory now and at its peak (VmRSS, VmHWM), in bytes.
     pub fn memory(&self) -> Result<(u64, u64)> {
-        let pid = self
-            .process
+        crate::process::memory(self.pid()?)
+    }
+
+    /// The service's process id.
+    pub fn pid(&self) -> Result<u32> {
+        self.process
             .as_ref()
             .and_then(ChildProcess::pid)
-            .ok_or_else(|| anyhow!("not running"))?;
-        crate::process::memory(pid)
+            .ok_or_else(|| anyhow!("not running"))
     }
 
     /// SIGKILL: no chance to finish anything.

@@ -24,6 +24,7 @@ use super::metrics::{self, Metrics};
 use super::payload;
 use super::scheduler::{RequestError, Scheduler};
 use super::store::{RunFilter, StoreError};
+use crate::report::Outcome;
 
 const DEFAULT_PAGE: usize = 50;
 const MAX_PAGE: usize = 500;
@@ -69,26 +70,9 @@ pub fn router(app: App) -> Router {
         .with_state(app)
 }
 
-/// Runs `call` on the blocking pool (the store is synchronous SQLite); 500 if it panicked.
-async fn blocking<T: Send + 'static>(
-    app: &App,
-    call: impl FnOnce(&Scheduler) -> T + Send + 'static,
-) -> Result<T, Response> {
-    let scheduler = app.scheduler.clone();
-    tokio::task::spawn_blocking(move || call(&scheduler))
-        .await
-        .map_err(|err| error(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()))
-}
-
-/// [`blocking`] for a store call: a failing store is 503, which Alertmanager and probes
-/// read as "try again".
-async fn on_store<T: Send + 'static>(
-    app: &App,
-    call: impl FnOnce(&Scheduler) -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, Response> {
-    blocking(app, call)
-        .await?
-        .map_err(|err| error(StatusCode::SERVICE_UNAVAILABLE, err.to_string()))
+/// A store that failed is 503, which Alertmanager and probes read as "try again".
+fn unavailable(err: StoreError) -> Response {
+    error(StatusCode::SERVICE_UNAVAILABLE, err.to_string())
 }
 
 pub fn error(status: StatusCode, message: impl Into<String>) -> Response {
@@ -183,11 +167,7 @@ async fn webhook(State(app): State<App>, headers: HeaderMap, body: Body) -> Resp
         Err(err) => return error(StatusCode::BAD_REQUEST, err.to_string()),
     };
     let group_key = payload.group_key.clone();
-    let decided = match blocking(&app, move |scheduler| scheduler.accept(&payload)).await {
-        Ok(decided) => decided,
-        Err(response) => return response,
-    };
-    match decided {
+    match app.scheduler.accept(payload).await {
         Ok(alerts) => {
             tracing::info!(group_key = %group_key, alerts = alerts.len(), decisions = ?alerts.iter().map(|a| (a.decision.action.as_str(), a.decision.run_id)).collect::<Vec<_>>(), "webhook accepted");
             (
@@ -241,16 +221,31 @@ async fn list_runs(State(app): State<App>, Query(query): Query<RunsQuery>) -> Re
             format!("limit must be between 1 and {MAX_PAGE}"),
         );
     }
+    let outcome = match query
+        .outcome
+        .as_deref()
+        .map(|text| (text, Outcome::parse(text)))
+    {
+        None => None,
+        Some((_, Some(outcome))) => Some(outcome),
+        Some((text, None)) => {
+            let known: Vec<&str> = Outcome::ALL.iter().map(|o| o.as_str()).collect();
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("unknown outcome {text:?}; one of {}", known.join(", ")),
+            );
+        }
+    };
     let filter = RunFilter {
         cluster: query.cluster,
-        outcome: query.outcome,
+        outcome,
         before: query.before,
         // One more than asked tells whether there is a next page.
         limit: limit + 1,
     };
-    let mut runs = match on_store(&app, move |scheduler| scheduler.runs(&filter)).await {
+    let mut runs = match app.scheduler.runs(filter).await {
         Ok(runs) => runs,
-        Err(response) => return response,
+        Err(err) => return unavailable(err),
     };
     let next = (runs.len() > limit).then(|| {
         runs.truncate(limit);
@@ -270,7 +265,7 @@ async fn show_run(State(app): State<App>, Path(id): Path<String>) -> Response {
             format!("run id {id:?} is not a number"),
         );
     };
-    match on_store(&app, move |scheduler| scheduler.run(id)).await {
+    match app.scheduler.run(id).await {
         Ok(Some((detail, progress))) => {
             let mut value = serde_json::to_value(&detail).unwrap_or_default();
             if let (Some(progress), Some(object)) = (progress, value.as_object_mut()) {
@@ -279,7 +274,7 @@ async fn show_run(State(app): State<App>, Path(id): Path<String>) -> Response {
             Json(value).into_response()
         }
         Ok(None) => error(StatusCode::NOT_FOUND, format!("no run {id}")),
-        Err(response) => response,
+        Err(err) => unavailable(err),
     }
 }
 
@@ -297,29 +292,21 @@ async fn remediate(
     let Ok(Query(query)) = query else {
         return error(StatusCode::BAD_REQUEST, "dry_run must be true or false");
     };
-    let cluster = name.clone();
-    let requested = blocking(&app, move |scheduler| {
-        scheduler.request(&cluster, query.dry_run)
-    })
-    .await;
-    match requested {
-        Ok(Ok(decision)) => (
+    match app.scheduler.request(&name, query.dry_run).await {
+        Ok(decision) => (
             StatusCode::ACCEPTED,
             Json(json!({ "cluster": name, "decision": decision })),
         )
             .into_response(),
-        Ok(Err(RequestError::UnknownCluster(_))) => error(
+        Err(RequestError::UnknownCluster(_)) => error(
             StatusCode::NOT_FOUND,
             format!(
                 "unknown cluster {name:?}; configured clusters: {}",
                 app.scheduler.cluster_names().join(", ")
             ),
         ),
-        Ok(Err(err @ RequestError::Paused)) => error(StatusCode::CONFLICT, err.to_string()),
-        Ok(Err(RequestError::Store(err))) => {
-            error(StatusCode::SERVICE_UNAVAILABLE, err.to_string())
-        }
-        Err(response) => response,
+        Err(err @ RequestError::Paused) => error(StatusCode::CONFLICT, err.to_string()),
+        Err(RequestError::Store(err)) => unavailable(err),
     }
 }
 
@@ -332,19 +319,18 @@ async fn resume(State(app): State<App>) -> Response {
 }
 
 async fn set_paused(app: App, paused: bool) -> Response {
-    match on_store(&app, move |scheduler| scheduler.set_paused(paused)).await {
+    match app.scheduler.set_paused(paused).await {
         Ok(()) => Json(json!({ "paused": paused })).into_response(),
-        Err(response) => response,
+        Err(err) => unavailable(err),
     }
 }
 
 async fn status(State(app): State<App>) -> Response {
-    match blocking(&app, |scheduler| (scheduler.paused(), scheduler.queues())).await {
-        Ok((paused, clusters)) => {
-            Json(json!({ "paused": paused, "clusters": clusters })).into_response()
-        }
-        Err(response) => response,
-    }
+    let (paused, clusters) = match (app.scheduler.paused().await, app.scheduler.queues().await) {
+        (Ok(paused), Ok(clusters)) => (paused, clusters),
+        (Err(err), _) | (_, Err(err)) => return unavailable(err),
+    };
+    Json(json!({ "paused": paused, "clusters": clusters })).into_response()
 }
 
 /// OpenMetrics when the scraper asks for it (Prometheus does), the classic text format
@@ -374,8 +360,8 @@ async fn metrics_text(State(app): State<App>, headers: HeaderMap) -> Response {
 
 /// Ready while the state store answers: without it no alert can be recorded.
 async fn ready(State(app): State<App>) -> Response {
-    match on_store(&app, |scheduler| scheduler.ping()).await {
+    match app.scheduler.ping().await {
         Ok(()) => "ready\n".into_response(),
-        Err(response) => response,
+        Err(err) => unavailable(err),
     }
 }

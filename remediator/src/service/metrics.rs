@@ -20,17 +20,6 @@ pub const OPENMETRICS_CONTENT_TYPE: &str =
 /// The content type of [`to_prometheus_text`]'s output.
 pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-/// Outcomes a service run can end with (a dry run's `planned` included).
-const OUTCOMES: [Outcome; 7] = [
-    Outcome::Succeeded,
-    Outcome::Partial,
-    Outcome::Failed,
-    Outcome::Skipped,
-    Outcome::Interrupted,
-    Outcome::Planned,
-    Outcome::Cancelled,
-];
-
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ClusterLabels {
     etcd_cluster: String,
@@ -87,6 +76,7 @@ pub struct Metrics {
     webhook_requests: Family<CodeLabels, Counter>,
     webhook_alerts: Family<ActionLabels, Counter>,
     connections_refused: Counter,
+    store_unreadable: Counter,
     paused: Gauge,
 }
 
@@ -170,6 +160,12 @@ impl Metrics {
             "Connections closed on arrival because max_connections were open",
             connections_refused.clone(),
         );
+        let store_unreadable = Counter::default();
+        registry.register(
+            "etcdmedic_store_unreadable_rows",
+            "Rows of the state store this build could not read (logged, left out of answers)",
+            store_unreadable.clone(),
+        );
         let paused = Gauge::default();
         registry.register(
             "etcdmedic_remediator_paused",
@@ -197,7 +193,7 @@ impl Metrics {
                     etcd_cluster: cluster.clone(),
                 })
                 .set(0);
-            for outcome in OUTCOMES {
+            for outcome in Outcome::ALL {
                 runs.get_or_create(&OutcomeLabels {
                     etcd_cluster: cluster.clone(),
                     outcome: outcome.as_str().into(),
@@ -218,8 +214,14 @@ impl Metrics {
             webhook_requests,
             webhook_alerts,
             connections_refused,
+            store_unreadable,
             paused,
         }
+    }
+
+    /// The counter the state store counts unreadable rows in.
+    pub fn store_unreadable(&self) -> Counter {
+        self.store_unreadable.clone()
     }
 
     pub fn connection_refused(&self) {

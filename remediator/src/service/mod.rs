@@ -17,8 +17,10 @@ mod http;
 mod listener;
 pub mod metrics;
 mod notify;
+mod owner;
 pub mod payload;
 pub mod scheduler;
+pub mod settings;
 pub mod store;
 
 use std::future::Future;
@@ -44,15 +46,22 @@ pub enum Error {
     Cluster(etcdmedic_cluster::Error),
     #[error("serving HTTP: {0}")]
     Serve(#[source] std::io::Error),
+    #[error("starting the state store's thread: {0}")]
+    Thread(#[source] std::io::Error),
 }
 
 impl Error {
-    /// The state file is not etcdmedic's, or is newer: nothing was started, and nothing
-    /// will be until the configuration or the file changes (exit status 2).
+    /// The state file is not etcdmedic's, is newer, or another service uses it: nothing was
+    /// started, and nothing will be until the configuration or the file changes (exit
+    /// status 2).
     pub fn is_bad_input(&self) -> bool {
         matches!(
             self,
-            Error::Store(store::StoreError::NotOurs { .. } | store::StoreError::TooNew { .. })
+            Error::Store(
+                store::StoreError::NotOurs { .. }
+                    | store::StoreError::TooNew { .. }
+                    | store::StoreError::InUse { .. }
+            )
         )
     }
 
@@ -62,6 +71,7 @@ impl Error {
             Error::Store(_) => "store",
             Error::Cluster(_) => "cluster",
             Error::Serve(_) => "serve",
+            Error::Thread(_) => "thread",
         }
     }
 }
@@ -128,5 +138,6 @@ pub async fn serve(
     stop.cancel();
     let _ = dispatcher.await;
     scheduler.wait_for_runs().await;
+    scheduler.close().await;
     served.map_err(Error::Serve)
 }

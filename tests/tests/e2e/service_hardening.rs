@@ -242,6 +242,55 @@ async fn a_truncated_state_file_is_refused_unless_told_to_start_afresh() -> Resu
     Ok(())
 }
 
+/// A second service on the same state file refuses to start, naming the file and the first
+/// service's process, and changes nothing: it would otherwise take the first one's live run
+/// for one a dead process left behind and mark it interrupted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_service_on_the_same_state_file_refuses_to_start() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let config = write_config(
+        dir.path(),
+        "  - name: prod-a\n    endpoints: [http://127.0.0.1:1]\n",
+        "",
+    )?;
+    let first = RemediatorService::start(&config, Some(TOKEN)).await?;
+    ensure!(first.post("/api/v1/pause").await?.0 == 200);
+    let state = dir.path().join("state.sqlite");
+    let before = std::fs::read(&state)?;
+
+    let binary = project_binary("etcdmedic-remediator")?;
+    let second = tokio::process::Command::new(&binary)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .args(["--listen", "127.0.0.1:0"])
+        .kill_on_drop(true)
+        .output();
+    let second = tokio::time::timeout(Duration::from_secs(30), second)
+        .await
+        .context("the second serve did not exit")??;
+    let err = String::from_utf8_lossy(&second.stderr).into_owned();
+    ensure!(
+        second.status.code() == Some(2),
+        "exit {:?}: {err}",
+        second.status.code()
+    );
+    ensure!(
+        err.contains(&format!(
+            "state store {} is in use by another etcdmedic-remediator serve (pid {})",
+            state.display(),
+            first.pid()?
+        )),
+        "{err}"
+    );
+    ensure!(
+        std::fs::read(&state)? == before,
+        "the state file was changed"
+    );
+    let (code, status) = first.get("/api/v1/status").await?;
+    ensure!(code == 200 && status["paused"] == true, "{status}");
+    Ok(())
+}
+
 /// Two hundred clients that send a byte every second never finish their request head: each
 /// is closed after `read_header_timeout`, those over `max_connections` at once, and the
 /// service answers others meanwhile.

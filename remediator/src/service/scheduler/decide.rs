@@ -4,42 +4,46 @@
 use std::collections::{BTreeSet, HashMap};
 use std::time::SystemTime;
 
-use rusqlite::Connection;
-
 use super::super::payload::{Alert, AlertStatus, Payload};
-use super::super::store::{self, AlertRecord, NewRun, StoreError};
-use super::{
-    Action, AlertDecision, Decision, Queued, RequestError, Scheduler, Slot, SOURCE_ALERTMANAGER,
-    SOURCE_API,
+use super::super::store::{
+    in_transaction, AlertRecord, NewRun, RunSource, StoreResult, Transaction,
 };
+use super::ledger::{cooldown_until, Ledger, Queued, Rules, Slot};
+use super::{Action, AlertDecision, Decision, RequestError};
 use crate::report::{Outcome, RunReport};
 
-impl Scheduler {
-    /// Decides what every alert of a webhook payload does, and records it all.
-    pub fn accept(&self, payload: &Payload) -> Result<Vec<AlertDecision>, StoreError> {
-        let mut state = self.lock();
-        let paused = state.paused;
-        let mut slots = state.slots.clone();
+/// What a payload's alerts did: a decision for each, and the runs their resolution
+/// cancelled (for the metrics, once stored).
+#[derive(Debug)]
+pub(super) struct Accepted {
+    pub decisions: Vec<AlertDecision>,
+    pub cancelled: Vec<RunReport>,
+}
+
+impl Ledger {
+    /// Decides what every alert of a webhook payload does, and records it all in one
+    /// transaction; the queues change only once it is stored.
+    pub fn accept(&mut self, payload: &Payload) -> StoreResult<Accepted> {
+        let paused = self.paused;
+        let mut slots = self.slots.clone();
         let mut cancelled = Vec::new();
-        let decisions = state.store.transaction(|tx| {
+        let rules = &self.rules;
+        let decisions = in_transaction(self.store.as_mut(), |tx| {
             let mut decisions = Vec::with_capacity(payload.alerts.len());
             for alert in &payload.alerts {
                 let (cluster, decision) =
-                    self.decide(tx, &mut slots, paused, alert, &mut cancelled)?;
-                store::insert_alert(
-                    tx,
-                    &AlertRecord {
-                        alertname: alert.name().unwrap_or("").to_string(),
-                        status: alert.status.as_str().into(),
-                        fingerprint: alert.identity(),
-                        cluster: cluster.clone(),
-                        labels: alert.labels.clone(),
-                        starts_at: alert.starts_at.clone(),
-                        action: decision.action.as_str().into(),
-                        reason: decision.reason.clone(),
-                        run_id: decision.run_id,
-                    },
-                )?;
+                    rules.decide(tx, &mut slots, paused, alert, &mut cancelled)?;
+                tx.insert_alert(&AlertRecord {
+                    alertname: alert.name().unwrap_or("").to_string(),
+                    status: alert.status.as_str().into(),
+                    fingerprint: alert.identity(),
+                    cluster: cluster.clone(),
+                    labels: alert.labels.clone(),
+                    starts_at: alert.starts_at.clone(),
+                    action: decision.action.as_str().into(),
+                    reason: decision.reason.clone(),
+                    run_id: decision.run_id,
+                })?;
                 decisions.push(AlertDecision {
                     alertname: alert.name().map(str::to_string),
                     fingerprint: alert.identity(),
@@ -50,30 +54,67 @@ impl Scheduler {
             }
             Ok(decisions)
         })?;
-        state.slots = slots;
-        drop(state);
-        // Counted once the store has them: a failed transaction cancelled nothing.
-        for report in &cancelled {
-            self.metrics.run_finished(report);
-        }
-        for decision in &decisions {
-            self.metrics.webhook_alert(
-                decision.decision.action.as_str(),
-                decision.decision.ignored_because.unwrap_or(""),
-            );
-        }
-        self.wake.notify_one();
-        Ok(decisions)
+        self.slots = slots;
+        Ok(Accepted {
+            decisions,
+            cancelled,
+        })
     }
 
+    /// `POST /api/v1/clusters/{name}/remediate`: the same queue, cooldown and pause rules.
+    pub fn request(&mut self, cluster: &str, dry_run: bool) -> Result<Decision, RequestError> {
+        if !self.rules.clusters.contains_key(cluster) {
+            return Err(RequestError::UnknownCluster(cluster.into()));
+        }
+        if self.paused {
+            return Err(RequestError::Paused);
+        }
+        let mut slot = self.slots.get(cluster).cloned().unwrap_or_default();
+        let cooldown = self.rules.cooldown;
+        let decision = in_transaction(self.store.as_mut(), |tx| {
+            if let Some(running) = &slot.running {
+                return Ok(joined(
+                    running.run.id,
+                    format!("run {} is under way", running.run.id),
+                ));
+            }
+            if let Some(queued) = &slot.queued {
+                return Ok(joined(
+                    queued.id,
+                    format!("run {} is already queued", queued.id),
+                ));
+            }
+            // A dry run changes nothing, so a cooldown has nothing to protect.
+            let cooldown_until = if dry_run {
+                None
+            } else {
+                cooldown_until(tx.last_work_finished(cluster)?, cooldown)
+            };
+            let run = NewRun {
+                cluster,
+                source: RunSource::Api,
+                dry_run,
+                trigger: RunSource::Api.as_str(),
+                cooldown_until,
+                not_before: None,
+                retry_of: None,
+            };
+            enqueue(tx, &mut slot, &run, BTreeSet::new(), BTreeSet::new())
+        })?;
+        self.slots.insert(cluster.to_string(), slot);
+        Ok(decision)
+    }
+}
+
+impl Rules {
     fn decide(
         &self,
-        tx: &Connection,
+        tx: &mut dyn Transaction,
         slots: &mut HashMap<String, Slot>,
         paused: bool,
         alert: &Alert,
         cancelled: &mut Vec<RunReport>,
-    ) -> rusqlite::Result<(Option<String>, Decision)> {
+    ) -> StoreResult<(Option<String>, Decision)> {
         let Some(name) = alert.name() else {
             return Ok((
                 None,
@@ -108,16 +149,14 @@ impl Scheduler {
     /// The one configured cluster whose alert labels the alert carries.
     fn cluster_of(&self, alert: &Alert) -> Result<String, (&'static str, String)> {
         let matches: Vec<&str> = self
-            .targets
-            .values()
-            .filter(|target| {
-                target
-                    .config
-                    .alert_labels
+            .clusters
+            .iter()
+            .filter(|(_, alert_labels)| {
+                alert_labels
                     .iter()
                     .all(|(label, value)| alert.labels.get(label) == Some(value))
             })
-            .map(|target| target.config.name.as_str())
+            .map(|(name, _)| name.as_str())
             .collect();
         match matches.as_slice() {
             [one] => Ok(one.to_string()),
@@ -125,9 +164,9 @@ impl Scheduler {
                 "unknown_cluster",
                 format!(
                     "no configured cluster matches the alert's labels; configured: {}",
-                    self.targets
-                        .values()
-                        .map(|t| format!("{} {:?}", t.config.name, t.config.alert_labels))
+                    self.clusters
+                        .iter()
+                        .map(|(name, labels)| format!("{name} {labels:?}"))
                         .collect::<Vec<_>>()
                         .join(", ")
                 ),
@@ -145,11 +184,11 @@ impl Scheduler {
 
     fn firing(
         &self,
-        tx: &Connection,
+        tx: &mut dyn Transaction,
         cluster: &str,
         slot: &mut Slot,
         alert: &Alert,
-    ) -> rusqlite::Result<Decision> {
+    ) -> StoreResult<Decision> {
         if let Some(running) = &mut slot.running {
             // Kept with the run: if it is refused, these decide whether it is retried.
             running.run.firing.insert(alert.identity());
@@ -172,7 +211,7 @@ impl Scheduler {
         // an alert is handled once per cooldown.
         if !alert.starts_at.is_empty() {
             if let Some((run, Some(finished))) =
-                store::episode_run(tx, &alert.identity(), &alert.starts_at)?
+                tx.episode_run(&alert.identity(), &alert.starts_at)?
             {
                 if finished + self.cooldown > SystemTime::now() {
                     return Ok(ignored(
@@ -190,10 +229,10 @@ impl Scheduler {
         let trigger = format!("alertmanager: {}", alert.name().unwrap_or(""));
         let run = NewRun {
             cluster,
-            source: SOURCE_ALERTMANAGER,
+            source: RunSource::Alertmanager,
             dry_run: false,
             trigger: &trigger,
-            cooldown_until: self.cooldown_until(tx, cluster)?,
+            cooldown_until: cooldown_until(tx.last_work_finished(cluster)?, self.cooldown),
             not_before: None,
             retry_of: None,
         };
@@ -204,12 +243,12 @@ impl Scheduler {
 
     fn resolved(
         &self,
-        tx: &Connection,
+        tx: &mut dyn Transaction,
         cluster: &str,
         slot: &mut Slot,
         alert: &Alert,
         cancelled: &mut Vec<RunReport>,
-    ) -> rusqlite::Result<Decision> {
+    ) -> StoreResult<Decision> {
         let identity = alert.identity();
         if let Some(queued) = slot.queued.as_mut().filter(|q| !q.manual) {
             if queued.firing.remove(&identity) {
@@ -230,7 +269,7 @@ impl Scheduler {
                     Outcome::Cancelled,
                     "every alert that queued the run resolved before it started".into(),
                 );
-                store::finish(tx, id, &report)?;
+                tx.finish(id, &report)?;
                 slot.queued = None;
                 cancelled.push(report);
                 return Ok(Decision {
@@ -253,79 +292,22 @@ impl Scheduler {
         };
         Ok(ignored("resolved", reason))
     }
-
-    pub(super) fn cooldown_until(
-        &self,
-        tx: &Connection,
-        cluster: &str,
-    ) -> rusqlite::Result<Option<SystemTime>> {
-        let last = store::last_work_finished(tx, cluster)?;
-        Ok(last
-            .map(|finished| finished + self.cooldown)
-            .filter(|until| *until > SystemTime::now()))
-    }
-
-    /// `POST /api/v1/clusters/{name}/remediate`: the same queue, cooldown and pause rules.
-    pub fn request(&self, cluster: &str, dry_run: bool) -> Result<Decision, RequestError> {
-        if !self.knows(cluster) {
-            return Err(RequestError::UnknownCluster(cluster.into()));
-        }
-        let mut state = self.lock();
-        if state.paused {
-            return Err(RequestError::Paused);
-        }
-        let mut slot = state.slots.get(cluster).cloned().unwrap_or_default();
-        let decision = state.store.transaction(|tx| {
-            if let Some(running) = &slot.running {
-                return Ok(joined(
-                    running.run.id,
-                    format!("run {} is under way", running.run.id),
-                ));
-            }
-            if let Some(queued) = &slot.queued {
-                return Ok(joined(
-                    queued.id,
-                    format!("run {} is already queued", queued.id),
-                ));
-            }
-            // A dry run changes nothing, so a cooldown has nothing to protect.
-            let cooldown_until = if dry_run {
-                None
-            } else {
-                self.cooldown_until(tx, cluster)?
-            };
-            let run = NewRun {
-                cluster,
-                source: SOURCE_API,
-                dry_run,
-                trigger: SOURCE_API,
-                cooldown_until,
-                not_before: None,
-                retry_of: None,
-            };
-            enqueue(tx, &mut slot, &run, BTreeSet::new(), BTreeSet::new())
-        })?;
-        state.slots.insert(cluster.to_string(), slot);
-        drop(state);
-        self.wake.notify_one();
-        Ok(decision)
-    }
 }
 
 /// Records `run` as queued and makes it the cluster's queued run. Runs from the API are
 /// manual: resolved alerts do not cancel them.
 fn enqueue(
-    tx: &Connection,
+    tx: &mut dyn Transaction,
     slot: &mut Slot,
     run: &NewRun<'_>,
     firing: BTreeSet<String>,
     alertnames: BTreeSet<String>,
-) -> rusqlite::Result<Decision> {
-    let id = store::insert_run(tx, run)?;
+) -> StoreResult<Decision> {
+    let id = tx.insert_run(run)?;
     slot.queued = Some(Queued {
         id,
         dry_run: run.dry_run,
-        manual: run.source == SOURCE_API,
+        manual: run.source == RunSource::Api,
         firing,
         alertnames,
         cooldown_until: run.cooldown_until,

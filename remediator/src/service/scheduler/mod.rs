@@ -2,25 +2,29 @@
 //! (every further alert for it joins that run), a global limit on runs at once, cooldowns,
 //! cancellation by resolved alerts, and the pause switch.
 //!
-//! Every decision is made under one lock and written to the store in the same transaction
-//! as the alerts that caused it, so twenty copies of one payload arriving at once give one
-//! run, and a decision the store could not record is not made at all.
+//! Every decision is made on the service's owner thread, which holds the store and the
+//! queues together (the [`ledger`]), and is written to the store in the same transaction as
+//! the alerts that caused it: twenty copies of one payload arriving at once give one run, and
+//! a decision the store could not record is not made at all. The async side ([`Scheduler`])
+//! only asks the owner thread and waits for the answer; it never touches the database.
 //!
 //! # Layout
-//! - this file: the scheduler's state, opening it from the store, read-only views.
+//! - this file: the async face of the scheduler, opening it, read-only views.
+//! - `ledger`: the store and the queues, and what happens to them as runs start and end.
 //! - `decide`: alerts and requests to queued, joined, cancelled or ignored.
 //! - `run`: dispatching, carrying out and recording runs; recovery after a restart.
 
 mod decide;
+mod ledger;
 mod run;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
 
-use etcdmedic_cluster::{ClusterConfig, RemediatorSettings};
+use etcdmedic_cluster::ClusterConfig;
 use serde::Serialize;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -28,18 +32,16 @@ use tokio_util::task::TaskTracker;
 
 use super::metrics::Metrics;
 use super::notify::Notifier;
-use super::payload::AlertStatus;
-use super::store::{InterruptedRun, RunDetail, RunFilter, RunSummary, Store, StoreError};
-use crate::report::{Outcome, RunReport};
+use super::owner::Owner;
+use super::payload::{AlertStatus, Payload};
+use super::settings::ServiceSettings;
+use super::store::{InterruptedRun, RunDetail, RunFilter, RunSummary, SqliteStore, StoreError};
 use crate::Remediator;
+use ledger::{Ledger, Rules};
 
 /// How often the dispatcher looks at the queue even when nothing woke it (a store that was
 /// unavailable may be back).
 const DISPATCH_EVERY: Duration = Duration::from_secs(5);
-
-/// Where a run came from, as the store records it.
-const SOURCE_ALERTMANAGER: &str = "alertmanager";
-const SOURCE_API: &str = "api";
 
 /// What became of one alert or request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -101,53 +103,6 @@ struct Target {
     remediator: Arc<Remediator>,
 }
 
-#[derive(Debug, Default, Clone)]
-struct Slot {
-    queued: Option<Queued>,
-    running: Option<Running>,
-    /// After a restart that interrupted a run: waiting for the members to serve reads.
-    recovering: bool,
-}
-
-#[derive(Debug, Clone)]
-struct Queued {
-    id: i64,
-    dry_run: bool,
-    /// Requested through the API: resolved alerts do not cancel it.
-    manual: bool,
-    /// Firing alerts that keep it queued.
-    firing: BTreeSet<String>,
-    alertnames: BTreeSet<String>,
-    cooldown_until: Option<SystemTime>,
-    /// A retry after a refusal waits until then.
-    not_before: Option<SystemTime>,
-    /// The alert-started run a retry retries (the first of the chain).
-    retry_of: Option<i64>,
-    trigger: String,
-}
-
-impl Queued {
-    fn is_due(&self, now: SystemTime) -> bool {
-        self.not_before.is_none_or(|at| at <= now)
-    }
-}
-
-#[derive(Debug, Clone)]
-struct Running {
-    /// The run as it was queued; resolved alerts still leave its `firing` set, which decides
-    /// whether a refusal is retried.
-    run: Queued,
-    /// The latest progress line, for the API.
-    progress: Option<String>,
-}
-
-struct State {
-    store: Store,
-    slots: HashMap<String, Slot>,
-    running: usize,
-    paused: bool,
-}
-
 /// A cluster's queue and run, as `GET /api/v1/status` shows them.
 #[derive(Debug, Clone, Serialize)]
 pub struct ClusterQueue {
@@ -162,12 +117,9 @@ pub struct ClusterQueue {
 }
 
 pub struct Scheduler {
-    state: Mutex<State>,
+    ledger: Owner<Ledger>,
     targets: BTreeMap<String, Target>,
-    triggers: HashSet<String>,
     cooldown: Duration,
-    retry_after_refusal: Duration,
-    max_concurrent_runs: usize,
     metrics: Arc<Metrics>,
     notifier: Notifier,
     wake: Notify,
@@ -176,20 +128,33 @@ pub struct Scheduler {
 }
 
 impl Scheduler {
-    /// Opens the store, marks runs a dead process left running as interrupted, and restores
-    /// the queue, the pause switch and the gauges.
+    /// Opens the store on its owner thread, marks runs a dead process left running as
+    /// interrupted, and restores the queue, the pause switch and the gauges.
     pub fn open(
         clusters: &[ClusterConfig],
-        settings: &RemediatorSettings,
+        settings: &ServiceSettings,
         metrics: Arc<Metrics>,
         stop: CancellationToken,
     ) -> Result<(Arc<Scheduler>, Vec<InterruptedRun>), super::Error> {
-        let mut store = Store::open(&settings.state_path, settings.init_state)?;
-        let interrupted = store.interrupt_unfinished()?;
-        let paused = store.paused()?;
-        metrics.set_paused(paused);
-        for report in store.latest_finished()? {
-            metrics.restore(&report);
+        let store = SqliteStore::open(
+            &settings.state_path,
+            settings.init_state,
+            metrics.store_unreadable(),
+        )?;
+        let rules = Rules {
+            triggers: settings.triggers.iter().cloned().collect(),
+            clusters: clusters
+                .iter()
+                .map(|c| (c.name.to_string(), c.alert_labels.clone()))
+                .collect(),
+            cooldown: settings.cooldown,
+            retry_after_refusal: settings.retry_after_refusal,
+            max_concurrent_runs: settings.max_concurrent_runs,
+        };
+        let (ledger, opened) = Ledger::open(Box::new(store), rules)?;
+        metrics.set_paused(ledger.paused);
+        for report in &opened.latest {
+            metrics.restore(report);
         }
         let mut targets = BTreeMap::new();
         for cluster in clusters {
@@ -202,65 +167,26 @@ impl Scheduler {
                 },
             );
         }
-
-        let mut slots: HashMap<String, Slot> = HashMap::new();
-        for run in store.queued()? {
-            if !targets.contains_key(&run.cluster) {
-                let report = RunReport::ended(
-                    &run.cluster,
-                    &run.trigger,
-                    run.dry_run,
-                    Outcome::Cancelled,
-                    "the cluster is no longer in the configuration".into(),
-                );
-                store.finish(run.id, &report)?;
-                continue;
-            }
-            let firing = store.firing_fingerprints(run.id)?;
-            slots.entry(run.cluster.clone()).or_default().queued = Some(Queued {
-                id: run.id,
-                dry_run: run.dry_run,
-                manual: run.source == SOURCE_API,
-                firing: firing.into_iter().collect(),
-                alertnames: BTreeSet::new(),
-                cooldown_until: run.cooldown_until,
-                not_before: run.not_before,
-                retry_of: run.retry_of,
-                trigger: run.trigger,
-            });
-        }
-        for InterruptedRun { cluster, .. } in &interrupted {
-            if targets.contains_key(cluster) {
-                slots.entry(cluster.clone()).or_default().recovering = true;
-            }
-        }
+        let ledger = Owner::spawn("etcdmedic-state", ledger).map_err(super::Error::Thread)?;
         let scheduler = Arc::new(Scheduler {
-            state: Mutex::new(State {
-                store,
-                slots,
-                running: 0,
-                paused,
-            }),
+            ledger,
             targets,
-            triggers: settings.triggers.iter().cloned().collect(),
             cooldown: settings.cooldown,
-            retry_after_refusal: settings.retry_after_refusal,
-            max_concurrent_runs: settings.max_concurrent_runs,
             metrics,
             notifier: Notifier::new(settings),
             wake: Notify::new(),
             stop,
             tasks: TaskTracker::new(),
         });
-        Ok((scheduler, interrupted))
+        Ok((scheduler, opened.interrupted))
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
-        // A panic while holding the lock leaves plain data behind, still consistent with the
-        // store (which only commits whole decisions): carry on with it.
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    /// Runs `work` on the owner thread.
+    async fn on_ledger<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut Ledger) -> T + Send + 'static,
+    ) -> Result<T, StoreError> {
+        Ok(self.ledger.call(work).await?)
     }
 
     pub fn cluster_names(&self) -> Vec<String> {
@@ -271,62 +197,68 @@ impl Scheduler {
         self.targets.contains_key(cluster)
     }
 
-    pub fn set_paused(&self, paused: bool) -> Result<(), StoreError> {
-        let mut state = self.lock();
-        state.store.set_paused(paused)?;
-        state.paused = paused;
-        drop(state);
+    /// Decides what every alert of a webhook payload does, and records it all.
+    pub async fn accept(&self, payload: Payload) -> Result<Vec<AlertDecision>, StoreError> {
+        let accepted = self
+            .on_ledger(move |ledger| ledger.accept(&payload))
+            .await??;
+        // Counted once the store has them: a failed transaction cancelled nothing.
+        for report in &accepted.cancelled {
+            self.metrics.run_finished(report);
+        }
+        for decision in &accepted.decisions {
+            self.metrics.webhook_alert(
+                decision.decision.action.as_str(),
+                decision.decision.ignored_because.unwrap_or(""),
+            );
+        }
+        self.wake.notify_one();
+        Ok(accepted.decisions)
+    }
+
+    /// `POST /api/v1/clusters/{name}/remediate`: the same queue, cooldown and pause rules.
+    pub async fn request(&self, cluster: &str, dry_run: bool) -> Result<Decision, RequestError> {
+        let cluster = cluster.to_string();
+        let decision = self
+            .on_ledger(move |ledger| ledger.request(&cluster, dry_run))
+            .await??;
+        self.wake.notify_one();
+        Ok(decision)
+    }
+
+    pub async fn set_paused(&self, paused: bool) -> Result<(), StoreError> {
+        self.on_ledger(move |ledger| ledger.set_paused(paused))
+            .await??;
         self.metrics.set_paused(paused);
         tracing::warn!(paused, "pause switch changed");
         self.wake.notify_one();
         Ok(())
     }
 
-    pub fn paused(&self) -> bool {
-        self.lock().paused
+    pub async fn paused(&self) -> Result<bool, StoreError> {
+        self.on_ledger(|ledger| ledger.paused).await
     }
 
-    pub fn ping(&self) -> Result<(), StoreError> {
-        self.lock().store.ping()
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.on_ledger(|ledger| ledger.store.ping()).await?
     }
 
-    pub fn runs(&self, filter: &RunFilter) -> Result<Vec<RunSummary>, StoreError> {
-        self.lock().store.runs(filter)
+    pub async fn runs(&self, filter: RunFilter) -> Result<Vec<RunSummary>, StoreError> {
+        self.on_ledger(move |ledger| ledger.store.runs(&filter))
+            .await?
     }
 
-    pub fn run(&self, id: i64) -> Result<Option<(RunDetail, Option<String>)>, StoreError> {
-        let state = self.lock();
-        let detail = state.store.run(id)?;
-        let progress = detail.as_ref().and_then(|detail| {
-            state
-                .slots
-                .get(&detail.summary.cluster)
-                .and_then(|slot| slot.running.as_ref())
-                .filter(|running| running.run.id == id)
-                .and_then(|running| running.progress.clone())
-        });
-        Ok(detail.map(|detail| (detail, progress)))
+    pub async fn run(&self, id: i64) -> Result<Option<(RunDetail, Option<String>)>, StoreError> {
+        self.on_ledger(move |ledger| ledger.run(id)).await?
     }
 
-    pub fn queues(&self) -> Vec<ClusterQueue> {
-        let state = self.lock();
-        self.targets
-            .keys()
-            .map(|cluster| {
-                let slot = state.slots.get(cluster).cloned().unwrap_or_default();
-                ClusterQueue {
-                    cluster: cluster.clone(),
-                    queued_run: slot.queued.as_ref().map(|q| q.id),
-                    running_run: slot.running.as_ref().map(|r| r.run.id),
-                    queued_not_before: slot
-                        .queued
-                        .as_ref()
-                        .and_then(|q| q.not_before)
-                        .map(|at| humantime::format_rfc3339_seconds(at).to_string()),
-                    progress: slot.running.and_then(|r| r.progress),
-                    recovering: slot.recovering,
-                }
-            })
-            .collect()
+    pub async fn queues(&self) -> Result<Vec<ClusterQueue>, StoreError> {
+        self.on_ledger(|ledger| ledger.queues()).await
+    }
+
+    /// Closes the store (releasing its file for the next service) once everything asked of
+    /// it is done.
+    pub async fn close(&self) {
+        self.ledger.close().await;
     }
 }

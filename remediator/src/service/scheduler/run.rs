@@ -3,12 +3,13 @@
 //! restart that interrupted a run.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use etcdmedic_cluster::model::AlarmKind;
 
-use super::super::store::{self, InterruptedRun, NewRun};
-use super::{Queued, Running, Scheduler, State, DISPATCH_EVERY, SOURCE_ALERTMANAGER};
+use super::super::store::InterruptedRun;
+use super::ledger::{Queued, Start};
+use super::{Scheduler, DISPATCH_EVERY};
 use crate::events::Events;
 use crate::output::TextProgress;
 use crate::report::{Outcome, RunReport};
@@ -18,29 +19,22 @@ impl Scheduler {
     /// Starts queued runs as the limits allow, until `stop`.
     pub async fn dispatch(self: Arc<Self>) {
         loop {
-            while let Some(start) = self.next_start() {
+            while let Some(start) = self.next_start().await {
                 let scheduler = self.clone();
                 self.tasks
                     .spawn(async move { scheduler.execute(start).await });
             }
+            let next_look = self
+                .ledger
+                .call(|ledger| ledger.next_look(SystemTime::now()))
+                .await
+                .unwrap_or(DISPATCH_EVERY);
             tokio::select! {
                 _ = self.wake.notified() => {}
-                _ = tokio::time::sleep(self.next_look()) => {}
+                _ = tokio::time::sleep(next_look) => {}
                 _ = self.stop.cancelled() => return,
             }
         }
-    }
-
-    /// How long the dispatcher may sleep: until the next retry is due, at most
-    /// [`DISPATCH_EVERY`].
-    fn next_look(&self) -> Duration {
-        let now = SystemTime::now();
-        self.lock()
-            .slots
-            .values()
-            .filter_map(|slot| slot.queued.as_ref()?.not_before)
-            .map(|at| at.duration_since(now).unwrap_or_default())
-            .fold(DISPATCH_EVERY, Duration::min)
     }
 
     /// Waits for the runs under way (each stops after its current member) and recovery
@@ -50,35 +44,17 @@ impl Scheduler {
         self.tasks.wait().await;
     }
 
-    pub(super) fn next_start(&self) -> Option<Start> {
+    pub(super) async fn next_start(&self) -> Option<Start> {
         if self.stop.is_cancelled() {
             return None;
         }
-        let mut state = self.lock();
-        if state.paused || state.running >= self.max_concurrent_runs {
-            return None;
-        }
-        let now = SystemTime::now();
-        let (cluster, queued) = state
-            .slots
-            .iter()
-            .filter(|(_, slot)| slot.running.is_none() && !slot.recovering)
-            .filter_map(|(cluster, slot)| slot.queued.as_ref().map(|q| (cluster, q)))
-            .filter(|(_, queued)| queued.is_due(now))
-            .min_by_key(|(_, queued)| queued.id)
-            .map(|(cluster, queued)| (cluster.clone(), queued.clone()))?;
-        if let Err(err) = state.store.mark_running(queued.id, SystemTime::now()) {
-            tracing::error!(run = queued.id, %cluster, error = %err, "cannot start the run; retrying later");
-            return None;
-        }
-        state.running += 1;
-        let slot = state.slots.entry(cluster.clone()).or_default();
-        slot.queued = None;
-        slot.running = Some(Running {
-            run: queued.clone(),
-            progress: None,
-        });
-        Some(Start { cluster, queued })
+        self.ledger
+            .call(|ledger| ledger.next_start(SystemTime::now()))
+            .await
+            .unwrap_or_else(|err| {
+                tracing::error!(error = %err, "cannot look at the queue");
+                None
+            })
     }
 
     async fn execute(self: Arc<Self>, start: Start) {
@@ -93,7 +69,7 @@ impl Scheduler {
                 Outcome::Failed,
                 "the cluster is not in the configuration".into(),
             );
-            self.finish(&cluster, queued.id, &report);
+            self.finish(&cluster, queued.id, &report).await;
             return;
         };
         let remediator = target.remediator.clone();
@@ -152,7 +128,7 @@ impl Scheduler {
 
         self.notifier.expire(&silences).await;
         self.notifier.annotate(queued.id, &report).await;
-        self.finish(&cluster, queued.id, &report);
+        self.finish(&cluster, queued.id, &report).await;
         tracing::info!(
             run = queued.id,
             %cluster,
@@ -182,86 +158,24 @@ impl Scheduler {
     }
 
     fn set_progress(&self, cluster: &str, id: i64, line: String) {
-        let mut state = self.lock();
-        if let Some(running) = state
-            .slots
-            .get_mut(cluster)
-            .and_then(|slot| slot.running.as_mut())
-            .filter(|running| running.run.id == id)
-        {
-            running.progress = Some(line);
-        }
+        let cluster = cluster.to_string();
+        self.ledger
+            .tell(move |ledger| ledger.set_progress(&cluster, id, line));
     }
 
-    pub(super) fn finish(&self, cluster: &str, id: i64, report: &RunReport) {
-        let mut state = self.lock();
-        if let Err(err) = state.store.finish(id, report) {
-            // The run is over either way; what is lost is its record, which the log keeps.
+    pub(super) async fn finish(&self, cluster: &str, id: i64, report: &RunReport) {
+        let recorded = {
+            let (cluster, report) = (cluster.to_string(), report.clone());
+            self.ledger
+                .call(move |ledger| ledger.finish(&cluster, id, &report))
+                .await
+        };
+        if let Err(err) = recorded {
             tracing::error!(run = id, %cluster, error = %err, report = %serde_json::to_string(report).unwrap_or_default(), "cannot record the run's report");
         }
-        state.running = state.running.saturating_sub(1);
-        let finished = state
-            .slots
-            .get_mut(cluster)
-            .and_then(|slot| slot.running.take());
-        if let Some(Running { run, .. }) = finished.filter(|_| report.refused) {
-            self.retry_later(&mut state, cluster, run);
-        }
-        drop(state);
         self.metrics.set_in_progress(cluster, false);
         self.metrics.run_finished(report);
         self.wake.notify_one();
-    }
-
-    /// After a refusal, which changed nothing and starts no cooldown: while the alerts that
-    /// asked for the run still fire, it runs again `retry_after_refusal` later. Alertmanager
-    /// would only repeat them after its repeat_interval (hours), with NOSPACE perhaps active.
-    fn retry_later(&self, state: &mut State, cluster: &str, refused: Queued) {
-        let slot = state.slots.entry(cluster.to_string()).or_default();
-        if refused.manual || refused.dry_run || refused.firing.is_empty() || slot.queued.is_some() {
-            return;
-        }
-        let at = SystemTime::now() + self.retry_after_refusal;
-        let retry_of = refused.retry_of.unwrap_or(refused.id);
-        let mut queued = None;
-        let recorded = state.store.transaction(|tx| {
-            let run = NewRun {
-                cluster,
-                source: SOURCE_ALERTMANAGER,
-                dry_run: false,
-                trigger: &refused.trigger,
-                cooldown_until: self.cooldown_until(tx, cluster)?,
-                not_before: Some(at),
-                retry_of: Some(retry_of),
-            };
-            let id = store::insert_run(tx, &run)?;
-            queued = Some(Queued {
-                id,
-                not_before: Some(at),
-                retry_of: Some(retry_of),
-                cooldown_until: run.cooldown_until,
-                ..refused.clone()
-            });
-            Ok(id)
-        });
-        let sentence = match (&recorded, queued) {
-            (Ok(id), Some(queued)) => {
-                state.slots.entry(cluster.to_string()).or_default().queued = Some(queued);
-                format!(
-                    "Retried as run {id} at {}, since its alerts still fire (retry_after_refusal).",
-                    humantime::format_rfc3339_seconds(at)
-                )
-            }
-            (Err(err), _) => {
-                tracing::error!(run = refused.id, %cluster, error = %err, "cannot queue the retry of a refused run");
-                return;
-            }
-            (Ok(_), None) => return,
-        };
-        tracing::info!(run = refused.id, %cluster, retry_at = %humantime::format_rfc3339_seconds(at), "refused; retrying later while its alerts fire");
-        if let Err(err) = state.store.append_reason(refused.id, &sentence) {
-            tracing::error!(run = refused.id, error = %err, "cannot record the retry");
-        }
     }
 
     /// After a restart that interrupted runs: wait until each such cluster's members serve
@@ -296,21 +210,15 @@ impl Scheduler {
                         }
                     }
                 };
-                let mut state = scheduler.lock();
-                if let Err(err) = state.store.append_reason(id, &sentence) {
+                let recovered = scheduler
+                    .ledger
+                    .call(move |ledger| ledger.recovered(id, &cluster, &sentence))
+                    .await;
+                if let Err(err) = recovered {
                     tracing::error!(run = id, error = %err, "cannot record the recovery");
                 }
-                if let Some(slot) = state.slots.get_mut(&cluster) {
-                    slot.recovering = false;
-                }
-                drop(state);
                 scheduler.wake.notify_one();
             });
         }
     }
-}
-
-pub(super) struct Start {
-    pub(super) cluster: String,
-    pub(super) queued: Queued,
 }

@@ -1,4 +1,5 @@
 use super::*;
+use crate::report::{Outcome, RunReport};
 use etcdmedic_cluster::Config;
 use serde_json::json;
 
@@ -34,11 +35,12 @@ fn alert(status: &str, labels: serde_json::Value, fingerprint: &str) -> serde_js
     json!({"status": status, "labels": labels, "startsAt": "2026-11-21T07:00:00Z", "fingerprint": fingerprint})
 }
 
-fn send(scheduler: &Scheduler, alerts: Vec<serde_json::Value>) -> Vec<Decision> {
+async fn send(scheduler: &Scheduler, alerts: Vec<serde_json::Value>) -> Vec<Decision> {
     let body = json!({"version": "4", "groupKey": "g", "status": "firing", "receiver": "r", "alerts": alerts});
     let payload = super::super::payload::parse(body.to_string().as_bytes()).unwrap();
     scheduler
-        .accept(&payload)
+        .accept(payload)
+        .await
         .unwrap()
         .into_iter()
         .map(|d| d.decision)
@@ -49,8 +51,8 @@ fn fragmentation(cluster: &str) -> serde_json::Value {
     json!({"alertname": "EtcdmedicDatabaseHighFragmentation", "etcd_cluster": cluster})
 }
 
-#[test]
-fn alerts_for_one_cluster_coalesce_and_resolving_them_all_cancels_the_run() {
+#[tokio::test]
+async fn alerts_for_one_cluster_coalesce_and_resolving_them_all_cancels_the_run() {
     let dir = tempfile::tempdir().unwrap();
     let scheduler = scheduler(dir.path());
     let first = send(
@@ -63,7 +65,8 @@ fn alerts_for_one_cluster_coalesce_and_resolving_them_all_cancels_the_run() {
                 "f2",
             ),
         ],
-    );
+    )
+    .await;
     assert_eq!(first[0].action, Action::Queued);
     assert_eq!(first[1].action, Action::Joined);
     let id = first[0].run_id;
@@ -72,7 +75,8 @@ fn alerts_for_one_cluster_coalesce_and_resolving_them_all_cancels_the_run() {
     let partly = send(
         &scheduler,
         vec![alert("resolved", fragmentation("a"), "f1")],
-    );
+    )
+    .await;
     assert_eq!(partly[0].action, Action::Ignored);
     assert!(partly[0].reason.contains("stays queued"), "{:?}", partly[0]);
 
@@ -83,21 +87,23 @@ fn alerts_for_one_cluster_coalesce_and_resolving_them_all_cancels_the_run() {
             json!({"alertname": "EtcdmedicNoSpaceAlarm", "etcd_cluster": "a"}),
             "f2",
         )],
-    );
+    )
+    .await;
     assert_eq!(all[0].action, Action::Cancelled);
     assert_eq!(all[0].run_id, id);
-    let run = scheduler.run(id.unwrap()).unwrap().unwrap().0;
-    assert_eq!(run.summary.outcome.as_deref(), Some("cancelled"));
+    let run = scheduler.run(id.unwrap()).await.unwrap().unwrap().0;
+    assert_eq!(run.summary.outcome, Some(Outcome::Cancelled));
 
     let again = send(
         &scheduler,
         vec![alert("resolved", fragmentation("a"), "f1")],
-    );
+    )
+    .await;
     assert_eq!(again[0].ignored_because, Some("resolved"));
 }
 
-#[test]
-fn clusters_are_found_by_their_alert_labels() {
+#[tokio::test]
+async fn clusters_are_found_by_their_alert_labels() {
     let dir = tempfile::tempdir().unwrap();
     let scheduler = scheduler(dir.path());
     let decisions = send(
@@ -121,7 +127,7 @@ fn clusters_are_found_by_their_alert_labels() {
             ),
             alert("firing", json!({"etcd_cluster": "a"}), "n"),
         ],
-    );
+    ).await;
     let because: Vec<_> = decisions.iter().map(|d| d.ignored_because).collect();
     assert_eq!(decisions[0].action, Action::Queued);
     assert_eq!(
@@ -133,68 +139,74 @@ fn clusters_are_found_by_their_alert_labels() {
             Some("not_a_trigger")
         ]
     );
-    let queues = scheduler.queues();
+    let queues = scheduler.queues().await.unwrap();
     assert_eq!(queues[1].cluster, "b");
     assert_eq!(queues[1].queued_run, decisions[0].run_id);
     assert_eq!(queues[0].queued_run, None);
 }
 
-#[test]
-fn manual_runs_ignore_resolved_alerts_and_pausing_refuses_them() {
+#[tokio::test]
+async fn manual_runs_ignore_resolved_alerts_and_pausing_refuses_them() {
     let dir = tempfile::tempdir().unwrap();
     let scheduler = scheduler(dir.path());
-    let manual = scheduler.request("a", false).unwrap();
+    let manual = scheduler.request("a", false).await.unwrap();
     assert_eq!(manual.action, Action::Queued);
-    let joined = send(&scheduler, vec![alert("firing", fragmentation("a"), "f1")]);
+    let joined = send(&scheduler, vec![alert("firing", fragmentation("a"), "f1")]).await;
     assert_eq!(joined[0].action, Action::Joined);
     let resolved = send(
         &scheduler,
         vec![alert("resolved", fragmentation("a"), "f1")],
-    );
+    )
+    .await;
     assert_eq!(resolved[0].ignored_because, Some("resolved"));
-    assert_eq!(scheduler.queues()[0].queued_run, manual.run_id);
+    assert_eq!(
+        scheduler.queues().await.unwrap()[0].queued_run,
+        manual.run_id
+    );
 
-    scheduler.set_paused(true).unwrap();
+    scheduler.set_paused(true).await.unwrap();
     assert!(matches!(
-        scheduler.request("b", true),
+        scheduler.request("b", true).await,
         Err(RequestError::Paused)
     ));
-    let paused = send(&scheduler, vec![alert("firing", fragmentation("a"), "f3")]);
+    let paused = send(&scheduler, vec![alert("firing", fragmentation("a"), "f3")]).await;
     assert_eq!(paused[0].ignored_because, Some("paused"));
     assert!(matches!(
-        scheduler.request("nope", true),
+        scheduler.request("nope", true).await,
         Err(RequestError::UnknownCluster(_))
     ));
 }
 
-#[test]
-fn the_queue_and_the_pause_switch_survive_a_restart() {
+#[tokio::test]
+async fn the_queue_and_the_pause_switch_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let id = {
         let scheduler = scheduler(dir.path());
-        let decided = send(&scheduler, vec![alert("firing", fragmentation("a"), "f1")]);
-        scheduler.set_paused(true).unwrap();
+        let decided = send(&scheduler, vec![alert("firing", fragmentation("a"), "f1")]).await;
+        scheduler.set_paused(true).await.unwrap();
+        scheduler.close().await;
         decided[0].run_id
     };
     let scheduler = scheduler(dir.path());
-    assert!(scheduler.paused());
-    assert_eq!(scheduler.queues()[0].queued_run, id);
+    assert!(scheduler.paused().await.unwrap());
+    assert_eq!(scheduler.queues().await.unwrap()[0].queued_run, id);
     // The restored run still knows its alert: resolving it cancels the run.
     let resolved = send(
         &scheduler,
         vec![alert("resolved", fragmentation("a"), "f1")],
-    );
+    )
+    .await;
     assert_eq!(resolved[0].action, Action::Cancelled);
 }
 
 /// A run refused before changing anything starts no cooldown: while its alerts fire it is
 /// retried after retry_after_refusal, and resolving them cancels the retry.
-#[test]
-fn a_refused_alert_run_is_retried_later_while_its_alerts_fire() {
+#[tokio::test]
+async fn a_refused_alert_run_is_retried_later_while_its_alerts_fire() {
     let dir = tempfile::tempdir().unwrap();
     let scheduler = scheduler(dir.path());
-    let first = send(&scheduler, vec![alert("firing", fragmentation("a"), "f1")]);
-    let start = scheduler.next_start().expect("the run starts");
+    let first = send(&scheduler, vec![alert("firing", fragmentation("a"), "f1")]).await;
+    let start = scheduler.next_start().await.expect("the run starts");
     assert_eq!(Some(start.queued.id), first[0].run_id);
     let mut refused = RunReport::ended(
         "a",
@@ -204,18 +216,18 @@ fn a_refused_alert_run_is_retried_later_while_its_alerts_fire() {
         "refused: member m2 is not answering".into(),
     );
     refused.refused = true;
-    scheduler.finish("a", start.queued.id, &refused);
+    scheduler.finish("a", start.queued.id, &refused).await;
 
-    let queue = &scheduler.queues()[0];
+    let queue = &scheduler.queues().await.unwrap()[0];
     let retry = queue.queued_run.expect("a retry is queued");
     assert!(queue.queued_not_before.is_some(), "{queue:?}");
     assert!(
-        scheduler.next_start().is_none(),
+        scheduler.next_start().await.is_none(),
         "the retry waits retry_after_refusal"
     );
-    let (detail, _) = scheduler.run(retry).unwrap().unwrap();
+    let (detail, _) = scheduler.run(retry).await.unwrap().unwrap();
     assert_eq!(detail.summary.retry_of, first[0].run_id);
-    let (original, _) = scheduler.run(start.queued.id).unwrap().unwrap();
+    let (original, _) = scheduler.run(start.queued.id).await.unwrap().unwrap();
     assert!(
         original
             .summary
@@ -230,29 +242,31 @@ fn a_refused_alert_run_is_retried_later_while_its_alerts_fire() {
     let resolved = send(
         &scheduler,
         vec![alert("resolved", fragmentation("a"), "f1")],
-    );
+    )
+    .await;
     assert_eq!(resolved[0].action, Action::Cancelled);
     assert_eq!(resolved[0].run_id, Some(retry));
-    assert_eq!(scheduler.queues()[0].queued_run, None);
+    assert_eq!(scheduler.queues().await.unwrap()[0].queued_run, None);
 }
 
-#[test]
-fn a_refusal_is_not_retried_when_its_alerts_resolved_during_the_run_or_it_was_manual() {
+#[tokio::test]
+async fn a_refusal_is_not_retried_when_its_alerts_resolved_during_the_run_or_it_was_manual() {
     let dir = tempfile::tempdir().unwrap();
     let scheduler = scheduler(dir.path());
-    send(&scheduler, vec![alert("firing", fragmentation("a"), "f1")]);
-    let start = scheduler.next_start().unwrap();
+    send(&scheduler, vec![alert("firing", fragmentation("a"), "f1")]).await;
+    let start = scheduler.next_start().await.unwrap();
     send(
         &scheduler,
         vec![alert("resolved", fragmentation("a"), "f1")],
-    );
+    )
+    .await;
     let mut refused = RunReport::ended("a", "", false, Outcome::Failed, "refused: x".into());
     refused.refused = true;
-    scheduler.finish("a", start.queued.id, &refused);
-    assert_eq!(scheduler.queues()[0].queued_run, None);
+    scheduler.finish("a", start.queued.id, &refused).await;
+    assert_eq!(scheduler.queues().await.unwrap()[0].queued_run, None);
 
-    scheduler.request("a", false).unwrap();
-    let manual = scheduler.next_start().unwrap();
-    scheduler.finish("a", manual.queued.id, &refused);
-    assert_eq!(scheduler.queues()[0].queued_run, None);
+    scheduler.request("a", false).await.unwrap();
+    let manual = scheduler.next_start().await.unwrap();
+    scheduler.finish("a", manual.queued.id, &refused).await;
+    assert_eq!(scheduler.queues().await.unwrap()[0].queued_run, None);
 }

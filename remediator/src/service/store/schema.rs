@@ -8,7 +8,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use rusqlite::Connection;
+use rusqlite::{Connection, OptionalExtension};
 
 use super::{StoreError, StoreResult};
 
@@ -23,7 +23,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_millis(250);
 const TABLES: [&str; 3] = ["alerts", "runs", "switches"];
 
 /// Migration `i` brings a file at version `i` to `i + 1`; the last version is `MIGRATIONS.len()`.
-const MIGRATIONS: [&str; 2] = [
+const MIGRATIONS: [&str; 3] = [
     // 1: runs, alerts and the pause switch (the schema before versioning).
     "
 
@@ -70,6 +70,46 @@ ALTER TABLE runs ADD COLUMN refused INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE runs ADD COLUMN not_before REAL;
 ALTER TABLE runs ADD COLUMN retry_of INTEGER REFERENCES runs (id);
 UPDATE runs SET refused = 1 WHERE outcome = 'failed' AND reason LIKE 'refused:%';
+",
+    // 3: states, sources and outcomes are typed (a value this build does not know cannot be
+    // written), a finished run has an outcome and only a finished one does, and runs record
+    // their error kind and the format of their stored report. SQLite adds constraints only
+    // to a new table: the runs are copied over.
+    "
+CREATE TABLE runs_v3 (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    cluster     TEXT NOT NULL,
+    state       TEXT NOT NULL CHECK (state IN ('queued', 'running', 'finished')),
+    source      TEXT NOT NULL CHECK (source IN ('alertmanager', 'api')),
+    dry_run     INTEGER NOT NULL CHECK (dry_run IN (0, 1)),
+    trigger     TEXT NOT NULL,
+    cooldown_until REAL,
+    created_at  REAL NOT NULL,
+    started_at  REAL,
+    finished_at REAL,
+    outcome     TEXT CHECK (outcome IN ('succeeded', 'partial', 'failed', 'skipped',
+                                        'interrupted', 'planned', 'cancelled')),
+    reason      TEXT,
+    report      TEXT,
+    refused     INTEGER NOT NULL DEFAULT 0 CHECK (refused IN (0, 1)),
+    not_before  REAL,
+    retry_of    INTEGER REFERENCES runs (id),
+    error_kind  TEXT,
+    report_format INTEGER,
+    CHECK ((state = 'finished') = (outcome IS NOT NULL)),
+    CHECK ((report IS NULL) = (report_format IS NULL))
+);
+INSERT INTO runs_v3 (id, cluster, state, source, dry_run, trigger, cooldown_until, created_at,
+                     started_at, finished_at, outcome, reason, report, refused, not_before,
+                     retry_of, error_kind, report_format)
+    SELECT id, cluster, state, source, dry_run, trigger, cooldown_until, created_at,
+           started_at, finished_at, outcome, reason, report, refused, not_before, retry_of,
+           NULL, CASE WHEN report IS NULL THEN NULL ELSE 1 END
+    FROM runs;
+DROP TABLE runs;
+ALTER TABLE runs_v3 RENAME TO runs;
+CREATE INDEX runs_by_cluster ON runs (cluster, id);
+CREATE INDEX runs_by_state ON runs (state);
 ",
 ];
 
@@ -142,6 +182,12 @@ pub(super) fn open(path: &Path, init: bool) -> StoreResult<Connection> {
         });
     }
     if version < LATEST || application_id != APPLICATION_ID {
+        // A migration that copies a table drops the old one, which foreign keys would
+        // refuse; they are checked once the copy is done, and can only be switched outside a
+        // transaction.
+        connection
+            .pragma_update(None, "foreign_keys", "OFF")
+            .map_err(fail)?;
         let transaction = connection.transaction().map_err(fail)?;
         for migration in &MIGRATIONS[version as usize..] {
             transaction.execute_batch(migration).map_err(fail)?;
@@ -152,6 +198,16 @@ pub(super) fn open(path: &Path, init: bool) -> StoreResult<Connection> {
         transaction
             .pragma_update(None, "user_version", LATEST)
             .map_err(fail)?;
+        let broken: Option<String> = transaction
+            .query_row("PRAGMA foreign_key_check", [], |row| row.get(0))
+            .optional()
+            .map_err(fail)?;
+        if let Some(table) = broken {
+            return Err(refuse(format!(
+                "after bringing it from schema version {version} to {LATEST}, rows of {table} \
+                 refer to rows that do not exist; nothing was changed"
+            )));
+        }
         transaction.commit().map_err(fail)?;
     }
     // WAL keeps readers (the API) from waiting on the writer; NORMAL syncs at checkpoints,

@@ -1,0 +1,318 @@
+//! The scheduler's books: the store and, beside it, each cluster's queued and running run.
+//! Both live on the service's owner thread and change together, in plain synchronous code:
+//! every decision is made and stored there, one at a time, so twenty copies of one payload
+//! arriving at once give one run.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::time::{Duration, SystemTime};
+
+use super::super::store::{
+    in_transaction, InterruptedRun, NewRun, RunDetail, RunSource, StateStore, StoreResult,
+};
+use super::{ClusterQueue, DISPATCH_EVERY};
+use crate::report::{Outcome, RunReport};
+
+/// What the scheduler decides by: the configuration, fixed while the service runs.
+#[derive(Debug, Clone)]
+pub(super) struct Rules {
+    /// The alerts that start runs.
+    pub triggers: HashSet<String>,
+    /// Each cluster's `alert_labels`.
+    pub clusters: BTreeMap<String, BTreeMap<String, String>>,
+    pub cooldown: Duration,
+    pub retry_after_refusal: Duration,
+    pub max_concurrent_runs: usize,
+}
+
+#[derive(Debug, Default, Clone)]
+pub(super) struct Slot {
+    pub queued: Option<Queued>,
+    pub running: Option<Running>,
+    /// After a restart that interrupted a run: waiting for the members to serve reads.
+    pub recovering: bool,
+}
+
+#[derive(Debug, Clone)]
+pub(super) struct Queued {
+    pub id: i64,
+    pub dry_run: bool,
+    /// Requested through the API: resolved alerts do not cancel it.
+    pub manual: bool,
+    /// Firing alerts that keep it queued.
+    pub firing: BTreeSet<String>,
+    pub alertnames: BTreeSet<String>,
+    pub cooldown_until: Option<SystemTime>,
+    /// A retry after a refusal waits until then.
+    pub not_before: Option<SystemTime>,
+    /// The alert-started run a retry retries (the first of the chain).
+    pub retry_of: Option<i64>,
+    pub trigger: String,
+}
+
+impl Queued {
+    fn is_due(&self, now: SystemTime) -> bool {
+        self.not_before.is_none_or(|at| at <= now)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(super) struct Running {
+    /// The run as it was queued; resolved alerts still leave its `firing` set, which decides
+    /// whether a refusal is retried.
+    pub run: Queued,
+    /// The latest progress line, for the API.
+    pub progress: Option<String>,
+}
+
+pub(super) struct Ledger {
+    pub store: Box<dyn StateStore>,
+    pub slots: HashMap<String, Slot>,
+    pub running: usize,
+    pub paused: bool,
+    pub rules: Rules,
+}
+
+/// What the ledger found when it opened: runs a dead process left under way, and the latest
+/// reports to restore the gauges from.
+pub(super) struct Opened {
+    pub interrupted: Vec<InterruptedRun>,
+    pub latest: Vec<RunReport>,
+}
+
+/// A queued run the dispatcher may start now.
+#[derive(Debug)]
+pub(super) struct Start {
+    pub cluster: String,
+    pub queued: Queued,
+}
+
+impl Ledger {
+    /// Marks runs a dead process left running as interrupted, and restores the queue and the
+    /// pause switch.
+    pub fn open(mut store: Box<dyn StateStore>, rules: Rules) -> StoreResult<(Ledger, Opened)> {
+        let interrupted = store.interrupt_unfinished()?;
+        let paused = store.paused()?;
+        let latest = store.latest_finished()?;
+        let mut slots: HashMap<String, Slot> = HashMap::new();
+        for run in store.queued()? {
+            if !rules.clusters.contains_key(&run.cluster) {
+                let report = RunReport::ended(
+                    &run.cluster,
+                    &run.trigger,
+                    run.dry_run,
+                    Outcome::Cancelled,
+                    "the cluster is no longer in the configuration".into(),
+                );
+                in_transaction(store.as_mut(), |tx| tx.finish(run.id, &report))?;
+                continue;
+            }
+            let firing = store.firing_fingerprints(run.id)?;
+            slots.entry(run.cluster.clone()).or_default().queued = Some(Queued {
+                id: run.id,
+                dry_run: run.dry_run,
+                manual: run.source == RunSource::Api,
+                firing: firing.into_iter().collect(),
+                alertnames: BTreeSet::new(),
+                cooldown_until: run.cooldown_until,
+                not_before: run.not_before,
+                retry_of: run.retry_of,
+                trigger: run.trigger,
+            });
+        }
+        for InterruptedRun { cluster, .. } in &interrupted {
+            if rules.clusters.contains_key(cluster) {
+                slots.entry(cluster.clone()).or_default().recovering = true;
+            }
+        }
+        let ledger = Ledger {
+            store,
+            slots,
+            running: 0,
+            paused,
+            rules,
+        };
+        Ok((
+            ledger,
+            Opened {
+                interrupted,
+                latest,
+            },
+        ))
+    }
+
+    pub fn set_paused(&mut self, paused: bool) -> StoreResult<()> {
+        self.store.set_paused(paused)?;
+        self.paused = paused;
+        Ok(())
+    }
+
+    /// The oldest due queued run, now marked running, unless paused or at the limit.
+    pub fn next_start(&mut self, now: SystemTime) -> Option<Start> {
+        if self.paused || self.running >= self.rules.max_concurrent_runs {
+            return None;
+        }
+        let (cluster, queued) = self
+            .slots
+            .iter()
+            .filter(|(_, slot)| slot.running.is_none() && !slot.recovering)
+            .filter_map(|(cluster, slot)| slot.queued.as_ref().map(|q| (cluster, q)))
+            .filter(|(_, queued)| queued.is_due(now))
+            .min_by_key(|(_, queued)| queued.id)
+            .map(|(cluster, queued)| (cluster.clone(), queued.clone()))?;
+        if let Err(err) = self.store.mark_running(queued.id, now) {
+            tracing::error!(run = queued.id, %cluster, error = %err, "cannot start the run; retrying later");
+            return None;
+        }
+        self.running += 1;
+        let slot = self.slots.entry(cluster.clone()).or_default();
+        slot.queued = None;
+        slot.running = Some(Running {
+            run: queued.clone(),
+            progress: None,
+        });
+        Some(Start { cluster, queued })
+    }
+
+    /// How long the dispatcher may sleep: until the next retry is due, at most
+    /// [`DISPATCH_EVERY`].
+    pub fn next_look(&self, now: SystemTime) -> Duration {
+        self.slots
+            .values()
+            .filter_map(|slot| slot.queued.as_ref()?.not_before)
+            .map(|at| at.duration_since(now).unwrap_or_default())
+            .fold(DISPATCH_EVERY, Duration::min)
+    }
+
+    pub fn set_progress(&mut self, cluster: &str, id: i64, line: String) {
+        if let Some(running) = self
+            .slots
+            .get_mut(cluster)
+            .and_then(|slot| slot.running.as_mut())
+            .filter(|running| running.run.id == id)
+        {
+            running.progress = Some(line);
+        }
+    }
+
+    /// Records how a run ended and frees its slot; a refused run from alerts is queued again
+    /// (see [`Ledger::retry_later`]).
+    pub fn finish(&mut self, cluster: &str, id: i64, report: &RunReport) {
+        if let Err(err) = in_transaction(self.store.as_mut(), |tx| tx.finish(id, report)) {
+            // The run is over either way; what is lost is its record, which the log keeps.
+            tracing::error!(run = id, %cluster, error = %err, report = %serde_json::to_string(report).unwrap_or_default(), "cannot record the run's report");
+        }
+        self.running = self.running.saturating_sub(1);
+        let finished = self
+            .slots
+            .get_mut(cluster)
+            .and_then(|slot| slot.running.take());
+        if let Some(Running { run, .. }) = finished.filter(|_| report.refused) {
+            self.retry_later(cluster, run);
+        }
+    }
+
+    /// After a refusal, which changed nothing and starts no cooldown: while the alerts that
+    /// asked for the run still fire, it runs again `retry_after_refusal` later. Alertmanager
+    /// would only repeat them after its repeat_interval (hours), with NOSPACE perhaps active.
+    fn retry_later(&mut self, cluster: &str, refused: Queued) {
+        let slot = self.slots.entry(cluster.to_string()).or_default();
+        if refused.manual || refused.dry_run || refused.firing.is_empty() || slot.queued.is_some() {
+            return;
+        }
+        let at = SystemTime::now() + self.rules.retry_after_refusal;
+        let retry_of = refused.retry_of.unwrap_or(refused.id);
+        let cooldown = self.rules.cooldown;
+        let recorded = in_transaction(self.store.as_mut(), |tx| {
+            let cooldown_until = cooldown_until(tx.last_work_finished(cluster)?, cooldown);
+            let run = NewRun {
+                cluster,
+                source: RunSource::Alertmanager,
+                dry_run: false,
+                trigger: &refused.trigger,
+                cooldown_until,
+                not_before: Some(at),
+                retry_of: Some(retry_of),
+            };
+            Ok((tx.insert_run(&run)?, cooldown_until))
+        });
+        let (id, cooldown_until) = match recorded {
+            Ok(recorded) => recorded,
+            Err(err) => {
+                tracing::error!(run = refused.id, %cluster, error = %err, "cannot queue the retry of a refused run");
+                return;
+            }
+        };
+        let sentence = format!(
+            "Retried as run {id} at {}, since its alerts still fire (retry_after_refusal).",
+            humantime::format_rfc3339_seconds(at)
+        );
+        let refused_id = refused.id;
+        self.slots.entry(cluster.to_string()).or_default().queued = Some(Queued {
+            id,
+            not_before: Some(at),
+            retry_of: Some(retry_of),
+            cooldown_until,
+            ..refused
+        });
+        tracing::info!(run = refused_id, %cluster, retry_at = %humantime::format_rfc3339_seconds(at), "refused; retrying later while its alerts fire");
+        if let Err(err) = self.store.append_reason(refused_id, &sentence) {
+            tracing::error!(run = refused_id, error = %err, "cannot record the retry");
+        }
+    }
+
+    /// The wait after a restart that interrupted run `id` is over: `sentence` says how.
+    pub fn recovered(&mut self, id: i64, cluster: &str, sentence: &str) {
+        if let Err(err) = self.store.append_reason(id, sentence) {
+            tracing::error!(run = id, error = %err, "cannot record the recovery");
+        }
+        if let Some(slot) = self.slots.get_mut(cluster) {
+            slot.recovering = false;
+        }
+    }
+
+    /// A run with everything recorded, and its latest progress line while it runs.
+    pub fn run(&mut self, id: i64) -> StoreResult<Option<(RunDetail, Option<String>)>> {
+        let detail = self.store.run(id)?;
+        let progress = detail.as_ref().and_then(|detail| {
+            self.slots
+                .get(&detail.summary.cluster)
+                .and_then(|slot| slot.running.as_ref())
+                .filter(|running| running.run.id == id)
+                .and_then(|running| running.progress.clone())
+        });
+        Ok(detail.map(|detail| (detail, progress)))
+    }
+
+    pub fn queues(&self) -> Vec<ClusterQueue> {
+        self.rules
+            .clusters
+            .keys()
+            .map(|cluster| {
+                let slot = self.slots.get(cluster).cloned().unwrap_or_default();
+                ClusterQueue {
+                    cluster: cluster.clone(),
+                    queued_run: slot.queued.as_ref().map(|q| q.id),
+                    running_run: slot.running.as_ref().map(|r| r.run.id),
+                    queued_not_before: slot
+                        .queued
+                        .as_ref()
+                        .and_then(|q| q.not_before)
+                        .map(|at| humantime::format_rfc3339_seconds(at).to_string()),
+                    progress: slot.running.and_then(|r| r.progress),
+                    recovering: slot.recovering,
+                }
+            })
+            .collect()
+    }
+}
+
+/// Until when a new run of a cluster is inside its cooldown, given when its last run that did
+/// work finished.
+pub(super) fn cooldown_until(
+    last_work_finished: Option<SystemTime>,
+    cooldown: Duration,
+) -> Option<SystemTime> {
+    last_work_finished
+        .map(|finished| finished + cooldown)
+        .filter(|until| *until > SystemTime::now())
+}

@@ -1,0 +1,2 @@
+//! The webhook service's settings.
+pub use etcdmedic_cluster::RemediatorSettings as ServiceSettings;

@@ -1,0 +1,493 @@
+//! The state in one SQLite file, locked for this process (a second service on the same file
+//! refuses to start), with every row read back typed: a row that is not what this build
+//! wrote (an unknown state or outcome, a report of a newer format or that does not parse) is
+//! logged and counted in `etcdmedic_store_unreadable_rows_total`, never silently dropped or
+//! read as something else.
+
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use prometheus_client::metrics::counter::Counter;
+use rusqlite::{params, Connection, OptionalExtension, Row};
+
+use super::{
+    from_unix, schema, unix, AlertRecord, InterruptedRun, NewRun, RunDetail, RunFilter, RunSource,
+    RunState, RunSummary, StateStore, StoreError, StoreResult, Transaction, INTERRUPTED_BY_EXIT,
+};
+use crate::lock::{FileLock, LockError};
+use crate::report::{Outcome, RunReport, REPORT_FORMAT};
+
+pub struct SqliteStore {
+    connection: Connection,
+    path: PathBuf,
+    rows: Rows,
+    _lock: FileLock,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+impl SqliteStore {
+    /// Opens the state at `path`, creating the file (and its directory) when there is none
+    /// and bringing an older schema up to date. Refused when another process holds the file
+    /// (`<path>.lock`), and when it exists but holds no etcdmedic state, unless `init` says
+    /// to initialise it (see `schema::open`). Unreadable rows are counted in `unreadable`.
+    pub fn open(path: &Path, init: bool, unreadable: Counter) -> StoreResult<SqliteStore> {
+        if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|err| StoreError::NotOurs {
+                path: path.to_path_buf(),
+                why: format!("cannot create the directory {}: {err}", dir.display()),
+            })?;
+        }
+        let mut lock_path = path.as_os_str().to_owned();
+        lock_path.push(".lock");
+        let lock = FileLock::acquire(Path::new(&lock_path)).map_err(|err| match err {
+            LockError::Held { holder, .. } => StoreError::InUse {
+                path: path.to_path_buf(),
+                holder,
+            },
+            source => StoreError::Lock {
+                path: path.to_path_buf(),
+                source,
+            },
+        })?;
+        let connection = schema::open(path, init)?;
+        Ok(SqliteStore {
+            connection,
+            path: path.to_path_buf(),
+            rows: Rows { unreadable },
+            _lock: lock,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn fail(&self, source: rusqlite::Error) -> StoreError {
+        StoreError::sqlite(&self.path, source)
+    }
+
+    fn select_runs(
+        &self,
+        condition: &str,
+        parameters: impl rusqlite::Params,
+    ) -> StoreResult<Vec<RunSummary>> {
+        let sql = format!("SELECT {RUN_COLUMNS} FROM runs {condition}");
+        let mut select = self
+            .connection
+            .prepare(&sql)
+            .map_err(|err| self.fail(err))?;
+        let rows = select
+            .query_map(parameters, |row| Ok(self.rows.run(row)))
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(|err| self.fail(err))?;
+        Ok(rows.into_iter().flatten().collect())
+    }
+
+    fn alerts_of(&self, run_id: i64) -> StoreResult<Vec<AlertRecord>> {
+        let mut select = self
+            .connection
+            .prepare(
+                "SELECT alertname, status, fingerprint, cluster, labels, starts_at, action, \
+                 reason, run_id, id FROM alerts WHERE run_id = ?1 ORDER BY id",
+            )
+            .map_err(|err| self.fail(err))?;
+        let rows = select
+            .query_map([run_id], |row| {
+                let labels: String = row.get(4)?;
+                let labels = serde_json::from_str(&labels).unwrap_or_else(|err| {
+                    let id: i64 = row.get(9).unwrap_or_default();
+                    self.rows
+                        .unreadable("alerts", id, &format!("labels: {err}"));
+                    Default::default()
+                });
+                Ok(AlertRecord {
+                    alertname: row.get(0)?,
+                    status: row.get(1)?,
+                    fingerprint: row.get(2)?,
+                    cluster: row.get(3)?,
+                    labels,
+                    starts_at: row.get(5)?,
+                    action: row.get(6)?,
+                    reason: row.get(7)?,
+                    run_id: row.get(8)?,
+                })
+            })
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>());
+        rows.map_err(|err| self.fail(err))
+    }
+}
+
+const RUN_COLUMNS: &str = "id, cluster, state, source, dry_run, trigger, created_at, \
+    started_at, finished_at, cooldown_until, outcome, reason, not_before, retry_of, refused, \
+    error_kind";
+
+/// Reads rows back, counting those it cannot.
+struct Rows {
+    unreadable: Counter,
+}
+
+impl Rows {
+    fn unreadable(&self, table: &str, id: i64, why: &str) {
+        self.unreadable.inc();
+        tracing::error!(
+            table,
+            id,
+            why,
+            "a row of the state store cannot be read by this build; it is left out"
+        );
+    }
+
+    /// A run row, or `None` (counted) when its state, source or outcome is not one this build
+    /// knows.
+    fn run(&self, row: &Row<'_>) -> Option<RunSummary> {
+        let id: i64 = row.get(0).ok()?;
+        let read = || -> Result<RunSummary, String> {
+            let text = |i: usize| row.get::<_, String>(i).map_err(|e| e.to_string());
+            let state = text(2)?;
+            let source = text(3)?;
+            let outcome: Option<String> = row.get(10).map_err(|e| e.to_string())?;
+            let time = |i: usize| -> Result<Option<SystemTime>, String> {
+                let seconds: Option<f64> = row.get(i).map_err(|e| e.to_string())?;
+                Ok(seconds.map(from_unix))
+            };
+            Ok(RunSummary {
+                id,
+                cluster: text(1)?,
+                state: RunState::parse(&state).ok_or(format!("unknown state {state:?}"))?,
+                source: RunSource::parse(&source).ok_or(format!("unknown source {source:?}"))?,
+                dry_run: row.get(4).map_err(|e| e.to_string())?,
+                trigger: text(5)?,
+                created_at: time(6)?.unwrap_or(SystemTime::UNIX_EPOCH),
+                started_at: time(7)?,
+                finished_at: time(8)?,
+                cooldown_until: time(9)?,
+                outcome: match outcome {
+                    None => None,
+                    Some(text) => {
+                        Some(Outcome::parse(&text).ok_or(format!("unknown outcome {text:?}"))?)
+                    }
+                },
+                reason: row.get(11).map_err(|e| e.to_string())?,
+                not_before: time(12)?,
+                retry_of: row.get(13).map_err(|e| e.to_string())?,
+                refused: row.get(14).map_err(|e| e.to_string())?,
+                error_kind: row.get(15).map_err(|e| e.to_string())?,
+            })
+        };
+        read().map_err(|why| self.unreadable("runs", id, &why)).ok()
+    }
+
+    /// A stored report, or `None` (counted) when it is of a newer format or does not parse.
+    fn report(&self, id: i64, format: Option<i64>, json: &str) -> Option<RunReport> {
+        let format = format.unwrap_or(1);
+        if format > REPORT_FORMAT {
+            let why = format!("report format {format}; this build reads up to {REPORT_FORMAT}");
+            self.unreadable("runs", id, &why);
+            return None;
+        }
+        serde_json::from_str(json)
+            .map_err(|err| self.unreadable("runs", id, &format!("report: {err}")))
+            .ok()
+    }
+}
+
+impl StoreError {
+    pub(crate) fn sqlite(path: &Path, source: rusqlite::Error) -> Self {
+        StoreError::Sqlite {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+/// One SQLite transaction, as the scheduler sees it.
+struct SqliteTransaction<'a> {
+    tx: &'a rusqlite::Transaction<'a>,
+    path: &'a Path,
+}
+
+impl SqliteTransaction<'_> {
+    fn fail(&self, source: rusqlite::Error) -> StoreError {
+        StoreError::sqlite(self.path, source)
+    }
+}
+
+impl Transaction for SqliteTransaction<'_> {
+    fn insert_run(&mut self, run: &NewRun<'_>) -> StoreResult<i64> {
+        self.tx
+            .execute(
+                "INSERT INTO runs (cluster, state, source, dry_run, trigger, cooldown_until, \
+                 created_at, not_before, retry_of) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![
+                    run.cluster,
+                    RunState::Queued.as_str(),
+                    run.source.as_str(),
+                    run.dry_run,
+                    run.trigger,
+                    run.cooldown_until.map(unix),
+                    unix(SystemTime::now()),
+                    run.not_before.map(unix),
+                    run.retry_of
+                ],
+            )
+            .map_err(|err| self.fail(err))?;
+        Ok(self.tx.last_insert_rowid())
+    }
+
+    fn insert_alert(&mut self, alert: &AlertRecord) -> StoreResult<()> {
+        let labels = serde_json::to_string(&alert.labels).unwrap_or_else(|_| "{}".into());
+        self.tx
+            .execute(
+                "INSERT INTO alerts (received_at, alertname, status, fingerprint, cluster, \
+                 labels, starts_at, action, reason, run_id) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                params![
+                    unix(SystemTime::now()),
+                    alert.alertname,
+                    alert.status,
+                    alert.fingerprint,
+                    alert.cluster,
+                    labels,
+                    alert.starts_at,
+                    alert.action,
+                    alert.reason,
+                    alert.run_id
+                ],
+            )
+            .map(drop)
+            .map_err(|err| self.fail(err))
+    }
+
+    fn finish(&mut self, id: i64, report: &RunReport) -> StoreResult<()> {
+        finish(self.tx, id, report).map_err(|err| self.fail(err))
+    }
+
+    fn last_work_finished(&mut self, cluster: &str) -> StoreResult<Option<SystemTime>> {
+        self.tx
+            .query_row(
+                "SELECT max(finished_at) FROM runs WHERE cluster = ?1 AND state = 'finished' \
+                 AND dry_run = 0 AND refused = 0 \
+                 AND outcome NOT IN ('skipped', 'cancelled', 'planned')",
+                [cluster],
+                |row| row.get::<_, Option<f64>>(0),
+            )
+            .map(|seconds| seconds.map(from_unix))
+            .map_err(|err| self.fail(err))
+    }
+
+    fn episode_run(
+        &mut self,
+        fingerprint: &str,
+        starts_at: &str,
+    ) -> StoreResult<Option<(i64, Option<SystemTime>)>> {
+        self.tx
+            .query_row(
+                "SELECT runs.id, runs.finished_at FROM alerts \
+                 JOIN runs ON runs.id = alerts.run_id \
+                 WHERE alerts.fingerprint = ?1 AND alerts.starts_at = ?2 \
+                 AND alerts.status = 'firing' AND alerts.action IN ('queued', 'joined') \
+                 ORDER BY alerts.id DESC LIMIT 1",
+                [fingerprint, starts_at],
+                |row| Ok((row.get(0)?, row.get::<_, Option<f64>>(1)?.map(from_unix))),
+            )
+            .optional()
+            .map_err(|err| self.fail(err))
+    }
+}
+
+fn finish(tx: &Connection, id: i64, report: &RunReport) -> rusqlite::Result<()> {
+    let json = serde_json::to_string(report)
+        .map_err(|err| rusqlite::Error::ToSqlConversionFailure(Box::new(err)))?;
+    tx.execute(
+        "UPDATE runs SET state = 'finished', finished_at = ?2, outcome = ?3, reason = ?4, \
+         report = ?5, report_format = ?6, refused = ?7, error_kind = ?8, \
+         started_at = coalesce(started_at, ?2) WHERE id = ?1",
+        params![
+            id,
+            unix(report.finished_at),
+            report.outcome.as_str(),
+            report.reason,
+            json,
+            REPORT_FORMAT,
+            report.refused,
+            report.error_kind,
+        ],
+    )
+    .map(drop)
+}
+
+impl StateStore for SqliteStore {
+    fn transaction(
+        &mut self,
+        work: &mut dyn FnMut(&mut dyn Transaction) -> StoreResult<()>,
+    ) -> StoreResult<()> {
+        let path = self.path.clone();
+        let fail = |err| StoreError::sqlite(&path, err);
+        let tx = self.connection.transaction().map_err(fail)?;
+        work(&mut SqliteTransaction {
+            tx: &tx,
+            path: &path,
+        })?;
+        tx.commit().map_err(fail)
+    }
+
+    fn ping(&mut self) -> StoreResult<()> {
+        self.connection
+            .query_row("SELECT 1", [], |_| Ok(()))
+            .map_err(|err| self.fail(err))
+    }
+
+    fn interrupt_unfinished(&mut self) -> StoreResult<Vec<InterruptedRun>> {
+        let runs: Vec<InterruptedRun> = self
+            .select_runs("WHERE state = 'running'", [])?
+            .into_iter()
+            .map(|run| InterruptedRun {
+                id: run.id,
+                cluster: run.cluster,
+            })
+            .collect();
+        let tx = self
+            .connection
+            .transaction()
+            .map_err(|e| StoreError::sqlite(&self.path, e))?;
+        for InterruptedRun { id, cluster } in &runs {
+            let report = RunReport::ended(
+                cluster,
+                "",
+                false,
+                Outcome::Interrupted,
+                INTERRUPTED_BY_EXIT.into(),
+            );
+            finish(&tx, *id, &report).map_err(|e| StoreError::sqlite(&self.path, e))?;
+        }
+        tx.commit().map_err(|e| StoreError::sqlite(&self.path, e))?;
+        Ok(runs)
+    }
+
+    fn queued(&mut self) -> StoreResult<Vec<RunSummary>> {
+        self.select_runs("WHERE state = 'queued' ORDER BY id", [])
+    }
+
+    fn firing_fingerprints(&mut self, run_id: i64) -> StoreResult<Vec<String>> {
+        let mut select = self
+            .connection
+            .prepare(
+                "SELECT fingerprint FROM alerts WHERE run_id IN (?1, \
+                 (SELECT retry_of FROM runs WHERE id = ?1)) AND status = 'firing' \
+                 AND action IN ('queued', 'joined') GROUP BY fingerprint",
+            )
+            .map_err(|err| self.fail(err))?;
+        let rows = select
+            .query_map([run_id], |row| row.get(0))
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<String>>>());
+        rows.map_err(|err| self.fail(err))
+    }
+
+    fn mark_running(&mut self, id: i64, at: SystemTime) -> StoreResult<()> {
+        self.connection
+            .execute(
+                "UPDATE runs SET state = 'running', started_at = ?2 WHERE id = ?1",
+                params![id, unix(at)],
+            )
+            .map(drop)
+            .map_err(|err| self.fail(err))
+    }
+
+    fn append_reason(&mut self, id: i64, sentence: &str) -> StoreResult<()> {
+        self.connection
+            .execute(
+                "UPDATE runs SET reason = coalesce(reason || ' ', '') || ?2 WHERE id = ?1",
+                params![id, sentence],
+            )
+            .map(drop)
+            .map_err(|err| self.fail(err))
+    }
+
+    fn paused(&mut self) -> StoreResult<bool> {
+        self.connection
+            .query_row(
+                "SELECT value FROM switches WHERE name = 'paused'",
+                [],
+                |row| row.get::<_, String>(0),
+            )
+            .optional()
+            .map(|value| value.as_deref() == Some("true"))
+            .map_err(|err| self.fail(err))
+    }
+
+    fn set_paused(&mut self, paused: bool) -> StoreResult<()> {
+        self.connection
+            .execute(
+                "INSERT INTO switches (name, value, changed_at) VALUES ('paused', ?1, ?2) \
+                 ON CONFLICT (name) DO UPDATE SET value = ?1, changed_at = ?2",
+                params![paused.to_string(), unix(SystemTime::now())],
+            )
+            .map(drop)
+            .map_err(|err| self.fail(err))
+    }
+
+    fn runs(&mut self, filter: &RunFilter) -> StoreResult<Vec<RunSummary>> {
+        self.select_runs(
+            "WHERE (?1 IS NULL OR cluster = ?1) AND (?2 IS NULL OR outcome = ?2) \
+             AND (?3 IS NULL OR id < ?3) ORDER BY id DESC LIMIT ?4",
+            params![
+                filter.cluster,
+                filter.outcome.map(Outcome::as_str),
+                filter.before,
+                i64::try_from(filter.limit).unwrap_or(i64::MAX)
+            ],
+        )
+    }
+
+    fn run(&mut self, id: i64) -> StoreResult<Option<RunDetail>> {
+        let Some(summary) = self.select_runs("WHERE id = ?1", [id])?.into_iter().next() else {
+            return Ok(None);
+        };
+        let stored: (Option<String>, Option<i64>) = self
+            .connection
+            .query_row(
+                "SELECT report, report_format FROM runs WHERE id = ?1",
+                [id],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .map_err(|err| self.fail(err))?;
+        let report = match stored {
+            (Some(json), format) => self.rows.report(id, format, &json),
+            (None, _) => None,
+        };
+        let alerts = self.alerts_of(id)?;
+        Ok(Some(RunDetail {
+            summary,
+            alerts,
+            report,
+        }))
+    }
+
+    fn latest_finished(&mut self) -> StoreResult<Vec<RunReport>> {
+        let mut select = self
+            .connection
+            .prepare(
+                "SELECT id, report, report_format FROM runs WHERE id IN (SELECT max(id) \
+                 FROM runs WHERE state = 'finished' AND report IS NOT NULL \
+                 GROUP BY cluster, outcome) ORDER BY id",
+            )
+            .map_err(|err| self.fail(err))?;
+        let rows = select
+            .query_map([], |row| {
+                Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?, row.get(2)?))
+            })
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<(i64, String, Option<i64>)>>>())
+            .map_err(|err| self.fail(err))?;
+        Ok(rows
+            .iter()
+            .filter_map(|(id, json, format)| self.rows.report(*id, *format, json))
+            .collect())
+    }
+}
