@@ -5,15 +5,11 @@
 pub mod file;
 mod name;
 mod remediation;
-mod remediator;
 mod unknown_keys;
 
 pub use file::{LeaderMoveFailure, LeaderPolicy};
 pub use name::ClusterName;
 pub use remediation::RemediationSettings;
-pub use remediator::{
-    GrafanaSettings, RemediatorSettings, SilenceSettings, WebhookAuth, DEFAULT_TRIGGERS,
-};
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -30,7 +26,8 @@ pub struct Config {
     pub clusters: Vec<ClusterConfig>,
     /// Where the file was read from, for messages.
     pub origin: String,
-    /// The `remediator:` block as written; see [`Config::remediator`].
+    /// The `remediator:` block as written: the webhook service resolves it (and reads its
+    /// secrets) itself.
     remediator: Option<RemediatorFile>,
     base: PathBuf,
 }
@@ -127,17 +124,14 @@ impl Config {
         }
     }
 
-    /// The webhook service's settings. Resolved here rather than at load because only the
-    /// service needs its secret files.
-    pub fn remediator(&self) -> Result<RemediatorSettings> {
-        let mut problems = ConfigProblems::default();
-        match remediator::resolve(self.remediator.as_ref(), &self.base, &mut problems) {
-            Some(settings) if problems.is_empty() => Ok(settings),
-            _ => Err(Error::ConfigInvalid {
-                origin: self.origin.clone(),
-                problems,
-            }),
-        }
+    /// The `remediator:` block as written, for the webhook service to resolve.
+    pub fn remediator_block(&self) -> Option<&RemediatorFile> {
+        self.remediator.as_ref()
+    }
+
+    /// The directory relative paths in the file are resolved against.
+    pub fn base_dir(&self) -> &Path {
+        &self.base
     }
 
     pub fn cluster(&self, name: &str) -> Option<&ClusterConfig> {
@@ -245,7 +239,7 @@ fn check_alert_labels_unique(clusters: &[ClusterConfig], problems: &mut ConfigPr
 
 /// A secret file's content without its trailing newline; an unreadable file is a problem
 /// under `key`.
-pub(crate) fn read_secret_file(
+pub fn read_secret_file(
     base: &Path,
     path: &Path,
     key: &str,

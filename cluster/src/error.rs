@@ -64,7 +64,7 @@ pub struct ConfigProblems(pub Vec<ConfigProblem>);
 
 impl ConfigProblems {
     /// Records a problem once: a bad top-level default is seen by every cluster.
-    pub(crate) fn push(&mut self, key: impl Into<String>, message: impl Into<String>) {
+    pub fn push(&mut self, key: impl Into<String>, message: impl Into<String>) {
         let problem = ConfigProblem {
             key: key.into(),
             message: message.into(),

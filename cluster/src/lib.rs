@@ -29,11 +29,11 @@ mod secret;
 pub mod shutdown;
 pub mod table;
 pub mod telemetry;
-pub(crate) mod tls;
+pub mod tls;
 pub mod transport;
 
 pub use collect::ClusterProbe;
-pub use config::{ClusterConfig, Config, Credentials, RemediationSettings, RemediatorSettings};
+pub use config::{ClusterConfig, Config, Credentials, RemediationSettings};
 pub use defrag_rule::DefragRule;
 pub use error::{ConfigProblem, ConfigProblems, Error, Result};
 pub use member_client::MemberClient;

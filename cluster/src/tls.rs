@@ -167,7 +167,7 @@ pub struct ServerTls {
 }
 
 /// Builds the serving TLS settings, recording every problem under `key`.
-pub(crate) fn load_server(
+pub fn load_server(
     tls: &ServerTlsFile,
     base: &Path,
     key: &str,
@@ -239,7 +239,7 @@ pub(crate) fn system_default(key: &str, problems: &mut ConfigProblems) -> Option
     load(&TlsFile::default(), Path::new("."), key, problems)
 }
 
-pub(crate) fn resolve(base: &Path, path: &Path) -> PathBuf {
+pub fn resolve(base: &Path, path: &Path) -> PathBuf {
     if path.is_absolute() {
         path.to_path_buf()
     } else {

@@ -4,18 +4,20 @@
 //! # Layout
 //! - [`cli`]: command-line arguments.
 //! - [`plan`]: preflight and the plan (which members, in which order, why), from live status.
-//! - [`engine`]: the run itself: compaction, snapshot, defragmentation, leader move, disarm,
-//!   verification.
-//! - [`snapshot`]: verified snapshots on disk and their retention.
+//! - `engine`: the run itself, step by step, behind the [`Etcd`] seam: compaction, snapshot,
+//!   defragmentation, leader move, disarm, verification.
+//! - `snapshot`: verified snapshots on disk and their retention.
 //! - [`places`]: the snapshot directories and state file a configuration names, checked.
-//! - `lock`: one run per cluster at a time.
+//! - `lock`: one run per cluster at a time, one service per state file.
 //! - [`events`]: what a run reports while it happens.
 //! - [`report`]: the record of a run (JSON).
 //! - [`output`]: the `run` command's text output.
 //! - [`service`]: `serve`, the Alertmanager webhook receiver, its queue, state and API.
 
+#![warn(unreachable_pub)]
+
 pub mod cli;
-pub mod engine;
+mod engine;
 pub mod events;
 mod lock;
 pub mod output;
@@ -23,8 +25,10 @@ pub mod places;
 pub mod plan;
 pub mod report;
 pub mod service;
-pub mod snapshot;
+mod snapshot;
 
-pub use engine::{Etcd, Remediator, RunError, RunOptions};
+pub use engine::error::{MoveFailure, Refusal, Stop, KINDS as ERROR_KINDS};
+pub use engine::etcd::{CallError, Chunk, ChunkStream, HashKv};
+pub use engine::{Etcd, Live, Remediator, RunError, RunOptions};
 pub use events::{Event, Events};
 pub use report::{Outcome, RunReport};

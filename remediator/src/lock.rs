@@ -25,14 +25,14 @@ pub enum LockError {
 
 /// An exclusive lock on a file, held until dropped.
 #[derive(Debug)]
-pub struct FileLock {
+pub(crate) struct FileLock {
     _lock: Flock<File>,
 }
 
 impl FileLock {
     /// Takes the lock on `path` (created when missing) without waiting, and writes this
     /// process's id into it for whoever finds it held.
-    pub fn acquire(path: &Path) -> Result<FileLock, LockError> {
+    pub(crate) fn acquire(path: &Path) -> Result<FileLock, LockError> {
         let file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -65,13 +65,13 @@ impl FileLock {
 
 /// The lock of one cluster's runs, in its snapshot directory.
 #[derive(Debug)]
-pub struct RunLock {
+pub(crate) struct RunLock {
     _lock: FileLock,
 }
 
 impl RunLock {
     /// Takes the lock of `cluster` in `dir`, or says who holds it.
-    pub fn acquire(dir: &Path, cluster: &str) -> Result<RunLock, String> {
+    pub(crate) fn acquire(dir: &Path, cluster: &str) -> Result<RunLock, String> {
         match FileLock::acquire(&dir.join(".etcdmedic-run.lock")) {
             Ok(lock) => Ok(RunLock { _lock: lock }),
             Err(LockError::Open { source, .. }) => Err(format!(

@@ -6,6 +6,7 @@ use etcdmedic_cluster::binary::{self, CommandResult, BAD_INPUT, FAILED};
 use etcdmedic_cluster::{shutdown, Config};
 use etcdmedic_remediator::cli::{Cli, Command, OutputFormat, RunArgs, ServeArgs};
 use etcdmedic_remediator::output::{summary, TextProgress};
+use etcdmedic_remediator::service::settings::ServiceSettings;
 use etcdmedic_remediator::{places, Events, Remediator, RunOptions};
 use tokio_util::sync::CancellationToken;
 
@@ -25,7 +26,8 @@ fn main() -> ExitCode {
 
 async fn serve(args: ServeArgs) -> CommandResult<anyhow::Error> {
     let config = Config::load(&args.config).map_err(|err| (BAD_INPUT, err.into()))?;
-    let mut settings = config.remediator().map_err(|err| (BAD_INPUT, err.into()))?;
+    let mut settings =
+        ServiceSettings::from_config(&config).map_err(|err| (BAD_INPUT, err.into()))?;
     if let Some(listen) = args.listen {
         settings.listen = listen;
     }

@@ -22,7 +22,7 @@ const TRAILER_LEN: usize = 32;
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
-pub enum SnapshotError {
+pub(crate) enum SnapshotError {
     #[error("snapshot directory {}: {source}", .dir.display())]
     Directory {
         dir: PathBuf,
@@ -49,7 +49,7 @@ pub enum SnapshotError {
 
 /// A verified snapshot on disk.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Saved {
+pub(crate) struct Saved {
     pub path: PathBuf,
     pub size_bytes: u64,
     pub sha256: String,
@@ -57,12 +57,12 @@ pub struct Saved {
 }
 
 /// `<dir>/<cluster>`: only a checked [`ClusterName`] becomes a path component.
-pub fn cluster_dir(dir: &Path, cluster: &ClusterName) -> PathBuf {
+pub(crate) fn cluster_dir(dir: &Path, cluster: &ClusterName) -> PathBuf {
     dir.join(cluster)
 }
 
 /// Creates `dir` (a [`cluster_dir`]) if missing.
-pub fn create_dir(dir: &Path) -> Result<(), SnapshotError> {
+pub(crate) fn create_dir(dir: &Path) -> Result<(), SnapshotError> {
     std::fs::create_dir_all(dir).map_err(|source| SnapshotError::Directory {
         dir: dir.to_path_buf(),
         source,
@@ -71,7 +71,7 @@ pub fn create_dir(dir: &Path) -> Result<(), SnapshotError> {
 
 /// Why a snapshot cannot be written where it should go.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RoomError {
+pub(crate) enum RoomError {
     /// Not a directory, or not writable.
     Directory(String),
     /// Too little free space.
@@ -89,7 +89,7 @@ impl std::fmt::Display for RoomError {
 /// Whether a snapshot of about `needed` bytes can be written to `dir`, judged on the nearest
 /// directory that exists (the run would create the rest). Creates nothing, so a refusal
 /// leaves nothing behind.
-pub fn check_room(dir: &Path, needed: u64) -> Result<(), RoomError> {
+pub(crate) fn check_room(dir: &Path, needed: u64) -> Result<(), RoomError> {
     use nix::unistd::{access, AccessFlags};
     let existing = dir
         .ancestors()
@@ -129,7 +129,7 @@ fn available_bytes(dir: &Path) -> Option<u64> {
 }
 
 /// The file name of a snapshot: `<cluster>-<UTC time>-rev<N>.db`.
-pub fn file_name(cluster: &ClusterName, at: SystemTime, revision: i64) -> String {
+pub(crate) fn file_name(cluster: &ClusterName, at: SystemTime, revision: i64) -> String {
     // 2026-11-21T06:19:00.123Z -> 20261121T061900.123Z: sortable, no colons.
     let time: String = humantime::format_rfc3339_millis(at)
         .to_string()
@@ -142,7 +142,7 @@ pub fn file_name(cluster: &ClusterName, at: SystemTime, revision: i64) -> String
 /// Writes the snapshot `stream` (one member's) to `dir/name`, verifying it. `progress` is
 /// called every few seconds with the bytes received and the bytes etcd says remain. A stop
 /// request ends the stream; the partial file is removed, as on any failure.
-pub async fn save(
+pub(crate) async fn save(
     stream: ChunkStream,
     dir: &Path,
     name: &str,
@@ -264,7 +264,7 @@ async fn sync_dir(dir: &Path) -> std::io::Result<()> {
 
 /// Removes `.part` files a crashed run left in `dir` for `cluster`. Only called while the
 /// cluster's run lock is held, so no live run owns them.
-pub fn remove_leftover_parts(dir: &Path, cluster: &str) -> Vec<PathBuf> {
+pub(crate) fn remove_leftover_parts(dir: &Path, cluster: &str) -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return vec![];
     };
@@ -283,7 +283,11 @@ pub fn remove_leftover_parts(dir: &Path, cluster: &str) -> Vec<PathBuf> {
 
 /// Keeps the newest `keep` snapshots of `cluster` in `dir`, returns the ones removed.
 /// Names sort by time, so the newest are the last in name order.
-pub fn apply_retention(dir: &Path, cluster: &str, keep: usize) -> std::io::Result<Vec<PathBuf>> {
+pub(crate) fn apply_retention(
+    dir: &Path,
+    cluster: &str,
+    keep: usize,
+) -> std::io::Result<Vec<PathBuf>> {
     let prefix = format!("{cluster}-");
     let mut snapshots: Vec<PathBuf> = std::fs::read_dir(dir)?
         .filter_map(Result::ok)

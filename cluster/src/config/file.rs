@@ -135,7 +135,7 @@ pub struct RemediationFile {
 }
 
 /// The webhook service. Every key is optional; defaults are in
-/// [`crate::config::RemediatorSettings`].
+/// the webhook service's settings (`ServiceSettings` in the remediator crate).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RemediatorFile {

@@ -11,7 +11,7 @@ use crate::plan::member_ref;
 use crate::report::{HashCheck, MemberRef};
 
 /// The answer of the member `id`, when it answered.
-pub fn find(status: &ClusterStatus, id: MemberId) -> Option<&EndpointStatus> {
+pub(super) fn find(status: &ClusterStatus, id: MemberId) -> Option<&EndpointStatus> {
     status
         .members
         .iter()
@@ -21,7 +21,7 @@ pub fn find(status: &ClusterStatus, id: MemberId) -> Option<&EndpointStatus> {
 
 /// Whether the voting members other than `target` that answer and have caught up with the
 /// leader still make a quorum. `Ok` carries `target`'s status and a sentence for the record.
-pub fn quorum_without(
+pub(super) fn quorum_without(
     status: &ClusterStatus,
     target: MemberId,
     max_applied_lag: u64,
@@ -84,7 +84,7 @@ pub fn quorum_without(
 
 /// Where leadership goes: a voting follower that answers and is within `max_applied_lag` of
 /// `leader`, preferring one defragmented in this run, then the most caught up.
-pub fn leader_target(
+pub(super) fn leader_target(
     status: &ClusterStatus,
     leader: MemberId,
     defragmented: &[MemberId],
@@ -106,7 +106,7 @@ pub fn leader_target(
 }
 
 /// Every member that answers names `target` as its leader.
-pub fn all_follow(status: &ClusterStatus, target: MemberId) -> bool {
+pub(super) fn all_follow(status: &ClusterStatus, target: MemberId) -> bool {
     let mut answers = status
         .members
         .iter()
@@ -117,7 +117,7 @@ pub fn all_follow(status: &ClusterStatus, target: MemberId) -> bool {
 
 /// Members still too close to their quota for NOSPACE to be disarmed: each as "m0 at 95% of
 /// its 2.1 GB quota".
-pub fn nospace_blockers(status: &ClusterStatus, threshold: f64) -> Vec<String> {
+pub(super) fn nospace_blockers(status: &ClusterStatus, threshold: f64) -> Vec<String> {
     status
         .members
         .iter()
@@ -137,7 +137,10 @@ pub fn nospace_blockers(status: &ClusterStatus, threshold: f64) -> Vec<String> {
 /// The members' HashKV answers at `asked` (0: each at its latest revision) as one check, or
 /// why they cannot be compared: the keyspace moved under them (a write, when they hashed
 /// different revisions; a compaction, when their compact revisions differ).
-pub fn compare_hashes(asked: i64, answers: Vec<(MemberRef, HashKv)>) -> Result<HashCheck, String> {
+pub(super) fn compare_hashes(
+    asked: i64,
+    answers: Vec<(MemberRef, HashKv)>,
+) -> Result<HashCheck, String> {
     let revisions: Vec<i64> = answers
         .iter()
         .map(|(_, a)| if asked == 0 { a.revision } else { asked })

@@ -151,3 +151,41 @@ pub trait Etcd: Send + Sync {
         endpoint: &str,
     ) -> impl Future<Output = Result<ChunkStream, CallError>> + Send;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_codes_survive_the_conversion_and_decide_the_branches() {
+        let compacted = etcd_client::Error::GRpcStatus(tonic::Status::out_of_range(
+            "etcdserver: mvcc: required revision has been compacted",
+        ));
+        let compacted = CallError::from(compacted);
+        assert!(compacted.is_compacted() && !compacted.lost_answer());
+        assert!(compacted
+            .to_string()
+            .contains("required revision has been compacted"));
+
+        let refused = CallError::from(etcd_client::Error::GRpcStatus(
+            tonic::Status::resource_exhausted("etcdserver: mvcc: database space exceeded"),
+        ));
+        assert!(matches!(
+            refused,
+            CallError::Rpc {
+                code: tonic::Code::ResourceExhausted,
+                ..
+            }
+        ));
+        assert!(!refused.is_compacted());
+
+        let gone = CallError::from(ProbeError::Unreachable("connection refused".into()));
+        assert!(gone.lost_answer());
+        let late = CallError::from(ProbeError::Timeout(Duration::from_secs(1)));
+        assert!(late.lost_answer());
+        let auth = CallError::from(ProbeError::Auth("bad password".into()));
+        assert!(!auth.lost_answer() && auth.to_string().contains("bad password"));
+        let rpc = CallError::from(ProbeError::Rpc("Internal: boom".into()));
+        assert_eq!(rpc.to_string(), "Internal: boom");
+    }
+}

@@ -16,8 +16,8 @@
 
 mod decide;
 mod defragment;
-pub mod error;
-pub mod etcd;
+pub(crate) mod error;
+pub(crate) mod etcd;
 mod leader;
 mod live;
 mod nospace;

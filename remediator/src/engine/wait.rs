@@ -13,13 +13,13 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// How often a wait looks again.
-pub const POLL_EVERY: Duration = Duration::from_millis(200);
+pub(super) const POLL_EVERY: Duration = Duration::from_millis(200);
 /// How often a long wait or call reports that it is still going.
-pub const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+pub(super) const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
 /// What a stop request does to a wait.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OnStop {
+pub(super) enum OnStop {
     /// The wait ends at once with [`WaitError::Stopped`].
     Interrupt,
     /// The wait goes on to its end.
@@ -27,7 +27,7 @@ pub enum OnStop {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum WaitError {
+pub(super) enum WaitError {
     /// The deadline passed; `last` is what was still missing.
     TimedOut {
         after: Duration,
@@ -38,7 +38,7 @@ pub enum WaitError {
 
 /// How a wait is bounded.
 #[derive(Debug, Clone, Copy)]
-pub struct Bounds<'a> {
+pub(super) struct Bounds<'a> {
     pub within: Duration,
     pub on_stop: OnStop,
     pub stop: &'a CancellationToken,
@@ -55,14 +55,14 @@ pub struct Bounds<'a> {
 ///     }
 /// };
 /// ```
-pub struct Waiter<'a> {
+pub(super) struct Waiter<'a> {
     bounds: Bounds<'a>,
     started: Instant,
     reported: Option<Instant>,
 }
 
 impl<'a> Waiter<'a> {
-    pub fn new(bounds: Bounds<'a>) -> Self {
+    pub(super) fn new(bounds: Bounds<'a>) -> Self {
         Waiter {
             bounds,
             started: Instant::now(),
@@ -70,7 +70,7 @@ impl<'a> Waiter<'a> {
         }
     }
 
-    pub fn elapsed(&self) -> Duration {
+    pub(super) fn elapsed(&self) -> Duration {
         self.started.elapsed()
     }
 
@@ -78,7 +78,7 @@ impl<'a> Waiter<'a> {
     /// passed (and, with [`OnStop::Interrupt`], on a stop request); otherwise reports
     /// progress at the first miss and every [`PROGRESS_EVERY`], and sleeps [`POLL_EVERY`]
     /// before the next look.
-    pub async fn missed(
+    pub(super) async fn missed(
         &mut self,
         missing: &str,
         progress: impl FnOnce(Duration, &str),
@@ -101,7 +101,7 @@ impl<'a> Waiter<'a> {
 }
 
 /// Sleeps `duration`; with [`OnStop::Interrupt`], a stop request ends it early.
-pub async fn pause(
+pub(super) async fn pause(
     duration: Duration,
     on_stop: OnStop,
     stop: &CancellationToken,
@@ -123,7 +123,7 @@ pub async fn pause(
 /// [`PROGRESS_EVERY`]. A stop request does not end it: the call's work goes on in etcd
 /// anyway, and it is the member under way. `None` when `within` passed; the call itself is
 /// borrowed, so the caller decides whether it goes on.
-pub async fn call<T>(
+pub(super) async fn call<T>(
     within: Duration,
     mut progress: impl FnMut(Duration),
     call: impl Future<Output = T> + Unpin,

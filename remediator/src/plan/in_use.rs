@@ -16,7 +16,7 @@ const MIN_LAG_BYTES: u64 = 16 * 1024 * 1024;
 
 /// What to judge `member` by: its own figure, or (with the sentence saying why) a copy of its
 /// status with the lowest in-use figure among `peers`, the other caught-up voting members.
-pub fn judged(
+pub(super) fn judged(
     member: &EndpointStatus,
     peers: &[&EndpointStatus],
 ) -> Option<(EndpointStatus, String)> {

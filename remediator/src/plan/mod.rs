@@ -68,20 +68,20 @@ impl Plan {
 
 /// A voting member that answered Status, with its answer.
 #[derive(Debug, Clone, Copy)]
-pub struct Answered<'a> {
+pub(crate) struct Answered<'a> {
     pub member: &'a MemberStatus,
     pub status: &'a EndpointStatus,
 }
 
 /// The live status of a cluster that passed preflight: every voting member answered.
 #[derive(Debug, Clone)]
-pub struct Healthy<'a> {
+pub(crate) struct Healthy<'a> {
     pub leader: Answered<'a>,
     pub voting: Vec<Answered<'a>>,
     pub learners: Vec<&'a MemberStatus>,
 }
 
-pub fn member_ref(member: &MemberStatus) -> MemberRef {
+pub(crate) fn member_ref(member: &MemberStatus) -> MemberRef {
     MemberRef {
         id: member
             .reachable()
@@ -95,7 +95,7 @@ pub fn member_ref(member: &MemberStatus) -> MemberRef {
 
 /// The checks that must all pass before anything is changed. `Err` says which failed and
 /// what to do about it.
-pub fn preflight<'a>(
+pub(crate) fn preflight<'a>(
     status: &'a ClusterStatus,
     settings: &RemediationSettings,
     force: bool,
@@ -178,7 +178,7 @@ pub fn preflight<'a>(
 }
 
 /// Decides, from the live figures, which members to defragment and in which order.
-pub fn make_plan(
+pub(crate) fn make_plan(
     status: &ClusterStatus,
     healthy: &Healthy<'_>,
     settings: &RemediationSettings,
@@ -261,7 +261,7 @@ pub fn make_plan(
 
 /// The follower most caught up, so the snapshot is as recent as possible and the leader
 /// keeps its disk and network for clients; the leader only when there is no follower.
-pub fn snapshot_source<'a>(healthy: &Healthy<'a>) -> Answered<'a> {
+pub(crate) fn snapshot_source<'a>(healthy: &Healthy<'a>) -> Answered<'a> {
     healthy
         .voting
         .iter()
@@ -272,7 +272,7 @@ pub fn snapshot_source<'a>(healthy: &Healthy<'a>) -> Answered<'a> {
 }
 
 /// One line per planned member, for logs and the text output.
-pub fn describe(plan: &Plan) -> Vec<String> {
+pub(crate) fn describe(plan: &Plan) -> Vec<String> {
     let mut lines = Vec::new();
     for (index, member) in plan.defragment.iter().enumerate() {
         let how = match (member.is_leader, plan.leader_policy) {

@@ -2,9 +2,9 @@
 //! basic auth. Both sides are hashed before comparing, and the hashes compared in constant
 //! time, so neither the content nor the length of the secret leaks through timing.
 
+use super::settings::WebhookAuth;
 use axum::http::{header, HeaderMap};
 use base64::Engine;
-use etcdmedic_cluster::config::WebhookAuth;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 

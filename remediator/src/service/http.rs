@@ -41,7 +41,7 @@ pub struct App {
     pub requires_client_certificate: bool,
 }
 
-pub fn router(app: App) -> Router {
+pub(super) fn router(app: App) -> Router {
     let webhook = Router::new()
         .route("/webhook/alertmanager", post(webhook))
         .layer(middleware::from_fn_with_state(app.clone(), authenticate))
@@ -75,7 +75,7 @@ fn unavailable(err: StoreError) -> Response {
     error(StatusCode::SERVICE_UNAVAILABLE, err.to_string())
 }
 
-pub fn error(status: StatusCode, message: impl Into<String>) -> Response {
+pub(super) fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(json!({ "error": message.into() }))).into_response()
 }
 

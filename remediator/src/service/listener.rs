@@ -26,17 +26,17 @@ use super::metrics::Metrics;
 /// Whether the connection a request came on presented a client certificate that the
 /// configured CA signed (rustls verified it during the handshake).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ClientCertificate(pub bool);
+pub(super) struct ClientCertificate(pub bool);
 
 /// How long a client may take, and how many may be connected.
 #[derive(Debug, Clone, Copy)]
-pub struct Limits {
+pub(super) struct Limits {
     pub read_header_timeout: Duration,
     pub max_connections: usize,
 }
 
 /// Serves `router` on `listener` until `handle` shuts it down.
-pub async fn serve(
+pub(super) async fn serve(
     listener: std::net::TcpListener,
     tls: Option<&ServerTls>,
     limits: Limits,
@@ -206,7 +206,7 @@ where
 
 /// The connection's service, adding its [`ClientCertificate`] to every request.
 #[derive(Clone)]
-pub struct WithCertificate<S> {
+pub(super) struct WithCertificate<S> {
     inner: S,
     certificate: ClientCertificate,
 }

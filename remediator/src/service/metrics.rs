@@ -15,10 +15,10 @@ use prometheus_client::registry::{Registry, Unit};
 use crate::report::{MemberAction, Outcome, RunReport, StepKind};
 
 /// The content type of [`Metrics::encode`]'s output.
-pub const OPENMETRICS_CONTENT_TYPE: &str =
+pub(super) const OPENMETRICS_CONTENT_TYPE: &str =
     "application/openmetrics-text; version=1.0.0; charset=utf-8";
 /// The content type of [`to_prometheus_text`]'s output.
-pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+pub(super) const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ClusterLabels {
@@ -332,7 +332,7 @@ impl Metrics {
 /// OpenMetrics text as Prometheus' classic text format, for scrapers and tools that only
 /// read that (promtool among them): a counter's HELP and TYPE name the `_total` series, and
 /// the UNIT and EOF lines go.
-pub fn to_prometheus_text(openmetrics: &str) -> String {
+pub(super) fn to_prometheus_text(openmetrics: &str) -> String {
     let mut counters = std::collections::HashSet::new();
     for line in openmetrics.lines() {
         if let Some(name) = line

@@ -2,32 +2,36 @@
 //! safe, deduplicated runs of the engine.
 //!
 //! # Layout
-//! - [`payload`]: Alertmanager's webhook payload (version 4), parsed strictly.
-//! - [`scheduler`]: alerts and requests to runs: coalescing, limits, cooldown, cancellation
-//!   (`decide`), and carrying the runs out (`run`).
-//! - [`store`]: SQLite state: alerts, runs and reports, the pause switch.
+//! - `settings`: the `remediator:` block resolved, its secrets read.
+//! - `payload`: Alertmanager's webhook payload (version 4), parsed strictly.
+//! - `scheduler`: alerts and requests to runs: coalescing, limits, cooldown, cancellation
+//!   (`decide`), the store and the queues together (`ledger`), and carrying the runs out
+//!   (`run`).
+//! - `owner`: the one thread that holds the ledger; nothing else touches the database.
+//! - `store`: the state behind a backend-neutral trait, in SQLite: alerts, runs and
+//!   reports, the pause switch.
 //! - `http`: the webhook, the runs API, metrics and probes.
 //! - `listener`: TLS, header timeouts, the connection limit, client certificates.
 //! - `auth`: bearer and basic credentials, compared in constant time.
-//! - [`metrics`]: the service's metrics.
+//! - `metrics`: the service's metrics.
 //! - `notify`: optional Alertmanager silences and Grafana annotations.
 
 mod auth;
 mod http;
 mod listener;
-pub mod metrics;
+mod metrics;
 mod notify;
 mod owner;
-pub mod payload;
-pub mod scheduler;
+mod payload;
+mod scheduler;
 pub mod settings;
-pub mod store;
+mod store;
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use etcdmedic_cluster::{ClusterConfig, RemediatorSettings};
+use etcdmedic_cluster::ClusterConfig;
 use tokio_util::sync::CancellationToken;
 
 pub use http::App;
@@ -80,7 +84,7 @@ impl Error {
 /// lets each run under way finish its current member (recorded as interrupted), and returns.
 pub async fn serve(
     clusters: &[ClusterConfig],
-    settings: &RemediatorSettings,
+    settings: &settings::ServiceSettings,
     listener: std::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {

@@ -6,8 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime};
 
-use etcdmedic_cluster::config::{GrafanaSettings, SilenceSettings};
-use etcdmedic_cluster::RemediatorSettings;
+use super::settings::{GrafanaSettings, ServiceSettings, SilenceSettings};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -19,7 +18,7 @@ const SILENCE_LENGTH: Duration = Duration::from_secs(2 * 60 * 60);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone)]
-pub struct Notifier {
+pub(super) struct Notifier {
     http: Option<reqwest::Client>,
     silences: Option<SilenceSettings>,
     grafana: Option<GrafanaSettings>,
@@ -27,10 +26,10 @@ pub struct Notifier {
 
 /// A silence this service created.
 #[derive(Debug, Clone)]
-pub struct SilenceId(String);
+pub(super) struct SilenceId(String);
 
 impl Notifier {
-    pub fn new(settings: &RemediatorSettings) -> Notifier {
+    pub(super) fn new(settings: &ServiceSettings) -> Notifier {
         let wanted = settings.silences.is_some() || settings.grafana.is_some();
         let http = wanted
             .then(|| reqwest::Client::builder().timeout(REQUEST_TIMEOUT).build())
@@ -47,7 +46,7 @@ impl Notifier {
     }
 
     /// Silences each triggering alert name for this cluster; returns what to expire later.
-    pub async fn silence(
+    pub(super) async fn silence(
         &self,
         run_id: i64,
         cluster: &str,
@@ -98,7 +97,7 @@ impl Notifier {
         created
     }
 
-    pub async fn expire(&self, silences: &[SilenceId]) {
+    pub(super) async fn expire(&self, silences: &[SilenceId]) {
         let (Some(settings), Some(http)) = (&self.silences, &self.http) else {
             return;
         };
@@ -115,7 +114,7 @@ impl Notifier {
     }
 
     /// One annotation spanning the run, tagged with the cluster and outcome.
-    pub async fn annotate(&self, run_id: i64, report: &RunReport) {
+    pub(super) async fn annotate(&self, run_id: i64, report: &RunReport) {
         let (Some(settings), Some(http)) = (&self.grafana, &self.http) else {
             return;
         };

@@ -16,7 +16,7 @@ pub struct OwnerGone(pub &'static str);
 /// A handle to the thread owning an `S`. [`Owner::close`] drops the value (releasing what it
 /// holds, such as a file lock) once what was asked before is done; dropping every handle ends
 /// the thread the same way, but without waiting for it.
-pub struct Owner<S> {
+pub(super) struct Owner<S> {
     name: &'static str,
     jobs: mpsc::Sender<Job<S>>,
 }
@@ -38,7 +38,7 @@ impl<S> std::fmt::Debug for Owner<S> {
 
 impl<S: Send + 'static> Owner<S> {
     /// Starts the thread `name` owning `value`.
-    pub fn spawn(name: &'static str, value: S) -> std::io::Result<Owner<S>> {
+    pub(super) fn spawn(name: &'static str, value: S) -> std::io::Result<Owner<S>> {
         let (jobs, received) = mpsc::channel::<Job<S>>();
         let mut value = Some(value);
         std::thread::Builder::new()
@@ -58,7 +58,7 @@ impl<S: Send + 'static> Owner<S> {
 
     /// Runs `work` on the owner thread and waits for its answer without blocking the
     /// async thread.
-    pub async fn call<T: Send + 'static>(
+    pub(super) async fn call<T: Send + 'static>(
         &self,
         work: impl FnOnce(&mut S) -> T + Send + 'static,
     ) -> Result<T, OwnerGone> {
@@ -75,7 +75,7 @@ impl<S: Send + 'static> Owner<S> {
 
     /// Drops the value after every job sent before, and waits until it is dropped. Later
     /// calls get [`OwnerGone`].
-    pub async fn close(&self) {
+    pub(super) async fn close(&self) {
         let (answer, answered) = tokio::sync::oneshot::channel::<()>();
         let sent = self.jobs.send(Box::new(move |value| {
             drop(value.take());
@@ -88,7 +88,7 @@ impl<S: Send + 'static> Owner<S> {
 
     /// Runs `work` on the owner thread without waiting for it (in order with every other
     /// job).
-    pub fn tell(&self, work: impl FnOnce(&mut S) + Send + 'static) {
+    pub(super) fn tell(&self, work: impl FnOnce(&mut S) + Send + 'static) {
         let _ = self.jobs.send(Box::new(move |value| {
             if let Some(value) = value {
                 work(value)

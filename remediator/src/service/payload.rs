@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 /// The one payload version this service reads.
-pub const SUPPORTED_VERSION: &str = "4";
+pub(super) const SUPPORTED_VERSION: &str = "4";
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -93,7 +93,7 @@ impl Alert {
 
 /// Why a body is not a payload this service reads.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum PayloadError {
+pub(super) enum PayloadError {
     #[error("the body is not valid JSON for an Alertmanager webhook: {0}")]
     Malformed(String),
     #[error(
@@ -103,7 +103,7 @@ pub enum PayloadError {
 }
 
 /// Parses a webhook body. Errors name the field (`alerts[0].labels: ...`).
-pub fn parse(body: &[u8]) -> Result<Payload, PayloadError> {
+pub(super) fn parse(body: &[u8]) -> Result<Payload, PayloadError> {
     // The version is checked first so that a future version with another shape gets the
     // clearer of the two errors.
     #[derive(Deserialize)]

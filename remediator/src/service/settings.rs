@@ -1,2 +1,433 @@
-//! The webhook service's settings.
-pub use etcdmedic_cluster::RemediatorSettings as ServiceSettings;
+//! Settings of the webhook service (the `remediator:` block of the shared file), resolved
+//! here, when `etcdmedic-remediator serve` starts: only it reads the webhook secrets, so the
+//! exporter can share the file without having them mounted. The block's keys are parsed
+//! (and unknown keys refused) with the rest of the file in the shared crate.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use etcdmedic_cluster::config::file::{GrafanaFile, RemediatorFile, SilencesFile, WebhookAuthFile};
+use etcdmedic_cluster::config::read_secret_file;
+use etcdmedic_cluster::tls::{self, ServerTls};
+use etcdmedic_cluster::{Config, ConfigProblems, Error, Secret};
+
+pub const DEFAULT_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::UNSPECIFIED), 9380);
+pub const DEFAULT_STATE_PATH: &str = "/var/lib/etcdmedic/state.sqlite";
+pub const DEFAULT_COOLDOWN: Duration = Duration::from_secs(60 * 60);
+pub const DEFAULT_MAX_CONCURRENT_RUNS: usize = 1;
+/// Alertmanager never retries a 413, so the notification is lost: leave room for large
+/// groups (a few thousand alerts with long annotations).
+pub const DEFAULT_MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+pub const DEFAULT_READ_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_READ_BODY_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
+/// Long enough for an election or a restarted member to settle, short enough that NOSPACE
+/// does not wait for Alertmanager's repeat_interval.
+pub const DEFAULT_RETRY_AFTER_REFUSAL: Duration = Duration::from_secs(5 * 60);
+/// This project's fragmentation, NOSPACE and quota alerts, and the etcd mixin's two that mean
+/// the same, so kube-prometheus users get remediation without new rules.
+pub const DEFAULT_TRIGGERS: [&str; 6] = [
+    "EtcdmedicDatabaseHighFragmentation",
+    "EtcdmedicNoSpaceAlarm",
+    "EtcdmedicQuotaNearlyFull",
+    "EtcdmedicDatabaseWillHitQuota",
+    "etcdDatabaseHighFragmentationRatio",
+    "etcdDatabaseQuotaLowSpace",
+];
+
+/// The webhook service's settings, every key resolved and every secret read. (Each
+/// cluster's engine settings are [`etcdmedic_cluster::RemediationSettings`].)
+#[derive(Debug, Clone)]
+pub struct ServiceSettings {
+    pub listen: SocketAddr,
+    pub state_path: PathBuf,
+    pub auth: WebhookAuth,
+    pub tls: Option<ServerTls>,
+    pub triggers: Vec<String>,
+    pub cooldown: Duration,
+    pub max_concurrent_runs: usize,
+    pub max_body_bytes: usize,
+    pub read_header_timeout: Duration,
+    pub read_body_timeout: Duration,
+    pub max_connections: usize,
+    pub retry_after_refusal: Duration,
+    pub silences: Option<SilenceSettings>,
+    pub grafana: Option<GrafanaSettings>,
+    /// Initialise a state file that exists but is empty (`serve --init-state`; not a key of
+    /// the file).
+    pub init_state: bool,
+}
+
+/// What a request must carry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WebhookAuth {
+    /// No `auth:` block: every request is accepted (the service warns at start).
+    None,
+    Bearer(Secret),
+    Basic {
+        username: String,
+        password: Secret,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct SilenceSettings {
+    pub alertmanager_url: url::Url,
+    pub bearer_token: Option<Secret>,
+}
+
+#[derive(Debug, Clone)]
+pub struct GrafanaSettings {
+    pub url: url::Url,
+    pub token: Secret,
+    pub tags: Vec<String>,
+}
+
+impl ServiceSettings {
+    /// The settings of `config`'s `remediator:` block (the defaults without one), every
+    /// problem named with its key.
+    pub fn from_config(config: &Config) -> Result<ServiceSettings, Error> {
+        let mut problems = ConfigProblems::default();
+        match resolve(config.remediator_block(), config.base_dir(), &mut problems) {
+            Some(settings) if problems.is_empty() => Ok(settings),
+            _ => Err(Error::ConfigInvalid {
+                origin: config.origin.clone(),
+                problems,
+            }),
+        }
+    }
+}
+
+fn resolve(
+    file: Option<&RemediatorFile>,
+    base: &Path,
+    problems: &mut ConfigProblems,
+) -> Option<ServiceSettings> {
+    let default = RemediatorFile::default();
+    let file = file.unwrap_or(&default);
+    let key = "remediator";
+    let before = problems.0.len();
+
+    let auth = match &file.auth {
+        None => WebhookAuth::None,
+        Some(auth) => resolve_auth(auth, base, &format!("{key}.auth"), problems),
+    };
+    let tls = file
+        .tls
+        .as_ref()
+        .and_then(|tls| tls::load_server(tls, base, &format!("{key}.tls"), problems));
+
+    let triggers = match &file.triggers {
+        Some(triggers) => {
+            if triggers.is_empty() {
+                problems.push(
+                    format!("{key}.triggers"),
+                    "is empty, so no alert could start a run; remove it for the defaults",
+                );
+            }
+            for (index, name) in triggers.iter().enumerate() {
+                if name.trim().is_empty() {
+                    problems.push(format!("{key}.triggers[{index}]"), "must not be empty");
+                }
+            }
+            triggers.clone()
+        }
+        None => DEFAULT_TRIGGERS
+            .iter()
+            .map(|name| name.to_string())
+            .collect(),
+    };
+    let max_concurrent_runs = file
+        .max_concurrent_runs
+        .unwrap_or(DEFAULT_MAX_CONCURRENT_RUNS);
+    if max_concurrent_runs == 0 {
+        problems.push(
+            format!("{key}.max_concurrent_runs"),
+            "must be at least 1 (use POST /api/v1/pause to stop runs)",
+        );
+    }
+    let max_body_bytes = file.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES);
+    if max_body_bytes < 1024 {
+        problems.push(
+            format!("{key}.max_body_bytes"),
+            format!(
+                "{max_body_bytes} is too small for any Alertmanager payload; use at least 1024"
+            ),
+        );
+    }
+    let positive =
+        |value: Option<Duration>, name: &str, default: Duration, problems: &mut ConfigProblems| {
+            let value = value.unwrap_or(default);
+            if value.is_zero() {
+                problems.push(format!("{key}.{name}"), "must be longer than 0s");
+            }
+            value
+        };
+    let read_header_timeout = positive(
+        file.read_header_timeout,
+        "read_header_timeout",
+        DEFAULT_READ_HEADER_TIMEOUT,
+        problems,
+    );
+    let read_body_timeout = positive(
+        file.read_body_timeout,
+        "read_body_timeout",
+        DEFAULT_READ_BODY_TIMEOUT,
+        problems,
+    );
+    let retry_after_refusal = positive(
+        file.retry_after_refusal,
+        "retry_after_refusal",
+        DEFAULT_RETRY_AFTER_REFUSAL,
+        problems,
+    );
+    let max_connections = file.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS);
+    if max_connections < 4 {
+        problems.push(
+            format!("{key}.max_connections"),
+            format!("{max_connections} leaves no room for Alertmanager, Prometheus and probes; use at least 4"),
+        );
+    }
+    let silences = file
+        .silences
+        .as_ref()
+        .and_then(|s| resolve_silences(s, base, &format!("{key}.silences"), problems));
+    let grafana = file
+        .grafana_annotations
+        .as_ref()
+        .and_then(|g| resolve_grafana(g, base, &format!("{key}.grafana_annotations"), problems));
+
+    if problems.0.len() > before {
+        return None;
+    }
+    Some(ServiceSettings {
+        listen: file.listen.unwrap_or(DEFAULT_LISTEN),
+        state_path: tls::resolve(
+            base,
+            file.state_path
+                .as_deref()
+                .unwrap_or(Path::new(DEFAULT_STATE_PATH)),
+        ),
+        auth,
+        tls,
+        triggers,
+        cooldown: file.cooldown.unwrap_or(DEFAULT_COOLDOWN),
+        max_concurrent_runs,
+        max_body_bytes,
+        read_header_timeout,
+        read_body_timeout,
+        max_connections,
+        retry_after_refusal,
+        silences,
+        grafana,
+        init_state: false,
+    })
+}
+
+fn resolve_auth(
+    auth: &WebhookAuthFile,
+    base: &Path,
+    key: &str,
+    problems: &mut ConfigProblems,
+) -> WebhookAuth {
+    match (&auth.bearer_token_file, &auth.basic_auth) {
+        (Some(path), None) => {
+            read_secret(base, path, &format!("{key}.bearer_token_file"), problems)
+                .map(WebhookAuth::Bearer)
+                .unwrap_or(WebhookAuth::None)
+        }
+        (None, Some(basic)) => {
+            if basic.username.is_empty() || basic.username.contains(':') {
+                problems.push(
+                    format!("{key}.basic_auth.username"),
+                    "must be non-empty and without ':'",
+                );
+            }
+            read_secret(
+                base,
+                &basic.password_file,
+                &format!("{key}.basic_auth.password_file"),
+                problems,
+            )
+            .map(|password| WebhookAuth::Basic {
+                username: basic.username.clone(),
+                password,
+            })
+            .unwrap_or(WebhookAuth::None)
+        }
+        (Some(_), Some(_)) => {
+            problems.push(
+                key.to_string(),
+                "set one of bearer_token_file or basic_auth, not both",
+            );
+            WebhookAuth::None
+        }
+        (None, None) => {
+            problems.push(
+                key.to_string(),
+                "needs bearer_token_file or basic_auth; remove auth: to accept any request",
+            );
+            WebhookAuth::None
+        }
+    }
+}
+
+/// A secret file's content without its trailing newline; empty is a mistake.
+fn read_secret(
+    base: &Path,
+    path: &Path,
+    key: &str,
+    problems: &mut ConfigProblems,
+) -> Option<Secret> {
+    let value = read_secret_file(base, path, key, problems)?;
+    if value.is_empty() {
+        let path = tls::resolve(base, path);
+        problems.push(key, format!("{}: the file is empty", path.display()));
+        return None;
+    }
+    Some(Secret::new(value))
+}
+
+fn parse_http_url(raw: &str, key: &str, problems: &mut ConfigProblems) -> Option<url::Url> {
+    match url::Url::parse(raw) {
+        Ok(url) if url.scheme() == "http" && url.has_host() => Some(url),
+        Ok(_) => {
+            // The notifier's HTTP client is built without TLS: these calls stay inside the
+            // monitoring network (in-cluster Services).
+            problems.push(
+                key,
+                format!("{raw:?} is not an http:// URL (https is not supported here)"),
+            );
+            None
+        }
+        Err(err) => {
+            problems.push(key, format!("{raw:?}: {err}"));
+            None
+        }
+    }
+}
+
+fn resolve_silences(
+    file: &SilencesFile,
+    base: &Path,
+    key: &str,
+    problems: &mut ConfigProblems,
+) -> Option<SilenceSettings> {
+    let url = parse_http_url(
+        &file.alertmanager_url,
+        &format!("{key}.alertmanager_url"),
+        problems,
+    );
+    let bearer_token = file
+        .bearer_token_file
+        .as_ref()
+        .map(|path| read_secret(base, path, &format!("{key}.bearer_token_file"), problems));
+    Some(SilenceSettings {
+        alertmanager_url: url?,
+        bearer_token: match bearer_token {
+            Some(token) => Some(token?),
+            None => None,
+        },
+    })
+}
+
+fn resolve_grafana(
+    file: &GrafanaFile,
+    base: &Path,
+    key: &str,
+    problems: &mut ConfigProblems,
+) -> Option<GrafanaSettings> {
+    let url = parse_http_url(&file.url, &format!("{key}.url"), problems);
+    let token = read_secret(
+        base,
+        &file.token_file,
+        &format!("{key}.token_file"),
+        problems,
+    );
+    Some(GrafanaSettings {
+        url: url?,
+        token: token?,
+        tags: file.tags.clone(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ENDPOINT: &str = "endpoints: [http://127.0.0.1:2379]";
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[test]
+    fn the_remediator_block_resolves_defaults_and_reads_its_secrets_only_when_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let yaml = format!(
+            "remediator:\n  state_path: state/s.sqlite\n  auth: {{bearer_token_file: token}}\n  cooldown: 30m\nclusters:\n  - name: a\n    {ENDPOINT}\n"
+        );
+        let path = write(dir.path(), "etcdmedic.yaml", &yaml);
+        // The exporter loads the same file without the token mounted.
+        let config = Config::load(&path).unwrap();
+        let err = ServiceSettings::from_config(&config)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("remediator.auth.bearer_token_file") && err.contains("no such file"),
+            "{err}"
+        );
+        write(dir.path(), "token", "s3cret\n");
+        let settings = ServiceSettings::from_config(&config).unwrap();
+        assert_eq!(settings.state_path, dir.path().join("state/s.sqlite"));
+        assert_eq!(settings.cooldown, Duration::from_secs(1800));
+        assert_eq!(settings.max_concurrent_runs, 1);
+        assert_eq!(settings.max_body_bytes, 16 * 1024 * 1024);
+        assert_eq!(settings.retry_after_refusal, Duration::from_secs(300));
+        assert_eq!(settings.read_header_timeout, Duration::from_secs(10));
+        assert_eq!(settings.max_connections, 256);
+        assert_eq!(settings.listen.to_string(), "0.0.0.0:9380");
+        assert!(settings
+            .triggers
+            .contains(&"etcdDatabaseHighFragmentationRatio".to_string()));
+        assert_eq!(settings.auth, WebhookAuth::Bearer(Secret::new("s3cret")));
+        assert!(!format!("{settings:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn remediator_mistakes_are_named_with_their_keys() {
+        let problems = |remediator: &str| {
+            let dir = tempfile::tempdir().unwrap();
+            let yaml = format!("remediator:\n{remediator}clusters:\n  - name: a\n    {ENDPOINT}\n");
+            let path = write(dir.path(), "etcdmedic.yaml", &yaml);
+            let config = Config::load(&path).unwrap();
+            ServiceSettings::from_config(&config)
+                .unwrap_err()
+                .to_string()
+        };
+        let message = problems("  max_concurrent_runs: 0\n  triggers: []\n  auth: {}\n");
+        for expected in [
+            "remediator.max_concurrent_runs: must be at least 1",
+            "remediator.triggers: is empty",
+            "remediator.auth: needs bearer_token_file or basic_auth",
+        ] {
+            assert!(
+                message.contains(expected),
+                "missing {expected:?} in {message}"
+            );
+        }
+        let message = problems("  silences: {alertmanager_url: \"ftp://am\"}\n  tls: {cert_file: c.pem, key_file: k.pem}\n");
+        assert!(
+            message.contains("remediator.silences.alertmanager_url"),
+            "{message}"
+        );
+        assert!(
+            message.contains("remediator.tls.cert_file") && message.contains("c.pem: no such file"),
+            "{message}"
+        );
+    }
+}

@@ -18,12 +18,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::engine::etcd::{CallError, Chunk, ChunkStream, Etcd, HashKv};
 
-pub const MIB: u64 = 1024 * 1024;
+pub(super) const MIB: u64 = 1024 * 1024;
 const QUOTA: u64 = 2048 * MIB;
 
 /// A call the engine made, by member name.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Call {
+pub(crate) enum Call {
     Collect,
     Status(String),
     Read(String),
@@ -38,7 +38,7 @@ pub enum Call {
 
 /// What the script does when a call is made.
 #[derive(Debug, Clone)]
-pub enum Action {
+pub(crate) enum Action {
     Kill(&'static str),
     /// Leadership moves to this member (an election).
     Elect(&'static str),
@@ -49,7 +49,7 @@ pub enum Action {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SnapshotBehavior {
+pub(crate) enum SnapshotBehavior {
     Good,
     /// The stream's sha256 trailer does not match what was sent.
     Damaged,
@@ -58,7 +58,7 @@ pub enum SnapshotBehavior {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum MoveBehavior {
+pub(crate) enum MoveBehavior {
     Moves,
     Refuses(CallError),
     /// MoveLeader answers, but nobody follows the new leader.
@@ -103,19 +103,19 @@ struct State {
 
 /// A fake cluster of members `m1`, `m2`, ...; `m1` leads.
 #[derive(Debug)]
-pub struct FakeEtcd {
+pub(crate) struct FakeEtcd {
     name: ClusterName,
     state: Mutex<State>,
     stop: CancellationToken,
 }
 
-pub fn endpoint(name: &str) -> String {
+pub(super) fn endpoint(name: &str) -> String {
     format!("http://{name}.fake:2379")
 }
 
 impl FakeEtcd {
     /// `members` voting members, each `db_mib` MiB with `in_use_mib` in use.
-    pub fn new(members: usize, db_mib: u64, in_use_mib: u64) -> Self {
+    pub(crate) fn new(members: usize, db_mib: u64, in_use_mib: u64) -> Self {
         const NAMES: [&str; 5] = ["m1", "m2", "m3", "m4", "m5"];
         let members = NAMES[..members]
             .iter()
@@ -158,7 +158,7 @@ impl FakeEtcd {
     }
 
     /// The run's stop request, which [`Action::Stop`] cancels.
-    pub fn stop_token(&self) -> CancellationToken {
+    pub(crate) fn stop_token(&self) -> CancellationToken {
         self.stop.clone()
     }
 
@@ -169,12 +169,12 @@ impl FakeEtcd {
     // ---- the script ----------------------------------------------------------------
 
     /// When `call` is made, `action` happens (once).
-    pub fn on(self, call: Call, action: Action) -> Self {
+    pub(crate) fn on(self, call: Call, action: Action) -> Self {
         self.lock().script.push((call, action));
         self
     }
 
-    pub fn member(self, name: &str, edit: impl FnOnce(&mut MemberEdit<'_>)) -> Self {
+    pub(crate) fn member(self, name: &str, edit: impl FnOnce(&mut MemberEdit<'_>)) -> Self {
         {
             let mut state = self.lock();
             if let Some(member) = state.members.iter_mut().find(|m| m.name == name) {
@@ -184,30 +184,30 @@ impl FakeEtcd {
         self
     }
 
-    pub fn with(self, edit: impl FnOnce(&mut Settings<'_>)) -> Self {
+    pub(crate) fn with(self, edit: impl FnOnce(&mut Settings<'_>)) -> Self {
         edit(&mut Settings(&mut self.lock()));
         self
     }
 
     // ---- what happened -------------------------------------------------------------
 
-    pub fn calls(&self) -> Vec<Call> {
+    pub(crate) fn calls(&self) -> Vec<Call> {
         self.lock().calls.clone()
     }
 
     /// Calls other than the status reads, which every wait repeats.
-    pub fn actions(&self) -> Vec<Call> {
+    pub(crate) fn actions(&self) -> Vec<Call> {
         self.calls()
             .into_iter()
             .filter(|c| !matches!(c, Call::Collect | Call::Status(_) | Call::Read(_)))
             .collect()
     }
 
-    pub fn violations(&self) -> Vec<String> {
+    pub(crate) fn violations(&self) -> Vec<String> {
         self.lock().violations.clone()
     }
 
-    pub fn leader(&self) -> Option<String> {
+    pub(crate) fn leader(&self) -> Option<String> {
         let state = self.lock();
         state
             .leader
@@ -215,7 +215,7 @@ impl FakeEtcd {
             .map(|m| m.name.to_string())
     }
 
-    pub fn alarms(&self) -> Vec<Alarm> {
+    pub(crate) fn alarms(&self) -> Vec<Alarm> {
         self.lock().alarms.clone()
     }
 
@@ -268,62 +268,62 @@ fn apply(state: &mut State, action: Action) {
 }
 
 /// Changes to one member of the script.
-pub struct MemberEdit<'a>(&'a mut Member);
+pub(crate) struct MemberEdit<'a>(&'a mut Member);
 
 impl MemberEdit<'_> {
-    pub fn down(&mut self) {
+    pub(crate) fn down(&mut self) {
         self.0.up = false;
     }
-    pub fn learner(&mut self) {
+    pub(crate) fn learner(&mut self) {
         self.0.learner = true;
     }
-    pub fn behind(&mut self, entries: u64) {
+    pub(crate) fn behind(&mut self, entries: u64) {
         self.0.applied_behind = entries;
     }
-    pub fn hash(&mut self, hash: u32) {
+    pub(crate) fn hash(&mut self, hash: u32) {
         self.0.hash = hash;
     }
     /// Left defragmenting by someone else: reads block for `duration` from now.
-    pub fn defragmenting_for(&mut self, duration: Duration) {
+    pub(crate) fn defragmenting_for(&mut self, duration: Duration) {
         self.0.defragmenting_until = Some(Instant::now() + duration);
     }
 }
 
 /// Changes to how the cluster behaves.
-pub struct Settings<'a>(&'a mut State);
+pub(crate) struct Settings<'a>(&'a mut State);
 
 impl Settings<'_> {
-    pub fn alarm(&mut self, member: u64, alarm: AlarmKind) {
+    pub(crate) fn alarm(&mut self, member: u64, alarm: AlarmKind) {
         self.0.alarms.push(Alarm {
             member_id: MemberId(member),
             alarm,
         });
     }
-    pub fn alarms_fail(&mut self) {
+    pub(crate) fn alarms_fail(&mut self) {
         self.0.alarms_fail = true;
     }
-    pub fn no_leader(&mut self) {
+    pub(crate) fn no_leader(&mut self) {
         self.0.leader = None;
     }
-    pub fn defrag_takes(&mut self, duration: Duration) {
+    pub(crate) fn defrag_takes(&mut self, duration: Duration) {
         self.0.defrag_takes = duration;
     }
-    pub fn defrag_answer_lost(&mut self) {
+    pub(crate) fn defrag_answer_lost(&mut self) {
         self.0.defrag_answer_lost = true;
     }
-    pub fn defrag_error(&mut self, error: CallError) {
+    pub(crate) fn defrag_error(&mut self, error: CallError) {
         self.0.defrag_error = Some(error);
     }
-    pub fn leader_defrag_allowed(&mut self) {
+    pub(crate) fn leader_defrag_allowed(&mut self) {
         self.0.leader_defrag_allowed = true;
     }
-    pub fn snapshot(&mut self, behavior: SnapshotBehavior) {
+    pub(crate) fn snapshot(&mut self, behavior: SnapshotBehavior) {
         self.0.snapshot = behavior;
     }
-    pub fn move_leader(&mut self, behavior: MoveBehavior) {
+    pub(crate) fn move_leader(&mut self, behavior: MoveBehavior) {
         self.0.move_leader = behavior;
     }
-    pub fn hash_moves(&mut self, rounds: usize) {
+    pub(crate) fn hash_moves(&mut self, rounds: usize) {
         self.0.hash_moves = rounds;
     }
 }

@@ -36,7 +36,7 @@ pub(super) struct Scenario {
 }
 
 impl Scenario {
-    pub fn new(fake: FakeEtcd) -> Self {
+    pub(super) fn new(fake: FakeEtcd) -> Self {
         let snapshots = tempfile::tempdir().unwrap_or_else(|err| panic!("tempdir: {err}"));
         let settings = RemediationSettings {
             snapshot_dir: snapshots.path().to_path_buf(),
@@ -54,23 +54,23 @@ impl Scenario {
         }
     }
 
-    pub fn settings(mut self, edit: impl FnOnce(&mut RemediationSettings)) -> Self {
+    pub(super) fn settings(mut self, edit: impl FnOnce(&mut RemediationSettings)) -> Self {
         edit(&mut self.settings);
         self
     }
 
-    pub fn options(mut self, edit: impl FnOnce(&mut RunOptions)) -> Self {
+    pub(super) fn options(mut self, edit: impl FnOnce(&mut RunOptions)) -> Self {
         edit(&mut self.options);
         self
     }
 
     /// Asks the run to stop once it sends an event matching `when`.
-    pub fn stop_when(mut self, when: impl Fn(&Event) -> bool + Send + 'static) -> Self {
+    pub(super) fn stop_when(mut self, when: impl Fn(&Event) -> bool + Send + 'static) -> Self {
         self.stop_when = Some(Box::new(when));
         self
     }
 
-    pub async fn run(self) -> Ran {
+    pub(super) async fn run(self) -> Ran {
         let stop = self.fake.stop_token();
         let (events, mut received) = Events::channel();
         let stop_when = self.stop_when;
@@ -116,19 +116,19 @@ pub(super) struct Ran {
 }
 
 impl Ran {
-    pub fn fake(&self) -> &FakeEtcd {
+    pub(super) fn fake(&self) -> &FakeEtcd {
         self.remediator.etcd()
     }
 
-    pub fn kind(&self) -> Option<&str> {
+    pub(super) fn kind(&self) -> Option<&str> {
         self.report.error_kind.as_deref()
     }
 
-    pub fn reason(&self) -> &str {
+    pub(super) fn reason(&self) -> &str {
         self.report.reason.as_deref().unwrap_or_default()
     }
 
-    pub fn action(&self, member: &str) -> MemberAction {
+    pub(super) fn action(&self, member: &str) -> MemberAction {
         self.report
             .members
             .iter()
@@ -137,12 +137,12 @@ impl Ran {
             .unwrap_or_else(|| panic!("{member} is not in the report: {:#?}", self.report))
     }
 
-    pub fn actions(&self) -> Vec<Call> {
+    pub(super) fn actions(&self) -> Vec<Call> {
         self.fake().actions()
     }
 
     /// Members in the order they were defragmented.
-    pub fn defragmented(&self) -> Vec<String> {
+    pub(super) fn defragmented(&self) -> Vec<String> {
         self.actions()
             .into_iter()
             .filter_map(|call| match call {
@@ -152,7 +152,7 @@ impl Ran {
             .collect()
     }
 
-    pub fn warnings(&self) -> Vec<&str> {
+    pub(super) fn warnings(&self) -> Vec<&str> {
         self.events
             .iter()
             .filter_map(|event| match event {
@@ -163,7 +163,7 @@ impl Ran {
     }
 
     /// The steps as `kind member ok`, the way an operator scans a report.
-    pub fn steps(&self) -> Vec<String> {
+    pub(super) fn steps(&self) -> Vec<String> {
         self.report
             .steps
             .iter()
@@ -176,7 +176,7 @@ impl Ran {
     }
 
     /// Everything in the cluster's snapshot directory.
-    pub fn files(&self) -> Vec<PathBuf> {
+    pub(super) fn files(&self) -> Vec<PathBuf> {
         let dir = self.snapshots.path().join("fake");
         let Ok(entries) = std::fs::read_dir(&dir) else {
             return vec![];
@@ -195,7 +195,7 @@ impl Ran {
 
     /// What every run must hold whatever happened: one member defragmenting at a time, the
     /// leader only when asked, the outcome consistent with the error kind.
-    pub fn assert_safe(&self) {
+    pub(super) fn assert_safe(&self) {
         assert_eq!(self.fake().violations(), Vec::<String>::new(), "{self:?}");
         match self.report.outcome {
             Outcome::Succeeded | Outcome::Skipped | Outcome::Planned => {

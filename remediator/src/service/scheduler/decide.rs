@@ -23,7 +23,7 @@ pub(super) struct Accepted {
 impl Ledger {
     /// Decides what every alert of a webhook payload does, and records it all in one
     /// transaction; the queues change only once it is stored.
-    pub fn accept(&mut self, payload: &Payload) -> StoreResult<Accepted> {
+    pub(super) fn accept(&mut self, payload: &Payload) -> StoreResult<Accepted> {
         let paused = self.paused;
         let mut slots = self.slots.clone();
         let mut cancelled = Vec::new();
@@ -62,7 +62,11 @@ impl Ledger {
     }
 
     /// `POST /api/v1/clusters/{name}/remediate`: the same queue, cooldown and pause rules.
-    pub fn request(&mut self, cluster: &str, dry_run: bool) -> Result<Decision, RequestError> {
+    pub(super) fn request(
+        &mut self,
+        cluster: &str,
+        dry_run: bool,
+    ) -> Result<Decision, RequestError> {
         if !self.rules.clusters.contains_key(cluster) {
             return Err(RequestError::UnknownCluster(cluster.into()));
         }

@@ -89,7 +89,10 @@ pub(super) struct Start {
 impl Ledger {
     /// Marks runs a dead process left running as interrupted, and restores the queue and the
     /// pause switch.
-    pub fn open(mut store: Box<dyn StateStore>, rules: Rules) -> StoreResult<(Ledger, Opened)> {
+    pub(super) fn open(
+        mut store: Box<dyn StateStore>,
+        rules: Rules,
+    ) -> StoreResult<(Ledger, Opened)> {
         let interrupted = store.interrupt_unfinished()?;
         let paused = store.paused()?;
         let latest = store.latest_finished()?;
@@ -140,14 +143,14 @@ impl Ledger {
         ))
     }
 
-    pub fn set_paused(&mut self, paused: bool) -> StoreResult<()> {
+    pub(super) fn set_paused(&mut self, paused: bool) -> StoreResult<()> {
         self.store.set_paused(paused)?;
         self.paused = paused;
         Ok(())
     }
 
     /// The oldest due queued run, now marked running, unless paused or at the limit.
-    pub fn next_start(&mut self, now: SystemTime) -> Option<Start> {
+    pub(super) fn next_start(&mut self, now: SystemTime) -> Option<Start> {
         if self.paused || self.running >= self.rules.max_concurrent_runs {
             return None;
         }
@@ -175,7 +178,7 @@ impl Ledger {
 
     /// How long the dispatcher may sleep: until the next retry is due, at most
     /// [`DISPATCH_EVERY`].
-    pub fn next_look(&self, now: SystemTime) -> Duration {
+    pub(super) fn next_look(&self, now: SystemTime) -> Duration {
         self.slots
             .values()
             .filter_map(|slot| slot.queued.as_ref()?.not_before)
@@ -183,7 +186,7 @@ impl Ledger {
             .fold(DISPATCH_EVERY, Duration::min)
     }
 
-    pub fn set_progress(&mut self, cluster: &str, id: i64, line: String) {
+    pub(super) fn set_progress(&mut self, cluster: &str, id: i64, line: String) {
         if let Some(running) = self
             .slots
             .get_mut(cluster)
@@ -196,7 +199,7 @@ impl Ledger {
 
     /// Records how a run ended and frees its slot; a refused run from alerts is queued again
     /// (see [`Ledger::retry_later`]).
-    pub fn finish(&mut self, cluster: &str, id: i64, report: &RunReport) {
+    pub(super) fn finish(&mut self, cluster: &str, id: i64, report: &RunReport) {
         if let Err(err) = in_transaction(self.store.as_mut(), |tx| tx.finish(id, report)) {
             // The run is over either way; what is lost is its record, which the log keeps.
             tracing::error!(run = id, %cluster, error = %err, report = %serde_json::to_string(report).unwrap_or_default(), "cannot record the run's report");
@@ -261,7 +264,7 @@ impl Ledger {
     }
 
     /// The wait after a restart that interrupted run `id` is over: `sentence` says how.
-    pub fn recovered(&mut self, id: i64, cluster: &str, sentence: &str) {
+    pub(super) fn recovered(&mut self, id: i64, cluster: &str, sentence: &str) {
         if let Err(err) = self.store.append_reason(id, sentence) {
             tracing::error!(run = id, error = %err, "cannot record the recovery");
         }
@@ -271,7 +274,7 @@ impl Ledger {
     }
 
     /// A run with everything recorded, and its latest progress line while it runs.
-    pub fn run(&mut self, id: i64) -> StoreResult<Option<(RunDetail, Option<String>)>> {
+    pub(super) fn run(&mut self, id: i64) -> StoreResult<Option<(RunDetail, Option<String>)>> {
         let detail = self.store.run(id)?;
         let progress = detail.as_ref().and_then(|detail| {
             self.slots
@@ -283,7 +286,7 @@ impl Ledger {
         Ok(detail.map(|detail| (detail, progress)))
     }
 
-    pub fn queues(&self) -> Vec<ClusterQueue> {
+    pub(super) fn queues(&self) -> Vec<ClusterQueue> {
         self.rules
             .clusters
             .keys()

@@ -13,7 +13,7 @@ fn scheduler(dir: &std::path::Path) -> Arc<Scheduler> {
         dir.join("state.sqlite").display()
     );
     let config = Config::from_yaml(&yaml, &dir.join("c.yaml")).unwrap();
-    let settings = config.remediator().unwrap();
+    let settings = ServiceSettings::from_config(&config).unwrap();
     let metrics = Arc::new(Metrics::new(
         &config
             .cluster_names()

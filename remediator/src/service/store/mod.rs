@@ -22,11 +22,11 @@ use super::owner::OwnerGone;
 use crate::report::{Outcome, RunReport};
 
 mod schema;
-pub mod sqlite;
+pub(super) mod sqlite;
 #[cfg(test)]
 mod tests;
 
-pub use sqlite::SqliteStore;
+pub(super) use sqlite::SqliteStore;
 
 /// Why the state store cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -61,7 +61,7 @@ pub enum StoreError {
     Gone(#[from] OwnerGone),
 }
 
-pub type StoreResult<T> = Result<T, StoreError>;
+pub(super) type StoreResult<T> = Result<T, StoreError>;
 
 /// A run a dead process left running, now marked interrupted.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,7 +120,7 @@ impl RunSource {
 
 /// A new run, as queued.
 #[derive(Debug, Clone)]
-pub struct NewRun<'a> {
+pub(super) struct NewRun<'a> {
     pub cluster: &'a str,
     pub source: RunSource,
     pub dry_run: bool,
@@ -205,7 +205,7 @@ pub struct RunFilter {
 
 /// What one transaction of the scheduler reads and writes: a decision and the alerts that
 /// caused it are stored together or not at all.
-pub trait Transaction {
+pub(super) trait Transaction {
     fn insert_run(&mut self, run: &NewRun<'_>) -> StoreResult<i64>;
     fn insert_alert(&mut self, alert: &AlertRecord) -> StoreResult<()>;
     /// Records the end of a run: cancelled before it started, or finished with its report.
@@ -223,7 +223,7 @@ pub trait Transaction {
 }
 
 /// The service's state, whatever keeps it.
-pub trait StateStore: Send {
+pub(super) trait StateStore: Send {
     /// Runs `work` in one transaction: all of it is stored, or none (an `Err` from `work`
     /// rolls it back).
     fn transaction(
@@ -253,7 +253,7 @@ pub trait StateStore: Send {
 }
 
 /// [`StateStore::transaction`] for work that returns a value.
-pub fn in_transaction<T>(
+pub(super) fn in_transaction<T>(
     store: &mut dyn StateStore,
     work: impl FnOnce(&mut dyn Transaction) -> StoreResult<T>,
 ) -> StoreResult<T> {
@@ -271,7 +271,7 @@ pub fn in_transaction<T>(
 }
 
 /// Why a run found `running` at start-up is interrupted.
-pub const INTERRUPTED_BY_EXIT: &str =
+pub(super) const INTERRUPTED_BY_EXIT: &str =
     "the service stopped during the run (killed or crashed); the run did not continue";
 
 /// Seconds since the Unix epoch, as stored and as metrics carry them.

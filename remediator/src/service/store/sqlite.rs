@@ -17,7 +17,7 @@ use super::{
 use crate::lock::{FileLock, LockError};
 use crate::report::{Outcome, RunReport, REPORT_FORMAT};
 
-pub struct SqliteStore {
+pub(crate) struct SqliteStore {
     connection: Connection,
     path: PathBuf,
     rows: Rows,
@@ -37,7 +37,7 @@ impl SqliteStore {
     /// and bringing an older schema up to date. Refused when another process holds the file
     /// (`<path>.lock`), and when it exists but holds no etcdmedic state, unless `init` says
     /// to initialise it (see `schema::open`). Unreadable rows are counted in `unreadable`.
-    pub fn open(path: &Path, init: bool, unreadable: Counter) -> StoreResult<SqliteStore> {
+    pub(crate) fn open(path: &Path, init: bool, unreadable: Counter) -> StoreResult<SqliteStore> {
         if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|err| StoreError::NotOurs {
                 path: path.to_path_buf(),
@@ -63,10 +63,6 @@ impl SqliteStore {
             rows: Rows { unreadable },
             _lock: lock,
         })
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     fn fail(&self, source: rusqlite::Error) -> StoreError {
