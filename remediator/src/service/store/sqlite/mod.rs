@@ -8,14 +8,20 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use prometheus_client::metrics::counter::Counter;
-use rusqlite::{params, Connection, OptionalExtension, Row};
+use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{
-    from_unix, schema, unix, AlertRecord, InterruptedRun, NewRun, RunDetail, RunFilter, RunSource,
-    RunState, RunSummary, StateStore, StoreError, StoreResult, Transaction, INTERRUPTED_BY_EXIT,
+    schema, unix, AlertRecord, InterruptedRun, RunDetail, RunFilter, RunSummary, StateStore,
+    StoreError, StoreResult, Transaction, INTERRUPTED_BY_EXIT,
 };
 use crate::lock::{FileLock, LockError};
-use crate::report::{Outcome, RunReport, REPORT_FORMAT};
+use crate::report::{Outcome, RunReport};
+
+mod rows;
+mod transaction;
+
+use rows::{Rows, RUN_COLUMNS};
+use transaction::{finish, SqliteTransaction};
 
 pub(crate) struct SqliteStore {
     connection: Connection,
@@ -120,80 +126,6 @@ impl SqliteStore {
     }
 }
 
-const RUN_COLUMNS: &str = "id, cluster, state, source, dry_run, trigger, created_at, \
-    started_at, finished_at, cooldown_until, outcome, reason, not_before, retry_of, refused, \
-    error_kind";
-
-/// Reads rows back, counting those it cannot.
-struct Rows {
-    unreadable: Counter,
-}
-
-impl Rows {
-    fn unreadable(&self, table: &str, id: i64, why: &str) {
-        self.unreadable.inc();
-        tracing::error!(
-            table,
-            id,
-            why,
-            "a row of the state store cannot be read by this build; it is left out"
-        );
-    }
-
-    /// A run row, or `None` (counted) when its state, source or outcome is not one this build
-    /// knows.
-    fn run(&self, row: &Row<'_>) -> Option<RunSummary> {
-        let id: i64 = row.get(0).ok()?;
-        let read = || -> Result<RunSummary, String> {
-            let text = |i: usize| row.get::<_, String>(i).map_err(|e| e.to_string());
-            let state = text(2)?;
-            let source = text(3)?;
-            let outcome: Option<String> = row.get(10).map_err(|e| e.to_string())?;
-            let time = |i: usize| -> Result<Option<SystemTime>, String> {
-                let seconds: Option<f64> = row.get(i).map_err(|e| e.to_string())?;
-                Ok(seconds.map(from_unix))
-            };
-            Ok(RunSummary {
-                id,
-                cluster: text(1)?,
-                state: RunState::parse(&state).ok_or(format!("unknown state {state:?}"))?,
-                source: RunSource::parse(&source).ok_or(format!("unknown source {source:?}"))?,
-                dry_run: row.get(4).map_err(|e| e.to_string())?,
-                trigger: text(5)?,
-                created_at: time(6)?.unwrap_or(SystemTime::UNIX_EPOCH),
-                started_at: time(7)?,
-                finished_at: time(8)?,
-                cooldown_until: time(9)?,
-                outcome: match outcome {
-                    None => None,
-                    Some(text) => {
-                        Some(Outcome::parse(&text).ok_or(format!("unknown outcome {text:?}"))?)
-                    }
-                },
-                reason: row.get(11).map_err(|e| e.to_string())?,
-                not_before: time(12)?,
-                retry_of: row.get(13).map_err(|e| e.to_string())?,
-                refused: row.get(14).map_err(|e| e.to_string())?,
-                error_kind: row.get(15).map_err(|e| e.to_string())?,
-            })
-        };
-        read().map_err(|why| self.unreadable("runs", id, &why)).ok()
-    }
-
-    /// A stored report, or `None` (counted) when it is of a newer format or does not parse.
-    fn report(&self, id: i64, format: Option<i64>, json: &str) -> Option<RunReport> {
-        let format = format.unwrap_or(1);
-        if format > REPORT_FORMAT {
-            let why = format!("report format {format}; this build reads up to {REPORT_FORMAT}");
-            self.unreadable("runs", id, &why);
-            return None;
-        }
-        serde_json::from_str(json)
-            .map_err(|err| self.unreadable("runs", id, &format!("report: {err}")))
-            .ok()
-    }
-}
-
 impl StoreError {
     pub(crate) fn sqlite(path: &Path, source: rusqlite::Error) -> Self {
         StoreError::Sqlite {
@@ -201,122 +133,6 @@ impl StoreError {
             source,
         }
     }
-}
-
-/// One SQLite transaction, as the scheduler sees it.
-struct SqliteTransaction<'a> {
-    tx: &'a rusqlite::Transaction<'a>,
-    path: &'a Path,
-}
-
-impl SqliteTransaction<'_> {
-    fn fail(&self, source: rusqlite::Error) -> StoreError {
-        StoreError::sqlite(self.path, source)
-    }
-}
-
-impl Transaction for SqliteTransaction<'_> {
-    fn insert_run(&mut self, run: &NewRun<'_>) -> StoreResult<i64> {
-        self.tx
-            .execute(
-                "INSERT INTO runs (cluster, state, source, dry_run, trigger, cooldown_until, \
-                 created_at, not_before, retry_of) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                params![
-                    run.cluster,
-                    RunState::Queued.as_str(),
-                    run.source.as_str(),
-                    run.dry_run,
-                    run.trigger,
-                    run.cooldown_until.map(unix),
-                    unix(SystemTime::now()),
-                    run.not_before.map(unix),
-                    run.retry_of
-                ],
-            )
-            .map_err(|err| self.fail(err))?;
-        Ok(self.tx.last_insert_rowid())
-    }
-
-    fn insert_alert(&mut self, alert: &AlertRecord) -> StoreResult<()> {
-        let labels = serde_json::to_string(&alert.labels).unwrap_or_else(|_| "{}".into());
-        self.tx
-            .execute(
-                "INSERT INTO alerts (received_at, alertname, status, fingerprint, cluster, \
-                 labels, starts_at, action, reason, run_id) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-                params![
-                    unix(SystemTime::now()),
-                    alert.alertname,
-                    alert.status,
-                    alert.fingerprint,
-                    alert.cluster,
-                    labels,
-                    alert.starts_at,
-                    alert.action,
-                    alert.reason,
-                    alert.run_id
-                ],
-            )
-            .map(drop)
-            .map_err(|err| self.fail(err))
-    }
-
-    fn finish(&mut self, id: i64, report: &RunReport) -> StoreResult<()> {
-        finish(self.tx, id, report).map_err(|err| self.fail(err))
-    }
-
-    fn last_work_finished(&mut self, cluster: &str) -> StoreResult<Option<SystemTime>> {
-        self.tx
-            .query_row(
-                "SELECT max(finished_at) FROM runs WHERE cluster = ?1 AND state = 'finished' \
-                 AND dry_run = 0 AND refused = 0 \
-                 AND outcome NOT IN ('skipped', 'cancelled', 'planned')",
-                [cluster],
-                |row| row.get::<_, Option<f64>>(0),
-            )
-            .map(|seconds| seconds.map(from_unix))
-            .map_err(|err| self.fail(err))
-    }
-
-    fn episode_run(
-        &mut self,
-        fingerprint: &str,
-        starts_at: &str,
-    ) -> StoreResult<Option<(i64, Option<SystemTime>)>> {
-        self.tx
-            .query_row(
-                "SELECT runs.id, runs.finished_at FROM alerts \
-                 JOIN runs ON runs.id = alerts.run_id \
-                 WHERE alerts.fingerprint = ?1 AND alerts.starts_at = ?2 \
-                 AND alerts.status = 'firing' AND alerts.action IN ('queued', 'joined') \
-                 ORDER BY alerts.id DESC LIMIT 1",
-                [fingerprint, starts_at],
-                |row| Ok((row.get(0)?, row.get::<_, Option<f64>>(1)?.map(from_unix))),
-            )
-            .optional()
-            .map_err(|err| self.fail(err))
-    }
-}
-
-fn finish(tx: &Connection, id: i64, report: &RunReport) -> rusqlite::Result<()> {
-    let json = serde_json::to_string(report)
-        .map_err(|err| rusqlite::Error::ToSqlConversionFailure(Box::new(err)))?;
-    tx.execute(
-        "UPDATE runs SET state = 'finished', finished_at = ?2, outcome = ?3, reason = ?4, \
-         report = ?5, report_format = ?6, refused = ?7, error_kind = ?8, \
-         started_at = coalesce(started_at, ?2) WHERE id = ?1",
-        params![
-            id,
-            unix(report.finished_at),
-            report.outcome.as_str(),
-            report.reason,
-            json,
-            REPORT_FORMAT,
-            report.refused,
-            report.error_kind,
-        ],
-    )
-    .map(drop)
 }
 
 impl StateStore for SqliteStore {
