@@ -7,6 +7,7 @@
 mod fake;
 
 mod interrupts;
+mod kinds;
 mod refusals;
 mod runs;
 mod stops;
@@ -21,6 +22,7 @@ use tokio::time::Instant;
 use self::fake::{Call, FakeEtcd};
 use super::{Remediator, RunOptions};
 use crate::events::{Event, Events};
+use crate::lock::RunLock;
 use crate::report::{MemberAction, Outcome, RunReport, StepKind};
 
 /// Which event makes the test ask the run to stop.
@@ -33,6 +35,8 @@ pub(super) struct Scenario {
     options: RunOptions,
     snapshots: TempDir,
     stop_when: Option<StopWhen>,
+    /// The cluster's run lock, held by "another run" for the whole scenario.
+    held: Option<RunLock>,
 }
 
 impl Scenario {
@@ -51,7 +55,17 @@ impl Scenario {
             },
             snapshots,
             stop_when: None,
+            held: None,
         }
+    }
+
+    /// Another run of the cluster holds its lock.
+    pub(super) fn lock_held(mut self) -> Self {
+        let dir = self.snapshots.path().join("fake");
+        std::fs::create_dir_all(&dir).unwrap_or_else(|err| panic!("mkdir: {err}"));
+        let lock = RunLock::acquire(&dir, "fake").unwrap_or_else(|err| panic!("lock: {err}"));
+        self.held = Some(lock);
+        self
     }
 
     pub(super) fn settings(mut self, edit: impl FnOnce(&mut RemediationSettings)) -> Self {
@@ -92,6 +106,7 @@ impl Scenario {
         let report = remediator.run(&self.options, &events, &stop).await;
         let took = started.elapsed();
         drop(events);
+        drop(self.held);
         let events = watcher
             .await
             .unwrap_or_else(|err| panic!("event watcher: {err}"));
@@ -225,14 +240,14 @@ impl Ran {
                 assert!(member.follower_at_defrag.is_some(), "{self:?}");
             }
         }
-        // Only a run that took a snapshot defragments.
-        if any_defragmented {
+        // The snapshot is verified before the first Defragment.
+        let position = |wanted: &dyn Fn(&crate::report::StepRecord) -> bool| {
+            self.report.steps.iter().position(wanted)
+        };
+        if let Some(first) = position(&|s| s.step == StepKind::Defragment) {
+            let snapshot = position(&|s| s.step == StepKind::Snapshot && s.ok);
+            assert!(snapshot.is_some_and(|at| at < first), "{self:?}");
             assert!(self.report.snapshot.is_some(), "{self:?}");
-            assert!(self
-                .report
-                .steps
-                .iter()
-                .any(|s| s.step == StepKind::Snapshot && s.ok));
         }
     }
 }

@@ -8,7 +8,6 @@ use etcdmedic_cluster::model::AlarmKind;
 use super::fake::{Action, Call, FakeEtcd};
 use super::runs::fragmented;
 use super::{Ran, Scenario};
-use crate::lock::RunLock;
 use crate::report::Outcome;
 
 fn assert_refused(ran: &Ran, kind: &str, says: &str) {
@@ -121,14 +120,12 @@ async fn no_usable_snapshot_directory_no_room_or_a_held_lock_is_refused() {
     assert_refused(&ran, "no_room", "no snapshot, so nothing was changed");
 
     // Another run holds the cluster's lock.
-    let scenario = Scenario::new(fragmented());
-    let dir = scenario.snapshots.path().join("fake");
-    std::fs::create_dir_all(&dir).expect("mkdir");
-    let cluster = etcdmedic_cluster::config::ClusterName::new("fake").expect("name");
-    let _held = RunLock::acquire(&dir, &cluster).expect("lock");
-    let ran = scenario.run().await;
+    let ran = Scenario::new(fragmented()).lock_held().run().await;
     ran.assert_safe();
     assert_eq!(ran.kind(), Some("locked"), "{ran:?}");
     assert!(ran.report.refused);
+    assert!(ran
+        .reason()
+        .contains("another remediation of cluster fake is running (pid"));
     assert_eq!(ran.actions(), vec![]);
 }

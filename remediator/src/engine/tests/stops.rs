@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use etcdmedic_cluster::model::AlarmKind;
 
-use super::fake::{Action, Call, FakeEtcd, SnapshotBehavior};
+use super::fake::{Action, Call, Failing, FakeEtcd, SnapshotBehavior};
 use super::runs::fragmented;
 use super::Scenario;
 use crate::engine::etcd::CallError;
@@ -131,7 +131,7 @@ async fn a_defragment_error_stops_the_run_and_marks_the_member_failed() {
         code: tonic::Code::Internal,
         message: "Internal: bolt: disk full".into(),
     };
-    let fake = fragmented().with(|c| c.defrag_error(error));
+    let fake = fragmented().with(|c| c.fail(Failing::Defragment, error));
     let ran = Scenario::new(fake).run().await;
     ran.assert_safe();
     assert_eq!(ran.report.outcome, Outcome::Failed, "{ran:?}");

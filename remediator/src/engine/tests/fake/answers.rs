@@ -10,7 +10,9 @@ use etcdmedic_cluster::model::{
 use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
-use super::{endpoint, Call, FakeEtcd, Member, MoveBehavior, SnapshotBehavior, State, QUOTA};
+use super::{
+    endpoint, Call, Failing, FakeEtcd, Member, MoveBehavior, SnapshotBehavior, State, QUOTA,
+};
 use crate::engine::etcd::{CallError, Chunk, ChunkStream, Etcd, HashKv};
 
 fn status_of(state: &State, member: &Member) -> EndpointStatus {
@@ -156,7 +158,7 @@ impl Etcd for FakeEtcd {
             let allowed = state.leader_defrag_allowed;
             let takes = state.defrag_takes;
             let lost = state.defrag_answer_lost;
-            if let Some(error) = state.defrag_error.clone() {
+            if let Some(error) = state.failure(Failing::Defragment) {
                 return Err(error);
             }
             let Some(member) = state
@@ -215,18 +217,29 @@ impl Etcd for FakeEtcd {
 
     async fn compact(&self, _via: &str, revision: i64) -> Result<(), CallError> {
         self.record(Call::Compact(revision));
-        self.lock().compact_revision = revision;
+        let mut state = self.lock();
+        if let Some(error) = state.failure(Failing::Compact) {
+            return Err(error);
+        }
+        state.compact_revision = revision;
         Ok(())
     }
 
     async fn disarm_nospace(&self, via: &str, member: MemberId) -> Result<(), CallError> {
         self.record(Call::Disarm(name_of(via)));
-        self.lock().alarms.retain(|a| a.member_id != member);
+        let mut state = self.lock();
+        if let Some(error) = state.failure(Failing::Disarm) {
+            return Err(error);
+        }
+        state.alarms.retain(|a| a.member_id != member);
         Ok(())
     }
 
     async fn write_probe(&self, via: &str) -> Result<(), CallError> {
         self.record(Call::WriteProbe(name_of(via)));
+        if let Some(error) = self.lock().failure(Failing::WriteProbe) {
+            return Err(error);
+        }
         if self
             .lock()
             .alarms

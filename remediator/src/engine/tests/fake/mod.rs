@@ -55,6 +55,15 @@ pub(crate) enum SnapshotBehavior {
     Endless,
 }
 
+/// Calls that can be made to fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Failing {
+    Defragment,
+    Compact,
+    Disarm,
+    WriteProbe,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum MoveBehavior {
     Moves,
@@ -89,7 +98,8 @@ struct State {
     defrag_takes: Duration,
     /// The Defragment call answers nothing (the connection drops) but etcd goes on.
     defrag_answer_lost: bool,
-    defrag_error: Option<CallError>,
+    /// Calls that answer with an error.
+    failing: Vec<(Failing, CallError)>,
     leader_defrag_allowed: bool,
     snapshot: SnapshotBehavior,
     move_leader: MoveBehavior,
@@ -143,7 +153,7 @@ impl FakeEtcd {
                 script: vec![],
                 defrag_takes: Duration::from_secs(2),
                 defrag_answer_lost: false,
-                defrag_error: None,
+                failing: vec![],
                 leader_defrag_allowed: false,
                 snapshot: SnapshotBehavior::Good,
                 move_leader: MoveBehavior::Moves,
@@ -243,6 +253,15 @@ impl FakeEtcd {
     }
 }
 
+impl State {
+    fn failure(&self, call: Failing) -> Option<CallError> {
+        self.failing
+            .iter()
+            .find(|(failing, _)| *failing == call)
+            .map(|(_, error)| error.clone())
+    }
+}
+
 fn apply(state: &mut State, action: Action) {
     let find =
         |state: &mut State, name: &str| state.members.iter_mut().position(|m| m.name == name);
@@ -309,8 +328,9 @@ impl Settings<'_> {
     pub(crate) fn defrag_answer_lost(&mut self) {
         self.0.defrag_answer_lost = true;
     }
-    pub(crate) fn defrag_error(&mut self, error: CallError) {
-        self.0.defrag_error = Some(error);
+    /// `call` answers `error` (every time).
+    pub(crate) fn fail(&mut self, call: Failing, error: CallError) {
+        self.0.failing.push((call, error));
     }
     pub(crate) fn leader_defrag_allowed(&mut self) {
         self.0.leader_defrag_allowed = true;
