@@ -331,9 +331,12 @@ async fn untouched(cluster: &EtcdCluster, snapshots: &Path) -> Result<Untouched>
     })
 }
 
-fn ensure_refused(report: &RunReport, reason: &str) -> Result<()> {
+/// Refused with `kind` (what alerts and tests match on), the reason saying `reason`.
+fn ensure_refused(report: &RunReport, kind: &str, reason: &str) -> Result<()> {
     let text = report_text(report);
     ensure!(report.outcome == Outcome::Failed, "{text}");
+    ensure!(report.refused, "{text}");
+    ensure!(report.error_kind.as_deref() == Some(kind), "{text}");
     let got = report.reason.as_deref().unwrap_or_default();
     ensure!(got.starts_with("refused: "), "not a refusal: {got}");
     ensure!(got.contains(reason), "expected {reason:?} in {got:?}");
@@ -355,7 +358,7 @@ async fn a_member_down_before_the_run_is_refused_without_change(
     let snapshots = tempfile::tempdir()?;
     let before = untouched(&cluster, snapshots.path()).await?;
     let (report, _) = remediate(config(&cluster, snapshots.path(), "")?, cli()).await?;
-    ensure_refused(&report, "is not answering")?;
+    ensure_refused(&report, "member_down", "is not answering")?;
     ensure!(untouched(&cluster, snapshots.path()).await? == before);
     ensure!(assert_one_defrag_at_a_time(&cluster)?
         .iter()
@@ -376,7 +379,11 @@ async fn a_corrupt_alarm_is_refused_without_change(version: EtcdVersion) -> Resu
         .await?;
     let snapshots = tempfile::tempdir()?;
     let (report, _) = remediate(config(&cluster, snapshots.path(), "")?, cli()).await?;
-    ensure_refused(&report, "CORRUPT alarm raised by member m1")?;
+    ensure_refused(
+        &report,
+        "corrupt_alarm",
+        "CORRUPT alarm raised by member m1",
+    )?;
     ensure!(report
         .reason
         .as_deref()
@@ -400,7 +407,7 @@ async fn a_single_member_cluster_is_refused_unless_forced() -> Result<()> {
     let snapshots = tempfile::tempdir()?;
     let before = untouched(&cluster, snapshots.path()).await?;
     let (report, _) = remediate(config(&cluster, snapshots.path(), "")?, cli()).await?;
-    ensure_refused(&report, "1 voting member")?;
+    ensure_refused(&report, "too_few_members", "1 voting member")?;
     ensure!(untouched(&cluster, snapshots.path()).await? == before);
 
     let forced = RunOptions {
@@ -437,9 +444,9 @@ async fn an_unwritable_snapshot_dir_is_refused_before_any_change() -> Result<()>
         ..cli()
     };
     let (report, _) = remediate(config(&cluster, &snapshots, "")?, dry).await?;
-    ensure_refused(&report, "snapshot directory")?;
+    ensure_refused(&report, "snapshot_dir", "snapshot directory")?;
     let (report, _) = remediate(config(&cluster, &snapshots, "")?, cli()).await?;
-    ensure_refused(&report, "snapshot directory")?;
+    ensure_refused(&report, "snapshot_dir", "snapshot directory")?;
     let reason = report.reason.as_deref().unwrap_or_default();
     ensure!(
         reason.contains("not-a-directory is not a directory"),
@@ -678,6 +685,7 @@ async fn a_killed_follower_stops_the_run_before_the_next_member(
     let report = run.await?;
     let text = report_text(&report);
     ensure!(report.outcome == Outcome::Partial, "{text}");
+    ensure!(report.error_kind.as_deref() == Some("no_quorum"), "{text}");
     let reason = report.reason.as_deref().unwrap_or_default();
     ensure!(
         reason.contains("stopped before") && reason.contains("voting members are up"),

@@ -962,8 +962,18 @@ async fn a_live_nospace_alarm_goes_ahead_inside_the_cooldown() -> Result<()> {
     let refused = answer["decision"]["run_id"].as_i64().context("run id")?;
     let run = service.wait_for_run(refused, RUN_TIMEOUT).await?;
     ensure!(
-        run["outcome"] == "failed" && run["refused"] == true,
+        run["outcome"] == "failed" && run["refused"] == true && run["error_kind"] == "member_down",
         "{run}"
+    );
+    let metrics = service.metrics().await?;
+    let failures = metric(
+        &metrics,
+        "etcdmedic_remediation_failures_total",
+        &[("etcd_cluster", "prod-a"), ("kind", "member_down")],
+    );
+    ensure!(
+        failures == Some(1.0),
+        "failures_total: {failures:?}\n{metrics}"
     );
     cluster.restart(2).await?;
 
