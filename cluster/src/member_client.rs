@@ -53,8 +53,10 @@ pub struct MemberClient {
     /// What status collection uses, kept between calls. Only these two of etcd-client's
     /// eight service clients are kept: with hundreds of members the rest added up.
     status_clients: OnceCell<StatusClients>,
-    /// The full client, for the remediator's calls, made on first use and kept.
-    full_client: OnceCell<Client>,
+    /// The full client, for the remediator's calls, made on first use and kept. Boxed: a
+    /// `Client` is kilobytes, and the exporter, which never makes one, keeps hundreds of
+    /// members.
+    full_client: OnceCell<Box<Client>>,
 }
 
 #[derive(Clone)]
@@ -105,8 +107,10 @@ impl MemberClient {
     pub async fn client(&self, timeout: Duration) -> Result<Client, ProbeError> {
         let connect = self
             .full_client
-            .get_or_try_init(|| Box::pin(self.connect()));
-        self.within(timeout, connect).await.cloned()
+            .get_or_try_init(|| async { Box::pin(self.connect()).await.map(Box::new) });
+        self.within(timeout, connect)
+            .await
+            .map(|client| Client::clone(client))
     }
 
     /// [`within`], and a failure that followed the member's request for a client

@@ -121,6 +121,16 @@ async fn a_stop_does_not_cut_short_a_handover_nobody_follows() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_stop_during_the_check_after_the_run_lets_it_finish() {
+    let fake = fragmented().on(Call::HashKv("m1".into(), 1000), Action::Stop);
+    let ran = Scenario::new(fake).run().await;
+    ran.assert_safe();
+    // Every member was done: the check is part of the run's end, not a new member.
+    assert_eq!(ran.report.outcome, Outcome::Succeeded, "{ran:?}");
+    assert!(ran.report.hash_check.as_ref().is_some_and(|c| c.consistent));
+}
+
+#[tokio::test(start_paused = true)]
 async fn waiting_for_members_to_serve_reads_reports_how_long_it_took() {
     let fake = fragmented().member("m3", |m| m.defragmenting_for(Duration::from_secs(25)));
     let remediator = Remediator::with(fake, Default::default());

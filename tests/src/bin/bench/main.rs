@@ -172,7 +172,8 @@ async fn run(cli: &Cli) -> Result<String> {
         "Written by `make bench` ([tests/src/bin/bench](../tests/src/bin/bench)); every \
          figure below comes from one run of it. Release build, everything on 127.0.0.1, etcd \
          data on the machine's disk (not tmpfs), so each raft proposal (an AlarmList, a put) \
-         pays a real WAL fsync.\n"
+         pays a real WAL fsync. Each part starts after a `sync`, so the gigabytes the \
+         previous one wrote are not still being written back under it.\n"
     )?;
     writeln!(
         out,
@@ -185,10 +186,12 @@ async fn run(cli: &Cli) -> Result<String> {
         out.push_str(&exporter_sections(cli).await?);
     }
     if cli.parts.contains(&Part::Silent) {
+        quiet_disk();
         let outcome = silent::run().await?;
         silent::section(&mut out, &outcome)?;
     }
     if cli.parts.contains(&Part::Remediation) {
+        quiet_disk();
         let settings = remediation::Settings {
             version: EtcdVersion::V3_4,
             in_use_mb: cli.in_use_mb,
@@ -198,11 +201,19 @@ async fn run(cli: &Cli) -> Result<String> {
         remediation::section(&mut out, &settings, &outcome, &remediation_etcd)?;
     }
     if cli.parts.contains(&Part::Webhook) {
+        quiet_disk();
         let outcome = webhook::run().await?;
         webhook::section(&mut out, &outcome)?;
     }
     writeln!(out, "Reproduce with `make bench` (it rewrites this file).")?;
     Ok(out)
+}
+
+/// Flushes what earlier parts wrote, so their writeback does not stall the next part's
+/// fsyncs.
+fn quiet_disk() {
+    eprintln!("bench: sync");
+    nix::unistd::sync();
 }
 
 async fn exporter_sections(cli: &Cli) -> Result<String> {
