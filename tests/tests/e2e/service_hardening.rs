@@ -35,6 +35,26 @@ fn write_config(dir: &Path, clusters: &str, remediator_extra: &str) -> Result<Pa
     Ok(path)
 }
 
+/// `serve --config <config>` on a free port, with `extra` arguments.
+fn serve(config: &Path, extra: &[&str]) -> Result<tokio::process::Command> {
+    let mut command = tokio::process::Command::new(project_binary("etcdmedic-remediator")?);
+    command
+        .args(["serve", "--config"])
+        .arg(config)
+        .args(["--listen", "127.0.0.1:0"])
+        .args(extra)
+        .kill_on_drop(true);
+    Ok(command)
+}
+
+/// [`serve`] that is expected to refuse to start: its output once it exited (30 s at most).
+async fn serve_until_exit(config: &Path) -> Result<std::process::Output> {
+    tokio::time::timeout(Duration::from_secs(30), serve(config, &[])?.output())
+        .await
+        .context("serve did not exit")?
+        .context("running serve")
+}
+
 fn fragmentation_alert(cluster: &str, annotation: &str, instance: usize) -> Value {
     json!({
         "labels": {"alertname": "EtcdmedicDatabaseHighFragmentation", "etcd_cluster": cluster,
@@ -191,20 +211,7 @@ async fn a_truncated_state_file_is_refused_unless_told_to_start_afresh() -> Resu
         let _ = std::fs::remove_file(dir.path().join(leftover));
     }
 
-    let binary = project_binary("etcdmedic-remediator")?;
-    let serve = |extra: &'static [&'static str]| {
-        let mut command = tokio::process::Command::new(&binary);
-        command
-            .args(["serve", "--config"])
-            .arg(&config)
-            .args(["--listen", "127.0.0.1:0"])
-            .args(extra)
-            .kill_on_drop(true);
-        command
-    };
-    let refused = tokio::time::timeout(Duration::from_secs(30), serve(&[]).output())
-        .await
-        .context("serve did not exit")??;
+    let refused = serve_until_exit(&config).await?;
     let err = String::from_utf8_lossy(&refused.stderr).into_owned();
     ensure!(
         refused.status.code() == Some(2),
@@ -224,7 +231,7 @@ async fn a_truncated_state_file_is_refused_unless_told_to_start_afresh() -> Resu
     );
 
     // Told to, it starts afresh: not paused any more.
-    let mut fresh = serve(&["--init-state"]).spawn()?;
+    let mut fresh = serve(&config, &["--init-state"])?.spawn()?;
     let started = eventually("the state is initialised", SETTLE, || async {
         let connection = rusqlite::Connection::open(&state)?;
         let version: i64 = connection.query_row("PRAGMA user_version", [], |row| row.get(0))?;
@@ -258,16 +265,7 @@ async fn a_second_service_on_the_same_state_file_refuses_to_start() -> Result<()
     let state = dir.path().join("state.sqlite");
     let before = std::fs::read(&state)?;
 
-    let binary = project_binary("etcdmedic-remediator")?;
-    let second = tokio::process::Command::new(&binary)
-        .args(["serve", "--config"])
-        .arg(&config)
-        .args(["--listen", "127.0.0.1:0"])
-        .kill_on_drop(true)
-        .output();
-    let second = tokio::time::timeout(Duration::from_secs(30), second)
-        .await
-        .context("the second serve did not exit")??;
+    let second = serve_until_exit(&config).await?;
     let err = String::from_utf8_lossy(&second.stderr).into_owned();
     ensure!(
         second.status.code() == Some(2),

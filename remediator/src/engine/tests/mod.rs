@@ -167,6 +167,14 @@ impl Ran {
             .collect()
     }
 
+    /// The MoveLeader calls made.
+    pub(super) fn moves(&self) -> Vec<Call> {
+        self.actions()
+            .into_iter()
+            .filter(|call| matches!(call, Call::MoveLeader { .. }))
+            .collect()
+    }
+
     pub(super) fn warnings(&self) -> Vec<&str> {
         self.events
             .iter()
