@@ -93,10 +93,6 @@ impl<E: Etcd> Remediator<E> {
         self.etcd.collect().await
     }
 
-    pub fn settings(&self) -> &RemediationSettings {
-        &self.settings
-    }
-
     #[cfg(test)]
     pub(crate) fn etcd(&self) -> &E {
         &self.etcd

@@ -326,9 +326,9 @@ async fn set_paused(app: App, paused: bool) -> Response {
 }
 
 async fn status(State(app): State<App>) -> Response {
-    let (paused, clusters) = match (app.scheduler.paused().await, app.scheduler.queues().await) {
-        (Ok(paused), Ok(clusters)) => (paused, clusters),
-        (Err(err), _) | (_, Err(err)) => return unavailable(err),
+    let (paused, clusters) = match app.scheduler.status().await {
+        Ok(status) => status,
+        Err(err) => return unavailable(err),
     };
     Json(json!({ "paused": paused, "clusters": clusters })).into_response()
 }

@@ -47,12 +47,32 @@ fn serve(config: &Path, extra: &[&str]) -> Result<tokio::process::Command> {
     Ok(command)
 }
 
-/// [`serve`] that is expected to refuse to start: its output once it exited (30 s at most).
-async fn serve_until_exit(config: &Path) -> Result<std::process::Output> {
-    tokio::time::timeout(Duration::from_secs(30), serve(config, &[])?.output())
+/// Runs [`serve`], which must refuse to start (exit status 2, within 30 s): its stderr.
+async fn refused_start(config: &Path) -> Result<String> {
+    let output = tokio::time::timeout(Duration::from_secs(30), serve(config, &[])?.output())
         .await
         .context("serve did not exit")?
-        .context("running serve")
+        .context("running serve")?;
+    let err = String::from_utf8_lossy(&output.stderr).into_owned();
+    ensure!(
+        output.status.code() == Some(2),
+        "exit {:?}: {err}",
+        output.status.code()
+    );
+    Ok(err)
+}
+
+/// A service for one cluster that never answers, paused (so its state file holds something):
+/// its config file in `dir`, and the service.
+async fn paused_service(dir: &Path) -> Result<(PathBuf, RemediatorService)> {
+    let config = write_config(
+        dir,
+        "  - name: prod-a\n    endpoints: [http://127.0.0.1:1]\n",
+        "",
+    )?;
+    let service = RemediatorService::start(&config, Some(TOKEN)).await?;
+    ensure!(service.post("/api/v1/pause").await?.0 == 200);
+    Ok((config, service))
 }
 
 fn fragmentation_alert(cluster: &str, annotation: &str, instance: usize) -> Value {
@@ -197,13 +217,7 @@ async fn a_notification_of_thousands_of_alerts_gets_through() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_truncated_state_file_is_refused_unless_told_to_start_afresh() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let config = write_config(
-        dir.path(),
-        "  - name: prod-a\n    endpoints: [http://127.0.0.1:1]\n",
-        "",
-    )?;
-    let mut service = RemediatorService::start(&config, Some(TOKEN)).await?;
-    ensure!(service.post("/api/v1/pause").await?.0 == 200);
+    let (config, mut service) = paused_service(dir.path()).await?;
     service.terminate(Duration::from_secs(20)).await?;
     let state = dir.path().join("state.sqlite");
     std::fs::write(&state, "")?;
@@ -211,13 +225,7 @@ async fn a_truncated_state_file_is_refused_unless_told_to_start_afresh() -> Resu
         let _ = std::fs::remove_file(dir.path().join(leftover));
     }
 
-    let refused = serve_until_exit(&config).await?;
-    let err = String::from_utf8_lossy(&refused.stderr).into_owned();
-    ensure!(
-        refused.status.code() == Some(2),
-        "exit {:?}: {err}",
-        refused.status.code()
-    );
+    let err = refused_start(&config).await?;
     ensure!(
         err.contains(&format!(
             "state store {}: the file is empty (0 bytes), not etcdmedic's state",
@@ -255,23 +263,11 @@ async fn a_truncated_state_file_is_refused_unless_told_to_start_afresh() -> Resu
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_service_on_the_same_state_file_refuses_to_start() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let config = write_config(
-        dir.path(),
-        "  - name: prod-a\n    endpoints: [http://127.0.0.1:1]\n",
-        "",
-    )?;
-    let first = RemediatorService::start(&config, Some(TOKEN)).await?;
-    ensure!(first.post("/api/v1/pause").await?.0 == 200);
+    let (config, first) = paused_service(dir.path()).await?;
     let state = dir.path().join("state.sqlite");
     let before = std::fs::read(&state)?;
 
-    let second = serve_until_exit(&config).await?;
-    let err = String::from_utf8_lossy(&second.stderr).into_owned();
-    ensure!(
-        second.status.code() == Some(2),
-        "exit {:?}: {err}",
-        second.status.code()
-    );
+    let err = refused_start(&config).await?;
     ensure!(
         err.contains(&format!(
             "state store {} is in use by another etcdmedic-remediator serve (pid {})",

@@ -235,8 +235,10 @@ impl Scheduler {
         Ok(())
     }
 
-    pub async fn paused(&self) -> Result<bool, StoreError> {
-        self.on_ledger(|ledger| ledger.paused).await
+    /// Whether runs are paused, and each cluster's queue, as one view.
+    pub async fn status(&self) -> Result<(bool, Vec<ClusterQueue>), StoreError> {
+        self.on_ledger(|ledger| (ledger.paused, ledger.queues()))
+            .await
     }
 
     pub async fn ping(&self) -> Result<(), StoreError> {
@@ -252,8 +254,9 @@ impl Scheduler {
         self.on_ledger(move |ledger| ledger.run(id)).await?
     }
 
-    pub async fn queues(&self) -> Result<Vec<ClusterQueue>, StoreError> {
-        self.on_ledger(|ledger| ledger.queues()).await
+    #[cfg(test)]
+    async fn queues(&self) -> Result<Vec<ClusterQueue>, StoreError> {
+        Ok(self.status().await?.1)
     }
 
     /// Closes the store (releasing its file for the next service) once everything asked of

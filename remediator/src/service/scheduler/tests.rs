@@ -188,7 +188,7 @@ async fn the_queue_and_the_pause_switch_survive_a_restart() {
         decided[0].run_id
     };
     let scheduler = scheduler(dir.path());
-    assert!(scheduler.paused().await.unwrap());
+    assert!(scheduler.status().await.unwrap().0);
     assert_eq!(scheduler.queues().await.unwrap()[0].queued_run, id);
     // The restored run still knows its alert: resolving it cancels the run.
     let resolved = send(

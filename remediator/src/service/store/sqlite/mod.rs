@@ -11,8 +11,8 @@ use prometheus_client::metrics::counter::Counter;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{
-    schema, unix, AlertRecord, InterruptedRun, RunDetail, RunFilter, RunSummary, StateStore,
-    StoreError, StoreResult, Transaction, INTERRUPTED_BY_EXIT,
+    in_transaction, schema, unix, AlertRecord, InterruptedRun, RunDetail, RunFilter, RunSummary,
+    StateStore, StoreError, StoreResult, Transaction, INTERRUPTED_BY_EXIT,
 };
 use crate::lock::{FileLock, LockError};
 use crate::report::{Outcome, RunReport};
@@ -21,7 +21,7 @@ mod rows;
 mod transaction;
 
 use rows::{Rows, RUN_COLUMNS};
-use transaction::{finish, SqliteTransaction};
+use transaction::SqliteTransaction;
 
 pub(crate) struct SqliteStore {
     connection: Connection,
@@ -165,21 +165,19 @@ impl StateStore for SqliteStore {
                 cluster: run.cluster,
             })
             .collect();
-        let tx = self
-            .connection
-            .transaction()
-            .map_err(|e| StoreError::sqlite(&self.path, e))?;
-        for InterruptedRun { id, cluster } in &runs {
-            let report = RunReport::ended(
-                cluster,
-                "",
-                false,
-                Outcome::Interrupted,
-                INTERRUPTED_BY_EXIT.into(),
-            );
-            finish(&tx, *id, &report).map_err(|e| StoreError::sqlite(&self.path, e))?;
-        }
-        tx.commit().map_err(|e| StoreError::sqlite(&self.path, e))?;
+        in_transaction(self, |tx| {
+            for InterruptedRun { id, cluster } in &runs {
+                let report = RunReport::ended(
+                    cluster,
+                    "",
+                    false,
+                    Outcome::Interrupted,
+                    INTERRUPTED_BY_EXIT.into(),
+                );
+                tx.finish(*id, &report)?;
+            }
+            Ok(())
+        })?;
         Ok(runs)
     }
 

@@ -105,7 +105,7 @@ impl Transaction for SqliteTransaction<'_> {
     }
 }
 
-pub(super) fn finish(tx: &Connection, id: i64, report: &RunReport) -> rusqlite::Result<()> {
+fn finish(tx: &Connection, id: i64, report: &RunReport) -> rusqlite::Result<()> {
     let json = serde_json::to_string(report)
         .map_err(|err| rusqlite::Error::ToSqlConversionFailure(Box::new(err)))?;
     tx.execute(
