@@ -7,7 +7,7 @@ mod name;
 mod remediation;
 mod unknown_keys;
 
-pub use file::{LeaderMoveFailure, LeaderPolicy};
+pub use file::{LeaderMoveFailure, LeaderPolicy, OnBusy};
 pub use name::ClusterName;
 pub use remediation::RemediationSettings;
 

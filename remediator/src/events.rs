@@ -13,7 +13,7 @@ use crate::report::{MemberRef, StepKind, StepRecord};
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
     Planned {
-        plan: Plan,
+        plan: Box<Plan>,
     },
     Started {
         step: StepKind,
@@ -31,6 +31,10 @@ pub enum Event {
         record: StepRecord,
     },
     Warning {
+        message: String,
+    },
+    /// A decision the run made on its own (the leader's fate under `leader: auto`).
+    Decided {
         message: String,
     },
 }

@@ -9,6 +9,7 @@
 //! - `snapshot`: verified snapshots on disk and their retention.
 //! - [`places`]: the snapshot directories and state file a configuration names, checked.
 //! - `lock`: one run per cluster at a time, one service per state file.
+//! - [`forecast`]: learned rates, predicted step durations, and `leader: auto`'s choice.
 //! - [`events`]: what a run reports while it happens.
 //! - [`report`]: the record of a run (JSON).
 //! - [`output`]: the `run` command's text output.
@@ -19,6 +20,7 @@
 pub mod cli;
 mod engine;
 pub mod events;
+pub mod forecast;
 mod lock;
 pub mod output;
 pub mod places;

@@ -118,6 +118,9 @@ async fn run(args: RunArgs) -> CommandResult<anyhow::Error> {
         dry_run: args.dry_run,
         force: args.force,
         trigger: "cli".into(),
+        // The service's history is its own; a one-shot run learns from its followers.
+        history: Default::default(),
+        finish_by: None,
     };
     let report = remediator.run(&options, &events, &stop).await;
     drop(events);

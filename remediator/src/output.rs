@@ -34,6 +34,15 @@ impl TextProgress {
                 for line in plan::describe(plan) {
                     text.push_str(&format!("{:11}{line}\n", ""));
                 }
+                if let Some(forecast) = &plan.forecast {
+                    text.push_str(&format!(
+                        "{:11}predicted: {:.2}s in all (defragmentation at {}/s, {})\n",
+                        "",
+                        forecast.total.as_secs_f64(),
+                        human_bytes(forecast.rates.defrag.bytes_per_second as u64),
+                        forecast.rates.defrag.basis.as_str()
+                    ));
+                }
                 Some(text.trim_end().to_string())
             }
             Event::Started { step, member } => Some(format!(
@@ -55,7 +64,7 @@ impl TextProgress {
                 elapsed.as_secs_f64()
             )),
             Event::Finished { record } => Some(format!(
-                "{at} {} {}{}: {} ({:.2}s)",
+                "{at} {} {}{}: {} ({:.2}s{})",
                 if record.ok { "ok  " } else { "FAIL" },
                 record.step.as_str(),
                 record
@@ -64,9 +73,14 @@ impl TextProgress {
                     .map(|m| format!(" {}", m.name))
                     .unwrap_or_default(),
                 record.detail,
-                record.duration.as_secs_f64()
+                record.duration.as_secs_f64(),
+                record
+                    .predicted
+                    .map(|p| format!(", predicted {:.2}s", p.as_secs_f64()))
+                    .unwrap_or_default()
             )),
             Event::Warning { message } => Some(format!("{at} warning: {message}")),
+            Event::Decided { message } => Some(format!("{at} decided: {message}")),
         }
     }
 }
@@ -79,6 +93,17 @@ pub fn summary(report: &RunReport) -> String {
         report.cluster,
         report.duration().as_secs_f64()
     );
+    if let Some(forecast) = report.plan.as_ref().and_then(|p| p.forecast.as_ref()) {
+        if !report.dry_run {
+            text.push_str(&format!(
+                " (predicted {:.2}s)",
+                forecast.total.as_secs_f64()
+            ));
+        }
+    }
+    if let Some(choice) = &report.leader_choice {
+        text.push_str(&format!("\n  leader: {}", choice.reason));
+    }
     if let Some(reason) = &report.reason {
         text.push_str(&format!("\n  reason: {reason}"));
     }

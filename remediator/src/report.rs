@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime};
 use etcdmedic_cluster::model::{Alarm, MemberId};
 use serde::{Deserialize, Serialize};
 
+use crate::forecast::LeaderChoice;
 use crate::plan::Plan;
 
 /// How a run ended.
@@ -76,6 +77,8 @@ impl Outcome {
 #[serde(rename_all = "snake_case")]
 pub enum StepKind {
     Preflight,
+    /// The quiet-cluster gate, before the snapshot and before each member.
+    QuietCheck,
     Compact,
     Snapshot,
     QuorumCheck,
@@ -90,6 +93,7 @@ impl StepKind {
     pub fn as_str(self) -> &'static str {
         match self {
             StepKind::Preflight => "preflight",
+            StepKind::QuietCheck => "quiet check",
             StepKind::Compact => "compact",
             StepKind::Snapshot => "snapshot",
             StepKind::QuorumCheck => "quorum check",
@@ -129,6 +133,13 @@ pub struct StepRecord {
     pub ok: bool,
     /// What happened, in a sentence: sizes, revisions, or the error.
     pub detail: String,
+    /// What the plan's forecast said this step would take.
+    #[serde(
+        with = "option_seconds",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub predicted: Option<Duration>,
 }
 
 /// What happened to one member.
@@ -232,6 +243,9 @@ pub struct RunReport {
     pub compacted_at_revision: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub leader_move: Option<LeaderMove>,
+    /// What was done with the leader at its turn, and the prediction that decided it.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub leader_choice: Option<LeaderChoice>,
     pub alarms_disarmed: Vec<Alarm>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub hash_check: Option<HashCheck>,
@@ -266,6 +280,7 @@ impl RunReport {
             snapshot: None,
             compacted_at_revision: None,
             leader_move: None,
+            leader_choice: None,
             alarms_disarmed: vec![],
             hash_check: None,
             members: vec![],

@@ -7,6 +7,7 @@
 //! - [`etcd`]: [`EtcdCluster`], configured with a builder, killed and removed on drop.
 //! - [`certs`]: a throw-away PKI for TLS clusters.
 //! - [`workload`]: fragmenting and NOSPACE-filling writes.
+//! - [`load`]: steady client writes during a run, every failure kept with its time.
 //! - [`exporter`]: the exporter on a free port, in-process.
 //! - [`generated`]: the Kubernetes copies of the alert rules and dashboards, rendered.
 //! - [`exposition`]: parsing `/metrics` output for assertions.
@@ -25,6 +26,7 @@ pub mod etcd;
 pub mod exporter;
 pub mod exposition;
 pub mod generated;
+pub mod load;
 pub mod poll;
 pub mod ports;
 pub mod process;

@@ -120,6 +120,10 @@ pub struct RemediationFile {
     pub compact_first: Option<bool>,
     #[serde(default)]
     pub leader: Option<LeaderPolicy>,
+    /// `leader: auto` defragments the leader in place when its predicted defragmentation is
+    /// shorter than this, and moves leadership first otherwise.
+    #[serde(default, with = "humantime_serde")]
+    pub leader_in_place_below: Option<Duration>,
     #[serde(default)]
     pub on_leader_move_failure: Option<LeaderMoveFailure>,
     /// NOSPACE is disarmed only once every member's db size is below quota x this.
@@ -132,6 +136,28 @@ pub struct RemediationFile {
     /// count as caught up.
     #[serde(default)]
     pub max_applied_lag: Option<u64>,
+    /// The quiet-cluster gate: before the snapshot and before each member, the cluster's
+    /// write rate (raft entries per second) must be at most this. Unset: no gate.
+    #[serde(default)]
+    pub max_write_rate: Option<f64>,
+    /// How long the gate waits for a busy cluster to quieten.
+    #[serde(default, with = "humantime_serde")]
+    pub quiet_wait: Option<Duration>,
+    /// What a busy cluster gets.
+    #[serde(default)]
+    pub on_busy: Option<OnBusy>,
+}
+
+/// What the quiet-cluster gate does when the cluster writes faster than `max_write_rate`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnBusy {
+    /// Wait up to `quiet_wait` for it to quieten, then end the run (`cluster_busy`).
+    Wait,
+    /// End the run at once (`cluster_busy`); the service tries again later.
+    Defer,
+    /// Wait up to `quiet_wait`, then go on anyway with a warning.
+    Proceed,
 }
 
 /// The webhook service. Every key is optional; defaults are in
@@ -240,8 +266,12 @@ pub struct GrafanaFile {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LeaderPolicy {
+    /// Decided at the leader's turn from the defragmentation throughput measured on the
+    /// followers (or earlier runs): in place when the predicted stall is shorter than
+    /// `leader_in_place_below`, else `move_then_defrag` (the default).
+    Auto,
     /// Hand leadership to a defragmented follower, then defragment the old leader as a
-    /// follower (the default).
+    /// follower.
     MoveThenDefrag,
     /// Defragment the leader where it is: every client of the cluster waits meanwhile.
     DefragInPlace,

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::file::{LeaderMoveFailure, LeaderPolicy, RemediationFile};
+use super::file::{LeaderMoveFailure, LeaderPolicy, OnBusy, RemediationFile};
 use crate::defrag_rule::DefragRule;
 use crate::error::ConfigProblems;
 use crate::tls;
@@ -15,8 +15,14 @@ pub const DEFAULT_SNAPSHOT_DIR: &str = "/var/lib/etcdmedic/snapshots";
 pub const DEFAULT_SNAPSHOT_RETENTION: usize = 5;
 pub const DEFAULT_SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 pub const DEFAULT_DEFRAG_TIMEOUT: Duration = Duration::from_secs(10 * 60);
-pub const DEFAULT_SETTLE_TIME: Duration = Duration::from_secs(5);
+/// The quorum and catch-up checks already gate every member; a pause only lengthens the run
+/// (docs/benchmarks.md, "When and how etcdmedic acts").
+pub const DEFAULT_SETTLE_TIME: Duration = Duration::ZERO;
+/// Well under etcd's 7 s request timeout and the shortest lease TTL worth assuming: a stall
+/// this short costs clients a slow request, never a failed one.
+pub const DEFAULT_LEADER_IN_PLACE_BELOW: Duration = Duration::from_secs(1);
 pub const DEFAULT_DISARM_NOSPACE_BELOW: f64 = 0.9;
+pub const DEFAULT_QUIET_WAIT: Duration = Duration::from_secs(5 * 60);
 /// etcd itself refuses to promote a learner further behind than this; a voting member this
 /// far behind is not one to hand work to either.
 pub const DEFAULT_MAX_APPLIED_LAG: u64 = 1000;
@@ -36,10 +42,17 @@ pub struct RemediationSettings {
     pub settle_time: Duration,
     pub compact_first: bool,
     pub leader: LeaderPolicy,
+    #[serde(with = "humantime_serde")]
+    pub leader_in_place_below: Duration,
     pub on_leader_move_failure: LeaderMoveFailure,
     pub disarm_nospace_below: f64,
     pub allow_single_member: bool,
     pub max_applied_lag: u64,
+    /// Raft entries per second; `None`: no quiet-cluster gate.
+    pub max_write_rate: Option<f64>,
+    #[serde(with = "humantime_serde")]
+    pub quiet_wait: Duration,
+    pub on_busy: OnBusy,
 }
 
 impl Default for RemediationSettings {
@@ -52,11 +65,15 @@ impl Default for RemediationSettings {
             defrag_timeout: DEFAULT_DEFRAG_TIMEOUT,
             settle_time: DEFAULT_SETTLE_TIME,
             compact_first: false,
-            leader: LeaderPolicy::MoveThenDefrag,
+            leader: LeaderPolicy::Auto,
+            leader_in_place_below: DEFAULT_LEADER_IN_PLACE_BELOW,
             on_leader_move_failure: LeaderMoveFailure::Stop,
             disarm_nospace_below: DEFAULT_DISARM_NOSPACE_BELOW,
             allow_single_member: false,
             max_applied_lag: DEFAULT_MAX_APPLIED_LAG,
+            max_write_rate: None,
+            quiet_wait: DEFAULT_QUIET_WAIT,
+            on_busy: OnBusy::Wait,
         }
     }
 }
@@ -130,6 +147,9 @@ pub(crate) fn resolve(
     if let Some((leader, _)) = pick!(leader) {
         settings.leader = leader;
     }
+    if let Some((bound, _)) = pick!(leader_in_place_below) {
+        settings.leader_in_place_below = bound;
+    }
     if let Some((policy, _)) = pick!(on_leader_move_failure) {
         settings.on_leader_move_failure = policy;
     }
@@ -147,6 +167,21 @@ pub(crate) fn resolve(
     }
     if let Some((lag, _)) = pick!(max_applied_lag) {
         settings.max_applied_lag = lag;
+    }
+    if let Some((rate, key)) = pick!(max_write_rate) {
+        if !(rate.is_finite() && rate > 0.0) {
+            problems.push(
+                key,
+                format!("{rate} is not a write rate: raft entries per second, above 0"),
+            );
+        }
+        settings.max_write_rate = Some(rate);
+    }
+    if let Some((wait, _)) = pick!(quiet_wait) {
+        settings.quiet_wait = wait;
+    }
+    if let Some((on_busy, _)) = pick!(on_busy) {
+        settings.on_busy = on_busy;
     }
 
     (problems.0.len() == before).then_some(settings)

@@ -83,7 +83,9 @@ pub(super) fn quorum_without(
 }
 
 /// Where leadership goes: a voting follower that answers and is within `max_applied_lag` of
-/// `leader`, preferring one defragmented in this run, then the most caught up.
+/// `leader`, the most caught up first (raft hands over only once the transferee's log
+/// matches the leader's, and the leader drops proposals until the transfer ends: the
+/// furthest-along follower keeps that window shortest), then one defragmented in this run.
 pub(super) fn leader_target(
     status: &ClusterStatus,
     leader: MemberId,
@@ -100,7 +102,13 @@ pub(super) fn leader_target(
         .filter_map(|m| Some((m, m.reachable()?)))
         .filter(|(_, s)| s.member_id != leader)
         .filter(|(_, s)| leader_applied.saturating_sub(s.raft_applied_index) <= max_applied_lag)
-        .max_by_key(|(_, s)| (defragmented.contains(&s.member_id), s.raft_applied_index))
+        .max_by_key(|(_, s)| {
+            (
+                s.raft_index,
+                s.raft_applied_index,
+                defragmented.contains(&s.member_id),
+            )
+        })
         .map(|(m, _)| member_ref(m))
         .ok_or(MoveFailure::NoTarget)
 }
@@ -211,12 +219,28 @@ mod tests {
     }
 
     #[test]
-    fn leadership_goes_to_a_defragmented_follower_first_then_the_most_caught_up() {
+    fn leadership_goes_to_the_most_caught_up_follower_then_a_defragmented_one() {
         let status = members(3, &[]);
-        // m2 has applied more than m3.
+        // m2 has applied more than m3: it takes over, defragmented or not.
         let to = leader_target(&status, MemberId(1), &[], 1000).unwrap();
         assert_eq!(to.name, "m2");
         let to = leader_target(&status, MemberId(1), &[MemberId(3)], 1000).unwrap();
+        assert_eq!(to.name, "m2");
+        // A follower further along in the log beats one that applied more.
+        let mut ahead = members(3, &[]);
+        if let Ok(m3) = &mut ahead.members[2].status {
+            m3.raft_index += 1;
+        }
+        let to = leader_target(&ahead, MemberId(1), &[], 1000).unwrap();
+        assert_eq!(to.name, "m3");
+        // Level with each other: the defragmented one.
+        let mut level = members(3, &[]);
+        for member in &mut level.members {
+            if let Ok(s) = &mut member.status {
+                s.raft_applied_index = 500;
+            }
+        }
+        let to = leader_target(&level, MemberId(1), &[MemberId(3)], 1000).unwrap();
         assert_eq!(to.name, "m3");
         // Too far behind to take over.
         assert_eq!(

@@ -32,6 +32,7 @@ impl<E: Etcd> Run<'_, E> {
         for planned in plan.defragment.iter().filter(|m| !m.is_leader) {
             self.check_stop()?;
             self.settle().await?;
+            self.quiet_gate(plan, Some(&planned.member)).await?;
             let status = self.quorum_check(&planned.member).await?;
             if status.is_leader() {
                 self.warn(format!(

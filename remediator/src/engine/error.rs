@@ -85,6 +85,32 @@ pub enum Refusal {
     NoRoom(String),
     #[error("{0}")]
     Locked(String),
+    #[error("{0}")]
+    ClusterBusy(Busy),
+    #[error(
+        "the run is predicted to take {}, and its maintenance window closes in {}; it waits \
+         for a longer window",
+        humantime::format_duration(*predicted),
+        humantime::format_duration(*closes_in)
+    )]
+    WindowTooShort {
+        predicted: Duration,
+        closes_in: Duration,
+    },
+}
+
+/// The quiet-cluster gate's verdict on a cluster that kept writing.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error(
+    "the cluster writes {rate:.1} raft entries/s, above max_write_rate {max}{}",
+    if waited.is_zero() { " (on_busy: defer)".to_string() } else {
+        format!(" after waiting {} (quiet_wait)", humantime::format_duration(*waited))
+    }
+)]
+pub struct Busy {
+    pub rate: f64,
+    pub max: f64,
+    pub waited: Duration,
 }
 
 /// Why a run stopped partway (some members may be done).
@@ -134,6 +160,8 @@ pub enum Stop {
     WritesRefused(CallError),
     #[error("verification could not complete: {0}")]
     VerifyIncomplete(String),
+    #[error("stopped before {member}: {busy}")]
+    ClusterBusy { member: MemberRef, busy: Busy },
     #[error(
         "the members' keyspaces differ at revision {revision}: {hashes}. A human must look \
          (etcd's data corruption guide); the snapshot taken before the run is in the report"
@@ -158,7 +186,7 @@ pub enum MoveFailure {
 
 /// Every kind [`RunError::kind`] can return: the report's `error_kind`, the service's
 /// `etcdmedic_remediation_failures_total{kind}`, and the README's table of refusals and stops.
-pub const KINDS: [&str; 23] = [
+pub const KINDS: [&str; 25] = [
     "membership_unknown",
     "alarms_unknown",
     "corrupt_alarm",
@@ -181,6 +209,8 @@ pub const KINDS: [&str; 23] = [
     "writes_refused",
     "verify_incomplete",
     "keyspace_mismatch",
+    "cluster_busy",
+    "window_too_short",
     "interrupted",
 ];
 
@@ -202,6 +232,8 @@ impl RunError {
                 Refusal::SnapshotDir(_) => "snapshot_dir",
                 Refusal::NoRoom(_) => "no_room",
                 Refusal::Locked(_) => "locked",
+                Refusal::ClusterBusy(_) => "cluster_busy",
+                Refusal::WindowTooShort { .. } => "window_too_short",
             },
             RunError::Stopped(stop) => match stop.as_ref() {
                 Stop::CompactFailed(_) => "compact_failed",
@@ -218,6 +250,7 @@ impl RunError {
                 Stop::WritesRefused(_) => "writes_refused",
                 Stop::VerifyIncomplete(_) => "verify_incomplete",
                 Stop::KeyspaceMismatch { .. } => "keyspace_mismatch",
+                Stop::ClusterBusy { .. } => "cluster_busy",
             },
         }
     }
@@ -249,6 +282,11 @@ mod tests {
     fn one_of_each() -> Vec<RunError> {
         let probe = || ProbeError::Timeout(Duration::from_secs(1));
         let call = || CallError::Timeout(Duration::from_secs(1));
+        let busy = || Busy {
+            rate: 2.0,
+            max: 1.0,
+            waited: Duration::ZERO,
+        };
         let member = || MemberRef {
             id: MemberId(1),
             name: "m1".into(),
@@ -281,6 +319,11 @@ mod tests {
             Refusal::SnapshotDir(String::new()),
             Refusal::NoRoom(String::new()),
             Refusal::Locked(String::new()),
+            Refusal::ClusterBusy(busy()),
+            Refusal::WindowTooShort {
+                predicted: Duration::from_secs(1),
+                closes_in: Duration::ZERO,
+            },
         ];
         let stops = [
             Stop::CompactFailed(call()),
@@ -321,6 +364,10 @@ mod tests {
             Stop::KeyspaceMismatch {
                 revision: 1,
                 hashes: String::new(),
+            },
+            Stop::ClusterBusy {
+                member: member(),
+                busy: busy(),
             },
         ];
         refusals

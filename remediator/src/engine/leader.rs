@@ -1,6 +1,8 @@
-//! Step 5: the leader's turn. Leadership moves to a defragmented follower first (unless the
-//! policy says to defragment in place), and the old leader is then defragmented as a
-//! follower. A member that lost leadership since the plan simply goes as a follower.
+//! Step 5: the leader's turn. Under `leader: auto` the leader is defragmented in place when
+//! the followers' measured throughput predicts a stall shorter than `leader_in_place_below`
+//! (no leadership transfer, so no proposal is dropped); otherwise leadership moves to the
+//! most caught-up follower first, and the old leader is defragmented as a follower. A member
+//! that lost leadership since the plan simply goes as a follower.
 
 use std::time::Duration;
 
@@ -8,12 +10,15 @@ use tokio::time::Instant;
 
 use etcdmedic_cluster::config::{LeaderMoveFailure, LeaderPolicy};
 
+use etcdmedic_cluster::model::EndpointStatus;
+
 use super::decide::{all_follow, leader_target};
 use super::error::{MoveFailure, RunError, Stop};
 use super::etcd::Etcd;
 use super::step::done;
 use super::wait::{Bounds, OnStop, Waiter};
 use super::Run;
+use crate::forecast::{defrag_samples, leader_choice, Rates};
 use crate::plan::{Plan, PlannedMember};
 use crate::report::{LeaderMove, MemberRef, StepKind};
 
@@ -33,29 +38,23 @@ impl<E: Etcd> Run<'_, E> {
         let leaders = plan.defragment.iter().filter(|m| m.is_leader).cloned();
         for planned in deferred.into_iter().chain(leaders) {
             self.check_stop()?;
-            self.defragment_leader(&planned.member, plan.voting_members)
-                .await?;
+            self.defragment_leader(plan, &planned.member).await?;
         }
         Ok(())
     }
 
-    async fn defragment_leader(
-        &mut self,
-        member: &MemberRef,
-        voting: usize,
-    ) -> Result<(), RunError> {
+    async fn defragment_leader(&mut self, plan: &Plan, member: &MemberRef) -> Result<(), RunError> {
+        let voting = plan.voting_members;
         self.settle().await?;
+        self.quiet_gate(plan, Some(member)).await?;
         let status = self.quorum_check(member).await?;
         if status.is_leader() && voting == 1 {
             self.warn(format!(
                 "{member} is the only voting member: every request waits until its \
                  defragmentation ends"
             ));
-        } else if status.is_leader() && self.settings.leader == LeaderPolicy::DefragInPlace {
-            self.warn(format!(
-                "defragmenting the leader {member} in place (leader: defrag_in_place): every \
-                 client of the cluster waits until it ends"
-            ));
+        } else if status.is_leader() && self.leader_stays(member, &status) {
+            // Already said why, by `leader_stays`.
         } else if status.is_leader() {
             if let Err(reason) = self.move_leader(member).await {
                 match self.settings.on_leader_move_failure {
@@ -84,6 +83,30 @@ impl<E: Etcd> Run<'_, E> {
                 error,
             })?;
         self.defragment(member, &status).await
+    }
+
+    /// Whether the leader is defragmented where it is, decided now (with what the followers
+    /// just measured) and recorded in the report.
+    fn leader_stays(&mut self, member: &MemberRef, status: &EndpointStatus) -> bool {
+        let samples: Vec<_> = defrag_samples(&self.report).collect();
+        let rates = Rates::learned(&samples, &self.history);
+        let choice = leader_choice(
+            self.settings.leader,
+            self.settings.leader_in_place_below,
+            status.db_size_in_use_bytes,
+            &rates.defrag,
+        );
+        let in_place = choice.in_place;
+        match self.settings.leader {
+            LeaderPolicy::DefragInPlace => self.warn(format!(
+                "defragmenting the leader {member} in place (leader: defrag_in_place): every \
+                 client of the cluster waits until it ends ({})",
+                choice.reason
+            )),
+            _ => self.decided(format!("{member}: {}", choice.reason)),
+        }
+        self.report.leader_choice = Some(choice);
+        in_place
     }
 
     /// Hands leadership from `leader` to the healthiest follower and waits until every

@@ -9,7 +9,8 @@
 //! # Layout
 //! - this file: the run, step by step, as the README tells it.
 //! - `etcd`: every call to etcd, behind a trait; `live`: that trait over etcd-client.
-//! - `preflight`, `take_snapshot`, `defragment`, `leader`, `nospace`, `verify`: the steps.
+//! - `preflight`, `quiet`, `take_snapshot`, `defragment`, `leader`, `nospace`, `verify`: the
+//!   steps.
 //! - `decide`: the steps' decisions as plain functions (quorum, leader target, disarm, hashes).
 //! - `step`: recording every step; `wait`: every wait, with its deadline and stop policy;
 //!   `error`: why a run ended early, typed, and the outcome that follows.
@@ -22,6 +23,7 @@ mod leader;
 mod live;
 mod nospace;
 mod preflight;
+mod quiet;
 mod step;
 mod take_snapshot;
 #[cfg(test)]
@@ -37,6 +39,7 @@ use etcdmedic_cluster::{ClusterConfig, RemediationSettings};
 use tokio_util::sync::CancellationToken;
 
 use crate::events::Events;
+use crate::forecast::History;
 use crate::plan::Plan;
 use crate::report::{MemberReport, Outcome, RunReport};
 pub use error::RunError;
@@ -52,6 +55,11 @@ pub struct RunOptions {
     pub force: bool,
     /// Recorded in the report: `cli`, or the alerts that asked.
     pub trigger: String,
+    /// What earlier runs of the cluster measured, for the forecast and `leader: auto`.
+    pub history: History,
+    /// When the maintenance window the run starts in closes: a run predicted to end later
+    /// is refused before it changes anything.
+    pub finish_by: Option<SystemTime>,
 }
 
 /// Remediates one cluster through `E` (etcd itself in production).
@@ -128,6 +136,7 @@ impl<E: Etcd> Remediator<E> {
         Run {
             etcd: &self.etcd,
             settings: &self.settings,
+            history: options.history.clone(),
             events,
             stop,
             report,
@@ -182,6 +191,7 @@ impl<E: Etcd> Remediator<E> {
 struct Run<'a, E> {
     etcd: &'a E,
     settings: &'a RemediationSettings,
+    history: History,
     events: &'a Events,
     stop: &'a CancellationToken,
     report: RunReport,
@@ -195,12 +205,17 @@ impl<E: Etcd> Run<'_, E> {
         if plan.is_empty() {
             return Ok(Ended::Skipped(skipped_because(&plan)));
         }
+        if let Some(finish_by) = options.finish_by {
+            fits_in_window(&plan, finish_by)?;
+        }
         // Room for the snapshot, checked before anything is created; a dry run stops here.
         let dir = self.room_for_snapshot(&plan).await?;
         if options.dry_run {
             return Ok(Ended::Planned);
         }
         let _lock = self.lock(&dir)?;
+        // The quiet-cluster gate, when set: before the snapshot loads the cluster.
+        self.quiet_gate(&plan, None).await?;
 
         // 2. Compaction, only when asked for.
         if self.settings.compact_first {
@@ -226,6 +241,22 @@ impl<E: Etcd> Run<'_, E> {
         }
         Ok(())
     }
+}
+
+/// Refuses a plan whose forecast ends after `finish_by`.
+fn fits_in_window(plan: &Plan, finish_by: SystemTime) -> Result<(), RunError> {
+    let predicted = plan.forecast.as_ref().map_or(Duration::ZERO, |f| f.total);
+    let closes_in = finish_by
+        .duration_since(SystemTime::now())
+        .unwrap_or_default();
+    if predicted > closes_in {
+        return Err(error::Refusal::WindowTooShort {
+            predicted,
+            closes_in,
+        }
+        .into());
+    }
+    Ok(())
 }
 
 /// Why nothing was to be done, member by member.

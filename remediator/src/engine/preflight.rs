@@ -9,6 +9,7 @@ use super::step::done;
 use super::wait::{Bounds, OnStop, WaitError, Waiter};
 use super::Run;
 use crate::events::Event;
+use crate::forecast::{forecast, Rates};
 use crate::plan::{self, Plan, PlannedMember};
 use crate::report::{MemberAction, MemberReport, StepKind};
 
@@ -26,13 +27,23 @@ impl<E: Etcd> Run<'_, E> {
                 ));
             }
             let healthy = plan::preflight(&status, self.settings, force)?;
-            let plan = plan::make_plan(&status, &healthy, self.settings);
+            let mut plan = plan::make_plan(&status, &healthy, self.settings);
+            let forecast = forecast(
+                &plan,
+                Rates::learned(&[], &self.history),
+                self.settings.leader,
+                self.settings.leader_in_place_below,
+                self.settings.settle_time,
+            );
             let detail = format!(
-                "{} voting members answered, leader {}, {} member(s) to defragment",
+                "{} voting members answered, leader {}, {} member(s) to defragment, predicted \
+                 {:.2}s",
                 plan.voting_members,
                 plan.leader.name,
-                plan.defragment.len()
+                plan.defragment.len(),
+                forecast.total.as_secs_f64()
             );
+            plan.forecast = (!plan.is_empty()).then_some(forecast);
             Ok(done(plan, detail))
         }
         .await;
@@ -51,7 +62,9 @@ impl<E: Etcd> Run<'_, E> {
         for line in plan::describe(&plan) {
             tracing::info!(plan = %line, "planned");
         }
-        self.events.emit(Event::Planned { plan: plan.clone() });
+        self.events.emit(Event::Planned {
+            plan: Box::new(plan.clone()),
+        });
         Ok(plan)
     }
 

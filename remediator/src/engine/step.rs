@@ -63,6 +63,12 @@ impl<E: Etcd> Run<'_, E> {
             Ok(done) => (true, done.detail.clone()),
             Err(err) => (false, err.to_string()),
         };
+        let predicted = self
+            .report
+            .plan
+            .as_ref()
+            .and_then(|plan| plan.forecast.as_ref())
+            .and_then(|forecast| forecast.of(step.kind, step.member.as_ref()));
         let record = StepRecord {
             step: step.kind,
             member: step.member,
@@ -70,6 +76,7 @@ impl<E: Etcd> Run<'_, E> {
             duration: step.started.elapsed(),
             ok,
             detail,
+            predicted,
         };
         let member = record.member.as_ref().map_or("", |m| m.name.as_str());
         let seconds = record.duration.as_secs_f64();
@@ -88,6 +95,12 @@ impl<E: Etcd> Run<'_, E> {
     pub(super) fn warn(&self, message: String) {
         tracing::warn!(%message, "warning");
         self.events.emit(Event::Warning { message });
+    }
+
+    /// A decision the run made on its own, for the log and the events.
+    pub(super) fn decided(&self, message: String) {
+        tracing::info!(%message, "decided");
+        self.events.emit(Event::Decided { message });
     }
 
     /// A long step still running: progress for the log and the events.

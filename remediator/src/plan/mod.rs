@@ -12,7 +12,8 @@ use etcdmedic_cluster::RemediationSettings;
 use serde::{Deserialize, Serialize};
 
 use crate::engine::error::Refusal;
-use crate::report::MemberRef;
+use crate::forecast::Forecast;
+use crate::report::{MemberRef, StepKind};
 
 mod in_use;
 
@@ -58,6 +59,9 @@ pub struct Plan {
     /// A NOSPACE alarm is active: it is disarmed once every member is below the threshold.
     pub nospace: bool,
     pub rule: String,
+    /// Each step's predicted duration (made by the run, which knows the measured rates).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forecast: Option<Forecast>,
 }
 
 impl Plan {
@@ -256,6 +260,7 @@ pub(crate) fn make_plan(
         compact_first: settings.compact_first,
         nospace,
         rule: settings.defrag_rule.to_string(),
+        forecast: None,
     }
 }
 
@@ -274,14 +279,27 @@ pub(crate) fn snapshot_source<'a>(healthy: &Healthy<'a>) -> Answered<'a> {
 /// One line per planned member, for logs and the text output.
 pub(crate) fn describe(plan: &Plan) -> Vec<String> {
     let mut lines = Vec::new();
+    let forecast = plan.forecast.as_ref();
     for (index, member) in plan.defragment.iter().enumerate() {
-        let how = match (member.is_leader, plan.leader_policy) {
-            (true, LeaderPolicy::DefragInPlace) => "leader, defragmented in place",
-            (true, _) => "leader, last, after leadership moves to a defragmented follower",
-            (false, _) => "follower",
+        let in_place = forecast
+            .and_then(|f| f.leader.as_ref())
+            .map_or(plan.leader_policy == LeaderPolicy::DefragInPlace, |c| {
+                c.in_place
+            });
+        let how = match (member.is_leader, in_place, plan.leader_policy) {
+            (true, true, LeaderPolicy::Auto) => {
+                "leader, last, in place (auto: predicted stall under leader_in_place_below)"
+            }
+            (true, true, _) => "leader, defragmented in place",
+            (true, false, _) => "leader, last, after leadership moves to a defragmented follower",
+            (false, _, _) => "follower",
         };
+        let predicted = forecast
+            .and_then(|f| f.of(StepKind::Defragment, Some(&member.member)))
+            .map(|d| format!(", predicted {:.2}s", d.as_secs_f64()))
+            .unwrap_or_default();
         lines.push(format!(
-            "{}. {}: {how}; {} ({} in use of {})",
+            "{}. {}: {how}; {} ({} in use of {}{predicted})",
             index + 1,
             member.member,
             member.reason,

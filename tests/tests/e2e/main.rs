@@ -14,6 +14,8 @@
 //!   nearly full cluster under a small quota defragmented.
 //! - `remediation`: the remediation engine and `run`: leader last, NOSPACE, refusals,
 //!   faults during a run, dry runs, snapshot restore.
+//! - `client_impact`: what clients see during a run: `leader: auto` keeps a small leader in
+//!   place and no write fails.
 //! - `service`: `etcdmedic-remediator serve` with real Alertmanagers: remediation from an
 //!   alert, duplicates, cooldown and interrupted runs across restarts, SIGTERM, bad requests,
 //!   basic auth and mTLS.
@@ -30,6 +32,7 @@
 
 mod alert_rules;
 mod binary;
+mod client_impact;
 mod config_reference;
 mod dashboards;
 mod demo;

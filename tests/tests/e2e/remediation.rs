@@ -1,5 +1,5 @@
 //! The remediation engine against real clusters: the full run (leader last, after moving
-//! leadership), NOSPACE, every refusal, faults during the run, dry runs, and the snapshot
+//! leadership, as `leader: auto` does with `leader_in_place_below: 0s`), NOSPACE, every refusal, faults during the run, dry runs, and the snapshot
 //! restored into a working member.
 
 use std::path::{Path, PathBuf};
@@ -30,12 +30,16 @@ on_each_etcd_version!(
 );
 
 /// Matches the default [`fragment`] workload (about 32 MiB file, 4 MiB in use).
-const TEST_RULE: &str = "dbSizeFree >= 4*1024*1024 && dbSizeInUse / dbSize < 0.5";
+pub(crate) const TEST_RULE: &str = "dbSizeFree >= 4*1024*1024 && dbSizeInUse / dbSize < 0.5";
 
 /// A config for `cluster` with remediation defaults for tests: snapshots in `snapshots`, no
 /// settle time, the test rule; `overrides` are extra lines for the cluster's own
 /// `remediation:` block (indented by six spaces).
-fn config(cluster: &EtcdCluster, snapshots: &Path, overrides: &str) -> Result<ClusterConfig> {
+pub(crate) fn config(
+    cluster: &EtcdCluster,
+    snapshots: &Path,
+    overrides: &str,
+) -> Result<ClusterConfig> {
     let mut yaml = format!(
         "remediation:\n  snapshot_dir: {}\n  settle_time: 0s\n  defrag_rule: \"{TEST_RULE}\"\nclusters:\n{}",
         snapshots.display(),
@@ -55,7 +59,10 @@ fn config(cluster: &EtcdCluster, snapshots: &Path, overrides: &str) -> Result<Cl
 }
 
 /// Runs the engine once and returns the report and every event it sent.
-async fn remediate(config: ClusterConfig, options: RunOptions) -> Result<(RunReport, Vec<Event>)> {
+pub(crate) async fn remediate(
+    config: ClusterConfig,
+    options: RunOptions,
+) -> Result<(RunReport, Vec<Event>)> {
     let remediator = Remediator::new(config)?;
     let (events, mut received) = Events::channel();
     let report = remediator
@@ -69,20 +76,20 @@ async fn remediate(config: ClusterConfig, options: RunOptions) -> Result<(RunRep
     Ok((report, seen))
 }
 
-fn cli() -> RunOptions {
+pub(crate) fn cli() -> RunOptions {
     RunOptions {
         trigger: "test".into(),
         ..Default::default()
     }
 }
 
-fn report_text(report: &RunReport) -> String {
+pub(crate) fn report_text(report: &RunReport) -> String {
     serde_json::to_string_pretty(report).unwrap_or_else(|err| err.to_string())
 }
 
 /// Every member's etcd log: no two defragmentations overlapped, and none is still running.
 /// Returns how many each member did.
-fn assert_one_defrag_at_a_time(cluster: &EtcdCluster) -> Result<Vec<usize>> {
+pub(crate) fn assert_one_defrag_at_a_time(cluster: &EtcdCluster) -> Result<Vec<usize>> {
     let mut all: Vec<(SystemTime, SystemTime, usize)> = Vec::new();
     let mut counts = Vec::new();
     for index in 0..cluster.len() {
@@ -163,9 +170,13 @@ async fn full_run(version: EtcdVersion, members: usize) -> Result<()> {
     let snapshots = tempfile::tempdir()?;
     let before = keyspace(&mut cluster.client(0).await?).await?;
 
-    let (report, events) = remediate(config(&cluster, snapshots.path(), "")?, cli()).await?;
+    // A bound of 0: `leader: auto` moves leadership first however small the leader is.
+    let bound = "      leader_in_place_below: 0s\n";
+    let (report, events) = remediate(config(&cluster, snapshots.path(), bound)?, cli()).await?;
     let text = report_text(&report);
     ensure!(report.outcome == Outcome::Succeeded, "{text}");
+    let choice = report.leader_choice.as_ref().context("no leader choice")?;
+    ensure!(!choice.in_place, "{text}");
 
     // Every member defragmented, each as a follower, the old leader last.
     ensure!(report.members.len() == members, "{text}");
@@ -786,10 +797,17 @@ async fn the_run_command_prints_steps_and_reports_with_exit_statuses() -> Result
     ensure!(dry.status.code() == Some(0), "{text}{}", stderr(&dry));
     ensure!(text.contains("plan: leader"), "{text}");
     ensure!(text.contains("planned: cluster it"), "{text}");
+    // A small leader stays in place under `leader: auto`; every member has its prediction.
     ensure!(
-        text.contains("leader, last, after leadership moves"),
+        text.contains("leader, last, in place (auto: predicted stall under"),
         "{text}"
     );
+    let predicted_members = text
+        .lines()
+        .filter(|l| l.contains(" in use of ") && l.contains(", predicted "))
+        .count();
+    ensure!(predicted_members == 3, "{text}");
+    ensure!(text.contains("s in all (defragmentation at "), "{text}");
 
     let real = run(vec![
         "run",

@@ -28,7 +28,7 @@ fn nospace() -> FakeEtcd {
 /// A kind, and the scenario that ends with it.
 type Case = (&'static str, fn() -> Scenario);
 
-const CASES: [Case; 23] = [
+const CASES: [Case; 25] = [
     ("membership_unknown", || {
         let down = fragmented()
             .member("m1", |m| m.down())
@@ -102,6 +102,18 @@ const CASES: [Case; 23] = [
     }),
     ("keyspace_mismatch", || {
         Scenario::new(fragmented().member("m2", |m| m.hash(0x1234)))
+    }),
+    ("cluster_busy", || {
+        Scenario::new(fragmented().with(|c| c.writes(100.0, Duration::from_secs(3600)))).settings(
+            |s| {
+                s.max_write_rate = Some(10.0);
+                s.on_busy = etcdmedic_cluster::config::OnBusy::Defer;
+            },
+        )
+    }),
+    ("window_too_short", || {
+        Scenario::new(fragmented())
+            .options(|o| o.finish_by = Some(std::time::SystemTime::now() + Duration::from_secs(1)))
     }),
     ("interrupted", || {
         Scenario::new(fragmented().on(Call::Defragment("m2".into()), Action::Stop))

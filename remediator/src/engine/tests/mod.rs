@@ -8,6 +8,7 @@ mod fake;
 
 mod interrupts;
 mod kinds;
+mod quiet;
 mod refusals;
 mod runs;
 mod stops;

@@ -77,12 +77,8 @@ async fn followers_go_first_and_the_leader_last_after_handing_leadership_over() 
     assert_eq!(snapshot.revision, 1000);
     let check = ran.report.hash_check.as_ref().expect("hash check");
     assert!(check.consistent && check.hashes.len() == 3);
-    // Two settle pauses between three members, each defragmentation 2 s.
-    assert!(
-        ran.took >= Duration::from_secs(2 * 5 + 3 * 2),
-        "{:?}",
-        ran.took
-    );
+    // Three defragmentations of 2 s; no pause between members by default.
+    assert!(ran.took >= Duration::from_secs(3 * 2), "{:?}", ran.took);
 }
 
 #[tokio::test(start_paused = true)]
@@ -335,4 +331,141 @@ async fn a_learner_is_left_alone_and_left_out_of_the_hash_check() {
     assert!(!ran.defragmented().contains(&"m4".to_string()));
     let check = ran.report.hash_check.as_ref().expect("hash check");
     assert_eq!(check.hashes.len(), 3);
+}
+
+/// `leader: auto` (the default) with followers that defragment 50 MiB in `defrag`.
+fn auto(defrag: Duration) -> Scenario {
+    let fake = fragmented().with(|c| {
+        c.defrag_takes(defrag);
+        c.leader_defrag_allowed();
+    });
+    Scenario::new(fake)
+}
+
+#[tokio::test(start_paused = true)]
+async fn auto_defragments_the_leader_in_place_when_the_followers_predict_a_short_stall() {
+    // 50 MiB in 0.2 s: the leader's 50 MiB are predicted at 0.2 s, under the 1 s bound.
+    let ran = auto(Duration::from_millis(200)).run().await;
+    ran.assert_safe();
+    assert_eq!(ran.report.outcome, Outcome::Succeeded, "{ran:?}");
+    assert_eq!(ran.defragmented(), names(&["m2", "m3", "m1"]));
+    assert_eq!(
+        ran.moves(),
+        vec![],
+        "no leadership transfer, no dropped proposal"
+    );
+    assert_eq!(ran.report.leader_move, None);
+    let choice = ran
+        .report
+        .leader_choice
+        .as_ref()
+        .expect("the choice is recorded");
+    assert!(choice.in_place, "{choice:?}");
+    assert_eq!(choice.predicted, Duration::from_millis(200));
+    assert!(
+        choice.reason.contains("measured on this run's followers"),
+        "{}",
+        choice.reason
+    );
+    let leader = ran.report.members.iter().find(|m| m.member.name == "m1");
+    assert_eq!(leader.map(|m| m.follower_at_defrag), Some(Some(false)));
+    // Said as a decision, not a warning.
+    assert!(ran.warnings().is_empty(), "{:?}", ran.warnings());
+    assert!(ran.events.iter().any(|e| matches!(e,
+        crate::events::Event::Decided { message } if message.contains("defragmented in place"))));
+}
+
+#[tokio::test(start_paused = true)]
+async fn auto_moves_leadership_first_when_the_followers_predict_a_long_stall() {
+    // 50 MiB in 1.5 s: the leader's turn is predicted at 1.5 s.
+    let ran = auto(Duration::from_millis(1500)).run().await;
+    ran.assert_safe();
+    assert_eq!(ran.report.outcome, Outcome::Succeeded, "{ran:?}");
+    assert_eq!(ran.moves().len(), 1, "{ran:?}");
+    let choice = ran
+        .report
+        .leader_choice
+        .as_ref()
+        .expect("the choice is recorded");
+    assert!(!choice.in_place, "{choice:?}");
+    assert!(choice.reason.contains("is 1.50s"), "{}", choice.reason);
+    for member in &ran.report.members {
+        assert_eq!(member.follower_at_defrag, Some(true), "{}", member.member);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn auto_with_a_bound_of_zero_always_moves_leadership_first() {
+    let ran = auto(Duration::from_millis(1))
+        .settings(|s| s.leader_in_place_below = Duration::ZERO)
+        .run()
+        .await;
+    ran.assert_safe();
+    assert_eq!(ran.report.outcome, Outcome::Succeeded, "{ran:?}");
+    assert_eq!(ran.moves().len(), 1, "{ran:?}");
+}
+
+/// Only the leader is fragmented: no follower is measured during the run.
+fn only_the_leader_fragmented() -> Scenario {
+    let fake = FakeEtcd::new(3, 400, 50)
+        .member("m2", |m| m.sizes(60, 50))
+        .member("m3", |m| m.sizes(60, 50))
+        .with(|c| {
+            c.defrag_takes(Duration::from_millis(100));
+            c.leader_defrag_allowed();
+        });
+    Scenario::new(fake)
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_no_follower_to_measure_auto_learns_from_earlier_runs() {
+    use crate::forecast::{History, Sample};
+    // Earlier runs defragmented 100 MiB in 0.25 s: the leader's 50 MiB are 0.125 s.
+    let history = History {
+        defrag: vec![Sample {
+            bytes: 100 * MIB,
+            took: Duration::from_millis(250),
+        }],
+        ..History::default()
+    };
+    let ran = only_the_leader_fragmented()
+        .options(|o| o.history = history)
+        .run()
+        .await;
+    ran.assert_safe();
+    assert_eq!(ran.report.outcome, Outcome::Succeeded, "{ran:?}");
+    assert_eq!(ran.defragmented(), names(&["m1"]));
+    assert_eq!(ran.moves(), vec![]);
+    let choice = ran.report.leader_choice.as_ref().expect("the choice");
+    assert!(
+        choice.reason.contains("measured by earlier runs"),
+        "{}",
+        choice.reason
+    );
+    // The plan said so before the run began, and the step compares with it.
+    let forecast = ran.report.plan.as_ref().and_then(|p| p.forecast.as_ref());
+    assert_eq!(
+        forecast.and_then(|f| f.leader.as_ref()).map(|c| c.in_place),
+        Some(true)
+    );
+    let defrag = ran
+        .report
+        .steps
+        .iter()
+        .find(|s| s.step == crate::report::StepKind::Defragment);
+    assert_eq!(
+        defrag.and_then(|s| s.predicted),
+        Some(Duration::from_millis(125))
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_nothing_measured_auto_assumes_a_slow_disk_and_moves_a_large_leader() {
+    // 50 MiB at the assumed 32 MiB/s is over a second.
+    let ran = only_the_leader_fragmented().run().await;
+    ran.assert_safe();
+    assert_eq!(ran.report.outcome, Outcome::Succeeded, "{ran:?}");
+    assert_eq!(ran.moves().len(), 1, "{ran:?}");
+    let choice = ran.report.leader_choice.as_ref().expect("the choice");
+    assert!(choice.reason.contains("assumed"), "{}", choice.reason);
 }

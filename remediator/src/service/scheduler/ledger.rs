@@ -10,6 +10,7 @@ use super::super::store::{
     in_transaction, InterruptedRun, NewRun, RunDetail, RunSource, StateStore, StoreResult,
 };
 use super::{ClusterQueue, DISPATCH_EVERY};
+use crate::forecast::{History, HISTORY_RUNS};
 use crate::report::{Outcome, RunReport};
 
 /// What the scheduler decides by: the configuration, fixed while the service runs.
@@ -270,6 +271,18 @@ impl Ledger {
         }
         if let Some(slot) = self.slots.get_mut(cluster) {
             slot.recovering = false;
+        }
+    }
+
+    /// What the cluster's latest runs measured, for the next run's forecast. A store that
+    /// cannot be read costs the forecast its history, never the run.
+    pub(super) fn history(&mut self, cluster: &str) -> History {
+        match self.store.recent_work(cluster, HISTORY_RUNS) {
+            Ok(reports) => History::from_reports(&reports),
+            Err(err) => {
+                tracing::warn!(%cluster, error = %err, "cannot read earlier runs; the forecast uses this run's measurements only");
+                History::default()
+            }
         }
     }
 

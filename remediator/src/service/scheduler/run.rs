@@ -145,10 +145,18 @@ impl Scheduler {
         queued: &Queued,
         events: &Events,
     ) -> RunReport {
+        let cluster = remediator.cluster().to_string();
+        let history = self
+            .ledger
+            .call(move |ledger| ledger.history(&cluster))
+            .await
+            .unwrap_or_default();
         let options = RunOptions {
             dry_run: queued.dry_run,
             force: false,
             trigger: format!("run {}: {}", queued.id, queued.trigger),
+            history,
+            finish_by: None,
         };
         remediator.run(&options, events, &self.stop).await
     }

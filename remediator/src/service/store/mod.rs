@@ -250,6 +250,9 @@ pub(super) trait StateStore: Send {
     /// Every cluster's latest finished report per outcome, to restore the gauges after a
     /// restart.
     fn latest_finished(&mut self) -> StoreResult<Vec<RunReport>>;
+    /// The cluster's latest runs that defragmented something, newest first: what the
+    /// forecast learns from.
+    fn recent_work(&mut self, cluster: &str, limit: usize) -> StoreResult<Vec<RunReport>>;
 }
 
 /// [`StateStore::transaction`] for work that returns a value.

@@ -78,6 +78,38 @@ fn a_refusal_does_not_start_the_cooldown_and_its_kind_is_kept() {
 }
 
 #[test]
+fn the_forecast_learns_from_the_latest_runs_that_did_work_newest_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, _) = open(&dir.path().join("s.sqlite"));
+    for (cluster, outcome, reason) in [
+        ("a", Outcome::Succeeded, "first"),
+        ("a", Outcome::Skipped, "nothing to do"),
+        ("b", Outcome::Succeeded, "other cluster"),
+        ("a", Outcome::Partial, "second"),
+        ("a", Outcome::Failed, "refused"),
+        ("a", Outcome::Succeeded, "third"),
+    ] {
+        let id = insert(&mut store, cluster);
+        finish(
+            &mut store,
+            id,
+            &RunReport::ended(cluster, "", false, outcome, reason.into()),
+        );
+    }
+    let reasons = |store: &mut SqliteStore, limit| -> Vec<String> {
+        store
+            .recent_work("a", limit)
+            .unwrap()
+            .into_iter()
+            .filter_map(|r| r.reason)
+            .collect()
+    };
+    assert_eq!(reasons(&mut store, 5), ["third", "second", "first"]);
+    assert_eq!(reasons(&mut store, 2), ["third", "second"]);
+    assert!(store.recent_work("c", 5).unwrap().is_empty());
+}
+
+#[test]
 fn the_cooldown_clock_ignores_runs_that_changed_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let (mut store, _) = open(&dir.path().join("s.sqlite"));

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{bail, ensure, Context, Result};
 use etcd_client::{Client, CompactionOptions};
+use etcdmedic_tests::load::{Pace, PutLoad, Puts};
 use etcdmedic_tests::workload::commit_backends;
 use etcdmedic_tests::{project_binary, EtcdCluster, EtcdVersion};
 use tokio::task::JoinHandle;
@@ -213,7 +214,7 @@ async fn measure(
         total += endpoint.samples.len() + endpoint.failures.len();
         failed_puts += endpoint.failures.len();
         if first_failure.is_none() {
-            first_failure = endpoint.failures.first().cloned();
+            first_failure = endpoint.failures.first().map(|(_, error)| error.clone());
         }
         let mut latencies: Vec<Duration> = endpoint.samples.iter().map(|(_, d)| *d).collect();
         latencies.sort_unstable();
@@ -253,12 +254,6 @@ async fn measure(
     })
 }
 
-struct EndpointPuts {
-    index: usize,
-    samples: Vec<(SystemTime, Duration)>,
-    failures: Vec<String>,
-}
-
 /// The waits between keep-alive answers through one member.
 struct KeepAlive {
     index: usize,
@@ -291,7 +286,7 @@ fn longest_gap(
 
 struct Load {
     stop: CancellationToken,
-    writers: Vec<JoinHandle<EndpointPuts>>,
+    writers: PutLoad,
     keepalives: Vec<JoinHandle<Result<KeepAlive>>>,
 }
 
@@ -299,16 +294,10 @@ impl Load {
     async fn start(cluster: &EtcdCluster) -> Result<Load> {
         let stop = CancellationToken::new();
         let deadline = Instant::now() + MAX_LOAD_TIME;
-        let mut writers = Vec::new();
+        let mut writing = Vec::new();
         let mut keepalives = Vec::new();
         for index in 0..cluster.len() {
-            let client = cluster.client(index).await?;
-            writers.push(tokio::spawn(put_loop(
-                index,
-                client,
-                stop.clone(),
-                deadline,
-            )));
+            writing.push((index, cluster.client(index).await?));
             let client = cluster.client(index).await?;
             keepalives.push(tokio::spawn(keepalive_loop(
                 index,
@@ -317,6 +306,15 @@ impl Load {
                 deadline,
             )));
         }
+        let writers = PutLoad::start(
+            writing,
+            Pace {
+                every: PUT_EVERY,
+                timeout: PUT_TIMEOUT,
+                max_puts: MAX_PUTS_PER_ENDPOINT,
+                max_time: MAX_LOAD_TIME,
+            },
+        );
         Ok(Load {
             stop,
             writers,
@@ -324,49 +322,15 @@ impl Load {
         })
     }
 
-    async fn stop(self) -> Result<(Vec<EndpointPuts>, Vec<KeepAlive>)> {
+    async fn stop(self) -> Result<(Vec<Puts>, Vec<KeepAlive>)> {
         self.stop.cancel();
-        let mut puts = Vec::new();
-        for writer in self.writers {
-            puts.push(writer.await?);
-        }
+        let puts = self.writers.stop().await?;
         let mut keepalives = Vec::new();
         for keepalive in self.keepalives {
             keepalives.push(keepalive.await??);
         }
         Ok((puts, keepalives))
     }
-}
-
-async fn put_loop(
-    index: usize,
-    mut client: Client,
-    stop: CancellationToken,
-    deadline: Instant,
-) -> EndpointPuts {
-    let mut result = EndpointPuts {
-        index,
-        samples: Vec::new(),
-        failures: Vec::new(),
-    };
-    let value = vec![b'w'; 256];
-    for n in 0..MAX_PUTS_PER_ENDPOINT {
-        if stop.is_cancelled() || Instant::now() >= deadline {
-            break;
-        }
-        let at = SystemTime::now();
-        let started = Instant::now();
-        let key = format!("/bench/load/{index}/{:04}", n % 1000);
-        match tokio::time::timeout(PUT_TIMEOUT, client.put(key, value.clone(), None)).await {
-            Ok(Ok(_)) => result.samples.push((at, started.elapsed())),
-            Ok(Err(err)) => result.failures.push(err.to_string()),
-            Err(_) => result
-                .failures
-                .push(format!("no answer within {PUT_TIMEOUT:?}")),
-        }
-        tokio::time::sleep(PUT_EVERY).await;
-    }
-    result
 }
 
 /// Keeps one lease alive through member `index`, recording how long each answer took

@@ -17,7 +17,8 @@ use crate::engine::etcd::{CallError, Chunk, ChunkStream, Etcd, HashKv};
 
 fn status_of(state: &State, member: &Member) -> EndpointStatus {
     // Raft entries outnumber revisions (every request is an entry, only writes are revisions).
-    let applied = (10_000 + state.revision as u64).saturating_sub(member.applied_behind);
+    let applied =
+        (10_000 + state.revision as u64 + state.written()).saturating_sub(member.applied_behind);
     EndpointStatus {
         member_id: member.id,
         cluster_id: 7,

@@ -44,6 +44,8 @@ pub(crate) enum Action {
     Stop,
     /// AlarmList fails from now on.
     BreakAlarmList,
+    /// Clients start writing this many raft entries a second, for an hour.
+    StartWriting(f64),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,6 +109,18 @@ struct State {
     hash_moves: usize,
     hash_calls: usize,
     violations: Vec<String>,
+    /// Clients writing: (since, raft entries per second, until).
+    writing: Option<(Instant, f64, Instant)>,
+}
+
+impl State {
+    /// Raft entries the clients' writes added so far.
+    pub(super) fn written(&self) -> u64 {
+        self.writing.map_or(0, |(since, rate, until)| {
+            let end = Instant::now().min(until);
+            (end.saturating_duration_since(since).as_secs_f64() * rate) as u64
+        })
+    }
 }
 
 /// A fake cluster of members `m1`, `m2`, ...; `m1` leads.
@@ -160,6 +174,7 @@ impl FakeEtcd {
                 hash_moves: 0,
                 hash_calls: 0,
                 violations: vec![],
+                writing: None,
             }),
             stop: CancellationToken::new(),
         }
@@ -281,6 +296,10 @@ fn apply(state: &mut State, action: Action) {
         }
         Action::Stop => {}
         Action::BreakAlarmList => state.alarms_fail = true,
+        Action::StartWriting(per_second) => {
+            let now = Instant::now();
+            state.writing = Some((now, per_second, now + Duration::from_secs(3600)));
+        }
     }
 }
 
@@ -299,6 +318,10 @@ impl MemberEdit<'_> {
     }
     pub(crate) fn hash(&mut self, hash: u32) {
         self.0.hash = hash;
+    }
+    pub(crate) fn sizes(&mut self, db_mib: u64, in_use_mib: u64) {
+        self.0.db_size = db_mib * MIB;
+        self.0.in_use = in_use_mib * MIB;
     }
     /// Left defragmenting by someone else: reads block for `duration` from now.
     pub(crate) fn defragmenting_for(&mut self, duration: Duration) {
@@ -343,5 +366,10 @@ impl Settings<'_> {
     }
     pub(crate) fn hash_moves(&mut self, rounds: usize) {
         self.0.hash_moves = rounds;
+    }
+    /// Clients write `per_second` raft entries a second, starting now, for `duration`.
+    pub(crate) fn writes(&mut self, per_second: f64, duration: Duration) {
+        let now = Instant::now();
+        self.0.writing = Some((now, per_second, now + duration));
     }
 }

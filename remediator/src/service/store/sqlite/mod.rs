@@ -92,6 +92,28 @@ impl SqliteStore {
         Ok(rows.into_iter().flatten().collect())
     }
 
+    fn select_reports(
+        &self,
+        condition: &str,
+        parameters: impl rusqlite::Params,
+    ) -> StoreResult<Vec<RunReport>> {
+        let sql = format!("SELECT id, report, report_format FROM runs {condition}");
+        let mut select = self
+            .connection
+            .prepare(&sql)
+            .map_err(|err| self.fail(err))?;
+        let rows = select
+            .query_map(parameters, |row| {
+                Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?, row.get(2)?))
+            })
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<(i64, String, Option<i64>)>>>())
+            .map_err(|err| self.fail(err))?;
+        Ok(rows
+            .iter()
+            .filter_map(|(id, json, format)| self.rows.report(*id, *format, json))
+            .collect())
+    }
+
     fn alerts_of(&self, run_id: i64) -> StoreResult<Vec<AlertRecord>> {
         let mut select = self
             .connection
@@ -281,23 +303,18 @@ impl StateStore for SqliteStore {
     }
 
     fn latest_finished(&mut self) -> StoreResult<Vec<RunReport>> {
-        let mut select = self
-            .connection
-            .prepare(
-                "SELECT id, report, report_format FROM runs WHERE id IN (SELECT max(id) \
-                 FROM runs WHERE state = 'finished' AND report IS NOT NULL \
-                 GROUP BY cluster, outcome) ORDER BY id",
-            )
-            .map_err(|err| self.fail(err))?;
-        let rows = select
-            .query_map([], |row| {
-                Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?, row.get(2)?))
-            })
-            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<(i64, String, Option<i64>)>>>())
-            .map_err(|err| self.fail(err))?;
-        Ok(rows
-            .iter()
-            .filter_map(|(id, json, format)| self.rows.report(*id, *format, json))
-            .collect())
+        self.select_reports(
+            "WHERE id IN (SELECT max(id) FROM runs WHERE state = 'finished' AND report IS NOT \
+             NULL GROUP BY cluster, outcome) ORDER BY id",
+            params![],
+        )
+    }
+
+    fn recent_work(&mut self, cluster: &str, limit: usize) -> StoreResult<Vec<RunReport>> {
+        self.select_reports(
+            "WHERE cluster = ?1 AND state = 'finished' AND report IS NOT NULL AND dry_run = 0 \
+             AND outcome IN ('succeeded', 'partial') ORDER BY id DESC LIMIT ?2",
+            params![cluster, i64::try_from(limit).unwrap_or(i64::MAX)],
+        )
     }
 }
