@@ -6,6 +6,7 @@ pub mod file;
 mod name;
 mod remediation;
 mod unknown_keys;
+pub mod when;
 
 pub use file::{LeaderMoveFailure, LeaderPolicy, OnBusy};
 pub use name::ClusterName;

@@ -102,7 +102,7 @@ pub fn summary(report: &RunReport) -> String {
         }
     }
     if let Some(choice) = &report.leader_choice {
-        text.push_str(&format!("\n  leader: {}", choice.reason));
+        text.push_str(&format!("\n  {}", choice.reason));
     }
     if let Some(reason) = &report.reason {
         text.push_str(&format!("\n  reason: {reason}"));

@@ -146,6 +146,23 @@ pub struct RemediationFile {
     /// What a busy cluster gets.
     #[serde(default)]
     pub on_busy: Option<OnBusy>,
+    /// Maintenance windows: runs from non-urgent triggers wait for one to open.
+    #[serde(default)]
+    pub windows: Option<Vec<WindowFile>>,
+    /// The IANA time zone `windows` are read in (UTC when absent).
+    #[serde(default)]
+    pub time_zone: Option<String>,
+}
+
+/// One maintenance window.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WindowFile {
+    /// A cron expression: when the window opens.
+    pub start: String,
+    /// How long it stays open.
+    #[serde(with = "humantime_serde")]
+    pub duration: Duration,
 }
 
 /// What the quiet-cluster gate does when the cluster writes faster than `max_write_rate`.
@@ -180,6 +197,9 @@ pub struct RemediatorFile {
     /// Alert names that start a run.
     #[serde(default)]
     pub triggers: Option<Vec<String>>,
+    /// Triggers that act at once, outside maintenance windows.
+    #[serde(default)]
+    pub urgent_triggers: Option<Vec<String>>,
     /// After a run that did work, further triggers for the cluster are recorded and skipped
     /// for this long, unless the cluster has an active NOSPACE alarm.
     #[serde(default, with = "humantime_serde")]

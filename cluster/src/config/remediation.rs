@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::file::{LeaderMoveFailure, LeaderPolicy, OnBusy, RemediationFile};
+use super::when::{zone, CronIn, Window, Windows};
 use crate::defrag_rule::DefragRule;
 use crate::error::ConfigProblems;
 use crate::tls;
@@ -53,6 +54,8 @@ pub struct RemediationSettings {
     #[serde(with = "humantime_serde")]
     pub quiet_wait: Duration,
     pub on_busy: OnBusy,
+    /// Empty: always open.
+    pub windows: Windows,
 }
 
 impl Default for RemediationSettings {
@@ -74,6 +77,7 @@ impl Default for RemediationSettings {
             max_write_rate: None,
             quiet_wait: DEFAULT_QUIET_WAIT,
             on_busy: OnBusy::Wait,
+            windows: Windows::default(),
         }
     }
 }
@@ -182,6 +186,28 @@ pub(crate) fn resolve(
     }
     if let Some((on_busy, _)) = pick!(on_busy) {
         settings.on_busy = on_busy;
+    }
+
+    let zone = match pick!(time_zone) {
+        Some((name, key)) => zone(Some(&name)).unwrap_or_else(|message| {
+            problems.push(key, message);
+            chrono_tz::Tz::UTC
+        }),
+        None => chrono_tz::Tz::UTC,
+    };
+    if let Some((windows, key)) = pick!(windows) {
+        for (index, window) in windows.iter().enumerate() {
+            if window.duration.is_zero() {
+                problems.push(format!("{key}[{index}].duration"), "must be longer than 0s");
+            }
+            match CronIn::parse(&window.start, zone) {
+                Ok(start) => settings.windows.0.push(Window {
+                    start,
+                    duration: window.duration,
+                }),
+                Err(message) => problems.push(format!("{key}[{index}].start"), message),
+            }
+        }
     }
 
     (problems.0.len() == before).then_some(settings)

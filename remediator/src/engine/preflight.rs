@@ -35,14 +35,15 @@ impl<E: Etcd> Run<'_, E> {
                 self.settings.leader_in_place_below,
                 self.settings.settle_time,
             );
-            let detail = format!(
-                "{} voting members answered, leader {}, {} member(s) to defragment, predicted \
-                 {:.2}s",
+            let mut detail = format!(
+                "{} voting members answered, leader {}, {} member(s) to defragment",
                 plan.voting_members,
                 plan.leader.name,
                 plan.defragment.len(),
-                forecast.total.as_secs_f64()
             );
+            if !plan.is_empty() {
+                detail.push_str(&format!(", predicted {:.2}s", forecast.total.as_secs_f64()));
+            }
             plan.forecast = (!plan.is_empty()).then_some(forecast);
             Ok(done(plan, detail))
         }

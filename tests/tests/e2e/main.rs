@@ -19,6 +19,8 @@
 //! - `service`: `etcdmedic-remediator serve` with real Alertmanagers: remediation from an
 //!   alert, duplicates, cooldown and interrupted runs across restarts, SIGTERM, bad requests,
 //!   basic auth and mTLS.
+//! - `windows`: maintenance windows in `serve`: waiting for one, urgent triggers, a window
+//!   too short for the predicted run, bad syntax.
 //! - `alert_rules`: promtool check and unit tests of `alerts/`, and a lint of every alert.
 //! - `dashboards`: the Grafana dashboard's shape, and the generated Kubernetes copies.
 //! - `live_prometheus`: the rules and the dashboard against a real Prometheus scraping the
@@ -48,3 +50,4 @@ mod service_hardening;
 mod silent_clusters;
 mod status_command;
 mod support;
+mod windows;

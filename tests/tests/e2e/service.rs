@@ -17,17 +17,17 @@ use crate::support::{assert_cluster_serves, promtool_check_metrics, SETTLE};
 
 /// Matches the default [`fragment`] workload (about 32 MiB file, 4 MiB in use).
 const TEST_RULE: &str = "dbSizeFree >= 4*1024*1024 && dbSizeInUse / dbSize < 0.5";
-const TOKEN: &str = "test-webhook-token";
+pub(crate) const TOKEN: &str = "test-webhook-token";
 /// A run of a small test cluster takes a few seconds; this bounds it generously.
-const RUN_TIMEOUT: Duration = Duration::from_secs(90);
+pub(crate) const RUN_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// A directory holding the token file, the config, snapshots and the state.
-struct ServiceFiles {
+pub(crate) struct ServiceFiles {
     dir: tempfile::TempDir,
 }
 
 impl ServiceFiles {
-    fn new() -> Result<ServiceFiles> {
+    pub(crate) fn new() -> Result<ServiceFiles> {
         let dir = tempfile::Builder::new()
             .prefix("etcdmedic-svc-")
             .tempdir()?;
@@ -35,13 +35,13 @@ impl ServiceFiles {
         Ok(ServiceFiles { dir })
     }
 
-    fn path(&self, name: &str) -> PathBuf {
+    pub(crate) fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
 
     /// Writes a config: `clusters` entries (YAML list items), remediation defaults for tests,
     /// and `remediator_extra` lines (indented by two spaces) under `remediator:`.
-    fn write_config(&self, clusters: &str, remediator_extra: &str) -> Result<PathBuf> {
+    pub(crate) fn write_config(&self, clusters: &str, remediator_extra: &str) -> Result<PathBuf> {
         let yaml = format!(
             "remediation:\n  snapshot_dir: {snapshots}\n  settle_time: 0s\n  defrag_rule: \"{TEST_RULE}\"\n\
              remediator:\n  state_path: {state}\n  auth: {{bearer_token_file: {token}}}\n{remediator_extra}\
@@ -57,7 +57,7 @@ impl ServiceFiles {
 }
 
 /// An Alertmanager webhook payload (version 4) with one alert.
-fn payload(alertname: &str, cluster: &str, status: &str, starts_at: &str) -> Value {
+pub(crate) fn payload(alertname: &str, cluster: &str, status: &str, starts_at: &str) -> Value {
     let labels = json!({"alertname": alertname, "etcd_cluster": cluster, "severity": "warning"});
     json!({
         "version": "4",
@@ -81,7 +81,7 @@ fn payload(alertname: &str, cluster: &str, status: &str, starts_at: &str) -> Val
     })
 }
 
-fn now_rfc3339() -> String {
+pub(crate) fn now_rfc3339() -> String {
     humantime::format_rfc3339_millis(SystemTime::now()).to_string()
 }
 
@@ -120,14 +120,14 @@ async fn queue_run(service: &RemediatorService, alertname: &str, starts_at: &str
 }
 
 /// A 3-member cluster fragmented by the default workload.
-async fn fragmented_cluster(version: EtcdVersion) -> Result<EtcdCluster> {
+pub(crate) async fn fragmented_cluster(version: EtcdVersion) -> Result<EtcdCluster> {
     let cluster = EtcdCluster::builder(version).members(3).start().await?;
     fragment(&cluster.clients().await?, Fragmentation::default()).await?;
     Ok(cluster)
 }
 
 /// The value of the first series of `name` whose labels include every `labels` pair.
-fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+pub(crate) fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     text.lines()
         .filter(|line| !line.starts_with('#'))
         .filter(|line| {

@@ -4,6 +4,7 @@
 
 use super::store::unix;
 use std::sync::atomic::AtomicU64;
+use std::time::SystemTime;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -72,6 +73,7 @@ pub struct Metrics {
     failures: Family<KindLabels, Counter>,
     duration: Histogram,
     in_progress: Family<ClusterLabels, Gauge>,
+    next_window: Family<ClusterLabels, FloatGauge>,
     last_run: Family<OutcomeLabels, FloatGauge>,
     reclaimed: Family<MemberLabels, Counter>,
     snapshot_last_success: Family<ClusterLabels, FloatGauge>,
@@ -115,6 +117,13 @@ impl Metrics {
             "etcdmedic_remediation_in_progress",
             "1 while a run of the cluster is under way",
             in_progress.clone(),
+        );
+        let next_window = Family::<ClusterLabels, FloatGauge>::default();
+        registry.register_with_unit(
+            "etcdmedic_remediation_next_window_timestamp",
+            "When the cluster's next maintenance window opens, or now while one is open (Unix time; only clusters with windows)",
+            Unit::Seconds,
+            next_window.clone(),
         );
         let last_run = Family::<OutcomeLabels, FloatGauge>::default();
         registry.register_with_unit(
@@ -210,6 +219,7 @@ impl Metrics {
             failures,
             duration,
             in_progress,
+            next_window,
             last_run,
             reclaimed,
             snapshot_last_success,
@@ -243,6 +253,14 @@ impl Metrics {
                 etcd_cluster: cluster.into(),
             })
             .set(i64::from(running));
+    }
+
+    pub fn set_next_window(&self, cluster: &str, at: SystemTime) {
+        self.next_window
+            .get_or_create(&ClusterLabels {
+                etcd_cluster: cluster.into(),
+            })
+            .set(unix(at));
     }
 
     pub fn set_paused(&self, paused: bool) {

@@ -201,10 +201,26 @@ impl Rules {
                 format!("run {} of {cluster} is under way", running.run.id),
             ));
         }
+        let urgent = alert.name().is_some_and(|name| self.urgent.contains(name));
         if let Some(queued) = &mut slot.queued {
             queued.firing.insert(alert.identity());
             if let Some(name) = alert.name() {
                 queued.alertnames.insert(name.to_string());
+            }
+            if urgent && queued.for_window {
+                tx.set_not_before(queued.id, None)?;
+                queued.urgent = true;
+                queued.for_window = false;
+                queued.not_before = None;
+                return Ok(joined(
+                    queued.id,
+                    format!(
+                        "run {} of {cluster} was waiting for its maintenance window; {} is \
+                         urgent, so it runs now",
+                        queued.id,
+                        alert.name().unwrap_or("")
+                    ),
+                ));
             }
             return Ok(joined(
                 queued.id,
@@ -231,18 +247,35 @@ impl Rules {
             }
         }
         let trigger = format!("alertmanager: {}", alert.name().unwrap_or(""));
+        let window = match urgent {
+            true => None,
+            false => self.window_wait(cluster, SystemTime::now()),
+        };
         let run = NewRun {
             cluster,
             source: RunSource::Alertmanager,
             dry_run: false,
             trigger: &trigger,
             cooldown_until: cooldown_until(tx.last_work_finished(cluster)?, self.cooldown),
-            not_before: None,
+            not_before: window,
             retry_of: None,
         };
         let firing = BTreeSet::from([alert.identity()]);
         let alertnames = alert.name().map(str::to_string).into_iter().collect();
-        enqueue(tx, slot, &run, firing, alertnames)
+        let mut decision = enqueue(tx, slot, &run, firing, alertnames)?;
+        if let (Some(open), Some(queued)) = (window, slot.queued.as_mut()) {
+            queued.for_window = true;
+            decision.reason = format!(
+                "{}; waiting_for_window: no maintenance window is open, it runs when the next \
+                 opens at {}",
+                decision.reason,
+                humantime::format_rfc3339_seconds(open)
+            );
+        }
+        if let Some(queued) = slot.queued.as_mut() {
+            queued.urgent = urgent;
+        }
+        Ok(decision)
     }
 
     fn resolved(
@@ -318,6 +351,8 @@ fn enqueue(
         not_before: run.not_before,
         retry_of: run.retry_of,
         trigger: run.trigger.to_string(),
+        urgent: false,
+        for_window: false,
     });
     Ok(queued(id, run.cooldown_until))
 }

@@ -6,6 +6,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::{Duration, SystemTime};
 
+use etcdmedic_cluster::config::when::Windows;
+
 use super::super::store::{
     in_transaction, InterruptedRun, NewRun, RunDetail, RunSource, StateStore, StoreResult,
 };
@@ -23,6 +25,25 @@ pub(super) struct Rules {
     pub cooldown: Duration,
     pub retry_after_refusal: Duration,
     pub max_concurrent_runs: usize,
+    /// Each cluster's maintenance windows (empty: always open).
+    pub windows: BTreeMap<String, Windows>,
+    /// Triggers that act at once, outside the windows.
+    pub urgent: HashSet<String>,
+}
+
+impl Rules {
+    /// When a non-urgent run of `cluster` may start, if not now: the next window's opening.
+    pub(super) fn window_wait(&self, cluster: &str, now: SystemTime) -> Option<SystemTime> {
+        let windows = self.windows.get(cluster).filter(|w| !w.is_empty())?;
+        windows.next_open(now).filter(|open| *open > now)
+    }
+
+    /// Whether a run triggered as `trigger` (`alertmanager: <alertname>`) is urgent.
+    pub(super) fn is_urgent(&self, trigger: &str) -> bool {
+        trigger
+            .strip_prefix("alertmanager: ")
+            .is_some_and(|name| self.urgent.contains(name))
+    }
 }
 
 #[derive(Debug, Default, Clone)]
@@ -48,11 +69,21 @@ pub(super) struct Queued {
     /// The alert-started run a retry retries (the first of the chain).
     pub retry_of: Option<i64>,
     pub trigger: String,
+    /// Started by an urgent trigger (or joined by one): maintenance windows do not apply.
+    pub urgent: bool,
+    /// `not_before` is the opening of the next maintenance window.
+    pub for_window: bool,
 }
 
 impl Queued {
     fn is_due(&self, now: SystemTime) -> bool {
         self.not_before.is_none_or(|at| at <= now)
+    }
+
+    /// Whether maintenance windows apply: not to urgent runs, nor to runs asked for through
+    /// the API (an operator asking now means now).
+    pub(super) fn keeps_windows(&self) -> bool {
+        !self.urgent && !self.manual
     }
 }
 
@@ -85,6 +116,8 @@ pub(super) struct Opened {
 pub(super) struct Start {
     pub cluster: String,
     pub queued: Queued,
+    /// When the maintenance window the run starts in closes.
+    pub finish_by: Option<SystemTime>,
 }
 
 impl Ledger {
@@ -120,6 +153,12 @@ impl Ledger {
                 cooldown_until: run.cooldown_until,
                 not_before: run.not_before,
                 retry_of: run.retry_of,
+                urgent: rules.is_urgent(&run.trigger),
+                for_window: run.not_before.is_some()
+                    && rules
+                        .windows
+                        .get(&run.cluster)
+                        .is_some_and(|w| !w.is_empty()),
                 trigger: run.trigger,
             });
         }
@@ -150,11 +189,13 @@ impl Ledger {
         Ok(())
     }
 
-    /// The oldest due queued run, now marked running, unless paused or at the limit.
+    /// The oldest due queued run, now marked running, unless paused or at the limit. A run
+    /// that keeps maintenance windows and finds none open waits for the next one.
     pub(super) fn next_start(&mut self, now: SystemTime) -> Option<Start> {
         if self.paused || self.running >= self.rules.max_concurrent_runs {
             return None;
         }
+        self.defer_to_windows(now);
         let (cluster, queued) = self
             .slots
             .iter()
@@ -168,13 +209,47 @@ impl Ledger {
             return None;
         }
         self.running += 1;
+        let finish_by = match queued.keeps_windows() {
+            true => self.rules.windows.get(&cluster).and_then(|w| w.closes(now)),
+            false => None,
+        };
         let slot = self.slots.entry(cluster.clone()).or_default();
         slot.queued = None;
         slot.running = Some(Running {
             run: queued.clone(),
             progress: None,
         });
-        Some(Start { cluster, queued })
+        Some(Start {
+            cluster,
+            queued,
+            finish_by,
+        })
+    }
+
+    /// Due runs that keep windows while none is open: due again when the next opens.
+    fn defer_to_windows(&mut self, now: SystemTime) {
+        for (cluster, slot) in &mut self.slots {
+            let Some(queued) = slot.queued.as_mut() else {
+                continue;
+            };
+            if !queued.is_due(now) || !queued.keeps_windows() {
+                continue;
+            }
+            let Some(open) = self.rules.window_wait(cluster, now) else {
+                continue;
+            };
+            let id = queued.id;
+            match in_transaction(self.store.as_mut(), |tx| tx.set_not_before(id, Some(open))) {
+                Ok(()) => {
+                    tracing::info!(run = queued.id, %cluster, opens = %humantime::format_rfc3339_seconds(open), "no maintenance window open: the run waits for the next");
+                    queued.not_before = Some(open);
+                    queued.for_window = true;
+                }
+                Err(err) => {
+                    tracing::error!(run = queued.id, %cluster, error = %err, "cannot defer the run to its window")
+                }
+            }
+        }
     }
 
     /// How long the dispatcher may sleep: until the next retry is due, at most
@@ -256,6 +331,7 @@ impl Ledger {
             not_before: Some(at),
             retry_of: Some(retry_of),
             cooldown_until,
+            for_window: false,
             ..refused
         });
         tracing::info!(run = refused_id, %cluster, retry_at = %humantime::format_rfc3339_seconds(at), "refused; retrying later while its alerts fire");
@@ -313,6 +389,13 @@ impl Ledger {
                         .queued
                         .as_ref()
                         .and_then(|q| q.not_before)
+                        .map(|at| humantime::format_rfc3339_seconds(at).to_string()),
+                    waiting_for_window: slot.queued.as_ref().is_some_and(|q| q.for_window),
+                    next_window: self
+                        .rules
+                        .windows
+                        .get(cluster)
+                        .and_then(|w| w.next_open(SystemTime::now()))
                         .map(|at| humantime::format_rfc3339_seconds(at).to_string()),
                     progress: slot.running.and_then(|r| r.progress),
                     recovering: slot.recovering,

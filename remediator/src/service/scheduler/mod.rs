@@ -108,10 +108,15 @@ struct Target {
 pub struct ClusterQueue {
     pub cluster: String,
     pub queued_run: Option<i64>,
-    /// The queued run is a retry after a refusal, due then.
+    /// The queued run is due then: a retry after a refusal, or a window's opening.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub queued_not_before: Option<String>,
     pub running_run: Option<i64>,
+    /// The queued run waits for the maintenance window opening at `queued_not_before`.
+    pub waiting_for_window: bool,
+    /// When a maintenance window is next open (now, if one is); absent without windows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_window: Option<String>,
     pub progress: Option<String>,
     pub recovering: bool,
 }
@@ -150,6 +155,11 @@ impl Scheduler {
             cooldown: settings.cooldown,
             retry_after_refusal: settings.retry_after_refusal,
             max_concurrent_runs: settings.max_concurrent_runs,
+            windows: clusters
+                .iter()
+                .map(|c| (c.name.to_string(), c.remediation.windows.clone()))
+                .collect(),
+            urgent: settings.urgent_triggers.iter().cloned().collect(),
         };
         let (ledger, opened) = Ledger::open(Box::new(store), rules)?;
         metrics.set_paused(ledger.paused);

@@ -19,6 +19,7 @@ impl Scheduler {
     /// Starts queued runs as the limits allow, until `stop`.
     pub async fn dispatch(self: Arc<Self>) {
         loop {
+            self.publish_windows();
             while let Some(start) = self.next_start().await {
                 let scheduler = self.clone();
                 self.tasks
@@ -33,6 +34,16 @@ impl Scheduler {
                 _ = self.wake.notified() => {}
                 _ = tokio::time::sleep(next_look) => {}
                 _ = self.stop.cancelled() => return,
+            }
+        }
+    }
+
+    /// Each windowed cluster's next window opening, for `/metrics`.
+    fn publish_windows(&self) {
+        let now = SystemTime::now();
+        for (cluster, target) in &self.targets {
+            if let Some(open) = target.config.remediation.windows.next_open(now) {
+                self.metrics.set_next_window(cluster, open);
             }
         }
     }
@@ -58,7 +69,11 @@ impl Scheduler {
     }
 
     async fn execute(self: Arc<Self>, start: Start) {
-        let Start { cluster, queued } = start;
+        let Start {
+            cluster,
+            queued,
+            finish_by,
+        } = start;
         let Some(target) = self.targets.get(&cluster) else {
             // Queued runs of unknown clusters are cancelled at start-up, so this is a bug;
             // the slot must still be given back.
@@ -106,7 +121,8 @@ impl Scheduler {
             Some(until) => match self.live_nospace(&remediator).await {
                 true => {
                     tracing::warn!(run = queued.id, %cluster, "inside the cooldown, but the cluster has an active NOSPACE alarm: running");
-                    self.run_engine(&remediator, &queued, &events).await
+                    self.run_engine(&remediator, &queued, finish_by, &events)
+                        .await
                 }
                 false => RunReport::ended(
                     &cluster,
@@ -121,7 +137,10 @@ impl Scheduler {
                     ),
                 ),
             },
-            None => self.run_engine(&remediator, &queued, &events).await,
+            None => {
+                self.run_engine(&remediator, &queued, finish_by, &events)
+                    .await
+            }
         };
         drop(events);
         let _ = printer.await;
@@ -143,6 +162,7 @@ impl Scheduler {
         &self,
         remediator: &Remediator,
         queued: &Queued,
+        finish_by: Option<SystemTime>,
         events: &Events,
     ) -> RunReport {
         let cluster = remediator.cluster().to_string();
@@ -156,7 +176,7 @@ impl Scheduler {
             force: false,
             trigger: format!("run {}: {}", queued.id, queued.trigger),
             history,
-            finish_by: None,
+            finish_by,
         };
         remediator.run(&options, events, &self.stop).await
     }

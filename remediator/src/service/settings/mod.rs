@@ -37,6 +37,13 @@ pub const DEFAULT_TRIGGERS: [&str; 6] = [
     "etcdDatabaseQuotaLowSpace",
 ];
 
+/// Triggers that act at once, outside maintenance windows: writes are refused, or soon will be.
+pub const DEFAULT_URGENT_TRIGGERS: [&str; 3] = [
+    "EtcdmedicNoSpaceAlarm",
+    "EtcdmedicQuotaNearlyFull",
+    "etcdDatabaseQuotaLowSpace",
+];
+
 /// The webhook service's settings, every key resolved and every secret read. (Each
 /// cluster's engine settings are [`etcdmedic_cluster::RemediationSettings`].)
 #[derive(Debug, Clone)]
@@ -46,6 +53,8 @@ pub struct ServiceSettings {
     pub auth: WebhookAuth,
     pub tls: Option<ServerTls>,
     pub triggers: Vec<String>,
+    /// Triggers that ignore maintenance windows.
+    pub urgent_triggers: Vec<String>,
     pub cooldown: Duration,
     pub max_concurrent_runs: usize,
     pub max_body_bytes: usize,
@@ -139,6 +148,24 @@ fn resolve(
             .map(|name| name.to_string())
             .collect(),
     };
+    let urgent_triggers = match &file.urgent_triggers {
+        Some(urgent) => {
+            for (index, name) in urgent.iter().enumerate() {
+                if !triggers.contains(name) {
+                    problems.push(
+                        format!("{key}.urgent_triggers[{index}]"),
+                        format!("{name:?} is not one of the triggers, so it never starts a run"),
+                    );
+                }
+            }
+            urgent.clone()
+        }
+        None => DEFAULT_URGENT_TRIGGERS
+            .iter()
+            .map(|name| name.to_string())
+            .filter(|name| triggers.contains(name))
+            .collect(),
+    };
     let max_concurrent_runs = file
         .max_concurrent_runs
         .unwrap_or(DEFAULT_MAX_CONCURRENT_RUNS);
@@ -213,6 +240,7 @@ fn resolve(
         auth,
         tls,
         triggers,
+        urgent_triggers,
         cooldown: file.cooldown.unwrap_or(DEFAULT_COOLDOWN),
         max_concurrent_runs,
         max_body_bytes,

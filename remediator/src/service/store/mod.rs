@@ -208,6 +208,8 @@ pub struct RunFilter {
 pub(super) trait Transaction {
     fn insert_run(&mut self, run: &NewRun<'_>) -> StoreResult<i64>;
     fn insert_alert(&mut self, alert: &AlertRecord) -> StoreResult<()>;
+    /// When a queued run becomes due (`None`: now).
+    fn set_not_before(&mut self, id: i64, at: Option<SystemTime>) -> StoreResult<()>;
     /// Records the end of a run: cancelled before it started, or finished with its report.
     fn finish(&mut self, id: i64, report: &RunReport) -> StoreResult<()>;
     /// When the cluster's last run that did (or tried) work finished: the cooldown clock.

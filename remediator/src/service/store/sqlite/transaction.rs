@@ -23,6 +23,16 @@ impl SqliteTransaction<'_> {
 }
 
 impl Transaction for SqliteTransaction<'_> {
+    fn set_not_before(&mut self, id: i64, at: Option<SystemTime>) -> StoreResult<()> {
+        self.tx
+            .execute(
+                "UPDATE runs SET not_before = ?2 WHERE id = ?1 AND state = 'queued'",
+                params![id, at.map(unix)],
+            )
+            .map(drop)
+            .map_err(|err| self.fail(err))
+    }
+
     fn insert_run(&mut self, run: &NewRun<'_>) -> StoreResult<i64> {
         self.tx
             .execute(
