@@ -47,9 +47,13 @@ impl<E: Etcd> Run<'_, E> {
     ) -> Result<String, RunError> {
         let started = Instant::now();
         let mut samples = 0u32;
+        // Each sample ends where the next begins: one Status round per second of waiting.
+        let mut last = self.leader_raft_index().await;
         loop {
             samples += 1;
-            let Some(rate) = self.write_rate().await? else {
+            let (rate, now) = self.write_rate(last).await?;
+            last = now;
+            let Some(rate) = rate else {
                 // No agreed leader to measure by: the quorum check that follows says why.
                 return Ok("the write rate could not be measured (no agreed leader)".into());
             };
@@ -102,24 +106,32 @@ impl<E: Etcd> Run<'_, E> {
         }
     }
 
-    /// Raft entries per second through the leader, over [`SAMPLE`]; `None` without an
-    /// agreed leader.
-    async fn write_rate(&self) -> Result<Option<f64>, RunError> {
-        let leader_index = |status: &etcdmedic_cluster::model::ClusterStatus| {
-            let leader = status.agreed_leader()?;
-            Some(find(status, leader)?.raft_index)
-        };
-        let before = leader_index(&self.etcd.collect().await);
-        let sampled = Instant::now();
+    /// The leader's raft index now, and when it was read; `None` without an agreed leader.
+    async fn leader_raft_index(&self) -> (Option<u64>, Instant) {
+        let status = self.etcd.collect().await;
+        let index = status
+            .agreed_leader()
+            .and_then(|leader| find(&status, leader))
+            .map(|leader| leader.raft_index);
+        (index, Instant::now())
+    }
+
+    /// Raft entries per second through the leader over [`SAMPLE`] from `since`, and the
+    /// reading it ended with; no rate without an agreed leader at either end.
+    async fn write_rate(
+        &self,
+        since: (Option<u64>, Instant),
+    ) -> Result<(Option<f64>, (Option<u64>, Instant)), RunError> {
         wait::pause(SAMPLE, OnStop::Interrupt, self.stop)
             .await
             .map_err(|_| RunError::Interrupted)?;
-        let after = leader_index(&self.etcd.collect().await);
-        Ok(match (before, after) {
-            (Some(before), Some(after)) => {
-                Some(after.saturating_sub(before) as f64 / sampled.elapsed().as_secs_f64())
-            }
+        let now = self.leader_raft_index().await;
+        let rate = match (since.0, now.0) {
+            (Some(before), Some(after)) => Some(
+                after.saturating_sub(before) as f64 / now.1.duration_since(since.1).as_secs_f64(),
+            ),
             _ => None,
-        })
+        };
+        Ok((rate, now))
     }
 }

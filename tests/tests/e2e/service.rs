@@ -57,7 +57,7 @@ impl ServiceFiles {
 }
 
 /// An Alertmanager webhook payload (version 4) with one alert.
-pub(crate) fn payload(alertname: &str, cluster: &str, status: &str, starts_at: &str) -> Value {
+fn payload(alertname: &str, cluster: &str, status: &str, starts_at: &str) -> Value {
     let labels = json!({"alertname": alertname, "etcd_cluster": cluster, "severity": "warning"});
     json!({
         "version": "4",
@@ -81,7 +81,7 @@ pub(crate) fn payload(alertname: &str, cluster: &str, status: &str, starts_at: &
     })
 }
 
-pub(crate) fn now_rfc3339() -> String {
+fn now_rfc3339() -> String {
     humantime::format_rfc3339_millis(SystemTime::now()).to_string()
 }
 
@@ -96,7 +96,7 @@ fn am_alert(cluster: &str, ends_at: SystemTime) -> Value {
 }
 
 /// Posts one firing alert and returns what the service decided for it.
-async fn decision_for(
+pub(crate) async fn decision_for(
     service: &RemediatorService,
     alertname: &str,
     cluster: &str,

@@ -48,7 +48,7 @@ fn serve(config: &Path, extra: &[&str]) -> Result<tokio::process::Command> {
 }
 
 /// Runs [`serve`], which must refuse to start (exit status 2, within 30 s): its stderr.
-async fn refused_start(config: &Path) -> Result<String> {
+pub(crate) async fn refused_start(config: &Path) -> Result<String> {
     let output = tokio::time::timeout(Duration::from_secs(30), serve(config, &[])?.output())
         .await
         .context("serve did not exit")?

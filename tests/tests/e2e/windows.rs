@@ -1,19 +1,17 @@
 //! Maintenance windows in `serve`: a fragmentation alert outside every window waits for the
 //! next one (and runs when it opens), an urgent one (NOSPACE) runs at once, a window too short
 //! for the predicted run refuses it with the prediction, and bad window syntax is refused at
-//! start with the key.
+//! start (exit status 2) with the key.
 
 use std::time::{Duration, SystemTime};
 
 use anyhow::{ensure, Context, Result};
 use chrono::{DateTime, Timelike, Utc};
 use etcdmedic_tests::workload::{fragment, Fragmentation};
-use etcdmedic_tests::{project_binary, EtcdVersion, RemediatorService};
+use etcdmedic_tests::{EtcdVersion, RemediatorService};
 
-use crate::service::{
-    fragmented_cluster, metric, now_rfc3339, payload, ServiceFiles, RUN_TIMEOUT, TOKEN,
-};
-use crate::support::stderr;
+use crate::service::{decision_for, fragmented_cluster, metric, ServiceFiles, RUN_TIMEOUT, TOKEN};
+use crate::service_hardening::refused_start;
 
 /// A cluster entry for `prod-a` with `windows` (YAML flow list) under its remediation.
 fn with_windows(entry: &str, windows: &str) -> String {
@@ -40,21 +38,12 @@ async fn a_fragmentation_alert_outside_a_window_runs_when_the_window_opens() -> 
     let config = files.write_config(&entry, "")?;
     let service = RemediatorService::start(&config, Some(TOKEN)).await?;
 
-    let (status, answer) = service
-        .post_webhook(&payload(
-            "EtcdmedicDatabaseHighFragmentation",
-            "prod-a",
-            "firing",
-            &now_rfc3339(),
-        ))
-        .await?;
-    ensure!(status == 202, "{status} {answer}");
-    let decision = &answer["alerts"][0];
+    let decision = decision_for(&service, "EtcdmedicDatabaseHighFragmentation", "prod-a").await?;
     ensure!(
         decision["reason"]
             .as_str()
             .is_some_and(|r| r.contains("waiting_for_window")),
-        "{answer}"
+        "{decision}"
     );
     let id = decision["run_id"].as_i64().context("no run")?;
     let (_, status) = service.get("/api/v1/status").await?;
@@ -95,20 +84,12 @@ async fn nospace_runs_at_once_outside_windows_and_a_short_window_refuses_with_th
     );
     let config = files.write_config(&entry, "")?;
     let service = RemediatorService::start(&config, Some(TOKEN)).await?;
-    let (_, answer) = service
-        .post_webhook(&payload(
-            "EtcdmedicNoSpaceAlarm",
-            "prod-a",
-            "firing",
-            &now_rfc3339(),
-        ))
-        .await?;
-    let decision = &answer["alerts"][0];
+    let decision = decision_for(&service, "EtcdmedicNoSpaceAlarm", "prod-a").await?;
     ensure!(
         decision["reason"]
             .as_str()
             .is_some_and(|r| !r.contains("waiting_for_window")),
-        "{answer}"
+        "{decision}"
     );
     let id = decision["run_id"].as_i64().context("no run")?;
     let run = service.wait_for_run(id, RUN_TIMEOUT).await?;
@@ -125,15 +106,8 @@ async fn nospace_runs_at_once_outside_windows_and_a_short_window_refuses_with_th
     let config = files.write_config(&entry, "")?;
     let service = RemediatorService::start(&config, Some(TOKEN)).await?;
     fragment(&cluster.clients().await?, Fragmentation::default()).await?;
-    let (_, answer) = service
-        .post_webhook(&payload(
-            "EtcdmedicDatabaseHighFragmentation",
-            "prod-a",
-            "firing",
-            &now_rfc3339(),
-        ))
-        .await?;
-    let id = answer["alerts"][0]["run_id"].as_i64().context("no run")?;
+    let decision = decision_for(&service, "EtcdmedicDatabaseHighFragmentation", "prod-a").await?;
+    let id = decision["run_id"].as_i64().context("no run")?;
     let run = service.wait_for_run(id, RUN_TIMEOUT).await?;
     ensure!(
         run["outcome"] == "failed"
@@ -158,18 +132,7 @@ async fn bad_window_syntax_exits_2_naming_the_key() -> Result<()> {
         "[{start: \"every night\", duration: 1h}, {start: \"0 2 * * *\", duration: 0s}]",
     );
     let config = files.write_config(&entry, "")?;
-    let output = tokio::process::Command::new(project_binary("etcdmedic-remediator")?)
-        .args(["serve", "--config"])
-        .arg(&config)
-        .arg("--config.check")
-        .output()
-        .await?;
-    let err = stderr(&output);
-    ensure!(
-        output.status.code() == Some(2),
-        "{:?}: {err}",
-        output.status
-    );
+    let err = refused_start(&config).await?;
     ensure!(
         err.contains(
             "clusters[0].remediation.windows[0].start: \"every night\" is not a cron expression"

@@ -201,7 +201,7 @@ impl Rules {
                 format!("run {} of {cluster} is under way", running.run.id),
             ));
         }
-        let urgent = alert.name().is_some_and(|name| self.urgent.contains(name));
+        let urgent = self.is_urgent(alert.name());
         if let Some(queued) = &mut slot.queued {
             queued.firing.insert(alert.identity());
             if let Some(name) = alert.name() {
@@ -263,17 +263,17 @@ impl Rules {
         let firing = BTreeSet::from([alert.identity()]);
         let alertnames = alert.name().map(str::to_string).into_iter().collect();
         let mut decision = enqueue(tx, slot, &run, firing, alertnames)?;
-        if let (Some(open), Some(queued)) = (window, slot.queued.as_mut()) {
-            queued.for_window = true;
+        if let Some(queued) = slot.queued.as_mut() {
+            queued.urgent = urgent;
+            queued.for_window = window.is_some();
+        }
+        if let Some(open) = window {
             decision.reason = format!(
                 "{}; waiting_for_window: no maintenance window is open, it runs when the next \
                  opens at {}",
                 decision.reason,
                 humantime::format_rfc3339_seconds(open)
             );
-        }
-        if let Some(queued) = slot.queued.as_mut() {
-            queued.urgent = urgent;
         }
         Ok(decision)
     }

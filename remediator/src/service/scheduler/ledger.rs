@@ -38,11 +38,14 @@ impl Rules {
         windows.next_open(now).filter(|open| *open > now)
     }
 
-    /// Whether a run triggered as `trigger` (`alertmanager: <alertname>`) is urgent.
-    pub(super) fn is_urgent(&self, trigger: &str) -> bool {
-        trigger
-            .strip_prefix("alertmanager: ")
-            .is_some_and(|name| self.urgent.contains(name))
+    /// Whether an alert named `alertname` acts at once, outside the windows.
+    pub(super) fn is_urgent(&self, alertname: Option<&str>) -> bool {
+        alertname.is_some_and(|name| self.urgent.contains(name))
+    }
+
+    /// [`Rules::is_urgent`] for a stored run, by its trigger (`alertmanager: <alertname>`).
+    fn is_urgent_trigger(&self, trigger: &str) -> bool {
+        self.is_urgent(trigger.strip_prefix("alertmanager: "))
     }
 }
 
@@ -153,7 +156,7 @@ impl Ledger {
                 cooldown_until: run.cooldown_until,
                 not_before: run.not_before,
                 retry_of: run.retry_of,
-                urgent: rules.is_urgent(&run.trigger),
+                urgent: rules.is_urgent_trigger(&run.trigger),
                 for_window: run.not_before.is_some()
                     && rules
                         .windows
