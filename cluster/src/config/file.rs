@@ -149,7 +149,11 @@ pub struct RemediationFile {
     /// Maintenance windows: runs from non-urgent triggers wait for one to open.
     #[serde(default)]
     pub windows: Option<Vec<WindowFile>>,
-    /// The IANA time zone `windows` are read in (UTC when absent).
+    /// A cron expression: a run starts by itself at each of its times (maintenance windows
+    /// apply to it, the defragmentation rule decides what it does).
+    #[serde(default)]
+    pub schedule: Option<String>,
+    /// The IANA time zone `windows` and `schedule` are read in (UTC when absent).
     #[serde(default)]
     pub time_zone: Option<String>,
 }

@@ -56,6 +56,8 @@ pub struct RemediationSettings {
     pub on_busy: OnBusy,
     /// Empty: always open.
     pub windows: Windows,
+    /// Runs start by themselves at each of its times; `None`: only alerts and requests.
+    pub schedule: Option<CronIn>,
 }
 
 impl Default for RemediationSettings {
@@ -78,6 +80,7 @@ impl Default for RemediationSettings {
             quiet_wait: DEFAULT_QUIET_WAIT,
             on_busy: OnBusy::Wait,
             windows: Windows::default(),
+            schedule: None,
         }
     }
 }
@@ -207,6 +210,13 @@ pub(crate) fn resolve(
                 }),
                 Err(message) => problems.push(format!("{key}[{index}].start"), message),
             }
+        }
+    }
+
+    if let Some((schedule, key)) = pick!(schedule) {
+        match CronIn::parse(&schedule, zone) {
+            Ok(schedule) => settings.schedule = Some(schedule),
+            Err(message) => problems.push(key, message),
         }
     }
 

@@ -49,9 +49,15 @@ impl CronIn {
     }
 }
 
+impl std::fmt::Display for CronIn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.source, self.zone)
+    }
+}
+
 impl Serialize for CronIn {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(&format_args!("{} ({})", self.source, self.zone))
+        serializer.collect_str(self)
     }
 }
 

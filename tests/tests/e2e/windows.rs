@@ -1,7 +1,7 @@
 //! Maintenance windows in `serve`: a fragmentation alert outside every window waits for the
 //! next one (and runs when it opens), an urgent one (NOSPACE) runs at once, a window too short
 //! for the predicted run refuses it with the prediction, and bad window syntax is refused at
-//! start (exit status 2) with the key.
+//! start (exit status 2) with the key; `remediation.schedule` starts runs by itself.
 
 use std::time::{Duration, SystemTime};
 
@@ -141,6 +141,84 @@ async fn bad_window_syntax_exits_2_naming_the_key() -> Result<()> {
     );
     ensure!(
         err.contains("clusters[0].remediation.windows[1].duration: must be longer than 0s"),
+        "{err}"
+    );
+    Ok(())
+}
+
+/// `remediation.schedule` every 15 s: the first scheduled run finds the cluster fragmented and
+/// defragments it; the next finds nothing to do and the rule skips every member.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schedule_starts_runs_that_the_rule_then_decides() -> Result<()> {
+    let cluster = fragmented_cluster(EtcdVersion::V3_5).await?;
+    let files = ServiceFiles::new()?;
+    let entry = format!(
+        "{}    remediation:\n      schedule: \"*/15 * * * * *\"\n",
+        cluster.config_entry("prod-a")
+    );
+    let config = files.write_config(&entry, "  cooldown: 0s\n")?;
+    let service = RemediatorService::start(&config, Some(TOKEN)).await?;
+    let (_, status) = service.get("/api/v1/status").await?;
+    let next = status["clusters"][0]["next_scheduled_run"]
+        .as_str()
+        .with_context(|| format!("no next_scheduled_run: {status}"))?;
+    let next = humantime::parse_rfc3339(next)?;
+    let published = metric(
+        &service.metrics().await?,
+        "etcdmedic_remediation_next_scheduled_run_timestamp_seconds",
+        &[("etcd_cluster", "prod-a")],
+    )
+    .context("no next-scheduled-run metric")?;
+    let next_unix = next.duration_since(SystemTime::UNIX_EPOCH)?.as_secs() as f64;
+    ensure!(published == next_unix, "{published} vs {next_unix}");
+
+    let scheduled_runs = || async {
+        let runs = service.runs().await?;
+        let finished: Vec<_> = runs
+            .into_iter()
+            .filter(|run| run["source"] == "schedule" && run["state"] == "finished")
+            .collect();
+        ensure!(
+            finished.len() >= 2,
+            "{} scheduled runs finished",
+            finished.len()
+        );
+        Ok(finished)
+    };
+    let runs = etcdmedic_tests::eventually(
+        "two scheduled runs finish",
+        Duration::from_secs(15 * 2) + RUN_TIMEOUT,
+        scheduled_runs,
+    )
+    .await
+    .with_context(|| service.output())?;
+    // Newest first.
+    let (second, first) = (&runs[0], &runs[1]);
+    ensure!(first["outcome"] == "succeeded", "{first}");
+    ensure!(
+        first["trigger"] == "schedule: */15 * * * * * (UTC)",
+        "{first}"
+    );
+    let started = first["started_at"].as_str().context("started_at")?;
+    let started = humantime::parse_rfc3339_weak(started.trim_end_matches('Z'))?;
+    ensure!(
+        started + Duration::from_secs(1) >= next,
+        "started {started:?} before its time {next:?}"
+    );
+    ensure!(second["outcome"] == "skipped", "{second}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_schedule_exits_2_naming_the_key() -> Result<()> {
+    let files = ServiceFiles::new()?;
+    let entry =
+        "  - name: prod-a\n    endpoints: [http://127.0.0.1:2379]\n    remediation:\n      \
+                 schedule: \"at 3am\"\n";
+    let config = files.write_config(entry, "")?;
+    let err = refused_start(&config).await?;
+    ensure!(
+        err.contains("clusters[0].remediation.schedule: \"at 3am\" is not a cron expression"),
         "{err}"
     );
     Ok(())

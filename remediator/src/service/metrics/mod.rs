@@ -74,6 +74,7 @@ pub struct Metrics {
     duration: Histogram,
     in_progress: Family<ClusterLabels, Gauge>,
     next_window: Family<ClusterLabels, FloatGauge>,
+    next_scheduled_run: Family<ClusterLabels, FloatGauge>,
     last_run: Family<OutcomeLabels, FloatGauge>,
     reclaimed: Family<MemberLabels, Counter>,
     snapshot_last_success: Family<ClusterLabels, FloatGauge>,
@@ -124,6 +125,13 @@ impl Metrics {
             "When the cluster's next maintenance window opens, or now while one is open (Unix time; only clusters with windows)",
             Unit::Seconds,
             next_window.clone(),
+        );
+        let next_scheduled_run = Family::<ClusterLabels, FloatGauge>::default();
+        registry.register_with_unit(
+            "etcdmedic_remediation_next_scheduled_run_timestamp",
+            "When remediation.schedule next starts a run of the cluster (Unix time; only clusters with a schedule)",
+            Unit::Seconds,
+            next_scheduled_run.clone(),
         );
         let last_run = Family::<OutcomeLabels, FloatGauge>::default();
         registry.register_with_unit(
@@ -220,6 +228,7 @@ impl Metrics {
             duration,
             in_progress,
             next_window,
+            next_scheduled_run,
             last_run,
             reclaimed,
             snapshot_last_success,
@@ -257,6 +266,14 @@ impl Metrics {
 
     pub fn set_next_window(&self, cluster: &str, at: SystemTime) {
         self.next_window
+            .get_or_create(&ClusterLabels {
+                etcd_cluster: cluster.into(),
+            })
+            .set(unix(at));
+    }
+
+    pub fn set_next_scheduled_run(&self, cluster: &str, at: SystemTime) {
+        self.next_scheduled_run
             .get_or_create(&ClusterLabels {
                 etcd_cluster: cluster.into(),
             })

@@ -287,7 +287,7 @@ impl Rules {
         cancelled: &mut Vec<RunReport>,
     ) -> StoreResult<Decision> {
         let identity = alert.identity();
-        if let Some(queued) = slot.queued.as_mut().filter(|q| !q.manual) {
+        if let Some(queued) = slot.queued.as_mut().filter(|q| q.started_by_alerts()) {
             if queued.firing.remove(&identity) {
                 let id = queued.id;
                 if !queued.firing.is_empty() {
@@ -344,7 +344,7 @@ fn enqueue(
     slot.queued = Some(Queued {
         id,
         dry_run: run.dry_run,
-        manual: run.source == RunSource::Api,
+        source: run.source,
         firing,
         alertnames,
         cooldown_until: run.cooldown_until,

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::{Duration, SystemTime};
 
-use etcdmedic_cluster::config::when::Windows;
+use etcdmedic_cluster::config::when::{CronIn, Windows};
 
 use super::super::store::{
     in_transaction, InterruptedRun, NewRun, RunDetail, RunSource, StateStore, StoreResult,
@@ -29,6 +29,8 @@ pub(super) struct Rules {
     pub windows: BTreeMap<String, Windows>,
     /// Triggers that act at once, outside the windows.
     pub urgent: HashSet<String>,
+    /// Each scheduled cluster's `remediation.schedule`.
+    pub schedules: BTreeMap<String, CronIn>,
 }
 
 impl Rules {
@@ -61,8 +63,9 @@ pub(super) struct Slot {
 pub(super) struct Queued {
     pub id: i64,
     pub dry_run: bool,
-    /// Requested through the API: resolved alerts do not cancel it.
-    pub manual: bool,
+    /// Only alert-started runs are cancelled by resolved alerts, and only they keep their
+    /// alerts' retries; API requests ignore maintenance windows.
+    pub source: RunSource,
     /// Firing alerts that keep it queued.
     pub firing: BTreeSet<String>,
     pub alertnames: BTreeSet<String>,
@@ -86,7 +89,12 @@ impl Queued {
     /// Whether maintenance windows apply: not to urgent runs, nor to runs asked for through
     /// the API (an operator asking now means now).
     pub(super) fn keeps_windows(&self) -> bool {
-        !self.urgent && !self.manual
+        !self.urgent && self.source != RunSource::Api
+    }
+
+    /// Whether resolved alerts cancel it while queued: not a run someone or a schedule asked for.
+    pub(super) fn started_by_alerts(&self) -> bool {
+        self.source == RunSource::Alertmanager
     }
 }
 
@@ -105,6 +113,8 @@ pub(super) struct Ledger {
     pub running: usize,
     pub paused: bool,
     pub rules: Rules,
+    /// Each scheduled cluster's next scheduled run.
+    pub next_scheduled: BTreeMap<String, SystemTime>,
 }
 
 /// What the ledger found when it opened: runs a dead process left under way, and the latest
@@ -150,7 +160,7 @@ impl Ledger {
             slots.entry(run.cluster.clone()).or_default().queued = Some(Queued {
                 id: run.id,
                 dry_run: run.dry_run,
-                manual: run.source == RunSource::Api,
+                source: run.source,
                 firing: firing.into_iter().collect(),
                 alertnames: BTreeSet::new(),
                 cooldown_until: run.cooldown_until,
@@ -170,12 +180,14 @@ impl Ledger {
                 slots.entry(cluster.clone()).or_default().recovering = true;
             }
         }
+        let next_scheduled = super::schedule::first_times(&rules.schedules, SystemTime::now());
         let ledger = Ledger {
             store,
             slots,
             running: 0,
             paused,
             rules,
+            next_scheduled,
         };
         Ok((
             ledger,
@@ -195,6 +207,7 @@ impl Ledger {
     /// The oldest due queued run, now marked running, unless paused or at the limit. A run
     /// that keeps maintenance windows and finds none open waits for the next one.
     pub(super) fn next_start(&mut self, now: SystemTime) -> Option<Start> {
+        self.fire_schedules(now);
         if self.paused || self.running >= self.rules.max_concurrent_runs {
             return None;
         }
@@ -255,12 +268,13 @@ impl Ledger {
         }
     }
 
-    /// How long the dispatcher may sleep: until the next retry is due, at most
-    /// [`DISPATCH_EVERY`].
+    /// How long the dispatcher may sleep: until the next retry is due or scheduled run, at
+    /// most [`DISPATCH_EVERY`].
     pub(super) fn next_look(&self, now: SystemTime) -> Duration {
         self.slots
             .values()
             .filter_map(|slot| slot.queued.as_ref()?.not_before)
+            .chain(self.next_scheduled.values().copied())
             .map(|at| at.duration_since(now).unwrap_or_default())
             .fold(DISPATCH_EVERY, Duration::min)
     }
@@ -298,7 +312,11 @@ impl Ledger {
     /// would only repeat them after its repeat_interval (hours), with NOSPACE perhaps active.
     fn retry_later(&mut self, cluster: &str, refused: Queued) {
         let slot = self.slots.entry(cluster.to_string()).or_default();
-        if refused.manual || refused.dry_run || refused.firing.is_empty() || slot.queued.is_some() {
+        if !refused.started_by_alerts()
+            || refused.dry_run
+            || refused.firing.is_empty()
+            || slot.queued.is_some()
+        {
             return;
         }
         let at = SystemTime::now() + self.rules.retry_after_refusal;
@@ -400,6 +418,10 @@ impl Ledger {
                         .get(cluster)
                         .and_then(|w| w.next_open(SystemTime::now()))
                         .map(|at| humantime::format_rfc3339_seconds(at).to_string()),
+                    next_scheduled_run: self
+                        .next_scheduled
+                        .get(cluster)
+                        .map(|at| humantime::format_rfc3339_seconds(*at).to_string()),
                     progress: slot.running.and_then(|r| r.progress),
                     recovering: slot.recovering,
                 }

@@ -13,10 +13,12 @@
 //! - `ledger`: the store and the queues, and what happens to them as runs start and end.
 //! - `decide`: alerts and requests to queued, joined, cancelled or ignored.
 //! - `run`: dispatching, carrying out and recording runs; recovery after a restart.
+//! - `schedule`: runs `remediation.schedule` starts by itself.
 
 mod decide;
 mod ledger;
 mod run;
+mod schedule;
 #[cfg(test)]
 mod tests;
 
@@ -117,6 +119,9 @@ pub struct ClusterQueue {
     /// When a maintenance window is next open (now, if one is); absent without windows.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next_window: Option<String>,
+    /// When `remediation.schedule` next starts a run; absent without a schedule.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_scheduled_run: Option<String>,
     pub progress: Option<String>,
     pub recovering: bool,
 }
@@ -160,9 +165,16 @@ impl Scheduler {
                 .map(|c| (c.name.to_string(), c.remediation.windows.clone()))
                 .collect(),
             urgent: settings.urgent_triggers.iter().cloned().collect(),
+            schedules: clusters
+                .iter()
+                .filter_map(|c| Some((c.name.to_string(), c.remediation.schedule.clone()?)))
+                .collect(),
         };
         let (ledger, opened) = Ledger::open(Box::new(store), rules)?;
         metrics.set_paused(ledger.paused);
+        for (cluster, at) in &ledger.next_scheduled {
+            metrics.set_next_scheduled_run(cluster, *at);
+        }
         for report in &opened.latest {
             metrics.restore(report);
         }

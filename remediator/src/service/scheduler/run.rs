@@ -25,6 +25,7 @@ impl Scheduler {
                 self.tasks
                     .spawn(async move { scheduler.execute(start).await });
             }
+            self.publish_schedules().await;
             let next_look = self
                 .ledger
                 .call(|ledger| ledger.next_look(SystemTime::now()))
@@ -45,6 +46,18 @@ impl Scheduler {
             if let Some(open) = target.config.remediation.windows.next_open(now) {
                 self.metrics.set_next_window(cluster, open);
             }
+        }
+    }
+
+    /// Each scheduled cluster's next scheduled run, for `/metrics`.
+    async fn publish_schedules(&self) {
+        let next = self
+            .ledger
+            .call(|ledger| ledger.next_scheduled.clone())
+            .await
+            .unwrap_or_default();
+        for (cluster, at) in next {
+            self.metrics.set_next_scheduled_run(&cluster, at);
         }
     }
 

@@ -1,13 +1,24 @@
+use super::super::store::RunSource;
 use super::*;
 use crate::report::{Outcome, RunReport};
 use etcdmedic_cluster::Config;
 use serde_json::json;
+use std::time::SystemTime;
 
 /// A scheduler over two never-contacted clusters; nothing dispatches, so runs stay queued.
 fn scheduler(dir: &std::path::Path) -> Arc<Scheduler> {
+    scheduler_with(dir, "")
+}
+
+/// [`scheduler`] with top-level `remediation:` settings (`remediation` is its YAML body).
+fn scheduler_with(dir: &std::path::Path, remediation: &str) -> Arc<Scheduler> {
     std::fs::write(dir.join("token"), "t").unwrap();
+    let remediation = match remediation {
+        "" => String::new(),
+        body => format!("remediation: {body}\n"),
+    };
     let yaml = format!(
-        "remediator:\n  state_path: {}\n  auth: {{bearer_token_file: token}}\nclusters:\n  \
+        "{remediation}remediator:\n  state_path: {}\n  auth: {{bearer_token_file: token}}\nclusters:\n  \
          - name: a\n    endpoints: [http://127.0.0.1:1]\n  - name: b\n    endpoints: \
          [http://127.0.0.1:1]\n    alert_labels: {{job: kube-etcd}}\n",
         dir.join("state.sqlite").display()
@@ -269,4 +280,104 @@ async fn a_refusal_is_not_retried_when_its_alerts_resolved_during_the_run_or_it_
     let manual = scheduler.next_start().await.unwrap();
     scheduler.finish("a", manual.queued.id, &refused).await;
     assert_eq!(scheduler.queues().await.unwrap()[0].queued_run, None);
+}
+
+/// The first day of each month at 03:00 UTC: never due while a test runs, unless asked at a
+/// time after its next occurrence.
+const MONTHLY: &str = "{schedule: '0 3 1 * *'}";
+
+async fn start_at(scheduler: &Scheduler, at: SystemTime) -> Option<ledger::Start> {
+    scheduler
+        .ledger
+        .call(move |ledger| ledger.next_start(at))
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_scheduled_time_queues_a_run_that_resolved_alerts_do_not_cancel() {
+    let dir = tempfile::tempdir().unwrap();
+    let scheduler = scheduler_with(dir.path(), MONTHLY);
+    let queue = scheduler.queues().await.unwrap();
+    let next: SystemTime =
+        humantime::parse_rfc3339(queue[0].next_scheduled_run.as_deref().unwrap()).unwrap();
+    assert_eq!(
+        queue[0].queued_run, None,
+        "nothing before the scheduled time"
+    );
+    assert!(start_at(&scheduler, next - Duration::from_secs(1))
+        .await
+        .is_none());
+
+    let start = start_at(&scheduler, next)
+        .await
+        .expect("the scheduled run starts");
+    assert_eq!(
+        start.cluster, "a",
+        "the older of the two clusters' runs starts first"
+    );
+    assert_eq!(start.queued.source, RunSource::Schedule);
+    assert_eq!(start.queued.trigger, "schedule: 0 3 1 * * (UTC)");
+    let queue = scheduler.queues().await.unwrap();
+    let later = humantime::parse_rfc3339(queue[0].next_scheduled_run.as_deref().unwrap()).unwrap();
+    assert!(later > next, "the schedule moved on: {queue:?}");
+    let b = queue[1]
+        .queued_run
+        .expect("cluster b's scheduled run is queued");
+
+    // An alert joins b's scheduled run; its resolution does not cancel it.
+    let joined = send(
+        &scheduler,
+        vec![alert(
+            "firing",
+            json!({"alertname": "EtcdmedicDatabaseHighFragmentation", "job": "kube-etcd"}),
+            "f1",
+        )],
+    )
+    .await;
+    assert_eq!(
+        (joined[0].action, joined[0].run_id),
+        (Action::Joined, Some(b))
+    );
+    let resolved = send(
+        &scheduler,
+        vec![alert(
+            "resolved",
+            json!({"alertname": "EtcdmedicDatabaseHighFragmentation", "job": "kube-etcd"}),
+            "f1",
+        )],
+    )
+    .await;
+    assert_eq!(resolved[0].action, Action::Ignored);
+    assert_eq!(scheduler.queues().await.unwrap()[1].queued_run, Some(b));
+    let (detail, _) = scheduler.run(b).await.unwrap().unwrap();
+    assert_eq!(detail.summary.source, RunSource::Schedule);
+}
+
+#[tokio::test]
+async fn a_scheduled_time_passes_while_paused_or_while_the_cluster_has_a_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let scheduler = scheduler_with(dir.path(), MONTHLY);
+    let queue = scheduler.queues().await.unwrap();
+    let next = humantime::parse_rfc3339(queue[0].next_scheduled_run.as_deref().unwrap()).unwrap();
+    let alerted = send(&scheduler, vec![alert("firing", fragmentation("a"), "f1")]).await;
+    scheduler.set_paused(true).await.unwrap();
+    assert!(start_at(&scheduler, next).await.is_none());
+    let queue = scheduler.queues().await.unwrap();
+    assert_eq!(
+        queue[0].queued_run, alerted[0].run_id,
+        "no second run for a"
+    );
+    assert_eq!(
+        queue[1].queued_run, None,
+        "paused: b's time passed without a run"
+    );
+
+    scheduler.set_paused(false).await.unwrap();
+    let start = start_at(&scheduler, next).await.unwrap();
+    assert_eq!(Some(start.queued.id), alerted[0].run_id);
+    assert!(
+        start_at(&scheduler, next).await.is_none(),
+        "the time that passed does not come back"
+    );
 }

@@ -101,6 +101,8 @@ impl RunState {
 pub enum RunSource {
     Alertmanager,
     Api,
+    /// `remediation.schedule`.
+    Schedule,
 }
 
 impl RunSource {
@@ -108,11 +110,12 @@ impl RunSource {
         match self {
             RunSource::Alertmanager => "alertmanager",
             RunSource::Api => "api",
+            RunSource::Schedule => "schedule",
         }
     }
 
     pub fn parse(text: &str) -> Option<RunSource> {
-        [RunSource::Alertmanager, RunSource::Api]
+        [RunSource::Alertmanager, RunSource::Api, RunSource::Schedule]
             .into_iter()
             .find(|source| source.as_str() == text)
     }

@@ -23,7 +23,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_millis(250);
 const TABLES: [&str; 3] = ["alerts", "runs", "switches"];
 
 /// Migration `i` brings a file at version `i` to `i + 1`; the last version is `MIGRATIONS.len()`.
-const MIGRATIONS: [&str; 3] = [
+const MIGRATIONS: [&str; 4] = [
     // 1: runs, alerts and the pause switch (the schema before versioning).
     "
 
@@ -108,6 +108,44 @@ INSERT INTO runs_v3 (id, cluster, state, source, dry_run, trigger, cooldown_unti
     FROM runs;
 DROP TABLE runs;
 ALTER TABLE runs_v3 RENAME TO runs;
+CREATE INDEX runs_by_cluster ON runs (cluster, id);
+CREATE INDEX runs_by_state ON runs (state);
+",
+    // 4: runs started by `remediation.schedule` (source 'schedule'); the runs are copied to
+    // a table whose source constraint allows it.
+    "
+CREATE TABLE runs_v4 (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    cluster     TEXT NOT NULL,
+    state       TEXT NOT NULL CHECK (state IN ('queued', 'running', 'finished')),
+    source      TEXT NOT NULL CHECK (source IN ('alertmanager', 'api', 'schedule')),
+    dry_run     INTEGER NOT NULL CHECK (dry_run IN (0, 1)),
+    trigger     TEXT NOT NULL,
+    cooldown_until REAL,
+    created_at  REAL NOT NULL,
+    started_at  REAL,
+    finished_at REAL,
+    outcome     TEXT CHECK (outcome IN ('succeeded', 'partial', 'failed', 'skipped',
+                                        'interrupted', 'planned', 'cancelled')),
+    reason      TEXT,
+    report      TEXT,
+    refused     INTEGER NOT NULL DEFAULT 0 CHECK (refused IN (0, 1)),
+    not_before  REAL,
+    retry_of    INTEGER REFERENCES runs (id),
+    error_kind  TEXT,
+    report_format INTEGER,
+    CHECK ((state = 'finished') = (outcome IS NOT NULL)),
+    CHECK ((report IS NULL) = (report_format IS NULL))
+);
+INSERT INTO runs_v4 (id, cluster, state, source, dry_run, trigger, cooldown_until, created_at,
+                     started_at, finished_at, outcome, reason, report, refused, not_before,
+                     retry_of, error_kind, report_format)
+    SELECT id, cluster, state, source, dry_run, trigger, cooldown_until, created_at,
+           started_at, finished_at, outcome, reason, report, refused, not_before, retry_of,
+           error_kind, report_format
+    FROM runs;
+DROP TABLE runs;
+ALTER TABLE runs_v4 RENAME TO runs;
 CREATE INDEX runs_by_cluster ON runs (cluster, id);
 CREATE INDEX runs_by_state ON runs (state);
 ",
