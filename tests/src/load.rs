@@ -39,8 +39,16 @@ pub struct Puts {
     pub index: usize,
     /// (sent at, took) of every put that succeeded.
     pub samples: Vec<(SystemTime, Duration)>,
-    /// (sent at, error) of every put that failed or got no answer in time.
-    pub failures: Vec<(SystemTime, String)>,
+    /// Every put that failed or got no answer in time.
+    pub failures: Vec<Failure>,
+}
+
+/// A request that failed: when it was sent, how long its client waited, and why.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub at: SystemTime,
+    pub took: Duration,
+    pub error: String,
 }
 
 impl Puts {
@@ -105,10 +113,16 @@ async fn put_loop(
         let key = format!("/etcdmedic/load/{index}/{:04}", n % 1000);
         match tokio::time::timeout(pace.timeout, client.put(key, value.clone(), None)).await {
             Ok(Ok(_)) => puts.samples.push((at, started.elapsed())),
-            Ok(Err(err)) => puts.failures.push((at, err.to_string())),
-            Err(_) => puts
-                .failures
-                .push((at, format!("no answer within {:?}", pace.timeout))),
+            Ok(Err(err)) => puts.failures.push(Failure {
+                at,
+                took: started.elapsed(),
+                error: err.to_string(),
+            }),
+            Err(_) => puts.failures.push(Failure {
+                at,
+                took: started.elapsed(),
+                error: format!("no answer within {:?}", pace.timeout),
+            }),
         }
         tokio::select! {
             () = tokio::time::sleep(pace.every) => {}

