@@ -20,6 +20,11 @@ use tokio::io::{AsyncWriteExt, BufWriter};
 /// file with a trailer is 32 bytes past a multiple of 512 (the check etcdutl makes).
 const TRAILER_LEN: usize = 32;
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+/// The snapshot is written to disk in steps of this size. Left to the page cache, a large
+/// snapshot is flushed all at once by its final fsync, and every etcd member whose WAL shares
+/// the disk (or the file system's journal) waits behind that flush: a stall for the whole
+/// cluster's writes at the end of the snapshot.
+const SYNC_EVERY: u64 = 16 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum SnapshotError {
@@ -198,10 +203,17 @@ async fn stream_to(
     let mut out = BufWriter::with_capacity(1 << 20, file);
     let mut trailer = TrailerHasher::default();
     let mut last_progress = Instant::now();
+    let mut unsynced = 0;
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|err| SnapshotError::Stream(err.to_string()))?;
         out.write_all(&chunk.blob).await.map_err(write_error)?;
         trailer.update(&chunk.blob);
+        unsynced += chunk.blob.len() as u64;
+        if unsynced >= SYNC_EVERY {
+            out.flush().await.map_err(write_error)?;
+            out.get_ref().sync_data().await.map_err(write_error)?;
+            unsynced = 0;
+        }
         if last_progress.elapsed() >= PROGRESS_EVERY {
             progress(trailer.total, chunk.remaining);
             last_progress = Instant::now();
@@ -344,6 +356,43 @@ mod tests {
             hasher.update(piece);
         }
         hasher
+    }
+
+    /// Larger than [`SYNC_EVERY`], so the file is synced in steps on its
+    /// way to disk; what lands there is exactly what was streamed.
+    #[tokio::test]
+    async fn a_snapshot_larger_than_a_sync_step_is_saved_whole() {
+        let db: Vec<u8> = (0..(SYNC_EVERY as usize + (1 << 20)))
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let mut all = db.clone();
+        all.extend_from_slice(&Sha256::digest(&db));
+        let total = all.len() as u64;
+        let chunks: Vec<Result<crate::engine::etcd::Chunk, crate::CallError>> = all
+            .chunks(1 << 20)
+            .scan(total, |remaining, piece| {
+                *remaining -= piece.len() as u64;
+                Some(Ok(crate::engine::etcd::Chunk {
+                    blob: piece.to_vec(),
+                    remaining: *remaining,
+                }))
+            })
+            .collect();
+        let dir = tempfile::tempdir().unwrap();
+        let saved = save(
+            Box::pin(futures::stream::iter(chunks)),
+            dir.path(),
+            "big.db",
+            Duration::from_secs(60),
+            &CancellationToken::new(),
+            |_, _| {},
+        )
+        .await
+        .unwrap();
+        assert_eq!(saved.size_bytes, total);
+        assert_eq!(saved.sha256, hex(&Sha256::digest(&db)));
+        assert_eq!(std::fs::read(&saved.path).unwrap(), all);
+        assert!(!dir.path().join("big.db.part").exists());
     }
 
     #[test]
