@@ -286,6 +286,12 @@ async fn a_refusal_is_not_retried_when_its_alerts_resolved_during_the_run_or_it_
 /// time after its next occurrence.
 const MONTHLY: &str = "{schedule: '0 3 1 * *'}";
 
+/// When cluster `a`'s schedule next starts a run, as the status API shows it.
+async fn next_scheduled(scheduler: &Scheduler) -> SystemTime {
+    let queue = scheduler.queues().await.unwrap();
+    humantime::parse_rfc3339(queue[0].next_scheduled_run.as_deref().unwrap()).unwrap()
+}
+
 async fn start_at(scheduler: &Scheduler, at: SystemTime) -> Option<ledger::Start> {
     scheduler
         .ledger
@@ -298,11 +304,10 @@ async fn start_at(scheduler: &Scheduler, at: SystemTime) -> Option<ledger::Start
 async fn a_scheduled_time_queues_a_run_that_resolved_alerts_do_not_cancel() {
     let dir = tempfile::tempdir().unwrap();
     let scheduler = scheduler_with(dir.path(), MONTHLY);
-    let queue = scheduler.queues().await.unwrap();
-    let next: SystemTime =
-        humantime::parse_rfc3339(queue[0].next_scheduled_run.as_deref().unwrap()).unwrap();
+    let next = next_scheduled(&scheduler).await;
     assert_eq!(
-        queue[0].queued_run, None,
+        scheduler.queues().await.unwrap()[0].queued_run,
+        None,
         "nothing before the scheduled time"
     );
     assert!(start_at(&scheduler, next - Duration::from_secs(1))
@@ -318,36 +323,23 @@ async fn a_scheduled_time_queues_a_run_that_resolved_alerts_do_not_cancel() {
     );
     assert_eq!(start.queued.source, RunSource::Schedule);
     assert_eq!(start.queued.trigger, "schedule: 0 3 1 * * (UTC)");
+    assert!(
+        next_scheduled(&scheduler).await > next,
+        "the schedule moved on"
+    );
     let queue = scheduler.queues().await.unwrap();
-    let later = humantime::parse_rfc3339(queue[0].next_scheduled_run.as_deref().unwrap()).unwrap();
-    assert!(later > next, "the schedule moved on: {queue:?}");
     let b = queue[1]
         .queued_run
         .expect("cluster b's scheduled run is queued");
 
     // An alert joins b's scheduled run; its resolution does not cancel it.
-    let joined = send(
-        &scheduler,
-        vec![alert(
-            "firing",
-            json!({"alertname": "EtcdmedicDatabaseHighFragmentation", "job": "kube-etcd"}),
-            "f1",
-        )],
-    )
-    .await;
+    let for_b = json!({"alertname": "EtcdmedicDatabaseHighFragmentation", "job": "kube-etcd"});
+    let joined = send(&scheduler, vec![alert("firing", for_b.clone(), "f1")]).await;
     assert_eq!(
         (joined[0].action, joined[0].run_id),
         (Action::Joined, Some(b))
     );
-    let resolved = send(
-        &scheduler,
-        vec![alert(
-            "resolved",
-            json!({"alertname": "EtcdmedicDatabaseHighFragmentation", "job": "kube-etcd"}),
-            "f1",
-        )],
-    )
-    .await;
+    let resolved = send(&scheduler, vec![alert("resolved", for_b, "f1")]).await;
     assert_eq!(resolved[0].action, Action::Ignored);
     assert_eq!(scheduler.queues().await.unwrap()[1].queued_run, Some(b));
     let (detail, _) = scheduler.run(b).await.unwrap().unwrap();
@@ -358,8 +350,7 @@ async fn a_scheduled_time_queues_a_run_that_resolved_alerts_do_not_cancel() {
 async fn a_scheduled_time_passes_while_paused_or_while_the_cluster_has_a_run() {
     let dir = tempfile::tempdir().unwrap();
     let scheduler = scheduler_with(dir.path(), MONTHLY);
-    let queue = scheduler.queues().await.unwrap();
-    let next = humantime::parse_rfc3339(queue[0].next_scheduled_run.as_deref().unwrap()).unwrap();
+    let next = next_scheduled(&scheduler).await;
     let alerted = send(&scheduler, vec![alert("firing", fragmentation("a"), "f1")]).await;
     scheduler.set_paused(true).await.unwrap();
     assert!(start_at(&scheduler, next).await.is_none());
