@@ -2,12 +2,14 @@
 //! need. Resolution reads every referenced file once, so a missing certificate or password
 //! file stops the process at start-up with the key that names it.
 
+mod backup;
 pub mod file;
 mod name;
 mod remediation;
 mod unknown_keys;
 pub mod when;
 
+pub use backup::{BackupSettings, Destination};
 pub use file::{LeaderMoveFailure, LeaderPolicy, OnBusy};
 pub use name::ClusterName;
 pub use remediation::RemediationSettings;
@@ -19,7 +21,7 @@ use std::time::Duration;
 use crate::error::{ConfigProblems, Error, Result};
 use crate::secret::Secret;
 use crate::tls::{self, ClientTls};
-use file::{AuthFile, ClusterFile, ConfigFile, RemediationFile, RemediatorFile};
+use file::{AuthFile, BackupFile, ClusterFile, ConfigFile, RemediationFile, RemediatorFile};
 
 /// A loaded, validated configuration.
 #[derive(Debug, Clone)]
@@ -49,6 +51,8 @@ pub struct ClusterConfig {
     pub metrics_url: Option<String>,
     pub status_timeout: Duration,
     pub remediation: RemediationSettings,
+    /// Where `etcdmedic-remediator backup` writes, and how many backups it keeps.
+    pub backup: BackupSettings,
     /// An alert names this cluster when it carries every one of these labels.
     pub alert_labels: BTreeMap<String, String>,
 }
@@ -82,6 +86,7 @@ impl Config {
         let clusters = resolve_clusters(
             &parsed.clusters,
             parsed.remediation.as_ref(),
+            parsed.backup.as_ref(),
             base,
             &mut problems,
         );
@@ -149,7 +154,7 @@ impl ClusterConfig {
     /// where it came from in error messages.
     pub fn resolve_standalone(file: &ClusterFile, origin: &str) -> Result<ClusterConfig> {
         let mut problems = ConfigProblems::default();
-        let cluster = resolve_cluster(file, None, Path::new("."), "cluster", &mut problems);
+        let cluster = resolve_cluster(file, (None, None), Path::new("."), "cluster", &mut problems);
         match cluster {
             Some(cluster) if problems.is_empty() => Ok(cluster),
             _ => Err(Error::ConfigInvalid {
@@ -163,6 +168,7 @@ impl ClusterConfig {
 fn resolve_clusters(
     files: &[ClusterFile],
     remediation_defaults: Option<&RemediationFile>,
+    backup_defaults: Option<&BackupFile>,
     base: &Path,
     problems: &mut ConfigProblems,
 ) -> Vec<ClusterConfig> {
@@ -183,7 +189,8 @@ fn resolve_clusters(
                 ),
             );
         }
-        if let Some(cluster) = resolve_cluster(file, remediation_defaults, base, &key, problems) {
+        let defaults = (remediation_defaults, backup_defaults);
+        if let Some(cluster) = resolve_cluster(file, defaults, base, &key, problems) {
             clusters.push(cluster);
         }
     }
@@ -288,7 +295,7 @@ fn resolve_alert_labels(
 
 fn resolve_cluster(
     file: &ClusterFile,
-    remediation_defaults: Option<&RemediationFile>,
+    (remediation_defaults, backup_defaults): (Option<&RemediationFile>, Option<&BackupFile>),
     base: &Path,
     key: &str,
     problems: &mut ConfigProblems,
@@ -366,6 +373,14 @@ fn resolve_cluster(
         problems,
     );
 
+    let backup = backup::resolve(
+        backup_defaults,
+        file.backup.as_ref(),
+        &format!("{key}.backup"),
+        base,
+        problems,
+    );
+
     let alert_labels = resolve_alert_labels(file, &format!("{key}.alert_labels"), problems);
 
     if problems.0.len() > before {
@@ -381,6 +396,7 @@ fn resolve_cluster(
         metrics_url: file.metrics_url.clone(),
         status_timeout: file.status_timeout,
         remediation: remediation?,
+        backup: backup?,
         alert_labels,
     })
 }

@@ -153,6 +153,7 @@ impl StatusArgs {
                 .timeout
                 .unwrap_or(etcdmedic_cluster::config::file::DEFAULT_STATUS_TIMEOUT),
             remediation: None,
+            backup: None,
             alert_labels: None,
         }
     }

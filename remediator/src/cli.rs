@@ -10,6 +10,8 @@ const EXIT_STATUS: &str = "\
 Exit status:
   0  `serve`: stopped on SIGTERM/SIGINT after the run under way finished its member
   0  `run`: succeeded, skipped (no member needed work) or, with --dry-run, planned
+  0  `backup`: the backup is verified in every destination asked for
+  1  `backup`: the lock is held, no member answered, or the snapshot or a write failed
   1  `run`: refused, failed, partial or interrupted (the reason is printed; a refused run changed nothing)
   1  `serve`: the listener or the state store failed
   2  bad usage, invalid configuration, unknown cluster, or a state file that is not etcdmedic's (nothing was contacted)";
@@ -33,7 +35,7 @@ impl Cli {
     pub fn default_log_level(&self) -> &'static str {
         match self.command {
             Command::Serve(_) => "info",
-            Command::Run(_) => "warn",
+            Command::Run(_) | Command::Backup(_) => "warn",
         }
     }
 }
@@ -45,6 +47,25 @@ pub enum Command {
     Serve(ServeArgs),
     /// Remediate one cluster now, printing each step as it happens.
     Run(RunArgs),
+    /// Back one cluster up now: a verified snapshot in each of its `backup.destinations`,
+    /// with a manifest beside it; older backups beyond the retention removed.
+    Backup(BackupArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// The configuration file (clusters and their `backup:` settings).
+    #[arg(long, env = "ETCDMEDIC_CONFIG")]
+    pub config: PathBuf,
+    /// Name of the cluster to back up, as in the config.
+    #[arg(long)]
+    pub cluster: String,
+    /// Only this destination (by its name in `backup.destinations`).
+    #[arg(long)]
+    pub destination: Option<String>,
+    /// Output: a summary line per destination, or the backup's report as JSON.
+    #[arg(short = 'o', long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
 }
 
 #[derive(Debug, Args)]

@@ -4,7 +4,7 @@ use anyhow::{anyhow, Context};
 use clap::Parser;
 use etcdmedic_cluster::binary::{self, CommandResult, BAD_INPUT, FAILED};
 use etcdmedic_cluster::{shutdown, Config};
-use etcdmedic_remediator::cli::{Cli, Command, OutputFormat, RunArgs, ServeArgs};
+use etcdmedic_remediator::cli::{BackupArgs, Cli, Command, OutputFormat, RunArgs, ServeArgs};
 use etcdmedic_remediator::output::{summary, TextProgress};
 use etcdmedic_remediator::service::settings::ServiceSettings;
 use etcdmedic_remediator::{places, Events, Remediator, RunOptions};
@@ -20,6 +20,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Run(args) => run(args).await,
             Command::Serve(args) => serve(args).await,
+            Command::Backup(args) => backup(args).await,
         }
     })
 }
@@ -82,18 +83,7 @@ async fn serve(args: ServeArgs) -> CommandResult<anyhow::Error> {
 }
 
 async fn run(args: RunArgs) -> CommandResult<anyhow::Error> {
-    let config = Config::load(&args.config).map_err(|err| (BAD_INPUT, err.into()))?;
-    let cluster = config.cluster(&args.cluster).cloned().ok_or_else(|| {
-        let known = config.cluster_names().join(", ");
-        (
-            BAD_INPUT,
-            anyhow!(
-                "unknown cluster {:?} in {}; configured clusters: {known}",
-                args.cluster,
-                args.config.display()
-            ),
-        )
-    })?;
+    let cluster = configured_cluster(&args.config, &args.cluster)?;
     let remediator = Remediator::new(cluster).map_err(|err| (BAD_INPUT, err.into()))?;
 
     // Ctrl-C or SIGTERM: the member under way finishes, no other starts.
@@ -143,4 +133,78 @@ async fn run(args: RunArgs) -> CommandResult<anyhow::Error> {
     } else {
         ExitCode::from(FAILED)
     })
+}
+
+/// The cluster named `name` in the configuration at `path`; bad input otherwise.
+fn configured_cluster(
+    path: &std::path::Path,
+    name: &str,
+) -> Result<etcdmedic_cluster::ClusterConfig, (u8, anyhow::Error)> {
+    let config = Config::load(path).map_err(|err| (BAD_INPUT, err.into()))?;
+    config.cluster(name).cloned().ok_or_else(|| {
+        let known = config.cluster_names().join(", ");
+        (
+            BAD_INPUT,
+            anyhow!(
+                "unknown cluster {name:?} in {}; configured clusters: {known}",
+                path.display()
+            ),
+        )
+    })
+}
+
+async fn backup(args: BackupArgs) -> CommandResult<anyhow::Error> {
+    let cluster = configured_cluster(&args.config, &args.cluster)?;
+    let settings = cluster.backup.clone();
+    if settings.destinations.is_empty() {
+        return Err((
+            BAD_INPUT,
+            anyhow!(
+                "no backup destination is configured for cluster {} (backup.destinations in {})",
+                args.cluster,
+                args.config.display()
+            ),
+        ));
+    }
+    let remediator = Remediator::new(cluster).map_err(|err| (BAD_INPUT, err.into()))?;
+    let stop = CancellationToken::new();
+    let on_signal = stop.clone();
+    tokio::spawn(async move {
+        shutdown::signal().await;
+        on_signal.cancel();
+    });
+    let report = remediator
+        .backup(&settings, args.destination.as_deref(), &stop)
+        .await
+        .map_err(|err| match err {
+            etcdmedic_remediator::BackupError::UnknownDestination { .. } => (BAD_INPUT, err.into()),
+            err => (
+                FAILED,
+                anyhow::Error::from(err).context("the backup failed"),
+            ),
+        })?;
+    match args.output {
+        OutputFormat::Text => {
+            let m = &report.manifest;
+            for landed in &report.destinations {
+                println!(
+                    "{}: {} from {} at revision {}, {}, sha256 {} verified ({} older removed)",
+                    landed.destination,
+                    landed.path.display(),
+                    m.member.name,
+                    m.revision,
+                    etcdmedic_cluster::table::human_bytes(m.size_bytes),
+                    m.sha256,
+                    landed.removed.len()
+                );
+            }
+        }
+        OutputFormat::Json => {
+            let json = serde_json::to_string_pretty(&report)
+                .context("writing the report as JSON")
+                .map_err(|err| (FAILED, err))?;
+            println!("{json}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }

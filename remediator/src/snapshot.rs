@@ -270,7 +270,7 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-async fn sync_dir(dir: &Path) -> std::io::Result<()> {
+pub(crate) async fn sync_dir(dir: &Path) -> std::io::Result<()> {
     tokio::fs::File::open(dir).await?.sync_all().await
 }
 
@@ -294,12 +294,23 @@ pub(crate) fn remove_leftover_parts(dir: &Path, cluster: &str) -> Vec<PathBuf> {
 }
 
 /// Keeps the newest `keep` snapshots of `cluster` in `dir`, returns the ones removed.
-/// Names sort by time, so the newest are the last in name order.
 pub(crate) fn apply_retention(
     dir: &Path,
     cluster: &str,
     keep: usize,
 ) -> std::io::Result<Vec<PathBuf>> {
+    let snapshots = snapshots_of(dir, cluster)?;
+    let excess = snapshots.len().saturating_sub(keep);
+    let mut removed = Vec::with_capacity(excess);
+    for old in snapshots.into_iter().take(excess) {
+        std::fs::remove_file(&old)?;
+        removed.push(old);
+    }
+    Ok(removed)
+}
+
+/// The snapshots of `cluster` in `dir`, oldest first: names sort by time.
+pub(crate) fn snapshots_of(dir: &Path, cluster: &str) -> std::io::Result<Vec<PathBuf>> {
     let prefix = format!("{cluster}-");
     let mut snapshots: Vec<PathBuf> = std::fs::read_dir(dir)?
         .filter_map(Result::ok)
@@ -313,13 +324,28 @@ pub(crate) fn apply_retention(
         })
         .collect();
     snapshots.sort();
-    let excess = snapshots.len().saturating_sub(keep);
-    let mut removed = Vec::with_capacity(excess);
-    for old in snapshots.into_iter().take(excess) {
-        std::fs::remove_file(&old)?;
-        removed.push(old);
+    Ok(snapshots)
+}
+
+/// Checks the file at `path` as [`save`] checks a stream: etcd's sha256 trailer must match
+/// what precedes it. Returns that sha256.
+pub(crate) async fn verify_file(path: &Path) -> Result<String, SnapshotError> {
+    use tokio::io::AsyncReadExt;
+    let read_error = |source| SnapshotError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = tokio::fs::File::open(path).await.map_err(read_error)?;
+    let mut trailer = TrailerHasher::default();
+    let mut buffer = vec![0u8; 1 << 20];
+    loop {
+        let read = file.read(&mut buffer).await.map_err(read_error)?;
+        if read == 0 {
+            break;
+        }
+        trailer.update(&buffer[..read]);
     }
-    Ok(removed)
+    trailer.verify()
 }
 
 /// `20261121T061900.123Z-rev42`: what [`file_name`] puts between the cluster and `.db`.

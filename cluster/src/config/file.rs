@@ -21,7 +21,52 @@ pub struct ConfigFile {
     /// The webhook service (`etcdmedic-remediator serve`); the exporter ignores it.
     #[serde(default)]
     pub remediator: Option<RemediatorFile>,
+    /// Backup defaults for every cluster; a cluster's own block overrides them key by key.
+    #[serde(default)]
+    pub backup: Option<BackupFile>,
     pub clusters: Vec<ClusterFile>,
+}
+
+/// Where `etcdmedic-remediator backup` puts a cluster's backups, and how many it keeps.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupFile {
+    /// Every backup goes to each of them (a cluster's own list replaces the default one).
+    #[serde(default)]
+    pub destinations: Option<Vec<DestinationFile>>,
+    #[serde(default)]
+    pub retention: Option<RetentionFile>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DestinationFile {
+    /// Names the destination in `--destination`, output and reports.
+    pub name: String,
+    pub kind: DestinationKind,
+    /// `local`: the directory (relative to the configuration file's).
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DestinationKind {
+    Local,
+    S3,
+    Gcs,
+    Azure,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionFile {
+    /// Backups kept per destination, the newest first.
+    #[serde(default)]
+    pub keep: Option<usize>,
+    /// Older backups are removed too (never the newest).
+    #[serde(default, with = "humantime_serde")]
+    pub max_age: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -52,6 +97,9 @@ pub struct ClusterFile {
     /// Overrides of the top-level `remediation:` defaults for this cluster.
     #[serde(default)]
     pub remediation: Option<RemediationFile>,
+    /// Overrides of the top-level `backup:` defaults for this cluster.
+    #[serde(default)]
+    pub backup: Option<BackupFile>,
     /// The alert labels that name this cluster, all of which an alert must carry with these
     /// values. Default `{etcd_cluster: <name>}`; `{job: kube-etcd}` suits the etcd mixin.
     #[serde(default)]

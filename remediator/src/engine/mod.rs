@@ -15,6 +15,7 @@
 //! - `step`: recording every step; `wait`: every wait, with its deadline and stop policy;
 //!   `error`: why a run ended early, typed, and the outcome that follows.
 
+pub(crate) mod backup;
 mod decide;
 mod defragment;
 pub(crate) mod error;

@@ -23,6 +23,15 @@ fn probes() -> Vec<(&'static str, String)> {
         ("clusters[].auth", cluster(&format!("    auth: {{username: u, {PROBE}: 1}}\n"))),
         ("remediation", format!("remediation: {{{PROBE}: 1}}\n{}", cluster(""))),
         ("remediator", format!("remediator: {{{PROBE}: 1}}\n{}", cluster(""))),
+        ("backup", format!("backup: {{{PROBE}: 1}}\n{}", cluster(""))),
+        (
+            "backup.destinations[]",
+            format!(
+                "backup: {{destinations: [{{name: n, kind: local, {PROBE}: 1}}]}}\n{}",
+                cluster("")
+            ),
+        ),
+        ("backup.retention", format!("backup: {{retention: {{{PROBE}: 1}}}}\n{}", cluster(""))),
         ("remediator.auth", format!("remediator: {{auth: {{{PROBE}: 1}}}}\n{}", cluster(""))),
         (
             "remediator.auth.basic_auth",

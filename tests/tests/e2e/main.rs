@@ -33,6 +33,7 @@
 //! - `support`: helpers shared by the modules above.
 
 mod alert_rules;
+mod backup;
 mod binary;
 mod client_impact;
 mod config_reference;

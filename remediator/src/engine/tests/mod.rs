@@ -4,6 +4,7 @@
 //! defragmenting at a time, never the leader unless asked). The end-to-end tests run the same
 //! engine against real etcd; these reach the branches real etcd cannot be made to take.
 
+mod backups;
 mod fake;
 
 mod interrupts;

@@ -1,0 +1,108 @@
+//! `backup` against the scripted cluster: the source member, the lock shared with runs, a
+//! damaged stream that leaves nothing behind, and copies in every destination.
+
+use std::path::Path;
+
+use etcdmedic_cluster::config::{BackupSettings, ClusterName, Destination};
+use etcdmedic_cluster::RemediationSettings;
+use tokio_util::sync::CancellationToken;
+
+use super::fake::{FakeEtcd, SnapshotBehavior};
+use crate::engine::backup::BackupError;
+use crate::engine::Remediator;
+use crate::lock::RunLock;
+
+fn destinations(root: &Path, names: &[&str]) -> BackupSettings {
+    BackupSettings {
+        destinations: names
+            .iter()
+            .map(|name| Destination {
+                name: ClusterName::new(name).unwrap_or_else(|err| panic!("{err}")),
+                path: root.join(name),
+            })
+            .collect(),
+        ..BackupSettings::default()
+    }
+}
+
+fn remediator(fake: FakeEtcd, snapshot_dir: &Path) -> Remediator<FakeEtcd> {
+    let settings = RemediationSettings {
+        snapshot_dir: snapshot_dir.to_path_buf(),
+        ..RemediationSettings::default()
+    };
+    Remediator::with(fake, settings)
+}
+
+/// Files in a destination's directory for the fake cluster.
+fn files(root: &Path, destination: &str) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(root.join(destination).join("fake"))
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_most_caught_up_follower_is_backed_up_to_every_destination() {
+    let root = tempfile::tempdir().unwrap_or_else(|err| panic!("{err}"));
+    let fake = FakeEtcd::new(3, 100, 40).member("m2", |m| m.behind(50));
+    let remediator = remediator(fake, &root.path().join("snapshots"));
+    let settings = destinations(root.path(), &["near", "far"]);
+    let report = remediator
+        .backup(&settings, None, &CancellationToken::new())
+        .await
+        .unwrap_or_else(|err| panic!("backup: {err}"));
+    assert_eq!(report.manifest.member.name, "m3", "m1 leads, m2 is behind");
+    assert_eq!(report.manifest.cluster, "fake");
+    for name in ["near", "far"] {
+        let found = files(root.path(), name);
+        assert_eq!(found.len(), 2, "{name}: {found:?}");
+        assert!(
+            found[0].ends_with(".db") && found[1].ends_with(".json"),
+            "{found:?}"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_backup_is_refused_while_a_run_holds_the_cluster_lock() {
+    let root = tempfile::tempdir().unwrap_or_else(|err| panic!("{err}"));
+    let snapshots = root.path().join("snapshots");
+    let lock_dir = snapshots.join("fake");
+    std::fs::create_dir_all(&lock_dir).unwrap_or_else(|err| panic!("{err}"));
+    let _run = RunLock::acquire(&lock_dir, "fake").unwrap_or_else(|err| panic!("{err}"));
+    let remediator = remediator(FakeEtcd::new(3, 100, 40), &snapshots);
+    let err = remediator
+        .backup(
+            &destinations(root.path(), &["near"]),
+            None,
+            &CancellationToken::new(),
+        )
+        .await
+        .expect_err("the lock is held");
+    assert!(matches!(err, BackupError::Locked(_)), "{err}");
+    assert!(files(root.path(), "near").is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_damaged_stream_fails_and_leaves_nothing() {
+    let root = tempfile::tempdir().unwrap_or_else(|err| panic!("{err}"));
+    let fake = FakeEtcd::new(3, 100, 40).with(|s| s.snapshot(SnapshotBehavior::Damaged));
+    let remediator = remediator(fake, &root.path().join("snapshots"));
+    let err = remediator
+        .backup(
+            &destinations(root.path(), &["near", "far"]),
+            None,
+            &CancellationToken::new(),
+        )
+        .await
+        .expect_err("the trailer does not match");
+    assert!(err.to_string().contains("sha256"), "{err}");
+    assert!(files(root.path(), "near").is_empty());
+    assert!(files(root.path(), "far").is_empty());
+}

@@ -1,0 +1,182 @@
+//! `etcdmedic-remediator backup` against real etcd: a verified snapshot lands in every local
+//! destination with its manifest, the copies are identical and etcdctl reads the revision the
+//! manifest states, the retention keeps the newest, one destination can be chosen, and bad
+//! backup configuration exits 2 naming its key.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::Duration;
+
+use anyhow::{ensure, Context, Result};
+use etcdmedic_tests::{project_binary, EtcdCluster, EtcdVersion};
+use serde_json::Value;
+
+use crate::on_each_etcd_version;
+use crate::support::{stderr, stdout, write_file};
+
+on_each_etcd_version!(a_backup_lands_verified_in_every_destination_and_the_oldest_go,);
+
+async fn backup(config: &Path, extra: &[&str]) -> Result<Output> {
+    let run = tokio::process::Command::new(project_binary("etcdmedic-remediator")?)
+        .args(["backup", "--cluster", "prod-a", "-o", "json", "--config"])
+        .arg(config)
+        .args(extra)
+        .kill_on_drop(true)
+        .output();
+    tokio::time::timeout(Duration::from_secs(120), run)
+        .await
+        .context("backup did not finish within 120s")?
+        .map_err(Into::into)
+}
+
+/// The `.db` files (and separately the manifests) in `dir`, sorted.
+fn files(dir: &Path, extension: &str) -> Result<Vec<PathBuf>> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == extension))
+        .collect();
+    found.sort();
+    Ok(found)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+async fn a_backup_lands_verified_in_every_destination_and_the_oldest_go(
+    version: EtcdVersion,
+) -> Result<()> {
+    let cluster = EtcdCluster::builder(version).members(3).start().await?;
+    let dir = tempfile::tempdir()?;
+    let (near, far) = (dir.path().join("near"), dir.path().join("far"));
+    let yaml = format!(
+        "remediation: {{snapshot_dir: {}}}\nbackup:\n  destinations:\n    - {{name: near, kind: local, path: {}}}\n    \
+         - {{name: far, kind: local, path: {}}}\n  retention: {{keep: 2}}\nclusters:\n{}",
+        dir.path().join("snapshots").display(),
+        near.display(),
+        far.display(),
+        cluster.config_entry("prod-a")
+    );
+    let config = write_file(dir.path(), "backup.yaml", &yaml)?;
+    let mut client = cluster.client(0).await?;
+
+    let mut last = Value::Null;
+    let mut written_at = 0;
+    for round in 0..3 {
+        let put = client.put(format!("/backup/{round}"), "x", None).await?;
+        written_at = put.header().context("no header")?.revision();
+        let output = backup(&config, &[]).await?;
+        ensure!(
+            output.status.success(),
+            "round {round}: {}{}",
+            stdout(&output),
+            stderr(&output)
+        );
+        last = serde_json::from_str(&stdout(&output))
+            .with_context(|| format!("backup -o json: {}", stdout(&output)))?;
+    }
+    let manifest = &last["manifest"];
+    ensure!(manifest["revision"] == written_at, "{manifest}");
+    ensure!(manifest["cluster"] == "prod-a", "{manifest}");
+    ensure!(
+        manifest["etcd_version"]
+            .as_str()
+            .is_some_and(|v| v.starts_with(version.prefix())),
+        "{manifest}"
+    );
+    let landed = last["destinations"].as_array().context("destinations")?;
+    ensure!(landed.len() == 2, "{last}");
+
+    let mut copies = Vec::new();
+    for (name, root) in [("near", &near), ("far", &far)] {
+        let dir = root.join("prod-a");
+        let snapshots = files(&dir, "db")?;
+        let manifests = files(&dir, "json")?;
+        ensure!(
+            snapshots.len() == 2 && manifests.len() == 2,
+            "{name}: keep 2, found {snapshots:?} and {manifests:?}"
+        );
+        let newest = snapshots.last().context("no snapshot")?;
+        let bytes = std::fs::read(newest)?;
+        let trailer = &bytes[bytes.len() - 32..];
+        ensure!(manifest["sha256"] == hex(trailer), "{name}: {manifest}");
+        ensure!(manifest["size_bytes"] == bytes.len(), "{name}: {manifest}");
+        let beside: Value = serde_json::from_slice(&std::fs::read(newest.with_extension("json"))?)?;
+        ensure!(&beside == manifest, "{name}: {beside} vs {manifest}");
+        let removed = landed
+            .iter()
+            .find(|l| l["destination"] == name)
+            .and_then(|l| l["removed"].as_array())
+            .context("removed")?;
+        ensure!(removed.len() == 1, "{name}: {last}");
+        copies.push(bytes);
+
+        // etcd's own tool reads the revision the manifest states.
+        let status = cluster.etcdctl(&[
+            "snapshot",
+            "status",
+            "-w",
+            "json",
+            &newest.display().to_string(),
+        ])?;
+        let status: Value = serde_json::from_str(&status).with_context(|| status.clone())?;
+        ensure!(status["revision"] == written_at, "{name}: {status}");
+    }
+    ensure!(copies[0] == copies[1], "the two destinations differ");
+
+    let only = backup(&config, &["--destination", "far"]).await?;
+    ensure!(only.status.success(), "{}", stderr(&only));
+    let only: Value = serde_json::from_str(&stdout(&only))?;
+    ensure!(
+        only["destinations"].as_array().map(Vec::len) == Some(1)
+            && only["destinations"][0]["destination"] == "far",
+        "{only}"
+    );
+    let unknown = backup(&config, &["--destination", "tape"]).await?;
+    ensure!(unknown.status.code() == Some(2), "{}", stderr(&unknown));
+    ensure!(
+        stderr(&unknown).contains("unknown destination \"tape\"; configured: near, far"),
+        "{}",
+        stderr(&unknown)
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn bad_backup_configuration_exits_2_naming_the_key() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let yaml = "backup:\n  destinations:\n    - {name: offsite, kind: s3}\n    - {name: '../up', kind: local, path: x}\n    \
+                - {name: nopath, kind: local}\n  retention: {keep: 0}\nclusters:\n  - name: prod-a\n    endpoints: [http://127.0.0.1:2379]\n";
+    let config = write_file(dir.path(), "bad.yaml", yaml)?;
+    let output = tokio::process::Command::new(project_binary("etcdmedic-remediator")?)
+        .args(["backup", "--cluster", "prod-a", "--config"])
+        .arg(&config)
+        .output()
+        .await?;
+    let err = stderr(&output);
+    ensure!(output.status.code() == Some(2), "{err}");
+    for expected in [
+        "backup.destinations[0].kind: object storage destinations (s3, gcs, azure) are not available in this version yet",
+        "backup.destinations[1].name: \"../up\" is not a destination name",
+        "backup.destinations[2].path: a local destination needs its directory",
+        "backup.retention.keep: must keep at least 1 backup",
+    ] {
+        ensure!(err.contains(expected), "missing {expected:?} in {err}");
+    }
+
+    let yaml = "backup:\n  destinations:\n    - {name: tape, kind: ftp}\nclusters:\n  - name: prod-a\n    endpoints: [http://127.0.0.1:2379]\n";
+    let config = write_file(dir.path(), "kind.yaml", yaml)?;
+    let output = tokio::process::Command::new(project_binary("etcdmedic-remediator")?)
+        .args(["backup", "--cluster", "prod-a", "--config"])
+        .arg(&config)
+        .output()
+        .await?;
+    let err = stderr(&output);
+    ensure!(output.status.code() == Some(2), "{err}");
+    ensure!(
+        err.contains("backup.destinations[0].kind") && err.contains("unknown variant `ftp`"),
+        "{err}"
+    );
+    Ok(())
+}
