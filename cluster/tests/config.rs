@@ -39,7 +39,7 @@ fn an_unknown_key_is_named_with_its_path() {
     );
     assert_refused(
         "cluster: []\n",
-        "cluster: unknown key, did you mean `clusters`? (expected one of `remediation`, `remediator`, `clusters`)",
+        "cluster: unknown key, did you mean `clusters`? (expected one of `remediation`, `remediator`, `backup`, `clusters`)",
     );
 }
 

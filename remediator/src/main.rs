@@ -87,12 +87,7 @@ async fn run(args: RunArgs) -> CommandResult<anyhow::Error> {
     let remediator = Remediator::new(cluster).map_err(|err| (BAD_INPUT, err.into()))?;
 
     // Ctrl-C or SIGTERM: the member under way finishes, no other starts.
-    let stop = CancellationToken::new();
-    let on_signal = stop.clone();
-    tokio::spawn(async move {
-        shutdown::signal().await;
-        on_signal.cancel();
-    });
+    let stop = stop_on_signal();
 
     let (events, mut received) = Events::channel();
     let text = args.output == OutputFormat::Text;
@@ -135,6 +130,17 @@ async fn run(args: RunArgs) -> CommandResult<anyhow::Error> {
     })
 }
 
+/// Cancelled on SIGTERM or Ctrl-C.
+fn stop_on_signal() -> CancellationToken {
+    let stop = CancellationToken::new();
+    let on_signal = stop.clone();
+    tokio::spawn(async move {
+        shutdown::signal().await;
+        on_signal.cancel();
+    });
+    stop
+}
+
 /// The cluster named `name` in the configuration at `path`; bad input otherwise.
 fn configured_cluster(
     path: &std::path::Path,
@@ -167,12 +173,8 @@ async fn backup(args: BackupArgs) -> CommandResult<anyhow::Error> {
         ));
     }
     let remediator = Remediator::new(cluster).map_err(|err| (BAD_INPUT, err.into()))?;
-    let stop = CancellationToken::new();
-    let on_signal = stop.clone();
-    tokio::spawn(async move {
-        shutdown::signal().await;
-        on_signal.cancel();
-    });
+    // Ctrl-C or SIGTERM: the stream stops, nothing partial is left.
+    let stop = stop_on_signal();
     let report = remediator
         .backup(&settings, args.destination.as_deref(), &stop)
         .await

@@ -211,12 +211,7 @@ async fn finish(
     let json = serde_json::to_vec_pretty(manifest).map_err(|err| write_error(err.into()))?;
     let part = manifest_path.with_extension("json.part");
     tokio::fs::write(&part, json).await.map_err(write_error)?;
-    tokio::fs::File::open(&part)
-        .await
-        .map_err(write_error)?
-        .sync_all()
-        .await
-        .map_err(write_error)?;
+    sync_file(&part).await.map_err(write_error)?;
     tokio::fs::rename(&part, &manifest_path)
         .await
         .map_err(write_error)?;
@@ -253,12 +248,7 @@ async fn copy_verified(
     };
     let copied = async {
         tokio::fs::copy(from, &part).await.map_err(write_error)?;
-        tokio::fs::File::open(&part)
-            .await
-            .map_err(write_error)?
-            .sync_all()
-            .await
-            .map_err(write_error)?;
+        sync_file(&part).await.map_err(write_error)?;
         let sha256 = snapshot::verify_file(&part).await?;
         if sha256 != manifest.sha256 {
             return Err(BackupError::Snapshot(format!(
@@ -277,6 +267,10 @@ async fn copy_verified(
     tokio::fs::rename(&part, &path).await.map_err(write_error)?;
     snapshot::sync_dir(&dir).await.map_err(write_error)?;
     Ok(path)
+}
+
+async fn sync_file(path: &Path) -> std::io::Result<()> {
+    tokio::fs::File::open(path).await?.sync_all().await
 }
 
 /// Removes backups beyond the newest `keep`, and those older than `max_age` except the

@@ -143,19 +143,21 @@ async fn a_backup_lands_verified_in_every_destination_and_the_oldest_go(
     Ok(())
 }
 
+/// `backup` with the configuration `yaml` (written to `dir/name`) must exit 2; its stderr.
+async fn refused(dir: &Path, name: &str, yaml: &str) -> Result<String> {
+    let config = write_file(dir, name, yaml)?;
+    let output = backup(&config, &[]).await?;
+    let err = stderr(&output);
+    ensure!(output.status.code() == Some(2), "{err}");
+    Ok(err)
+}
+
 #[tokio::test]
 async fn bad_backup_configuration_exits_2_naming_the_key() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let yaml = "backup:\n  destinations:\n    - {name: offsite, kind: s3}\n    - {name: '../up', kind: local, path: x}\n    \
                 - {name: nopath, kind: local}\n  retention: {keep: 0}\nclusters:\n  - name: prod-a\n    endpoints: [http://127.0.0.1:2379]\n";
-    let config = write_file(dir.path(), "bad.yaml", yaml)?;
-    let output = tokio::process::Command::new(project_binary("etcdmedic-remediator")?)
-        .args(["backup", "--cluster", "prod-a", "--config"])
-        .arg(&config)
-        .output()
-        .await?;
-    let err = stderr(&output);
-    ensure!(output.status.code() == Some(2), "{err}");
+    let err = refused(dir.path(), "bad.yaml", yaml).await?;
     for expected in [
         "backup.destinations[0].kind: object storage destinations (s3, gcs, azure) are not available in this version yet",
         "backup.destinations[1].name: \"../up\" is not a destination name",
@@ -166,14 +168,7 @@ async fn bad_backup_configuration_exits_2_naming_the_key() -> Result<()> {
     }
 
     let yaml = "backup:\n  destinations:\n    - {name: tape, kind: ftp}\nclusters:\n  - name: prod-a\n    endpoints: [http://127.0.0.1:2379]\n";
-    let config = write_file(dir.path(), "kind.yaml", yaml)?;
-    let output = tokio::process::Command::new(project_binary("etcdmedic-remediator")?)
-        .args(["backup", "--cluster", "prod-a", "--config"])
-        .arg(&config)
-        .output()
-        .await?;
-    let err = stderr(&output);
-    ensure!(output.status.code() == Some(2), "{err}");
+    let err = refused(dir.path(), "kind.yaml", yaml).await?;
     ensure!(
         err.contains("backup.destinations[0].kind") && err.contains("unknown variant `ftp`"),
         "{err}"
