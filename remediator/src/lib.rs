@@ -29,7 +29,7 @@ pub mod report;
 pub mod service;
 mod snapshot;
 
-pub use engine::backup::{BackupError, BackupReport, Landed, Manifest};
+pub use engine::backup::{BackupError, BackupReport, Landed, Manifest, RecordedHash};
 pub use engine::error::{MoveFailure, Refusal, Stop, KINDS as ERROR_KINDS};
 pub use engine::etcd::{CallError, Chunk, ChunkStream, HashKv};
 pub use engine::{Etcd, Live, Remediator, RunError, RunOptions};

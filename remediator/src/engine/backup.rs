@@ -35,6 +35,18 @@ pub struct Manifest {
     #[serde(with = "timestamp")]
     pub created_at: SystemTime,
     pub etcdmedic_version: String,
+    /// The source member's HashKV at `revision`, taken right after the snapshot: what a
+    /// member restored from this backup must answer for the same revision. Absent when the
+    /// member could not compute it (the revision compacted meanwhile).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash_kv: Option<RecordedHash>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordedHash {
+    pub revision: i64,
+    pub hash: u32,
+    pub compact_revision: i64,
 }
 
 /// One backup: its manifest and where it landed.
@@ -126,6 +138,17 @@ impl<E: Etcd> Remediator<E> {
             progress,
         )
         .await?;
+        let hash_kv = match self.etcd.hash_kv(&member.endpoint, status.revision).await {
+            Ok(answer) => Some(RecordedHash {
+                revision: status.revision,
+                hash: answer.hash,
+                compact_revision: answer.compact_revision,
+            }),
+            Err(err) => {
+                tracing::warn!(%cluster, revision = status.revision, error = %err, "no HashKV recorded with the backup");
+                None
+            }
+        };
         let manifest = Manifest {
             cluster: cluster.to_string(),
             member,
@@ -136,6 +159,7 @@ impl<E: Etcd> Remediator<E> {
             file: name.clone(),
             created_at,
             etcdmedic_version: etcdmedic_cluster::build_info::VERSION.to_string(),
+            hash_kv,
         };
         let mut landed = vec![finish(first, &saved.path, &manifest, backup).await?];
         for destination in others {

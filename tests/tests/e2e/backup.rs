@@ -1,7 +1,7 @@
 //! `etcdmedic-remediator backup` against real etcd: a verified snapshot lands in every local
-//! destination with its manifest, the copies are identical and etcdctl reads the revision the
-//! manifest states, the retention keeps the newest, one destination can be chosen, and bad
-//! backup configuration exits 2 naming its key.
+//! destination with its manifest, the copies are identical, etcdctl reads the revision the
+//! manifest states and every member answers the HashKV it recorded, the retention keeps the
+//! newest, one destination can be chosen, and bad backup configuration exits 2 naming its key.
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -85,6 +85,25 @@ async fn a_backup_lands_verified_in_every_destination_and_the_oldest_go(
             .is_some_and(|v| v.starts_with(version.prefix())),
         "{manifest}"
     );
+    // The HashKV recorded with the backup is what every member answers for that revision.
+    ensure!(manifest["hash_kv"]["revision"] == written_at, "{manifest}");
+    let hashes = cluster.etcdctl(&[
+        "endpoint",
+        "hashkv",
+        "--rev",
+        &written_at.to_string(),
+        "-w",
+        "json",
+    ])?;
+    let hashes: Value = serde_json::from_str(&hashes).with_context(|| hashes.clone())?;
+    let hashes = hashes.as_array().context("etcdctl endpoint hashkv")?;
+    ensure!(hashes.len() == 3, "{hashes:?}");
+    for member in hashes {
+        ensure!(
+            member["HashKV"]["hash"] == manifest["hash_kv"]["hash"],
+            "{member} vs {manifest}"
+        );
+    }
     let landed = last["destinations"].as_array().context("destinations")?;
     ensure!(landed.len() == 2, "{last}");
 

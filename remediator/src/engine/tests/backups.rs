@@ -58,6 +58,12 @@ async fn the_most_caught_up_follower_is_backed_up_to_every_destination() {
         .await
         .unwrap_or_else(|err| panic!("backup: {err}"));
     assert_eq!(report.manifest.member.name, "m3", "m1 leads, m2 is behind");
+    let recorded = report
+        .manifest
+        .hash_kv
+        .as_ref()
+        .expect("a HashKV is recorded");
+    assert_eq!(recorded.revision, report.manifest.revision);
     assert_eq!(report.manifest.cluster, "fake");
     for name in ["near", "far"] {
         let found = files(root.path(), name);
