@@ -162,16 +162,6 @@ fn configured_cluster(
 async fn backup(args: BackupArgs) -> CommandResult<anyhow::Error> {
     let cluster = configured_cluster(&args.config, &args.cluster)?;
     let settings = cluster.backup.clone();
-    if settings.destinations.is_empty() {
-        return Err((
-            BAD_INPUT,
-            anyhow!(
-                "no backup destination is configured for cluster {} (backup.destinations in {})",
-                args.cluster,
-                args.config.display()
-            ),
-        ));
-    }
     let remediator = Remediator::new(cluster).map_err(|err| (BAD_INPUT, err.into()))?;
     // Ctrl-C or SIGTERM: the stream stops, nothing partial is left.
     let stop = stop_on_signal();
@@ -179,7 +169,9 @@ async fn backup(args: BackupArgs) -> CommandResult<anyhow::Error> {
         .backup(&settings, args.destination.as_deref(), &stop)
         .await
         .map_err(|err| match err {
-            etcdmedic_remediator::BackupError::UnknownDestination { .. } => (BAD_INPUT, err.into()),
+            // Both are found before anything is contacted.
+            etcdmedic_remediator::BackupError::UnknownDestination { .. }
+            | etcdmedic_remediator::BackupError::NoDestination(_) => (BAD_INPUT, err.into()),
             err => (
                 FAILED,
                 anyhow::Error::from(err).context("the backup failed"),

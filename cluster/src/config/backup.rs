@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::file::{BackupFile, DestinationKind};
+use super::file::{BackupFile, DestinationKind, RetentionFile};
 use super::name::ClusterName;
 use crate::error::ConfigProblems;
 use crate::tls;
@@ -98,31 +98,37 @@ pub(crate) fn resolve(
             });
         }
     }
-    let retention = |pick: fn(&super::file::RetentionFile) -> bool| match own
-        .and_then(|o| o.retention.as_ref())
-        .filter(|r| pick(r))
-    {
-        Some(r) => Some((r, format!("{own_key}.retention"))),
-        None => defaults
-            .and_then(|d| d.retention.as_ref())
-            .filter(|r| pick(r))
-            .map(|r| (r, "backup.retention".to_string())),
-    };
-    if let Some((r, key)) = retention(|r| r.keep.is_some()) {
-        let keep = r.keep.unwrap_or(DEFAULT_KEEP);
+    if let Some((keep, key)) = retention_key(own, defaults, own_key, "keep", |r| r.keep) {
         if keep == 0 {
-            problems.push(format!("{key}.keep"), "must keep at least 1 backup");
+            problems.push(key, "must keep at least 1 backup");
         }
         settings.keep = keep;
     }
-    if let Some((r, key)) = retention(|r| r.max_age.is_some()) {
-        let max_age = r.max_age.unwrap_or_default();
+    if let Some((max_age, key)) = retention_key(own, defaults, own_key, "max_age", |r| r.max_age) {
         if max_age.is_zero() {
-            problems.push(format!("{key}.max_age"), "must be longer than 0s");
+            problems.push(key, "must be longer than 0s");
         }
         settings.max_age = Some(max_age);
     }
     (problems.0.len() == before).then_some(settings)
+}
+
+/// The retention key `name` from the cluster's block when set there, else from the default
+/// block, with the key it was written under.
+fn retention_key<T>(
+    own: Option<&BackupFile>,
+    defaults: Option<&BackupFile>,
+    own_key: &str,
+    name: &str,
+    field: impl Fn(&RetentionFile) -> Option<T>,
+) -> Option<(T, String)> {
+    let from = |block: Option<&BackupFile>, prefix: &str| {
+        block
+            .and_then(|b| b.retention.as_ref())
+            .and_then(&field)
+            .map(|value| (value, format!("{prefix}.retention.{name}")))
+    };
+    from(own, own_key).or_else(|| from(defaults, "backup"))
 }
 
 #[cfg(test)]

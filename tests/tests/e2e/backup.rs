@@ -186,6 +186,13 @@ async fn bad_backup_configuration_exits_2_naming_the_key() -> Result<()> {
         ensure!(err.contains(expected), "missing {expected:?} in {err}");
     }
 
+    let yaml = "clusters:\n  - name: prod-a\n    endpoints: [http://127.0.0.1:2379]\n";
+    let err = refused(dir.path(), "none.yaml", yaml).await?;
+    ensure!(
+        err.contains("no backup destination is configured for cluster prod-a"),
+        "{err}"
+    );
+
     let yaml = "backup:\n  destinations:\n    - {name: tape, kind: ftp}\nclusters:\n  - name: prod-a\n    endpoints: [http://127.0.0.1:2379]\n";
     let err = refused(dir.path(), "kind.yaml", yaml).await?;
     ensure!(

@@ -29,6 +29,14 @@ fn daily_at(at: SystemTime) -> String {
     )
 }
 
+/// When a run (as the API shows it) started.
+fn started_at(run: &serde_json::Value) -> Result<SystemTime> {
+    let started = run["started_at"].as_str().context("started_at")?;
+    Ok(humantime::parse_rfc3339_weak(
+        started.trim_end_matches('Z'),
+    )?)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fragmentation_alert_outside_a_window_runs_when_the_window_opens() -> Result<()> {
     let cluster = fragmented_cluster(EtcdVersion::V3_5).await?;
@@ -63,8 +71,7 @@ async fn a_fragmentation_alert_outside_a_window_runs_when_the_window_opens() -> 
 
     let run = service.wait_for_run(id, RUN_TIMEOUT).await?;
     ensure!(run["outcome"] == "succeeded", "{run}");
-    let started = run["started_at"].as_str().context("started_at")?;
-    let started = humantime::parse_rfc3339_weak(started.trim_end_matches('Z'))?;
+    let started = started_at(&run)?;
     ensure!(
         started + Duration::from_secs(1) >= opens,
         "started {started:?}, the window opens {opens:?}"
@@ -199,8 +206,7 @@ async fn a_schedule_starts_runs_that_the_rule_then_decides() -> Result<()> {
         first["trigger"] == "schedule: */15 * * * * * (UTC)",
         "{first}"
     );
-    let started = first["started_at"].as_str().context("started_at")?;
-    let started = humantime::parse_rfc3339_weak(started.trim_end_matches('Z'))?;
+    let started = started_at(first)?;
     ensure!(
         started + Duration::from_secs(1) >= next,
         "started {started:?} before its time {next:?}"
