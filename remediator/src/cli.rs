@@ -10,8 +10,10 @@ const EXIT_STATUS: &str = "\
 Exit status:
   0  `serve`: stopped on SIGTERM/SIGINT after the run under way finished its member
   0  `run`: succeeded, skipped (no member needed work) or, with --dry-run, planned
-  0  `backup`: the backup is verified in every destination asked for
-  1  `backup`: the lock is held, no member answered, or the snapshot or a write failed
+  0  `backup`: the backup passed its restore drill and is verified in every destination asked for
+  1  `backup`: the lock is held, no member answered, the snapshot or its drill failed, or a destination missed it
+  0  `drill`: the backup restored and its HashKV matched
+  1  `drill`: it did not (the reason is printed and kept in the backup's manifest), or the lock is held
   1  `run`: refused, failed, partial or interrupted (the reason is printed; a refused run changed nothing)
   1  `serve`: the listener or the state store failed
   2  bad usage, invalid configuration, unknown cluster, or a state file that is not etcdmedic's (nothing was contacted)";
@@ -35,7 +37,7 @@ impl Cli {
     pub fn default_log_level(&self) -> &'static str {
         match self.command {
             Command::Serve(_) => "info",
-            Command::Run(_) | Command::Backup(_) => "warn",
+            Command::Run(_) | Command::Backup(_) | Command::Drill(_) => "warn",
         }
     }
 }
@@ -50,6 +52,29 @@ pub enum Command {
     /// Back one cluster up now: a verified snapshot in each of its `backup.destinations`,
     /// with a manifest beside it; older backups beyond the retention removed.
     Backup(BackupArgs),
+    /// Prove a backup already taken: restore it into a throwaway etcd on loopback and compare
+    /// its HashKV with the cluster's at the backup's revision; the result goes into its
+    /// manifest.
+    Drill(DrillArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DrillArgs {
+    /// The configuration file (clusters and their `backup:` settings).
+    #[arg(long, env = "ETCDMEDIC_CONFIG")]
+    pub config: PathBuf,
+    /// Name of the cluster whose backup to drill, as in the config.
+    #[arg(long)]
+    pub cluster: String,
+    /// The local destination to read (default: the first local one).
+    #[arg(long)]
+    pub destination: Option<String>,
+    /// The backup's file name (default: the newest).
+    #[arg(long)]
+    pub file: Option<String>,
+    /// Output: one line, or the drill's record as JSON.
+    #[arg(short = 'o', long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
 }
 
 #[derive(Debug, Args)]

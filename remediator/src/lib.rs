@@ -7,6 +7,7 @@
 //! - `engine`: the run itself, step by step, behind the [`Etcd`] seam: compaction, snapshot,
 //!   defragmentation, leader move, disarm, verification.
 //! - `snapshot`: verified snapshots on disk and their retention.
+//! - `backup`: backups' manifests, destinations (directories, S3 buckets), restore drill.
 //! - [`places`]: the snapshot directories and state file a configuration names, checked.
 //! - `lock`: one run per cluster at a time, one service per state file.
 //! - [`forecast`]: learned rates, predicted step durations, and `leader: auto`'s choice.
@@ -17,6 +18,7 @@
 
 #![warn(unreachable_pub)]
 
+mod backup;
 pub mod cli;
 mod engine;
 pub mod events;
@@ -29,7 +31,9 @@ pub mod report;
 pub mod service;
 mod snapshot;
 
-pub use engine::backup::{BackupError, BackupReport, Landed, Manifest, RecordedHash};
+pub use backup::drill::DrillRecord;
+pub use backup::{BackupError, BackupReport, Landed, Manifest, RecordedHash};
+pub use engine::backup::{DrillReport, Missed};
 pub use engine::error::{MoveFailure, Refusal, Stop, KINDS as ERROR_KINDS};
 pub use engine::etcd::{CallError, Chunk, ChunkStream, HashKv};
 pub use engine::{Etcd, Live, Remediator, RunError, RunOptions};

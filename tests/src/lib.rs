@@ -32,6 +32,7 @@ pub mod ports;
 pub mod process;
 pub mod prometheus;
 pub mod remediator;
+pub mod s3;
 pub mod silent;
 pub mod workload;
 

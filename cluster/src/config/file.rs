@@ -36,6 +36,25 @@ pub struct BackupFile {
     pub destinations: Option<Vec<DestinationFile>>,
     #[serde(default)]
     pub retention: Option<RetentionFile>,
+    #[serde(default)]
+    pub restore_drill: Option<RestoreDrillFile>,
+    /// `serve` takes a backup at each time of this cron expression.
+    #[serde(default)]
+    pub schedule: Option<String>,
+    /// The IANA time zone `schedule` is read in (UTC when absent).
+    #[serde(default)]
+    pub time_zone: Option<String>,
+}
+
+/// Each new backup is restored into a throwaway etcd before it counts.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreDrillFile {
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    /// Where `etcd` and `etcdutl` (or, for etcd 3.4, `etcdctl`) are; default: `PATH`.
+    #[serde(default)]
+    pub bin_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -47,6 +66,25 @@ pub struct DestinationFile {
     /// `local`: the directory (relative to the configuration file's).
     #[serde(default)]
     pub path: Option<PathBuf>,
+    /// `s3`: the bucket; objects go under `<prefix>/<cluster>/`.
+    #[serde(default)]
+    pub bucket: Option<String>,
+    #[serde(default)]
+    pub prefix: Option<String>,
+    /// `s3`: an S3-compatible server's URL instead of AWS's.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    #[serde(default)]
+    pub region: Option<String>,
+    /// `s3`: `http://endpoint/bucket/key` instead of `http://bucket.endpoint/key`.
+    #[serde(default)]
+    pub path_style: Option<bool>,
+    /// `s3`: files holding the credentials; without them, the environment's
+    /// (`AWS_ACCESS_KEY_ID`, ...) or the instance's.
+    #[serde(default)]
+    pub access_key_id_file: Option<PathBuf>,
+    #[serde(default)]
+    pub secret_access_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

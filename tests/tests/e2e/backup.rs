@@ -52,10 +52,11 @@ async fn a_backup_lands_verified_in_every_destination_and_the_oldest_go(
     let (near, far) = (dir.path().join("near"), dir.path().join("far"));
     let yaml = format!(
         "remediation: {{snapshot_dir: {}}}\nbackup:\n  destinations:\n    - {{name: near, kind: local, path: {}}}\n    \
-         - {{name: far, kind: local, path: {}}}\n  retention: {{keep: 2}}\nclusters:\n{}",
+         - {{name: far, kind: local, path: {}}}\n  retention: {{keep: 2}}\n  restore_drill: {{bin_dir: {}}}\nclusters:\n{}",
         dir.path().join("snapshots").display(),
         near.display(),
         far.display(),
+        version.bin_dir()?.display(),
         cluster.config_entry("prod-a")
     );
     let config = write_file(dir.path(), "backup.yaml", &yaml)?;
@@ -79,6 +80,12 @@ async fn a_backup_lands_verified_in_every_destination_and_the_oldest_go(
     let manifest = &last["manifest"];
     ensure!(manifest["revision"] == written_at, "{manifest}");
     ensure!(manifest["cluster"] == "prod-a", "{manifest}");
+    // Restored into a throwaway etcd of the same release, it answered the recorded HashKV.
+    let drill = &manifest["restore_drill"];
+    ensure!(
+        drill["passed"] == true && drill["hash"] == manifest["hash_kv"]["hash"],
+        "{manifest}"
+    );
     ensure!(
         manifest["etcd_version"]
             .as_str()
@@ -174,14 +181,18 @@ async fn refused(dir: &Path, name: &str, yaml: &str) -> Result<String> {
 #[tokio::test]
 async fn bad_backup_configuration_exits_2_naming_the_key() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let yaml = "backup:\n  destinations:\n    - {name: offsite, kind: s3}\n    - {name: '../up', kind: local, path: x}\n    \
-                - {name: nopath, kind: local}\n  retention: {keep: 0}\nclusters:\n  - name: prod-a\n    endpoints: [http://127.0.0.1:2379]\n";
+    let yaml = "backup:\n  destinations:\n    - {name: offsite, kind: s3, bucket: etcd, access_key_id_file: /nonexistent/id, \
+                secret_access_key_file: /nonexistent/secret}\n    - {name: '../up', kind: local, path: x}\n    \
+                - {name: nopath, kind: local}\n  retention: {keep: 0}\n  restore_drill: {bin_dir: /nonexistent}\n\
+                clusters:\n  - name: prod-a\n    endpoints: [http://127.0.0.1:2379]\n";
     let err = refused(dir.path(), "bad.yaml", yaml).await?;
     for expected in [
-        "backup.destinations[0].kind: object storage destinations (s3, gcs, azure) are not available in this version yet",
+        "backup.destinations[0].access_key_id_file: /nonexistent/id: ",
+        "backup.destinations[0].secret_access_key_file: /nonexistent/secret: ",
         "backup.destinations[1].name: \"../up\" is not a destination name",
         "backup.destinations[2].path: a local destination needs its directory",
         "backup.retention.keep: must keep at least 1 backup",
+        "backup.restore_drill.bin_dir: the restore drill needs etcd, not found in /nonexistent",
     ] {
         ensure!(err.contains(expected), "missing {expected:?} in {err}");
     }

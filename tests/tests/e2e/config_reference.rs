@@ -32,6 +32,10 @@ fn probes() -> Vec<(&'static str, String)> {
             ),
         ),
         ("backup.retention", format!("backup: {{retention: {{{PROBE}: 1}}}}\n{}", cluster(""))),
+        (
+            "backup.restore_drill",
+            format!("backup: {{restore_drill: {{{PROBE}: 1}}}}\n{}", cluster("")),
+        ),
         ("remediator.auth", format!("remediator: {{auth: {{{PROBE}: 1}}}}\n{}", cluster(""))),
         (
             "remediator.auth.basic_auth",

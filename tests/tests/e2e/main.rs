@@ -34,6 +34,7 @@
 
 mod alert_rules;
 mod backup;
+mod backup_offsite;
 mod binary;
 mod client_impact;
 mod config_reference;

@@ -3,12 +3,12 @@
 
 use std::path::Path;
 
-use etcdmedic_cluster::config::{BackupSettings, ClusterName, Destination};
+use etcdmedic_cluster::config::{BackupSettings, ClusterName, Destination, Target};
 use etcdmedic_cluster::RemediationSettings;
 use tokio_util::sync::CancellationToken;
 
 use super::fake::{FakeEtcd, SnapshotBehavior};
-use crate::engine::backup::BackupError;
+use crate::backup::BackupError;
 use crate::engine::Remediator;
 use crate::lock::RunLock;
 
@@ -18,7 +18,9 @@ fn destinations(root: &Path, names: &[&str]) -> BackupSettings {
             .iter()
             .map(|name| Destination {
                 name: ClusterName::new(name).unwrap_or_else(|err| panic!("{err}")),
-                path: root.join(name),
+                target: Target::Local {
+                    path: root.join(name),
+                },
             })
             .collect(),
         ..BackupSettings::default()

@@ -1,0 +1,231 @@
+//! The restore drill: a backup counts as proven only once it has been restored the way an
+//! operator would restore it (`etcdutl snapshot restore`, or etcdctl's for etcd 3.4), started
+//! as a throwaway single-member etcd on loopback, and that etcd's HashKV at the backup's
+//! revision equals the one the live cluster answered for it when the backup was taken. Every
+//! key and value up to that revision is covered by the hash, so equal hashes mean the
+//! restored keyspace is the cluster's. The throwaway member and its directory are removed
+//! whatever the outcome.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, SystemTime};
+
+use etcdmedic_cluster::config::{RestoreDrill, RestoreTool};
+use serde::{Deserialize, Serialize};
+use tokio::process::{Child, Command};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::Manifest;
+use crate::report::timestamp;
+
+/// How long the throwaway member may take to answer once started.
+const READY_WITHIN: Duration = Duration::from_secs(60);
+const POLL_EVERY: Duration = Duration::from_millis(200);
+
+/// A drill's outcome, kept in the backup's manifest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DrillRecord {
+    pub passed: bool,
+    #[serde(with = "timestamp")]
+    pub at: SystemTime,
+    pub duration_seconds: f64,
+    /// The restored member's HashKV at the recorded revision, when it got that far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash: Option<u32>,
+    /// Why it failed, or what it could not compare.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Restores `db` into a temporary directory under `work` and checks it against
+/// `manifest.hash_kv`. Fails (with the reason) rather than erring: the outcome is a record.
+pub(crate) async fn run(
+    drill: &RestoreDrill,
+    db: &Path,
+    manifest: &Manifest,
+    work: &Path,
+    stop: &CancellationToken,
+) -> DrillRecord {
+    let started = Instant::now();
+    let at = SystemTime::now();
+    let outcome = tokio::select! {
+        outcome = restore_and_compare(drill, db, manifest, work) => outcome,
+        _ = stop.cancelled() => Err("stopped on request".to_string()),
+    };
+    let (passed, hash, reason) = match outcome {
+        Ok(hash) => (true, Some(hash), None),
+        Err(reason) => (false, None, Some(reason)),
+    };
+    let record = DrillRecord {
+        passed,
+        at,
+        duration_seconds: started.elapsed().as_secs_f64(),
+        hash,
+        reason,
+    };
+    tracing::info!(
+        cluster = %manifest.cluster, file = %manifest.file, passed, hash = ?record.hash,
+        reason = record.reason.as_deref().unwrap_or(""), seconds = record.duration_seconds,
+        "restore drill"
+    );
+    record
+}
+
+/// A drill that failed before it could restore anything.
+pub(crate) fn failed(reason: String) -> DrillRecord {
+    tracing::warn!(%reason, "restore drill failed");
+    DrillRecord {
+        passed: false,
+        at: SystemTime::now(),
+        duration_seconds: 0.0,
+        hash: None,
+        reason: Some(reason),
+    }
+}
+
+async fn restore_and_compare(
+    drill: &RestoreDrill,
+    db: &Path,
+    manifest: &Manifest,
+    work: &Path,
+) -> Result<u32, String> {
+    let expected = manifest.hash_kv.as_ref().ok_or_else(|| {
+        "the backup has no recorded HashKV to compare with (its revision was compacted \
+         before the hash was taken)"
+            .to_string()
+    })?;
+    let scratch = tempfile::Builder::new()
+        .prefix(".restore-drill-")
+        .tempdir_in(work)
+        .map_err(|err| format!("a scratch directory in {}: {err}", work.display()))?;
+    let data_dir = scratch.path().join("data");
+    let (client_port, peer_port) = (free_port()?, free_port()?);
+    let peer_url = format!("http://127.0.0.1:{peer_port}");
+    let client_url = format!("http://127.0.0.1:{client_port}");
+    let initial_cluster = format!("drill={peer_url}");
+
+    restore(drill, db, &data_dir, &peer_url, &initial_cluster).await?;
+
+    let log_path = scratch.path().join("etcd.log");
+    let log =
+        std::fs::File::create(&log_path).map_err(|err| format!("{}: {err}", log_path.display()))?;
+    let log_err = log
+        .try_clone()
+        .map_err(|err| format!("{}: {err}", log_path.display()))?;
+    let mut etcd = Command::new(&drill.etcd)
+        .args(["--name", "drill", "--data-dir"])
+        .arg(&data_dir)
+        .args(["--listen-client-urls", &client_url])
+        .args(["--advertise-client-urls", &client_url])
+        .args(["--listen-peer-urls", &peer_url])
+        .args(["--initial-advertise-peer-urls", &peer_url])
+        .args(["--initial-cluster", &initial_cluster])
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log_err)
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|err| format!("starting {}: {err}", drill.etcd.display()))?;
+    let compared = hash_at(&mut etcd, &client_url, expected.revision).await;
+    let _ = etcd.start_kill();
+    let _ = etcd.wait().await;
+    let hash = compared.map_err(|reason| format!("{reason}; {}", tail(&log_path)))?;
+    if hash != expected.hash {
+        return Err(format!(
+            "the restored member's HashKV at revision {} is {hash}, the cluster's was {}: \
+             the backup does not hold the cluster's data",
+            expected.revision, expected.hash
+        ));
+    }
+    Ok(hash)
+}
+
+async fn restore(
+    drill: &RestoreDrill,
+    db: &Path,
+    data_dir: &Path,
+    peer_url: &str,
+    initial_cluster: &str,
+) -> Result<(), String> {
+    let (binary, mut command): (&PathBuf, Command) = match &drill.restore {
+        RestoreTool::Etcdutl(path) => (path, Command::new(path)),
+        RestoreTool::Etcdctl(path) => {
+            let mut command = Command::new(path);
+            command.env("ETCDCTL_API", "3");
+            (path, command)
+        }
+    };
+    let output = command
+        .args(["snapshot", "restore"])
+        .arg(db)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(["--name", "drill"])
+        .args(["--initial-cluster", initial_cluster])
+        .args(["--initial-advertise-peer-urls", peer_url])
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|err| format!("running {}: {err}", binary.display()))?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let last = stderr.lines().rev().find(|l| !l.trim().is_empty());
+        return Err(format!(
+            "{} snapshot restore exited with {}: {}",
+            binary.display(),
+            output.status,
+            last.unwrap_or("(no output)").trim()
+        ));
+    }
+    Ok(())
+}
+
+/// The throwaway member's HashKV at `revision`, once it answers.
+async fn hash_at(etcd: &mut Child, client_url: &str, revision: i64) -> Result<u32, String> {
+    let deadline = Instant::now() + READY_WITHIN;
+    let options = etcd_client::ConnectOptions::new()
+        .with_connect_timeout(Duration::from_secs(2))
+        .with_timeout(Duration::from_secs(30));
+    loop {
+        if let Ok(Some(status)) = etcd.try_wait() {
+            return Err(format!("the restored etcd exited with {status}"));
+        }
+        if let Ok(mut client) =
+            etcd_client::Client::connect([client_url], Some(options.clone())).await
+        {
+            if client.status().await.is_ok() {
+                return client
+                    .hash_kv(revision)
+                    .await
+                    .map(|answer| answer.hash())
+                    .map_err(|err| format!("HashKV at revision {revision}: {err}"));
+            }
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "the restored etcd did not answer within {READY_WITHIN:?}"
+            ));
+        }
+        tokio::time::sleep(POLL_EVERY).await;
+    }
+}
+
+/// A loopback port free right now. Another process may take it before etcd binds it; etcd
+/// then exits and the drill reports it, rather than touching anything that is not its own.
+fn free_port() -> Result<u16, String> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .map_err(|err| format!("no free loopback port: {err}"))
+}
+
+/// The last line of the throwaway etcd's log, for a failure's reason.
+fn tail(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    match text.lines().rev().find(|l| !l.trim().is_empty()) {
+        Some(line) => format!("etcd's last log line: {}", line.trim()),
+        None => "etcd logged nothing".to_string(),
+    }
+}

@@ -1,0 +1,117 @@
+//! Backups: what one holds (its manifest), where it lands (local directories, S3 buckets),
+//! how it is proven (the restore drill), and how many are kept. The engine's `backup` takes
+//! the snapshot under the cluster's lock and hands the verified file to these.
+
+pub(crate) mod bucket;
+pub(crate) mod drill;
+pub(crate) mod local;
+mod retention;
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+use crate::report::{timestamp, MemberRef};
+use crate::snapshot::SnapshotError;
+
+/// What a backup holds, written beside it as `<snapshot name minus .db>.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Manifest {
+    pub cluster: String,
+    /// The member the snapshot was streamed from.
+    pub member: MemberRef,
+    /// The member's revision just before the snapshot began.
+    pub revision: i64,
+    pub etcd_version: String,
+    pub size_bytes: u64,
+    /// sha256 of the database (etcd's trailer, checked while streaming).
+    pub sha256: String,
+    pub file: String,
+    #[serde(with = "timestamp")]
+    pub created_at: SystemTime,
+    pub etcdmedic_version: String,
+    /// The source member's HashKV at `revision`, taken right after the snapshot: what a
+    /// member restored from this backup must answer for the same revision. Absent when the
+    /// member could not compute it (the revision compacted meanwhile).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash_kv: Option<RecordedHash>,
+    /// The last restore drill of this backup; absent when drills are off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_drill: Option<drill::DrillRecord>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordedHash {
+    pub revision: i64,
+    pub hash: u32,
+    pub compact_revision: i64,
+}
+
+/// One backup: its manifest and where it landed.
+#[derive(Debug, Clone, Serialize)]
+pub struct BackupReport {
+    pub manifest: Manifest,
+    pub destinations: Vec<Landed>,
+    /// Destinations the backup did not reach (the others still hold it).
+    pub missed: Vec<crate::engine::backup::Missed>,
+    #[serde(with = "crate::report::seconds")]
+    pub duration: Duration,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Landed {
+    pub destination: String,
+    /// `local` or `s3`.
+    pub kind: &'static str,
+    /// The file's path, or the object's `s3://bucket/key`.
+    pub location: String,
+    /// How the copy there was checked: `trailer` (etcd's sha256 over the file written) or
+    /// `read_back` (the object downloaded again and checked the same way).
+    pub verified_by: &'static str,
+    /// Older backups the retention removed there.
+    pub removed: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    #[error("no backup destination is configured for cluster {0} (backup.destinations)")]
+    NoDestination(String),
+    #[error("unknown destination {name:?}; configured: {known}")]
+    UnknownDestination { name: String, known: String },
+    #[error("cannot take the cluster's lock (a run or a backup holds it): {0}")]
+    Locked(String),
+    #[error("no voting member answered Status; nothing to take a snapshot from")]
+    NoMember,
+    #[error("the snapshot failed: {0}")]
+    Snapshot(String),
+    #[error("{path}: {source}", path = .path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("destination {destination}: {reason}")]
+    Upload { destination: String, reason: String },
+    #[error("the restore drill failed: {0}")]
+    Drill(String),
+    /// Asked for something the configuration does not allow; nothing was touched.
+    #[error("{0}")]
+    Config(String),
+    #[error("no backup of cluster {cluster} in destination {destination}")]
+    NoBackup {
+        cluster: String,
+        destination: String,
+    },
+    #[error("stopped on request; nothing partial was left")]
+    Stopped,
+}
+
+impl From<SnapshotError> for BackupError {
+    fn from(err: SnapshotError) -> Self {
+        match err {
+            SnapshotError::Stopped => BackupError::Stopped,
+            err => BackupError::Snapshot(err.to_string()),
+        }
+    }
+}
