@@ -49,7 +49,7 @@ pub struct RecordedHash {
 }
 
 /// One backup: its manifest and where it landed.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BackupReport {
     pub manifest: Manifest,
     pub destinations: Vec<Landed>,
@@ -59,16 +59,16 @@ pub struct BackupReport {
     pub duration: Duration,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Landed {
     pub destination: String,
     /// `local` or `s3`.
-    pub kind: &'static str,
+    pub kind: String,
     /// The file's path, or the object's `s3://bucket/key`.
     pub location: String,
     /// How the copy there was checked: `trailer` (etcd's sha256 over the file written) or
     /// `read_back` (the object downloaded again and checked the same way).
-    pub verified_by: &'static str,
+    pub verified_by: String,
     /// Older backups the retention removed there.
     pub removed: Vec<String>,
 }

@@ -22,7 +22,7 @@ use crate::report::MemberRef;
 use crate::snapshot;
 
 /// A destination the backup did not reach, and why.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Missed {
     pub destination: String,
     pub reason: String,
@@ -239,9 +239,9 @@ async fn land(
             let removed = local::finish(&db, manifest, backup).await?;
             Ok(Landed {
                 destination: name,
-                kind: "local",
+                kind: "local".into(),
                 location: db.display().to_string(),
-                verified_by: "trailer",
+                verified_by: "trailer".into(),
                 removed,
             })
         }
@@ -251,9 +251,9 @@ async fn land(
             let removed = bucket.retention(backup).await?;
             Ok(Landed {
                 destination: name,
-                kind: "s3",
+                kind: "s3".into(),
                 location: bucket.url(&manifest.file),
-                verified_by: "read_back",
+                verified_by: "read_back".into(),
                 removed,
             })
         }

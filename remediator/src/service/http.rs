@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::auth::Authenticator;
+use super::backups;
 use super::listener::ClientCertificate;
 use super::metrics::{self, Metrics};
 use super::payload;
@@ -27,7 +28,7 @@ use super::store::{RunFilter, StoreError};
 use crate::report::Outcome;
 
 const DEFAULT_PAGE: usize = 50;
-const MAX_PAGE: usize = 500;
+pub(super) const MAX_PAGE: usize = 500;
 
 #[derive(Clone)]
 pub struct App {
@@ -50,6 +51,11 @@ pub(super) fn router(app: App) -> Router {
         .route("/api/v1/runs", get(list_runs))
         .route("/api/v1/runs/{id}", get(show_run))
         .route("/api/v1/clusters/{name}/remediate", post(remediate))
+        .route(
+            "/api/v1/clusters/{name}/backup",
+            post(backups::api::request),
+        )
+        .route("/api/v1/backups", get(backups::api::list))
         .route("/api/v1/pause", post(pause))
         .route("/api/v1/resume", post(resume))
         .route("/api/v1/status", get(status))
@@ -71,7 +77,7 @@ pub(super) fn router(app: App) -> Router {
 }
 
 /// A store that failed is 503, which Alertmanager and probes read as "try again".
-fn unavailable(err: StoreError) -> Response {
+pub(super) fn unavailable(err: StoreError) -> Response {
     error(StatusCode::SERVICE_UNAVAILABLE, err.to_string())
 }
 
@@ -305,7 +311,9 @@ async fn remediate(
                 app.scheduler.cluster_names().join(", ")
             ),
         ),
-        Err(err @ RequestError::Paused) => error(StatusCode::CONFLICT, err.to_string()),
+        Err(err @ (RequestError::Paused | RequestError::NoBackupDestination(_))) => {
+            error(StatusCode::CONFLICT, err.to_string())
+        }
         Err(RequestError::Store(err)) => unavailable(err),
     }
 }

@@ -15,8 +15,10 @@
 //! - `auth`: bearer and basic credentials, compared in constant time.
 //! - `metrics`: the service's metrics.
 //! - `notify`: optional Alertmanager silences and Grafana annotations.
+//! - `backups`: backups the service takes (scheduled or asked for), recorded and listed.
 
 mod auth;
+mod backups;
 mod http;
 mod listener;
 mod metrics;

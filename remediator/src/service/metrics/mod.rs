@@ -13,8 +13,11 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
+use super::backups::BackupRecord;
 use crate::report::{MemberAction, Outcome, RunReport, StepKind};
+use etcdmedic_cluster::config::when::CronIn;
 
+mod backups;
 mod prometheus_text;
 pub(crate) use prometheus_text::to_prometheus_text;
 
@@ -84,6 +87,7 @@ pub struct Metrics {
     connections_refused: Counter,
     store_unreadable: Counter,
     paused: Gauge,
+    backups: backups::BackupMetrics,
 }
 
 impl Metrics {
@@ -186,6 +190,7 @@ impl Metrics {
             "Rows of the state store this build could not read (logged, left out of answers)",
             store_unreadable.clone(),
         );
+        let backups = backups::BackupMetrics::register(&mut registry);
         let paused = Gauge::default();
         registry.register(
             "etcdmedic_remediator_paused",
@@ -238,6 +243,28 @@ impl Metrics {
             connections_refused,
             store_unreadable,
             paused,
+            backups,
+        }
+    }
+
+    /// The cluster's backup destinations, whose failure counters start at 0.
+    pub fn backup_destinations(&self, cluster: &str, destinations: &[String]) {
+        self.backups.configured(cluster, destinations);
+    }
+
+    pub fn set_backup_interval(&self, cluster: &str, schedule: &CronIn, now: SystemTime) {
+        self.backups.set_interval(cluster, schedule, now);
+    }
+
+    /// A backup finished (`destinations`: the cluster's, all missed when it failed).
+    pub fn backup_finished(&self, record: &BackupRecord, destinations: Vec<String>) {
+        self.backups.finished(record, &destinations);
+    }
+
+    /// The backup gauges from the store's records (newest first), after a restart.
+    pub fn restore_backups(&self, newest_first: &[BackupRecord]) {
+        for record in newest_first.iter().rev() {
+            self.backups.restore(record);
         }
     }
 

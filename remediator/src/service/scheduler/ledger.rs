@@ -11,6 +11,7 @@ use etcdmedic_cluster::config::when::{CronIn, Windows};
 use super::super::store::{
     in_transaction, InterruptedRun, NewRun, RunDetail, RunSource, StateStore, StoreResult,
 };
+use super::backups::BackupQueue;
 use super::{ClusterQueue, DISPATCH_EVERY};
 use crate::forecast::{History, HISTORY_RUNS};
 use crate::report::{Outcome, RunReport};
@@ -31,6 +32,8 @@ pub(super) struct Rules {
     pub urgent: HashSet<String>,
     /// Each scheduled cluster's `remediation.schedule`.
     pub schedules: BTreeMap<String, CronIn>,
+    /// Each cluster's `backup.schedule`.
+    pub backup_schedules: BTreeMap<String, CronIn>,
 }
 
 impl Rules {
@@ -115,6 +118,7 @@ pub(super) struct Ledger {
     pub rules: Rules,
     /// Each scheduled cluster's next scheduled run.
     pub next_scheduled: BTreeMap<String, SystemTime>,
+    pub backups: BackupQueue,
 }
 
 /// What the ledger found when it opened: runs a dead process left under way, and the latest
@@ -188,6 +192,7 @@ impl Ledger {
             paused,
             rules,
             next_scheduled,
+            backups: BackupQueue::default(),
         };
         Ok((
             ledger,
@@ -215,7 +220,9 @@ impl Ledger {
         let (cluster, queued) = self
             .slots
             .iter()
-            .filter(|(_, slot)| slot.running.is_none() && !slot.recovering)
+            .filter(|(cluster, slot)| {
+                slot.running.is_none() && !slot.recovering && !self.backups.is_running(cluster)
+            })
             .filter_map(|(cluster, slot)| slot.queued.as_ref().map(|q| (cluster, q)))
             .filter(|(_, queued)| queued.is_due(now))
             .min_by_key(|(_, queued)| queued.id)
@@ -275,6 +282,7 @@ impl Ledger {
             .values()
             .filter_map(|slot| slot.queued.as_ref()?.not_before)
             .chain(self.next_scheduled.values().copied())
+            .chain(self.backups.next_scheduled.values().copied())
             .map(|at| at.duration_since(now).unwrap_or_default())
             .fold(DISPATCH_EVERY, Duration::min)
     }
@@ -424,6 +432,12 @@ impl Ledger {
                         .map(|at| humantime::format_rfc3339_seconds(*at).to_string()),
                     progress: slot.running.and_then(|r| r.progress),
                     recovering: slot.recovering,
+                    backup: self.backups.state(cluster),
+                    next_scheduled_backup: self
+                        .backups
+                        .next_scheduled
+                        .get(cluster)
+                        .map(|at| humantime::format_rfc3339_seconds(*at).to_string()),
                 }
             })
             .collect()

@@ -14,7 +14,11 @@
 //! - `decide`: alerts and requests to queued, joined, cancelled or ignored.
 //! - `run`: dispatching, carrying out and recording runs; recovery after a restart.
 //! - `schedule`: runs `remediation.schedule` starts by itself.
+//! - `backups`: backups beside runs, never overlapping them.
 
+#[cfg(test)]
+mod backup_tests;
+mod backups;
 mod decide;
 mod ledger;
 mod run;
@@ -32,6 +36,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::backups::BackupFilter;
 use super::metrics::Metrics;
 use super::notify::Notifier;
 use super::owner::Owner;
@@ -44,6 +49,8 @@ use ledger::{Ledger, Rules};
 /// How often the dispatcher looks at the queue even when nothing woke it (a store that was
 /// unavailable may be back).
 const DISPATCH_EVERY: Duration = Duration::from_secs(5);
+/// Backups read back at start-up to restore the backup metrics from.
+const RESTORED_BACKUPS: usize = 1000;
 
 /// What became of one alert or request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -95,6 +102,8 @@ pub enum RequestError {
     UnknownCluster(String),
     #[error("runs are paused (POST /api/v1/resume to resume)")]
     Paused,
+    #[error("cluster {0:?} has no backup destination (backup.destinations)")]
+    NoBackupDestination(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -124,6 +133,12 @@ pub struct ClusterQueue {
     pub next_scheduled_run: Option<String>,
     pub progress: Option<String>,
     pub recovering: bool,
+    /// `queued` (waiting for the run under way) or `running`; absent when neither.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backup: Option<&'static str>,
+    /// When `backup.schedule` next takes a backup; absent without a schedule.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_scheduled_backup: Option<String>,
 }
 
 pub struct Scheduler {
@@ -169,8 +184,31 @@ impl Scheduler {
                 .iter()
                 .filter_map(|c| Some((c.name.to_string(), c.remediation.schedule.clone()?)))
                 .collect(),
+            backup_schedules: clusters
+                .iter()
+                .filter_map(|c| Some((c.name.to_string(), c.backup.schedule.clone()?)))
+                .collect(),
         };
-        let (ledger, opened) = Ledger::open(Box::new(store), rules)?;
+        let (mut ledger, opened) = Ledger::open(Box::new(store), rules)?;
+        let now = std::time::SystemTime::now();
+        ledger.first_backup_times(now);
+        for cluster in clusters {
+            let destinations: Vec<String> = cluster
+                .backup
+                .destinations
+                .iter()
+                .map(|d| d.name.to_string())
+                .collect();
+            metrics.backup_destinations(&cluster.name, &destinations);
+            if let Some(schedule) = &cluster.backup.schedule {
+                metrics.set_backup_interval(&cluster.name, schedule, now);
+            }
+        }
+        let history = ledger.store.backups(&BackupFilter {
+            cluster: None,
+            limit: RESTORED_BACKUPS,
+        })?;
+        metrics.restore_backups(&history);
         metrics.set_paused(ledger.paused);
         for (cluster, at) in &ledger.next_scheduled {
             metrics.set_next_scheduled_run(cluster, *at);

@@ -25,6 +25,7 @@ impl Scheduler {
                 self.tasks
                     .spawn(async move { scheduler.execute(start).await });
             }
+            self.start_backups().await;
             self.publish_schedules().await;
             let next_look = self
                 .ledger

@@ -18,6 +18,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
+use super::backups::{BackupFilter, BackupRecord};
 use super::owner::OwnerGone;
 use crate::report::{Outcome, RunReport};
 
@@ -258,6 +259,10 @@ pub(super) trait StateStore: Send {
     /// The cluster's latest runs that defragmented something, newest first: what the
     /// forecast learns from.
     fn recent_work(&mut self, cluster: &str, limit: usize) -> StoreResult<Vec<RunReport>>;
+    /// Stores a finished backup's record; its id.
+    fn record_backup(&mut self, record: &BackupRecord) -> StoreResult<i64>;
+    /// Backups, newest first.
+    fn backups(&mut self, filter: &BackupFilter) -> StoreResult<Vec<BackupRecord>>;
 }
 
 /// [`StateStore::transaction`] for work that returns a value.

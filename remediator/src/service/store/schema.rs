@@ -23,7 +23,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_millis(250);
 const TABLES: [&str; 3] = ["alerts", "runs", "switches"];
 
 /// Migration `i` brings a file at version `i` to `i + 1`; the last version is `MIGRATIONS.len()`.
-const MIGRATIONS: [&str; 4] = [
+const MIGRATIONS: [&str; 5] = [
     // 1: runs, alerts and the pause switch (the schema before versioning).
     "
 
@@ -148,6 +148,17 @@ DROP TABLE runs;
 ALTER TABLE runs_v4 RENAME TO runs;
 CREATE INDEX runs_by_cluster ON runs (cluster, id);
 CREATE INDEX runs_by_state ON runs (state);
+",
+    // 5: backups the service took (or tried to), each with its whole record as JSON.
+    "
+CREATE TABLE backups (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    cluster     TEXT NOT NULL,
+    outcome     TEXT NOT NULL CHECK (outcome IN ('succeeded', 'partial', 'failed')),
+    finished_at REAL NOT NULL,
+    record      TEXT NOT NULL
+);
+CREATE INDEX backups_by_cluster ON backups (cluster, id);
 ",
 ];
 

@@ -16,6 +16,7 @@ use super::{
 };
 use crate::lock::{FileLock, LockError};
 use crate::report::{Outcome, RunReport};
+use crate::service::backups::{BackupFilter, BackupRecord};
 
 mod rows;
 mod transaction;
@@ -316,5 +317,47 @@ impl StateStore for SqliteStore {
              AND outcome IN ('succeeded', 'partial') ORDER BY id DESC LIMIT ?2",
             params![cluster, i64::try_from(limit).unwrap_or(i64::MAX)],
         )
+    }
+
+    fn record_backup(&mut self, record: &BackupRecord) -> StoreResult<i64> {
+        let json = serde_json::to_string(record)
+            .map_err(|err| self.fail(rusqlite::Error::ToSqlConversionFailure(err.into())))?;
+        self.connection
+            .execute(
+                "INSERT INTO backups (cluster, outcome, finished_at, record) VALUES (?1, ?2, ?3, ?4)",
+                params![
+                    record.cluster,
+                    record.outcome.as_str(),
+                    unix(record.finished_at),
+                    json
+                ],
+            )
+            .map_err(|err| self.fail(err))?;
+        Ok(self.connection.last_insert_rowid())
+    }
+
+    fn backups(&mut self, filter: &BackupFilter) -> StoreResult<Vec<BackupRecord>> {
+        let mut statement = self
+            .connection
+            .prepare(
+                "SELECT id, record FROM backups WHERE (?1 IS NULL OR cluster = ?1) \
+                 ORDER BY id DESC LIMIT ?2",
+            )
+            .map_err(|err| self.fail(err))?;
+        let rows: Vec<(i64, String)> = statement
+            .query_map(
+                params![
+                    filter.cluster,
+                    i64::try_from(filter.limit).unwrap_or(i64::MAX)
+                ],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .and_then(Iterator::collect)
+            .map_err(|err| self.fail(err))?;
+        drop(statement);
+        Ok(rows
+            .into_iter()
+            .filter_map(|(id, json)| self.rows.backup(id, &json))
+            .collect())
     }
 }

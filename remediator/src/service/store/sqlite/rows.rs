@@ -80,4 +80,17 @@ impl Rows {
             .map_err(|err| self.unreadable("runs", id, &format!("report: {err}")))
             .ok()
     }
+
+    /// A stored backup record, or `None` (counted) when it does not parse.
+    pub(super) fn backup(
+        &self,
+        id: i64,
+        json: &str,
+    ) -> Option<crate::service::backups::BackupRecord> {
+        let mut record: crate::service::backups::BackupRecord = serde_json::from_str(json)
+            .map_err(|err| self.unreadable("backups", id, &err.to_string()))
+            .ok()?;
+        record.id = id;
+        Some(record)
+    }
 }

@@ -1,0 +1,185 @@
+//! The backup metrics: when each destination last holds a verified backup, how long backups
+//! take and how big they are, failures per destination, and the restore drill's last success.
+//! The alerts `EtcdmedicBackupMissing`, `EtcdmedicBackupFailing` and
+//! `EtcdmedicRestoreDrillFailed` read them.
+
+use std::sync::atomic::AtomicU64;
+use std::time::SystemTime;
+
+use etcdmedic_cluster::config::when::CronIn;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::{Registry, Unit};
+
+use super::super::backups::{BackupOutcome, BackupRecord};
+use super::super::store::unix;
+use super::ClusterLabels;
+
+type FloatGauge = Gauge<f64, AtomicU64>;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DestinationLabels {
+    etcd_cluster: String,
+    destination: String,
+}
+
+#[derive(Debug)]
+pub(super) struct BackupMetrics {
+    last_success: Family<DestinationLabels, FloatGauge>,
+    duration: Family<ClusterLabels, FloatGauge>,
+    size: Family<ClusterLabels, Gauge>,
+    failures: Family<DestinationLabels, Counter>,
+    drill_last_success: Family<ClusterLabels, FloatGauge>,
+    drill_failures: Family<ClusterLabels, Counter>,
+    interval: Family<ClusterLabels, FloatGauge>,
+}
+
+impl BackupMetrics {
+    pub(super) fn register(registry: &mut Registry) -> BackupMetrics {
+        let metrics = BackupMetrics {
+            last_success: Family::default(),
+            duration: Family::default(),
+            size: Family::default(),
+            failures: Family::default(),
+            drill_last_success: Family::default(),
+            drill_failures: Family::default(),
+            interval: Family::default(),
+        };
+        registry.register_with_unit(
+            "etcdmedic_backup_last_success_timestamp",
+            "When the destination last received a verified backup of the cluster (Unix time)",
+            Unit::Seconds,
+            metrics.last_success.clone(),
+        );
+        registry.register_with_unit(
+            "etcdmedic_backup_duration",
+            "How long the cluster's latest backup took, snapshot, drill and uploads included",
+            Unit::Seconds,
+            metrics.duration.clone(),
+        );
+        registry.register_with_unit(
+            "etcdmedic_backup_size",
+            "Size of the cluster's latest backup (the snapshot, uncompressed)",
+            Unit::Bytes,
+            metrics.size.clone(),
+        );
+        registry.register(
+            "etcdmedic_backup_failures",
+            "Backups that did not reach the destination (a failed snapshot or drill counts for every destination)",
+            metrics.failures.clone(),
+        );
+        registry.register_with_unit(
+            "etcdmedic_restore_drill_last_success_timestamp",
+            "When a backup of the cluster last passed its restore drill (Unix time)",
+            Unit::Seconds,
+            metrics.drill_last_success.clone(),
+        );
+        registry.register(
+            "etcdmedic_restore_drill_failures",
+            "Backups of the cluster that failed their restore drill",
+            metrics.drill_failures.clone(),
+        );
+        registry.register_with_unit(
+            "etcdmedic_backup_schedule_interval",
+            "Time between two scheduled backups of the cluster (only clusters with backup.schedule)",
+            Unit::Seconds,
+            metrics.interval.clone(),
+        );
+        metrics
+    }
+
+    /// Every destination's failures at 0, so `increase()` works before the first failure.
+    pub(super) fn configured(&self, cluster: &str, destinations: &[String]) {
+        for destination in destinations {
+            self.failures
+                .get_or_create(&labels(cluster, destination))
+                .inc_by(0);
+        }
+        self.drill_failures
+            .get_or_create(&cluster_labels(cluster))
+            .inc_by(0);
+    }
+
+    pub(super) fn set_interval(&self, cluster: &str, schedule: &CronIn, now: SystemTime) {
+        let first = schedule.next_after(now);
+        let second = first.and_then(|first| schedule.next_after(first));
+        if let (Some(first), Some(second)) = (first, second) {
+            let seconds = second
+                .duration_since(first)
+                .unwrap_or_default()
+                .as_secs_f64();
+            self.interval
+                .get_or_create(&cluster_labels(cluster))
+                .set(seconds);
+        }
+    }
+
+    pub(super) fn finished(&self, record: &BackupRecord, destinations: &[String]) {
+        let missed: Vec<&str> = match (&record.report, record.outcome) {
+            (Some(report), _) => report
+                .missed
+                .iter()
+                .map(|m| m.destination.as_str())
+                .collect(),
+            (None, _) => destinations.iter().map(String::as_str).collect(),
+        };
+        for destination in missed {
+            self.failures
+                .get_or_create(&labels(&record.cluster, destination))
+                .inc();
+        }
+        if record.drill_failed {
+            self.drill_failures
+                .get_or_create(&cluster_labels(&record.cluster))
+                .inc();
+        }
+        self.restore(record);
+    }
+
+    /// The gauges one record sets; also after a restart, from the store, oldest first.
+    pub(super) fn restore(&self, record: &BackupRecord) {
+        let Some(report) = record
+            .report
+            .as_ref()
+            .filter(|_| record.outcome != BackupOutcome::Failed)
+        else {
+            return;
+        };
+        let at = unix(record.finished_at);
+        for landed in &report.destinations {
+            self.last_success
+                .get_or_create(&labels(&record.cluster, &landed.destination))
+                .set(at);
+        }
+        let cluster = cluster_labels(&record.cluster);
+        self.duration
+            .get_or_create(&cluster)
+            .set(report.duration.as_secs_f64());
+        self.size
+            .get_or_create(&cluster)
+            .set(i64::try_from(report.manifest.size_bytes).unwrap_or(i64::MAX));
+        if report
+            .manifest
+            .restore_drill
+            .as_ref()
+            .is_some_and(|d| d.passed)
+        {
+            self.drill_last_success.get_or_create(&cluster).set(at);
+        }
+    }
+}
+
+fn labels(cluster: &str, destination: &str) -> DestinationLabels {
+    DestinationLabels {
+        etcd_cluster: cluster.to_string(),
+        destination: destination.to_string(),
+    }
+}
+
+fn cluster_labels(cluster: &str) -> ClusterLabels {
+    ClusterLabels {
+        etcd_cluster: cluster.to_string(),
+    }
+}
