@@ -28,11 +28,13 @@ struct DestinationLabels {
 #[derive(Debug)]
 pub(super) struct BackupMetrics {
     last_success: Family<DestinationLabels, FloatGauge>,
+    last_failure: Family<DestinationLabels, FloatGauge>,
     duration: Family<ClusterLabels, FloatGauge>,
     size: Family<ClusterLabels, Gauge>,
     failures: Family<DestinationLabels, Counter>,
     drill_last_success: Family<ClusterLabels, FloatGauge>,
     drill_failures: Family<ClusterLabels, Counter>,
+    drill_last_failure: Family<ClusterLabels, FloatGauge>,
     interval: Family<ClusterLabels, FloatGauge>,
 }
 
@@ -40,11 +42,13 @@ impl BackupMetrics {
     pub(super) fn register(registry: &mut Registry) -> BackupMetrics {
         let metrics = BackupMetrics {
             last_success: Family::default(),
+            last_failure: Family::default(),
             duration: Family::default(),
             size: Family::default(),
             failures: Family::default(),
             drill_last_success: Family::default(),
             drill_failures: Family::default(),
+            drill_last_failure: Family::default(),
             interval: Family::default(),
         };
         registry.register_with_unit(
@@ -52,6 +56,12 @@ impl BackupMetrics {
             "When the destination last received a verified backup of the cluster (Unix time)",
             Unit::Seconds,
             metrics.last_success.clone(),
+        );
+        registry.register_with_unit(
+            "etcdmedic_backup_last_failure_timestamp",
+            "When a backup of the cluster last failed to reach the destination (Unix time)",
+            Unit::Seconds,
+            metrics.last_failure.clone(),
         );
         registry.register_with_unit(
             "etcdmedic_backup_duration",
@@ -80,6 +90,12 @@ impl BackupMetrics {
             "etcdmedic_restore_drill_failures",
             "Backups of the cluster that failed their restore drill",
             metrics.drill_failures.clone(),
+        );
+        registry.register_with_unit(
+            "etcdmedic_restore_drill_last_failure_timestamp",
+            "When a backup of the cluster last failed its restore drill (Unix time)",
+            Unit::Seconds,
+            metrics.drill_last_failure.clone(),
         );
         registry.register_with_unit(
             "etcdmedic_backup_schedule_interval",
@@ -117,15 +133,7 @@ impl BackupMetrics {
     }
 
     pub(super) fn finished(&self, record: &BackupRecord, destinations: &[String]) {
-        let missed: Vec<&str> = match (&record.report, record.outcome) {
-            (Some(report), _) => report
-                .missed
-                .iter()
-                .map(|m| m.destination.as_str())
-                .collect(),
-            (None, _) => destinations.iter().map(String::as_str).collect(),
-        };
-        for destination in missed {
+        for destination in missed(record, destinations) {
             self.failures
                 .get_or_create(&labels(&record.cluster, destination))
                 .inc();
@@ -135,11 +143,22 @@ impl BackupMetrics {
                 .get_or_create(&cluster_labels(&record.cluster))
                 .inc();
         }
-        self.restore(record);
+        self.restore(record, destinations);
     }
 
     /// The gauges one record sets; also after a restart, from the store, oldest first.
-    pub(super) fn restore(&self, record: &BackupRecord) {
+    pub(super) fn restore(&self, record: &BackupRecord, destinations: &[String]) {
+        let at = unix(record.finished_at);
+        for destination in missed(record, destinations) {
+            self.last_failure
+                .get_or_create(&labels(&record.cluster, destination))
+                .set(at);
+        }
+        if record.drill_failed {
+            self.drill_last_failure
+                .get_or_create(&cluster_labels(&record.cluster))
+                .set(at);
+        }
         let Some(report) = record
             .report
             .as_ref()
@@ -147,7 +166,6 @@ impl BackupMetrics {
         else {
             return;
         };
-        let at = unix(record.finished_at);
         for landed in &report.destinations {
             self.last_success
                 .get_or_create(&labels(&record.cluster, &landed.destination))
@@ -168,6 +186,19 @@ impl BackupMetrics {
         {
             self.drill_last_success.get_or_create(&cluster).set(at);
         }
+    }
+}
+
+/// The destinations a record did not reach: those its report says it missed, or all of the
+/// cluster's when there was no backup at all.
+fn missed<'a>(record: &'a BackupRecord, destinations: &'a [String]) -> Vec<&'a str> {
+    match &record.report {
+        Some(report) => report
+            .missed
+            .iter()
+            .map(|m| m.destination.as_str())
+            .collect(),
+        None => destinations.iter().map(String::as_str).collect(),
     }
 }
 

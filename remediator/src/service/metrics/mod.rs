@@ -261,10 +261,15 @@ impl Metrics {
         self.backups.finished(record, &destinations);
     }
 
-    /// The backup gauges from the store's records (newest first), after a restart.
-    pub fn restore_backups(&self, newest_first: &[BackupRecord]) {
+    /// The backup gauges from the store's records (newest first), after a restart;
+    /// `destinations` gives each cluster's configured ones.
+    pub fn restore_backups(
+        &self,
+        newest_first: &[BackupRecord],
+        destinations: impl Fn(&str) -> Vec<String>,
+    ) {
         for record in newest_first.iter().rev() {
-            self.backups.restore(record);
+            self.backups.restore(record, &destinations(&record.cluster));
         }
     }
 

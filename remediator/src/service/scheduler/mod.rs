@@ -208,7 +208,19 @@ impl Scheduler {
             cluster: None,
             limit: RESTORED_BACKUPS,
         })?;
-        metrics.restore_backups(&history);
+        metrics.restore_backups(&history, |name| {
+            clusters
+                .iter()
+                .find(|c| c.name.as_str() == name)
+                .map(|c| {
+                    c.backup
+                        .destinations
+                        .iter()
+                        .map(|d| d.name.to_string())
+                        .collect()
+                })
+                .unwrap_or_default()
+        });
         metrics.set_paused(ledger.paused);
         for (cluster, at) in &ledger.next_scheduled {
             metrics.set_next_scheduled_run(cluster, *at);
