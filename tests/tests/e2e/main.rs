@@ -42,6 +42,7 @@ mod config_reference;
 mod dashboards;
 mod demo;
 mod deploy;
+mod disaster_recovery;
 mod http;
 mod live_prometheus;
 mod metrics;

@@ -1,0 +1,287 @@
+//! docs/disaster-recovery.md, run as written: a backup of a 3-member cluster taken by
+//! `etcdmedic-remediator backup`, checked, restored into a new 3-member cluster with the
+//! document's own blocks, started with its own command, checked with its own HashKV check, and
+//! every key, value and revision compared with the original's at the backup's revision. A
+//! flipped byte makes the document's check refuse the file.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{bail, ensure, Context, Result};
+use etcd_client::GetOptions;
+use etcdmedic_tests::ports::free_ports;
+use etcdmedic_tests::{eventually, project_binary, EtcdCluster, EtcdVersion};
+use serde_json::Value;
+
+use crate::on_each_etcd_version;
+use crate::support::{stderr, stdout, write_file};
+
+on_each_etcd_version!(the_documented_restore_brings_back_every_key,);
+
+/// The `sh` block after `<!-- tested: name -->` in docs/disaster-recovery.md.
+fn documented(name: &str) -> Result<String> {
+    let path = etcdmedic_tests::generated::repository_root().join("docs/disaster-recovery.md");
+    let text = std::fs::read_to_string(&path)?;
+    let marker = format!("<!-- tested: {name} -->");
+    let after = text
+        .split_once(&marker)
+        .with_context(|| format!("no {marker} in {}", path.display()))?
+        .1;
+    let block = after
+        .split_once("```sh\n")
+        .and_then(|(_, rest)| rest.split_once("```"))
+        .with_context(|| format!("no sh block after {marker}"))?
+        .0;
+    Ok(block.to_string())
+}
+
+/// Runs a documented block with `env` (and the release's binaries first on PATH).
+fn shell(block: &str, env: &[(&str, String)], bin_dir: &Path) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new("bash");
+    command.args(["-c", block]);
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    command.env("PATH", path).env("ETCDCTL_API", "3");
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    command.kill_on_drop(true);
+    command
+}
+
+async fn run_block(name: &str, env: &[(&str, String)], bin_dir: &Path) -> Result<String> {
+    let output = tokio::time::timeout(
+        Duration::from_secs(120),
+        shell(&documented(name)?, env, bin_dir).output(),
+    )
+    .await
+    .with_context(|| format!("block {name} did not finish within 120s"))??;
+    ensure!(
+        output.status.success(),
+        "block {name} failed: {}{}",
+        stdout(&output),
+        stderr(&output)
+    );
+    Ok(stdout(&output))
+}
+
+/// Every key with its value and revisions, as `(key, value, create, mod, version)`.
+async fn keyspace(
+    client: &mut etcd_client::Client,
+    revision: Option<i64>,
+) -> Result<Vec<(Vec<u8>, Vec<u8>, i64, i64, i64)>> {
+    let mut options = GetOptions::new().with_all_keys();
+    if let Some(revision) = revision {
+        options = options.with_revision(revision);
+    }
+    let response = client.get("", Some(options)).await?;
+    Ok(response
+        .kvs()
+        .iter()
+        .map(|kv| {
+            (
+                kv.key().to_vec(),
+                kv.value().to_vec(),
+                kv.create_revision(),
+                kv.mod_revision(),
+                kv.version(),
+            )
+        })
+        .collect())
+}
+
+async fn the_documented_restore_brings_back_every_key(version: EtcdVersion) -> Result<()> {
+    let original = EtcdCluster::builder(version).members(3).start().await?;
+    let mut client = original.client(0).await?;
+    for index in 0..300 {
+        client
+            .put(
+                format!("/registry/pods/{index:03}"),
+                format!("v1-{index}"),
+                None,
+            )
+            .await?;
+    }
+    for index in (0..300).step_by(3) {
+        client
+            .put(
+                format!("/registry/pods/{index:03}"),
+                format!("v2-{index}"),
+                None,
+            )
+            .await?;
+    }
+    for index in (0..300).step_by(7) {
+        client
+            .delete(format!("/registry/pods/{index:03}"), None)
+            .await?;
+    }
+    let compact_at = client
+        .get("/", None)
+        .await?
+        .header()
+        .context("header")?
+        .revision();
+    client.compact(compact_at - 50, None).await?;
+
+    let dir = tempfile::tempdir()?;
+    let bin_dir = version.bin_dir()?;
+    let yaml = format!(
+        "remediation: {{snapshot_dir: {}}}\nbackup:\n  destinations: [{{name: near, kind: local, \
+         path: {}}}]\n  restore_drill: {{bin_dir: {}}}\nclusters:\n{}",
+        dir.path().join("snapshots").display(),
+        dir.path().join("backups").display(),
+        bin_dir.display(),
+        original.config_entry("prod-a")
+    );
+    let config = write_file(dir.path(), "etcdmedic.yaml", &yaml)?;
+    let output = tokio::process::Command::new(project_binary("etcdmedic-remediator")?)
+        .args(["backup", "--cluster", "prod-a", "-o", "json", "--config"])
+        .arg(&config)
+        .kill_on_drop(true)
+        .output()
+        .await?;
+    ensure!(output.status.success(), "{}", stderr(&output));
+    let report: Value = serde_json::from_str(&stdout(&output))?;
+    let backup = PathBuf::from(
+        report["destinations"][0]["location"]
+            .as_str()
+            .context("location")?,
+    );
+    let revision = report["manifest"]["revision"]
+        .as_i64()
+        .context("revision")?;
+    let expected = keyspace(&mut client, Some(revision)).await?;
+    ensure!(expected.len() == 257, "{} keys before", expected.len());
+
+    // The document's check passes on the backup, and refuses a damaged copy.
+    let checked = run_block(
+        "verify",
+        &[("BACKUP", backup.display().to_string())],
+        &bin_dir,
+    )
+    .await?;
+    ensure!(checked.starts_with("sha256 ok: "), "{checked}");
+    let damaged = dir
+        .path()
+        .join("damaged")
+        .join(backup.file_name().context("name")?);
+    std::fs::create_dir_all(damaged.parent().context("parent")?)?;
+    let mut bytes = std::fs::read(&backup)?;
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 1;
+    std::fs::write(&damaged, bytes)?;
+    std::fs::copy(
+        backup.with_extension("json"),
+        damaged.with_extension("json"),
+    )?;
+    let refused = shell(
+        &documented("verify")?,
+        &[("BACKUP", damaged.display().to_string())],
+        &bin_dir,
+    )
+    .output()
+    .await?;
+    ensure!(
+        !refused.status.success() && stderr(&refused).starts_with("damaged: "),
+        "{}",
+        stderr(&refused)
+    );
+
+    // Three new members, restored and started by the document's blocks.
+    let ports = free_ports(6)?;
+    let names = ["m1", "m2", "m3"];
+    let peer = |i: usize| format!("http://127.0.0.1:{}", ports[2 * i]);
+    let client_url = |i: usize| format!("http://127.0.0.1:{}", ports[2 * i + 1]);
+    let initial_cluster = (0..3)
+        .map(|i| format!("{}={}", names[i], peer(i)))
+        .collect::<Vec<_>>()
+        .join(",");
+    let restore_tool = match version {
+        EtcdVersion::V3_4 => "etcdctl",
+        EtcdVersion::V3_5 => "etcdutl",
+    };
+    let member_env = |i: usize| {
+        vec![
+            ("BACKUP", backup.display().to_string()),
+            ("MEMBER", names[i].to_string()),
+            ("PEER_URL", peer(i)),
+            ("CLIENT_URL", client_url(i)),
+            ("INITIAL_CLUSTER", initial_cluster.clone()),
+            (
+                "DATA_DIR",
+                dir.path()
+                    .join("restored")
+                    .join(names[i])
+                    .display()
+                    .to_string(),
+            ),
+            ("RESTORE", restore_tool.to_string()),
+        ]
+    };
+    for i in 0..3 {
+        run_block("restore", &member_env(i), &bin_dir).await?;
+    }
+    let mut members = Vec::new();
+    for i in 0..3 {
+        let log = std::fs::File::create(dir.path().join(format!("{}.log", names[i])))?;
+        let member = shell(&documented("start")?, &member_env(i), &bin_dir)
+            .stdout(Stdio::from(log.try_clone()?))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .context("starting a restored member")?;
+        members.push(member);
+    }
+    let endpoints: Vec<String> = (0..3).map(client_url).collect();
+    let mut restored = eventually(
+        "the restored cluster serves reads",
+        Duration::from_secs(60),
+        || {
+            let endpoints = endpoints.clone();
+            async move {
+                let mut client = etcd_client::Client::connect(&endpoints, None).await?;
+                client.get("/", None).await?;
+                for endpoint in &endpoints {
+                    let mut one = etcd_client::Client::connect([endpoint], None).await?;
+                    let status = one.status().await?;
+                    ensure!(status.leader() != 0, "{endpoint} knows no leader");
+                }
+                Ok(client)
+            }
+        },
+    )
+    .await
+    .with_context(|| std::fs::read_to_string(dir.path().join("m1.log")).unwrap_or_default())?;
+
+    let checked = run_block(
+        "check",
+        &[
+            ("BACKUP", backup.display().to_string()),
+            ("ENDPOINTS", endpoints.join(",")),
+        ],
+        &bin_dir,
+    )
+    .await?;
+    ensure!(
+        checked.contains("every member holds the backup: HashKV"),
+        "{checked}"
+    );
+
+    let found = keyspace(&mut restored, None).await?;
+    if found != expected {
+        let missing = expected.iter().filter(|kv| !found.contains(kv)).count();
+        let extra = found.iter().filter(|kv| !expected.contains(kv)).count();
+        bail!("the restored keyspace differs: {missing} missing or changed, {extra} extra");
+    }
+    let members_listed = restored.member_list().await?.members().len();
+    ensure!(members_listed == 3, "{members_listed} members");
+    for mut member in members {
+        let _ = member.start_kill();
+        let _ = member.wait().await;
+    }
+    Ok(())
+}
