@@ -227,8 +227,8 @@ async fn the_documented_restore_brings_back_every_key(version: EtcdVersion) -> R
         run_block("restore", &member_env(i), &bin_dir).await?;
     }
     let mut members = Vec::new();
-    for i in 0..3 {
-        let log = std::fs::File::create(dir.path().join(format!("{}.log", names[i])))?;
+    for (i, name) in names.iter().enumerate() {
+        let log = std::fs::File::create(dir.path().join(format!("{name}.log")))?;
         let member = shell(&documented("start")?, &member_env(i), &bin_dir)
             .stdout(Stdio::from(log.try_clone()?))
             .stderr(Stdio::from(log))
