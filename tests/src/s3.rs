@@ -80,6 +80,11 @@ impl S3Server {
         })
     }
 
+    /// The server itself (not through the proxy), for people and tests to look at.
+    pub fn direct_url(&self) -> &str {
+        &self.direct
+    }
+
     /// The endpoint the remediator is given: through the proxy.
     pub fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.proxy.port)

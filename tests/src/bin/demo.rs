@@ -1,7 +1,8 @@
 //! `make demo`: the whole loop on loopback. A 3-member etcd, the exporter, the remediator
 //! service, Prometheus with the project's rules (short `for`), and Alertmanager routing the
 //! remediation alerts to the remediator with a bearer token. Fragment the cluster and watch
-//! the alert fire and the run fix it. Ctrl-C stops everything and removes the data.
+//! the alert fire and the run fix it. Backups go hourly to a directory and to a local S3 server
+//! (moto's). Ctrl-C stops everything and removes the data.
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -13,6 +14,7 @@ use clap::{Parser, Subcommand};
 use etcdmedic_cluster::{Config, MemberClient};
 use etcdmedic_tests::alertmanager::{Alertmanager, Routing};
 use etcdmedic_tests::prometheus::{repository_file, with_short_durations, Job, Prometheus};
+use etcdmedic_tests::s3::S3Server;
 use etcdmedic_tests::workload::{fragment, Fragmentation};
 use etcdmedic_tests::{
     eventually, project_binary, EtcdCluster, EtcdVersion, ExporterProcess, RemediatorService,
@@ -23,6 +25,8 @@ const PREFERRED_PORT: u16 = 9379;
 const DEMO_QUOTA: u64 = 1024 * 1024 * 1024;
 /// The demo's webhook token: printed, because the demo is for looking around.
 const DEMO_TOKEN: &str = "demo-webhook-token";
+/// The bucket the demo's backups go to.
+const DEMO_BUCKET: &str = "etcd-backups";
 /// The rules' `for` in the demo only: alerts fire seconds after the condition holds.
 const DEMO_FOR: &str = "5s";
 /// How long `--exit-after-remediation` waits for the whole loop.
@@ -99,6 +103,11 @@ async fn run_demo(cli: &Cli) -> Result<()> {
     let remediator_port = etcdmedic_tests::ports::free_port()?;
     let webhook = format!("http://127.0.0.1:{remediator_port}/webhook/alertmanager");
 
+    println!("Starting an S3-compatible server (moto) for backups ...");
+    let s3 = S3Server::start(DEMO_BUCKET).await?;
+    std::fs::write(dir.join("s3-access-key-id"), "demo\n")?;
+    std::fs::write(dir.join("s3-secret-access-key"), "demo-secret\n")?;
+
     println!("Starting Alertmanager ...");
     // Everything under the demo's directory, so one `rm` (and one check) covers it all.
     let alertmanager = Alertmanager::start_in(
@@ -120,11 +129,19 @@ async fn run_demo(cli: &Cli) -> Result<()> {
         format!(
             "remediation:\n  snapshot_dir: {}\n  settle_time: 1s\n\
              remediator:\n  state_path: {}\n  auth: {{bearer_token_file: {}}}\n  cooldown: 5m\n  \
-             silences: {{alertmanager_url: \"{}\"}}\n{}",
+             silences: {{alertmanager_url: \"{}\"}}\n\
+             backup:\n  schedule: '0 * * * *'\n  retention: {{keep: 24}}\n  \
+             restore_drill: {{bin_dir: {}}}\n  destinations:\n    \
+             - {{name: near, kind: local, path: {}}}\n    \
+             - {{name: offsite, kind: s3, bucket: {DEMO_BUCKET}, endpoint: '{}', path_style: true, \
+             access_key_id_file: s3-access-key-id, secret_access_key_file: s3-secret-access-key}}\n{}",
             dir.join("snapshots").display(),
             dir.join("state.sqlite").display(),
             token_file.display(),
             alertmanager.url,
+            version.bin_dir()?.display(),
+            dir.join("backups").display(),
+            s3.endpoint(),
             cluster.config_yaml("demo")
         ),
     )?;
@@ -171,6 +188,20 @@ async fn run_demo(cli: &Cli) -> Result<()> {
     )
     .await?;
 
+    println!("Taking a first backup (POST /api/v1/clusters/demo/backup) ...");
+    let backup = first_backup(&service).await?;
+    let listing = format!("{}/{DEMO_BUCKET}?list-type=2&prefix=demo/", s3.direct_url());
+    let listed = etcdmedic_tests::http_client()
+        .get(&listing)
+        .send()
+        .await?
+        .text()
+        .await?;
+    ensure!(
+        listed.contains(&format!("<Key>demo/{}</Key>", backup.file)),
+        "the bucket does not list the backup: {listed}"
+    );
+
     let table = std::process::Command::new(&exporter_binary)
         .args(["status", "--config"])
         .arg(&config)
@@ -208,6 +239,15 @@ Fragment the cluster (160 MiB written, then compacted, 20 MiB kept), then watch:
   tail -f {remediator_log}
   curl -s -H 'Authorization: Bearer {token}' {service_url}/api/v1/runs
 
+Backups, hourly, each proven by a restore drill before it counts, go to
+  {backups_dir}
+  s3://{bucket}/demo/   (moto's S3 server)
+The first: {first}
+  curl -s -H 'Authorization: Bearer {token}' {service_url}/api/v1/backups
+  curl -s '{listing}'
+  {remediator_bin} backup --config {config} --cluster demo
+  {remediator_bin} drill --config {config} --cluster demo
+
 Within a minute EtcdmedicDatabaseHighFragmentation fires in Prometheus, Alertmanager sends it to
 the remediator (which silences it while it works), and the run snapshots the cluster and
 defragments the members one at a time, the leader last. Or run the same by hand:
@@ -226,6 +266,9 @@ Press Ctrl-C to stop everything; the data is removed.",
         prometheus_url = prometheus.url,
         alertmanager_url = alertmanager.url,
         token = DEMO_TOKEN,
+        backups_dir = dir.join("backups").join("demo").display(),
+        bucket = DEMO_BUCKET,
+        first = backup.summary,
     );
     ensure!(
         series > 0 && table.status.success(),
@@ -240,6 +283,7 @@ Press Ctrl-C to stop everything; the data is removed.",
     drop(prometheus);
     drop(service);
     drop(alertmanager);
+    drop(s3);
     drop(exporter);
     drop(cluster);
     println!("Stopped; nothing of the demo is left running.");
@@ -302,6 +346,42 @@ async fn whole_loop(
         run["reason"]
     );
     Ok(())
+}
+
+struct FirstBackup {
+    file: String,
+    summary: String,
+}
+
+/// Asks the service for a backup and waits until it is recorded.
+async fn first_backup(service: &RemediatorService) -> Result<FirstBackup> {
+    let (code, body) = service.post("/api/v1/clusters/demo/backup").await?;
+    ensure!(
+        code == 202,
+        "POST /api/v1/clusters/demo/backup: {code} {body}"
+    );
+    let backup = eventually("the first backup is recorded", LOOP_DEADLINE, || async {
+        let (_, body) = service.get("/api/v1/backups?cluster=demo").await?;
+        body["backups"][0].as_object().cloned().context("none yet")
+    })
+    .await?;
+    ensure!(
+        backup["outcome"] == "succeeded",
+        "the first backup {}: {}",
+        backup["outcome"],
+        backup["reason"]
+    );
+    let manifest = &backup["report"]["manifest"];
+    let file = manifest["file"].as_str().context("file")?.to_string();
+    let summary = format!(
+        "{file} (revision {}, {} KiB), drill passed in {:.1}s",
+        manifest["revision"],
+        manifest["size_bytes"].as_u64().unwrap_or(0) / 1024,
+        manifest["restore_drill"]["duration_seconds"]
+            .as_f64()
+            .unwrap_or(0.0)
+    );
+    Ok(FirstBackup { file, summary })
 }
 
 /// 9379 when free, else any free port.

@@ -159,12 +159,66 @@ async fn a_backup_lands_verified_in_every_destination_and_the_oldest_go(
             && only["destinations"][0]["destination"] == "far",
         "{only}"
     );
+    readme_shows_the_output(&config).await?;
     let unknown = backup(&config, &["--destination", "tape"]).await?;
     ensure!(unknown.status.code() == Some(2), "{}", stderr(&unknown));
     ensure!(
         stderr(&unknown).contains("unknown destination \"tape\"; configured: near, far"),
         "{}",
         stderr(&unknown)
+    );
+    Ok(())
+}
+
+/// A line's shape: words with a digit or a `/` (paths, hashes, sizes, times) and size units
+/// blanked, so output from another cluster compares equal.
+fn shape(line: &str) -> Vec<String> {
+    line.split_whitespace()
+        .enumerate()
+        .map(|(index, word)| {
+            let variable = index == 0
+                || word.chars().any(|c| c.is_ascii_digit() || c == '/')
+                || matches!(word, "B," | "kB," | "MB," | "GB,");
+            if variable {
+                "_".to_string()
+            } else {
+                word.to_string()
+            }
+        })
+        .collect()
+}
+
+/// The README's `backup` and `drill` lines have the shape of what the commands print now.
+async fn readme_shows_the_output(config: &Path) -> Result<()> {
+    let readme =
+        std::fs::read_to_string(etcdmedic_tests::generated::repository_root().join("README.md"))?;
+    let shown = |prefix: &str, marker: &str| -> Result<Vec<String>> {
+        readme
+            .lines()
+            .find(|l| l.starts_with(prefix) && l.contains(marker))
+            .map(shape)
+            .with_context(|| format!("no README line starting {prefix:?} with {marker:?}"))
+    };
+    let run = |args: Vec<&'static str>| async move {
+        let output = tokio::process::Command::new(project_binary("etcdmedic-remediator")?)
+            .args(&args)
+            .args(["--cluster", "prod-a", "--config"])
+            .arg(config)
+            .kill_on_drop(true)
+            .output()
+            .await?;
+        ensure!(output.status.success(), "{args:?}: {}", stderr(&output));
+        anyhow::Ok(stdout(&output))
+    };
+    let printed = run(vec!["backup", "--destination", "near"]).await?;
+    ensure!(
+        shape(printed.trim()) == shown("local: ", "verified by trailer")?,
+        "the README's backup line no longer looks like:\n{printed}"
+    );
+    let printed = run(vec!["drill"]).await?;
+    ensure!(
+        shape(printed.trim()) == shown("local: ", "matches the cluster's")?,
+        "the README's drill line no longer looks like:\n{printed}"
     );
     Ok(())
 }

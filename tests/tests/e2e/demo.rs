@@ -63,6 +63,9 @@ async fn the_demo_starts_the_whole_stack_then_stops_cleanly() -> Result<()> {
         "alertmanager   http://",
         "/api/v1/runs",
         "etcdmedic-remediator run --config ",
+        "/api/v1/backups",
+        "drill passed in ",
+        "etcdmedic-remediator drill --config ",
         "Stopped; nothing of the demo is left running.",
     ] {
         ensure!(
