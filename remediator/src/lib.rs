@@ -33,7 +33,8 @@ mod snapshot;
 
 pub use backup::drill::DrillRecord;
 pub use backup::{BackupError, BackupReport, Landed, Manifest, RecordedHash};
-pub use engine::backup::{DrillReport, Missed};
+pub use engine::backup::Missed;
+pub use engine::drill::DrillReport;
 pub use engine::error::{MoveFailure, Refusal, Stop, KINDS as ERROR_KINDS};
 pub use engine::etcd::{CallError, Chunk, ChunkStream, HashKv};
 pub use engine::{Etcd, Live, Remediator, RunError, RunOptions};

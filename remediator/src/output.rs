@@ -86,6 +86,29 @@ impl TextProgress {
 }
 
 /// The closing lines: outcome, reason, and what each member gave back.
+/// Where the run's snapshot was kept as a backup, and what missed it.
+fn kept_as_backup(backup: &crate::backup::RunBackup) -> String {
+    if let Some(error) = &backup.error {
+        return format!("not kept: {error}");
+    }
+    let mut parts: Vec<String> = backup
+        .destinations
+        .iter()
+        .map(|l| format!("{} {}", l.destination, l.location))
+        .collect();
+    parts.extend(
+        backup
+            .missed
+            .iter()
+            .map(|m| format!("{} MISSED ({})", m.destination, m.reason)),
+    );
+    let drill = match &backup.restore_drill {
+        Some(d) if d.passed => ", restore drill passed",
+        _ => "",
+    };
+    format!("kept in {}{drill}", parts.join(", "))
+}
+
 pub fn summary(report: &RunReport) -> String {
     let mut text = format!(
         "{}: cluster {} in {:.2}s",
@@ -121,7 +144,17 @@ pub fn summary(report: &RunReport) -> String {
         ));
     }
     if let Some(snapshot) = &report.snapshot {
-        text.push_str(&format!("\n  snapshot: {}", snapshot.path.display()));
+        let reused = match snapshot.reused_backup {
+            true => " (a backup at the frozen revision, reused)",
+            false => "",
+        };
+        text.push_str(&format!(
+            "\n  snapshot: {}{reused}",
+            snapshot.path.display()
+        ));
+    }
+    if let Some(backup) = &report.backup {
+        text.push_str(&format!("\n  backup: {}", kept_as_backup(backup)));
     }
     if report.reclaimed_bytes > 0 {
         text.push_str(&format!(

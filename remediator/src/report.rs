@@ -194,6 +194,11 @@ pub struct SnapshotReport {
     pub duration: Duration,
     /// Older snapshots removed by retention.
     pub removed: Vec<PathBuf>,
+    /// Not streamed: under NOSPACE the revision is frozen, and a verified backup at exactly
+    /// this revision was found in a local backup destination (`path`), so it is the snapshot
+    /// the run would have taken.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reused_backup: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -249,6 +254,9 @@ pub struct RunReport {
     pub alarms_disarmed: Vec<Alarm>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub hash_check: Option<HashCheck>,
+    /// The run's snapshot kept as a backup in the backup destinations, after the run.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub backup: Option<crate::backup::RunBackup>,
     pub members: Vec<MemberReport>,
     pub steps: Vec<StepRecord>,
     /// Total across members.
@@ -283,6 +291,7 @@ impl RunReport {
             leader_choice: None,
             alarms_disarmed: vec![],
             hash_check: None,
+            backup: None,
             members: vec![],
             steps: vec![],
             reclaimed_bytes: 0,

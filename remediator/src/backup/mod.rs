@@ -59,7 +59,7 @@ pub struct BackupReport {
     pub duration: Duration,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Landed {
     pub destination: String,
     /// `local` or `s3`.
@@ -71,6 +71,18 @@ pub struct Landed {
     pub verified_by: String,
     /// Older backups the retention removed there.
     pub removed: Vec<String>,
+}
+
+/// What became of a run's snapshot kept as a backup.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunBackup {
+    pub destinations: Vec<Landed>,
+    pub missed: Vec<crate::engine::backup::Missed>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_drill: Option<drill::DrillRecord>,
+    /// Why it was not kept at all (its drill failed, the lock was held...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -22,7 +22,7 @@ use crate::report::MemberRef;
 use crate::snapshot;
 
 /// A destination the backup did not reach, and why.
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct Missed {
     pub destination: String,
     pub reason: String,
@@ -73,19 +73,9 @@ impl<E: Etcd> Remediator<E> {
             progress,
         )
         .await?;
-        let hash_kv = match self.etcd.hash_kv(&member.endpoint, status.revision).await {
-            Ok(answer) => Some(RecordedHash {
-                revision: status.revision,
-                hash: answer.hash,
-                compact_revision: answer.compact_revision,
-            }),
-            Err(err) => {
-                tracing::warn!(%cluster, revision = status.revision, error = %err, "no HashKV recorded with the backup");
-                None
-            }
-        };
-        let mut manifest = Manifest {
+        let manifest = Manifest {
             cluster: cluster.to_string(),
+            hash_kv: self.recorded_hash(&member, status.revision).await,
             member,
             revision: status.revision,
             etcd_version: status.version.clone(),
@@ -94,16 +84,62 @@ impl<E: Etcd> Remediator<E> {
             file: name.clone(),
             created_at,
             etcdmedic_version: etcdmedic_cluster::build_info::VERSION.to_string(),
-            hash_kv,
             restore_drill: None,
         };
+        let landing = self
+            .prove_and_land(backup, &destinations, &saved.path, manifest, stop)
+            .await;
+        if staged || matches!(landing, Err(BackupError::Drill(_))) {
+            // Staged: every copy is made. Failed its drill: not a backup, kept nowhere.
+            let _ = tokio::fs::remove_file(&saved.path).await;
+        }
+        let (manifest, landed, missed) = landing?;
+        Ok(BackupReport {
+            manifest,
+            destinations: landed,
+            missed,
+            duration: started.elapsed(),
+        })
+    }
+
+    /// The member's HashKV at `revision`: what a member restored from a snapshot at that
+    /// revision must answer. `None` when it cannot say (the revision compacted meanwhile).
+    pub(super) async fn recorded_hash(
+        &self,
+        member: &MemberRef,
+        revision: i64,
+    ) -> Option<RecordedHash> {
+        match self.etcd.hash_kv(&member.endpoint, revision).await {
+            Ok(answer) => Some(RecordedHash {
+                revision,
+                hash: answer.hash,
+                compact_revision: answer.compact_revision,
+            }),
+            Err(err) => {
+                tracing::warn!(cluster = %self.etcd.cluster(), revision, error = %err, "no HashKV recorded with the backup");
+                None
+            }
+        }
+    }
+
+    /// Proves the verified snapshot `db` by its restore drill (when drills are on), then puts
+    /// it with its manifest in every destination; the destinations it could not reach are
+    /// reported, not fatal. Called with the cluster's lock held.
+    pub(super) async fn prove_and_land(
+        &self,
+        backup: &BackupSettings,
+        destinations: &[&Destination],
+        db: &Path,
+        mut manifest: Manifest,
+        stop: &CancellationToken,
+    ) -> Result<(Manifest, Vec<Landed>, Vec<Missed>), BackupError> {
+        let cluster = self.etcd.cluster().clone();
         if let Some(settings) = &backup.restore_drill {
-            let record = drill::run(settings, &saved.path, &manifest, &lock_dir, stop).await;
+            let scratch = snapshot::cluster_dir(&self.settings.snapshot_dir, &cluster);
+            let record = drill::run(settings, db, &manifest, &scratch, stop).await;
             let failed = (!record.passed).then(|| record.reason.clone().unwrap_or_default());
             manifest.restore_drill = Some(record);
             if let Some(reason) = failed {
-                // Not a backup: nothing that failed its drill is kept or uploaded.
-                let _ = tokio::fs::remove_file(&saved.path).await;
                 return Err(BackupError::Drill(reason));
             }
         }
@@ -113,7 +149,7 @@ impl<E: Etcd> Remediator<E> {
             if stop.is_cancelled() {
                 return Err(BackupError::Stopped);
             }
-            match land(destination, &saved.path, &cluster, &manifest, backup, stop).await {
+            match land(destination, db, &cluster, &manifest, backup, stop).await {
                 Ok(done) => landed.push(done),
                 Err(BackupError::Stopped) => return Err(BackupError::Stopped),
                 Err(err) => {
@@ -125,95 +161,7 @@ impl<E: Etcd> Remediator<E> {
                 }
             }
         }
-        if staged {
-            let _ = tokio::fs::remove_file(&saved.path).await;
-        }
-        Ok(BackupReport {
-            manifest,
-            destinations: landed,
-            missed,
-            duration: started.elapsed(),
-        })
-    }
-}
-
-/// A restore drill of a backup already taken, and what it found.
-#[derive(Debug, Clone, Serialize)]
-pub struct DrillReport {
-    pub destination: String,
-    pub location: String,
-    pub drill: crate::backup::drill::DrillRecord,
-}
-
-impl<E: Etcd> Remediator<E> {
-    /// Drills the backup `file` (default: the newest) in the local destination `only`
-    /// (default: the first local one), and records the outcome in its manifest. Takes the
-    /// cluster's lock, so the retention cannot remove the backup meanwhile.
-    pub async fn drill(
-        &self,
-        backup: &BackupSettings,
-        only: Option<&str>,
-        file: Option<&str>,
-        stop: &CancellationToken,
-    ) -> Result<DrillReport, BackupError> {
-        let cluster = self.etcd.cluster().clone();
-        let settings = backup.restore_drill.as_ref().ok_or_else(|| {
-            BackupError::Config(format!(
-                "restore drills are off for cluster {cluster} (backup.restore_drill.enabled: false)"
-            ))
-        })?;
-        let destination = chosen(backup, only, &cluster)?
-            .into_iter()
-            .find(|d| matches!(d.target, Target::Local { .. }))
-            .ok_or_else(|| {
-                BackupError::Config(
-                    "the drill reads a local destination's backups; drilling an s3 \
-                     destination's is not available in this version yet"
-                        .to_string(),
-                )
-            })?;
-        let Target::Local { path } = &destination.target else {
-            unreachable!("found as local above")
-        };
-        let dir = snapshot::cluster_dir(path, &cluster);
-        let lock_dir = snapshot::cluster_dir(&self.settings.snapshot_dir, &cluster);
-        snapshot::create_dir(&lock_dir)?;
-        let _lock = RunLock::acquire(&lock_dir, &cluster).map_err(BackupError::Locked)?;
-        let no_backup = || BackupError::NoBackup {
-            cluster: cluster.to_string(),
-            destination: destination.name.to_string(),
-        };
-        let db = match file {
-            Some(name) if snapshot::is_snapshot_of(name, &cluster) => dir.join(name),
-            Some(name) => {
-                return Err(BackupError::Config(format!(
-                    "{name:?} is not a backup file name of cluster {cluster} \
-                     (<cluster>-<time>-rev<N>.db)"
-                )))
-            }
-            None => local::newest(&dir, &cluster).ok_or_else(no_backup)?,
-        };
-        if !db.with_extension("json").exists() {
-            return Err(no_backup());
-        }
-        let mut manifest = local::read_manifest(&db).await?;
-        let record = match snapshot::verify_file(&db).await {
-            Ok(sha256) if sha256 == manifest.sha256 => {
-                drill::run(settings, &db, &manifest, &lock_dir, stop).await
-            }
-            Ok(sha256) => drill::failed(format!(
-                "the file's sha256 is {sha256}, its manifest says {}",
-                manifest.sha256
-            )),
-            Err(err) => drill::failed(format!("{}: {err}", db.display())),
-        };
-        manifest.restore_drill = Some(record.clone());
-        local::write_manifest(&db.with_extension("json"), &manifest).await?;
-        Ok(DrillReport {
-            destination: destination.name.to_string(),
-            location: db.display().to_string(),
-            drill: record,
-        })
+        Ok((manifest, landed, missed))
     }
 }
 
@@ -260,7 +208,7 @@ async fn land(
     }
 }
 
-fn chosen<'a>(
+pub(super) fn chosen<'a>(
     backup: &'a BackupSettings,
     only: Option<&str>,
     cluster: &str,

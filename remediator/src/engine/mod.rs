@@ -18,8 +18,10 @@
 pub(crate) mod backup;
 mod decide;
 mod defragment;
+pub(crate) mod drill;
 pub(crate) mod error;
 pub(crate) mod etcd;
+mod keep_snapshot;
 mod leader;
 mod live;
 mod nospace;
@@ -34,6 +36,7 @@ mod wait;
 
 use std::time::{Duration, SystemTime};
 
+use etcdmedic_cluster::config::BackupSettings;
 use etcdmedic_cluster::model::ClusterStatus;
 use etcdmedic_cluster::table::human_bytes;
 use etcdmedic_cluster::{ClusterConfig, RemediationSettings};
@@ -68,14 +71,18 @@ pub struct RunOptions {
 pub struct Remediator<E = Live> {
     etcd: E,
     settings: RemediationSettings,
+    /// Where a run's snapshot is kept as a backup, and where NOSPACE looks for one to reuse.
+    backup: BackupSettings,
 }
 
 impl Remediator<Live> {
     pub fn new(config: ClusterConfig) -> etcdmedic_cluster::Result<Self> {
         let settings = config.remediation.clone();
+        let backup = config.backup.clone();
         Ok(Remediator {
             etcd: Live::new(config)?,
             settings,
+            backup,
         })
     }
 }
@@ -90,7 +97,18 @@ enum Ended {
 
 impl<E: Etcd> Remediator<E> {
     pub fn with(etcd: E, settings: RemediationSettings) -> Self {
-        Remediator { etcd, settings }
+        Remediator {
+            etcd,
+            settings,
+            backup: BackupSettings::default(),
+        }
+    }
+
+    /// Runs keep their snapshot as a backup in `backup`'s destinations, and reuse one there
+    /// under NOSPACE.
+    pub fn with_backup(mut self, backup: BackupSettings) -> Self {
+        self.backup = backup;
+        self
     }
 
     pub fn cluster(&self) -> &str {
@@ -137,6 +155,7 @@ impl<E: Etcd> Remediator<E> {
         Run {
             etcd: &self.etcd,
             settings: &self.settings,
+            backup: &self.backup,
             history: options.history.clone(),
             events,
             stop,
@@ -171,7 +190,17 @@ impl<E: Etcd> Remediator<E> {
                 (err.outcome(any_defragmented), Some(err.to_string()))
             }
         };
+        // The remediation ends here; keeping its snapshot as a backup is reported beside it.
         report.finished_at = SystemTime::now();
+        let keep = matches!(report.outcome, Outcome::Succeeded | Outcome::Partial)
+            && !self.backup.destinations.is_empty();
+        if let Some(taken) = report
+            .snapshot
+            .as_ref()
+            .filter(|s| keep && !s.reused_backup)
+        {
+            report.backup = Some(self.keep_run_snapshot(taken, stop).await);
+        }
         report.reclaimed_bytes = report
             .members
             .iter()
@@ -192,6 +221,7 @@ impl<E: Etcd> Remediator<E> {
 struct Run<'a, E> {
     etcd: &'a E,
     settings: &'a RemediationSettings,
+    backup: &'a BackupSettings,
     history: History,
     events: &'a Events,
     stop: &'a CancellationToken,

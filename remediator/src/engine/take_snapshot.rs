@@ -80,8 +80,12 @@ impl<E: Etcd> Run<'_, E> {
         let source = plan.snapshot_from.clone();
         let step = self.begin(StepKind::Snapshot, Some(source.clone()));
         let result = self.save_snapshot(plan, dir).await.map(|report| {
+            let reused = match report.reused_backup {
+                true => "reused backup (NOSPACE holds the revision) ",
+                false => "",
+            };
             let detail = format!(
-                "{} at revision {}, {}, sha256 {} verified",
+                "{reused}{} at revision {}, {}, sha256 {} verified",
                 report.path.display(),
                 report.revision,
                 human_bytes(report.size_bytes),
@@ -101,6 +105,11 @@ impl<E: Etcd> Run<'_, E> {
             .member_status(&source.endpoint)
             .await
             .map_err(|err| failed(format!("{source}: Status: {err}")))?;
+        if plan.nospace {
+            if let Some(reused) = self.reusable_backup(source, status.revision).await {
+                return Ok(reused);
+            }
+        }
         let name = snapshot::file_name(self.etcd.cluster(), SystemTime::now(), status.revision);
         let stream = self
             .etcd
@@ -143,6 +152,7 @@ impl<E: Etcd> Run<'_, E> {
             from: source.clone(),
             duration: saved.duration,
             removed,
+            reused_backup: false,
         })
     }
 }

@@ -218,6 +218,7 @@ fn report(dry_run: bool, defrag: &[(u64, u64)], moved: Option<u64>) -> RunReport
         from: someone.clone(),
         duration: Duration::from_millis(500),
         removed: vec![],
+        reused_backup: false,
     });
     report.leader_move = moved.map(|millis| LeaderMove {
         from: someone.clone(),

@@ -35,6 +35,7 @@
 mod alert_rules;
 mod backup;
 mod backup_offsite;
+mod backup_remediation;
 mod backup_service;
 mod binary;
 mod client_impact;

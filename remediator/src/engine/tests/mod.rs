@@ -6,6 +6,7 @@
 
 mod backups;
 mod fake;
+mod kept_snapshots;
 
 mod interrupts;
 mod kinds;
