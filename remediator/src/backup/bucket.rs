@@ -1,7 +1,9 @@
 //! An S3 destination (AWS or any S3-compatible store) through `object_store`: the verified
-//! snapshot is uploaded in parts (memory bounded whatever its size), read back and checked
-//! against etcd's trailer, and only then is its manifest written: a backup without a
-//! manifest never counts, and a failed attempt aborts its upload and removes what it wrote.
+//! snapshot is uploaded in parts (memory bounded whatever its size), confirmed by the store's
+//! multipart ETag (the md5 of each part's md5, computed here from what was sent) or, where the
+//! store's ETag is not that, by reading it back and checking it against etcd's trailer; only
+//! then is its manifest written: a backup without a manifest never counts, and a failed
+//! attempt aborts its upload and removes what it wrote.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -9,6 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use etcdmedic_cluster::config::{BackupSettings, ClusterName, S3Target};
 use futures::StreamExt;
+use md5::{Digest, Md5};
 use object_store::aws::AmazonS3Builder;
 use object_store::path::Path as Key;
 use object_store::{
@@ -107,17 +110,19 @@ impl Bucket {
 
     /// Uploads the verified snapshot `db` with its manifest, retrying a failed attempt
     /// [`ATTEMPTS`] times in all with a doubling pause; each failed attempt leaves nothing.
+    /// Returns how the object was confirmed: `etag` (the store's multipart ETag is the one
+    /// computed from what was sent) or `read_back`.
     pub(crate) async fn upload(
         &self,
         db: &Path,
         manifest: &Manifest,
         stop: &CancellationToken,
-    ) -> Result<(), BackupError> {
+    ) -> Result<&'static str, BackupError> {
         let mut pause = FIRST_BACKOFF;
         let mut attempt = 1;
         loop {
             match self.upload_once(db, manifest, stop).await {
-                Ok(()) => return Ok(()),
+                Ok(verified_by) => return Ok(verified_by),
                 Err(UploadFailure::Stopped) => return Err(BackupError::Stopped),
                 Err(UploadFailure::Failed(reason)) if attempt >= ATTEMPTS => {
                     return Err(self.failed(format!(
@@ -146,25 +151,32 @@ impl Bucket {
         db: &Path,
         manifest: &Manifest,
         stop: &CancellationToken,
-    ) -> Result<(), UploadFailure> {
+    ) -> Result<&'static str, UploadFailure> {
         let key = self.dir.clone().join(manifest.file.as_str());
         let result = async {
-            self.put_parts(db, &key, stop).await?;
-            let (size, sha256) = self.read_back(&key, stop).await?;
-            if (size, sha256.as_str()) != (manifest.size_bytes, manifest.sha256.as_str()) {
-                return Err(UploadFailure::Failed(format!(
-                    "read back {size} bytes with sha256 {sha256}; uploaded {} bytes with \
-                     sha256 {}",
-                    manifest.size_bytes, manifest.sha256
-                )));
-            }
+            let etags = self.put_parts(db, &key, stop).await?;
+            // A store whose ETag is not the usual multipart one (encryption with a KMS key,
+            // some S3-compatible servers) is confirmed by reading the object back instead.
+            let verified_by = if etags.agree() {
+                "etag"
+            } else {
+                let (size, sha256) = self.read_back(&key, stop).await?;
+                if (size, sha256.as_str()) != (manifest.size_bytes, manifest.sha256.as_str()) {
+                    return Err(UploadFailure::Failed(format!(
+                        "read back {size} bytes with sha256 {sha256}; uploaded {} bytes with \
+                         sha256 {}",
+                        manifest.size_bytes, manifest.sha256
+                    )));
+                }
+                "read_back"
+            };
             let json = serde_json::to_vec_pretty(manifest)
                 .map_err(|err| UploadFailure::Failed(err.to_string()))?;
             self.store
                 .put(&manifest_key(&key), PutPayload::from(json))
                 .await
                 .map_err(|err| UploadFailure::Failed(format!("writing the manifest: {err}")))?;
-            Ok(())
+            Ok(verified_by)
         }
         .await;
         if result.is_err() {
@@ -181,7 +193,7 @@ impl Bucket {
         db: &Path,
         key: &Key,
         stop: &CancellationToken,
-    ) -> Result<(), UploadFailure> {
+    ) -> Result<Etags, UploadFailure> {
         let upload = self
             .store
             .put_multipart(key)
@@ -194,6 +206,7 @@ impl Bucket {
                 .map_err(|err| UploadFailure::Failed(format!("{}: {err}", db.display())))?;
             let mut buffer = vec![0u8; 1 << 20];
             let (mut sent, mut last_progress) = (0u64, Instant::now());
+            let mut parts = PartDigests::default();
             loop {
                 if stop.is_cancelled() {
                     return Err(UploadFailure::Stopped);
@@ -207,8 +220,9 @@ impl Bucket {
                     .await
                     .map_err(|err| UploadFailure::Failed(format!("{}: {err}", db.display())))?;
                 if read == 0 {
-                    return Ok(());
+                    return Ok(parts.etag());
                 }
+                parts.update(&buffer[..read]);
                 writer.write(&buffer[..read]);
                 sent += read as u64;
                 if last_progress.elapsed() >= PROGRESS_EVERY {
@@ -219,10 +233,13 @@ impl Bucket {
         }
         .await;
         match written {
-            Ok(()) => writer
+            Ok(expected) => writer
                 .finish()
                 .await
-                .map(|_| ())
+                .map(|put| Etags {
+                    expected,
+                    stored: put.e_tag,
+                })
                 .map_err(|err| UploadFailure::Failed(format!("completing the upload: {err}"))),
             Err(err) => {
                 let _ = writer.abort().await;
@@ -291,6 +308,59 @@ impl Bucket {
     }
 }
 
+/// The ETag S3 gives a multipart object: the md5 of the parts' md5s, then `-<parts>`.
+#[derive(Default)]
+struct PartDigests {
+    current: Md5,
+    in_part: usize,
+    digests: Vec<u8>,
+    parts: usize,
+}
+
+impl PartDigests {
+    fn update(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            let take = (PART_SIZE - self.in_part).min(bytes.len());
+            self.current.update(&bytes[..take]);
+            self.in_part += take;
+            bytes = &bytes[take..];
+            if self.in_part == PART_SIZE {
+                self.close_part();
+            }
+        }
+    }
+
+    fn close_part(&mut self) {
+        let digest = std::mem::take(&mut self.current).finalize();
+        self.digests.extend_from_slice(&digest);
+        self.parts += 1;
+        self.in_part = 0;
+    }
+
+    fn etag(mut self) -> String {
+        if self.in_part > 0 || self.parts == 0 {
+            self.close_part();
+        }
+        let digest = Md5::digest(&self.digests);
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        format!("{hex}-{}", self.parts)
+    }
+}
+
+/// The multipart ETag computed from what was sent, and the one the store answered.
+struct Etags {
+    expected: String,
+    stored: Option<String>,
+}
+
+impl Etags {
+    fn agree(&self) -> bool {
+        self.stored
+            .as_deref()
+            .is_some_and(|stored| stored.trim_matches('"') == self.expected)
+    }
+}
+
 enum UploadFailure {
     Failed(String),
     Stopped,
@@ -300,4 +370,109 @@ enum UploadFailure {
 fn manifest_key(db: &Key) -> Key {
     let text = db.as_ref();
     Key::from(format!("{}.json", text.strip_suffix(".db").unwrap_or(text)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Values from Python's hashlib, computed the way S3 documents the multipart ETag.
+    #[test]
+    fn the_multipart_etag_is_the_md5_of_the_parts_md5s_whatever_the_writes() {
+        let data: Vec<u8> = (0..PART_SIZE + 1000).map(|i| (i % 251) as u8).collect();
+        for write in [1000, 4096, 1 << 20, PART_SIZE + 1000] {
+            let mut parts = PartDigests::default();
+            for piece in data.chunks(write) {
+                parts.update(piece);
+            }
+            assert_eq!(
+                parts.etag(),
+                "a3978943bb7b29c282ed8975ea70cc2f-2",
+                "writes of {write}"
+            );
+        }
+        let mut small = PartDigests::default();
+        small.update(b"hello");
+        assert_eq!(small.etag(), "62109206880d38a4010a98e11243924a-1");
+        let agree = Etags {
+            expected: small_etag(),
+            stored: Some(format!("\"{}\"", small_etag())),
+        };
+        assert!(agree.agree());
+        let kms = Etags {
+            expected: small_etag(),
+            stored: Some("\"5d41402abc4b2a76b9719d911017c592\"".into()),
+        };
+        assert!(
+            !kms.agree(),
+            "a store whose ETag is not md5-of-md5s is read back"
+        );
+    }
+
+    /// A snapshot with etcd's trailer, as a file.
+    fn snapshot_file(dir: &Path) -> (std::path::PathBuf, Manifest) {
+        use sha2::{Digest as _, Sha256};
+        let db: Vec<u8> = (0..(PART_SIZE + 512 * 7))
+            .map(|i| (i % 253) as u8)
+            .collect();
+        let digest = Sha256::digest(&db);
+        let mut file = db.clone();
+        file.extend_from_slice(&digest);
+        let path = dir.join("prod-20261129T000000.000Z-rev7.db");
+        std::fs::write(&path, &file).unwrap();
+        let manifest = Manifest {
+            cluster: "prod".into(),
+            member: crate::report::MemberRef {
+                id: etcdmedic_cluster::model::MemberId(1),
+                name: "m1".into(),
+                endpoint: "http://127.0.0.1:1".into(),
+            },
+            revision: 7,
+            etcd_version: "3.5.1".into(),
+            size_bytes: file.len() as u64,
+            sha256: digest.iter().map(|b| format!("{b:02x}")).collect(),
+            file: "prod-20261129T000000.000Z-rev7.db".into(),
+            created_at: std::time::SystemTime::now(),
+            etcdmedic_version: "test".into(),
+            hash_kv: None,
+            restore_drill: None,
+        };
+        (path, manifest)
+    }
+
+    /// object_store's in-memory store numbers its ETags: not the multipart md5, so the
+    /// upload is confirmed by reading it back.
+    #[tokio::test]
+    async fn a_store_with_other_etags_is_read_back_and_the_manifest_goes_up_last() {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, manifest) = snapshot_file(dir.path());
+        let bucket = Bucket {
+            store: Arc::new(object_store::memory::InMemory::new()),
+            dir: Key::from_iter(["backups", "prod"]),
+            bucket: "b".into(),
+            destination: "offsite".into(),
+            cluster: "prod".into(),
+        };
+        let stop = CancellationToken::new();
+        let verified_by = bucket.upload(&db, &manifest, &stop).await.unwrap();
+        assert_eq!(verified_by, "read_back");
+        let key = bucket.dir.clone().join(manifest.file.as_str());
+        let stored = bucket.store.get(&key).await.unwrap().bytes().await.unwrap();
+        assert_eq!(stored.as_ref(), std::fs::read(&db).unwrap().as_slice());
+        let json = bucket.store.get(&manifest_key(&key)).await.unwrap();
+        let back: Manifest = serde_json::from_slice(&json.bytes().await.unwrap()).unwrap();
+        assert_eq!(back.sha256, manifest.sha256);
+        let kept = BackupSettings {
+            keep: 1,
+            ..BackupSettings::default()
+        };
+        assert!(
+            bucket.retention(&kept).await.unwrap().is_empty(),
+            "the only backup stays"
+        );
+    }
+
+    fn small_etag() -> String {
+        "62109206880d38a4010a98e11243924a-1".to_string()
+    }
 }

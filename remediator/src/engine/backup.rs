@@ -195,13 +195,13 @@ async fn land(
         }
         Target::S3(target) => {
             let bucket = Bucket::open(&name, target, cluster)?;
-            bucket.upload(db, manifest, stop).await?;
+            let verified_by = bucket.upload(db, manifest, stop).await?;
             let removed = bucket.retention(backup).await?;
             Ok(Landed {
                 destination: name,
                 kind: "s3".into(),
                 location: bucket.url(&manifest.file),
-                verified_by: "read_back".into(),
+                verified_by: verified_by.into(),
                 removed,
             })
         }

@@ -95,7 +95,7 @@ async fn backups_reach_s3_verified_survive_an_outage_and_restore_drills_catch_da
         .context("offsite landed")?;
     ensure!(
         offsite["location"] == format!("s3://{BUCKET}/{PREFIX}{file}")
-            && offsite["verified_by"] == "read_back"
+            && offsite["verified_by"] == "etag"
             && offsite["removed"].as_array().map(Vec::len) == Some(1),
         "{offsite}"
     );

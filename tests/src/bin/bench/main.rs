@@ -10,6 +10,7 @@
 //! 5. Remediation: what clients see while a fragmented cluster is defragmented by hand and by
 //!    etcdmedic under each leader setting, on etcd 3.4 and 3.5, small and large databases
 //!    (see `remediation`).
+//! 6. Backups to a local S3 server against etcdctl + boto3, memory, restore drill (`backup`).
 //!
 //! Every loop is bounded in count and each request in time; everything is on 127.0.0.1.
 
@@ -25,6 +26,7 @@ use etcdmedic_exporter::targets::DEFAULT_MAX_CONCURRENT_CLUSTERS;
 use etcdmedic_tests::ports::free_port;
 use etcdmedic_tests::{project_binary, EtcdCluster, EtcdVersion, ExporterProcess};
 
+mod backup;
 mod remediation;
 mod silent;
 mod webhook;
@@ -63,8 +65,11 @@ struct Cli {
     #[arg(long)]
     wrap: Option<String>,
     /// Which parts to run.
-    #[arg(long, value_delimiter = ',', default_values_t = [Part::Exporter, Part::Silent, Part::Remediation, Part::Webhook])]
+    #[arg(long, value_delimiter = ',', default_values_t = [Part::Exporter, Part::Silent, Part::Remediation, Part::Webhook, Part::Backup])]
     parts: Vec<Part>,
+    /// Backup benchmark: the database sizes to back up, in MiB.
+    #[arg(long, value_delimiter = ',', default_values_t = [256, 1024])]
+    backup_mib: Vec<u64>,
     /// Remediation benchmark: the database sizes to run.
     #[arg(long, value_delimiter = ',', default_values = ["small", "large"])]
     sizes: Vec<remediation::Size>,
@@ -76,6 +81,7 @@ enum Part {
     Silent,
     Remediation,
     Webhook,
+    Backup,
 }
 
 impl std::fmt::Display for Part {
@@ -85,6 +91,7 @@ impl std::fmt::Display for Part {
             Part::Silent => "silent",
             Part::Remediation => "remediation",
             Part::Webhook => "webhook",
+            Part::Backup => "backup",
         })
     }
 }
@@ -205,6 +212,14 @@ async fn run(cli: &Cli) -> Result<String> {
         quiet_disk();
         let outcome = webhook::run().await?;
         webhook::section(&mut out, &outcome)?;
+    }
+    if cli.parts.contains(&Part::Backup) {
+        let mut trials = Vec::new();
+        for &mib in &cli.backup_mib {
+            quiet_disk();
+            trials.push(backup::run(mib).await?);
+        }
+        backup::section(&mut out, &trials)?;
     }
     writeln!(out, "Reproduce with `make bench` (it rewrites this file).")?;
     Ok(out)
