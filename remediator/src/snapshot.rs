@@ -153,13 +153,32 @@ pub(crate) async fn save(
     name: &str,
     timeout: Duration,
     stop: &CancellationToken,
+    progress: impl FnMut(u64, u64),
+) -> Result<Saved, SnapshotError> {
+    save_teed(stream, dir, name, timeout, stop, progress, None).await
+}
+
+/// Where [`save_teed`] also sends every chunk it writes, as it writes it (an upload under
+/// way while the snapshot arrives). The channel's bound holds the stream back when the
+/// receiver is slower; a receiver that goes away only stops the copies.
+pub(crate) type Tee = tokio::sync::mpsc::Sender<Vec<u8>>;
+
+/// [`save`], sending each chunk to `tee` too. The tee's receiver sees the channel close when
+/// the stream ends; whether the snapshot is good is this function's answer, not the tee's.
+pub(crate) async fn save_teed(
+    stream: ChunkStream,
+    dir: &Path,
+    name: &str,
+    timeout: Duration,
+    stop: &CancellationToken,
     mut progress: impl FnMut(u64, u64),
+    tee: Option<Tee>,
 ) -> Result<Saved, SnapshotError> {
     let started = Instant::now();
     let path = dir.join(name);
     let part = dir.join(format!("{name}.part"));
     let streamed = tokio::select! {
-        result = tokio::time::timeout(timeout, stream_to(stream, &part, &mut progress)) => {
+        result = tokio::time::timeout(timeout, stream_to(stream, &part, &mut progress, tee)) => {
             result.unwrap_or(Err(SnapshotError::Timeout(timeout)))
         }
         _ = stop.cancelled() => Err(SnapshotError::Stopped),
@@ -189,6 +208,7 @@ async fn stream_to(
     mut stream: ChunkStream,
     part: &Path,
     progress: &mut impl FnMut(u64, u64),
+    mut tee: Option<Tee>,
 ) -> Result<(u64, String), SnapshotError> {
     let write_error = |source| SnapshotError::Write {
         path: part.to_path_buf(),
@@ -208,14 +228,20 @@ async fn stream_to(
         let chunk = chunk.map_err(|err| SnapshotError::Stream(err.to_string()))?;
         out.write_all(&chunk.blob).await.map_err(write_error)?;
         trailer.update(&chunk.blob);
+        let remaining = chunk.remaining;
         unsynced += chunk.blob.len() as u64;
         if unsynced >= SYNC_EVERY {
             out.flush().await.map_err(write_error)?;
             out.get_ref().sync_data().await.map_err(write_error)?;
             unsynced = 0;
         }
+        if let Some(sender) = &tee {
+            if sender.send(chunk.blob).await.is_err() {
+                tee = None;
+            }
+        }
         if last_progress.elapsed() >= PROGRESS_EVERY {
-            progress(trailer.total, chunk.remaining);
+            progress(trailer.total, remaining);
             last_progress = Instant::now();
         }
     }

@@ -35,6 +35,7 @@ const ATTEMPTS: u32 = 3;
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
+#[derive(Clone)]
 pub(crate) struct Bucket {
     store: Arc<dyn ObjectStore>,
     /// `<prefix>/<cluster>`: only checked names become key segments.
@@ -155,37 +156,106 @@ impl Bucket {
         let key = self.dir.clone().join(manifest.file.as_str());
         let result = async {
             let etags = self.put_parts(db, &key, stop).await?;
-            // A store whose ETag is not the usual multipart one (encryption with a KMS key,
-            // some S3-compatible servers) is confirmed by reading the object back instead.
-            let verified_by = if etags.agree() {
-                "etag"
-            } else {
-                let (size, sha256) = self.read_back(&key, stop).await?;
-                if (size, sha256.as_str()) != (manifest.size_bytes, manifest.sha256.as_str()) {
-                    return Err(UploadFailure::Failed(format!(
-                        "read back {size} bytes with sha256 {sha256}; uploaded {} bytes with \
-                         sha256 {}",
-                        manifest.size_bytes, manifest.sha256
-                    )));
-                }
-                "read_back"
-            };
-            let json = serde_json::to_vec_pretty(manifest)
-                .map_err(|err| UploadFailure::Failed(err.to_string()))?;
-            self.store
-                .put(&manifest_key(&key), PutPayload::from(json))
-                .await
-                .map_err(|err| UploadFailure::Failed(format!("writing the manifest: {err}")))?;
-            Ok(verified_by)
+            self.confirm_and_record(&etags, manifest, stop).await
         }
         .await;
         if result.is_err() {
-            // Whatever this attempt completed does not count without its manifest; removing
-            // it may fail too while the store is unreachable, and then it is only an object
-            // no backup listing counts.
-            let _ = self.store.delete(&key).await;
+            self.remove(&manifest.file).await;
         }
         result
+    }
+
+    /// Confirms the uploaded object (by its ETag, or else by reading it back), then writes
+    /// its manifest: from then on it counts. How it was confirmed.
+    async fn confirm_and_record(
+        &self,
+        etags: &Etags,
+        manifest: &Manifest,
+        stop: &CancellationToken,
+    ) -> Result<&'static str, UploadFailure> {
+        let key = self.dir.clone().join(manifest.file.as_str());
+        // A store whose ETag is not the usual multipart one (encryption with a KMS key, some
+        // S3-compatible servers) is confirmed by reading the object back instead.
+        let verified_by = if etags.agree() {
+            "etag"
+        } else {
+            let (size, sha256) = self.read_back(&key, stop).await?;
+            if (size, sha256.as_str()) != (manifest.size_bytes, manifest.sha256.as_str()) {
+                return Err(UploadFailure::Failed(format!(
+                    "read back {size} bytes with sha256 {sha256}; uploaded {} bytes with \
+                     sha256 {}",
+                    manifest.size_bytes, manifest.sha256
+                )));
+            }
+            "read_back"
+        };
+        let json = serde_json::to_vec_pretty(manifest)
+            .map_err(|err| UploadFailure::Failed(err.to_string()))?;
+        self.store
+            .put(&manifest_key(&key), PutPayload::from(json))
+            .await
+            .map_err(|err| UploadFailure::Failed(format!("writing the manifest: {err}")))?;
+        Ok(verified_by)
+    }
+
+    /// Removes the object `file`: what an attempt completed does not count without its
+    /// manifest. Removing it may fail too while the store is unreachable, and then it is only
+    /// an object no backup listing counts.
+    pub(crate) async fn remove(&self, file: &str) {
+        let _ = self.store.delete(&self.dir.clone().join(file)).await;
+    }
+
+    /// Uploads what arrives on `chunks` as the object `file` while the snapshot streams
+    /// (see `snapshot::save_teed`), completing the upload when the channel closes. The
+    /// snapshot is not known good yet: the object counts only once [`Bucket::record_streamed`]
+    /// writes its manifest, and is removed otherwise.
+    pub(crate) async fn receive(
+        self,
+        mut chunks: tokio::sync::mpsc::Receiver<Vec<u8>>,
+        file: String,
+        stop: CancellationToken,
+    ) -> Result<Streamed, String> {
+        let key = self.dir.clone().join(file.as_str());
+        let upload = self
+            .store
+            .put_multipart(&key)
+            .await
+            .map_err(|err| format!("starting the upload: {err}"))?;
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
+        let mut parts = PartDigests::default();
+        let received = async {
+            while let Some(chunk) = chunks.recv().await {
+                if stop.is_cancelled() {
+                    return Err("stopped on request".to_string());
+                }
+                writer
+                    .wait_for_capacity(PARTS_IN_FLIGHT)
+                    .await
+                    .map_err(|err| format!("uploading a part: {err}"))?;
+                parts.update(&chunk);
+                writer.write(&chunk);
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(reason) = received {
+            // Keep draining nothing more: the sender sees the channel closed and stops
+            // sending; the snapshot itself goes on.
+            drop(chunks);
+            let _ = writer.abort().await;
+            return Err(reason);
+        }
+        match writer.finish().await {
+            Ok(put) => Ok(Streamed {
+                bucket: self,
+                file,
+                etags: Etags {
+                    expected: parts.etag(),
+                    stored: put.e_tag,
+                },
+            }),
+            Err(err) => Err(format!("completing the upload: {err}")),
+        }
     }
 
     async fn put_parts(
@@ -344,6 +414,47 @@ impl PartDigests {
         let digest = Md5::digest(&self.digests);
         let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
         format!("{hex}-{}", self.parts)
+    }
+}
+
+/// An object uploaded while the snapshot streamed, not yet counted.
+pub(crate) struct Streamed {
+    bucket: Bucket,
+    file: String,
+    etags: Etags,
+}
+
+impl Streamed {
+    /// Confirms the object against the verified snapshot's manifest and records it; on
+    /// failure the object is removed and the caller uploads from the file instead.
+    pub(crate) async fn record(
+        &self,
+        manifest: &Manifest,
+        stop: &CancellationToken,
+    ) -> Result<&'static str, String> {
+        if manifest.file != self.file {
+            return Err(format!("streamed {}, not {}", self.file, manifest.file));
+        }
+        match self
+            .bucket
+            .confirm_and_record(&self.etags, manifest, stop)
+            .await
+        {
+            Ok(verified_by) => Ok(verified_by),
+            Err(UploadFailure::Failed(reason)) => {
+                self.discard().await;
+                Err(reason)
+            }
+            Err(UploadFailure::Stopped) => {
+                self.discard().await;
+                Err("stopped on request".into())
+            }
+        }
+    }
+
+    /// Removes the object: the snapshot it copies failed its checks or its drill.
+    pub(crate) async fn discard(&self) {
+        self.bucket.remove(&self.file).await;
     }
 }
 

@@ -67,8 +67,12 @@ pub struct Landed {
     /// The file's path, or the object's `s3://bucket/key`.
     pub location: String,
     /// How the copy there was checked: `trailer` (etcd's sha256 over the file written) or
-    /// `read_back` (the object downloaded again and checked the same way).
+    /// `etag` (the store's multipart ETag is the md5 of the parts' md5s computed from what
+    /// was sent) or `read_back` (the object downloaded again and checked the same way).
     pub verified_by: String,
+    /// Uploaded while the snapshot arrived, rather than from the saved file afterwards.
+    #[serde(default)]
+    pub streamed: bool,
     /// Older backups the retention removed there.
     pub removed: Vec<String>,
 }

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::etcd::Etcd;
 use super::Remediator;
-use crate::backup::bucket::Bucket;
+use crate::backup::bucket::{Bucket, Streamed};
 use crate::backup::{drill, local, BackupError, BackupReport, Landed, Manifest, RecordedHash};
 use crate::lock::RunLock;
 use crate::plan::member_ref;
@@ -64,15 +64,49 @@ impl<E: Etcd> Remediator<E> {
         let progress = |received: u64, remaining: u64| {
             tracing::info!(%cluster, received, remaining, "backup: streaming the snapshot");
         };
-        let saved = snapshot::save(
+        // The first bucket asked for receives the snapshot as it arrives, rather than once it
+        // is saved; it counts only after the same checks as any other copy.
+        let (tee, receiving) = match streaming_destination(&destinations, &cluster) {
+            Some((destination, bucket)) => {
+                let (sender, chunks) = tokio::sync::mpsc::channel(TEE_CHUNKS);
+                let upload = tokio::spawn(bucket.receive(chunks, name.clone(), stop.clone()));
+                (Some(sender), Some((destination, upload)))
+            }
+            None => (None, None),
+        };
+        let saved = snapshot::save_teed(
             stream,
             &stream_dir,
             &name,
             self.settings.snapshot_timeout,
             stop,
             progress,
+            tee,
         )
-        .await?;
+        .await;
+        let streamed = match receiving {
+            Some((destination, upload)) => match upload.await {
+                Ok(Ok(streamed)) => Some((destination, streamed)),
+                Ok(Err(reason)) => {
+                    tracing::warn!(%cluster, %destination, %reason, "backup: the upload beside the stream failed; uploading the saved file instead");
+                    None
+                }
+                Err(err) => {
+                    tracing::warn!(%cluster, %destination, error = %err, "backup: the upload beside the stream ended; uploading the saved file instead");
+                    None
+                }
+            },
+            None => None,
+        };
+        let saved = match saved {
+            Ok(saved) => saved,
+            Err(err) => {
+                if let Some((_, streamed)) = &streamed {
+                    streamed.discard().await;
+                }
+                return Err(err.into());
+            }
+        };
         let manifest = Manifest {
             cluster: cluster.to_string(),
             hash_kv: self.recorded_hash(&member, status.revision).await,
@@ -87,7 +121,7 @@ impl<E: Etcd> Remediator<E> {
             restore_drill: None,
         };
         let landing = self
-            .prove_and_land(backup, &destinations, &saved.path, manifest, stop)
+            .prove_and_land(backup, &destinations, &saved.path, manifest, streamed, stop)
             .await;
         if staged || matches!(landing, Err(BackupError::Drill(_))) {
             // Staged: every copy is made. Failed its drill: not a backup, kept nowhere.
@@ -131,6 +165,7 @@ impl<E: Etcd> Remediator<E> {
         destinations: &[&Destination],
         db: &Path,
         mut manifest: Manifest,
+        streamed: Option<(String, Streamed)>,
         stop: &CancellationToken,
     ) -> Result<(Manifest, Vec<Landed>, Vec<Missed>), BackupError> {
         let cluster = self.etcd.cluster().clone();
@@ -140,6 +175,9 @@ impl<E: Etcd> Remediator<E> {
             let failed = (!record.passed).then(|| record.reason.clone().unwrap_or_default());
             manifest.restore_drill = Some(record);
             if let Some(reason) = failed {
+                if let Some((_, streamed)) = &streamed {
+                    streamed.discard().await;
+                }
                 return Err(BackupError::Drill(reason));
             }
         }
@@ -149,7 +187,25 @@ impl<E: Etcd> Remediator<E> {
             if stop.is_cancelled() {
                 return Err(BackupError::Stopped);
             }
-            match land(destination, db, &cluster, &manifest, backup, stop).await {
+            let already = streamed
+                .as_ref()
+                .filter(|(name, _)| name == destination.name.as_str())
+                .map(|(_, streamed)| streamed);
+            let result = match already {
+                Some(streamed) => {
+                    match record_streamed(destination, streamed, &cluster, &manifest, backup, stop)
+                        .await
+                    {
+                        Ok(done) => Ok(done),
+                        Err(reason) => {
+                            tracing::warn!(%cluster, destination = %destination.name, %reason, "backup: the object uploaded beside the stream did not check out; uploading the saved file");
+                            land(destination, db, &cluster, &manifest, backup, stop).await
+                        }
+                    }
+                }
+                None => land(destination, db, &cluster, &manifest, backup, stop).await,
+            };
+            match result {
                 Ok(done) => landed.push(done),
                 Err(BackupError::Stopped) => return Err(BackupError::Stopped),
                 Err(err) => {
@@ -163,6 +219,48 @@ impl<E: Etcd> Remediator<E> {
         }
         Ok((manifest, landed, missed))
     }
+}
+
+/// Chunks of the snapshot (32 KiB each from etcd) on their way to the bucket at once.
+const TEE_CHUNKS: usize = 64;
+
+/// The first bucket among `destinations`, opened; `None` when there is none or it cannot be
+/// opened (its landing then reports why).
+fn streaming_destination(
+    destinations: &[&Destination],
+    cluster: &ClusterName,
+) -> Option<(String, Bucket)> {
+    destinations.iter().find_map(|d| match &d.target {
+        Target::S3(target) => Bucket::open(&d.name, target, cluster)
+            .ok()
+            .map(|bucket| (d.name.to_string(), bucket)),
+        Target::Local { .. } => None,
+    })
+}
+
+/// Records the object uploaded while the snapshot streamed, then applies the retention.
+async fn record_streamed(
+    destination: &Destination,
+    streamed: &Streamed,
+    cluster: &ClusterName,
+    manifest: &Manifest,
+    backup: &BackupSettings,
+    stop: &CancellationToken,
+) -> Result<Landed, String> {
+    let Target::S3(target) = &destination.target else {
+        return Err("not a bucket".into());
+    };
+    let verified_by = streamed.record(manifest, stop).await?;
+    let bucket = Bucket::open(&destination.name, target, cluster).map_err(|e| e.to_string())?;
+    let removed = bucket.retention(backup).await.map_err(|e| e.to_string())?;
+    Ok(Landed {
+        destination: destination.name.to_string(),
+        kind: "s3".into(),
+        location: bucket.url(&manifest.file),
+        verified_by: verified_by.into(),
+        streamed: true,
+        removed,
+    })
 }
 
 /// Puts the verified snapshot at `db` into `destination` with its manifest, then applies the
@@ -190,6 +288,7 @@ async fn land(
                 kind: "local".into(),
                 location: db.display().to_string(),
                 verified_by: "trailer".into(),
+                streamed: false,
                 removed,
             })
         }
@@ -202,6 +301,7 @@ async fn land(
                 kind: "s3".into(),
                 location: bucket.url(&manifest.file),
                 verified_by: verified_by.into(),
+                streamed: false,
                 removed,
             })
         }

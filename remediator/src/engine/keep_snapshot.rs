@@ -103,8 +103,15 @@ impl<E: Etcd> Remediator<E> {
                 restore_drill: None,
             };
             let destinations: Vec<&Destination> = self.backup.destinations.iter().collect();
-            self.prove_and_land(&self.backup, &destinations, &taken.path, manifest, stop)
-                .await
+            self.prove_and_land(
+                &self.backup,
+                &destinations,
+                &taken.path,
+                manifest,
+                None,
+                stop,
+            )
+            .await
         }
         .await;
         match kept {

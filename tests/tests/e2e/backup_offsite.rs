@@ -1,5 +1,6 @@
-//! Backups to a real S3-compatible server (moto's) beside a local directory: the object read
-//! back through the server equals the local file, the retention works in the bucket too, an
+//! Backups to a real S3-compatible server (moto's) beside a local directory: the object,
+//! uploaded while the snapshot arrives and confirmed by its ETag, read back through the server
+//! equals the local file, the retention works in the bucket too, an
 //! outage mid-upload is retried, then reported with nothing of that backup left in the bucket
 //! while the local copy still lands, and the next backup after the outage succeeds. Then the
 //! restore drill on backups already taken: a flipped byte and a manifest whose hash is not
@@ -96,6 +97,7 @@ async fn backups_reach_s3_verified_survive_an_outage_and_restore_drills_catch_da
     ensure!(
         offsite["location"] == format!("s3://{BUCKET}/{PREFIX}{file}")
             && offsite["verified_by"] == "etag"
+            && offsite["streamed"] == true
             && offsite["removed"].as_array().map(Vec::len) == Some(1),
         "{offsite}"
     );
@@ -165,7 +167,49 @@ async fn backups_reach_s3_verified_survive_an_outage_and_restore_drills_catch_da
         "{backups:?}"
     );
 
-    drills_fail_on_damage(&config, &near.join("prod-a")).await
+    drills_fail_on_damage(&config, &near.join("prod-a")).await?;
+
+    // An etcd that will not start: the drill fails, and the backup is kept nowhere, not
+    // even the object that was uploaded while the snapshot arrived.
+    let broken = dir.path().join("broken-bin");
+    std::fs::create_dir_all(&broken)?;
+    std::os::unix::fs::symlink(version.bin_dir()?.join("etcdutl"), broken.join("etcdutl"))?;
+    write_file(
+        &broken,
+        "etcd",
+        "#!/bin/sh\necho 'cannot start' >&2\nexit 3\n",
+    )?;
+    std::fs::set_permissions(
+        broken.join("etcd"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )?;
+    let broken_config = write_file(
+        dir.path(),
+        "broken.yaml",
+        &yaml.replace(
+            &format!("bin_dir: {}", version.bin_dir()?.display()),
+            &format!("bin_dir: {}", broken.display()),
+        ),
+    )?;
+    let before = in_bucket(&s3).await?;
+    let local_before = std::fs::read_dir(near.join("prod-a"))?.count();
+    let output = remediator(&broken_config, &["backup"]).await?;
+    ensure!(output.status.code() == Some(1), "{}", stderr(&output));
+    ensure!(
+        stderr(&output).contains("the restore drill failed: the restored etcd exited"),
+        "{}",
+        stderr(&output)
+    );
+    ensure!(
+        in_bucket(&s3).await? == before,
+        "the bucket changed: {:?}",
+        s3.keys(PREFIX).await?
+    );
+    ensure!(
+        std::fs::read_dir(near.join("prod-a"))?.count() == local_before,
+        "a local file was left"
+    );
+    Ok(())
 }
 
 /// The restore drill on backups already in the local destination.
