@@ -379,6 +379,26 @@ pub(crate) async fn verify_file(path: &Path) -> Result<String, SnapshotError> {
     trailer.verify()
 }
 
+/// Whether the file at `path` still is the snapshot a manifest describes, judged cheaply: its
+/// size, and etcd's sha256 trailer at its end equal to the recorded digest. A file replaced,
+/// truncated or extended fails; a flipped bit inside does not ([`verify_file`] finds that,
+/// reading it all).
+pub(crate) async fn trailer_matches(path: &Path, size_bytes: u64, sha256: &str) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncSeekExt};
+    let read = async {
+        let mut file = tokio::fs::File::open(path).await?;
+        if file.metadata().await?.len() != size_bytes || size_bytes < TRAILER_LEN as u64 {
+            return Ok::<bool, std::io::Error>(false);
+        }
+        file.seek(std::io::SeekFrom::End(-(TRAILER_LEN as i64)))
+            .await?;
+        let mut trailer = [0u8; TRAILER_LEN];
+        file.read_exact(&mut trailer).await?;
+        Ok(hex(&trailer) == sha256)
+    };
+    read.await.unwrap_or(false)
+}
+
 /// `20261121T061900.123Z-rev42`: what [`file_name`] puts between the cluster and `.db`.
 /// Another cluster whose name extends this one's (`prod` and `prod-b`) never matches.
 fn is_time_and_revision(rest: &str) -> bool {
@@ -450,6 +470,24 @@ mod tests {
         assert_eq!(saved.sha256, hex(&Sha256::digest(&db)));
         assert_eq!(std::fs::read(&saved.path).unwrap(), all);
         assert!(!dir.path().join("big.db.part").exists());
+    }
+
+    #[tokio::test]
+    async fn a_file_matches_its_manifest_only_with_its_size_and_trailer() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = vec![3u8; 1024];
+        let digest = hex(&Sha256::digest(&db));
+        let mut bytes = db.clone();
+        bytes.extend_from_slice(&Sha256::digest(&db));
+        let path = dir.path().join("s.db");
+        std::fs::write(&path, &bytes).unwrap();
+        let size = bytes.len() as u64;
+        assert!(trailer_matches(&path, size, &digest).await);
+        assert!(!trailer_matches(&path, size, &"0".repeat(64)).await);
+        assert!(!trailer_matches(&path, size + 1, &digest).await);
+        std::fs::write(&path, &bytes[..bytes.len() - 1]).unwrap();
+        assert!(!trailer_matches(&path, size, &digest).await, "truncated");
+        assert!(!trailer_matches(&dir.path().join("none"), size, &digest).await);
     }
 
     #[test]

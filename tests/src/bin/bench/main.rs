@@ -10,7 +10,8 @@
 //! 5. Remediation: what clients see while a fragmented cluster is defragmented by hand and by
 //!    etcdmedic under each leader setting, on etcd 3.4 and 3.5, small and large databases
 //!    (see `remediation`).
-//! 6. Backups to a local S3 server against etcdctl + boto3, memory, restore drill (`backup`).
+//! 6. Backups to a local S3 server against etcdctl + boto3, memory, restore drill (`backup`),
+//!    and the NOSPACE outage with and without a backup to reuse (`nospace`).
 //!
 //! Every loop is bounded in count and each request in time; everything is on 127.0.0.1.
 
@@ -27,6 +28,7 @@ use etcdmedic_tests::ports::free_port;
 use etcdmedic_tests::{project_binary, EtcdCluster, EtcdVersion, ExporterProcess};
 
 mod backup;
+mod nospace;
 mod remediation;
 mod silent;
 mod webhook;
@@ -70,6 +72,9 @@ struct Cli {
     /// Backup benchmark: the database sizes to back up, in MiB.
     #[arg(long, value_delimiter = ',', default_values_t = [256, 1024])]
     backup_mib: Vec<u64>,
+    /// NOSPACE outage benchmark (part of `backup`): the quota to fill, in MiB.
+    #[arg(long, default_value_t = 512)]
+    nospace_quota_mib: u64,
     /// Remediation benchmark: the database sizes to run.
     #[arg(long, value_delimiter = ',', default_values = ["small", "large"])]
     sizes: Vec<remediation::Size>,
@@ -220,6 +225,9 @@ async fn run(cli: &Cli) -> Result<String> {
             trials.push(backup::run(mib).await?);
         }
         backup::section(&mut out, &trials)?;
+        quiet_disk();
+        let outage = nospace::run(cli.nospace_quota_mib).await?;
+        nospace::section(&mut out, &outage)?;
     }
     writeln!(out, "Reproduce with `make bench` (it rewrites this file).")?;
     Ok(out)
