@@ -344,11 +344,9 @@ impl Bucket {
         Ok((trailer.total, sha256))
     }
 
-    /// Removes the backups the retention names (manifest first), once the newest is in.
-    pub(crate) async fn retention(
-        &self,
-        backup: &BackupSettings,
-    ) -> Result<Vec<String>, BackupError> {
+    /// The backups in the bucket (objects with their manifest), oldest first, with when each
+    /// was written.
+    async fn listed(&self) -> Result<Vec<(String, SystemTime)>, BackupError> {
         let mut listed: Vec<(String, SystemTime)> = Vec::new();
         let mut manifests = std::collections::HashSet::new();
         let mut objects = self.store.list(Some(&self.dir));
@@ -365,6 +363,77 @@ impl Bucket {
         }
         listed.retain(|(name, _)| manifests.contains(name));
         listed.sort();
+        Ok(listed)
+    }
+
+    /// The newest backup's file name.
+    pub(crate) async fn newest(&self) -> Result<Option<String>, BackupError> {
+        Ok(self.listed().await?.pop().map(|(name, _)| name))
+    }
+
+    /// The manifest of the backup `file`.
+    pub(crate) async fn manifest(&self, file: &str) -> Result<Manifest, BackupError> {
+        let key = manifest_key(&self.dir.clone().join(file));
+        let bytes = async { self.store.get(&key).await?.bytes().await }
+            .await
+            .map_err(|err| self.failed(format!("reading {}: {err}", self.url(key.as_ref()))))?;
+        serde_json::from_slice(&bytes)
+            .map_err(|err| self.failed(format!("{} is not a manifest: {err}", key)))
+    }
+
+    /// Writes `manifest` beside its object (replacing the one there).
+    pub(crate) async fn put_manifest(&self, manifest: &Manifest) -> Result<(), BackupError> {
+        let key = manifest_key(&self.dir.clone().join(manifest.file.as_str()));
+        let json = serde_json::to_vec_pretty(manifest).map_err(|err| self.failed(err))?;
+        self.store
+            .put(&key, PutPayload::from(json))
+            .await
+            .map(drop)
+            .map_err(|err| self.failed(format!("writing the manifest: {err}")))
+    }
+
+    /// Downloads the backup `file` to `to`, checking it against etcd's trailer on the way;
+    /// its sha256.
+    pub(crate) async fn download(
+        &self,
+        file: &str,
+        to: &Path,
+        stop: &CancellationToken,
+    ) -> Result<String, BackupError> {
+        use tokio::io::AsyncWriteExt;
+        let key = self.dir.clone().join(file);
+        let write_error = |source| BackupError::Write {
+            path: to.to_path_buf(),
+            source,
+        };
+        let mut stream = self
+            .store
+            .get(&key)
+            .await
+            .map_err(|err| self.failed(format!("downloading {}: {err}", self.url(file))))?
+            .into_stream();
+        let mut out = tokio::fs::File::create(to).await.map_err(write_error)?;
+        let mut trailer = TrailerHasher::default();
+        while let Some(bytes) = stream.next().await {
+            if stop.is_cancelled() {
+                return Err(BackupError::Stopped);
+            }
+            let bytes = bytes.map_err(|err| self.failed(format!("downloading: {err}")))?;
+            trailer.update(&bytes);
+            out.write_all(&bytes).await.map_err(write_error)?;
+        }
+        out.flush().await.map_err(write_error)?;
+        trailer
+            .verify()
+            .map_err(|err| BackupError::Snapshot(format!("{}: {err}", self.url(file))))
+    }
+
+    /// Removes the backups the retention names (manifest first), once the newest is in.
+    pub(crate) async fn retention(
+        &self,
+        backup: &BackupSettings,
+    ) -> Result<Vec<String>, BackupError> {
+        let listed = self.listed().await?;
         let written: Vec<SystemTime> = listed.iter().map(|(_, at)| *at).collect();
         let mut removed = Vec::new();
         for index in expired(&written, backup.keep, backup.max_age, SystemTime::now()) {

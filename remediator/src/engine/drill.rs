@@ -1,13 +1,14 @@
-//! `etcdmedic-remediator drill`: proves a backup already taken in a local destination, and
-//! records the outcome in its manifest.
+//! `etcdmedic-remediator drill`: proves a backup already taken, in a directory or a bucket,
+//! and records the outcome in its manifest.
 
-use etcdmedic_cluster::config::{BackupSettings, Target};
+use etcdmedic_cluster::config::{BackupSettings, RestoreDrill, Target};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use super::backup::chosen;
 use super::etcd::Etcd;
 use super::Remediator;
+use crate::backup::bucket::Bucket;
 use crate::backup::{drill, local, BackupError};
 use crate::lock::RunLock;
 use crate::snapshot;
@@ -21,8 +22,8 @@ pub struct DrillReport {
 }
 
 impl<E: Etcd> Remediator<E> {
-    /// Drills the backup `file` (default: the newest) in the local destination `only`
-    /// (default: the first local one), and records the outcome in its manifest. Takes the
+    /// Drills the backup `file` (default: the newest) in the destination `only` (default:
+    /// the first local one, else the first bucket), and records the outcome in its manifest. Takes the
     /// cluster's lock, so the retention cannot remove the backup meanwhile.
     pub async fn drill(
         &self,
@@ -37,18 +38,28 @@ impl<E: Etcd> Remediator<E> {
                 "restore drills are off for cluster {cluster} (backup.restore_drill.enabled: false)"
             ))
         })?;
-        let destination = chosen(backup, only, &cluster)?
-            .into_iter()
+        let chosen = chosen(backup, only, &cluster)?;
+        // A local copy when there is one (no download); a bucket when asked or the only one.
+        let destination = chosen
+            .iter()
             .find(|d| matches!(d.target, Target::Local { .. }))
-            .ok_or_else(|| {
-                BackupError::Config(
-                    "the drill reads a local destination's backups; drilling an s3 \
-                     destination's is not available in this version yet"
-                        .to_string(),
-                )
-            })?;
-        let Target::Local { path } = &destination.target else {
-            unreachable!("found as local above")
+            .or(chosen.first())
+            .copied()
+            .ok_or_else(|| BackupError::NoDestination(cluster.to_string()))?;
+        if let Some(name) = file.filter(|name| !snapshot::is_snapshot_of(name, &cluster)) {
+            return Err(BackupError::Config(format!(
+                "{name:?} is not a backup file name of cluster {cluster} \
+                 (<cluster>-<time>-rev<N>.db)"
+            )));
+        }
+        let path = match &destination.target {
+            Target::Local { path } => path,
+            Target::S3(target) => {
+                let bucket = Bucket::open(&destination.name, target, &cluster)?;
+                return self
+                    .drill_in_bucket(settings, &destination.name, bucket, file, stop)
+                    .await;
+            }
         };
         let dir = snapshot::cluster_dir(path, &cluster);
         let lock_dir = snapshot::cluster_dir(&self.settings.snapshot_dir, &cluster);
@@ -59,13 +70,7 @@ impl<E: Etcd> Remediator<E> {
             destination: destination.name.to_string(),
         };
         let db = match file {
-            Some(name) if snapshot::is_snapshot_of(name, &cluster) => dir.join(name),
-            Some(name) => {
-                return Err(BackupError::Config(format!(
-                    "{name:?} is not a backup file name of cluster {cluster} \
-                     (<cluster>-<time>-rev<N>.db)"
-                )))
-            }
+            Some(name) => dir.join(name),
             None => local::newest(&dir, &cluster).ok_or_else(no_backup)?,
         };
         if !db.with_extension("json").exists() {
@@ -87,6 +92,54 @@ impl<E: Etcd> Remediator<E> {
         Ok(DrillReport {
             destination: destination.name.to_string(),
             location: db.display().to_string(),
+            drill: record,
+        })
+    }
+
+    /// [`Remediator::drill`] of a backup in a bucket: downloaded to the cluster's snapshot
+    /// directory (checked against etcd's trailer and its manifest on the way), drilled,
+    /// removed; the outcome goes into the manifest in the bucket.
+    async fn drill_in_bucket(
+        &self,
+        settings: &RestoreDrill,
+        destination: &str,
+        bucket: Bucket,
+        file: Option<&str>,
+        stop: &CancellationToken,
+    ) -> Result<DrillReport, BackupError> {
+        let cluster = self.etcd.cluster().clone();
+        let lock_dir = snapshot::cluster_dir(&self.settings.snapshot_dir, &cluster);
+        snapshot::create_dir(&lock_dir)?;
+        let _lock = RunLock::acquire(&lock_dir, &cluster).map_err(BackupError::Locked)?;
+        let file = match file {
+            Some(file) => file.to_string(),
+            None => bucket
+                .newest()
+                .await?
+                .ok_or_else(|| BackupError::NoBackup {
+                    cluster: cluster.to_string(),
+                    destination: destination.to_string(),
+                })?,
+        };
+        let mut manifest = bucket.manifest(&file).await?;
+        let downloaded = lock_dir.join(format!(".drill-download-{file}"));
+        let record = match bucket.download(&file, &downloaded, stop).await {
+            Ok(sha256) if sha256 == manifest.sha256 => {
+                drill::run(settings, &downloaded, &manifest, &lock_dir, stop).await
+            }
+            Ok(sha256) => drill::failed(format!(
+                "the object's sha256 is {sha256}, its manifest says {}",
+                manifest.sha256
+            )),
+            Err(BackupError::Stopped) => return Err(BackupError::Stopped),
+            Err(err) => drill::failed(err.to_string()),
+        };
+        let _ = tokio::fs::remove_file(&downloaded).await;
+        manifest.restore_drill = Some(record.clone());
+        bucket.put_manifest(&manifest).await?;
+        Ok(DrillReport {
+            destination: destination.to_string(),
+            location: bucket.url(&file),
             drill: record,
         })
     }

@@ -126,6 +126,25 @@ async fn backups_reach_s3_verified_survive_an_outage_and_restore_drills_catch_da
     );
     ensure!(backups[1].ends_with(file), "{backups:?}");
 
+    // The newest backup in the bucket, drilled from the bucket: downloaded, checked, restored,
+    // and the outcome written to the manifest there.
+    let drilled = remediator(&config, &["drill", "--destination", "offsite"]).await?;
+    ensure!(drilled.status.success(), "{}", stderr(&drilled));
+    let drilled = json(&drilled)?;
+    ensure!(
+        drilled["location"] == format!("s3://{BUCKET}/{PREFIX}{file}")
+            && drilled["drill"]["passed"] == true,
+        "{drilled}"
+    );
+    let updated: Value = serde_json::from_slice(
+        &s3.object(&format!("{PREFIX}{}", file.replace(".db", ".json")))
+            .await?,
+    )?;
+    ensure!(
+        updated["restore_drill"]["at"] == drilled["drill"]["at"],
+        "the bucket's manifest records the drill: {updated}"
+    );
+
     // The server goes away 12 MiB into the next upload and stays away.
     s3.proxy.cut_after(12 << 20);
     client.put("/round/outage", "x", None).await?;

@@ -77,17 +77,37 @@ async fn alerts_fire_on_real_data_and_every_query_returns_labelled_data() -> Res
         .prefix("etcdmedic-live-")
         .tempdir()?;
     std::fs::write(dir.path().join("token"), TOKEN)?;
+    // "full" backs up with an etcd that will not start: its backups fail their drill.
+    let broken = dir.path().join("broken-bin");
+    std::fs::create_dir_all(&broken)?;
+    std::os::unix::fs::symlink(
+        full.version().bin_dir()?.join("etcdutl"),
+        broken.join("etcdutl"),
+    )?;
+    std::fs::write(broken.join("etcd"), "#!/bin/sh\nexit 3\n")?;
+    std::fs::set_permissions(
+        broken.join("etcd"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )?;
+    let full_entry = format!(
+        "{}    backup: {{restore_drill: {{bin_dir: {}}}}}\n",
+        full.config_entry("full"),
+        broken.display()
+    );
     let config = dir.path().join("etcdmedic.yaml");
     std::fs::write(
         &config,
         format!(
             "remediation:\n  snapshot_dir: {}\n  settle_time: 0s\nremediator:\n  state_path: {}\n  \
-             auth: {{bearer_token_file: {}}}\nclusters:\n{}{}",
+             auth: {{bearer_token_file: {}}}\nbackup:\n  schedule: '0 3 1 1 *'\n  destinations: [{{name: near, kind: \
+             local, path: {}}}]\n  restore_drill: {{bin_dir: {}}}\nclusters:\n{}{}",
             dir.path().join("snapshots").display(),
             dir.path().join("state.sqlite").display(),
             dir.path().join("token").display(),
+            dir.path().join("backups").display(),
+            frag.version().bin_dir()?.display(),
             frag.config_entry("frag"),
-            full.config_entry("full"),
+            full_entry,
         ),
     )?;
     let exporter = RunningExporter::start(&config).await?;
@@ -182,6 +202,30 @@ async fn alerts_fire_on_real_data_and_every_query_returns_labelled_data() -> Res
             .await?;
         ensure!(run["outcome"] == outcome, "{cluster}: {run}");
     }
+    // Backup data: a backup of "frag", and one of "full" that fails its drill.
+    for (cluster, outcome) in [("frag", "succeeded"), ("full", "failed")] {
+        let (status, answer) = remediator
+            .post(&format!("/api/v1/clusters/{cluster}/backup"))
+            .await?;
+        ensure!(status == 202, "{status} {answer}");
+        eventually(
+            &format!("the backup of {cluster} is recorded"),
+            Duration::from_secs(120),
+            || async {
+                let (_, body) = remediator
+                    .get(&format!("/api/v1/backups?cluster={cluster}"))
+                    .await?;
+                ensure!(body["backups"][0]["outcome"] == outcome, "{body}");
+                Ok(())
+            },
+        )
+        .await?;
+    }
+    let drill = fires(&prometheus, "EtcdmedicRestoreDrillFailed", 1).await?;
+    ensure!(
+        drill.iter().all(|a| a["labels"]["etcd_cluster"] == "full"),
+        "{drill:?}"
+    );
     let failed = fires(&prometheus, "EtcdmedicRemediationFailed", 1).await?;
     ensure!(
         failed.iter().all(|a| a["labels"]["etcd_cluster"] == "full"),
