@@ -66,7 +66,8 @@ pub struct DrillArgs {
     /// Name of the cluster whose backup to drill, as in the config.
     #[arg(long)]
     pub cluster: String,
-    /// The local destination to read (default: the first local one).
+    /// The destination to read, a directory or a bucket (default: the first local one, else
+    /// the first bucket).
     #[arg(long)]
     pub destination: Option<String>,
     /// The backup's file name (default: the newest).

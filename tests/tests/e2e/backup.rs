@@ -217,7 +217,7 @@ async fn readme_shows_the_output(config: &Path) -> Result<()> {
     );
     let printed = run(vec!["drill"]).await?;
     ensure!(
-        shape(printed.trim()) == shown("local: ", "matches the cluster's")?,
+        shape(printed.trim()) == shown("", "matches the cluster's")?,
         "the README's drill line no longer looks like:\n{printed}"
     );
     Ok(())
