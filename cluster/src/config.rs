@@ -12,7 +12,7 @@ pub mod when;
 
 pub use backup::{BackupSettings, RestoreDrill, RestoreTool};
 pub use destination::{Destination, S3Credentials, S3Target, Target};
-pub use file::{LeaderMoveFailure, LeaderPolicy, OnBusy};
+pub use file::{Compression, LeaderMoveFailure, LeaderPolicy, OnBusy};
 pub use name::ClusterName;
 pub use remediation::RemediationSettings;
 

@@ -350,12 +350,33 @@ pub(crate) fn snapshots_of(dir: &Path, cluster: &str) -> std::io::Result<Vec<Pat
     Ok(snapshots)
 }
 
-/// Whether `name` is what [`file_name`] gives for `cluster`.
+/// Whether `name` is what [`file_name`] gives for `cluster`, or its zstd copy (`.db.zst`).
 pub(crate) fn is_snapshot_of(name: &str, cluster: &str) -> bool {
     name.strip_prefix(cluster)
         .and_then(|rest| rest.strip_prefix('-'))
+        .map(|rest| rest.strip_suffix(ZSTD_SUFFIX).unwrap_or(rest))
         .and_then(|rest| rest.strip_suffix(".db"))
         .is_some_and(is_time_and_revision)
+}
+
+/// What a zstd-compressed copy of a snapshot adds to its name.
+pub(crate) const ZSTD_SUFFIX: &str = ".zst";
+
+/// The manifest's name beside the snapshot (or compressed copy) `file`: `x.db` and
+/// `x.db.zst` both have `x.json`.
+pub(crate) fn manifest_name(file: &str) -> String {
+    let base = file.strip_suffix(ZSTD_SUFFIX).unwrap_or(file);
+    format!("{}.json", base.strip_suffix(".db").unwrap_or(base))
+}
+
+/// [`manifest_name`] as a path beside `db`.
+pub(crate) fn manifest_path(db: &Path) -> PathBuf {
+    let name = db
+        .file_name()
+        .and_then(|n| n.to_str())
+        .map(manifest_name)
+        .unwrap_or_else(|| "manifest.json".into());
+    db.with_file_name(name)
 }
 
 /// Checks the file at `path` as [`save`] checks a stream: etcd's sha256 trailer must match
@@ -415,6 +436,23 @@ fn is_time_and_revision(rest: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn compressed_copies_are_snapshots_and_share_the_manifest_name() {
+        let name = "prod-20261121T061900.123Z-rev42.db";
+        assert!(is_snapshot_of(name, "prod"));
+        assert!(is_snapshot_of(&format!("{name}.zst"), "prod"));
+        assert!(!is_snapshot_of(&format!("{name}.gz"), "prod"));
+        assert_eq!(manifest_name(name), "prod-20261121T061900.123Z-rev42.json");
+        assert_eq!(
+            manifest_name(&format!("{name}.zst")),
+            "prod-20261121T061900.123Z-rev42.json"
+        );
+        assert_eq!(
+            manifest_path(Path::new("/b/prod/x.db.zst")),
+            Path::new("/b/prod/x.json")
+        );
+    }
 
     #[test]
     fn file_names_carry_cluster_utc_time_and_revision() {

@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::destination::{self, Destination};
-use super::file::BackupFile;
+use super::file::{BackupFile, Compression};
 use super::when::{zone, CronIn};
 use crate::error::ConfigProblems;
 use crate::tls;
@@ -28,6 +28,7 @@ pub struct BackupSettings {
     pub restore_drill: Option<RestoreDrill>,
     /// When `serve` takes backups by itself; `None`: only when asked.
     pub schedule: Option<CronIn>,
+    pub compression: Compression,
 }
 
 impl Default for BackupSettings {
@@ -38,6 +39,7 @@ impl Default for BackupSettings {
             max_age: None,
             restore_drill: None,
             schedule: None,
+            compression: Compression::None,
         }
     }
 }
@@ -101,6 +103,11 @@ pub(crate) fn resolve(
             problems.push(key, "must be longer than 0s");
         }
         settings.max_age = Some(max_age);
+    }
+    if let Some((compression, _)) =
+        setting(own, defaults, own_key, "compression", |b| b.compression)
+    {
+        settings.compression = compression;
     }
     let time_zone = setting(own, defaults, own_key, "time_zone", |b| b.time_zone.clone());
     let zone = match &time_zone {
@@ -221,7 +228,7 @@ mod tests {
     #[test]
     fn a_cluster_block_overrides_the_defaults_key_by_key() {
         let yaml = "backup:\n  destinations: [{name: near, kind: local, path: backups}]\n  \
-                    retention: {keep: 3, max_age: 30d}\nclusters:\n  - name: a\n    endpoints: \
+                    compression: zstd\n  retention: {keep: 3, max_age: 30d}\nclusters:\n  - name: a\n    endpoints: \
                     [http://127.0.0.1:2379]\n  - name: b\n    endpoints: [http://127.0.0.1:2379]\n    \
                     backup:\n      destinations: [{name: far, kind: local, path: /srv/far}]\n      \
                     retention: {keep: 1}\n";
@@ -235,7 +242,9 @@ mod tests {
             (a.keep, a.max_age),
             (3, Some(Duration::from_secs(30 * 86400)))
         );
+        assert_eq!(a.compression, super::Compression::Zstd);
         let b = &config.cluster("b").unwrap().backup;
+        assert_eq!(b.compression, super::Compression::Zstd, "inherited");
         assert_eq!(b.destinations.len(), 1);
         assert_eq!(b.destinations[0].name.as_str(), "far");
         assert_eq!(

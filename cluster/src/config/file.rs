@@ -41,6 +41,9 @@ pub struct BackupFile {
     /// `serve` takes a backup at each time of this cron expression.
     #[serde(default)]
     pub schedule: Option<String>,
+    /// How copies are stored in the destinations.
+    #[serde(default)]
+    pub compression: Option<Compression>,
     /// The IANA time zone `schedule` is read in (UTC when absent).
     #[serde(default)]
     pub time_zone: Option<String>,
@@ -94,6 +97,15 @@ pub enum DestinationKind {
     S3,
     Gcs,
     Azure,
+}
+
+/// `none` keeps the snapshot as etcd streams it; `zstd` stores `<name>.db.zst`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Compression {
+    #[default]
+    None,
+    Zstd,
 }
 
 #[derive(Debug, Clone, Deserialize)]

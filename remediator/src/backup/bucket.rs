@@ -22,9 +22,10 @@ use tokio::io::AsyncReadExt;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::compress::{Compressor, StoredCheck};
 use super::retention::expired;
 use super::{BackupError, Manifest};
-use crate::snapshot::{self, TrailerHasher};
+use crate::snapshot;
 
 /// S3 takes parts of at least 5 MiB; with a few in flight, the upload holds a bounded
 /// amount of memory whatever the snapshot's size.
@@ -158,7 +159,9 @@ impl Bucket {
     ) -> Result<&'static str, UploadFailure> {
         let key = self.dir.clone().join(manifest.file.as_str());
         let result = async {
-            let etags = self.put_parts(db, &key, stop).await?;
+            let etags = self
+                .put_parts(db, &key, manifest.is_compressed(), stop)
+                .await?;
             self.confirm_and_record(&etags, manifest, stop).await
         }
         .await;
@@ -182,7 +185,7 @@ impl Bucket {
         let verified_by = if etags.agree() {
             "etag"
         } else {
-            let (size, sha256) = self.read_back(&key, stop).await?;
+            let (size, sha256) = self.read_back(&key, manifest.is_compressed(), stop).await?;
             if (size, sha256.as_str()) != (manifest.size_bytes, manifest.sha256.as_str()) {
                 return Err(UploadFailure::Failed(format!(
                     "read back {size} bytes with sha256 {sha256}; uploaded {} bytes with \
@@ -216,6 +219,7 @@ impl Bucket {
         self,
         mut chunks: tokio::sync::mpsc::Receiver<Vec<u8>>,
         file: String,
+        compressed: bool,
         stop: CancellationToken,
     ) -> Result<Streamed, String> {
         let key = self.dir.clone().join(file.as_str());
@@ -227,6 +231,8 @@ impl Bucket {
         let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
         let mut parts = PartDigests::default();
         let received = async {
+            let mut compressor =
+                Compressor::new(compressed).map_err(|err| format!("compressing: {err}"))?;
             while let Some(chunk) = chunks.recv().await {
                 if stop.is_cancelled() {
                     return Err("stopped on request".to_string());
@@ -235,9 +241,17 @@ impl Bucket {
                     .wait_for_capacity(PARTS_IN_FLIGHT)
                     .await
                     .map_err(|err| format!("uploading a part: {err}"))?;
-                parts.update(&chunk);
-                writer.write(&chunk);
+                let stored = compressor
+                    .feed(&chunk)
+                    .map_err(|err| format!("compressing: {err}"))?;
+                parts.update(&stored);
+                writer.write(&stored);
             }
+            let rest = compressor
+                .finish()
+                .map_err(|err| format!("compressing: {err}"))?;
+            parts.update(&rest);
+            writer.write(&rest);
             Ok(())
         }
         .await;
@@ -265,6 +279,7 @@ impl Bucket {
         &self,
         db: &Path,
         key: &Key,
+        compressed: bool,
         stop: &CancellationToken,
     ) -> Result<Etags, UploadFailure> {
         let upload = self
@@ -280,6 +295,9 @@ impl Bucket {
             let mut buffer = vec![0u8; 1 << 20];
             let (mut sent, mut last_progress) = (0u64, Instant::now());
             let mut parts = PartDigests::default();
+            let compressing =
+                |err: std::io::Error| UploadFailure::Failed(format!("compressing: {err}"));
+            let mut compressor = Compressor::new(compressed).map_err(compressing)?;
             loop {
                 if stop.is_cancelled() {
                     return Err(UploadFailure::Stopped);
@@ -293,10 +311,14 @@ impl Bucket {
                     .await
                     .map_err(|err| UploadFailure::Failed(format!("{}: {err}", db.display())))?;
                 if read == 0 {
+                    let rest = compressor.finish().map_err(compressing)?;
+                    parts.update(&rest);
+                    writer.write(&rest);
                     return Ok(parts.etag());
                 }
-                parts.update(&buffer[..read]);
-                writer.write(&buffer[..read]);
+                let stored = compressor.feed(&buffer[..read]).map_err(compressing)?;
+                parts.update(&stored);
+                writer.write(&stored);
                 sent += read as u64;
                 if last_progress.elapsed() >= PROGRESS_EVERY {
                     tracing::info!(destination = %self.destination, sent, "backup: uploading");
@@ -321,27 +343,33 @@ impl Bucket {
         }
     }
 
-    /// Downloads the object and checks it as a stream from etcd is checked.
+    /// Downloads the object and checks it as a stream from etcd is checked (decompressed
+    /// first when it is compressed).
     async fn read_back(
         &self,
         key: &Key,
+        compressed: bool,
         stop: &CancellationToken,
     ) -> Result<(u64, String), UploadFailure> {
-        let read_error = |err: object_store::Error| {
-            UploadFailure::Failed(format!("reading the object back: {err}"))
-        };
-        let mut stream = self.store.get(key).await.map_err(read_error)?.into_stream();
-        let mut trailer = TrailerHasher::default();
+        let failed =
+            |what: String| UploadFailure::Failed(format!("reading the object back: {what}"));
+        let mut stream = self
+            .store
+            .get(key)
+            .await
+            .map_err(|err| failed(err.to_string()))?
+            .into_stream();
+        let mut check = StoredCheck::new(compressed).map_err(|err| failed(err.to_string()))?;
         while let Some(bytes) = stream.next().await {
             if stop.is_cancelled() {
                 return Err(UploadFailure::Stopped);
             }
-            trailer.update(&bytes.map_err(read_error)?);
+            let bytes = bytes.map_err(|err| failed(err.to_string()))?;
+            check
+                .update(&bytes)
+                .map_err(|err| failed(err.to_string()))?;
         }
-        let sha256 = trailer
-            .verify()
-            .map_err(|err| UploadFailure::Failed(format!("the object read back: {err}")))?;
-        Ok((trailer.total, sha256))
+        check.finish().map_err(failed)
     }
 
     /// The backups in the bucket (objects with their manifest), oldest first, with when each
@@ -355,13 +383,13 @@ impl Bucket {
             let Some(name) = meta.location.filename().map(str::to_string) else {
                 continue;
             };
-            if let Some(db) = name.strip_suffix(".json") {
-                manifests.insert(format!("{db}.db"));
+            if name.ends_with(".json") {
+                manifests.insert(name);
             } else if snapshot::is_snapshot_of(&name, &self.cluster) {
                 listed.push((name, meta.last_modified.into()));
             }
         }
-        listed.retain(|(name, _)| manifests.contains(name));
+        listed.retain(|(name, _)| manifests.contains(&snapshot::manifest_name(name)));
         listed.sort();
         Ok(listed)
     }
@@ -392,8 +420,8 @@ impl Bucket {
             .map_err(|err| self.failed(format!("writing the manifest: {err}")))
     }
 
-    /// Downloads the backup `file` to `to`, checking it against etcd's trailer on the way;
-    /// its sha256.
+    /// Downloads the backup `file` to `to` as it is stored, checking it against etcd's
+    /// trailer on the way (decompressed first when it is compressed); the database's sha256.
     pub(crate) async fn download(
         &self,
         file: &str,
@@ -413,19 +441,22 @@ impl Bucket {
             .map_err(|err| self.failed(format!("downloading {}: {err}", self.url(file))))?
             .into_stream();
         let mut out = tokio::fs::File::create(to).await.map_err(write_error)?;
-        let mut trailer = TrailerHasher::default();
+        let compressed = file.ends_with(snapshot::ZSTD_SUFFIX);
+        let unreadable =
+            |what: String| BackupError::Snapshot(format!("{}: {what}", self.url(file)));
+        let mut check = StoredCheck::new(compressed).map_err(|err| unreadable(err.to_string()))?;
         while let Some(bytes) = stream.next().await {
             if stop.is_cancelled() {
                 return Err(BackupError::Stopped);
             }
             let bytes = bytes.map_err(|err| self.failed(format!("downloading: {err}")))?;
-            trailer.update(&bytes);
+            check
+                .update(&bytes)
+                .map_err(|err| unreadable(err.to_string()))?;
             out.write_all(&bytes).await.map_err(write_error)?;
         }
         out.flush().await.map_err(write_error)?;
-        trailer
-            .verify()
-            .map_err(|err| BackupError::Snapshot(format!("{}: {err}", self.url(file))))
+        check.finish().map(|(_, sha256)| sha256).map_err(unreadable)
     }
 
     /// Removes the backups the retention names (manifest first), once the newest is in.
@@ -551,8 +582,8 @@ enum UploadFailure {
 
 /// `x.db` -> `x.json`.
 fn manifest_key(db: &Key) -> Key {
-    let text = db.as_ref();
-    Key::from(format!("{}.json", text.strip_suffix(".db").unwrap_or(text)))
+    let name = snapshot::manifest_name(db.filename().unwrap_or_default());
+    db.parent().unwrap_or_default().join(name.as_str())
 }
 
 #[cfg(test)]
@@ -619,6 +650,7 @@ mod tests {
             etcdmedic_version: "test".into(),
             hash_kv: None,
             restore_drill: None,
+            compression: None,
         };
         (path, manifest)
     }

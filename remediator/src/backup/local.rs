@@ -8,7 +8,7 @@ use std::time::SystemTime;
 use etcdmedic_cluster::config::{BackupSettings, ClusterName};
 
 use super::retention::expired;
-use super::{BackupError, Manifest};
+use super::{compress, BackupError, Manifest};
 use crate::snapshot;
 
 fn write_error(path: &Path) -> impl Fn(std::io::Error) -> BackupError + '_ {
@@ -36,7 +36,7 @@ pub(crate) async fn write_manifest(path: &Path, manifest: &Manifest) -> Result<(
 
 /// The manifest beside the snapshot at `db`.
 pub(crate) async fn read_manifest(db: &Path) -> Result<Manifest, BackupError> {
-    let path = db.with_extension("json");
+    let path = snapshot::manifest_path(db);
     let text = tokio::fs::read(&path).await.map_err(write_error(&path))?;
     serde_json::from_slice(&text).map_err(|err| BackupError::Write {
         path,
@@ -51,7 +51,7 @@ pub(crate) async fn finish(
     manifest: &Manifest,
     backup: &BackupSettings,
 ) -> Result<Vec<String>, BackupError> {
-    write_manifest(&db.with_extension("json"), manifest).await?;
+    write_manifest(&snapshot::manifest_path(db), manifest).await?;
     let dir = db.parent().unwrap_or(Path::new("."));
     let removed =
         retention(dir, &manifest.cluster, backup, SystemTime::now()).map_err(write_error(dir))?;
@@ -61,8 +61,8 @@ pub(crate) async fn finish(
         .collect())
 }
 
-/// Copies the verified snapshot into the directory `dir` and checks the copy against etcd's
-/// trailer again before it counts.
+/// Copies the verified snapshot into the directory `dir` (compressed when the manifest says
+/// so) and checks the copy against etcd's trailer again before it counts.
 pub(crate) async fn copy_verified(
     from: &Path,
     dir: &Path,
@@ -71,12 +71,27 @@ pub(crate) async fn copy_verified(
     snapshot::create_dir(dir)?;
     let path = dir.join(&manifest.file);
     let part = dir.join(format!("{}.part", manifest.file));
+    let compressed = manifest.is_compressed();
     let copied = async {
-        tokio::fs::copy(from, &part)
+        let sha256 = if compressed {
+            let (from, to) = (from.to_path_buf(), part.clone());
+            tokio::task::spawn_blocking(move || {
+                compress::compress_file(&from, &to).map_err(|err| err.to_string())?;
+                compress::check_file(&to, true)
+            })
             .await
-            .map_err(write_error(&part))?;
-        sync_file(&part).await.map_err(write_error(&part))?;
-        let sha256 = snapshot::verify_file(&part).await?;
+            .map_err(|err| err.to_string())
+            .and_then(|checked| checked)
+            .map_err(|reason| {
+                BackupError::Snapshot(format!("compressing into {}: {reason}", part.display()))
+            })?
+        } else {
+            tokio::fs::copy(from, &part)
+                .await
+                .map_err(write_error(&part))?;
+            sync_file(&part).await.map_err(write_error(&part))?;
+            snapshot::verify_file(&part).await?
+        };
         if sha256 != manifest.sha256 {
             return Err(BackupError::Snapshot(format!(
                 "the copy in {} has sha256 {sha256}, not {}",
@@ -108,7 +123,7 @@ pub(crate) fn newest(dir: &Path, cluster: &ClusterName) -> Option<PathBuf> {
 fn backups(dir: &Path, cluster: &str) -> std::io::Result<Vec<PathBuf>> {
     Ok(snapshot::snapshots_of(dir, cluster)?
         .into_iter()
-        .filter(|path| path.with_extension("json").exists())
+        .filter(|path| snapshot::manifest_path(path).exists())
         .collect())
 }
 
@@ -136,7 +151,7 @@ fn retention(
     let mut removed = Vec::new();
     for index in expired(&written, backup.keep, backup.max_age, now) {
         let path = &backups[index];
-        std::fs::remove_file(path.with_extension("json"))?;
+        std::fs::remove_file(snapshot::manifest_path(path))?;
         std::fs::remove_file(path)?;
         removed.push(path.clone());
     }

@@ -3,6 +3,7 @@
 //! the snapshot under the cluster's lock and hands the verified file to these.
 
 pub(crate) mod bucket;
+pub(crate) mod compress;
 pub(crate) mod drill;
 pub(crate) mod local;
 mod retention;
@@ -27,7 +28,12 @@ pub struct Manifest {
     pub size_bytes: u64,
     /// sha256 of the database (etcd's trailer, checked while streaming).
     pub sha256: String,
+    /// The stored copy's name: `<snapshot>.db`, or `<snapshot>.db.zst` when compressed.
     pub file: String,
+    /// `zstd` when the stored copies are compressed (`size_bytes` and `sha256` are the
+    /// database's, uncompressed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compression: Option<String>,
     #[serde(with = "timestamp")]
     pub created_at: SystemTime,
     pub etcdmedic_version: String,
@@ -46,6 +52,12 @@ pub struct RecordedHash {
     pub revision: i64,
     pub hash: u32,
     pub compact_revision: i64,
+}
+
+impl Manifest {
+    pub(crate) fn is_compressed(&self) -> bool {
+        self.compression.as_deref() == Some("zstd")
+    }
 }
 
 /// One backup: its manifest and where it landed.

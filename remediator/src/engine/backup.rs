@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::time::SystemTime;
 
-use etcdmedic_cluster::config::{BackupSettings, ClusterName, Destination, Target};
+use etcdmedic_cluster::config::{BackupSettings, ClusterName, Compression, Destination, Target};
 use etcdmedic_cluster::model::ClusterStatus;
 use serde::Serialize;
 use tokio::time::Instant;
@@ -44,18 +44,25 @@ impl<E: Etcd> Remediator<E> {
         let started = Instant::now();
 
         let (member, status) = source(&self.etcd.collect().await).ok_or(BackupError::NoMember)?;
-        // The snapshot streams into the first local destination asked for; with none, into
-        // the cluster's snapshot directory, and that copy goes once every upload is done.
-        let streamed_into = destinations.iter().find_map(|d| match &d.target {
-            Target::Local { path } => Some(snapshot::cluster_dir(path, &cluster)),
-            Target::S3(_) => None,
-        });
+        // The snapshot streams into the first local destination asked for; with none (or
+        // when the copies are compressed), into the cluster's snapshot directory, and that
+        // copy goes once every copy is made.
+        let compressed = backup.compression == Compression::Zstd;
+        let streamed_into =
+            destinations
+                .iter()
+                .filter(|_| !compressed)
+                .find_map(|d| match &d.target {
+                    Target::Local { path } => Some(snapshot::cluster_dir(path, &cluster)),
+                    Target::S3(_) => None,
+                });
         let staged = streamed_into.is_none();
         let stream_dir = streamed_into.unwrap_or_else(|| lock_dir.clone());
         snapshot::create_dir(&stream_dir)?;
         snapshot::remove_leftover_parts(&stream_dir, &cluster);
         let created_at = SystemTime::now();
         let name = snapshot::file_name(&cluster, created_at, status.revision);
+        let stored_name = stored_name(&name, compressed);
         let stream = self
             .etcd
             .snapshot(&member.endpoint)
@@ -69,7 +76,12 @@ impl<E: Etcd> Remediator<E> {
         let (tee, receiving) = match streaming_destination(&destinations, &cluster) {
             Some((destination, bucket)) => {
                 let (sender, chunks) = tokio::sync::mpsc::channel(TEE_CHUNKS);
-                let upload = tokio::spawn(bucket.receive(chunks, name.clone(), stop.clone()));
+                let upload = tokio::spawn(bucket.receive(
+                    chunks,
+                    stored_name.clone(),
+                    compressed,
+                    stop.clone(),
+                ));
                 (Some(sender), Some((destination, upload)))
             }
             None => (None, None),
@@ -115,7 +127,8 @@ impl<E: Etcd> Remediator<E> {
             etcd_version: status.version.clone(),
             size_bytes: saved.size_bytes,
             sha256: saved.sha256,
-            file: name.clone(),
+            file: stored_name,
+            compression: compressed.then(|| "zstd".to_string()),
             created_at,
             etcdmedic_version: etcdmedic_cluster::build_info::VERSION.to_string(),
             restore_drill: None,
@@ -218,6 +231,14 @@ impl<E: Etcd> Remediator<E> {
             }
         }
         Ok((manifest, landed, missed))
+    }
+}
+
+/// The name of a stored copy of the snapshot `name`.
+pub(super) fn stored_name(name: &str, compressed: bool) -> String {
+    match compressed {
+        true => format!("{name}{}", snapshot::ZSTD_SUFFIX),
+        false => name.to_string(),
     }
 }
 

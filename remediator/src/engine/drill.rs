@@ -9,7 +9,7 @@ use super::backup::chosen;
 use super::etcd::Etcd;
 use super::Remediator;
 use crate::backup::bucket::Bucket;
-use crate::backup::{drill, local, BackupError};
+use crate::backup::{compress, drill, local, BackupError};
 use crate::lock::RunLock;
 use crate::snapshot;
 
@@ -73,13 +73,22 @@ impl<E: Etcd> Remediator<E> {
             Some(name) => dir.join(name),
             None => local::newest(&dir, &cluster).ok_or_else(no_backup)?,
         };
-        if !db.with_extension("json").exists() {
+        if !snapshot::manifest_path(&db).exists() {
             return Err(no_backup());
         }
         let mut manifest = local::read_manifest(&db).await?;
-        let record = match snapshot::verify_file(&db).await {
+        let compressed = manifest.is_compressed();
+        let checked = {
+            let db = db.clone();
+            tokio::task::spawn_blocking(move || compress::check_file(&db, compressed))
+                .await
+                .map_err(|err| err.to_string())
+                .and_then(|checked| checked)
+        };
+        let record = match checked {
             Ok(sha256) if sha256 == manifest.sha256 => {
-                drill::run(settings, &db, &manifest, &lock_dir, stop).await
+                self.drill_stored(settings, &db, &manifest, &lock_dir, stop)
+                    .await
             }
             Ok(sha256) => drill::failed(format!(
                 "the file's sha256 is {sha256}, its manifest says {}",
@@ -88,7 +97,7 @@ impl<E: Etcd> Remediator<E> {
             Err(err) => drill::failed(format!("{}: {err}", db.display())),
         };
         manifest.restore_drill = Some(record.clone());
-        local::write_manifest(&db.with_extension("json"), &manifest).await?;
+        local::write_manifest(&snapshot::manifest_path(&db), &manifest).await?;
         Ok(DrillReport {
             destination: destination.name.to_string(),
             location: db.display().to_string(),
@@ -125,7 +134,8 @@ impl<E: Etcd> Remediator<E> {
         let downloaded = lock_dir.join(format!(".drill-download-{file}"));
         let record = match bucket.download(&file, &downloaded, stop).await {
             Ok(sha256) if sha256 == manifest.sha256 => {
-                drill::run(settings, &downloaded, &manifest, &lock_dir, stop).await
+                self.drill_stored(settings, &downloaded, &manifest, &lock_dir, stop)
+                    .await
             }
             Ok(sha256) => drill::failed(format!(
                 "the object's sha256 is {sha256}, its manifest says {}",
@@ -142,5 +152,33 @@ impl<E: Etcd> Remediator<E> {
             location: bucket.url(&file),
             drill: record,
         })
+    }
+
+    /// Drills the stored copy `stored`, decompressed first into `scratch` when it is.
+    async fn drill_stored(
+        &self,
+        settings: &RestoreDrill,
+        stored: &std::path::Path,
+        manifest: &crate::backup::Manifest,
+        scratch: &std::path::Path,
+        stop: &CancellationToken,
+    ) -> drill::DrillRecord {
+        if !manifest.is_compressed() {
+            return drill::run(settings, stored, manifest, scratch, stop).await;
+        }
+        let plain = scratch.join(format!(".drill-decompressed-{}.db", manifest.revision));
+        let decompressed = {
+            let (from, to) = (stored.to_path_buf(), plain.clone());
+            tokio::task::spawn_blocking(move || compress::decompress_file(&from, &to))
+                .await
+                .map_err(|err| err.to_string())
+                .and_then(|done| done.map_err(|err| err.to_string()))
+        };
+        let record = match decompressed {
+            Ok(()) => drill::run(settings, &plain, manifest, scratch, stop).await,
+            Err(reason) => drill::failed(format!("decompressing {}: {reason}", stored.display())),
+        };
+        let _ = tokio::fs::remove_file(&plain).await;
+        record
     }
 }

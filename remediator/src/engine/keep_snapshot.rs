@@ -6,7 +6,7 @@
 
 use std::time::SystemTime;
 
-use etcdmedic_cluster::config::{Destination, Target};
+use etcdmedic_cluster::config::{Compression, Destination, Target};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -39,7 +39,12 @@ impl<E: Etcd> Run<'_, E> {
         let manifest = local::read_manifest(&db).await.ok()?;
         let proven = self.backup.restore_drill.is_none()
             || manifest.restore_drill.as_ref().is_some_and(|d| d.passed);
-        if manifest.cluster != cluster.as_str() || manifest.revision != revision || !proven {
+        // A compressed copy would have to be decompressed first: no shorter than streaming.
+        if manifest.cluster != cluster.as_str()
+            || manifest.revision != revision
+            || !proven
+            || manifest.is_compressed()
+        {
             return None;
         }
         // Read in full and checked when it was taken, and proven by its drill: here only that
@@ -93,6 +98,7 @@ impl<E: Etcd> Remediator<E> {
             let created_at = std::fs::metadata(&taken.path)
                 .and_then(|m| m.modified())
                 .unwrap_or_else(|_| SystemTime::now());
+            let compressed = self.backup.compression == Compression::Zstd;
             let manifest = Manifest {
                 cluster: cluster.to_string(),
                 member: taken.from.clone(),
@@ -100,7 +106,8 @@ impl<E: Etcd> Remediator<E> {
                 etcd_version: version,
                 size_bytes: taken.size_bytes,
                 sha256: taken.sha256.clone(),
-                file,
+                file: super::backup::stored_name(&file, compressed),
+                compression: compressed.then(|| "zstd".to_string()),
                 created_at,
                 etcdmedic_version: etcdmedic_cluster::build_info::VERSION.to_string(),
                 hash_kv: self.recorded_hash(&taken.from, taken.revision).await,
