@@ -1,0 +1,126 @@
+//! Backups already in the bucket: listing them, their manifests, downloading one (for the
+//! drill), and the retention.
+
+use std::path::Path;
+use std::time::SystemTime;
+
+use etcdmedic_cluster::config::BackupSettings;
+use futures::StreamExt;
+use object_store::{ObjectStoreExt, PutPayload};
+use tokio_util::sync::CancellationToken;
+
+use super::{manifest_key, Bucket};
+use crate::backup::compress::StoredCheck;
+use crate::backup::retention::expired;
+use crate::backup::{BackupError, Manifest};
+use crate::snapshot;
+
+impl Bucket {
+    /// The backups in the bucket (objects with their manifest), oldest first, with when each
+    /// was written.
+    pub(super) async fn listed(&self) -> Result<Vec<(String, SystemTime)>, BackupError> {
+        let mut listed: Vec<(String, SystemTime)> = Vec::new();
+        let mut manifests = std::collections::HashSet::new();
+        let mut objects = self.store.list(Some(&self.dir));
+        while let Some(meta) = objects.next().await {
+            let meta = meta.map_err(|err| self.failed(format!("listing backups: {err}")))?;
+            let Some(name) = meta.location.filename().map(str::to_string) else {
+                continue;
+            };
+            if name.ends_with(".json") {
+                manifests.insert(name);
+            } else if snapshot::is_snapshot_of(&name, &self.cluster) {
+                listed.push((name, meta.last_modified.into()));
+            }
+        }
+        listed.retain(|(name, _)| manifests.contains(&snapshot::manifest_name(name)));
+        listed.sort();
+        Ok(listed)
+    }
+
+    /// The newest backup's file name.
+    pub(crate) async fn newest(&self) -> Result<Option<String>, BackupError> {
+        Ok(self.listed().await?.pop().map(|(name, _)| name))
+    }
+
+    /// The manifest of the backup `file`.
+    pub(crate) async fn manifest(&self, file: &str) -> Result<Manifest, BackupError> {
+        let key = manifest_key(&self.dir.clone().join(file));
+        let bytes = async { self.store.get(&key).await?.bytes().await }
+            .await
+            .map_err(|err| self.failed(format!("reading {}: {err}", self.url(key.as_ref()))))?;
+        serde_json::from_slice(&bytes)
+            .map_err(|err| self.failed(format!("{} is not a manifest: {err}", key)))
+    }
+
+    /// Writes `manifest` beside its object (replacing the one there).
+    pub(crate) async fn put_manifest(&self, manifest: &Manifest) -> Result<(), BackupError> {
+        let key = manifest_key(&self.dir.clone().join(manifest.file.as_str()));
+        let json = serde_json::to_vec_pretty(manifest).map_err(|err| self.failed(err))?;
+        self.store
+            .put(&key, PutPayload::from(json))
+            .await
+            .map(drop)
+            .map_err(|err| self.failed(format!("writing the manifest: {err}")))
+    }
+
+    /// Downloads the backup `file` to `to` as it is stored, checking it against etcd's
+    /// trailer on the way (decompressed first when it is compressed); the database's sha256.
+    pub(crate) async fn download(
+        &self,
+        file: &str,
+        to: &Path,
+        stop: &CancellationToken,
+    ) -> Result<String, BackupError> {
+        use tokio::io::AsyncWriteExt;
+        let key = self.dir.clone().join(file);
+        let write_error = |source| BackupError::Write {
+            path: to.to_path_buf(),
+            source,
+        };
+        let mut stream = self
+            .store
+            .get(&key)
+            .await
+            .map_err(|err| self.failed(format!("downloading {}: {err}", self.url(file))))?
+            .into_stream();
+        let mut out = tokio::fs::File::create(to).await.map_err(write_error)?;
+        let compressed = file.ends_with(snapshot::ZSTD_SUFFIX);
+        let unreadable =
+            |what: String| BackupError::Snapshot(format!("{}: {what}", self.url(file)));
+        let mut check = StoredCheck::new(compressed).map_err(|err| unreadable(err.to_string()))?;
+        while let Some(bytes) = stream.next().await {
+            if stop.is_cancelled() {
+                return Err(BackupError::Stopped);
+            }
+            let bytes = bytes.map_err(|err| self.failed(format!("downloading: {err}")))?;
+            check
+                .update(&bytes)
+                .map_err(|err| unreadable(err.to_string()))?;
+            out.write_all(&bytes).await.map_err(write_error)?;
+        }
+        out.flush().await.map_err(write_error)?;
+        check.finish().map(|(_, sha256)| sha256).map_err(unreadable)
+    }
+
+    /// Removes the backups the retention names (manifest first), once the newest is in.
+    pub(crate) async fn retention(
+        &self,
+        backup: &BackupSettings,
+    ) -> Result<Vec<String>, BackupError> {
+        let listed = self.listed().await?;
+        let written: Vec<SystemTime> = listed.iter().map(|(_, at)| *at).collect();
+        let mut removed = Vec::new();
+        for index in expired(&written, backup.keep, backup.max_age, SystemTime::now()) {
+            let key = self.dir.clone().join(listed[index].0.as_str());
+            for key in [manifest_key(&key), key.clone()] {
+                self.store
+                    .delete(&key)
+                    .await
+                    .map_err(|err| self.failed(format!("removing {key}: {err}")))?;
+            }
+            removed.push(self.url(&listed[index].0));
+        }
+        Ok(removed)
+    }
+}

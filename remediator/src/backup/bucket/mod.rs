@@ -1,0 +1,329 @@
+//! An S3 destination (AWS or any S3-compatible store) through `object_store`: the verified
+//! snapshot is uploaded in parts (memory bounded whatever its size), confirmed by the store's
+//! multipart ETag (the md5 of each part's md5, computed here from what was sent) or, where the
+//! store's ETag is not that, by reading it back and checking it against etcd's trailer; only
+//! then is its manifest written: a backup without a manifest never counts, and a failed
+//! attempt aborts its upload and removes what it wrote.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use etcdmedic_cluster::config::{ClusterName, S3Target};
+use futures::StreamExt;
+use object_store::aws::AmazonS3Builder;
+use object_store::path::Path as Key;
+use object_store::{
+    BackoffConfig, ClientOptions, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig,
+    WriteMultipart,
+};
+use tokio::io::AsyncReadExt;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+mod etag;
+mod kept;
+mod streamed;
+
+pub(crate) use streamed::Streamed;
+
+use super::compress::{Compressor, StoredCheck};
+use super::{BackupError, Manifest};
+use crate::snapshot;
+use etag::{Etags, PartDigests};
+
+/// S3 takes parts of at least 5 MiB; with a few in flight, the upload holds a bounded
+/// amount of memory whatever the snapshot's size.
+const PART_SIZE: usize = 8 * 1024 * 1024;
+const PARTS_IN_FLIGHT: usize = 4;
+/// Whole attempts at one backup's upload, after `object_store`'s own per-request retries.
+const ATTEMPTS: u32 = 3;
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
+#[derive(Clone)]
+pub(crate) struct Bucket {
+    store: Arc<dyn ObjectStore>,
+    /// `<prefix>/<cluster>`: only checked names become key segments.
+    dir: Key,
+    bucket: String,
+    destination: String,
+    cluster: String,
+}
+
+impl Bucket {
+    pub(crate) fn open(
+        destination: &str,
+        target: &S3Target,
+        cluster: &ClusterName,
+    ) -> Result<Bucket, BackupError> {
+        let mut builder = AmazonS3Builder::from_env()
+            .with_bucket_name(&target.bucket)
+            .with_virtual_hosted_style_request(!target.path_style)
+            // The payload is confirmed by the multipart ETag (or read back) instead: hashing
+            // every part again for the signature halves the upload's speed for nothing.
+            .with_unsigned_payload(true)
+            .with_retry(RetryConfig {
+                backoff: BackoffConfig::default(),
+                max_retries: 2,
+                retry_timeout: Duration::from_secs(60),
+            })
+            .with_client_options(
+                ClientOptions::new()
+                    .with_connect_timeout(Duration::from_secs(5))
+                    .with_timeout(Duration::from_secs(120)),
+            );
+        if let Some(endpoint) = &target.endpoint {
+            builder = builder
+                .with_endpoint(endpoint)
+                .with_allow_http(endpoint.starts_with("http://"));
+        }
+        if let Some(region) = &target.region {
+            builder = builder.with_region(region);
+        }
+        if let Some(credentials) = &target.credentials {
+            builder = builder
+                .with_access_key_id(credentials.access_key_id.expose())
+                .with_secret_access_key(credentials.secret_access_key.expose());
+        }
+        let store = builder.build().map_err(|err| BackupError::Upload {
+            destination: destination.to_string(),
+            reason: format!("cannot set up the S3 client: {err}"),
+        })?;
+        let dir = Key::from_iter(
+            target
+                .prefix
+                .iter()
+                .map(|segment| segment.as_str())
+                .chain([cluster.as_str()]),
+        );
+        Ok(Bucket {
+            store: Arc::new(store),
+            dir,
+            bucket: target.bucket.clone(),
+            destination: destination.to_string(),
+            cluster: cluster.to_string(),
+        })
+    }
+
+    /// `s3://bucket/key` of the object named `file`.
+    pub(crate) fn url(&self, file: &str) -> String {
+        format!("s3://{}/{}", self.bucket, self.dir.clone().join(file))
+    }
+
+    fn failed(&self, reason: impl std::fmt::Display) -> BackupError {
+        BackupError::Upload {
+            destination: self.destination.clone(),
+            reason: reason.to_string(),
+        }
+    }
+
+    /// Uploads the verified snapshot `db` with its manifest, retrying a failed attempt
+    /// [`ATTEMPTS`] times in all with a doubling pause; each failed attempt leaves nothing.
+    /// Returns how the object was confirmed: `etag` (the store's multipart ETag is the one
+    /// computed from what was sent) or `read_back`.
+    pub(crate) async fn upload(
+        &self,
+        db: &Path,
+        manifest: &Manifest,
+        stop: &CancellationToken,
+    ) -> Result<&'static str, BackupError> {
+        let mut pause = FIRST_BACKOFF;
+        let mut attempt = 1;
+        loop {
+            match self.upload_once(db, manifest, stop).await {
+                Ok(verified_by) => return Ok(verified_by),
+                Err(UploadFailure::Stopped) => return Err(BackupError::Stopped),
+                Err(UploadFailure::Failed(reason)) if attempt >= ATTEMPTS => {
+                    return Err(self.failed(format!(
+                        "upload to {} failed {ATTEMPTS} times; last: {reason}",
+                        self.url(&manifest.file)
+                    )));
+                }
+                Err(UploadFailure::Failed(reason)) => {
+                    tracing::warn!(
+                        destination = %self.destination, attempt, retry_in = ?pause, %reason,
+                        "backup: upload failed; retrying"
+                    );
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = stop.cancelled() => return Err(BackupError::Stopped),
+            }
+            pause *= 2;
+            attempt += 1;
+        }
+    }
+
+    async fn upload_once(
+        &self,
+        db: &Path,
+        manifest: &Manifest,
+        stop: &CancellationToken,
+    ) -> Result<&'static str, UploadFailure> {
+        let key = self.dir.clone().join(manifest.file.as_str());
+        let result = async {
+            let etags = self
+                .put_parts(db, &key, manifest.is_compressed(), stop)
+                .await?;
+            self.confirm_and_record(&etags, manifest, stop).await
+        }
+        .await;
+        if result.is_err() {
+            self.remove(&manifest.file).await;
+        }
+        result
+    }
+
+    /// Confirms the uploaded object (by its ETag, or else by reading it back), then writes
+    /// its manifest: from then on it counts. How it was confirmed.
+    async fn confirm_and_record(
+        &self,
+        etags: &Etags,
+        manifest: &Manifest,
+        stop: &CancellationToken,
+    ) -> Result<&'static str, UploadFailure> {
+        let key = self.dir.clone().join(manifest.file.as_str());
+        // A store whose ETag is not the usual multipart one (encryption with a KMS key, some
+        // S3-compatible servers) is confirmed by reading the object back instead.
+        let verified_by = if etags.agree() {
+            "etag"
+        } else {
+            let (size, sha256) = self.read_back(&key, manifest.is_compressed(), stop).await?;
+            if (size, sha256.as_str()) != (manifest.size_bytes, manifest.sha256.as_str()) {
+                return Err(UploadFailure::Failed(format!(
+                    "read back {size} bytes with sha256 {sha256}; uploaded {} bytes with \
+                     sha256 {}",
+                    manifest.size_bytes, manifest.sha256
+                )));
+            }
+            "read_back"
+        };
+        let json = serde_json::to_vec_pretty(manifest)
+            .map_err(|err| UploadFailure::Failed(err.to_string()))?;
+        self.store
+            .put(&manifest_key(&key), PutPayload::from(json))
+            .await
+            .map_err(|err| UploadFailure::Failed(format!("writing the manifest: {err}")))?;
+        Ok(verified_by)
+    }
+
+    /// Removes the object `file`: what an attempt completed does not count without its
+    /// manifest. Removing it may fail too while the store is unreachable, and then it is only
+    /// an object no backup listing counts.
+    pub(crate) async fn remove(&self, file: &str) {
+        let _ = self.store.delete(&self.dir.clone().join(file)).await;
+    }
+
+    async fn put_parts(
+        &self,
+        db: &Path,
+        key: &Key,
+        compressed: bool,
+        stop: &CancellationToken,
+    ) -> Result<Etags, UploadFailure> {
+        let upload = self
+            .store
+            .put_multipart(key)
+            .await
+            .map_err(|err| UploadFailure::Failed(format!("starting the upload: {err}")))?;
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
+        let written = async {
+            let mut file = tokio::fs::File::open(db)
+                .await
+                .map_err(|err| UploadFailure::Failed(format!("{}: {err}", db.display())))?;
+            let mut buffer = vec![0u8; 1 << 20];
+            let (mut sent, mut last_progress) = (0u64, Instant::now());
+            let mut parts = PartDigests::default();
+            let compressing =
+                |err: std::io::Error| UploadFailure::Failed(format!("compressing: {err}"));
+            let mut compressor = Compressor::new(compressed).map_err(compressing)?;
+            loop {
+                if stop.is_cancelled() {
+                    return Err(UploadFailure::Stopped);
+                }
+                writer
+                    .wait_for_capacity(PARTS_IN_FLIGHT)
+                    .await
+                    .map_err(|err| UploadFailure::Failed(format!("uploading a part: {err}")))?;
+                let read = file
+                    .read(&mut buffer)
+                    .await
+                    .map_err(|err| UploadFailure::Failed(format!("{}: {err}", db.display())))?;
+                if read == 0 {
+                    let rest = compressor.finish().map_err(compressing)?;
+                    parts.update(&rest);
+                    writer.write(&rest);
+                    return Ok(parts.etag());
+                }
+                let stored = compressor.feed(&buffer[..read]).map_err(compressing)?;
+                parts.update(&stored);
+                writer.write(&stored);
+                sent += read as u64;
+                if last_progress.elapsed() >= PROGRESS_EVERY {
+                    tracing::info!(destination = %self.destination, sent, "backup: uploading");
+                    last_progress = Instant::now();
+                }
+            }
+        }
+        .await;
+        match written {
+            Ok(expected) => writer
+                .finish()
+                .await
+                .map(|put| Etags {
+                    expected,
+                    stored: put.e_tag,
+                })
+                .map_err(|err| UploadFailure::Failed(format!("completing the upload: {err}"))),
+            Err(err) => {
+                let _ = writer.abort().await;
+                Err(err)
+            }
+        }
+    }
+
+    /// Downloads the object and checks it as a stream from etcd is checked (decompressed
+    /// first when it is compressed).
+    async fn read_back(
+        &self,
+        key: &Key,
+        compressed: bool,
+        stop: &CancellationToken,
+    ) -> Result<(u64, String), UploadFailure> {
+        let failed =
+            |what: String| UploadFailure::Failed(format!("reading the object back: {what}"));
+        let mut stream = self
+            .store
+            .get(key)
+            .await
+            .map_err(|err| failed(err.to_string()))?
+            .into_stream();
+        let mut check = StoredCheck::new(compressed).map_err(|err| failed(err.to_string()))?;
+        while let Some(bytes) = stream.next().await {
+            if stop.is_cancelled() {
+                return Err(UploadFailure::Stopped);
+            }
+            let bytes = bytes.map_err(|err| failed(err.to_string()))?;
+            check
+                .update(&bytes)
+                .map_err(|err| failed(err.to_string()))?;
+        }
+        check.finish().map_err(failed)
+    }
+}
+
+enum UploadFailure {
+    Failed(String),
+    Stopped,
+}
+
+/// `x.db` -> `x.json`.
+fn manifest_key(db: &Key) -> Key {
+    let name = snapshot::manifest_name(db.filename().unwrap_or_default());
+    db.parent().unwrap_or_default().join(name.as_str())
+}
+
+#[cfg(test)]
+mod tests;

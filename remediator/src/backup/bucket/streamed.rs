@@ -1,0 +1,117 @@
+//! The upload beside the stream: the bucket receives the snapshot while it arrives, and the
+//! object counts only once the snapshot passed its checks.
+
+use object_store::{ObjectStoreExt, WriteMultipart};
+use tokio_util::sync::CancellationToken;
+
+use super::etag::{Etags, PartDigests};
+use super::{Bucket, UploadFailure, PARTS_IN_FLIGHT, PART_SIZE};
+use crate::backup::compress::Compressor;
+use crate::backup::Manifest;
+
+impl Bucket {
+    /// Uploads what arrives on `chunks` as the object `file` while the snapshot streams
+    /// (see `snapshot::save_teed`), completing the upload when the channel closes. The
+    /// snapshot is not known good yet: the object counts only once [`Bucket::record_streamed`]
+    /// writes its manifest, and is removed otherwise.
+    pub(crate) async fn receive(
+        self,
+        mut chunks: tokio::sync::mpsc::Receiver<Vec<u8>>,
+        file: String,
+        compressed: bool,
+        stop: CancellationToken,
+    ) -> Result<Streamed, String> {
+        let key = self.dir.clone().join(file.as_str());
+        let upload = self
+            .store
+            .put_multipart(&key)
+            .await
+            .map_err(|err| format!("starting the upload: {err}"))?;
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
+        let mut parts = PartDigests::default();
+        let received = async {
+            let mut compressor =
+                Compressor::new(compressed).map_err(|err| format!("compressing: {err}"))?;
+            while let Some(chunk) = chunks.recv().await {
+                if stop.is_cancelled() {
+                    return Err("stopped on request".to_string());
+                }
+                writer
+                    .wait_for_capacity(PARTS_IN_FLIGHT)
+                    .await
+                    .map_err(|err| format!("uploading a part: {err}"))?;
+                let stored = compressor
+                    .feed(&chunk)
+                    .map_err(|err| format!("compressing: {err}"))?;
+                parts.update(&stored);
+                writer.write(&stored);
+            }
+            let rest = compressor
+                .finish()
+                .map_err(|err| format!("compressing: {err}"))?;
+            parts.update(&rest);
+            writer.write(&rest);
+            Ok(())
+        }
+        .await;
+        if let Err(reason) = received {
+            // Keep draining nothing more: the sender sees the channel closed and stops
+            // sending; the snapshot itself goes on.
+            drop(chunks);
+            let _ = writer.abort().await;
+            return Err(reason);
+        }
+        match writer.finish().await {
+            Ok(put) => Ok(Streamed {
+                bucket: self,
+                file,
+                etags: Etags {
+                    expected: parts.etag(),
+                    stored: put.e_tag,
+                },
+            }),
+            Err(err) => Err(format!("completing the upload: {err}")),
+        }
+    }
+}
+
+/// An object uploaded while the snapshot streamed, not yet counted.
+pub(crate) struct Streamed {
+    bucket: Bucket,
+    file: String,
+    etags: Etags,
+}
+
+impl Streamed {
+    /// Confirms the object against the verified snapshot's manifest and records it; on
+    /// failure the object is removed and the caller uploads from the file instead.
+    pub(crate) async fn record(
+        &self,
+        manifest: &Manifest,
+        stop: &CancellationToken,
+    ) -> Result<&'static str, String> {
+        if manifest.file != self.file {
+            return Err(format!("streamed {}, not {}", self.file, manifest.file));
+        }
+        match self
+            .bucket
+            .confirm_and_record(&self.etags, manifest, stop)
+            .await
+        {
+            Ok(verified_by) => Ok(verified_by),
+            Err(UploadFailure::Failed(reason)) => {
+                self.discard().await;
+                Err(reason)
+            }
+            Err(UploadFailure::Stopped) => {
+                self.discard().await;
+                Err("stopped on request".into())
+            }
+        }
+    }
+
+    /// Removes the object: the snapshot it copies failed its checks or its drill.
+    pub(crate) async fn discard(&self) {
+        self.bucket.remove(&self.file).await;
+    }
+}
