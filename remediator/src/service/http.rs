@@ -81,6 +81,17 @@ pub(super) fn unavailable(err: StoreError) -> Response {
     error(StatusCode::SERVICE_UNAVAILABLE, err.to_string())
 }
 
+/// 404 for a cluster the configuration does not name, with the ones it does.
+pub(super) fn unknown_cluster(app: &App, name: &str) -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        format!(
+            "unknown cluster {name:?}; configured clusters: {}",
+            app.scheduler.cluster_names().join(", ")
+        ),
+    )
+}
+
 pub(super) fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(json!({ "error": message.into() }))).into_response()
 }
@@ -304,13 +315,7 @@ async fn remediate(
             Json(json!({ "cluster": name, "decision": decision })),
         )
             .into_response(),
-        Err(RequestError::UnknownCluster(_)) => error(
-            StatusCode::NOT_FOUND,
-            format!(
-                "unknown cluster {name:?}; configured clusters: {}",
-                app.scheduler.cluster_names().join(", ")
-            ),
-        ),
+        Err(RequestError::UnknownCluster(_)) => unknown_cluster(&app, &name),
         Err(err @ (RequestError::Paused | RequestError::NoBackupDestination(_))) => {
             error(StatusCode::CONFLICT, err.to_string())
         }

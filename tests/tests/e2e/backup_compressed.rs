@@ -3,29 +3,15 @@
 //! sha256 of the uncompressed snapshot), drill from either place, and the retention removes
 //! compressed backups like any other.
 
-use std::path::Path;
-use std::process::Output;
-use std::time::Duration;
-
 use anyhow::{ensure, Context, Result};
 use etcdmedic_tests::s3::S3Server;
-use etcdmedic_tests::{project_binary, EtcdCluster, EtcdVersion};
+use etcdmedic_tests::{EtcdCluster, EtcdVersion};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::support::{stderr, stdout, write_file};
+use crate::support::{remediator_json as remediator, stderr, stdout, write_file};
 
 const BUCKET: &str = "etcd-backups";
-
-async fn remediator(config: &Path, args: &[&str]) -> Result<Output> {
-    let run = tokio::process::Command::new(project_binary("etcdmedic-remediator")?)
-        .args(args)
-        .args(["--cluster", "prod-a", "-o", "json", "--config"])
-        .arg(config)
-        .kill_on_drop(true)
-        .output();
-    Ok(tokio::time::timeout(Duration::from_secs(180), run).await??)
-}
 
 /// The database inside a `.zst` copy, checked against the manifest.
 fn database_of(compressed: &[u8], manifest: &Value) -> Result<Vec<u8>> {

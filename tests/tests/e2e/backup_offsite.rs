@@ -8,30 +8,16 @@
 
 use std::path::Path;
 use std::process::Output;
-use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 use etcdmedic_tests::s3::S3Server;
-use etcdmedic_tests::{project_binary, EtcdCluster, EtcdVersion};
+use etcdmedic_tests::{EtcdCluster, EtcdVersion};
 use serde_json::Value;
 
-use crate::support::{stderr, stdout, write_file};
+use crate::support::{remediator_json as remediator, stderr, stdout, write_file};
 
 const BUCKET: &str = "etcd-backups";
 const PREFIX: &str = "etcd/eu-1/prod-a/";
-
-async fn remediator(config: &Path, args: &[&str]) -> Result<Output> {
-    let run = tokio::process::Command::new(project_binary("etcdmedic-remediator")?)
-        .args(args)
-        .args(["--cluster", "prod-a", "-o", "json", "--config"])
-        .arg(config)
-        .kill_on_drop(true)
-        .output();
-    tokio::time::timeout(Duration::from_secs(180), run)
-        .await
-        .with_context(|| format!("{args:?} did not finish within 180s"))?
-        .map_err(Into::into)
-}
 
 fn json(output: &Output) -> Result<Value> {
     serde_json::from_str(&stdout(output))

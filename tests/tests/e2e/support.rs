@@ -186,3 +186,17 @@ pub async fn promtool_check_metrics(body: &str) -> Result<()> {
     );
     Ok(())
 }
+
+/// `etcdmedic-remediator <args> --cluster prod-a -o json --config <config>`, within 180 s.
+pub(crate) async fn remediator_json(config: &Path, args: &[&str]) -> Result<Output> {
+    let run = tokio::process::Command::new(project_binary("etcdmedic-remediator")?)
+        .args(args)
+        .args(["--cluster", "prod-a", "-o", "json", "--config"])
+        .arg(config)
+        .kill_on_drop(true)
+        .output();
+    tokio::time::timeout(Duration::from_secs(180), run)
+        .await
+        .with_context(|| format!("{args:?} did not finish within 180s"))?
+        .map_err(Into::into)
+}

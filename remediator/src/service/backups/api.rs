@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::BackupFilter;
-use crate::service::http::{error, unavailable, App, MAX_PAGE};
+use crate::service::http::{error, unavailable, unknown_cluster, App, MAX_PAGE};
 use crate::service::scheduler::RequestError;
 
 /// Backups listed when `limit` is not given.
@@ -21,13 +21,7 @@ pub(crate) async fn request(State(app): State<App>, Path(name): Path<String>) ->
             Json(json!({ "cluster": name, "decision": decision })),
         )
             .into_response(),
-        Err(RequestError::UnknownCluster(_)) => error(
-            StatusCode::NOT_FOUND,
-            format!(
-                "unknown cluster {name:?}; configured clusters: {}",
-                app.scheduler.cluster_names().join(", ")
-            ),
-        ),
+        Err(RequestError::UnknownCluster(_)) => unknown_cluster(&app, &name),
         Err(err @ (RequestError::NoBackupDestination(_) | RequestError::Paused)) => {
             error(StatusCode::CONFLICT, err.to_string())
         }
@@ -56,13 +50,7 @@ pub(crate) async fn list(
         );
     }
     if let Some(cluster) = query.cluster.as_deref().filter(|c| !app.scheduler.knows(c)) {
-        return error(
-            StatusCode::NOT_FOUND,
-            format!(
-                "unknown cluster {cluster:?}; configured clusters: {}",
-                app.scheduler.cluster_names().join(", ")
-            ),
-        );
+        return unknown_cluster(&app, cluster);
     }
     let filter = BackupFilter {
         cluster: query.cluster,

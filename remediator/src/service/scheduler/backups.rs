@@ -94,23 +94,12 @@ impl Ledger {
     /// Asks for a backup of each cluster whose scheduled time has come (times missed while
     /// the service was down are not made up), and moves its schedule on.
     fn fire_backup_schedules(&mut self, now: SystemTime) {
-        let due: Vec<String> = self
-            .backups
-            .next_scheduled
-            .iter()
-            .filter(|(_, at)| **at <= now)
-            .map(|(cluster, _)| cluster.clone())
-            .collect();
-        for cluster in due {
-            let next = self
-                .rules
-                .backup_schedules
-                .get(&cluster)
-                .and_then(|schedule| schedule.next_after(now));
-            match next {
-                Some(next) => self.backups.next_scheduled.insert(cluster.clone(), next),
-                None => self.backups.next_scheduled.remove(&cluster),
-            };
+        let due = super::schedule::take_due(
+            &mut self.backups.next_scheduled,
+            &self.rules.backup_schedules,
+            now,
+        );
+        for (cluster, _) in due {
             let decision = self.request_backup(&cluster, BackupSource::Schedule, now);
             tracing::info!(%cluster, action = decision.action, reason = %decision.reason, "scheduled backup");
         }

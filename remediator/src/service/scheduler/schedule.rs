@@ -22,23 +22,34 @@ pub(super) fn first_times(
         .collect()
 }
 
+/// The clusters whose time in `next` has come, each with its schedule, every one moved on
+/// to its following time (or dropped when its schedule has none).
+pub(super) fn take_due(
+    next: &mut BTreeMap<String, SystemTime>,
+    schedules: &BTreeMap<String, CronIn>,
+    now: SystemTime,
+) -> Vec<(String, CronIn)> {
+    let due: Vec<String> = next
+        .iter()
+        .filter(|(_, at)| **at <= now)
+        .map(|(cluster, _)| cluster.clone())
+        .collect();
+    due.into_iter()
+        .filter_map(|cluster| {
+            let schedule = schedules.get(&cluster)?.clone();
+            match schedule.next_after(now) {
+                Some(following) => next.insert(cluster.clone(), following),
+                None => next.remove(&cluster),
+            };
+            Some((cluster, schedule))
+        })
+        .collect()
+}
+
 impl Ledger {
     /// Queues a run for each cluster whose scheduled time has come, and moves its schedule on.
     pub(super) fn fire_schedules(&mut self, now: SystemTime) {
-        let due: Vec<String> = self
-            .next_scheduled
-            .iter()
-            .filter(|(_, at)| **at <= now)
-            .map(|(cluster, _)| cluster.clone())
-            .collect();
-        for cluster in due {
-            let Some(schedule) = self.rules.schedules.get(&cluster).cloned() else {
-                continue;
-            };
-            match schedule.next_after(now) {
-                Some(next) => self.next_scheduled.insert(cluster.clone(), next),
-                None => self.next_scheduled.remove(&cluster),
-            };
+        for (cluster, schedule) in take_due(&mut self.next_scheduled, &self.rules.schedules, now) {
             self.queue_scheduled(&cluster, &schedule, now);
         }
     }
