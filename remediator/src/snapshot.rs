@@ -379,31 +379,10 @@ pub(crate) fn manifest_path(db: &Path) -> PathBuf {
     db.with_file_name(name)
 }
 
-/// Checks the file at `path` as [`save`] checks a stream: etcd's sha256 trailer must match
-/// what precedes it. Returns that sha256.
-pub(crate) async fn verify_file(path: &Path) -> Result<String, SnapshotError> {
-    use tokio::io::AsyncReadExt;
-    let read_error = |source| SnapshotError::Write {
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut file = tokio::fs::File::open(path).await.map_err(read_error)?;
-    let mut trailer = TrailerHasher::default();
-    let mut buffer = vec![0u8; 1 << 20];
-    loop {
-        let read = file.read(&mut buffer).await.map_err(read_error)?;
-        if read == 0 {
-            break;
-        }
-        trailer.update(&buffer[..read]);
-    }
-    trailer.verify()
-}
-
 /// Whether the file at `path` still is the snapshot a manifest describes, judged cheaply: its
 /// size, and etcd's sha256 trailer at its end equal to the recorded digest. A file replaced,
-/// truncated or extended fails; a flipped bit inside does not ([`verify_file`] finds that,
-/// reading it all).
+/// truncated or extended fails; a flipped bit inside does not (reading it all, as
+/// `backup::compress::check_file` does, finds that).
 pub(crate) async fn trailer_matches(path: &Path, size_bytes: u64, sha256: &str) -> bool {
     use tokio::io::{AsyncReadExt, AsyncSeekExt};
     let read = async {

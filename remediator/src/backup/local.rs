@@ -73,25 +73,26 @@ pub(crate) async fn copy_verified(
     let part = dir.join(format!("{}.part", manifest.file));
     let compressed = manifest.is_compressed();
     let copied = async {
-        let sha256 = if compressed {
+        if compressed {
             let (from, to) = (from.to_path_buf(), part.clone());
-            tokio::task::spawn_blocking(move || {
-                compress::compress_file(&from, &to).map_err(|err| err.to_string())?;
-                compress::check_file(&to, true)
-            })
-            .await
-            .map_err(|err| err.to_string())
-            .and_then(|checked| checked)
-            .map_err(|reason| {
-                BackupError::Snapshot(format!("compressing into {}: {reason}", part.display()))
-            })?
+            tokio::task::spawn_blocking(move || compress::compress_file(&from, &to))
+                .await
+                .map_err(std::io::Error::other)
+                .and_then(|done| done)
+                .map_err(write_error(&part))?;
         } else {
             tokio::fs::copy(from, &part)
                 .await
                 .map_err(write_error(&part))?;
             sync_file(&part).await.map_err(write_error(&part))?;
-            snapshot::verify_file(&part).await?
-        };
+        }
+        let checked = part.clone();
+        let sha256 =
+            tokio::task::spawn_blocking(move || compress::check_file(&checked, compressed))
+                .await
+                .map_err(|err| err.to_string())
+                .and_then(|checked| checked)
+                .map_err(BackupError::Snapshot)?;
         if sha256 != manifest.sha256 {
             return Err(BackupError::Snapshot(format!(
                 "the copy in {} has sha256 {sha256}, not {}",

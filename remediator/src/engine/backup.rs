@@ -206,9 +206,7 @@ impl<E: Etcd> Remediator<E> {
                 .map(|(_, streamed)| streamed);
             let result = match already {
                 Some(streamed) => {
-                    match record_streamed(destination, streamed, &cluster, &manifest, backup, stop)
-                        .await
-                    {
+                    match record_streamed(destination, streamed, &manifest, backup, stop).await {
                         Ok(done) => Ok(done),
                         Err(reason) => {
                             tracing::warn!(%cluster, destination = %destination.name, %reason, "backup: the object uploaded beside the stream did not check out; uploading the saved file");
@@ -263,16 +261,12 @@ fn streaming_destination(
 async fn record_streamed(
     destination: &Destination,
     streamed: &Streamed,
-    cluster: &ClusterName,
     manifest: &Manifest,
     backup: &BackupSettings,
     stop: &CancellationToken,
 ) -> Result<Landed, String> {
-    let Target::S3(target) = &destination.target else {
-        return Err("not a bucket".into());
-    };
     let verified_by = streamed.record(manifest, stop).await?;
-    let bucket = Bucket::open(&destination.name, target, cluster).map_err(|e| e.to_string())?;
+    let bucket = streamed.bucket();
     let removed = bucket.retention(backup).await.map_err(|e| e.to_string())?;
     Ok(Landed {
         destination: destination.name.to_string(),

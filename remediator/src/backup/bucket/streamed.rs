@@ -83,6 +83,11 @@ pub(crate) struct Streamed {
 }
 
 impl Streamed {
+    /// The bucket the object was uploaded to.
+    pub(crate) fn bucket(&self) -> &Bucket {
+        &self.bucket
+    }
+
     /// Confirms the object against the verified snapshot's manifest and records it; on
     /// failure the object is removed and the caller uploads from the file instead.
     pub(crate) async fn record(

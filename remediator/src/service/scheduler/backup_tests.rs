@@ -5,30 +5,17 @@
 use super::super::backups::{BackupRecord, BackupSource};
 use super::*;
 use crate::report::{Outcome, RunReport};
-use etcdmedic_cluster::Config;
 use std::time::SystemTime;
 
 /// Two never-contacted clusters with a backup destination and `backup:` extras.
 fn scheduler(dir: &std::path::Path, backup_extra: &str) -> Arc<Scheduler> {
-    std::fs::write(dir.join("token"), "t").unwrap();
-    let yaml = format!(
-        "backup:\n  destinations: [{{name: near, kind: local, path: backups}}]\n  \
-         restore_drill: {{enabled: false}}\n{backup_extra}remediator:\n  state_path: {}\n  auth: \
-         {{bearer_token_file: token}}\nclusters:\n  - name: a\n    endpoints: \
-         [http://127.0.0.1:1]\n  - name: b\n    endpoints: [http://127.0.0.1:1]\n",
-        dir.join("state.sqlite").display()
-    );
-    let config = Config::from_yaml(&yaml, &dir.join("c.yaml")).unwrap();
-    let settings = ServiceSettings::from_config(&config).unwrap();
-    let metrics = Arc::new(Metrics::new(&["a".to_string(), "b".to_string()]));
-    Scheduler::open(
-        &config.clusters,
-        &settings,
-        metrics,
-        CancellationToken::new(),
+    super::tests::scheduler_from(
+        dir,
+        &format!(
+            "backup:\n  destinations: [{{name: near, kind: local, path: backups}}]\n  \
+             restore_drill: {{enabled: false}}\n{backup_extra}"
+        ),
     )
-    .unwrap()
-    .0
 }
 
 /// The backup the ledger would start now, if any (debug text).
@@ -164,23 +151,7 @@ async fn a_backup_schedule_fires_once_per_time_and_moves_on() {
 #[tokio::test]
 async fn a_cluster_without_destinations_cannot_ask_for_a_backup() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("token"), "t").unwrap();
-    let yaml = format!(
-        "remediator:\n  state_path: {}\n  auth: {{bearer_token_file: token}}\nclusters:\n  - \
-         name: a\n    endpoints: [http://127.0.0.1:1]\n",
-        dir.path().join("state.sqlite").display()
-    );
-    let config = Config::from_yaml(&yaml, &dir.path().join("c.yaml")).unwrap();
-    let settings = ServiceSettings::from_config(&config).unwrap();
-    let metrics = Arc::new(Metrics::new(&["a".to_string()]));
-    let scheduler = Scheduler::open(
-        &config.clusters,
-        &settings,
-        metrics,
-        CancellationToken::new(),
-    )
-    .unwrap()
-    .0;
+    let scheduler = super::tests::scheduler_from(dir.path(), "");
     assert!(matches!(
         scheduler.request_backup("a").await,
         Err(RequestError::NoBackupDestination(_))

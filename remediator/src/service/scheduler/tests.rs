@@ -12,13 +12,18 @@ fn scheduler(dir: &std::path::Path) -> Arc<Scheduler> {
 
 /// [`scheduler`] with top-level `remediation:` settings (`remediation` is its YAML body).
 fn scheduler_with(dir: &std::path::Path, remediation: &str) -> Arc<Scheduler> {
-    std::fs::write(dir.join("token"), "t").unwrap();
     let remediation = match remediation {
         "" => String::new(),
         body => format!("remediation: {body}\n"),
     };
+    scheduler_from(dir, &remediation)
+}
+
+/// [`scheduler`] with `top_level` YAML (whole top-level blocks) before `remediator:`.
+pub(super) fn scheduler_from(dir: &std::path::Path, top_level: &str) -> Arc<Scheduler> {
+    std::fs::write(dir.join("token"), "t").unwrap();
     let yaml = format!(
-        "{remediation}remediator:\n  state_path: {}\n  auth: {{bearer_token_file: token}}\nclusters:\n  \
+        "{top_level}remediator:\n  state_path: {}\n  auth: {{bearer_token_file: token}}\nclusters:\n  \
          - name: a\n    endpoints: [http://127.0.0.1:1]\n  - name: b\n    endpoints: \
          [http://127.0.0.1:1]\n    alert_labels: {{job: kube-etcd}}\n",
         dir.join("state.sqlite").display()
