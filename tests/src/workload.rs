@@ -135,3 +135,26 @@ pub async fn fill_to_nospace(
     }
     bail!("{max_puts} puts of {value_bytes} bytes did not exhaust the quota")
 }
+
+/// Waits until every member has applied the same revision: a write is acknowledged once the
+/// member that took it has applied it, a follower may apply it a moment later.
+pub async fn members_at_one_revision(clients: &[Client]) -> Result<i64> {
+    crate::poll::eventually(
+        "every member has applied the same revision",
+        std::time::Duration::from_secs(10),
+        || async {
+            let mut revisions = Vec::with_capacity(clients.len());
+            for client in clients {
+                let mut client = client.clone();
+                let status = client.status().await?;
+                let header = status.header().context("status without a header")?;
+                revisions.push(header.revision());
+            }
+            match revisions.windows(2).all(|pair| pair[0] == pair[1]) {
+                true => Ok(revisions[0]),
+                false => bail!("revisions {revisions:?}"),
+            }
+        },
+    )
+    .await
+}

@@ -5,7 +5,7 @@
 use anyhow::{ensure, Context, Result};
 use etcdmedic_cluster::Config;
 use etcdmedic_remediator::Outcome;
-use etcdmedic_tests::workload::{fill_to_nospace, fragment, Fragmentation};
+use etcdmedic_tests::workload::{fill_to_nospace, fragment, members_at_one_revision, Fragmentation};
 use etcdmedic_tests::{EtcdCluster, EtcdVersion};
 
 use crate::on_each_etcd_version;
@@ -47,6 +47,7 @@ async fn under_nospace_the_backup_at_the_frozen_revision_is_the_runs_snapshot(
             Some(etcd_client::DeleteOptions::new().with_prefix()),
         )
         .await?;
+    members_at_one_revision(&cluster.clients().await?).await?;
     let dir = tempfile::tempdir()?;
     // The built-in rule: NOSPACE alone selects every member. Compacting first frees what was
     // deleted without a new revision: the backup is still at the cluster's revision.
