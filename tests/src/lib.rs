@@ -18,8 +18,11 @@
 //! - [`alertmanager`]: Debian's Alertmanager routing to the remediator, alone or clustered.
 //! - [`ports`]: free loopback ports.
 //! - [`silent`]: a server that accepts connections and never answers.
+//! - [`s3`], [`azurite`]: object stores for backups (moto's S3 server, Microsoft's Azurite),
+//!   read by [`python`] scripts with the clouds' own clients.
 
 pub mod alertmanager;
+pub mod azurite;
 pub mod binaries;
 pub mod certs;
 pub mod etcd;
@@ -31,6 +34,7 @@ pub mod poll;
 pub mod ports;
 pub mod process;
 pub mod prometheus;
+pub mod python;
 pub mod remediator;
 pub mod s3;
 pub mod silent;

@@ -4,7 +4,6 @@
 //! itself reads the bucket directly (moto does not check signatures), so what it sees is
 //! what the server holds.
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -17,6 +16,7 @@ use tokio::task::AbortHandle;
 use crate::poll::eventually;
 use crate::ports::free_port;
 use crate::process::ChildProcess;
+use crate::python::python;
 
 pub struct S3Server {
     /// The server itself, for the test's own reads.
@@ -26,27 +26,46 @@ pub struct S3Server {
     _process: ChildProcess,
 }
 
-fn python() -> PathBuf {
-    PathBuf::from(std::env::var("PYTHON").unwrap_or_else(|_| "python3".into()))
-}
-
 impl S3Server {
     /// Starts the server and creates `bucket`.
     pub async fn start(bucket: &str) -> Result<S3Server> {
         let port = free_port()?;
-        let process = ChildProcess::spawn(
-            "moto",
-            &python(),
-            &[
-                "-m".into(),
-                "moto.server".into(),
-                "-H".into(),
-                "127.0.0.1".into(),
-                "-p".into(),
-                port.to_string(),
-            ],
-        )
-        .context(
+        let args = [
+            "-m",
+            "moto.server",
+            "-H",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+        ]
+        .map(String::from);
+        S3Server::serve(bucket, port, &args).await
+    }
+
+    /// The same server, answering Google Cloud Storage's XML API the way GCS emulators are
+    /// used by `object_store`: requests carry an empty OAuth bearer token (`disable_oauth`)
+    /// or none, from which moto cannot tell which of its services is asked, so it is set to an
+    /// AWS-style header naming S3 (moto checks no signature). Everything else is moto's S3,
+    /// which GCS's XML API is compatible with.
+    pub async fn start_as_gcs(bucket: &str) -> Result<S3Server> {
+        let port = free_port()?;
+        let script = format!(
+            "from moto.moto_server.werkzeug_app import DomainDispatcherApplication, \
+             create_backend_app\nfrom werkzeug.serving import run_simple\n\
+             moto = DomainDispatcherApplication(create_backend_app)\n\
+             def app(environ, start_response):\n    \
+             if environ.get('HTTP_AUTHORIZATION', '').strip() in ('', 'Bearer'):\n        \
+             environ['HTTP_AUTHORIZATION'] = 'AWS4-HMAC-SHA256 \
+             Credential=gcs/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, \
+             Signature=0'\n    \
+             return moto(environ, start_response)\n\
+             run_simple('127.0.0.1', {port}, app, threaded=True)\n"
+        );
+        S3Server::serve(bucket, port, &["-c".to_string(), script]).await
+    }
+
+    async fn serve(bucket: &str, port: u16, args: &[String]) -> Result<S3Server> {
+        let process = ChildProcess::spawn("moto", &python(), args).context(
             "starting moto's S3 server; run scripts/install-deps.sh (pip install 'moto[server]')",
         )?;
         let direct = format!("http://127.0.0.1:{port}");
@@ -128,19 +147,7 @@ impl S3Server {
              aws_secret_access_key='test')\n{script}\n",
             endpoint = self.direct,
         );
-        let run = tokio::process::Command::new(python())
-            .args(["-c", &program])
-            .kill_on_drop(true)
-            .output();
-        let output = tokio::time::timeout(Duration::from_secs(120), run)
-            .await
-            .context("boto3 did not finish within 120s")??;
-        ensure!(
-            output.status.success(),
-            "boto3: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        Ok(String::from_utf8(output.stdout)?)
+        crate::python::run("boto3", &program).await
     }
 }
 

@@ -69,12 +69,13 @@ pub struct DestinationFile {
     /// `local`: the directory (relative to the configuration file's).
     #[serde(default)]
     pub path: Option<PathBuf>,
-    /// `s3`: the bucket; objects go under `<prefix>/<cluster>/`.
+    /// `s3`, `gcs`: the bucket; objects go under `<prefix>/<cluster>/`.
     #[serde(default)]
     pub bucket: Option<String>,
     #[serde(default)]
     pub prefix: Option<String>,
-    /// `s3`: an S3-compatible server's URL instead of AWS's.
+    /// `s3`, `gcs`, `azure`: the store's URL instead of the cloud's own (an S3-compatible
+    /// server, a private endpoint, an emulator).
     #[serde(default)]
     pub endpoint: Option<String>,
     #[serde(default)]
@@ -88,6 +89,19 @@ pub struct DestinationFile {
     pub access_key_id_file: Option<PathBuf>,
     #[serde(default)]
     pub secret_access_key_file: Option<PathBuf>,
+    /// `gcs`: a service account's JSON key; without it, Application Default Credentials.
+    #[serde(default)]
+    pub service_account_file: Option<PathBuf>,
+    /// `azure`: the storage account.
+    #[serde(default)]
+    pub account: Option<String>,
+    /// `azure`: the blob container; objects go under `<prefix>/<cluster>/`.
+    #[serde(default)]
+    pub container: Option<String>,
+    /// `azure`: a file holding the account's access key; without it, the environment's
+    /// credentials (`AZURE_*`) or the managed identity.
+    #[serde(default)]
+    pub account_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

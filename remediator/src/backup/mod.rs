@@ -1,4 +1,4 @@
-//! Backups: what one holds (its manifest), where it lands (local directories, S3 buckets),
+//! Backups: what one holds (its manifest), where it lands (local directories, buckets),
 //! how it is proven (the restore drill), and how many are kept. The engine's `backup` takes
 //! the snapshot under the cluster's lock and hands the verified file to these.
 
@@ -74,9 +74,9 @@ pub struct BackupReport {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Landed {
     pub destination: String,
-    /// `local` or `s3`.
+    /// `local`, `s3`, `gcs` or `azure`.
     pub kind: String,
-    /// The file's path, or the object's `s3://bucket/key`.
+    /// The file's path, or the object's `s3://bucket/key`, `gs://bucket/key` or blob URL.
     pub location: String,
     /// How the copy there was checked: `trailer` (etcd's sha256 over the file written) or
     /// `etag` (the store's multipart ETag is the md5 of the parts' md5s computed from what

@@ -48,14 +48,11 @@ impl<E: Etcd> Remediator<E> {
         // when the copies are compressed), into the cluster's snapshot directory, and that
         // copy goes once every copy is made.
         let compressed = backup.compression == Compression::Zstd;
-        let streamed_into =
-            destinations
-                .iter()
-                .filter(|_| !compressed)
-                .find_map(|d| match &d.target {
-                    Target::Local { path } => Some(snapshot::cluster_dir(path, &cluster)),
-                    Target::S3(_) => None,
-                });
+        let streamed_into = destinations
+            .iter()
+            .filter(|_| !compressed)
+            .find_map(|d| d.local_path())
+            .map(|path| snapshot::cluster_dir(path, &cluster));
         let staged = streamed_into.is_none();
         let stream_dir = streamed_into.unwrap_or_else(|| lock_dir.clone());
         snapshot::create_dir(&stream_dir)?;
@@ -249,12 +246,14 @@ fn streaming_destination(
     destinations: &[&Destination],
     cluster: &ClusterName,
 ) -> Option<(String, Bucket)> {
-    destinations.iter().find_map(|d| match &d.target {
-        Target::S3(target) => Bucket::open(&d.name, target, cluster)
-            .ok()
-            .map(|bucket| (d.name.to_string(), bucket)),
-        Target::Local { .. } => None,
-    })
+    destinations
+        .iter()
+        .filter(|d| d.local_path().is_none())
+        .find_map(|d| {
+            Bucket::open(d, cluster)
+                .ok()
+                .map(|bucket| (d.name.to_string(), bucket))
+        })
 }
 
 /// Records the object uploaded while the snapshot streamed, then applies the retention.
@@ -270,7 +269,7 @@ async fn record_streamed(
     let removed = bucket.retention(backup).await.map_err(|e| e.to_string())?;
     Ok(Landed {
         destination: destination.name.to_string(),
-        kind: "s3".into(),
+        kind: destination.kind().into(),
         location: bucket.url(&manifest.file),
         verified_by: verified_by.into(),
         streamed: true,
@@ -307,13 +306,13 @@ async fn land(
                 removed,
             })
         }
-        Target::S3(target) => {
-            let bucket = Bucket::open(&name, target, cluster)?;
+        Target::S3(_) | Target::Gcs(_) | Target::Azure(_) => {
+            let bucket = Bucket::open(destination, cluster)?;
             let verified_by = bucket.upload(db, manifest, stop).await?;
             let removed = bucket.retention(backup).await?;
             Ok(Landed {
                 destination: name,
-                kind: "s3".into(),
+                kind: destination.kind().into(),
                 location: bucket.url(&manifest.file),
                 verified_by: verified_by.into(),
                 streamed: false,

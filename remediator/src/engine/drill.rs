@@ -1,7 +1,7 @@
 //! `etcdmedic-remediator drill`: proves a backup already taken, in a directory or a bucket,
 //! and records the outcome in its manifest.
 
-use etcdmedic_cluster::config::{BackupSettings, RestoreDrill, Target};
+use etcdmedic_cluster::config::{BackupSettings, RestoreDrill};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
@@ -42,7 +42,7 @@ impl<E: Etcd> Remediator<E> {
         // A local copy when there is one (no download); a bucket when asked or the only one.
         let destination = chosen
             .iter()
-            .find(|d| matches!(d.target, Target::Local { .. }))
+            .find(|d| d.local_path().is_some())
             .or(chosen.first())
             .copied()
             .ok_or_else(|| BackupError::NoDestination(cluster.to_string()))?;
@@ -52,14 +52,11 @@ impl<E: Etcd> Remediator<E> {
                  (<cluster>-<time>-rev<N>.db)"
             )));
         }
-        let path = match &destination.target {
-            Target::Local { path } => path,
-            Target::S3(target) => {
-                let bucket = Bucket::open(&destination.name, target, &cluster)?;
-                return self
-                    .drill_in_bucket(settings, &destination.name, bucket, file, stop)
-                    .await;
-            }
+        let Some(path) = destination.local_path() else {
+            let bucket = Bucket::open(destination, &cluster)?;
+            return self
+                .drill_in_bucket(settings, &destination.name, bucket, file, stop)
+                .await;
         };
         let dir = snapshot::cluster_dir(path, &cluster);
         let lock_dir = snapshot::cluster_dir(&self.settings.snapshot_dir, &cluster);

@@ -6,7 +6,7 @@
 
 use std::time::SystemTime;
 
-use etcdmedic_cluster::config::{Compression, Destination, Target};
+use etcdmedic_cluster::config::{Compression, Destination};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -31,10 +31,8 @@ impl<E: Etcd> Run<'_, E> {
             .backup
             .destinations
             .iter()
-            .find_map(|d| match &d.target {
-                Target::Local { path } => Some(snapshot::cluster_dir(path, cluster)),
-                Target::S3(_) => None,
-            })?;
+            .find_map(|d| d.local_path())
+            .map(|path| snapshot::cluster_dir(path, cluster))?;
         let db = local::newest(&dir, cluster)?;
         let manifest = local::read_manifest(&db).await.ok()?;
         let proven = self.backup.restore_drill.is_none()

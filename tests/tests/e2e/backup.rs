@@ -12,7 +12,7 @@ use etcdmedic_tests::{project_binary, EtcdCluster, EtcdVersion};
 use serde_json::Value;
 
 use crate::on_each_etcd_version;
-use crate::support::{stderr, stdout, write_file};
+use crate::support::{hex, stderr, stdout, write_file};
 
 on_each_etcd_version!(a_backup_lands_verified_in_every_destination_and_the_oldest_go,);
 
@@ -38,10 +38,6 @@ fn files(dir: &Path, extension: &str) -> Result<Vec<PathBuf>> {
         .collect();
     found.sort();
     Ok(found)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 async fn a_backup_lands_verified_in_every_destination_and_the_oldest_go(

@@ -7,27 +7,17 @@ use anyhow::{ensure, Context, Result};
 use etcdmedic_tests::s3::S3Server;
 use etcdmedic_tests::{EtcdCluster, EtcdVersion};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
-use crate::support::{remediator_json as remediator, stderr, stdout, write_file};
+use crate::support::{
+    ensure_snapshot_of, remediator_json as remediator, stderr, stdout, write_file,
+};
 
 const BUCKET: &str = "etcd-backups";
 
 /// The database inside a `.zst` copy, checked against the manifest.
 fn database_of(compressed: &[u8], manifest: &Value) -> Result<Vec<u8>> {
     let db = zstd::stream::decode_all(compressed)?;
-    ensure!(
-        db.len() as u64 == manifest["size_bytes"],
-        "{} bytes",
-        db.len()
-    );
-    let (body, trailer) = db.split_at(db.len() - 32);
-    let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
-    ensure!(hex(trailer) == manifest["sha256"], "trailer");
-    ensure!(
-        hex(&Sha256::digest(body)) == manifest["sha256"],
-        "sha256 of the database"
-    );
+    ensure_snapshot_of(&db, manifest)?;
     Ok(db)
 }
 

@@ -5,7 +5,9 @@
 use anyhow::{ensure, Context, Result};
 use etcdmedic_cluster::Config;
 use etcdmedic_remediator::Outcome;
-use etcdmedic_tests::workload::{fill_to_nospace, fragment, members_at_one_revision, Fragmentation};
+use etcdmedic_tests::workload::{
+    fill_to_nospace, fragment, members_at_one_revision, Fragmentation,
+};
 use etcdmedic_tests::{EtcdCluster, EtcdVersion};
 
 use crate::on_each_etcd_version;

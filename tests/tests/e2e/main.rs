@@ -34,6 +34,7 @@
 
 mod alert_rules;
 mod backup;
+mod backup_clouds;
 mod backup_compressed;
 mod backup_offsite;
 mod backup_remediation;

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{ensure, Context, Result};
 use etcdmedic_tests::{project_binary, EtcdCluster};
 use serde::Deserialize;
 
@@ -121,6 +121,29 @@ pub async fn exporter_binary(args: &[&str]) -> Result<Output> {
         .await
         .context("etcdmedic-exporter did not finish within 60s")?
         .context("running etcdmedic-exporter")
+}
+
+/// Lowercase hex, as sha256 sums are written.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `db` is the snapshot `manifest` describes: its size, and etcd's sha256 trailer, which is
+/// both the manifest's sha256 and the hash of everything before it.
+pub fn ensure_snapshot_of(db: &[u8], manifest: &serde_json::Value) -> Result<()> {
+    use sha2::{Digest, Sha256};
+    ensure!(
+        db.len() as u64 == manifest["size_bytes"] && db.len() > 32,
+        "{} bytes: {manifest}",
+        db.len()
+    );
+    let (body, trailer) = db.split_at(db.len() - 32);
+    ensure!(hex(trailer) == manifest["sha256"], "trailer: {manifest}");
+    ensure!(
+        hex(&Sha256::digest(body)) == manifest["sha256"],
+        "sha256 of the database: {manifest}"
+    );
+    Ok(())
 }
 
 pub fn stdout(output: &Output) -> String {

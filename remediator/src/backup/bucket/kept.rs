@@ -46,11 +46,12 @@ impl Bucket {
     /// The manifest of the backup `file`.
     pub(crate) async fn manifest(&self, file: &str) -> Result<Manifest, BackupError> {
         let key = manifest_key(&self.dir.clone().join(file));
+        let shown = self.url(key.filename().unwrap_or_default());
         let bytes = async { self.store.get(&key).await?.bytes().await }
             .await
-            .map_err(|err| self.failed(format!("reading {}: {err}", self.url(key.as_ref()))))?;
+            .map_err(|err| self.failed(format!("reading {shown}: {err}")))?;
         serde_json::from_slice(&bytes)
-            .map_err(|err| self.failed(format!("{} is not a manifest: {err}", key)))
+            .map_err(|err| self.failed(format!("{shown} is not a manifest: {err}")))
     }
 
     /// Writes `manifest` beside its object (replacing the one there).

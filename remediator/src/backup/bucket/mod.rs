@@ -1,7 +1,8 @@
-//! An S3 destination (AWS or any S3-compatible store) through `object_store`: the verified
-//! snapshot is uploaded in parts (memory bounded whatever its size), confirmed by the store's
-//! multipart ETag (the md5 of each part's md5, computed here from what was sent) or, where the
-//! store's ETag is not that, by reading it back and checking it against etcd's trailer; only
+//! A bucket destination (S3 or S3-compatible, Google Cloud Storage, Azure Blob) through
+//! `object_store`: the verified snapshot is uploaded in parts (memory bounded whatever its
+//! size), confirmed by the store's multipart ETag (the md5 of each part's md5, computed here
+//! from what was sent, as S3 gives it) or, where the store's ETag is not that (Azure's is
+//! opaque), by reading it back and checking it against etcd's trailer; only
 //! then is its manifest written: a backup without a manifest never counts, and a failed
 //! attempt aborts its upload and removes what it wrote.
 
@@ -9,20 +10,17 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use etcdmedic_cluster::config::{ClusterName, S3Target};
+use etcdmedic_cluster::config::{ClusterName, Destination};
 use futures::StreamExt;
-use object_store::aws::AmazonS3Builder;
 use object_store::path::Path as Key;
-use object_store::{
-    BackoffConfig, ClientOptions, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig,
-    WriteMultipart,
-};
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
 use tokio::io::AsyncReadExt;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 mod etag;
 mod kept;
+mod open;
 mod streamed;
 
 pub(crate) use streamed::Streamed;
@@ -46,69 +44,41 @@ pub(crate) struct Bucket {
     store: Arc<dyn ObjectStore>,
     /// `<prefix>/<cluster>`: only checked names become key segments.
     dir: Key,
-    bucket: String,
+    /// The bucket's URL, for output.
+    shown_as: String,
     destination: String,
     cluster: String,
 }
 
 impl Bucket {
     pub(crate) fn open(
-        destination: &str,
-        target: &S3Target,
+        destination: &Destination,
         cluster: &ClusterName,
     ) -> Result<Bucket, BackupError> {
-        let mut builder = AmazonS3Builder::from_env()
-            .with_bucket_name(&target.bucket)
-            .with_virtual_hosted_style_request(!target.path_style)
-            // The payload is confirmed by the multipart ETag (or read back) instead: hashing
-            // every part again for the signature halves the upload's speed for nothing.
-            .with_unsigned_payload(true)
-            .with_retry(RetryConfig {
-                backoff: BackoffConfig::default(),
-                max_retries: 2,
-                retry_timeout: Duration::from_secs(60),
-            })
-            .with_client_options(
-                ClientOptions::new()
-                    .with_connect_timeout(Duration::from_secs(5))
-                    .with_timeout(Duration::from_secs(120)),
-            );
-        if let Some(endpoint) = &target.endpoint {
-            builder = builder
-                .with_endpoint(endpoint)
-                .with_allow_http(endpoint.starts_with("http://"));
-        }
-        if let Some(region) = &target.region {
-            builder = builder.with_region(region);
-        }
-        if let Some(credentials) = &target.credentials {
-            builder = builder
-                .with_access_key_id(credentials.access_key_id.expose())
-                .with_secret_access_key(credentials.secret_access_key.expose());
-        }
-        let store = builder.build().map_err(|err| BackupError::Upload {
-            destination: destination.to_string(),
-            reason: format!("cannot set up the S3 client: {err}"),
+        let opened = open::open(&destination.target).map_err(|reason| BackupError::Upload {
+            destination: destination.name.to_string(),
+            reason,
         })?;
         let dir = Key::from_iter(
-            target
+            opened
                 .prefix
                 .iter()
                 .map(|segment| segment.as_str())
                 .chain([cluster.as_str()]),
         );
         Ok(Bucket {
-            store: Arc::new(store),
+            store: opened.store,
             dir,
-            bucket: target.bucket.clone(),
-            destination: destination.to_string(),
+            shown_as: opened.shown_as,
+            destination: destination.name.to_string(),
             cluster: cluster.to_string(),
         })
     }
 
-    /// `s3://bucket/key` of the object named `file`.
+    /// Where the object named `file` is: `s3://bucket/key`, `gs://bucket/key` or the blob's
+    /// URL.
     pub(crate) fn url(&self, file: &str) -> String {
-        format!("s3://{}/{}", self.bucket, self.dir.clone().join(file))
+        format!("{}/{}", self.shown_as, self.dir.clone().join(file))
     }
 
     fn failed(&self, reason: impl std::fmt::Display) -> BackupError {

@@ -44,7 +44,7 @@ async fn a_store_with_other_etags_is_read_back_and_the_manifest_goes_up_last() {
     let bucket = Bucket {
         store: Arc::new(object_store::memory::InMemory::new()),
         dir: Key::from_iter(["backups", "prod"]),
-        bucket: "b".into(),
+        shown_as: "s3://b".into(),
         destination: "offsite".into(),
         cluster: "prod".into(),
     };

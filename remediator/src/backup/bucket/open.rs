@@ -1,0 +1,124 @@
+//! The `object_store` client of each kind of bucket, with the same retries and timeouts for
+//! all: S3 (and S3-compatible stores), Google Cloud Storage, Azure Blob Storage.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use etcdmedic_cluster::config::{AzureTarget, ClusterName, GcsTarget, S3Target, Target};
+use object_store::aws::AmazonS3Builder;
+use object_store::azure::MicrosoftAzureBuilder;
+use object_store::gcp::GoogleCloudStorageBuilder;
+use object_store::{BackoffConfig, ClientOptions, ObjectStore, RetryConfig};
+
+/// An opened bucket: its client, the URL its objects are shown under (`s3://bucket`,
+/// `gs://bucket`, `https://account.blob.core.windows.net/container`), and the prefix
+/// segments before the cluster's.
+pub(super) struct Opened {
+    pub(super) store: Arc<dyn ObjectStore>,
+    pub(super) shown_as: String,
+    pub(super) prefix: Vec<ClusterName>,
+}
+
+/// `Err` names what could not be set up; a local directory is not a bucket.
+pub(super) fn open(target: &Target) -> Result<Opened, String> {
+    match target {
+        Target::Local { path } => Err(format!("{} is a directory, not a bucket", path.display())),
+        Target::S3(s3) => s3_store(s3),
+        Target::Gcs(gcs) => gcs_store(gcs),
+        Target::Azure(azure) => azure_store(azure),
+    }
+}
+
+fn retry() -> RetryConfig {
+    RetryConfig {
+        backoff: BackoffConfig::default(),
+        max_retries: 2,
+        retry_timeout: Duration::from_secs(60),
+    }
+}
+
+fn client_options(endpoint: Option<&str>) -> ClientOptions {
+    ClientOptions::new()
+        .with_connect_timeout(Duration::from_secs(5))
+        .with_timeout(Duration::from_secs(120))
+        .with_allow_http(endpoint.is_some_and(|e| e.starts_with("http://")))
+}
+
+fn s3_store(target: &S3Target) -> Result<Opened, String> {
+    let mut builder = AmazonS3Builder::from_env()
+        .with_bucket_name(&target.bucket)
+        .with_virtual_hosted_style_request(!target.path_style)
+        // The payload is confirmed by the multipart ETag (or read back) instead: hashing
+        // every part again for the signature halves the upload's speed for nothing.
+        .with_unsigned_payload(true)
+        .with_retry(retry())
+        .with_client_options(client_options(target.endpoint.as_deref()));
+    if let Some(endpoint) = &target.endpoint {
+        builder = builder.with_endpoint(endpoint);
+    }
+    if let Some(region) = &target.region {
+        builder = builder.with_region(region);
+    }
+    if let Some(credentials) = &target.credentials {
+        builder = builder
+            .with_access_key_id(credentials.access_key_id.expose())
+            .with_secret_access_key(credentials.secret_access_key.expose());
+    }
+    let store = builder
+        .build()
+        .map_err(|err| format!("cannot set up the S3 client: {err}"))?;
+    Ok(Opened {
+        store: Arc::new(store),
+        shown_as: format!("s3://{}", target.bucket),
+        prefix: target.prefix.clone(),
+    })
+}
+
+fn gcs_store(target: &GcsTarget) -> Result<Opened, String> {
+    // Not `from_env`: the only credentials are the configured key or, without one,
+    // Application Default Credentials, which the builder finds itself.
+    let mut builder = GoogleCloudStorageBuilder::new()
+        .with_bucket_name(&target.bucket)
+        .with_retry(retry())
+        .with_client_options(client_options(target.endpoint.as_deref()));
+    if let Some(endpoint) = &target.endpoint {
+        builder = builder.with_base_url(endpoint);
+    }
+    if let Some(key) = &target.service_account {
+        builder = builder.with_service_account_key(key.expose());
+    }
+    let store = builder
+        .build()
+        .map_err(|err| format!("cannot set up the Google Cloud Storage client: {err}"))?;
+    Ok(Opened {
+        store: Arc::new(store),
+        shown_as: format!("gs://{}", target.bucket),
+        prefix: target.prefix.clone(),
+    })
+}
+
+fn azure_store(target: &AzureTarget) -> Result<Opened, String> {
+    let mut builder = MicrosoftAzureBuilder::from_env()
+        .with_account(&target.account)
+        .with_container_name(&target.container)
+        .with_retry(retry())
+        .with_client_options(client_options(target.endpoint.as_deref()));
+    let account_url = match &target.endpoint {
+        Some(endpoint) => {
+            builder = builder.with_endpoint(endpoint.clone());
+            endpoint.clone()
+        }
+        None => format!("https://{}.blob.core.windows.net", target.account),
+    };
+    if let Some(key) = &target.account_key {
+        builder = builder.with_access_key(key.expose());
+    }
+    let store = builder
+        .build()
+        .map_err(|err| format!("cannot set up the Azure Blob Storage client: {err}"))?;
+    Ok(Opened {
+        store: Arc::new(store),
+        shown_as: format!("{account_url}/{}", target.container),
+        prefix: target.prefix.clone(),
+    })
+}
