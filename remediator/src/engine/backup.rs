@@ -3,10 +3,9 @@
 //! same per-cluster lock as a run, so a backup and a remediation never overlap. Older backups
 //! beyond the retention are removed only once the new one is verified in that destination.
 
-use std::path::Path;
 use std::time::SystemTime;
 
-use etcdmedic_cluster::config::{BackupSettings, ClusterName, Compression, Destination, Target};
+use etcdmedic_cluster::config::{BackupSettings, ClusterName, Compression, Destination};
 use etcdmedic_cluster::model::ClusterStatus;
 use serde::Serialize;
 use tokio::time::Instant;
@@ -15,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use super::etcd::Etcd;
 use super::Remediator;
 use crate::backup::bucket::{Bucket, Streamed};
-use crate::backup::{drill, local, BackupError, BackupReport, Landed, Manifest, RecordedHash};
+use crate::backup::{BackupError, BackupReport, Manifest, RecordedHash};
 use crate::lock::RunLock;
 use crate::plan::member_ref;
 use crate::report::MemberRef;
@@ -83,42 +82,33 @@ impl<E: Etcd> Remediator<E> {
             }
             None => (None, None),
         };
-        let saved = snapshot::save_teed(
-            stream,
-            &stream_dir,
-            &name,
-            self.settings.snapshot_timeout,
-            stop,
-            progress,
-            tee,
-        )
-        .await;
-        let streamed = match receiving {
-            Some((destination, upload)) => match upload.await {
-                Ok(Ok(streamed)) => Some((destination, streamed)),
-                Ok(Err(reason)) => {
-                    tracing::warn!(%cluster, %destination, %reason, "backup: the upload beside the stream failed; uploading the saved file instead");
-                    None
-                }
-                Err(err) => {
-                    tracing::warn!(%cluster, %destination, error = %err, "backup: the upload beside the stream ended; uploading the saved file instead");
-                    None
-                }
-            },
-            None => None,
-        };
+        // The member hashes its keyspace at the revision while it streams the snapshot: the
+        // recorded HashKV costs the backup no time of its own.
+        let (saved, hash_kv) = tokio::join!(
+            snapshot::save_teed(
+                stream,
+                &stream_dir,
+                &name,
+                self.settings.snapshot_timeout,
+                stop,
+                progress,
+                tee,
+            ),
+            self.recorded_hash(&member, status.revision)
+        );
         let saved = match saved {
             Ok(saved) => saved,
             Err(err) => {
-                if let Some((_, streamed)) = &streamed {
+                if let Some((_, streamed)) = finish_upload(receiving, &cluster).await {
                     streamed.discard().await;
                 }
                 return Err(err.into());
             }
         };
-        let manifest = Manifest {
+        tracing::info!(%cluster, size_bytes = saved.size_bytes, seconds = started.elapsed().as_secs_f64(), "backup: snapshot received and checked");
+        let mut manifest = Manifest {
             cluster: cluster.to_string(),
-            hash_kv: self.recorded_hash(&member, status.revision).await,
+            hash_kv,
             member,
             revision: status.revision,
             etcd_version: status.version.clone(),
@@ -130,9 +120,23 @@ impl<E: Etcd> Remediator<E> {
             etcdmedic_version: etcdmedic_cluster::build_info::VERSION.to_string(),
             restore_drill: None,
         };
-        let landing = self
-            .prove_and_land(backup, &destinations, &saved.path, manifest, streamed, stop)
-            .await;
+        // The drill runs on the saved file while the bucket completes the upload.
+        let (streamed, proven) = tokio::join!(
+            finish_upload(receiving, &cluster),
+            self.prove(backup, &saved.path, &mut manifest, stop)
+        );
+        let landing = match proven {
+            Ok(()) => {
+                self.land_all(backup, &destinations, &saved.path, manifest, streamed, stop)
+                    .await
+            }
+            Err(err) => {
+                if let Some((_, streamed)) = &streamed {
+                    streamed.discard().await;
+                }
+                Err(err)
+            }
+        };
         if staged || matches!(landing, Err(BackupError::Drill(_))) {
             // Staged: every copy is made. Failed its drill: not a backup, kept nowhere.
             let _ = tokio::fs::remove_file(&saved.path).await;
@@ -165,68 +169,6 @@ impl<E: Etcd> Remediator<E> {
             }
         }
     }
-
-    /// Proves the verified snapshot `db` by its restore drill (when drills are on), then puts
-    /// it with its manifest in every destination; the destinations it could not reach are
-    /// reported, not fatal. Called with the cluster's lock held.
-    pub(super) async fn prove_and_land(
-        &self,
-        backup: &BackupSettings,
-        destinations: &[&Destination],
-        db: &Path,
-        mut manifest: Manifest,
-        streamed: Option<(String, Streamed)>,
-        stop: &CancellationToken,
-    ) -> Result<(Manifest, Vec<Landed>, Vec<Missed>), BackupError> {
-        let cluster = self.etcd.cluster().clone();
-        if let Some(settings) = &backup.restore_drill {
-            let scratch = snapshot::cluster_dir(&self.settings.snapshot_dir, &cluster);
-            let record = drill::run(settings, db, &manifest, &scratch, stop).await;
-            let failed = (!record.passed).then(|| record.reason.clone().unwrap_or_default());
-            manifest.restore_drill = Some(record);
-            if let Some(reason) = failed {
-                if let Some((_, streamed)) = &streamed {
-                    streamed.discard().await;
-                }
-                return Err(BackupError::Drill(reason));
-            }
-        }
-        let mut landed = Vec::new();
-        let mut missed = Vec::new();
-        for destination in destinations {
-            if stop.is_cancelled() {
-                return Err(BackupError::Stopped);
-            }
-            let already = streamed
-                .as_ref()
-                .filter(|(name, _)| name == destination.name.as_str())
-                .map(|(_, streamed)| streamed);
-            let result = match already {
-                Some(streamed) => {
-                    match record_streamed(destination, streamed, &manifest, backup, stop).await {
-                        Ok(done) => Ok(done),
-                        Err(reason) => {
-                            tracing::warn!(%cluster, destination = %destination.name, %reason, "backup: the object uploaded beside the stream did not check out; uploading the saved file");
-                            land(destination, db, &cluster, &manifest, backup, stop).await
-                        }
-                    }
-                }
-                None => land(destination, db, &cluster, &manifest, backup, stop).await,
-            };
-            match result {
-                Ok(done) => landed.push(done),
-                Err(BackupError::Stopped) => return Err(BackupError::Stopped),
-                Err(err) => {
-                    tracing::error!(%cluster, destination = %destination.name, error = %err, "backup: a destination failed");
-                    missed.push(Missed {
-                        destination: destination.name.to_string(),
-                        reason: err.to_string(),
-                    });
-                }
-            }
-        }
-        Ok((manifest, landed, missed))
-    }
 }
 
 /// The name of a stored copy of the snapshot `name`.
@@ -256,68 +198,22 @@ fn streaming_destination(
         })
 }
 
-/// Records the object uploaded while the snapshot streamed, then applies the retention.
-async fn record_streamed(
-    destination: &Destination,
-    streamed: &Streamed,
-    manifest: &Manifest,
-    backup: &BackupSettings,
-    stop: &CancellationToken,
-) -> Result<Landed, String> {
-    let verified_by = streamed.record(manifest, stop).await?;
-    let bucket = streamed.bucket();
-    let removed = bucket.retention(backup).await.map_err(|e| e.to_string())?;
-    Ok(Landed {
-        destination: destination.name.to_string(),
-        kind: destination.kind().into(),
-        location: bucket.url(&manifest.file),
-        verified_by: verified_by.into(),
-        streamed: true,
-        removed,
-    })
-}
-
-/// Puts the verified snapshot at `db` into `destination` with its manifest, then applies the
-/// retention there.
-async fn land(
-    destination: &Destination,
-    db: &Path,
+/// Waits for the upload beside the stream to complete: the object, not yet counted, or
+/// `None` when there was none or it failed (the saved file is uploaded instead).
+async fn finish_upload(
+    receiving: Option<(String, tokio::task::JoinHandle<Result<Streamed, String>>)>,
     cluster: &ClusterName,
-    manifest: &Manifest,
-    backup: &BackupSettings,
-    stop: &CancellationToken,
-) -> Result<Landed, BackupError> {
-    let name = destination.name.to_string();
-    match &destination.target {
-        Target::Local { path } => {
-            let dir = snapshot::cluster_dir(path, cluster);
-            let db = if db.parent() == Some(dir.as_path()) {
-                db.to_path_buf()
-            } else {
-                local::copy_verified(db, &dir, manifest).await?
-            };
-            let removed = local::finish(&db, manifest, backup).await?;
-            Ok(Landed {
-                destination: name,
-                kind: "local".into(),
-                location: db.display().to_string(),
-                verified_by: "trailer".into(),
-                streamed: false,
-                removed,
-            })
+) -> Option<(String, Streamed)> {
+    let (destination, upload) = receiving?;
+    match upload.await {
+        Ok(Ok(streamed)) => Some((destination, streamed)),
+        Ok(Err(reason)) => {
+            tracing::warn!(%cluster, %destination, %reason, "backup: the upload beside the stream failed; uploading the saved file instead");
+            None
         }
-        Target::S3(_) | Target::Gcs(_) | Target::Azure(_) => {
-            let bucket = Bucket::open(destination, cluster)?;
-            let verified_by = bucket.upload(db, manifest, stop).await?;
-            let removed = bucket.retention(backup).await?;
-            Ok(Landed {
-                destination: name,
-                kind: destination.kind().into(),
-                location: bucket.url(&manifest.file),
-                verified_by: verified_by.into(),
-                streamed: false,
-                removed,
-            })
+        Err(err) => {
+            tracing::warn!(%cluster, %destination, error = %err, "backup: the upload beside the stream ended; uploading the saved file instead");
+            None
         }
     }
 }

@@ -112,15 +112,8 @@ impl<E: Etcd> Remediator<E> {
                 restore_drill: None,
             };
             let destinations: Vec<&Destination> = self.backup.destinations.iter().collect();
-            self.prove_and_land(
-                &self.backup,
-                &destinations,
-                &taken.path,
-                manifest,
-                None,
-                stop,
-            )
-            .await
+            self.prove_and_land(&self.backup, &destinations, &taken.path, manifest, stop)
+                .await
         }
         .await;
         match kept {

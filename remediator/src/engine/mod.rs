@@ -22,6 +22,7 @@ pub(crate) mod drill;
 pub(crate) mod error;
 pub(crate) mod etcd;
 mod keep_snapshot;
+mod land;
 mod leader;
 mod live;
 mod nospace;

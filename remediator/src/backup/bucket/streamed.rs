@@ -61,7 +61,14 @@ impl Bucket {
             let _ = writer.abort().await;
             return Err(reason);
         }
-        match writer.finish().await {
+        let completing = tokio::time::Instant::now();
+        let finished = writer.finish().await;
+        tracing::info!(
+            destination = %self.destination,
+            seconds = completing.elapsed().as_secs_f64(),
+            "backup: the upload beside the stream is complete"
+        );
+        match finished {
             Ok(put) => Ok(Streamed {
                 bucket: self,
                 file,

@@ -1,0 +1,171 @@
+//! Where a backup goes once its snapshot is saved and checked: the restore drill proves it,
+//! then it lands in every destination (the object already uploaded beside the stream is
+//! recorded instead of uploaded again), each destination's retention applied once the new
+//! copy is verified there.
+
+use std::path::Path;
+
+use etcdmedic_cluster::config::{BackupSettings, ClusterName, Destination, Target};
+use tokio_util::sync::CancellationToken;
+
+use super::backup::Missed;
+use super::etcd::Etcd;
+use super::Remediator;
+use crate::backup::bucket::{Bucket, Streamed};
+use crate::backup::{drill, local, BackupError, Landed, Manifest};
+use crate::snapshot;
+
+impl<E: Etcd> Remediator<E> {
+    /// Proves the verified snapshot `db` by its restore drill (when drills are on), then puts
+    /// it with its manifest in every destination. Called with the cluster's lock held.
+    pub(super) async fn prove_and_land(
+        &self,
+        backup: &BackupSettings,
+        destinations: &[&Destination],
+        db: &Path,
+        mut manifest: Manifest,
+        stop: &CancellationToken,
+    ) -> Result<(Manifest, Vec<Landed>, Vec<Missed>), BackupError> {
+        self.prove(backup, db, &mut manifest, stop).await?;
+        self.land_all(backup, destinations, db, manifest, None, stop)
+            .await
+    }
+
+    /// The restore drill of `db` (when drills are on), its record put in the manifest; `Err`
+    /// when it failed: then the snapshot is not a backup.
+    pub(super) async fn prove(
+        &self,
+        backup: &BackupSettings,
+        db: &Path,
+        manifest: &mut Manifest,
+        stop: &CancellationToken,
+    ) -> Result<(), BackupError> {
+        let Some(settings) = &backup.restore_drill else {
+            return Ok(());
+        };
+        let scratch = snapshot::cluster_dir(&self.settings.snapshot_dir, self.etcd.cluster());
+        let record = drill::run(settings, db, manifest, &scratch, stop).await;
+        let failed = (!record.passed).then(|| record.reason.clone().unwrap_or_default());
+        manifest.restore_drill = Some(record);
+        match failed {
+            Some(reason) => Err(BackupError::Drill(reason)),
+            None => Ok(()),
+        }
+    }
+
+    /// Puts the proven snapshot `db` with its manifest in every destination (recording the
+    /// object `streamed` uploaded beside the stream where it went); the destinations it could
+    /// not reach are reported, not fatal.
+    pub(super) async fn land_all(
+        &self,
+        backup: &BackupSettings,
+        destinations: &[&Destination],
+        db: &Path,
+        manifest: Manifest,
+        streamed: Option<(String, Streamed)>,
+        stop: &CancellationToken,
+    ) -> Result<(Manifest, Vec<Landed>, Vec<Missed>), BackupError> {
+        let cluster = self.etcd.cluster().clone();
+        let mut landed = Vec::new();
+        let mut missed = Vec::new();
+        for destination in destinations {
+            if stop.is_cancelled() {
+                return Err(BackupError::Stopped);
+            }
+            let already = streamed
+                .as_ref()
+                .filter(|(name, _)| name == destination.name.as_str())
+                .map(|(_, streamed)| streamed);
+            let result = match already {
+                Some(streamed) => {
+                    match record_streamed(destination, streamed, &manifest, backup, stop).await {
+                        Ok(done) => Ok(done),
+                        Err(reason) => {
+                            tracing::warn!(%cluster, destination = %destination.name, %reason, "backup: the object uploaded beside the stream did not check out; uploading the saved file");
+                            land(destination, db, &cluster, &manifest, backup, stop).await
+                        }
+                    }
+                }
+                None => land(destination, db, &cluster, &manifest, backup, stop).await,
+            };
+            match result {
+                Ok(done) => landed.push(done),
+                Err(BackupError::Stopped) => return Err(BackupError::Stopped),
+                Err(err) => {
+                    tracing::error!(%cluster, destination = %destination.name, error = %err, "backup: a destination failed");
+                    missed.push(Missed {
+                        destination: destination.name.to_string(),
+                        reason: err.to_string(),
+                    });
+                }
+            }
+        }
+        Ok((manifest, landed, missed))
+    }
+}
+
+/// Records the object uploaded while the snapshot streamed, then applies the retention.
+async fn record_streamed(
+    destination: &Destination,
+    streamed: &Streamed,
+    manifest: &Manifest,
+    backup: &BackupSettings,
+    stop: &CancellationToken,
+) -> Result<Landed, String> {
+    let verified_by = streamed.record(manifest, stop).await?;
+    let bucket = streamed.bucket();
+    let removed = bucket.retention(backup).await.map_err(|e| e.to_string())?;
+    Ok(Landed {
+        destination: destination.name.to_string(),
+        kind: destination.kind().into(),
+        location: bucket.url(&manifest.file),
+        verified_by: verified_by.into(),
+        streamed: true,
+        removed,
+    })
+}
+
+/// Puts the verified snapshot at `db` into `destination` with its manifest, then applies the
+/// retention there.
+async fn land(
+    destination: &Destination,
+    db: &Path,
+    cluster: &ClusterName,
+    manifest: &Manifest,
+    backup: &BackupSettings,
+    stop: &CancellationToken,
+) -> Result<Landed, BackupError> {
+    let name = destination.name.to_string();
+    match &destination.target {
+        Target::Local { path } => {
+            let dir = snapshot::cluster_dir(path, cluster);
+            let db = if db.parent() == Some(dir.as_path()) {
+                db.to_path_buf()
+            } else {
+                local::copy_verified(db, &dir, manifest).await?
+            };
+            let removed = local::finish(&db, manifest, backup).await?;
+            Ok(Landed {
+                destination: name,
+                kind: "local".into(),
+                location: db.display().to_string(),
+                verified_by: "trailer".into(),
+                streamed: false,
+                removed,
+            })
+        }
+        Target::S3(_) | Target::Gcs(_) | Target::Azure(_) => {
+            let bucket = Bucket::open(destination, cluster)?;
+            let verified_by = bucket.upload(db, manifest, stop).await?;
+            let removed = bucket.retention(backup).await?;
+            Ok(Landed {
+                destination: name,
+                kind: destination.kind().into(),
+                location: bucket.url(&manifest.file),
+                verified_by: verified_by.into(),
+                streamed: false,
+                removed,
+            })
+        }
+    }
+}
