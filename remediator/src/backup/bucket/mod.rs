@@ -33,7 +33,7 @@ use etag::{Etags, PartDigests};
 /// S3 takes parts of at least 5 MiB; with a few in flight, the upload holds a bounded
 /// amount of memory whatever the snapshot's size.
 const PART_SIZE: usize = 8 * 1024 * 1024;
-const PARTS_IN_FLIGHT: usize = 4;
+const PARTS_IN_FLIGHT: usize = 3;
 /// Whole attempts at one backup's upload, after `object_store`'s own per-request retries.
 const ATTEMPTS: u32 = 3;
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
