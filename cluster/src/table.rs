@@ -3,7 +3,8 @@
 
 use crate::model::{ClusterStatus, MemberStatus, QuotaSource};
 
-const HEADERS: [&str; 13] = [
+/// The columns of [`render`] and [`member_row`], in order.
+pub const HEADERS: [&str; 13] = [
     "ENDPOINT",
     "NAME",
     "MEMBER",
@@ -90,7 +91,8 @@ fn quota_note(cluster: &ClusterStatus, with_cluster: bool) -> Option<String> {
     ))
 }
 
-fn member_row(member: &MemberStatus) -> Vec<String> {
+/// One member's cells, under [`HEADERS`]; `-` where an unreachable member left them empty.
+pub fn member_row(member: &MemberStatus) -> Vec<String> {
     let id = member.id.map_or("-".to_string(), |id| id.to_string());
     let name = member.name.clone().unwrap_or_else(|| "-".into());
     let mut errors: Vec<String> = member

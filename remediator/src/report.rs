@@ -154,6 +154,17 @@ pub enum MemberAction {
     Failed,
 }
 
+impl MemberAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MemberAction::Defragmented => "defragmented",
+            MemberAction::Skipped => "skipped",
+            MemberAction::NotReached => "not reached",
+            MemberAction::Failed => "failed",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MemberReport {
     pub member: MemberRef,

@@ -1,5 +1,5 @@
 //! Azurite, Microsoft's Azure Storage emulator (npm `azurite`, installed by
-//! scripts/install-deps.sh under /opt/etcdmedic-azurite), serving Blob Storage on a free
+//! scripts/install-deps.sh under /opt/etcdmedic-deps/azurite), serving Blob Storage on a free
 //! loopback port with its data in a temp dir and a container made. The test reads the
 //! container with Azure's own Python client (azure-storage-blob), straight from the emulator.
 
@@ -21,7 +21,7 @@ pub const ACCOUNT_KEY: &str =
 fn program() -> PathBuf {
     std::env::var_os("AZURITE_BLOB")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/opt/etcdmedic-azurite/node_modules/.bin/azurite-blob"))
+        .unwrap_or_else(|| crate::python::deps_dir().join("azurite/node_modules/.bin/azurite-blob"))
 }
 
 pub struct Azurite {

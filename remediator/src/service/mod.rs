@@ -28,6 +28,7 @@ mod payload;
 mod scheduler;
 pub mod settings;
 mod store;
+mod ui;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -113,6 +114,8 @@ pub async fn serve(
             .tls
             .as_ref()
             .is_some_and(|tls| tls.requires_client_certificate),
+        sessions: ui::Sessions::default(),
+        serves_tls: settings.tls.is_some(),
     };
     let router = http::router(app);
     let dispatcher = tokio::spawn(scheduler.clone().dispatch());

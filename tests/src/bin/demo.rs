@@ -41,6 +41,7 @@ const DEMO_FRAGMENTATION: Fragmentation = Fragmentation {
 #[derive(Debug, Parser)]
 #[command(
     name = "etcdmedic-demo",
+    version = etcdmedic_cluster::build_info::VERSION_LONG,
     about = "A local etcd cluster watched by etcdmedic"
 )]
 struct Cli {
@@ -223,9 +224,9 @@ etcdmedic demo is running.
   etcd members   {members}
   config         {config}
   exporter       {url}/   (log {exporter_log})
-  remediator     {service_url}/api/v1/runs   (log {remediator_log}; webhook token {token})
-  prometheus     {prometheus_url}/alerts
-  alertmanager   {alertmanager_url}/#/alerts
+  remediator     curl -s -H 'Authorization: Bearer {token}' {service_url}/api/v1/runs   (log {remediator_log})
+  prometheus     {prometheus_url}/classic/alerts
+  alertmanager   {alertmanager_url}/api/v2/alerts   (JSON: Debian's Alertmanager has no web pages)
 
 The status table right now (etcdmedic-exporter status):
 

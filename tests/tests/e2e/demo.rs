@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 use etcdmedic_tests::project_binary;
+use tokio::io::{AsyncBufReadExt, BufReader};
 
 /// Runs the demo with `flag` and returns its output, after checking that it exited 0 and
 /// left no process or file behind.
@@ -23,6 +24,12 @@ async fn run_demo(flag: &str, deadline: Duration) -> Result<String> {
         output.status.code(),
         String::from_utf8_lossy(&output.stderr)
     );
+    nothing_left_behind(&stdout)?;
+    Ok(stdout)
+}
+
+/// The demo's directory (the config's) is gone, and no process started under it runs.
+fn nothing_left_behind(stdout: &str) -> Result<()> {
     let config = stdout
         .lines()
         .find_map(|line| line.trim().strip_prefix("config"))
@@ -47,7 +54,7 @@ async fn run_demo(flag: &str, deadline: Duration) -> Result<String> {
         .filter(|cmdline| cmdline.contains(&dir))
         .collect();
     ensure!(left.is_empty(), "processes left running: {left:?}");
-    Ok(stdout)
+    Ok(())
 }
 
 #[tokio::test]
@@ -91,4 +98,67 @@ async fn the_demo_loop_fragments_alerts_and_remediates_within_its_deadline() -> 
         );
     }
     Ok(())
+}
+
+/// Every link the running demo prints answers 200 with a body a person can use (with the
+/// bearer token where the line gives one), with the packages install-deps installs; then
+/// Ctrl-C stops it all.
+#[tokio::test]
+async fn every_link_the_demo_prints_answers() -> Result<()> {
+    let mut demo = tokio::process::Command::new(project_binary("etcdmedic-demo")?)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    let mut lines = BufReader::new(demo.stdout.take().context("no stdout")?).lines();
+    let mut banner = String::new();
+    let read = async {
+        while let Some(line) = lines.next_line().await? {
+            banner.push_str(&line);
+            banner.push('\n');
+            if line.starts_with("Press Ctrl-C") {
+                return Ok(());
+            }
+        }
+        anyhow::bail!("the demo ended before it was ready")
+    };
+    tokio::time::timeout(Duration::from_secs(120), read)
+        .await
+        .context("the demo was not ready within 120s")??;
+
+    let http = etcdmedic_tests::http_client();
+    let mut checked = 0;
+    for line in banner.lines() {
+        let token = line
+            .split_once("Authorization: Bearer ")
+            .and_then(|(_, rest)| rest.split('\'').next());
+        for url in line
+            .split(|c: char| c.is_whitespace() || c == '\'')
+            .filter(|word| word.starts_with("http://"))
+        {
+            let mut request = http.get(url);
+            if let Some(token) = token {
+                request = request.bearer_auth(token);
+            }
+            let response = request.send().await.with_context(|| url.to_string())?;
+            let status = response.status();
+            let body = response.text().await?;
+            ensure!(
+                status == 200 && body.trim().len() > 20,
+                "{url} ({line:?}) answered {status}: {body:.200}"
+            );
+            checked += 1;
+        }
+    }
+    ensure!(checked >= 8, "only {checked} links in:\n{banner}");
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(demo.id().context("no pid")? as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )?;
+    let status = tokio::time::timeout(Duration::from_secs(60), demo.wait())
+        .await
+        .context("the demo did not stop within 60s of Ctrl-C")??;
+    ensure!(status.success(), "{status}");
+    nothing_left_behind(&banner)
 }

@@ -42,12 +42,9 @@ fn files_in(dir: &Path, extensions: &[&str]) -> Result<Vec<PathBuf>> {
 
 /// A tool a test needs, installed by scripts/install-deps.sh.
 fn tool(name: &str) -> Result<PathBuf> {
-    let found = std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
-        .map(|dir| dir.join(name))
-        .find(|path| path.is_file());
-    found.with_context(|| format!("could not find {name} on PATH; run scripts/install-deps.sh"))
+    etcdmedic_tests::python::tool(name).with_context(|| {
+        format!("could not find {name} in the deps' virtual environment or on PATH; run scripts/install-deps.sh")
+    })
 }
 
 #[test]

@@ -30,6 +30,10 @@
 //! - `config_reference`: docs/configuration.md against the keys the config types accept.
 //! - `binary`: config errors refused at start-up, `--config.check`, graceful SIGTERM.
 //! - `demo`: `make demo`'s program starts, reports and cleans up.
+//! - `web_pages`: the remediator's web pages after a real run, behind a login.
+//! - `release`: `make` help, the licence, the image tag and `--version` agree with Cargo.toml.
+//! - `backup*`, `disaster_recovery`: backups to directories, S3, GCS and Azure, restore drills,
+//!   and the documented restore of a whole cluster.
 //! - `support`: helpers shared by the modules above.
 
 mod alert_rules;
@@ -50,6 +54,7 @@ mod http;
 mod live_prometheus;
 mod metrics;
 mod quota;
+mod release;
 mod remediation;
 mod security;
 mod service;
@@ -57,4 +62,5 @@ mod service_hardening;
 mod silent_clusters;
 mod status_command;
 mod support;
+mod web_pages;
 mod windows;

@@ -57,7 +57,7 @@ impl ServiceFiles {
 }
 
 /// An Alertmanager webhook payload (version 4) with one alert.
-fn payload(alertname: &str, cluster: &str, status: &str, starts_at: &str) -> Value {
+pub(crate) fn payload(alertname: &str, cluster: &str, status: &str, starts_at: &str) -> Value {
     let labels = json!({"alertname": alertname, "etcd_cluster": cluster, "severity": "warning"});
     json!({
         "version": "4",
@@ -81,7 +81,7 @@ fn payload(alertname: &str, cluster: &str, status: &str, starts_at: &str) -> Val
     })
 }
 
-fn now_rfc3339() -> String {
+pub(crate) fn now_rfc3339() -> String {
     humantime::format_rfc3339_millis(SystemTime::now()).to_string()
 }
 

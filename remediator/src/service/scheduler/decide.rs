@@ -43,6 +43,7 @@ impl Ledger {
                     action: decision.action.as_str().into(),
                     reason: decision.reason.clone(),
                     run_id: decision.run_id,
+                    generator_url: Some(alert.generator_url.clone()).filter(|u| !u.is_empty()),
                 })?;
                 decisions.push(AlertDecision {
                     alertname: alert.name().map(str::to_string),

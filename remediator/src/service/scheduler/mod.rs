@@ -265,6 +265,17 @@ impl Scheduler {
         self.targets.keys().cloned().collect()
     }
 
+    /// Every configured cluster's members as they answer now, asked at once (each call
+    /// bounded by the cluster's `call_timeout`), by name.
+    pub async fn live_statuses(&self) -> Vec<etcdmedic_cluster::model::ClusterStatus> {
+        futures::future::join_all(
+            self.targets
+                .values()
+                .map(|target| target.remediator.live_status()),
+        )
+        .await
+    }
+
     pub fn knows(&self, cluster: &str) -> bool {
         self.targets.contains_key(cluster)
     }

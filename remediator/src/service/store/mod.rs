@@ -148,6 +148,9 @@ pub struct AlertRecord {
     pub action: String,
     pub reason: String,
     pub run_id: Option<i64>,
+    /// Alertmanager's `generatorURL`: the alert's expression in Prometheus.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub generator_url: Option<String>,
 }
 
 /// A run as the API lists it.

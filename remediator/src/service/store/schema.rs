@@ -23,7 +23,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_millis(250);
 const TABLES: [&str; 3] = ["alerts", "runs", "switches"];
 
 /// Migration `i` brings a file at version `i` to `i + 1`; the last version is `MIGRATIONS.len()`.
-const MIGRATIONS: [&str; 5] = [
+const MIGRATIONS: [&str; 6] = [
     // 1: runs, alerts and the pause switch (the schema before versioning).
     "
 
@@ -159,6 +159,11 @@ CREATE TABLE backups (
     record      TEXT NOT NULL
 );
 CREATE INDEX backups_by_cluster ON backups (cluster, id);
+",
+    // 6: each alert's link to the expression in Prometheus (Alertmanager's `generatorURL`),
+    // for the run's web page; empty for alerts recorded before.
+    "
+ALTER TABLE alerts ADD COLUMN generator_url TEXT NOT NULL DEFAULT '';
 ",
 ];
 

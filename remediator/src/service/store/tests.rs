@@ -289,6 +289,7 @@ fn rows_this_build_cannot_read_are_counted_not_dropped_in_silence() {
             action: "queued".into(),
             reason: String::new(),
             run_id: Some(broken),
+            generator_url: None,
         })
     })
     .unwrap();

@@ -41,6 +41,7 @@ const TARGET_RSS_BYTES: u64 = 30 * 1000 * 1000;
 #[derive(Debug, Parser)]
 #[command(
     name = "etcdmedic-bench",
+    version = etcdmedic_cluster::build_info::VERSION_LONG,
     about = "Benchmarks of etcdmedic against real etcd"
 )]
 struct Cli {

@@ -120,7 +120,7 @@ impl SqliteStore {
             .connection
             .prepare(
                 "SELECT alertname, status, fingerprint, cluster, labels, starts_at, action, \
-                 reason, run_id, id FROM alerts WHERE run_id = ?1 ORDER BY id",
+                 reason, run_id, id, generator_url FROM alerts WHERE run_id = ?1 ORDER BY id",
             )
             .map_err(|err| self.fail(err))?;
         let rows = select
@@ -142,6 +142,7 @@ impl SqliteStore {
                     action: row.get(6)?,
                     reason: row.get(7)?,
                     run_id: row.get(8)?,
+                    generator_url: Some(row.get::<_, String>(10)?).filter(|u| !u.is_empty()),
                 })
             })
             .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>());

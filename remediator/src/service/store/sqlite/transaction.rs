@@ -59,8 +59,8 @@ impl Transaction for SqliteTransaction<'_> {
         self.tx
             .execute(
                 "INSERT INTO alerts (received_at, alertname, status, fingerprint, cluster, \
-                 labels, starts_at, action, reason, run_id) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                 labels, starts_at, action, reason, run_id, generator_url) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                 params![
                     unix(SystemTime::now()),
                     alert.alertname,
@@ -71,7 +71,8 @@ impl Transaction for SqliteTransaction<'_> {
                     alert.starts_at,
                     alert.action,
                     alert.reason,
-                    alert.run_id
+                    alert.run_id,
+                    alert.generator_url.as_deref().unwrap_or("")
                 ],
             )
             .map(drop)
