@@ -18,12 +18,14 @@
 //! - [`alertmanager`]: Debian's Alertmanager routing to the remediator, alone or clustered.
 //! - [`ports`]: free loopback ports.
 //! - [`silent`]: a server that accepts connections and never answers.
+//! - [`browser`]: Debian's Chromium, headless, through chromedriver.
 //! - [`s3`], [`azurite`]: object stores for backups (moto's S3 server, Microsoft's Azurite),
 //!   read by [`python`] scripts with the clouds' own clients.
 
 pub mod alertmanager;
 pub mod azurite;
 pub mod binaries;
+pub mod browser;
 pub mod certs;
 pub mod etcd;
 pub mod exporter;

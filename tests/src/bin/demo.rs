@@ -224,7 +224,7 @@ etcdmedic demo is running.
   etcd members   {members}
   config         {config}
   exporter       {url}/   (log {exporter_log})
-  remediator     curl -s -H 'Authorization: Bearer {token}' {service_url}/api/v1/runs   (log {remediator_log})
+  remediator     {service_url}/   (web pages: log in with the token {token}; log {remediator_log})
   prometheus     {prometheus_url}/classic/alerts
   alertmanager   {alertmanager_url}/api/v2/alerts   (JSON: Debian's Alertmanager has no web pages)
 
@@ -237,6 +237,7 @@ Look around:
 
 Fragment the cluster (160 MiB written, then compacted, 20 MiB kept), then watch:
   {demo_bin} fragment --config {config}
+  {service_url}/ui/runs   (in a browser: the run step by step, its alerts, the sizes)
   tail -f {remediator_log}
   curl -s -H 'Authorization: Bearer {token}' {service_url}/api/v1/runs
 
@@ -255,7 +256,10 @@ defragments the members one at a time, the leader last. Or run the same by hand:
   {remediator_bin} run --config {config} --cluster demo --dry-run
 
 Press Ctrl-C to stop everything; the data is removed.",
-        members = cluster.endpoints().join(", "),
+        members = format!(
+            "ETCDCTL_API=3 etcdctl --endpoints={} endpoint status -w table",
+            cluster.endpoints().join(",")
+        ),
         config = config.display(),
         exporter_log = exporter_log.display(),
         remediator_log = remediator_log.display(),

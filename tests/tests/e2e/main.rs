@@ -30,7 +30,8 @@
 //! - `config_reference`: docs/configuration.md against the keys the config types accept.
 //! - `binary`: config errors refused at start-up, `--config.check`, graceful SIGTERM.
 //! - `demo`: `make demo`'s program starts, reports and cleans up.
-//! - `web_pages`: the remediator's web pages after a real run, behind a login.
+//! - `web_pages`, `browser`: the remediator's web pages after a real run, behind a login, over
+//!   HTTP and in Chromium.
 //! - `release`: `make` help, the licence, the image tag and `--version` agree with Cargo.toml.
 //! - `backup*`, `disaster_recovery`: backups to directories, S3, GCS and Azure, restore drills,
 //!   and the documented restore of a whole cluster.
@@ -44,6 +45,7 @@ mod backup_offsite;
 mod backup_remediation;
 mod backup_service;
 mod binary;
+mod browser;
 mod client_impact;
 mod config_reference;
 mod dashboards;

@@ -8,9 +8,10 @@
 use std::collections::BTreeSet;
 
 use anyhow::{ensure, Context, Result};
-use etcdmedic_tests::{EtcdVersion, RemediatorService};
+use etcdmedic_tests::{EtcdCluster, EtcdVersion, RemediatorService};
 use reqwest::header;
 use reqwest::redirect::Policy;
+use serde_json::Value;
 
 use crate::service::{fragmented_cluster, now_rfc3339, payload, ServiceFiles, RUN_TIMEOUT, TOKEN};
 
@@ -31,8 +32,16 @@ fn local_links(page: &str) -> BTreeSet<String> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_pages_show_a_real_run_behind_a_login() -> Result<()> {
+/// A real cluster remediated by the service from an alert: everything the pages show.
+pub(crate) struct ServedRun {
+    pub(crate) cluster: EtcdCluster,
+    pub(crate) service: RemediatorService,
+    pub(crate) id: i64,
+    pub(crate) run: Value,
+    _files: ServiceFiles,
+}
+
+pub(crate) async fn served_run() -> Result<ServedRun> {
     let cluster = fragmented_cluster(EtcdVersion::V3_5).await?;
     let files = ServiceFiles::new()?;
     let config = files.write_config(&cluster.config_entry("prod-a"), "")?;
@@ -51,6 +60,24 @@ async fn the_pages_show_a_real_run_behind_a_login() -> Result<()> {
         .with_context(|| format!("no run queued: {accepted}"))?;
     let run = service.wait_for_run(id, RUN_TIMEOUT).await?;
     ensure!(run["outcome"] == "succeeded", "{run}");
+    Ok(ServedRun {
+        cluster,
+        service,
+        id,
+        run,
+        _files: files,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pages_show_a_real_run_behind_a_login() -> Result<()> {
+    let ServedRun {
+        cluster,
+        service,
+        id,
+        run,
+        ..
+    } = served_run().await?;
     let sha256 = run["report"]["snapshot"]["sha256"]
         .as_str()
         .context("no snapshot")?;

@@ -61,7 +61,7 @@ pub(in crate::service::ui) async fn overview(State(app): State<App>) -> Response
     let content = html! {
         p class="facts" {
             span { "Runs: " b { @if paused { "paused" } @else { "taken as alerts ask" } } }
-            span { (cards.len()) " clusters" }
+            span { (cards.len()) @if cards.len() == 1 { " cluster" } @else { " clusters" } }
             @if busy { span { "this page reloads every 5 s while a run is queued or under way" } }
         }
         @for card in &cards { (cluster_card(card)) }

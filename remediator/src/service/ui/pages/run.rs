@@ -69,7 +69,7 @@ fn summary(detail: &RunDetail) -> Markup {
             }
             div class="facts" {
                 span { "Cluster " b { (run.cluster) } }
-                span { "Started by " b { (run.source.as_str()) } ": " span class="mono" { (run.trigger) } }
+                span { "Started by " span class="mono" { (run.trigger) } }
                 span { "Requested " b { (time(run.created_at)) } }
                 @if let Some(at) = run.started_at { span { "Started " b { (time(at)) } } }
                 @if let Some(took) = took { span { "Took " b { (took) } } }

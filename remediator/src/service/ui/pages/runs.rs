@@ -119,7 +119,7 @@ pub(in crate::service::ui) async fn runs(
                                 td { (run.cluster) }
                                 td { (badge(run.outcome.map_or(run.state.as_str(), |o| o.as_str())))
                                      @if run.dry_run { " " span class="muted" { "dry run" } } }
-                                td { (run.source.as_str()) ": " span class="mono" { (run.trigger) } }
+                                td class="mono" { (run.trigger) }
                                 td { (time(run.created_at)) }
                                 td class="num" {
                                     @if let (Some(started), Some(finished)) = (run.started_at, run.finished_at) {
