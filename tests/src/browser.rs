@@ -105,15 +105,19 @@ impl Browser {
     /// Waits until the page's path (and query) is `path`.
     pub async fn wait_for_path(&self, path: &str) -> Result<()> {
         let client = self.client()?;
-        eventually(&format!("the browser shows {path}"), Duration::from_secs(15), || async {
-            let url = client.current_url().await?;
-            let shown = match url.query() {
-                Some(query) => format!("{}?{query}", url.path()),
-                None => url.path().to_string(),
-            };
-            ensure!(shown == path, "at {url}");
-            Ok(())
-        })
+        eventually(
+            &format!("the browser shows {path}"),
+            Duration::from_secs(15),
+            || async {
+                let url = client.current_url().await?;
+                let shown = match url.query() {
+                    Some(query) => format!("{}?{query}", url.path()),
+                    None => url.path().to_string(),
+                };
+                ensure!(shown == path, "at {url}");
+                Ok(())
+            },
+        )
         .await
     }
 
@@ -160,10 +164,16 @@ impl WebDriverCompatibleCommand for BrowserLog {
         base_url: &url::Url,
         session_id: Option<&str>,
     ) -> Result<url::Url, url::ParseError> {
-        base_url.join(&format!("session/{}/se/log", session_id.unwrap_or_default()))
+        base_url.join(&format!(
+            "session/{}/se/log",
+            session_id.unwrap_or_default()
+        ))
     }
 
     fn method_and_body(&self, _: &url::Url) -> (http::Method, Option<String>) {
-        (http::Method::POST, Some(r#"{"type":"browser"}"#.to_string()))
+        (
+            http::Method::POST,
+            Some(r#"{"type":"browser"}"#.to_string()),
+        )
     }
 }

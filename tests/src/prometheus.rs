@@ -181,14 +181,34 @@ impl Prometheus {
 /// The rules file with every `for:` and `keep_firing_for:` shortened, so a test sees alerts
 /// within seconds; nothing else changes.
 pub fn with_short_durations(rules: &str, for_: &str, keep_firing_for: &str) -> String {
+    shorten(rules, None, for_, keep_firing_for)
+}
+
+/// The same, for the named alerts only: the others keep the durations they have in
+/// production, so they fire only when they would there.
+pub fn with_short_durations_for(
+    rules: &str,
+    alerts: &[&str],
+    for_: &str,
+    keep_firing_for: &str,
+) -> String {
+    shorten(rules, Some(alerts), for_, keep_firing_for)
+}
+
+fn shorten(rules: &str, only: Option<&[&str]>, for_: &str, keep_firing_for: &str) -> String {
+    let mut current = String::new();
     rules
         .lines()
         .map(|line| {
             let trimmed = line.trim_start();
             let indent = &line[..line.len() - trimmed.len()];
-            if trimmed.starts_with("for: ") {
+            if let Some(name) = trimmed.strip_prefix("- alert: ") {
+                current = name.trim().to_string();
+            }
+            let chosen = only.is_none_or(|names| names.contains(&current.as_str()));
+            if chosen && trimmed.starts_with("for: ") {
                 format!("{indent}for: {for_}")
-            } else if trimmed.starts_with("keep_firing_for: ") {
+            } else if chosen && trimmed.starts_with("keep_firing_for: ") {
                 format!("{indent}keep_firing_for: {keep_firing_for}")
             } else {
                 line.to_string()
@@ -203,4 +223,19 @@ pub fn repository_file(path: &str) -> Result<String> {
     let full: PathBuf = crate::generated::repository_root().join(path);
     std::fs::read_to_string(&full)
         .with_context(|| format!("reading {}", Path::new(&full).display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_named_alerts_are_shortened() {
+        let rules = "groups:\n  - rules:\n      - alert: A\n        for: 10m\n        \
+                     keep_firing_for: 30m\n      - alert: B\n        for: 1h\n";
+        let short = with_short_durations_for(rules, &["A"], "5s", "1m");
+        assert!(short.contains("alert: A\n        for: 5s\n        keep_firing_for: 1m"));
+        assert!(short.contains("alert: B\n        for: 1h"));
+        assert!(!with_short_durations(rules, "5s", "1m").contains("1h"));
+    }
 }

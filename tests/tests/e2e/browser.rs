@@ -71,28 +71,51 @@ async fn every_page_works_in_chromium() -> Result<()> {
         steps.len()
     );
     let bars = client.find_all(Locator::Css("svg.sizes rect.file")).await?;
-    ensure!(bars.len() >= 6, "{} bars: before and after of 3 members", bars.len());
+    ensure!(
+        bars.len() >= 6,
+        "{} bars: before and after of 3 members",
+        bars.len()
+    );
     let text = client.find(Locator::Css("main")).await?.text().await?;
-    let sha256 = run["report"]["snapshot"]["sha256"].as_str().context("sha256")?;
-    ensure!(text.contains(sha256), "the snapshot's sha256 is not shown:\n{text}");
+    let sha256 = run["report"]["snapshot"]["sha256"]
+        .as_str()
+        .context("sha256")?;
+    ensure!(
+        text.contains(sha256),
+        "the snapshot's sha256 is not shown:\n{text}"
+    );
     let errors = browser.console_errors().await?;
-    ensure!(errors.is_empty(), "console errors on the run's page: {errors:?}");
+    ensure!(
+        errors.is_empty(),
+        "console errors on the run's page: {errors:?}"
+    );
     keep("run", &client.screenshot().await?)?;
 
     // The overview: the cluster's members, and its last run, whose link leads to it.
     client.goto(&format!("{base}/")).await?;
-    let rows = client.find_all(Locator::Css("table.members tbody tr")).await?;
+    let rows = client
+        .find_all(Locator::Css("table.members tbody tr"))
+        .await?;
     ensure!(rows.len() == 3, "{} member rows", rows.len());
-    let table = client.find(Locator::Css("table.members")).await?.text().await?;
+    let table = client
+        .find(Locator::Css("table.members"))
+        .await?
+        .text()
+        .await?;
     ensure!(
         !table.contains("unreachable") && table.contains("3.5."),
         "the members do not answer:\n{table}"
     );
     let errors = browser.console_errors().await?;
-    ensure!(errors.is_empty(), "console errors on the overview: {errors:?}");
+    ensure!(
+        errors.is_empty(),
+        "console errors on the overview: {errors:?}"
+    );
     keep("overview", &client.screenshot().await?)?;
     client
-        .find(Locator::Css(&format!("section.card a[href='/ui/runs/{id}']")))
+        .find(Locator::Css(&format!(
+            "section.card a[href='/ui/runs/{id}']"
+        )))
         .await?
         .click()
         .await?;

@@ -87,9 +87,11 @@ async fn the_demo_starts_the_whole_stack_then_stops_cleanly() -> Result<()> {
 async fn the_demo_loop_fragments_alerts_and_remediates_within_its_deadline() -> Result<()> {
     let stdout = run_demo("--exit-after-remediation", Duration::from_secs(300)).await?;
     for expected in [
-        "EtcdmedicDatabaseHighFragmentation is firing in Prometheus",
-        "the remediator queued run 1 from Alertmanager's webhook",
-        "run 1 succeeded",
+        "EtcdmedicDatabaseHighFragmentation is firing",
+        "Alertmanager delivered it to the remediator's webhook: run 1 queued",
+        "✓ defragment m",
+        "run 1 succeeded: ",
+        "/ui/runs/1 (log in with the token ",
         "Stopped; nothing of the demo is left running.",
     ] {
         ensure!(
