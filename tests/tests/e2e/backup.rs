@@ -12,7 +12,7 @@ use etcdmedic_tests::{project_binary, EtcdCluster, EtcdVersion};
 use serde_json::Value;
 
 use crate::on_each_etcd_version;
-use crate::support::{hex, stderr, stdout, write_file};
+use crate::support::{hex, shape, stderr, stdout, write_file};
 
 on_each_etcd_version!(a_backup_lands_verified_in_every_destination_and_the_oldest_go,);
 
@@ -164,24 +164,6 @@ async fn a_backup_lands_verified_in_every_destination_and_the_oldest_go(
         stderr(&unknown)
     );
     Ok(())
-}
-
-/// A line's shape: words with a digit or a `/` (paths, hashes, sizes, times) and size units
-/// blanked, so output from another cluster compares equal.
-fn shape(line: &str) -> Vec<String> {
-    line.split_whitespace()
-        .enumerate()
-        .map(|(index, word)| {
-            let variable = index == 0
-                || word.chars().any(|c| c.is_ascii_digit() || c == '/')
-                || matches!(word, "B," | "kB," | "MB," | "GB,");
-            if variable {
-                "_".to_string()
-            } else {
-                word.to_string()
-            }
-        })
-        .collect()
 }
 
 /// The README's `backup` and `drill` lines have the shape of what the commands print now.

@@ -4,8 +4,11 @@
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
+use etcdmedic_tests::generated::repository_root;
 use etcdmedic_tests::project_binary;
 use tokio::io::{AsyncBufReadExt, BufReader};
+
+use crate::support::shape;
 
 /// Runs the demo with `flag` and returns its output, after checking that it exited 0 and
 /// left no process or file behind.
@@ -83,9 +86,70 @@ async fn the_demo_starts_the_whole_stack_then_stops_cleanly() -> Result<()> {
     Ok(())
 }
 
+/// The lines of the README's fenced block that starts with `first`, without the progress
+/// lines (`[  8.8s] [   0.01s] ...`: how many depends on timing).
+fn readme_block(readme: &str, first: &str) -> Result<Vec<Vec<String>>> {
+    let start = readme
+        .find(&format!("```\n{first}"))
+        .with_context(|| format!("no README block starting {first:?}"))?
+        + 4;
+    let end = readme[start..].find("\n```").context("unclosed block")? + start;
+    Ok(lines_of(&readme[start..end]))
+}
+
+fn lines_of(text: &str) -> Vec<Vec<String>> {
+    text.lines()
+        .filter(|l| !is_progress(l))
+        .map(shape)
+        .collect()
+}
+
+fn is_progress(line: &str) -> bool {
+    line.starts_with('[') && line.contains("s] [")
+}
+
+/// The README shows what the demo prints: the same lines, with the same words, in the same
+/// order, whatever the ports, paths, ids, times and sizes.
+fn ensure_readme_shows(stdout: &str) -> Result<()> {
+    let readme = std::fs::read_to_string(repository_root().join("README.md"))?;
+    for (first, last) in [
+        (
+            "etcdmedic demo is running.",
+            "Press Ctrl-C to stop everything",
+        ),
+        ("Writing ", "The run in a browser: "),
+    ] {
+        let shown = readme_block(&readme, first)?;
+        let start = stdout.find(first).context("not printed")?;
+        let end = stdout[start..]
+            .find(last)
+            .map(|i| start + i)
+            .context("no end")?;
+        let end = stdout[end..].find('\n').map_or(stdout.len(), |i| end + i);
+        let printed = lines_of(&stdout[start..end]);
+        for (index, (readme_line, printed_line)) in shown.iter().zip(&printed).enumerate() {
+            ensure!(
+                readme_line == printed_line,
+                "README block {first:?}, line {}: shows {readme_line:?}, the demo prints \
+                 {printed_line:?}",
+                index + 1
+            );
+        }
+        ensure!(
+            shown.len() == printed.len(),
+            "README block {first:?}: {} lines shown, {} printed:\n{}",
+            shown.len(),
+            printed.len(),
+            &stdout[start..end]
+        );
+    }
+    Ok(())
+}
+
 #[tokio::test]
 async fn the_demo_loop_fragments_alerts_and_remediates_within_its_deadline() -> Result<()> {
     let stdout = run_demo("--exit-after-remediation", Duration::from_secs(300)).await?;
+    ensure_readme_shows(&stdout)?;
     for expected in [
         "EtcdmedicDatabaseHighFragmentation is firing",
         "Alertmanager delivered it to the remediator's webhook: run 1 queued",

@@ -223,3 +223,24 @@ pub(crate) async fn remediator_json(config: &Path, args: &[&str]) -> Result<Outp
         .with_context(|| format!("{args:?} did not finish within 180s"))?
         .map_err(Into::into)
 }
+
+/// A line of output as words, with what varies from run to run (the first word, numbers,
+/// paths, ids, sizes and their units) as `_`: two outputs of the same kind have the same shape.
+pub fn shape(line: &str) -> Vec<String> {
+    line.split_whitespace()
+        .enumerate()
+        .map(|(index, word)| {
+            let unit = matches!(
+                word.trim_end_matches([',', ')']),
+                "B" | "kB" | "MB" | "GB" | "KiB" | "MiB" | "GiB"
+            );
+            let variable =
+                index == 0 || unit || word.chars().any(|c| c.is_ascii_digit() || c == '/');
+            if variable {
+                "_".to_string()
+            } else {
+                word.to_string()
+            }
+        })
+        .collect()
+}
