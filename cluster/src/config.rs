@@ -70,9 +70,9 @@ impl Config {
     /// Reads and validates the file at `path`. Relative paths inside it are resolved against
     /// the file's directory.
     pub fn load(path: &Path) -> Result<Config> {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::ConfigRead {
+        let text = std::fs::read_to_string(path).map_err(|reason| Error::ConfigRead {
             path: path.to_path_buf(),
-            source,
+            reason,
         })?;
         Config::from_yaml(&text, path)
     }

@@ -8,11 +8,12 @@ use std::path::PathBuf;
 /// never hide the others.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("config {path}: {source}", path = .path.display())]
+    /// The reason is in the message (not a `source`), so a chain printed with `{:#}` says
+    /// it once.
+    #[error("config {path}: {reason}", path = .path.display())]
     ConfigRead {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        reason: std::io::Error,
     },
 
     #[error("config {path}: {message}", path = .path.display())]
