@@ -66,7 +66,7 @@ async fn serve(args: ServeArgs) -> CommandResult<anyhow::Error> {
         state = %settings.state_path.display(),
         triggers = ?settings.triggers,
         version = etcdmedic_cluster::build_info::VERSION,
-        "serving /webhook/alertmanager and /api/v1"
+        "serving /webhook/alertmanager, /api/v1 and the web pages at /"
     );
     etcdmedic_remediator::service::serve(&config.clusters, &settings, listener, shutdown::signal())
         .await

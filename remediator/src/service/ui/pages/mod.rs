@@ -24,6 +24,11 @@ const STYLE: &str = include_str!("style.css");
 /// A whole page: navigation, `title`, `content`; `refresh` reloads it every so many
 /// seconds (while a run is under way), with no script.
 fn layout(title: &str, content: Markup, refresh: Option<u32>) -> String {
+    page(title, content, refresh, true)
+}
+
+/// `navigation`: the links and the logout button, for someone logged in.
+fn page(title: &str, content: Markup, refresh: Option<u32>, navigation: bool) -> String {
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -41,12 +46,14 @@ fn layout(title: &str, content: Markup, refresh: Option<u32>) -> String {
             body {
                 header {
                     a class="brand" href="/" { "etcdmedic" }
-                    nav {
-                        a href="/" { "Overview" }
-                        a href="/ui/runs" { "Runs" }
-                    }
-                    form method="post" action="/ui/logout" class="logout" {
-                        button type="submit" { "Log out" }
+                    @if navigation {
+                        nav {
+                            a href="/" { "Overview" }
+                            a href="/ui/runs" { "Runs" }
+                        }
+                        form method="post" action="/ui/logout" class="logout" {
+                            button type="submit" { "Log out" }
+                        }
                     }
                 }
                 main {
@@ -95,7 +102,7 @@ pub(super) fn login(
             button type="submit" { "Log in" }
         }
     };
-    page_response(status, layout("Log in", content, None))
+    page_response(status, page("Log in", content, None, false))
 }
 
 /// A page with one message, for errors.
