@@ -89,6 +89,16 @@ async fn three_backups(
     Ok((last, file))
 }
 
+/// `retention: {keep: 2}` left two backups, each with its manifest, among `names`.
+fn ensure_two_kept(names: &[String]) -> Result<()> {
+    let count = |ext: &str| names.iter().filter(|n| n.ends_with(ext)).count();
+    ensure!(
+        count(".db") == 2 && count(".json") == 2,
+        "keep 2 in the store: {names:?}"
+    );
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backups_reach_azure_blob_storage_verified_and_drill_from_it() -> Result<()> {
     let version = EtcdVersion::V3_5;
@@ -128,11 +138,7 @@ async fn backups_reach_azure_blob_storage_verified_and_drill_from_it() -> Result
         last["manifest"]
     );
     let blobs = azure.blobs(PREFIX).await?;
-    ensure!(
-        blobs.iter().filter(|b| b.ends_with(".db")).count() == 2
-            && blobs.iter().filter(|b| b.ends_with(".json")).count() == 2,
-        "keep 2 in the container: {blobs:?}"
-    );
+    ensure_two_kept(&blobs)?;
 
     let drilled = remediator(&config, &["drill", "--destination", "offsite"]).await?;
     ensure!(drilled.status.success(), "{}", stderr(&drilled));
@@ -184,12 +190,7 @@ async fn backups_reach_google_cloud_storage_through_its_xml_api() -> Result<()> 
     let (last, file) = three_backups(&config, url).await?;
     let object = s3.object(&format!("{PREFIX}{file}")).await?;
     ensure_snapshot_of(&object, &last["manifest"])?;
-    let keys = s3.keys(PREFIX).await?;
-    ensure!(
-        keys.iter().filter(|k| k.ends_with(".db")).count() == 2
-            && keys.iter().filter(|k| k.ends_with(".json")).count() == 2,
-        "keep 2 in the bucket: {keys:?}"
-    );
+    ensure_two_kept(&s3.keys(PREFIX).await?)?;
     let drilled = remediator(&config, &["drill", "--destination", "offsite"]).await?;
     ensure!(drilled.status.success(), "{}", stderr(&drilled));
     ensure!(
