@@ -86,15 +86,20 @@ async fn the_demo_starts_the_whole_stack_then_stops_cleanly() -> Result<()> {
     Ok(())
 }
 
-/// The lines of the README's fenced block that starts with `first`, without the progress
-/// lines (`[  8.8s] [   0.01s] ...`: how many depends on timing).
-fn readme_block(readme: &str, first: &str) -> Result<Vec<Vec<String>>> {
+/// The README's fenced block that starts with `first`.
+fn readme_text<'a>(readme: &'a str, first: &str) -> Result<&'a str> {
     let start = readme
         .find(&format!("```\n{first}"))
         .with_context(|| format!("no README block starting {first:?}"))?
         + 4;
     let end = readme[start..].find("\n```").context("unclosed block")? + start;
-    Ok(lines_of(&readme[start..end]))
+    Ok(&readme[start..end])
+}
+
+/// Its lines' shapes, without the progress lines (`[  8.8s] [   0.01s] ...`: how many
+/// depends on timing).
+fn readme_block(readme: &str, first: &str) -> Result<Vec<Vec<String>>> {
+    Ok(lines_of(readme_text(readme, first)?))
 }
 
 fn lines_of(text: &str) -> Vec<Vec<String>> {
@@ -141,6 +146,71 @@ fn ensure_readme_shows(stdout: &str) -> Result<()> {
             shown.len(),
             printed.len(),
             &stdout[start..end]
+        );
+    }
+    let series = |text: &str| -> Option<String> {
+        let line = text.lines().find(|l| l.contains(" series for 3 members"))?;
+        let (_, count) = line.rsplit_once("# ")?;
+        Some(count.to_string())
+    };
+    ensure!(
+        series(&readme) == series(stdout),
+        "the README says {:?}, the demo {:?}",
+        series(&readme),
+        series(stdout)
+    );
+    Ok(())
+}
+
+/// What the README shows of the running demo: the status table (the same columns and kinds
+/// of rows as `etcdmedic-exporter status` prints now) and the metrics excerpt (every series
+/// shown exists now, with the same labels).
+async fn ensure_readme_matches_the_running_demo(banner: &str) -> Result<()> {
+    let readme = std::fs::read_to_string(repository_root().join("README.md"))?;
+    let config = banner
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("config"))
+        .map(str::trim)
+        .context("no config line")?;
+    let output = tokio::process::Command::new(project_binary("etcdmedic-exporter")?)
+        .args(["status", "--config", config])
+        .output()
+        .await?;
+    ensure!(output.status.success(), "status: {output:?}");
+    let table = String::from_utf8(output.stdout)?;
+    let shown = readme_block(&readme, "$ etcdmedic-exporter status --config demo.yaml")?;
+    let printed = lines_of(&table);
+    ensure!(
+        shown.get(1..=printed.len()) == Some(&printed[..]),
+        "the README's status table is not what `status` prints now:\n{table}"
+    );
+
+    let exporter = banner
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("exporter"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .context("no exporter line")?;
+    let metrics = etcdmedic_tests::http_client()
+        .get(format!("{exporter}metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    let series = |line: &str| -> Option<(String, Vec<String>)> {
+        let (name, rest) = line.split_once('{')?;
+        let labels = rest
+            .split(',')
+            .filter_map(|pair| pair.split_once('=').map(|(k, _)| k.to_string()))
+            .collect();
+        Some((name.to_string(), labels))
+    };
+    let live: Vec<(String, Vec<String>)> = metrics.lines().filter_map(series).collect();
+    let excerpt = readme_text(&readme, "# HELP etcdmedic_member_db_in_use_ratio")?;
+    for line in excerpt.lines().filter(|l| l.starts_with("etcdmedic_")) {
+        let shown = series(line).context("not a series")?;
+        ensure!(
+            live.contains(&shown),
+            "the README shows {line}, which the exporter no longer exposes with these labels"
         );
     }
     Ok(())
@@ -232,6 +302,7 @@ async fn every_link_the_demo_prints_answers() -> Result<()> {
         }
     }
     ensure!(checked >= 8, "only {checked} links in:\n{banner}");
+    ensure_readme_matches_the_running_demo(&banner).await?;
 
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(demo.id().context("no pid")? as i32),
