@@ -8,7 +8,7 @@ use etcdmedic_tests::generated::repository_root;
 use etcdmedic_tests::project_binary;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use crate::support::shape;
+use crate::support::{series_labels, shape};
 
 /// Runs the demo with `flag` and returns its output, after checking that it exited 0 and
 /// left no process or file behind.
@@ -196,18 +196,10 @@ async fn ensure_readme_matches_the_running_demo(banner: &str) -> Result<()> {
         .await?
         .text()
         .await?;
-    let series = |line: &str| -> Option<(String, Vec<String>)> {
-        let (name, rest) = line.split_once('{')?;
-        let labels = rest
-            .split(',')
-            .filter_map(|pair| pair.split_once('=').map(|(k, _)| k.to_string()))
-            .collect();
-        Some((name.to_string(), labels))
-    };
-    let live: Vec<(String, Vec<String>)> = metrics.lines().filter_map(series).collect();
+    let live: Vec<(String, Vec<String>)> = metrics.lines().filter_map(series_labels).collect();
     let excerpt = readme_text(&readme, "# HELP etcdmedic_member_db_in_use_ratio")?;
     for line in excerpt.lines().filter(|l| l.starts_with("etcdmedic_")) {
-        let shown = series(line).context("not a series")?;
+        let shown = series_labels(line).context("not a series")?;
         ensure!(
             live.contains(&shown),
             "the README shows {line}, which the exporter no longer exposes with these labels"

@@ -244,3 +244,13 @@ pub fn shape(line: &str) -> Vec<String> {
         })
         .collect()
 }
+
+/// A series line of an exposition as its metric name and label names (values ignored).
+pub fn series_labels(line: &str) -> Option<(String, Vec<String>)> {
+    let (name, rest) = line.split_once('{')?;
+    let labels = rest
+        .split(',')
+        .filter_map(|pair| pair.split_once('=').map(|(k, _)| k.to_string()))
+        .collect();
+    Some((name.to_string(), labels))
+}

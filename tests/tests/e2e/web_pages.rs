@@ -14,6 +14,7 @@ use reqwest::redirect::Policy;
 use serde_json::Value;
 
 use crate::service::{fragmented_cluster, now_rfc3339, payload, ServiceFiles, RUN_TIMEOUT, TOKEN};
+use crate::support::series_labels;
 
 /// A client that shows redirects instead of following them, as a test must see them.
 fn browser() -> Result<reqwest::Client> {
@@ -38,6 +39,8 @@ pub(crate) struct ServedRun {
     pub(crate) service: RemediatorService,
     pub(crate) id: i64,
     pub(crate) run: Value,
+    /// What the webhook answered the alert.
+    pub(crate) answer: Value,
     _files: ServiceFiles,
 }
 
@@ -65,6 +68,7 @@ pub(crate) async fn served_run() -> Result<ServedRun> {
         service,
         id,
         run,
+        answer: accepted,
         _files: files,
     })
 }
@@ -76,8 +80,10 @@ async fn the_pages_show_a_real_run_behind_a_login() -> Result<()> {
         service,
         id,
         run,
+        answer,
         ..
     } = served_run().await?;
+    readme_shows_the_api(&service, &answer).await?;
     let sha256 = run["report"]["snapshot"]["sha256"]
         .as_str()
         .context("no snapshot")?;
@@ -234,5 +240,58 @@ async fn the_pages_show_a_real_run_behind_a_login() -> Result<()> {
         get("/", Some(&cookie)).await?.status() == 303,
         "the session outlived its logout"
     );
+    Ok(())
+}
+
+/// A JSON value's structure: objects as their keys (each with its value's structure), arrays
+/// as their first element's, every other value as its type.
+fn structure(value: &Value) -> Value {
+    match value {
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(key, value)| (key.clone(), structure(value)))
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.iter().take(1).map(structure).collect()),
+        Value::Null => Value::Null,
+        Value::Bool(_) => "bool".into(),
+        Value::Number(_) => "number".into(),
+        Value::String(_) => "string".into(),
+    }
+}
+
+/// The README's webhook answer, runs list and metrics lines ("What happens to an alert") are
+/// what the service answers now: the same JSON structure, the same series and labels.
+async fn readme_shows_the_api(service: &RemediatorService, answer: &Value) -> Result<()> {
+    let readme =
+        std::fs::read_to_string(etcdmedic_tests::generated::repository_root().join("README.md"))?;
+    let shown = |prefix: &str| -> Result<Value> {
+        let line = readme
+            .lines()
+            .find(|l| l.starts_with(prefix))
+            .with_context(|| format!("no README line starting {prefix}"))?;
+        Ok(serde_json::from_str(line)?)
+    };
+    ensure!(
+        structure(&shown("{\"alerts\":[{")?) == structure(answer),
+        "the README's webhook answer is not the service's now: {answer}"
+    );
+    let (_, runs) = service.get("/api/v1/runs").await?;
+    ensure!(
+        structure(&shown("{\"runs\":[{")?) == structure(&runs),
+        "the README's runs list is not the service's now: {runs}"
+    );
+    let metrics = service.metrics().await?;
+    let live: Vec<_> = metrics.lines().filter_map(series_labels).collect();
+    for line in readme.lines().filter(|l| {
+        l.starts_with("etcdmedic_remediation_runs_total{")
+            || l.starts_with("etcdmedic_defrag_reclaimed_bytes_total{")
+    }) {
+        let series = series_labels(line).context("not a series")?;
+        ensure!(
+            live.contains(&series),
+            "the README shows {line}; not exposed now"
+        );
+    }
     Ok(())
 }
