@@ -73,7 +73,7 @@ mod tests {
             }
             assert_eq!(
                 parts.etag(),
-                "a3978943bb7b29c282ed8975ea70cc2f-2",
+                "ca897bab563f4accaabce1f28f9219a3-2",
                 "writes of {write}"
             );
         }

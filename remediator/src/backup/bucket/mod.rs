@@ -30,10 +30,10 @@ use super::{BackupError, Manifest};
 use crate::snapshot;
 use etag::{Etags, PartDigests};
 
-/// S3 takes parts of at least 5 MiB; with a few in flight, the upload holds a bounded
-/// amount of memory whatever the snapshot's size.
-const PART_SIZE: usize = 8 * 1024 * 1024;
-const PARTS_IN_FLIGHT: usize = 3;
+/// S3's smallest part, several in flight: the store works on a few at once (as boto3 sends
+/// ten), while the upload holds about 30 MiB whatever the snapshot's size.
+const PART_SIZE: usize = 5 * 1024 * 1024;
+const PARTS_IN_FLIGHT: usize = 6;
 /// Whole attempts at one backup's upload, after `object_store`'s own per-request retries.
 const ATTEMPTS: u32 = 3;
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);

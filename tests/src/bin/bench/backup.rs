@@ -219,7 +219,7 @@ pub fn section(out: &mut String, trials: &[Trial]) -> Result<()> {
          parts; the interpreter's start and boto3's import subtracted). **etcdmedic**: `POST \
          /api/v1/clusters/{{name}}/backup` to `serve` until its record is written: the snapshot \
          streamed from the most caught-up follower to the staging file and, at the same time, \
-         to the bucket in 8 MiB parts (3 in flight), while the member computes the HashKV to \
+         to the bucket in 5 MiB parts (6 in flight), while the member computes the HashKV to \
          record; checked against etcd's trailer; the object confirmed by its multipart ETag; the \
          manifest written. The two procedures take turns {ROUNDS} times; each figure is the \
          median (the sum's median for etcdctl + boto3). Then one etcdmedic backup with the \
