@@ -192,70 +192,24 @@ async fn the_documented_restore_brings_back_every_key(version: EtcdVersion) -> R
         stderr(&refused)
     );
 
-    // Three new members, restored and started by the document's blocks.
-    let ports = free_ports(6)?;
-    let names = ["m1", "m2", "m3"];
-    let peer = |i: usize| format!("http://127.0.0.1:{}", ports[2 * i]);
-    let client_url = |i: usize| format!("http://127.0.0.1:{}", ports[2 * i + 1]);
-    let initial_cluster = (0..3)
-        .map(|i| format!("{}={}", names[i], peer(i)))
-        .collect::<Vec<_>>()
-        .join(",");
+    // Three new members, restored and started by the document's blocks. A port handed out
+    // free can be taken by another test's process before a member binds it: that member then
+    // exits, and the restore is done again on new ports.
     let restore_tool = match version {
         EtcdVersion::V3_4 => "etcdctl",
         EtcdVersion::V3_5 => "etcdutl",
     };
-    let member_env = |i: usize| {
-        vec![
-            ("BACKUP", backup.display().to_string()),
-            ("MEMBER", names[i].to_string()),
-            ("PEER_URL", peer(i)),
-            ("CLIENT_URL", client_url(i)),
-            ("INITIAL_CLUSTER", initial_cluster.clone()),
-            (
-                "DATA_DIR",
-                dir.path()
-                    .join("restored")
-                    .join(names[i])
-                    .display()
-                    .to_string(),
-            ),
-            ("RESTORE", restore_tool.to_string()),
-        ]
-    };
-    for i in 0..3 {
-        run_block("restore", &member_env(i), &bin_dir).await?;
-    }
-    let mut members = Vec::new();
-    for (i, name) in names.iter().enumerate() {
-        let log = std::fs::File::create(dir.path().join(format!("{name}.log")))?;
-        let member = shell(&documented("start")?, &member_env(i), &bin_dir)
-            .stdout(Stdio::from(log.try_clone()?))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .context("starting a restored member")?;
-        members.push(member);
-    }
-    let endpoints: Vec<String> = (0..3).map(client_url).collect();
-    let mut restored = eventually(
-        "the restored cluster serves reads",
-        Duration::from_secs(60),
-        || {
-            let endpoints = endpoints.clone();
-            async move {
-                let mut client = etcd_client::Client::connect(&endpoints, None).await?;
-                client.get("/", None).await?;
-                for endpoint in &endpoints {
-                    let mut one = etcd_client::Client::connect([endpoint], None).await?;
-                    let status = one.status().await?;
-                    ensure!(status.leader() != 0, "{endpoint} knows no leader");
-                }
-                Ok(client)
+    let mut attempt = 0;
+    let (mut restored, endpoints, members) = loop {
+        attempt += 1;
+        match restore_and_start(dir.path(), attempt, &backup, restore_tool, &bin_dir).await {
+            Ok(started) => break started,
+            Err(err) if attempt < 3 && err.to_string().contains(LOST_PORT) => {
+                eprintln!("restore attempt {attempt}: {err:#}; again on new ports");
             }
-        },
-    )
-    .await
-    .with_context(|| std::fs::read_to_string(dir.path().join("m1.log")).unwrap_or_default())?;
+            Err(err) => return Err(err),
+        }
+    };
 
     let checked = run_block(
         "check",
@@ -279,9 +233,113 @@ async fn the_documented_restore_brings_back_every_key(version: EtcdVersion) -> R
     }
     let members_listed = restored.member_list().await?.members().len();
     ensure!(members_listed == 3, "{members_listed} members");
+    stop(members).await;
+    Ok(())
+}
+
+const LOST_PORT: &str = "a restored member exited";
+
+async fn stop(members: Vec<tokio::process::Child>) {
     for mut member in members {
         let _ = member.start_kill();
         let _ = member.wait().await;
     }
-    Ok(())
+}
+
+/// Restores three members from `backup` with the document's `restore` block under
+/// `dir/restored-<attempt>`, starts them with its `start` block, and waits until they serve
+/// reads: the client, the endpoints and the member processes. An error containing
+/// [`LOST_PORT`] when a member exited (its port was taken).
+async fn restore_and_start(
+    dir: &Path,
+    attempt: usize,
+    backup: &Path,
+    restore_tool: &str,
+    bin_dir: &Path,
+) -> Result<(etcd_client::Client, Vec<String>, Vec<tokio::process::Child>)> {
+    let ports = free_ports(6)?;
+    let names = ["m1", "m2", "m3"];
+    let peer = |i: usize| format!("http://127.0.0.1:{}", ports[2 * i]);
+    let client_url = |i: usize| format!("http://127.0.0.1:{}", ports[2 * i + 1]);
+    let initial_cluster = (0..3)
+        .map(|i| format!("{}={}", names[i], peer(i)))
+        .collect::<Vec<_>>()
+        .join(",");
+    let restored_dir = dir.join(format!("restored-{attempt}"));
+    let member_env = |i: usize| {
+        vec![
+            ("BACKUP", backup.display().to_string()),
+            ("MEMBER", names[i].to_string()),
+            ("PEER_URL", peer(i)),
+            ("CLIENT_URL", client_url(i)),
+            ("INITIAL_CLUSTER", initial_cluster.clone()),
+            (
+                "DATA_DIR",
+                restored_dir.join(names[i]).display().to_string(),
+            ),
+            ("RESTORE", restore_tool.to_string()),
+        ]
+    };
+    for i in 0..3 {
+        run_block("restore", &member_env(i), bin_dir).await?;
+    }
+    let mut members = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let log = std::fs::File::create(restored_dir.join(format!("{name}.log")))?;
+        let member = shell(&documented("start")?, &member_env(i), bin_dir)
+            .stdout(Stdio::from(log.try_clone()?))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .context("starting a restored member")?;
+        members.push(member);
+    }
+    let endpoints: Vec<String> = (0..3).map(client_url).collect();
+    let members = std::sync::Mutex::new(members);
+    let served = eventually(
+        "the restored cluster serves reads",
+        Duration::from_secs(60),
+        || {
+            let endpoints = endpoints.clone();
+            let members = &members;
+            async move {
+                let exited = members
+                    .lock()
+                    .map_err(|_| anyhow::anyhow!("poisoned"))?
+                    .iter_mut()
+                    .any(|m| matches!(m.try_wait(), Ok(Some(_))));
+                if exited {
+                    // Not retried by `eventually`'s caller: reported at once below.
+                    return Ok(None);
+                }
+                let mut client = etcd_client::Client::connect(&endpoints, None).await?;
+                client.get("/", None).await?;
+                for endpoint in &endpoints {
+                    let mut one = etcd_client::Client::connect([endpoint], None).await?;
+                    let status = one.status().await?;
+                    ensure!(status.leader() != 0, "{endpoint} knows no leader");
+                }
+                Ok(Some(client))
+            }
+        },
+    )
+    .await
+    .with_context(|| std::fs::read_to_string(restored_dir.join("m1.log")).unwrap_or_default());
+    let members = members.into_inner().unwrap_or_default();
+    match served {
+        Ok(Some(client)) => Ok((client, endpoints, members)),
+        Ok(None) => {
+            let logs: String = names
+                .iter()
+                .filter_map(|n| std::fs::read_to_string(restored_dir.join(format!("{n}.log"))).ok())
+                .map(|log| log.lines().rev().take(3).collect::<Vec<_>>().join("\n"))
+                .collect::<Vec<_>>()
+                .join("\n---\n");
+            stop(members).await;
+            bail!("{LOST_PORT}:\n{logs}")
+        }
+        Err(err) => {
+            stop(members).await;
+            Err(err)
+        }
+    }
 }
