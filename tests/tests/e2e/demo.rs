@@ -4,11 +4,10 @@
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use etcdmedic_tests::generated::repository_root;
 use etcdmedic_tests::project_binary;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use crate::support::{series_labels, shape};
+use crate::readme::{block, ensure_same_output, readme};
 
 /// Runs the demo with `flag` and returns its output, after checking that it exited 0 and
 /// left no process or file behind.
@@ -86,37 +85,10 @@ async fn the_demo_starts_the_whole_stack_then_stops_cleanly() -> Result<()> {
     Ok(())
 }
 
-/// The README's fenced block that starts with `first`.
-fn readme_text<'a>(readme: &'a str, first: &str) -> Result<&'a str> {
-    let start = readme
-        .find(&format!("```\n{first}"))
-        .with_context(|| format!("no README block starting {first:?}"))?
-        + 4;
-    let end = readme[start..].find("\n```").context("unclosed block")? + start;
-    Ok(&readme[start..end])
-}
-
-/// Its lines' shapes, without the progress lines (`[  8.8s] [   0.01s] ...`: how many
-/// depends on timing).
-fn readme_block(readme: &str, first: &str) -> Result<Vec<Vec<String>>> {
-    Ok(lines_of(readme_text(readme, first)?))
-}
-
-fn lines_of(text: &str) -> Vec<Vec<String>> {
-    text.lines()
-        .filter(|l| !is_progress(l))
-        .map(shape)
-        .collect()
-}
-
-fn is_progress(line: &str) -> bool {
-    line.starts_with('[') && line.contains("s] [")
-}
-
 /// The README shows what the demo prints: the same lines, with the same words, in the same
 /// order, whatever the ports, paths, ids, times and sizes.
 fn ensure_readme_shows(stdout: &str) -> Result<()> {
-    let readme = std::fs::read_to_string(repository_root().join("README.md"))?;
+    let readme = readme()?;
     for (first, last) in [
         (
             "etcdmedic demo is running.",
@@ -124,29 +96,17 @@ fn ensure_readme_shows(stdout: &str) -> Result<()> {
         ),
         ("Writing ", "The run in a browser: "),
     ] {
-        let shown = readme_block(&readme, first)?;
         let start = stdout.find(first).context("not printed")?;
         let end = stdout[start..]
             .find(last)
             .map(|i| start + i)
             .context("no end")?;
         let end = stdout[end..].find('\n').map_or(stdout.len(), |i| end + i);
-        let printed = lines_of(&stdout[start..end]);
-        for (index, (readme_line, printed_line)) in shown.iter().zip(&printed).enumerate() {
-            ensure!(
-                readme_line == printed_line,
-                "README block {first:?}, line {}: shows {readme_line:?}, the demo prints \
-                 {printed_line:?}",
-                index + 1
-            );
-        }
-        ensure!(
-            shown.len() == printed.len(),
-            "README block {first:?}: {} lines shown, {} printed:\n{}",
-            shown.len(),
-            printed.len(),
-            &stdout[start..end]
-        );
+        ensure_same_output(
+            &format!("README block {first:?}"),
+            block(&readme, first)?,
+            &stdout[start..end],
+        )?;
     }
     let series = |text: &str| -> Option<String> {
         let line = text.lines().find(|l| l.contains(" series for 3 members"))?;
@@ -159,52 +119,6 @@ fn ensure_readme_shows(stdout: &str) -> Result<()> {
         series(&readme),
         series(stdout)
     );
-    Ok(())
-}
-
-/// What the README shows of the running demo: the status table (the same columns and kinds
-/// of rows as `etcdmedic-exporter status` prints now) and the metrics excerpt (every series
-/// shown exists now, with the same labels).
-async fn ensure_readme_matches_the_running_demo(banner: &str) -> Result<()> {
-    let readme = std::fs::read_to_string(repository_root().join("README.md"))?;
-    let config = banner
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("config"))
-        .map(str::trim)
-        .context("no config line")?;
-    let output = tokio::process::Command::new(project_binary("etcdmedic-exporter")?)
-        .args(["status", "--config", config])
-        .output()
-        .await?;
-    ensure!(output.status.success(), "status: {output:?}");
-    let table = String::from_utf8(output.stdout)?;
-    let shown = readme_block(&readme, "$ etcdmedic-exporter status --config demo.yaml")?;
-    let printed = lines_of(&table);
-    ensure!(
-        shown.get(1..=printed.len()) == Some(&printed[..]),
-        "the README's status table is not what `status` prints now:\n{table}"
-    );
-
-    let exporter = banner
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("exporter"))
-        .and_then(|rest| rest.split_whitespace().next())
-        .context("no exporter line")?;
-    let metrics = etcdmedic_tests::http_client()
-        .get(format!("{exporter}metrics"))
-        .send()
-        .await?
-        .text()
-        .await?;
-    let live: Vec<(String, Vec<String>)> = metrics.lines().filter_map(series_labels).collect();
-    let excerpt = readme_text(&readme, "# HELP etcdmedic_member_db_in_use_ratio")?;
-    for line in excerpt.lines().filter(|l| l.starts_with("etcdmedic_")) {
-        let shown = series_labels(line).context("not a series")?;
-        ensure!(
-            live.contains(&shown),
-            "the README shows {line}, which the exporter no longer exposes with these labels"
-        );
-    }
     Ok(())
 }
 
@@ -228,32 +142,103 @@ async fn the_demo_loop_fragments_alerts_and_remediates_within_its_deadline() -> 
     Ok(())
 }
 
+/// The demo running in the background, as started by `make demo`, and its banner.
+pub struct RunningDemo {
+    process: tokio::process::Child,
+    /// The rest of its output: read until it ends, so that the demo never writes to a closed
+    /// pipe.
+    output: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+    pub banner: String,
+}
+
+impl RunningDemo {
+    /// Starts the demo and returns once it has printed its banner.
+    pub async fn start() -> Result<Self> {
+        let mut process = tokio::process::Command::new(project_binary("etcdmedic-demo")?)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()?;
+        let mut lines = BufReader::new(process.stdout.take().context("no stdout")?).lines();
+        let mut banner = String::new();
+        let read = async {
+            while let Some(line) = lines.next_line().await? {
+                banner.push_str(&line);
+                banner.push('\n');
+                if line.starts_with("Press Ctrl-C") {
+                    return Ok(());
+                }
+            }
+            anyhow::bail!("the demo ended before it was ready")
+        };
+        tokio::time::timeout(Duration::from_secs(120), read)
+            .await
+            .context("the demo was not ready within 120s")??;
+        Ok(Self {
+            process,
+            output: lines,
+            banner,
+        })
+    }
+
+    /// The first word after the banner line's `label`.
+    pub fn banner_value(&self, label: &str) -> Result<&str> {
+        self.banner
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(label))
+            .and_then(|rest| rest.split_whitespace().next())
+            .with_context(|| format!("no {label} line in:\n{}", self.banner))
+    }
+
+    pub fn config(&self) -> Result<&str> {
+        self.banner_value("config")
+    }
+
+    /// The remediator's base URL, without the trailing slash.
+    pub fn remediator(&self) -> Result<&str> {
+        Ok(self.banner_value("remediator")?.trim_end_matches('/'))
+    }
+
+    pub fn token(&self) -> Result<&str> {
+        self.banner
+            .split_once("Authorization: Bearer ")
+            .and_then(|(_, rest)| rest.split('\'').next())
+            .context("no token in the banner")
+    }
+
+    /// Ctrl-C: everything stops and nothing is left behind.
+    pub async fn stop(mut self) -> Result<()> {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.process.id().context("no pid")? as i32),
+            nix::sys::signal::Signal::SIGINT,
+        )?;
+        let mut rest = String::new();
+        let stopped = async {
+            while let Some(line) = self.output.next_line().await? {
+                rest.push_str(&line);
+                rest.push('\n');
+            }
+            anyhow::Ok(self.process.wait().await?)
+        };
+        let status = tokio::time::timeout(Duration::from_secs(60), stopped)
+            .await
+            .context("the demo did not stop within 60s of Ctrl-C")??;
+        ensure!(status.success(), "{status}:\n{rest}");
+        ensure!(
+            rest.contains("Stopped; nothing of the demo is left running."),
+            "{rest}"
+        );
+        nothing_left_behind(&self.banner)
+    }
+}
+
 /// Every link the running demo prints answers 200 with a body a person can use (with the
 /// bearer token where the line gives one), with the packages install-deps installs; then
 /// Ctrl-C stops it all.
 #[tokio::test]
 async fn every_link_the_demo_prints_answers() -> Result<()> {
-    let mut demo = tokio::process::Command::new(project_binary("etcdmedic-demo")?)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()?;
-    let mut lines = BufReader::new(demo.stdout.take().context("no stdout")?).lines();
-    let mut banner = String::new();
-    let read = async {
-        while let Some(line) = lines.next_line().await? {
-            banner.push_str(&line);
-            banner.push('\n');
-            if line.starts_with("Press Ctrl-C") {
-                return Ok(());
-            }
-        }
-        anyhow::bail!("the demo ended before it was ready")
-    };
-    tokio::time::timeout(Duration::from_secs(120), read)
-        .await
-        .context("the demo was not ready within 120s")??;
-
+    let demo = RunningDemo::start().await?;
+    let banner = &demo.banner;
     let http = etcdmedic_tests::http_client();
     let mut checked = 0;
     // The banner's links and commands are indented; the status table's rows (data) are not.
@@ -294,15 +279,5 @@ async fn every_link_the_demo_prints_answers() -> Result<()> {
         }
     }
     ensure!(checked >= 8, "only {checked} links in:\n{banner}");
-    ensure_readme_matches_the_running_demo(&banner).await?;
-
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(demo.id().context("no pid")? as i32),
-        nix::sys::signal::Signal::SIGINT,
-    )?;
-    let status = tokio::time::timeout(Duration::from_secs(60), demo.wait())
-        .await
-        .context("the demo did not stop within 60s of Ctrl-C")??;
-    ensure!(status.success(), "{status}");
-    nothing_left_behind(&banner)
+    demo.stop().await
 }

@@ -29,7 +29,10 @@
 //!   kubernetes-validate; every example config through `--config.check`.
 //! - `config_reference`: docs/configuration.md against the keys the config types accept.
 //! - `binary`: config errors refused at start-up, `--config.check`, graceful SIGTERM.
-//! - `demo`: `make demo`'s program starts, reports and cleans up.
+//! - `demo`: `make demo`'s program starts, reports and cleans up, prints what the README shows,
+//!   and every link it prints answers.
+//! - `readme`, `readme_output`: every output block of the README against what its command
+//!   prints now (configuration errors word for word; the rest against the running demo).
 //! - `web_pages`, `browser`: the remediator's web pages after a real run, behind a login, over
 //!   HTTP and in Chromium.
 //! - `release`: `make` help, the licence, the image tag and `--version` agree with Cargo.toml.
@@ -56,6 +59,8 @@ mod http;
 mod live_prometheus;
 mod metrics;
 mod quota;
+mod readme;
+mod readme_output;
 mod release;
 mod remediation;
 mod security;

@@ -13,6 +13,7 @@ use reqwest::header;
 use reqwest::redirect::Policy;
 use serde_json::Value;
 
+use crate::readme::{readme, structure};
 use crate::service::{fragmented_cluster, now_rfc3339, payload, ServiceFiles, RUN_TIMEOUT, TOKEN};
 use crate::support::series_labels;
 
@@ -243,28 +244,10 @@ async fn the_pages_show_a_real_run_behind_a_login() -> Result<()> {
     Ok(())
 }
 
-/// A JSON value's structure: objects as their keys (each with its value's structure), arrays
-/// as their first element's, every other value as its type.
-fn structure(value: &Value) -> Value {
-    match value {
-        Value::Object(map) => Value::Object(
-            map.iter()
-                .map(|(key, value)| (key.clone(), structure(value)))
-                .collect(),
-        ),
-        Value::Array(items) => Value::Array(items.iter().take(1).map(structure).collect()),
-        Value::Null => Value::Null,
-        Value::Bool(_) => "bool".into(),
-        Value::Number(_) => "number".into(),
-        Value::String(_) => "string".into(),
-    }
-}
-
 /// The README's webhook answer, runs list and metrics lines ("What happens to an alert") are
 /// what the service answers now: the same JSON structure, the same series and labels.
 async fn readme_shows_the_api(service: &RemediatorService, answer: &Value) -> Result<()> {
-    let readme =
-        std::fs::read_to_string(etcdmedic_tests::generated::repository_root().join("README.md"))?;
+    let readme = readme()?;
     let shown = |prefix: &str| -> Result<Value> {
         let line = readme
             .lines()
