@@ -1,5 +1,6 @@
-//! Status collection for one cluster: Status from every member, MemberList and AlarmList
-//! from whichever member answers first, all at once, each call with its own timeout.
+//! Status collection for one cluster: Status from every member, MemberList (and, for the
+//! remediator, AlarmList) from whichever member answers first, all at once, each call with
+//! its own timeout.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -8,6 +9,7 @@ use std::time::{Duration, Instant};
 use etcd_client::StatusResponse;
 use futures::future::join_all;
 
+use crate::alarm_source::{alarms_in_status_errors, AlarmSource};
 use crate::config::{normalize_endpoint, ClusterConfig};
 use crate::error::Result;
 use crate::hedge::first_success;
@@ -18,7 +20,7 @@ use crate::model::{
 use crate::quota::{Quota, QuotaCache};
 use crate::transport::Transport;
 
-/// Ask the next member for MemberList/AlarmList when the current one has been silent this
+/// Ask the next member for MemberList (or AlarmList) when the current one has been silent this
 /// long (or sooner, as a fraction of a short timeout).
 const HEDGE_AFTER: Duration = Duration::from_millis(200);
 /// A call is never given less than this, even right at a deadline: it reports a timeout
@@ -31,6 +33,7 @@ pub struct ClusterProbe {
     config: ClusterConfig,
     transport: Transport,
     quotas: QuotaCache,
+    alarm_source: AlarmSource,
     state: Mutex<ProbeState>,
 }
 
@@ -61,10 +64,11 @@ struct Probed {
 }
 
 impl ClusterProbe {
-    pub fn new(config: ClusterConfig) -> Result<Self> {
+    pub fn new(config: ClusterConfig, alarm_source: AlarmSource) -> Result<Self> {
         Ok(ClusterProbe {
             transport: Transport::new(&config)?,
             quotas: QuotaCache::new(&config)?,
+            alarm_source,
             config,
             state: Mutex::new(ProbeState::default()),
         })
@@ -160,10 +164,20 @@ impl ClusterProbe {
         let list_clients = self.clients_for(&list_order);
         let first_timeout = call_timeout();
         let hedge_after = HEDGE_AFTER.min(first_timeout / 4);
-        let (mut probed, listing, alarms) = tokio::join!(
+        let alarm_list = async {
+            match self.alarm_source {
+                AlarmSource::AlarmList => Some(
+                    first_success(&list_clients, hedge_after, |c| c.alarms(first_timeout))
+                        .await
+                        .map(|(_, alarms)| alarms),
+                ),
+                AlarmSource::Status => None,
+            }
+        };
+        let (mut probed, listing, alarm_list) = tokio::join!(
             self.probe_all(&targets, first_timeout),
             first_success(&list_clients, hedge_after, |c| c.member_list(first_timeout)),
-            first_success(&list_clients, hedge_after, |c| c.alarms(first_timeout)),
+            alarm_list,
         );
 
         let listing = listing.map(|(index, listing)| {
@@ -195,13 +209,8 @@ impl ClusterProbe {
             }
         }
 
-        self.assemble(
-            probed,
-            unlisted,
-            listing,
-            alarms.map(|(_, a)| a),
-            started.elapsed(),
-        )
+        let alarms = alarm_list.unwrap_or_else(|| alarms_from_statuses(&probed));
+        self.assemble(probed, unlisted, listing, alarms, started.elapsed())
     }
 
     /// What to report when no collection could run or end in time: every member that would
@@ -466,6 +475,29 @@ fn choose_endpoint(member: &ListedMember, seeds: &[String]) -> Option<String> {
         })
         .or_else(|| urls.first())
         .cloned()
+}
+
+/// Every alarm the members that answered Status list, once each; unknown when none answered.
+fn alarms_from_statuses(probed: &[Probed]) -> Result<Vec<Alarm>, ProbeError> {
+    let mut answered = probed
+        .iter()
+        .filter_map(|p| p.result.as_ref().ok())
+        .peekable();
+    if answered.peek().is_none() {
+        return Err(probed
+            .iter()
+            .find_map(|p| p.result.clone().err())
+            .unwrap_or_else(|| {
+                ProbeError::Unreachable("no member to ask for its alarms".to_string())
+            }));
+    }
+    let mut alarms: Vec<Alarm> = Vec::new();
+    for alarm in answered.flat_map(|status| alarms_in_status_errors(&status.errors)) {
+        if !alarms.contains(&alarm) {
+            alarms.push(alarm);
+        }
+    }
+    Ok(alarms)
 }
 
 fn endpoint_status(response: &StatusResponse, quota: Quota) -> EndpointStatus {

@@ -9,13 +9,15 @@
 //! - [`quota`]: the quota each member enforces, from Status or its `/metrics`.
 //! - [`defrag_rule`]: which members need defragmenting, from their live Status.
 //! - `hedge`: asking several members for one cluster-wide answer, first answer wins.
-//! - [`collect`]: Status, MemberList and AlarmList of one cluster, concurrently.
+//! - [`collect`]: Status, MemberList (and AlarmList, for the remediator) of one cluster,
+//!   concurrently; [`alarm_source`]: where the alarms come from.
 //! - [`model`]: [`ClusterStatus`] and [`MemberStatus`], the view everything else reads.
 //! - [`table`]: the `talosctl etcd status`-style table.
 //! - [`telemetry`], [`shutdown`]: logging set-up and the stop signal for the binaries.
 //! - [`binary`]: logging flags, runtime and exit statuses shared by every binary.
 //! - [`build_info`]: version and git revision of this build.
 
+pub mod alarm_source;
 pub mod binary;
 pub mod collect;
 pub mod config;

@@ -209,7 +209,7 @@ pub struct MemberStatus {
     pub id: Option<MemberId>,
     pub name: Option<String>,
     pub is_learner: bool,
-    /// Active alarms raised by this member (from AlarmList).
+    /// Active alarms raised by this member (see [`crate::alarm_source`]).
     pub alarms: Vec<AlarmKind>,
     /// How long Status took to answer or fail.
     #[serde(serialize_with = "seconds")]
@@ -258,7 +258,8 @@ pub struct ClusterStatus {
     pub unlisted_endpoints: Vec<MemberStatus>,
     #[serde(serialize_with = "ok_or_error")]
     pub membership: Result<Membership, ProbeError>,
-    /// Every active alarm in the cluster.
+    /// Every active alarm in the cluster, from the members' Status or from AlarmList
+    /// ([`crate::alarm_source`]).
     #[serde(serialize_with = "ok_or_error")]
     pub alarms: Result<Vec<Alarm>, ProbeError>,
     #[serde(serialize_with = "seconds")]

@@ -208,11 +208,12 @@ impl Collector for StatusCollector {
         }
 
         // Both alarm series for every member, so `== 1` alerts and `absent()` checks behave;
-        // none at all when AlarmList itself failed, since 0 would claim "no alarm".
+        // none at all when the alarms are unknown (no member answered), since 0 would claim
+        // "no alarm".
         Self::gauge(
             &mut encoder,
             "etcdmedic_member_alarm",
-            "1 when the alarm is active on the member (from AlarmList).",
+            "1 when the alarm is active on the member (from the members' Status).",
             None,
             self.members()
                 .filter(|(cluster, _)| cluster.alarms.is_ok())

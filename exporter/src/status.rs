@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use etcdmedic_cluster::alarm_source::AlarmSource;
 use etcdmedic_cluster::{table, ClusterConfig, ClusterProbe, ClusterStatus};
 use futures::future::join_all;
 
@@ -21,7 +22,7 @@ pub async fn collect(
 ) -> etcdmedic_cluster::Result<Vec<ClusterStatus>> {
     let probes = clusters
         .into_iter()
-        .map(ClusterProbe::new)
+        .map(|cluster| ClusterProbe::new(cluster, AlarmSource::Status))
         .collect::<Result<Vec<_>, _>>()?;
     let collections = probes
         .iter()

@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use etcdmedic_cluster::alarm_source::AlarmSource;
 use etcdmedic_cluster::{ClusterProbe, ClusterStatus, Config};
 use futures::future::{join_all, BoxFuture, FutureExt, Shared};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -77,7 +78,7 @@ impl Targets {
             .iter()
             .map(|cluster| {
                 Ok(Arc::new(Target {
-                    probe: Arc::new(ClusterProbe::new(cluster.clone())?),
+                    probe: Arc::new(ClusterProbe::new(cluster.clone(), AlarmSource::Status)?),
                     silent: AtomicBool::new(false),
                     last_full_budget: Mutex::new(None),
                     in_flight: Mutex::new(None),
