@@ -89,8 +89,28 @@ impl Prometheus {
                     .join(", ")
             ));
         }
+        Prometheus::start_with_config(dir, &config).await
+    }
+
+    /// Starts Prometheus with a whole configuration (`files` written beside it first, at
+    /// paths relative to its directory, as its relative `rule_files` expect).
+    pub async fn start_with(config: &str, files: &[(&str, String)]) -> Result<Prometheus> {
+        let dir = tempfile::Builder::new()
+            .prefix("etcdmedic-prom-")
+            .tempdir_in(std::env::temp_dir())?;
+        for (name, text) in files {
+            let path = dir.path().join(name);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            std::fs::write(&path, text)?;
+        }
+        Prometheus::start_with_config(dir, config).await
+    }
+
+    async fn start_with_config(dir: TempDir, config: &str) -> Result<Prometheus> {
         let config_path = dir.path().join("prometheus.yml");
-        std::fs::write(&config_path, &config)?;
+        std::fs::write(&config_path, config)?;
         let port = free_port()?;
         let args = vec![
             format!("--config.file={}", config_path.display()),

@@ -4,6 +4,8 @@
 //! - `metrics`: every metric against `etcdctl endpoint status`, fragmentation, NOSPACE,
 //!   killed and paused members, `promtool check metrics`.
 //! - `security`: TLS with client certificates, `server_name`, `insecure_skip_verify`, auth.
+//! - `read_only`: scraping writes nothing to etcd's raft log.
+//! - `sharding`: two Prometheus servers share a fleet with `hashmod`, each cluster on one.
 //! - `http`: `/probe`, `/healthz`, `/readyz`, the landing page, a dead cluster beside a live one.
 //! - `service_hardening`: refused runs retried while their alerts fire, notifications of
 //!   thousands of alerts, state files that are not etcdmedic's, slow and surplus connections.
@@ -59,6 +61,7 @@ mod http;
 mod live_prometheus;
 mod metrics;
 mod quota;
+mod read_only;
 mod readme;
 mod readme_output;
 mod release;
@@ -66,6 +69,7 @@ mod remediation;
 mod security;
 mod service;
 mod service_hardening;
+mod sharding;
 mod silent_clusters;
 mod status_command;
 mod support;
