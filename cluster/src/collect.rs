@@ -31,14 +31,31 @@ const MIN_CALL_TIMEOUT: Duration = Duration::from_millis(1);
 #[derive(Debug)]
 pub struct ClusterProbe {
     config: ClusterConfig,
-    transport: Transport,
     quotas: QuotaCache,
     alarm_source: AlarmSource,
+    connections: Connections,
     state: Mutex<ProbeState>,
+}
+
+/// Whether a probe keeps its connections to the members between collections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Connections {
+    /// Kept: a call costs one round trip. For the remediator's few clusters, and for clusters
+    /// with a username and password, whose token (an Authenticate, itself a raft proposal, and
+    /// a bcrypt check on the member) must not be asked for again on every scrape.
+    Kept,
+    /// Opened by a collection and closed at its end: an HTTP/2 connection holds about 40 KB
+    /// in hyper and h2 (buffers, queues, tables) whatever it carries, so a monitor of
+    /// thousands of members that kept them all would hold all of that between scrapes.
+    /// Reconnecting costs a TCP (and TLS, resumed where the member allows) handshake per
+    /// member per scrape.
+    PerCollection,
 }
 
 #[derive(Debug, Default)]
 struct ProbeState {
+    /// The connections of the clients below; `None` once a collection closed them.
+    transport: Option<Transport>,
     clients: HashMap<String, Arc<MemberClient>>,
     /// The last answer to MemberList; drives which endpoints are probed.
     members: Vec<KnownMember>,
@@ -64,14 +81,46 @@ struct Probed {
 }
 
 impl ClusterProbe {
-    pub fn new(config: ClusterConfig, alarm_source: AlarmSource) -> Result<Self> {
+    /// A probe for monitoring: alarms from Status, so nothing is written to raft, and
+    /// connections kept between collections when `keep_connections` (or the cluster
+    /// authenticates with a password), else closed after each.
+    pub fn for_monitoring(config: ClusterConfig, keep_connections: bool) -> Result<Self> {
+        let connections = if keep_connections || config.credentials.is_some() {
+            Connections::Kept
+        } else {
+            Connections::PerCollection
+        };
+        Self::new(config, AlarmSource::Status, connections)
+    }
+
+    /// A probe for the remediator, which acts on what it reads: alarms from AlarmList, the
+    /// authoritative list, and connections kept for the whole run.
+    pub fn for_remediation(config: ClusterConfig) -> Result<Self> {
+        Self::new(config, AlarmSource::AlarmList, Connections::Kept)
+    }
+
+    fn new(
+        config: ClusterConfig,
+        alarm_source: AlarmSource,
+        connections: Connections,
+    ) -> Result<Self> {
+        // Made now, so that a TLS setting that cannot work is an error at start-up.
+        let transport = Transport::new(&config)?;
         Ok(ClusterProbe {
-            transport: Transport::new(&config)?,
             quotas: QuotaCache::new(&config)?,
             alarm_source,
+            connections,
             config,
-            state: Mutex::new(ProbeState::default()),
+            state: Mutex::new(ProbeState {
+                transport: Some(transport),
+                ..ProbeState::default()
+            }),
         })
+    }
+
+    /// Whether the connections to the members outlive a collection.
+    pub fn keeps_connections(&self) -> bool {
+        self.connections == Connections::Kept
     }
 
     pub fn config(&self) -> &ClusterConfig {
@@ -88,7 +137,15 @@ impl ClusterProbe {
         if let Some(client) = state.clients.get(endpoint) {
             return Ok(client.clone());
         }
-        let client = Arc::new(MemberClient::on(&self.transport, endpoint, &self.config)?);
+        let transport = match &state.transport {
+            Some(transport) => transport.clone(),
+            None => {
+                let transport = Transport::new(&self.config)?;
+                state.transport = Some(transport.clone());
+                transport
+            }
+        };
+        let client = Arc::new(MemberClient::on(&transport, endpoint, &self.config)?);
         state.clients.insert(endpoint.to_string(), client.clone());
         Ok(client)
     }
@@ -210,6 +267,12 @@ impl ClusterProbe {
         }
 
         let alarms = alarm_list.unwrap_or_else(|| alarms_from_statuses(&probed));
+        if self.connections == Connections::PerCollection {
+            // The connections close once the last client of this collection is dropped.
+            let mut state = self.lock();
+            state.clients.clear();
+            state.transport = None;
+        }
         self.assemble(probed, unlisted, listing, alarms, started.elapsed())
     }
 

@@ -10,7 +10,8 @@
 //! - [`defrag_rule`]: which members need defragmenting, from their live Status.
 //! - `hedge`: asking several members for one cluster-wide answer, first answer wins.
 //! - [`collect`]: Status, MemberList (and AlarmList, for the remediator) of one cluster,
-//!   concurrently; [`alarm_source`]: where the alarms come from.
+//!   concurrently, on connections kept or opened per collection; [`alarm_source`]: where the
+//!   alarms come from.
 //! - [`model`]: [`ClusterStatus`] and [`MemberStatus`], the view everything else reads.
 //! - [`table`]: the `talosctl etcd status`-style table.
 //! - [`telemetry`], [`shutdown`]: logging set-up and the stop signal for the binaries.

@@ -2,9 +2,9 @@
 //!
 //! etcd-client's `Client::connect` balances requests across all the endpoints it is given,
 //! so a client built from several endpoints cannot ask one particular member. Every member
-//! here gets its own client, whose requests all go to that member over a connection kept
-//! across scrapes (see [`crate::transport`]), so that a scrape costs one round trip, not a
-//! TCP and TLS handshake.
+//! here gets its own client, whose requests all go to that member over one connection (see
+//! [`crate::transport`]), kept across collections or closed after each as its
+//! [`ClusterProbe`](crate::collect::ClusterProbe) decides.
 
 use std::error::Error as _;
 use std::future::Future;

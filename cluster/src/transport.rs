@@ -1,7 +1,8 @@
 //! The HTTP/2 transport under the etcd clients of one cluster.
 //!
 //! One pooled hyper client per cluster keeps one connection per member, reconnecting on
-//! demand. tonic's own `Channel` would add, per member, a request buffer with its own task
+//! demand, for as long as the transport lives (a probe that closes its connections after each
+//! collection drops its transport with them). tonic's own `Channel` would add, per member, a request buffer with its own task
 //! and a reconnect layer; with hundreds of members that overhead was the largest part of
 //! the exporter's memory (docs/benchmarks.md). etcd-client takes any tower service as its
 //! channel, so each member gets a thin service that addresses its requests to that member
@@ -9,7 +10,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -136,22 +137,29 @@ pub(crate) fn tcp_connector(cluster: &ClusterConfig) -> HttpConnector {
     tcp
 }
 
-/// The cluster's TLS settings. Plain-text clusters still need a TLS config to build the
-/// connector type; with only http:// endpoints (enforced when the config loads) it is never
-/// used.
+/// The cluster's TLS settings. A clone shares the original's TLS session cache, so the
+/// connections of every collection of a cluster can resume its sessions. Plain-text clusters
+/// still need a TLS config to build the connector type; with only http:// endpoints
+/// (enforced when the config loads) it is never used, and all of them share one (a config
+/// each, with its session cache, added up to kilobytes per cluster).
 pub(crate) fn tls_config(cluster: &ClusterConfig) -> Result<ClientConfig> {
+    static UNUSED: OnceLock<std::result::Result<ClientConfig, rustls::Error>> = OnceLock::new();
     match &cluster.tls {
         Some(tls) => Ok((*tls.config).clone()),
-        None => Ok(ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .map_err(|err| Error::Tls {
-            cluster: cluster.name.to_string(),
-            message: err.to_string(),
-        })?
-        .with_root_certificates(RootCertStore::empty())
-        .with_no_client_auth()),
+        None => UNUSED
+            .get_or_init(|| {
+                Ok(ClientConfig::builder_with_provider(Arc::new(
+                    rustls::crypto::ring::default_provider(),
+                ))
+                .with_safe_default_protocol_versions()?
+                .with_root_certificates(RootCertStore::empty())
+                .with_no_client_auth())
+            })
+            .clone()
+            .map_err(|err| Error::Tls {
+                cluster: cluster.name.to_string(),
+                message: err.to_string(),
+            }),
     }
 }
 

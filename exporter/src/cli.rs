@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use etcdmedic_cluster::binary::LogArgs;
 use etcdmedic_cluster::config::file::{AuthFile, ClusterFile, TlsFile};
 
-use crate::targets::DEFAULT_MAX_CONCURRENT_CLUSTERS;
+use crate::targets::{DEFAULT_MAX_CONCURRENT_CLUSTERS, DEFAULT_MAX_KEPT_CONNECTIONS};
 
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:9379";
 
@@ -61,6 +61,11 @@ pub struct ServeArgs {
     /// Clusters collected at once, across all scrapes.
     #[arg(long, default_value_t = DEFAULT_MAX_CONCURRENT_CLUSTERS)]
     pub max_concurrent_clusters: usize,
+    /// Members whose connections are kept between scrapes (about 40 KB each), in
+    /// configuration order, each cluster counted as its configured endpoints (at least 3 with
+    /// member discovery); the clusters beyond reconnect on every scrape.
+    #[arg(long, default_value_t = DEFAULT_MAX_KEPT_CONNECTIONS)]
+    pub max_kept_connections: usize,
     /// Validate the configuration, print a summary and exit.
     #[arg(long = "config.check")]
     pub config_check: bool,

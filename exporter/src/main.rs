@@ -6,6 +6,7 @@ use clap::Parser;
 use etcdmedic_cluster::binary::{self, CommandResult, BAD_INPUT, FAILED};
 use etcdmedic_cluster::{shutdown, ClusterConfig, Config};
 use etcdmedic_exporter::cli::{Cli, Command, ServeArgs, StatusArgs};
+use etcdmedic_exporter::targets::Limits;
 use etcdmedic_exporter::{serve, status, LiveTargets, Targets};
 
 fn main() -> ExitCode {
@@ -36,13 +37,12 @@ async fn run_serve(args: ServeArgs) -> Outcome {
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))
         .map_err(|err| (FAILED, err))?;
-    let targets = Targets::new(&config, args.max_concurrent_clusters)
-        .map_err(|err| (BAD_INPUT, err.into()))?;
-    let live = Arc::new(LiveTargets::new(
-        targets,
-        Some(args.config.clone()),
-        args.max_concurrent_clusters,
-    ));
+    let limits = Limits {
+        max_concurrent_clusters: args.max_concurrent_clusters,
+        max_kept_connections: args.max_kept_connections,
+    };
+    let targets = Targets::new(&config, limits).map_err(|err| (BAD_INPUT, err.into()))?;
+    let live = Arc::new(LiveTargets::new(targets, Some(args.config.clone()), limits));
     reload_on_sighup(live.clone());
     tracing::info!(
         listen = %args.listen,

@@ -9,7 +9,7 @@ use std::time::SystemTime;
 
 use etcdmedic_cluster::Config;
 
-use crate::targets::Targets;
+use crate::targets::{Limits, Targets};
 
 /// What `/metrics` says about the last reload.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -22,16 +22,16 @@ pub struct ReloadState {
 #[derive(Debug)]
 pub struct LiveTargets {
     config: Option<PathBuf>,
-    max_concurrent_clusters: usize,
+    limits: Limits,
     current: RwLock<(Arc<Targets>, ReloadState)>,
 }
 
 impl LiveTargets {
     /// `targets` as loaded from `config` (`None`: built in code, nothing to reload).
-    pub fn new(targets: Targets, config: Option<PathBuf>, max_concurrent_clusters: usize) -> Self {
+    pub fn new(targets: Targets, config: Option<PathBuf>, limits: Limits) -> Self {
         LiveTargets {
             config,
-            max_concurrent_clusters,
+            limits,
             current: RwLock::new((
                 Arc::new(targets),
                 ReloadState {
@@ -64,7 +64,7 @@ impl LiveTargets {
         let result = match &self.config {
             None => Err("the exporter was not started from a config file".to_string()),
             Some(path) => Config::load(path)
-                .and_then(|config| Targets::new(&config, self.max_concurrent_clusters))
+                .and_then(|config| Targets::new(&config, self.limits))
                 .map_err(|err| err.to_string()),
         };
         let mut current = self.current.write().unwrap_or_else(PoisonError::into_inner);

@@ -2,7 +2,6 @@
 
 use std::time::Duration;
 
-use etcdmedic_cluster::alarm_source::AlarmSource;
 use etcdmedic_cluster::{table, ClusterConfig, ClusterProbe, ClusterStatus};
 use futures::future::join_all;
 
@@ -22,7 +21,7 @@ pub async fn collect(
 ) -> etcdmedic_cluster::Result<Vec<ClusterStatus>> {
     let probes = clusters
         .into_iter()
-        .map(|cluster| ClusterProbe::new(cluster, AlarmSource::Status))
+        .map(|cluster| ClusterProbe::for_monitoring(cluster, false))
         .collect::<Result<Vec<_>, _>>()?;
     let collections = probes
         .iter()

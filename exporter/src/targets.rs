@@ -19,8 +19,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use etcdmedic_cluster::alarm_source::AlarmSource;
-use etcdmedic_cluster::{ClusterProbe, ClusterStatus, Config};
+use etcdmedic_cluster::{ClusterConfig, ClusterProbe, ClusterStatus, Config};
 use futures::future::{join_all, BoxFuture, FutureExt, Shared};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -29,6 +28,42 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 /// 30 MB with a full scrape well under 100 ms; 16 or 32 shave a little latency for a few MB
 /// more (docs/benchmarks.md).
 pub const DEFAULT_MAX_CONCURRENT_CLUSTERS: usize = 8;
+
+/// Members whose connections are kept between scrapes, counted as each cluster's expected
+/// members ([`expected_members`]) in the order of the configuration; the clusters beyond
+/// reconnect on every scrape. A kept
+/// HTTP/2 connection holds about 40 KB whatever it carries (hyper's and h2's buffers and
+/// queues): 256 of them are about 10 MB, and a fleet of thousands of members stays within a
+/// fixed memory, at the cost of a handshake per member per scrape for the rest
+/// (docs/benchmarks.md).
+pub const DEFAULT_MAX_KEPT_CONNECTIONS: usize = 256;
+
+/// The members a cluster is expected to have before its first collection: its configured
+/// endpoints, and with discovery at least 3 (the smallest cluster that survives a failure),
+/// since one configured endpoint usually leads to a whole cluster.
+fn expected_members(cluster: &ClusterConfig) -> usize {
+    if cluster.discover_members {
+        cluster.endpoints.len().max(3)
+    } else {
+        cluster.endpoints.len()
+    }
+}
+
+/// How much the exporter does at once and keeps between scrapes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub max_concurrent_clusters: usize,
+    pub max_kept_connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_concurrent_clusters: DEFAULT_MAX_CONCURRENT_CLUSTERS,
+            max_kept_connections: DEFAULT_MAX_KEPT_CONNECTIONS,
+        }
+    }
+}
 
 /// The longest a collection keeps its slot. A cluster that answers takes milliseconds; one
 /// that does not is left to run out its timeout without a slot.
@@ -39,7 +74,8 @@ pub const SILENT_BUDGET: Duration = Duration::from_secs(1);
 /// How often a silent cluster's calls get the full `status_timeout` again.
 pub const SILENT_FULL_EVERY: Duration = Duration::from_secs(60);
 
-/// Every configured cluster, with its member clients kept between scrapes.
+/// Every configured cluster, the first ones with their member connections kept between
+/// scrapes ([`DEFAULT_MAX_KEPT_CONNECTIONS`]).
 #[derive(Debug)]
 pub struct Targets {
     clusters: Vec<Arc<Target>>,
@@ -72,13 +108,19 @@ struct InFlight {
 }
 
 impl Targets {
-    pub fn new(config: &Config, max_concurrent_clusters: usize) -> etcdmedic_cluster::Result<Self> {
+    pub fn new(config: &Config, limits: Limits) -> etcdmedic_cluster::Result<Self> {
+        let mut keep_budget = limits.max_kept_connections;
         let clusters = config
             .clusters
             .iter()
             .map(|cluster| {
+                let members = expected_members(cluster);
+                let keep = members <= keep_budget;
+                if keep {
+                    keep_budget -= members;
+                }
                 Ok(Arc::new(Target {
-                    probe: Arc::new(ClusterProbe::new(cluster.clone(), AlarmSource::Status)?),
+                    probe: Arc::new(ClusterProbe::for_monitoring(cluster.clone(), keep)?),
                     silent: AtomicBool::new(false),
                     last_full_budget: Mutex::new(None),
                     in_flight: Mutex::new(None),
@@ -86,7 +128,7 @@ impl Targets {
                 }))
             })
             .collect::<etcdmedic_cluster::Result<_>>()?;
-        let slots = max_concurrent_clusters.max(1);
+        let slots = limits.max_concurrent_clusters.max(1);
         Ok(Targets {
             clusters,
             answering: Arc::new(Semaphore::new(slots)),
@@ -262,11 +304,63 @@ mod tests {
     use super::*;
 
     #[test]
+    fn connections_are_kept_for_the_first_members_within_the_budget() {
+        let cluster = |name: &str, members: u16| {
+            let endpoints: Vec<String> = (1..=members)
+                .map(|port| format!("http://127.0.0.1:{port}"))
+                .collect();
+            format!(
+                "  - name: {name}\n    endpoints: [{}]\n    discover_members: false\n",
+                endpoints.join(", ")
+            )
+        };
+        let yaml = format!(
+            "clusters:\n{}{}{}{}",
+            cluster("a", 3),
+            cluster("b", 3),
+            cluster("c", 1),
+            cluster("d", 1)
+        );
+        let config = Config::from_yaml(&yaml, Path::new("t.yaml")).unwrap();
+        let limits = Limits {
+            max_kept_connections: 4,
+            ..Limits::default()
+        };
+        let targets = Targets::new(&config, limits).unwrap();
+        let kept: Vec<bool> = ["a", "b", "c", "d"]
+            .iter()
+            .map(|name| targets.get(name).unwrap().keeps_connections())
+            .collect();
+        // a fits (1 left), b does not, c does (none left), d does not.
+        assert_eq!(kept, [true, false, true, false]);
+        let none = Targets::new(
+            &config,
+            Limits {
+                max_kept_connections: 0,
+                ..Limits::default()
+            },
+        )
+        .unwrap();
+        assert!(!none.get("c").unwrap().keeps_connections());
+
+        // With discovery, one configured endpoint counts as a 3-member cluster.
+        let discovered = Config::from_yaml(
+            "clusters:\n  - name: a\n    endpoints: [http://127.0.0.1:1]\n  \
+             - name: b\n    endpoints: [http://127.0.0.1:2]\n",
+            Path::new("t.yaml"),
+        )
+        .unwrap();
+        let targets = Targets::new(&discovered, limits).unwrap();
+        assert!(targets.get("a").unwrap().keeps_connections());
+        assert!(!targets.get("b").unwrap().keeps_connections());
+    }
+
+    #[test]
     fn a_silent_cluster_gets_a_short_budget_but_the_full_one_once_a_minute() {
         let yaml =
             "clusters:\n  - name: a\n    endpoints: [http://127.0.0.1:1]\n    status_timeout: 5s\n";
         let config = Config::from_yaml(yaml, Path::new("t.yaml")).unwrap();
-        let targets = Targets::new(&config, 8).unwrap();
+        let targets = Targets::new(&config, Limits::default()).unwrap();
         let target = targets.target("a").unwrap();
         // Never given the full budget yet: it gets it.
         assert_eq!(target.silent_timeout(), Duration::from_secs(5));

@@ -24,11 +24,11 @@ impl RunningExporter {
         let config = Config::load(config_path)?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let base_url = format!("http://{}", listener.local_addr()?);
-        let max = etcdmedic_exporter::targets::DEFAULT_MAX_CONCURRENT_CLUSTERS;
+        let limits = etcdmedic_exporter::targets::Limits::default();
         let targets = Arc::new(LiveTargets::new(
-            Targets::new(&config, max)?,
+            Targets::new(&config, limits)?,
             Some(config_path.to_path_buf()),
-            max,
+            limits,
         ));
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(etcdmedic_exporter::serve(listener, targets, async {

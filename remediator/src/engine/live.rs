@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use etcd_client::{AlarmAction, AlarmOptions, AlarmType, Client, CompactionOptions, GetOptions};
-use etcdmedic_cluster::alarm_source::AlarmSource;
 use etcdmedic_cluster::config::ClusterName;
 use etcdmedic_cluster::model::{ClusterStatus, EndpointStatus, MemberId};
 use etcdmedic_cluster::{ClusterConfig, ClusterProbe};
@@ -19,7 +18,7 @@ pub struct Live {
 impl Live {
     pub fn new(config: ClusterConfig) -> etcdmedic_cluster::Result<Self> {
         Ok(Live {
-            probe: ClusterProbe::new(config, AlarmSource::AlarmList)?,
+            probe: ClusterProbe::for_remediation(config)?,
         })
     }
 

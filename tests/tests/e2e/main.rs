@@ -5,6 +5,7 @@
 //!   killed and paused members, `promtool check metrics`.
 //! - `security`: TLS with client certificates, `server_name`, `insecure_skip_verify`, auth.
 //! - `read_only`: scraping writes nothing to etcd's raft log.
+//! - `fleet`: beyond the kept-connection budget no connection to etcd outlives a scrape.
 //! - `sharding`: two Prometheus servers share a fleet with `hashmod`, each cluster on one.
 //! - `http`: `/probe`, `/healthz`, `/readyz`, the landing page, a dead cluster beside a live one.
 //! - `service_hardening`: refused runs retried while their alerts fire, notifications of
@@ -57,6 +58,7 @@ mod dashboards;
 mod demo;
 mod deploy;
 mod disaster_recovery;
+mod fleet;
 mod http;
 mod live_prometheus;
 mod metrics;

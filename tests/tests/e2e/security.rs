@@ -4,7 +4,6 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use etcdmedic_cluster::alarm_source::AlarmSource;
 use etcdmedic_cluster::{ClusterProbe, ClusterStatus, Config};
 use etcdmedic_tests::{EtcdCluster, EtcdVersion, RunningExporter};
 
@@ -19,7 +18,7 @@ on_each_etcd_version!(
 async fn collect(dir: &Path, yaml: &str) -> Result<ClusterStatus> {
     let config = Config::from_yaml(yaml, &dir.join("security.yaml"))?;
     let cluster = config.clusters.into_iter().next().context("no cluster")?;
-    Ok(ClusterProbe::new(cluster, AlarmSource::Status)?
+    Ok(ClusterProbe::for_monitoring(cluster, false)?
         .collect(Duration::from_secs(5))
         .await)
 }

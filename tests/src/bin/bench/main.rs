@@ -21,13 +21,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{ensure, Context, Result};
+use anyhow::{ensure, Result};
 use clap::Parser;
 use etcdmedic_exporter::targets::DEFAULT_MAX_CONCURRENT_CLUSTERS;
 use etcdmedic_tests::ports::free_port;
 use etcdmedic_tests::{project_binary, EtcdCluster, EtcdVersion, ExporterProcess};
 
 mod backup;
+mod fleet;
 mod nospace;
 mod remediation;
 mod silent;
@@ -35,8 +36,6 @@ mod webhook;
 
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 const TARGET_MEDIAN_SCRAPE: Duration = Duration::from_millis(5);
-const TARGET_SCALE_MEDIAN: Duration = Duration::from_millis(250);
-const TARGET_RSS_BYTES: u64 = 30 * 1000 * 1000;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -54,13 +53,14 @@ struct Cli {
     /// etcdctl runs to compare with.
     #[arg(long, default_value_t = 50)]
     etcdctl_runs: usize,
-    /// Configured clusters in the scale run.
-    #[arg(long, default_value_t = 100)]
-    clusters: usize,
-    /// Scrapes in the scale run, per concurrency setting.
-    #[arg(long, default_value_t = 100)]
+    /// Fleet sizes (configured clusters) of the fleet benchmark.
+    #[arg(long, value_delimiter = ',', default_values_t = [100, 1000, 3000])]
+    clusters: Vec<usize>,
+    /// Scrapes at each fleet size and concurrency setting.
+    #[arg(long, default_value_t = 30)]
     scale_scrapes: usize,
-    /// Values of the exporter's --max-concurrent-clusters to run the scale run with.
+    /// Values of the exporter's --max-concurrent-clusters to compare, at 1,000 clusters (or
+    /// the largest size run).
     #[arg(long, value_delimiter = ',', default_values_t = [4, 8, 16, 32])]
     concurrency: Vec<usize>,
     /// Run the exporter under this command, e.g. "valgrind --tool=massif" (its memory
@@ -263,10 +263,6 @@ async fn exporter_sections(cli: &Cli) -> Result<String> {
     drop(process);
     drop(single);
 
-    eprintln!(
-        "bench: {} clusters on two 3-member clusters, {} scrapes",
-        cli.clusters, cli.scale_scrapes
-    );
     let pair = [
         EtcdCluster::builder(version)
             .members(3)
@@ -279,18 +275,36 @@ async fn exporter_sections(cli: &Cli) -> Result<String> {
             .start()
             .await?,
     ];
-    let scale_config = pair[0].dir().join("scale.yaml");
-    std::fs::write(&scale_config, scale_config_yaml(&pair, cli.clusters))?;
-    let mut scale_runs = Vec::new();
-    for &concurrency in &cli.concurrency {
-        eprintln!("bench: scale run with --max-concurrent-clusters {concurrency}");
-        scale_runs.push(scale_run(&exporter, &scale_config, &http, cli, concurrency).await?);
+    let compare_at = if cli.clusters.contains(&1000) {
+        1000
+    } else {
+        cli.clusters.iter().copied().max().unwrap_or(0)
+    };
+    let mut fleet_runs = Vec::new();
+    for &clusters in &cli.clusters {
+        let settings: Vec<usize> = if clusters == compare_at {
+            cli.concurrency.clone()
+        } else {
+            vec![DEFAULT_MAX_CONCURRENT_CLUSTERS]
+        };
+        for concurrency in settings {
+            let probes = clusters == compare_at && concurrency == DEFAULT_MAX_CONCURRENT_CLUSTERS;
+            fleet_runs.push(
+                fleet::run(
+                    &exporter,
+                    &pair,
+                    &http,
+                    clusters,
+                    concurrency,
+                    cli.scale_scrapes,
+                    cli.wrap.as_deref(),
+                    probes,
+                )
+                .await?,
+            );
+        }
     }
     drop(pair);
-    let default_run = scale_runs
-        .iter()
-        .find(|run| run.concurrency == DEFAULT_MAX_CONCURRENT_CLUSTERS)
-        .context("the scale runs must include the default concurrency")?;
 
     let mut out = String::new();
     writeln!(out, "## Scrape latency: one local 3-member cluster\n")?;
@@ -316,42 +330,7 @@ async fn exporter_sections(cli: &Cli) -> Result<String> {
         ms(scrape_latency.median)
     )?;
 
-    writeln!(out, "## Scale: {} configured clusters\n", cli.clusters)?;
-    writeln!(
-        out,
-        "{} cluster entries, alternately pointing at two real 3-member clusters (6 etcd \
-         processes on the same 2 cores), member discovery on: {} members, {} Status and \
-         MemberList calls per scrape. One fresh exporter per setting of \
-         `--max-concurrent-clusters` (how many clusters it collects at once); sequential \
-         scrapes after 20 warm-ups; the memory figure is the process's peak over the run.\n",
-        cli.clusters,
-        cli.clusters * 3,
-        cli.clusters * 4
-    )?;
-    writeln!(
-        out,
-        "| `--max-concurrent-clusters` | median | p90 | p99 | max | runs | peak resident (VmHWM) |"
-    )?;
-    writeln!(out, "|---|---|---|---|---|---|---|")?;
-    for run in &scale_runs {
-        let default = if run.concurrency == DEFAULT_MAX_CONCURRENT_CLUSTERS {
-            " (default)"
-        } else {
-            ""
-        };
-        let row = run.latency.row(&format!("{}{default}", run.concurrency));
-        writeln!(out, "{row} {:.1} MB |", run.peak_rss as f64 / 1e6)?;
-    }
-    writeln!(
-        out,
-        "\nTargets, at the default setting: full `/metrics` median under {} — {} ({}); resident memory under {:.0} MB — {} (peak {:.1} MB).\n",
-        ms(TARGET_SCALE_MEDIAN),
-        verdict(default_run.latency.median < TARGET_SCALE_MEDIAN),
-        ms(default_run.latency.median),
-        TARGET_RSS_BYTES as f64 / 1e6,
-        verdict(default_run.peak_rss < TARGET_RSS_BYTES),
-        default_run.peak_rss as f64 / 1e6
-    )?;
+    fleet::section(&mut out, &fleet_runs)?;
 
     writeln!(out, "## Series per member\n")?;
     writeln!(out, "| source | series per member |\n|---|---|")?;
@@ -382,44 +361,6 @@ async fn start_exporter(
     };
     command.args(args);
     ExporterProcess::spawn(command, listen, Stdio::null()).await
-}
-
-struct ScaleRun {
-    concurrency: usize,
-    latency: Summary,
-    peak_rss: u64,
-}
-
-/// A fresh exporter on the scale config, scraped `cli.scale_scrapes` times.
-async fn scale_run(
-    exporter: &Path,
-    config: &Path,
-    http: &reqwest::Client,
-    cli: &Cli,
-    concurrency: usize,
-) -> Result<ScaleRun> {
-    let args = vec![
-        "--max-concurrent-clusters".to_string(),
-        concurrency.to_string(),
-    ];
-    let process = start_exporter(exporter, config, &args, cli.wrap.as_deref()).await?;
-    let url = format!("{}/metrics", process.base_url);
-    let (latency, body) = time_scrapes(http, &url, cli.scale_scrapes).await?;
-    let up = body
-        .lines()
-        .filter(|l| l.starts_with("etcdmedic_member_up{") && l.ends_with(" 1"))
-        .count();
-    ensure!(
-        up == cli.clusters * 3,
-        "expected {} members up in the scale run, got {up}",
-        cli.clusters * 3
-    );
-    let (_, peak_rss) = process.memory()?;
-    Ok(ScaleRun {
-        concurrency,
-        latency,
-        peak_rss,
-    })
 }
 
 async fn time_scrapes(
