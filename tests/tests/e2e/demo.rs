@@ -30,14 +30,18 @@ async fn run_demo(flag: &str, deadline: Duration) -> Result<String> {
     Ok(stdout)
 }
 
+/// The first word after the banner line `label` (`config`, `exporter`, `remediator`).
+fn banner_value<'a>(banner: &'a str, label: &str) -> Result<&'a str> {
+    banner
+        .lines()
+        .find_map(|l| l.trim().strip_prefix(label))
+        .and_then(|rest| rest.split_whitespace().next())
+        .with_context(|| format!("no {label} line in:\n{banner}"))
+}
+
 /// The demo's directory (the config's) is gone, and no process started under it runs.
 fn nothing_left_behind(stdout: &str) -> Result<()> {
-    let config = stdout
-        .lines()
-        .find_map(|line| line.trim().strip_prefix("config"))
-        .map(str::trim)
-        .context("no config line")?
-        .to_string();
+    let config = banner_value(stdout, "config")?;
     ensure!(
         !std::path::Path::new(&config).exists(),
         "the demo left {config} behind"
@@ -183,11 +187,7 @@ impl RunningDemo {
 
     /// The first word after the banner line's `label`.
     pub fn banner_value(&self, label: &str) -> Result<&str> {
-        self.banner
-            .lines()
-            .find_map(|l| l.trim().strip_prefix(label))
-            .and_then(|rest| rest.split_whitespace().next())
-            .with_context(|| format!("no {label} line in:\n{}", self.banner))
+        banner_value(&self.banner, label)
     }
 
     pub fn config(&self) -> Result<&str> {
