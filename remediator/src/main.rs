@@ -37,7 +37,11 @@ async fn serve(args: ServeArgs) -> CommandResult<anyhow::Error> {
         settings.listen = listen;
     }
     settings.init_state = args.init_state;
-    let problems = places::problems(&config.clusters, Some(&settings.state_path));
+    let state_file = settings
+        .postgres
+        .is_none()
+        .then_some(settings.state_path.as_path());
+    let problems = places::problems(&config.clusters, state_file);
     if !problems.is_empty() {
         return Err((
             BAD_INPUT,
@@ -52,7 +56,7 @@ async fn serve(args: ServeArgs) -> CommandResult<anyhow::Error> {
             config.cluster_names().join(", "),
             settings.listen,
             if settings.tls.is_some() { " (TLS)" } else { "" },
-            settings.state_path.display()
+            settings.state_place()
         );
         return Ok(ExitCode::SUCCESS);
     }
@@ -63,7 +67,7 @@ async fn serve(args: ServeArgs) -> CommandResult<anyhow::Error> {
         listen = %settings.listen,
         tls = settings.tls.is_some(),
         clusters = ?config.cluster_names(),
-        state = %settings.state_path.display(),
+        state = %settings.state_place(),
         triggers = ?settings.triggers,
         version = etcdmedic_cluster::build_info::VERSION,
         "serving /webhook/alertmanager, /api/v1 and the web pages at /"

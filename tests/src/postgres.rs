@@ -25,6 +25,9 @@ pub struct Postgres {
     pub port: u16,
     password: String,
     process: ChildProcess,
+    /// How it was started, to start it again on the same data and port.
+    program: PathBuf,
+    args: Vec<String>,
     dir: TempDir,
 }
 
@@ -133,20 +136,46 @@ impl Postgres {
             port,
             password,
             process,
+            program,
+            args,
             dir,
         };
-        // The role's own database, as a client that names no database expects.
+        postgres.wait_ready().await?;
+        postgres.psql_in("postgres", &format!("CREATE DATABASE {USER}"))?;
+        Ok(postgres)
+    }
+
+    async fn wait_ready(&self) -> Result<()> {
         let ready = eventually(
             "PostgreSQL accepts connections",
             Duration::from_secs(60),
-            || async { postgres.psql_in("postgres", "SELECT 1").map(|_| ()) },
+            || async { self.psql_in("postgres", "SELECT 1").map(|_| ()) },
         )
         .await;
         if let Err(err) = ready {
-            bail!("{err:#}\nPostgreSQL output:\n{}", postgres.process.output());
+            bail!("{err:#}\nPostgreSQL output:\n{}", self.process.output());
         }
-        postgres.psql_in("postgres", &format!("CREATE DATABASE {USER}"))?;
-        Ok(postgres)
+        Ok(())
+    }
+
+    /// The URL without the password, as etcdmedic's configuration takes it.
+    pub fn url_without_password(&self) -> String {
+        format!("postgres://{USER}@127.0.0.1:{}/{USER}", self.port)
+    }
+
+    pub fn password(&self) -> &str {
+        &self.password
+    }
+
+    /// Stops PostgreSQL as its "fast" shutdown does (every session ended, as in a restart
+    /// or a failover of the database), then starts it again on the same data and port.
+    pub async fn restart(&mut self) -> Result<()> {
+        self.process
+            .signal_and_wait(nix::sys::signal::Signal::SIGINT, Duration::from_secs(30))
+            .await
+            .context("stopping PostgreSQL")?;
+        self.process = ChildProcess::spawn("postgres", &self.program, &self.args)?;
+        self.wait_ready().await
     }
 
     /// `sql` run by psql in the tests' database; its unaligned output.

@@ -345,6 +345,23 @@ pub struct RemediatorFile {
     /// Post one Grafana annotation per run.
     #[serde(default)]
     pub grafana_annotations: Option<GrafanaFile>,
+    /// Keep the state in PostgreSQL instead of the SQLite file at `state_path`.
+    #[serde(default)]
+    pub postgres: Option<PostgresFile>,
+}
+
+/// The remediator's state in PostgreSQL: where, and the password from a file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresFile {
+    /// `postgres://user@host:port/database`, without a password.
+    pub url: String,
+    /// File holding the user's password.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// How long connecting may take.
+    #[serde(default, with = "humantime_serde")]
+    pub connect_timeout: Option<Duration>,
 }
 
 /// Exactly one of the two, like Alertmanager's `http_config`.

@@ -53,6 +53,10 @@ fn probes() -> Vec<(&'static str, String)> {
             format!("remediator: {{silences: {{alertmanager_url: u, {PROBE}: 1}}}}\n{}", cluster("")),
         ),
         (
+            "remediator.postgres",
+            format!("remediator: {{postgres: {{url: u, {PROBE}: 1}}}}\n{}", cluster("")),
+        ),
+        (
             "remediator.grafana_annotations",
             format!(
                 "remediator: {{grafana_annotations: {{url: u, token_file: t, {PROBE}: 1}}}}\n{}",

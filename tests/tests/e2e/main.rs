@@ -42,6 +42,7 @@
 //! - `backup*`, `disaster_recovery`: backups to directories, S3, GCS and Azure, restore drills,
 //!   and the documented restore of a whole cluster.
 //! - `postgres_harness`: the PostgreSQL the harness starts (unprivileged, loopback, password).
+//! - `state_postgres`: `serve` with its state in PostgreSQL, across restarts of both.
 //! - `support`: helpers shared by the modules above.
 
 mod alert_rules;
@@ -75,6 +76,7 @@ mod service;
 mod service_hardening;
 mod sharding;
 mod silent_clusters;
+mod state_postgres;
 mod status_command;
 mod support;
 mod web_pages;

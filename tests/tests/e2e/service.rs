@@ -42,12 +42,26 @@ impl ServiceFiles {
     /// Writes a config: `clusters` entries (YAML list items), remediation defaults for tests,
     /// and `remediator_extra` lines (indented by two spaces) under `remediator:`.
     pub(crate) fn write_config(&self, clusters: &str, remediator_extra: &str) -> Result<PathBuf> {
+        let state = format!(
+            "  state_path: {}\n",
+            self.path("state/state.sqlite").display()
+        );
+        self.write_config_with_state(clusters, &state, remediator_extra)
+    }
+
+    /// [`write_config`](Self::write_config) with `state` (lines under `remediator:`) in place
+    /// of the SQLite file.
+    pub(crate) fn write_config_with_state(
+        &self,
+        clusters: &str,
+        state: &str,
+        remediator_extra: &str,
+    ) -> Result<PathBuf> {
         let yaml = format!(
             "remediation:\n  snapshot_dir: {snapshots}\n  settle_time: 0s\n  defrag_rule: \"{TEST_RULE}\"\n\
-             remediator:\n  state_path: {state}\n  auth: {{bearer_token_file: {token}}}\n{remediator_extra}\
+             remediator:\n{state}  auth: {{bearer_token_file: {token}}}\n{remediator_extra}\
              clusters:\n{clusters}",
             snapshots = self.path("snapshots").display(),
-            state = self.path("state/state.sqlite").display(),
             token = self.path("token").display(),
         );
         let path = self.path("etcdmedic.yaml");
@@ -630,7 +644,7 @@ async fn sigterm_lets_the_member_under_way_finish_and_starts_no_other() -> Resul
 }
 
 /// A config whose cluster is never contacted (nothing here may start a run).
-fn unreachable_cluster() -> String {
+pub(crate) fn unreachable_cluster() -> String {
     "  - name: prod-a\n    endpoints: [http://127.0.0.1:1]\n".to_string()
 }
 

@@ -42,7 +42,10 @@ use super::notify::Notifier;
 use super::owner::Owner;
 use super::payload::{AlertStatus, Payload};
 use super::settings::ServiceSettings;
-use super::store::{InterruptedRun, RunDetail, RunFilter, RunSummary, SqliteStore, StoreError};
+use super::store::postgresql::PostgresStore;
+use super::store::{
+    InterruptedRun, RunDetail, RunFilter, RunSummary, SqliteStore, StateStore, StoreError,
+};
 use crate::Remediator;
 use ledger::{Ledger, Rules};
 
@@ -51,6 +54,21 @@ use ledger::{Ledger, Rules};
 const DISPATCH_EVERY: Duration = Duration::from_secs(5);
 /// Backups read back at start-up to restore the backup metrics from.
 const RESTORED_BACKUPS: usize = 1000;
+
+/// The configured store: PostgreSQL when `remediator.postgres` is set, else the SQLite file.
+fn open_store(
+    settings: &ServiceSettings,
+    unreadable: prometheus_client::metrics::counter::Counter,
+) -> Result<Box<dyn StateStore>, StoreError> {
+    Ok(match &settings.postgres {
+        Some(postgres) => Box::new(PostgresStore::open(postgres, unreadable)?),
+        None => Box::new(SqliteStore::open(
+            &settings.state_path,
+            settings.init_state,
+            unreadable,
+        )?),
+    })
+}
 
 /// What became of one alert or request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -161,11 +179,18 @@ impl Scheduler {
         metrics: Arc<Metrics>,
         stop: CancellationToken,
     ) -> Result<(Arc<Scheduler>, Vec<InterruptedRun>), super::Error> {
-        let store = SqliteStore::open(
-            &settings.state_path,
-            settings.init_state,
-            metrics.store_unreadable(),
-        )?;
+        // Before the store: PostgreSQL's client dropped on this (async) thread would panic.
+        let mut targets = BTreeMap::new();
+        for cluster in clusters {
+            let remediator = Remediator::new(cluster.clone()).map_err(super::Error::Cluster)?;
+            targets.insert(
+                cluster.name.to_string(),
+                Target {
+                    config: cluster.clone(),
+                    remediator: Arc::new(remediator),
+                },
+            );
+        }
         let rules = Rules {
             triggers: settings.triggers.iter().cloned().collect(),
             clusters: clusters
@@ -189,9 +214,25 @@ impl Scheduler {
                 .filter_map(|c| Some((c.name.to_string(), c.backup.schedule.clone()?)))
                 .collect(),
         };
-        let (mut ledger, opened) = Ledger::open(Box::new(store), rules)?;
         let now = std::time::SystemTime::now();
-        ledger.first_backup_times(now);
+        let unreadable = metrics.store_unreadable();
+        // Opened on a thread of its own: PostgreSQL's client must never run (or be dropped)
+        // on an async thread, and a store that fails half-way is dropped there too.
+        let (ledger, opened, history) = std::thread::scope(|scope| {
+            scope
+                .spawn(|| -> Result<_, super::Error> {
+                    let store = open_store(settings, unreadable)?;
+                    let (mut ledger, opened) = Ledger::open(store, rules)?;
+                    ledger.first_backup_times(now);
+                    let history = ledger.store.backups(&BackupFilter {
+                        cluster: None,
+                        limit: RESTORED_BACKUPS,
+                    })?;
+                    Ok((ledger, opened, history))
+                })
+                .join()
+        })
+        .map_err(|_| StoreError::Gone(super::owner::OwnerGone("state-opening")))??;
         for cluster in clusters {
             let destinations: Vec<String> = cluster
                 .backup
@@ -204,10 +245,6 @@ impl Scheduler {
                 metrics.set_backup_interval(&cluster.name, schedule, now);
             }
         }
-        let history = ledger.store.backups(&BackupFilter {
-            cluster: None,
-            limit: RESTORED_BACKUPS,
-        })?;
         metrics.restore_backups(&history, |name| {
             clusters
                 .iter()
@@ -227,17 +264,6 @@ impl Scheduler {
         }
         for report in &opened.latest {
             metrics.restore(report);
-        }
-        let mut targets = BTreeMap::new();
-        for cluster in clusters {
-            let remediator = Remediator::new(cluster.clone()).map_err(super::Error::Cluster)?;
-            targets.insert(
-                cluster.name.to_string(),
-                Target {
-                    config: cluster.clone(),
-                    remediator: Arc::new(remediator),
-                },
-            );
         }
         let ledger = Owner::spawn("etcdmedic-state", ledger).map_err(super::Error::Thread)?;
         let scheduler = Arc::new(Scheduler {

@@ -12,6 +12,10 @@ use etcdmedic_cluster::config::read_secret_file;
 use etcdmedic_cluster::tls::{self, ServerTls};
 use etcdmedic_cluster::{Config, ConfigProblems, Error, Secret};
 
+mod postgres;
+
+pub use self::postgres::PostgresSettings;
+
 pub const DEFAULT_LISTEN: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::UNSPECIFIED), 9380);
 pub const DEFAULT_STATE_PATH: &str = "/var/lib/etcdmedic/state.sqlite";
@@ -49,7 +53,10 @@ pub const DEFAULT_URGENT_TRIGGERS: [&str; 3] = [
 #[derive(Debug, Clone)]
 pub struct ServiceSettings {
     pub listen: SocketAddr,
+    /// The SQLite file, unless `postgres` is set.
     pub state_path: PathBuf,
+    /// The state in PostgreSQL instead.
+    pub postgres: Option<PostgresSettings>,
     pub auth: WebhookAuth,
     pub tls: Option<ServerTls>,
     pub triggers: Vec<String>,
@@ -95,6 +102,14 @@ pub struct GrafanaSettings {
 }
 
 impl ServiceSettings {
+    /// Where the state is kept, as messages name it.
+    pub fn state_place(&self) -> String {
+        match &self.postgres {
+            Some(postgres) => postgres.place.clone(),
+            None => self.state_path.display().to_string(),
+        }
+    }
+
     /// The settings of `config`'s `remediator:` block (the defaults without one), every
     /// problem named with its key.
     pub fn from_config(config: &Config) -> Result<ServiceSettings, Error> {
@@ -226,11 +241,22 @@ fn resolve(
         .as_ref()
         .and_then(|g| resolve_grafana(g, base, &format!("{key}.grafana_annotations"), problems));
 
+    let postgres = file.postgres.as_ref().and_then(|p| {
+        if file.state_path.is_some() {
+            problems.push(
+                format!("{key}.postgres"),
+                "set one of state_path (SQLite) or postgres, not both",
+            );
+        }
+        self::postgres::resolve(p, base, &format!("{key}.postgres"), problems)
+    });
+
     if problems.0.len() > before {
         return None;
     }
     Some(ServiceSettings {
         listen: file.listen.unwrap_or(DEFAULT_LISTEN),
+        postgres,
         state_path: tls::resolve(
             base,
             file.state_path

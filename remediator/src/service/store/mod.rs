@@ -22,6 +22,8 @@ use super::backups::{BackupFilter, BackupRecord};
 use super::owner::OwnerGone;
 use crate::report::{Outcome, RunReport};
 
+pub(super) mod postgresql;
+mod rows;
 mod schema;
 pub(super) mod sqlite;
 #[cfg(test)]
@@ -29,7 +31,8 @@ mod tests;
 
 pub(super) use sqlite::SqliteStore;
 
-/// Why the state store cannot be used.
+/// Why the state store cannot be used. `place` is the SQLite file or the PostgreSQL database
+/// (its URL without the password).
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("state store {path}: {source}", path = .path.display())]
@@ -38,20 +41,26 @@ pub enum StoreError {
         #[source]
         source: rusqlite::Error,
     },
-    /// The file exists but is not etcdmedic's state: using it would silently lose the pause
-    /// switch, the cooldowns and the run history, or someone else's data.
-    #[error("state store {path}: {why}", path = .path.display())]
-    NotOurs { path: PathBuf, why: String },
-    #[error("state store {path}: written by a newer etcdmedic (schema version {found}; this one knows up to {known}); run that version, or point state_path elsewhere", path = .path.display())]
+    #[error("state store {database}: {}", postgresql::describe(.source))]
+    Postgres {
+        database: String,
+        #[source]
+        source: ::postgres::Error,
+    },
+    /// The file or database exists but is not etcdmedic's state: using it would silently
+    /// lose the pause switch, the cooldowns and the run history, or someone else's data.
+    #[error("state store {place}: {why}")]
+    NotOurs { place: String, why: String },
+    #[error("state store {place}: written by a newer etcdmedic (schema version {found}; this one knows up to {known}); run that version, or point the service at other state")]
     TooNew {
-        path: PathBuf,
+        place: String,
         found: i64,
         known: i64,
     },
-    /// Another service uses the file: two would each take the other's live run for one a
+    /// Another service uses the state: two would each take the other's live run for one a
     /// dead process left behind.
-    #[error("state store {path} is in use by another etcdmedic-remediator serve ({holder}); two services on one state file would rewrite each other's runs: stop the other one, or give this one its own state_path", path = .path.display())]
-    InUse { path: PathBuf, holder: String },
+    #[error("state store {place} is in use by another etcdmedic-remediator serve ({holder}); two services on one state would rewrite each other's runs: stop the other one, or give this one state of its own")]
+    InUse { place: String, holder: String },
     #[error("state store {path}: cannot take its lock: {source}", path = .path.display())]
     Lock {
         path: PathBuf,

@@ -176,7 +176,7 @@ pub(super) const LATEST: i64 = MIGRATIONS.len() as i64;
 pub(super) fn open(path: &Path, init: bool) -> StoreResult<Connection> {
     let fail = |source| StoreError::sqlite(path, source);
     let refuse = |why: String| StoreError::NotOurs {
-        path: path.to_path_buf(),
+        place: path.display().to_string(),
         why,
     };
     if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
@@ -230,7 +230,7 @@ pub(super) fn open(path: &Path, init: bool) -> StoreResult<Connection> {
     }
     if version > LATEST {
         return Err(StoreError::TooNew {
-            path: path.to_path_buf(),
+            place: path.display().to_string(),
             found: version,
             known: LATEST,
         });

@@ -18,10 +18,9 @@ use crate::lock::{FileLock, LockError};
 use crate::report::{Outcome, RunReport};
 use crate::service::backups::{BackupFilter, BackupRecord};
 
-mod rows;
 mod transaction;
 
-use rows::{Rows, RUN_COLUMNS};
+use super::rows::{Columns, Rows, RUN_COLUMNS};
 use transaction::SqliteTransaction;
 
 pub(crate) struct SqliteStore {
@@ -47,7 +46,7 @@ impl SqliteStore {
     pub(crate) fn open(path: &Path, init: bool, unreadable: Counter) -> StoreResult<SqliteStore> {
         if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|err| StoreError::NotOurs {
-                path: path.to_path_buf(),
+                place: path.display().to_string(),
                 why: format!("cannot create the directory {}: {err}", dir.display()),
             })?;
         }
@@ -55,7 +54,7 @@ impl SqliteStore {
         lock_path.push(".lock");
         let lock = FileLock::acquire(Path::new(&lock_path)).map_err(|err| match err {
             LockError::Held { holder, .. } => StoreError::InUse {
-                path: path.to_path_buf(),
+                place: path.display().to_string(),
                 holder,
             },
             source => StoreError::Lock {
@@ -87,7 +86,7 @@ impl SqliteStore {
             .prepare(&sql)
             .map_err(|err| self.fail(err))?;
         let rows = select
-            .query_map(parameters, |row| Ok(self.rows.run(row)))
+            .query_map(parameters, |row| Ok(self.rows.run(&SqliteRow(row))))
             .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
             .map_err(|err| self.fail(err))?;
         Ok(rows.into_iter().flatten().collect())
@@ -147,6 +146,30 @@ impl SqliteStore {
             })
             .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>());
         rows.map_err(|err| self.fail(err))
+    }
+}
+
+/// A SQLite row as [`Columns`]: flags are integers there.
+struct SqliteRow<'a, 'b>(&'a rusqlite::Row<'b>);
+
+impl Columns for SqliteRow<'_, '_> {
+    fn id(&self, i: usize) -> Result<i64, String> {
+        self.0.get(i).map_err(|e| e.to_string())
+    }
+    fn optional_id(&self, i: usize) -> Result<Option<i64>, String> {
+        self.0.get(i).map_err(|e| e.to_string())
+    }
+    fn text(&self, i: usize) -> Result<String, String> {
+        self.0.get(i).map_err(|e| e.to_string())
+    }
+    fn optional_text(&self, i: usize) -> Result<Option<String>, String> {
+        self.0.get(i).map_err(|e| e.to_string())
+    }
+    fn flag(&self, i: usize) -> Result<bool, String> {
+        self.0.get(i).map_err(|e| e.to_string())
+    }
+    fn seconds(&self, i: usize) -> Result<Option<f64>, String> {
+        self.0.get(i).map_err(|e| e.to_string())
     }
 }
 

@@ -1,12 +1,25 @@
-//! Rows read back typed; what this build cannot read is counted and left out.
+//! Rows read back typed, whichever database holds them; what this build cannot read is
+//! counted and left out.
 
 use std::time::SystemTime;
 
 use prometheus_client::metrics::counter::Counter;
-use rusqlite::Row;
 
-use super::super::{from_unix, RunSource, RunState, RunSummary};
+use super::{from_unix, RunSource, RunState, RunSummary};
 use crate::report::{Outcome, RunReport, REPORT_FORMAT};
+
+/// A run's columns, in the order of [`RUN_COLUMNS`], as a backend reads them: each
+/// database's types differ (SQLite's integers for flags, PostgreSQL's booleans), what they mean
+/// does not.
+pub(super) trait Columns {
+    fn id(&self, i: usize) -> Result<i64, String>;
+    fn optional_id(&self, i: usize) -> Result<Option<i64>, String>;
+    fn text(&self, i: usize) -> Result<String, String>;
+    fn optional_text(&self, i: usize) -> Result<Option<String>, String>;
+    fn flag(&self, i: usize) -> Result<bool, String>;
+    /// Seconds since the Unix epoch.
+    fn seconds(&self, i: usize) -> Result<Option<f64>, String>;
+}
 
 pub(super) const RUN_COLUMNS: &str = "id, cluster, state, source, dry_run, trigger, created_at, \
     started_at, finished_at, cooldown_until, outcome, reason, not_before, retry_of, refused, \
@@ -30,23 +43,22 @@ impl Rows {
 
     /// A run row, or `None` (counted) when its state, source or outcome is not one this build
     /// knows.
-    pub(super) fn run(&self, row: &Row<'_>) -> Option<RunSummary> {
-        let id: i64 = row.get(0).ok()?;
+    pub(super) fn run(&self, row: &dyn Columns) -> Option<RunSummary> {
+        let id: i64 = row.id(0).ok()?;
         let read = || -> Result<RunSummary, String> {
-            let text = |i: usize| row.get::<_, String>(i).map_err(|e| e.to_string());
+            let text = |i: usize| row.text(i);
             let state = text(2)?;
             let source = text(3)?;
-            let outcome: Option<String> = row.get(10).map_err(|e| e.to_string())?;
+            let outcome: Option<String> = row.optional_text(10)?;
             let time = |i: usize| -> Result<Option<SystemTime>, String> {
-                let seconds: Option<f64> = row.get(i).map_err(|e| e.to_string())?;
-                Ok(seconds.map(from_unix))
+                Ok(row.seconds(i)?.map(from_unix))
             };
             Ok(RunSummary {
                 id,
                 cluster: text(1)?,
                 state: RunState::parse(&state).ok_or(format!("unknown state {state:?}"))?,
                 source: RunSource::parse(&source).ok_or(format!("unknown source {source:?}"))?,
-                dry_run: row.get(4).map_err(|e| e.to_string())?,
+                dry_run: row.flag(4)?,
                 trigger: text(5)?,
                 created_at: time(6)?.unwrap_or(SystemTime::UNIX_EPOCH),
                 started_at: time(7)?,
@@ -58,11 +70,11 @@ impl Rows {
                         Some(Outcome::parse(&text).ok_or(format!("unknown outcome {text:?}"))?)
                     }
                 },
-                reason: row.get(11).map_err(|e| e.to_string())?,
+                reason: row.optional_text(11)?,
                 not_before: time(12)?,
-                retry_of: row.get(13).map_err(|e| e.to_string())?,
-                refused: row.get(14).map_err(|e| e.to_string())?,
-                error_kind: row.get(15).map_err(|e| e.to_string())?,
+                retry_of: row.optional_id(13)?,
+                refused: row.flag(14)?,
+                error_kind: row.optional_text(15)?,
             })
         };
         read().map_err(|why| self.unreadable("runs", id, &why)).ok()

@@ -1,0 +1,231 @@
+//! `serve` with its state in a real PostgreSQL (`remediator.postgres`): a run from an alert
+//! recorded there, the pause switch and history kept across a restart of the service and of
+//! the database, a second service on the same database refused with the holder named, and
+//! bad settings refused with their key.
+
+use std::time::Duration;
+
+use anyhow::{ensure, Context, Result};
+use etcdmedic_tests::postgres::Postgres;
+use etcdmedic_tests::{EtcdVersion, RemediatorService};
+
+use crate::service::{
+    fragmented_cluster, now_rfc3339, payload, unreachable_cluster, ServiceFiles, RUN_TIMEOUT, TOKEN,
+};
+
+/// The `remediator:` lines that put the state in `postgres`, its password in a file.
+fn postgres_state(files: &ServiceFiles, postgres: &Postgres) -> Result<String> {
+    let password_file = files.path("postgres-password");
+    std::fs::write(&password_file, format!("{}\n", postgres.password()))?;
+    Ok(format!(
+        "  postgres:\n    url: {}\n    password_file: {}\n",
+        postgres.url_without_password(),
+        password_file.display()
+    ))
+}
+
+/// `serve` on `config` expected to refuse to start: its exit status and stderr.
+async fn refused_start(config: &std::path::Path) -> Result<(Option<i32>, String)> {
+    let binary = etcdmedic_tests::project_binary("etcdmedic-remediator")?;
+    let port = etcdmedic_tests::ports::free_port()?;
+    let output = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio::process::Command::new(&binary)
+            .args(["serve", "--config"])
+            .arg(config)
+            .arg(format!("--listen=127.0.0.1:{port}"))
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .context("serve neither started nor stopped within 30 s")??;
+    Ok((
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_on_postgres_remediates_and_keeps_its_state_across_restarts_of_both() -> Result<()>
+{
+    let mut postgres = Postgres::start().await?;
+    let cluster = fragmented_cluster(EtcdVersion::V3_5).await?;
+    let files = ServiceFiles::new()?;
+    let state = postgres_state(&files, &postgres)?;
+    let config = files.write_config_with_state(
+        &cluster.config_entry("prod-a"),
+        &state,
+        "  cooldown: 1h\n",
+    )?;
+    let mut service = RemediatorService::start(&config, Some(TOKEN)).await?;
+
+    let (status, answer) = service
+        .post_webhook(&payload(
+            "EtcdmedicDatabaseHighFragmentation",
+            "prod-a",
+            "firing",
+            &now_rfc3339(),
+        ))
+        .await?;
+    ensure!(
+        status == 202 && answer["alerts"][0]["action"] == "queued",
+        "{status} {answer}"
+    );
+    let id = answer["alerts"][0]["run_id"].as_i64().context("run id")?;
+    let run = service.wait_for_run(id, RUN_TIMEOUT).await?;
+    ensure!(run["outcome"] == "succeeded", "{run}\n{}", service.output());
+    ensure!(postgres.psql("SELECT version FROM etcdmedic_schema")? == "1");
+    ensure!(
+        postgres.psql(&format!("SELECT state, outcome FROM runs WHERE id = {id}"))?
+            == "finished|succeeded"
+    );
+    let (status, _) = service.post("/api/v1/pause").await?;
+    ensure!(status == 200, "pause: {status}");
+
+    // A second service on the same database would take the first one's live runs for dead
+    // ones: refused, and told who holds it.
+    let (code, stderr) = refused_start(&config).await?;
+    let pid = service.pid()?;
+    ensure!(code == Some(2), "exit {code:?}: {stderr}");
+    ensure!(
+        stderr.contains("is in use by another etcdmedic-remediator serve (etcdmedic-remediator on")
+            && stderr.contains(&format!("(pid {pid}) connected from 127.0.0.1")),
+        "{stderr}"
+    );
+
+    // The database restarts (every session ends): the service connects again, its lock
+    // taken back, and carries on with the same state.
+    postgres.restart().await?;
+    let (status, body) = service.get("/api/v1/status").await?;
+    ensure!(
+        status == 200 && body["paused"] == true,
+        "{status} {body}\n{}",
+        service.output()
+    );
+    let (status, answer) = service
+        .post_webhook(&payload(
+            "EtcdmedicDatabaseHighFragmentation",
+            "prod-a",
+            "firing",
+            &now_rfc3339(),
+        ))
+        .await?;
+    ensure!(
+        status == 202 && answer["alerts"][0]["action"] == "ignored",
+        "{status} {answer}"
+    );
+    ensure!(postgres.psql("SELECT count(*) FROM alerts")? == "2");
+
+    // The service restarts: the history, the pause switch and the cooldown are all there.
+    let exit = service.terminate(Duration::from_secs(30)).await?;
+    ensure!(exit.success(), "SIGTERM exit: {exit:?}");
+    service.restart().await?;
+    let (status, body) = service.get("/api/v1/status").await?;
+    ensure!(status == 200 && body["paused"] == true, "{status} {body}");
+    let runs = service.runs().await?;
+    ensure!(
+        runs.len() == 1 && runs[0]["id"] == id && runs[0]["outcome"] == "succeeded",
+        "{runs:?}"
+    );
+    let (status, _) = service.post("/api/v1/resume").await?;
+    ensure!(status == 200);
+    let (status, answer) = service
+        .post_webhook(&payload(
+            "EtcdmedicDatabaseHighFragmentation",
+            "prod-a",
+            "firing",
+            &now_rfc3339(),
+        ))
+        .await?;
+    ensure!(status == 202, "{status} {answer}");
+    let second = answer["alerts"][0]["run_id"].as_i64().context("run id")?;
+    let run = service.wait_for_run(second, RUN_TIMEOUT).await?;
+    ensure!(
+        run["outcome"] == "skipped"
+            && run["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("cooldown")),
+        "{run}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn bad_postgres_settings_and_a_database_that_is_not_ours_are_refused() -> Result<()> {
+    let postgres = Postgres::start().await?;
+    let files = ServiceFiles::new()?;
+    let binary = etcdmedic_tests::project_binary("etcdmedic-remediator")?;
+    let check = |config: &std::path::Path| -> Result<(Option<i32>, String, String)> {
+        let output = std::process::Command::new(&binary)
+            .args(["serve", "--config.check", "--config"])
+            .arg(config)
+            .output()?;
+        Ok((
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        ))
+    };
+
+    let state = postgres_state(&files, &postgres)?;
+    let config = files.write_config_with_state(&unreachable_cluster(), &state, "")?;
+    let (code, stdout, stderr) = check(&config)?;
+    ensure!(code == Some(0), "{stdout}{stderr}");
+    ensure!(
+        stdout.contains(&format!("state in {}", postgres.url_without_password())),
+        "{stdout}"
+    );
+
+    let cases = [
+        (
+            format!("  postgres:\n    url: {}\n", postgres.url),
+            "remediator.postgres.url: holds a password",
+        ),
+        (
+            format!(
+                "  postgres:\n    url: {}\n    password_file: {}\n",
+                postgres.url_without_password(),
+                files.path("no-such-file").display()
+            ),
+            "remediator.postgres.password_file",
+        ),
+        (
+            format!(
+                "  state_path: {}\n{state}",
+                files.path("s.sqlite").display()
+            ),
+            "remediator.postgres: set one of state_path (SQLite) or postgres, not both",
+        ),
+        (
+            "  postgres:\n    url: mysql://etcdmedic@127.0.0.1/etcdmedic\n".to_string(),
+            "remediator.postgres.url: must be a URL postgres://",
+        ),
+    ];
+    for (state, expected) in &cases {
+        let config = files.write_config_with_state(&unreachable_cluster(), state, "")?;
+        let (code, stdout, stderr) = check(&config)?;
+        ensure!(code == Some(2), "{state}: exit {code:?} {stdout}{stderr}");
+        ensure!(stderr.contains(expected), "{state}: {stderr}");
+        ensure!(
+            !stderr.contains(postgres.password()),
+            "the password is printed: {stderr}"
+        );
+    }
+
+    // Someone else's tables: refused before anything is written, and left as they were.
+    postgres.psql("CREATE TABLE invoices (id int); INSERT INTO invoices VALUES (7)")?;
+    let config = files.write_config_with_state(&unreachable_cluster(), &state, "")?;
+    let (code, stderr) = refused_start(&config).await?;
+    ensure!(code == Some(2), "exit {code:?}: {stderr}");
+    ensure!(
+        stderr.contains("holds tables that are not etcdmedic's (invoices)"),
+        "{stderr}"
+    );
+    ensure!(
+        postgres
+            .psql("SELECT string_agg(tablename, ',') FROM pg_tables WHERE schemaname = 'public'")?
+            == "invoices"
+    );
+    ensure!(postgres.psql("SELECT id FROM invoices")? == "7");
+    Ok(())
+}
