@@ -37,6 +37,7 @@ pub use engine::backup::Missed;
 pub use engine::drill::DrillReport;
 pub use engine::error::{MoveFailure, Refusal, Stop, KINDS as ERROR_KINDS};
 pub use engine::etcd::{CallError, Chunk, ChunkStream, HashKv};
+pub use engine::guard::{Guard, RunGuard};
 pub use engine::{Etcd, Live, Remediator, RunError, RunOptions};
 pub use events::{Event, Events};
 pub use report::{Outcome, RunReport};

@@ -114,6 +114,8 @@ async fn run(args: RunArgs) -> CommandResult<anyhow::Error> {
         // The service's history is its own; a one-shot run learns from its followers.
         history: Default::default(),
         finish_by: None,
+        // One process, no replicas: nobody else can take the run over.
+        guard: None,
     };
     let report = remediator.run(&options, &events, &stop).await;
     drop(events);

@@ -28,6 +28,8 @@ pub struct RemediatorService {
     log_file: Option<PathBuf>,
     /// Output of earlier incarnations (before a kill and restart).
     earlier_output: String,
+    /// What answering 200 means it has started: `/readyz`, or `/healthz` for a standby.
+    started_path: &'static str,
 }
 
 impl RemediatorService {
@@ -78,9 +80,44 @@ impl RemediatorService {
             process: None,
             log_file: log.map(Path::to_path_buf),
             earlier_output: String::new(),
+            started_path: "/readyz",
         };
         service.spawn().await?;
         Ok(service)
+    }
+
+    /// Starts a replica expected to wait as a standby (another holds the state store): it
+    /// has started once `/healthz` answers; `/readyz` answers 503 until it takes over.
+    pub async fn start_standby(config: &Path, token: Option<&str>) -> Result<RemediatorService> {
+        let http = crate::http_client_builder()
+            .timeout(Duration::from_secs(30))
+            .build()?;
+        let mut service = RemediatorService {
+            base_url: String::new(),
+            port: free_port()?,
+            config: config.to_path_buf(),
+            token: token.map(str::to_string),
+            http,
+            process: None,
+            log_file: None,
+            earlier_output: String::new(),
+            started_path: "/healthz",
+        };
+        service.base_url = format!("http://127.0.0.1:{}", service.port);
+        service.spawn().await?;
+        Ok(service)
+    }
+
+    /// Starts it again on the same port and state, as a standby (see
+    /// [`start_standby`](Self::start_standby)).
+    pub async fn restart_standby(&mut self) -> Result<()> {
+        self.started_path = "/healthz";
+        self.restart().await
+    }
+
+    /// `/readyz`: its status and body.
+    pub async fn readiness(&self) -> Result<(u16, Value)> {
+        send(self.http.get(format!("{}/readyz", self.base_url))).await
     }
 
     /// [`start_on`](Self::start_on), also appending the service's log to `log`.
@@ -115,8 +152,8 @@ impl RemediatorService {
         )?);
         let ready = until_http_ok(
             &self.http,
-            "the remediator answers /readyz",
-            &format!("{}/readyz", self.base_url),
+            &format!("the remediator answers {}", self.started_path),
+            &format!("{}{}", self.base_url, self.started_path),
             START_TIMEOUT,
         )
         .await;
@@ -162,10 +199,15 @@ impl RemediatorService {
 
     /// Sends SIGTERM and returns at once; [`wait_exit`](Self::wait_exit) waits for the end.
     pub fn send_sigterm(&self) -> Result<()> {
+        self.signal(Signal::SIGTERM)
+    }
+
+    /// Sends `signal` (SIGSTOP and SIGCONT freeze and thaw it) without waiting.
+    pub fn signal(&self, signal: Signal) -> Result<()> {
         self.process
             .as_ref()
             .ok_or_else(|| anyhow!("not running"))?
-            .signal(Signal::SIGTERM)
+            .signal(signal)
     }
 
     /// Whether the process is still running.

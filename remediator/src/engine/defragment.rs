@@ -90,6 +90,7 @@ impl<E: Etcd> Run<'_, E> {
             report.db_size_before = before.db_size_bytes;
             report.db_size_in_use_before = before.db_size_in_use_bytes;
         }
+        self.confirm_still_ours().await?;
         let step = self.begin(StepKind::Defragment, Some(member.clone()));
         let timeout = self.settings.defrag_timeout;
         let started = Instant::now();

@@ -21,6 +21,11 @@ pub enum RunError {
     /// Stopped on request between two members.
     #[error("stopped on request; the member under way finished, no other was started")]
     Interrupted,
+    /// This service may no longer change the cluster: another replica took the run over.
+    #[error(
+        "stopped: this service may no longer change the cluster ({0}); no further change was made"
+    )]
+    Fenced(String),
 }
 
 impl From<Refusal> for RunError {
@@ -186,7 +191,7 @@ pub enum MoveFailure {
 
 /// Every kind [`RunError::kind`] can return: the report's `error_kind`, the service's
 /// `etcdmedic_remediation_failures_total{kind}`, and the README's table of refusals and stops.
-pub const KINDS: [&str; 25] = [
+pub const KINDS: [&str; 26] = [
     "membership_unknown",
     "alarms_unknown",
     "corrupt_alarm",
@@ -212,6 +217,7 @@ pub const KINDS: [&str; 25] = [
     "cluster_busy",
     "window_too_short",
     "interrupted",
+    "fenced",
 ];
 
 impl RunError {
@@ -219,6 +225,7 @@ impl RunError {
     pub fn kind(&self) -> &'static str {
         match self {
             RunError::Interrupted => "interrupted",
+            RunError::Fenced(_) => "fenced",
             RunError::Refused(refusal) => match refusal.as_ref() {
                 Refusal::MembershipUnknown(_) => "membership_unknown",
                 Refusal::AlarmsUnknown(_) => "alarms_unknown",
@@ -260,7 +267,7 @@ impl RunError {
     /// the run whatever was done, so that it is looked at.
     pub fn outcome(&self, any_defragmented: bool) -> Outcome {
         match self {
-            RunError::Interrupted => Outcome::Interrupted,
+            RunError::Interrupted | RunError::Fenced(_) => Outcome::Interrupted,
             RunError::Refused(_) => Outcome::Failed,
             RunError::Stopped(stop) if matches!(**stop, Stop::KeyspaceMismatch { .. }) => {
                 Outcome::Failed
@@ -374,7 +381,7 @@ mod tests {
             .into_iter()
             .map(RunError::from)
             .chain(stops.into_iter().map(RunError::from))
-            .chain([RunError::Interrupted])
+            .chain([RunError::Interrupted, RunError::Fenced("lost".into())])
             .collect()
     }
 

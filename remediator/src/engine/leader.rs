@@ -56,6 +56,7 @@ impl<E: Etcd> Run<'_, E> {
         } else if status.is_leader() && self.leader_stays(member, &status) {
             // Already said why, by `leader_stays`.
         } else if status.is_leader() {
+            self.confirm_still_ours().await?;
             if let Err(reason) = self.move_leader(member).await {
                 match self.settings.on_leader_move_failure {
                     LeaderMoveFailure::Stop => {

@@ -21,6 +21,7 @@ mod defragment;
 pub(crate) mod drill;
 pub(crate) mod error;
 pub(crate) mod etcd;
+pub(crate) mod guard;
 mod keep_snapshot;
 mod land;
 mod leader;
@@ -65,6 +66,8 @@ pub struct RunOptions {
     /// When the maintenance window the run starts in closes: a run predicted to end later
     /// is refused before it changes anything.
     pub finish_by: Option<SystemTime>,
+    /// Asked before each change whether the run may still make it (the service's replicas).
+    pub guard: Option<guard::Guard>,
 }
 
 /// Remediates one cluster through `E` (etcd itself in production).
@@ -160,6 +163,7 @@ impl<E: Etcd> Remediator<E> {
             history: options.history.clone(),
             events,
             stop,
+            guard: options.guard.clone(),
             report,
         }
     }
@@ -226,6 +230,7 @@ struct Run<'a, E> {
     history: History,
     events: &'a Events,
     stop: &'a CancellationToken,
+    guard: Option<guard::Guard>,
     report: RunReport,
 }
 
@@ -270,6 +275,16 @@ impl<E: Etcd> Run<'_, E> {
     fn check_stop(&self) -> Result<(), RunError> {
         if self.stop.is_cancelled() {
             return Err(RunError::Interrupted);
+        }
+        Ok(())
+    }
+
+    /// Right before a change to the cluster: stops when asked to, and when the guard (if
+    /// any) no longer confirms that the run is this service's.
+    async fn confirm_still_ours(&self) -> Result<(), RunError> {
+        self.check_stop()?;
+        if let Some(guard) = &self.guard {
+            guard.0.confirm().await.map_err(RunError::Fenced)?;
         }
         Ok(())
     }

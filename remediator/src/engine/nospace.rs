@@ -25,6 +25,7 @@ impl<E: Etcd> Run<'_, E> {
         if nospace.is_empty() {
             return Ok(());
         }
+        self.confirm_still_ours().await?;
         let step = self.begin(StepKind::Disarm, None);
         let threshold = self.settings.disarm_nospace_below;
         let blockers = nospace_blockers(&status, threshold);

@@ -56,6 +56,7 @@ impl<E: Etcd> Run<'_, E> {
     }
 
     pub(super) async fn compact(&mut self, plan: &Plan) -> Result<(), RunError> {
+        self.confirm_still_ours().await?;
         let step = self.begin(StepKind::Compact, Some(plan.leader.clone()));
         let result = async {
             let endpoint = &plan.leader.endpoint;

@@ -354,11 +354,16 @@ async fn status(State(app): State<App>) -> Response {
 /// OpenMetrics when the scraper asks for it (Prometheus does), the classic text format
 /// otherwise.
 async fn metrics_text(State(app): State<App>, headers: HeaderMap) -> Response {
+    metrics_response(&app.metrics, &headers)
+}
+
+/// `/metrics` in the format the scraper asked for.
+pub(super) fn metrics_response(metrics: &super::Metrics, headers: &HeaderMap) -> Response {
     let openmetrics = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|accept| accept.contains("application/openmetrics-text"));
-    match app.metrics.encode() {
+    match metrics.encode() {
         Ok(text) if openmetrics => (
             [(header::CONTENT_TYPE, metrics::OPENMETRICS_CONTENT_TYPE)],
             text,

@@ -8,8 +8,9 @@
 //!   (`decide`), the store and the queues together (`ledger`), and carrying the runs out
 //!   (`run`).
 //! - `owner`: the one thread that holds the ledger; nothing else touches the database.
-//! - `store`: the state behind a backend-neutral trait, in SQLite: alerts, runs and
-//!   reports, the pause switch.
+//! - `store`: the state behind a backend-neutral trait, in SQLite or PostgreSQL: alerts,
+//!   runs and reports, the pause switch.
+//! - `standby`: replicas on one PostgreSQL database: the standbys wait, one is active.
 //! - `http`: the webhook, the runs API, metrics and probes.
 //! - `listener`: TLS, header timeouts, the connection limit, client certificates.
 //! - `auth`: bearer and basic credentials, compared in constant time.
@@ -27,6 +28,7 @@ mod owner;
 mod payload;
 mod scheduler;
 pub mod settings;
+mod standby;
 mod store;
 mod ui;
 
@@ -55,6 +57,10 @@ pub enum Error {
     Serve(#[source] std::io::Error),
     #[error("starting the state store's thread: {0}")]
     Thread(#[source] std::io::Error),
+    /// The active replica lost the state store's lock: another may have taken over, so this
+    /// one stopped its runs and exits (to come back as a standby).
+    #[error("{0}")]
+    LostState(String),
 }
 
 impl Error {
@@ -79,6 +85,7 @@ impl Error {
             Error::Cluster(_) => "cluster",
             Error::Serve(_) => "serve",
             Error::Thread(_) => "thread",
+            Error::LostState(_) => "lost_state",
         }
     }
 }
@@ -94,12 +101,25 @@ pub async fn serve(
     let names: Vec<String> = clusters.iter().map(|c| c.name.to_string()).collect();
     let metrics = Arc::new(Metrics::new(&names));
     let stop = CancellationToken::new();
-    let (scheduler, interrupted) =
-        Scheduler::open(clusters, settings, metrics.clone(), stop.clone())?;
+    let stopping = stop.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        tracing::info!("stopping: no new connections or runs; the member under way finishes");
+        stopping.cancel();
+    });
+    let Some((scheduler, interrupted)) =
+        open_or_stand_by(clusters, settings, &listener, &metrics, &stop).await?
+    else {
+        return Ok(());
+    };
     if !interrupted.is_empty() {
-        tracing::warn!(runs = ?interrupted, "runs were under way when the service last stopped; marked interrupted");
+        tracing::warn!(runs = ?interrupted, "runs were under way when the service (or the replica active before) last stopped; marked interrupted");
     }
     scheduler.recover(interrupted);
+    let lost = settings
+        .postgres
+        .is_some()
+        .then(|| tokio::spawn(watch_the_lock(scheduler.clone(), stop.clone())));
     let auth = auth::Authenticator::new(&settings.auth);
     if !auth.is_enabled() {
         tracing::warn!("no remediator.auth configured: anyone who reaches the listener can queue runs; configure bearer_token_file or basic_auth");
@@ -124,9 +144,7 @@ pub async fn serve(
     let on_shutdown = handle.clone();
     let stopping = stop.clone();
     tokio::spawn(async move {
-        shutdown.await;
-        tracing::info!("stopping: no new connections or runs; the member under way finishes");
-        stopping.cancel();
+        stopping.cancelled().await;
         on_shutdown.graceful_shutdown(Some(CONNECTION_GRACE));
     });
 
@@ -148,5 +166,88 @@ pub async fn serve(
     let _ = dispatcher.await;
     scheduler.wait_for_runs().await;
     scheduler.close().await;
+    if let Some(lost) = lost {
+        if let Ok(Some(why)) = lost.await {
+            return Err(Error::LostState(why));
+        }
+    }
     served.map_err(Error::Serve)
+}
+
+/// Opens the state and the scheduler; with PostgreSQL held by another replica, serves the
+/// standby's endpoints and waits until it is free (`None`: stopped while waiting).
+async fn open_or_stand_by(
+    clusters: &[ClusterConfig],
+    settings: &settings::ServiceSettings,
+    listener: &std::net::TcpListener,
+    metrics: &Arc<Metrics>,
+    stop: &CancellationToken,
+) -> Result<Option<(Arc<Scheduler>, Vec<store::InterruptedRun>)>, Error> {
+    let standby = standby::Standby::default();
+    let mut server = None;
+    let opened = loop {
+        match Scheduler::open(clusters, settings, metrics.clone(), stop.clone()) {
+            Err(Error::Store(store::StoreError::InUse { holder, .. })) => {
+                let Some(postgres) = &settings.postgres else {
+                    break Err(Error::Store(store::StoreError::InUse {
+                        place: settings.state_place(),
+                        holder,
+                    }));
+                };
+                if server.is_none() {
+                    server = Some(standby.serve(listener, settings, metrics.clone())?);
+                }
+                match standby.wait_until_free(postgres, &holder, stop).await {
+                    Ok(true) => continue,
+                    Ok(false) => break Ok(None),
+                    Err(err) => break Err(err),
+                }
+            }
+            other => break other.map(Some),
+        }
+    };
+    if let Some(server) = server {
+        server.stop().await;
+    }
+    opened
+}
+
+/// How often the active replica confirms it still holds the state store's lock.
+const LOCK_CHECK_EVERY: Duration = Duration::from_secs(2);
+/// An active replica that cannot confirm its lock for this long stops its runs (between
+/// members) and exits: a standby takes over once PostgreSQL ends the session, which its
+/// keepalive probes do after about 11 s.
+const LOCK_LOST_AFTER: Duration = Duration::from_secs(8);
+
+/// While active on PostgreSQL: confirms the lock every [`LOCK_CHECK_EVERY`]; when another
+/// replica holds it, or it cannot be confirmed for [`LOCK_LOST_AFTER`], stops the service and
+/// says why.
+async fn watch_the_lock(scheduler: Arc<Scheduler>, stop: CancellationToken) -> Option<String> {
+    let mut confirmed = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return None,
+            _ = tokio::time::sleep(LOCK_CHECK_EVERY) => {}
+        }
+        let why = match scheduler.ping().await {
+            Ok(()) => {
+                confirmed = tokio::time::Instant::now();
+                continue;
+            }
+            Err(store::StoreError::InUse { holder, .. }) => format!(
+                "another replica holds the state store now ({holder}); stopping this one's runs                  and exiting"
+            ),
+            Err(err) if confirmed.elapsed() >= LOCK_LOST_AFTER => format!(
+                "cannot confirm this replica's lock on the state store for {}s ({err}); a                  standby may take over: stopping this one's runs and exiting",
+                confirmed.elapsed().as_secs()
+            ),
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot confirm the state store's lock; trying again");
+                continue;
+            }
+        };
+        tracing::error!(reason = %why, "lost the state store");
+        stop.cancel();
+        return Some(why);
+    }
 }

@@ -43,6 +43,8 @@
 //!   and the documented restore of a whole cluster.
 //! - `postgres_harness`: the PostgreSQL the harness starts (unprivileged, loopback, password).
 //! - `state_postgres`: `serve` with its state in PostgreSQL, across restarts of both.
+//! - `replicas`: two `serve` replicas on one PostgreSQL: one run for both, a killed active
+//!   one taken over, PostgreSQL restarted mid-run, never two defragmentations at once.
 //! - `support`: helpers shared by the modules above.
 
 mod alert_rules;
@@ -71,6 +73,7 @@ mod readme;
 mod readme_output;
 mod release;
 mod remediation;
+mod replicas;
 mod security;
 mod service;
 mod service_hardening;

@@ -14,7 +14,7 @@ use crate::service::{
 };
 
 /// The `remediator:` lines that put the state in `postgres`, its password in a file.
-fn postgres_state(files: &ServiceFiles, postgres: &Postgres) -> Result<String> {
+pub(crate) fn postgres_state(files: &ServiceFiles, postgres: &Postgres) -> Result<String> {
     let password_file = files.path("postgres-password");
     std::fs::write(&password_file, format!("{}\n", postgres.password()))?;
     Ok(format!(

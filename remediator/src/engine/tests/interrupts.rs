@@ -146,3 +146,72 @@ async fn waiting_for_members_to_serve_reads_reports_how_long_it_took() {
         .await;
     assert_eq!(stopped.map_err(|e| e.kind()), Err("interrupted"));
 }
+
+/// Confirms the first `confirmed` changes, then says another replica took the run over;
+/// counts every question.
+pub(super) struct ConfirmsFirst {
+    confirmed: usize,
+    asked: std::sync::atomic::AtomicUsize,
+}
+
+impl ConfirmsFirst {
+    pub(super) fn guard(confirmed: usize) -> (crate::engine::guard::Guard, std::sync::Arc<Self>) {
+        let guard = std::sync::Arc::new(ConfirmsFirst {
+            confirmed,
+            asked: Default::default(),
+        });
+        (crate::engine::guard::Guard(guard.clone()), guard)
+    }
+}
+
+impl crate::engine::guard::RunGuard for ConfirmsFirst {
+    fn confirm(&self) -> futures::future::BoxFuture<'_, Result<(), String>> {
+        let asked = self.asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Box::pin(async move {
+            if asked < self.confirmed {
+                Ok(())
+            } else {
+                Err("another replica took the run over".to_string())
+            }
+        })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_run_taken_over_by_another_replica_stops_before_its_next_change() {
+    let (guard, asked) = ConfirmsFirst::guard(1);
+    let ran = Scenario::new(fragmented())
+        .options(|o| o.guard = Some(guard))
+        .run()
+        .await;
+    ran.assert_safe();
+    assert_eq!(ran.report.outcome, Outcome::Interrupted, "{ran:?}");
+    assert_eq!(ran.kind(), Some("fenced"));
+    assert!(
+        ran.reason().contains("another replica took the run over"),
+        "{}",
+        ran.reason()
+    );
+    // Asked before the first member (yes) and before the second (no): one member done.
+    assert_eq!(asked.asked.load(std::sync::atomic::Ordering::SeqCst), 2);
+    assert_eq!(ran.defragmented().len(), 1, "{ran:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_guard_that_always_confirms_is_asked_before_every_change() {
+    let (guard, asked) = ConfirmsFirst::guard(usize::MAX);
+    let ran = Scenario::new(fragmented())
+        .settings(|s| s.compact_first = true)
+        .options(|o| o.guard = Some(guard))
+        .run()
+        .await;
+    ran.assert_safe();
+    assert_eq!(ran.report.outcome, Outcome::Succeeded, "{ran:?}");
+    // The compaction, three defragmentations and the leadership handover.
+    let changes = 1 + ran.defragmented().len() + ran.moves().len();
+    assert_eq!(ran.defragmented().len(), 3, "{ran:?}");
+    assert_eq!(
+        asked.asked.load(std::sync::atomic::Ordering::SeqCst),
+        changes
+    );
+}

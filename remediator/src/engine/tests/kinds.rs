@@ -28,7 +28,7 @@ fn nospace() -> FakeEtcd {
 /// A kind, and the scenario that ends with it.
 type Case = (&'static str, fn() -> Scenario);
 
-const CASES: [Case; 25] = [
+const CASES: [Case; 26] = [
     ("membership_unknown", || {
         let down = fragmented()
             .member("m1", |m| m.down())
@@ -118,6 +118,10 @@ const CASES: [Case; 25] = [
     ("interrupted", || {
         Scenario::new(fragmented().on(Call::Defragment("m2".into()), Action::Stop))
     }),
+    ("fenced", || {
+        let (guard, _) = super::interrupts::ConfirmsFirst::guard(1);
+        Scenario::new(fragmented()).options(|o| o.guard = Some(guard))
+    }),
 ];
 
 #[tokio::test(start_paused = true)]
@@ -134,7 +138,7 @@ async fn every_error_kind_is_reached_by_a_scenario_with_its_outcome() {
             .any(|m| m.action == crate::report::MemberAction::Defragmented);
         let expected = match kind {
             _ if ran.report.refused => Outcome::Failed,
-            "interrupted" => Outcome::Interrupted,
+            "interrupted" | "fenced" => Outcome::Interrupted,
             "keyspace_mismatch" => Outcome::Failed,
             _ if done => Outcome::Partial,
             _ => Outcome::Failed,

@@ -20,6 +20,7 @@
 mod backup_tests;
 mod backups;
 mod decide;
+mod guard;
 mod ledger;
 mod run;
 mod schedule;
@@ -168,6 +169,9 @@ pub struct Scheduler {
     wake: Notify,
     stop: CancellationToken,
     tasks: TaskTracker,
+    /// Replicas share the store: each run is confirmed still this service's before each
+    /// change (see `guard`).
+    guarded: bool,
 }
 
 impl Scheduler {
@@ -275,6 +279,7 @@ impl Scheduler {
             wake: Notify::new(),
             stop,
             tasks: TaskTracker::new(),
+            guarded: settings.postgres.is_some(),
         });
         Ok((scheduler, opened.interrupted))
     }

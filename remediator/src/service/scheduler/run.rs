@@ -8,8 +8,10 @@ use std::time::SystemTime;
 use etcdmedic_cluster::model::AlarmKind;
 
 use super::super::store::InterruptedRun;
+use super::guard::StoreGuard;
 use super::ledger::{Queued, Start};
 use super::{Scheduler, DISPATCH_EVERY};
+use crate::engine::guard::Guard;
 use crate::events::Events;
 use crate::output::TextProgress;
 use crate::report::{Outcome, RunReport};
@@ -191,6 +193,12 @@ impl Scheduler {
             trigger: format!("run {}: {}", queued.id, queued.trigger),
             history,
             finish_by,
+            guard: self.guarded.then(|| {
+                Guard(Arc::new(StoreGuard {
+                    ledger: self.ledger.clone(),
+                    run: queued.id,
+                }))
+            }),
         };
         remediator.run(&options, events, &self.stop).await
     }

@@ -259,6 +259,9 @@ pub(super) trait StateStore: Send {
     /// those of the run it retries.
     fn firing_fingerprints(&mut self, run_id: i64) -> StoreResult<Vec<String>>;
     fn mark_running(&mut self, id: i64, at: SystemTime) -> StoreResult<()>;
+    /// Whether run `id` is still recorded running (not taken over and marked interrupted by
+    /// another replica), asked on a connection that holds the store's lock.
+    fn still_running(&mut self, id: i64) -> StoreResult<bool>;
     /// Adds a sentence to a finished run's reason (what happened after it ended).
     fn append_reason(&mut self, id: i64, sentence: &str) -> StoreResult<()>;
     fn paused(&mut self) -> StoreResult<bool>;

@@ -203,6 +203,33 @@ impl PostgresStore {
     }
 }
 
+/// Who holds the service's lock, asked every `every` on a connection of a standby replica
+/// (which takes no lock), each answer sent on `holder` (`None`: nobody holds it) until nobody
+/// does or nobody listens. Runs on a thread of its own, never an async one.
+pub(crate) fn watch_holder(
+    settings: &PostgresSettings,
+    every: Duration,
+    holder: tokio::sync::watch::Sender<Result<Option<String>, String>>,
+) {
+    let mut client: Option<Client> = None;
+    loop {
+        let answer = match client.as_mut().filter(|c| !c.is_closed()) {
+            Some(client) => holder_if_any(client).map_err(|err| describe(&err)),
+            None => match settings.config.connect(NoTls) {
+                Ok(connected) => {
+                    holder_if_any(client.insert(connected)).map_err(|err| describe(&err))
+                }
+                Err(err) => Err(describe(&err)),
+            },
+        };
+        let free = matches!(answer, Ok(None));
+        if holder.send(answer).is_err() || free {
+            return;
+        }
+        std::thread::sleep(every);
+    }
+}
+
 /// A connection holding the service's advisory lock.
 fn connect(settings: &PostgresSettings) -> StoreResult<Client> {
     let fail = |source| StoreError::Postgres {
@@ -210,6 +237,14 @@ fn connect(settings: &PostgresSettings) -> StoreResult<Client> {
         source,
     };
     let mut client = settings.config.connect(NoTls).map_err(fail)?;
+    // PostgreSQL ends the session of a holder whose host vanished (and so frees the lock for
+    // a standby) after these probes fail, not after the kernel's two hours.
+    client
+        .batch_execute(
+            "SET tcp_keepalives_idle = 5; SET tcp_keepalives_interval = 2; \
+             SET tcp_keepalives_count = 3",
+        )
+        .map_err(fail)?;
     let locked: bool = client
         .query_one("SELECT pg_try_advisory_lock($1)", &[&SERVICE_LOCK])
         .and_then(|row| row.try_get(0))
@@ -227,6 +262,12 @@ fn connect(settings: &PostgresSettings) -> StoreResult<Client> {
 /// Who holds the service's lock, as PostgreSQL knows the session: its application name
 /// (`etcdmedic-remediator on <host> (pid N)`) and address.
 fn holder(client: &mut Client) -> Result<String, postgres::Error> {
+    Ok(holder_if_any(client)?
+        // Released between the two queries.
+        .unwrap_or_else(|| "a service that has just stopped; start again".to_string()))
+}
+
+fn holder_if_any(client: &mut Client) -> Result<Option<String>, postgres::Error> {
     let row = client.query_opt(
         "SELECT a.application_name, coalesce(host(a.client_addr), 'a local socket') \
          FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
@@ -235,15 +276,12 @@ fn holder(client: &mut Client) -> Result<String, postgres::Error> {
          AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())",
         &[&SERVICE_LOCK],
     )?;
-    Ok(match row {
-        Some(row) => {
-            let name: String = row.try_get(0)?;
-            let address: String = row.try_get(1)?;
-            format!("{name} connected from {address}")
-        }
-        // Released between the two queries.
-        None => "a service that has just stopped; start again".to_string(),
+    row.map(|row| {
+        let name: String = row.try_get(0)?;
+        let address: String = row.try_get(1)?;
+        Ok(format!("{name} connected from {address}"))
     })
+    .transpose()
 }
 
 /// A PostgreSQL row as [`Columns`].
@@ -350,6 +388,17 @@ impl StateStore for PostgresStore {
                     &[&id, &unix(at)],
                 )
                 .map(drop)
+        })
+    }
+
+    fn still_running(&mut self, id: i64) -> StoreResult<bool> {
+        // On a connection just asked: a reconnection takes the lock again, or says who has it.
+        self.client(true)?;
+        self.with_client(Again::Safe, |client| {
+            client
+                .query_opt("SELECT state = 'running' FROM runs WHERE id = $1", &[&id])
+                .and_then(|row| row.map(|row| row.try_get::<_, bool>(0)).transpose())
+                .map(|running| running == Some(true))
         })
     }
 

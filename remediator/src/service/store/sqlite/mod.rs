@@ -257,6 +257,18 @@ impl StateStore for SqliteStore {
             .map_err(|err| self.fail(err))
     }
 
+    fn still_running(&mut self, id: i64) -> StoreResult<bool> {
+        self.connection
+            .query_row(
+                "SELECT state = 'running' FROM runs WHERE id = ?1",
+                [id],
+                |row| row.get::<_, bool>(0),
+            )
+            .optional()
+            .map(|running| running == Some(true))
+            .map_err(|err| self.fail(err))
+    }
+
     fn append_reason(&mut self, id: i64, sentence: &str) -> StoreResult<()> {
         self.connection
             .execute(

@@ -1,0 +1,327 @@
+//! Two `serve` replicas on one real PostgreSQL: one active, one standby (503 on `/readyz`,
+//! the webhook and the API, naming the active one). Twenty deliveries of one alert spread
+//! over both give one run; the active replica SIGKILLed mid-defragmentation is taken over by
+//! the standby, which records the run interrupted and waits for the member before anything
+//! else; PostgreSQL restarted mid-run never gives two defragmentations at once. Overlap is
+//! judged from etcd's own logs.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use etcdmedic_tests::postgres::Postgres;
+use etcdmedic_tests::{eventually, EtcdCluster, EtcdVersion, RemediatorService};
+
+use crate::service::{fragmented_cluster, now_rfc3339, payload, ServiceFiles, RUN_TIMEOUT, TOKEN};
+use crate::state_postgres::postgres_state;
+use crate::support::{assert_cluster_serves, SETTLE};
+
+/// A standby takes over within this long of the active replica's death (it asks every second).
+const TAKEOVER: Duration = Duration::from_secs(20);
+
+/// Every member's defragmentations, from etcd's logs, checked pairwise: none overlaps
+/// another, and every one ended.
+fn no_two_defragmentations_at_once(cluster: &EtcdCluster) -> Result<usize> {
+    let mut all = Vec::new();
+    for index in 0..cluster.len() {
+        for (start, end) in cluster.defrag_intervals(index)? {
+            let end = end.with_context(|| format!("{} never finished", cluster.name(index)))?;
+            all.push((start, end, index));
+        }
+    }
+    all.sort();
+    for pair in all.windows(2) {
+        ensure!(
+            pair[1].0 >= pair[0].1,
+            "{} started defragmenting before {} finished: {pair:?}",
+            cluster.name(pair[1].2),
+            cluster.name(pair[0].2)
+        );
+    }
+    Ok(all.len())
+}
+
+/// The first member whose defragmentation started, once one has. A small member's takes a
+/// fraction of a second, so it may be over (and the run at the next member) by the time the
+/// caller acts: the tests' claims do not depend on catching it under way.
+async fn first_defragmenting(cluster: &EtcdCluster) -> Result<usize> {
+    eventually("a member starts defragmenting", RUN_TIMEOUT, || async {
+        (0..cluster.len())
+            .find(|&i| cluster.defrag_intervals(i).is_ok_and(|d| !d.is_empty()))
+            .context("no defragmentation yet")
+    })
+    .await
+}
+
+async fn wait_ready(service: &RemediatorService, within: Duration) -> Result<()> {
+    eventually("the replica is ready (active)", within, || async {
+        let (status, body) = service.readiness().await?;
+        ensure!(status == 200, "{status} {body}");
+        Ok(())
+    })
+    .await
+    .with_context(|| service.output())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_run_for_deliveries_to_both_and_a_killed_active_replica_is_taken_over() -> Result<()> {
+    let postgres = Postgres::start().await?;
+    let cluster = fragmented_cluster(EtcdVersion::V3_5).await?;
+    let files = ServiceFiles::new()?;
+    let state = postgres_state(&files, &postgres)?;
+    let config = files.write_config_with_state(&cluster.config_entry("prod-a"), &state, "")?;
+    let mut active = RemediatorService::start(&config, Some(TOKEN)).await?;
+    let standby = RemediatorService::start_standby(&config, Some(TOKEN)).await?;
+
+    let (status, body) = standby.readiness().await?;
+    ensure!(
+        status == 503
+            && body["status"] == "standby"
+            && body["active"]
+                .as_str()
+                .is_some_and(|a| a.contains(&format!("(pid {})", active.pid().unwrap_or(0)))),
+        "{status} {body}"
+    );
+
+    // Twenty copies of one alert, half to each replica, at once.
+    let body = payload(
+        "EtcdmedicDatabaseHighFragmentation",
+        "prod-a",
+        "firing",
+        &now_rfc3339(),
+    );
+    let answers = futures::future::join_all((0..20).map(|i| {
+        let replica = if i % 2 == 0 { &active } else { &standby };
+        replica.post_webhook(&body)
+    }))
+    .await;
+    let mut run_ids = BTreeSet::new();
+    for (i, answer) in answers.into_iter().enumerate() {
+        let (status, body) = answer?;
+        if i % 2 == 1 {
+            ensure!(
+                status == 503
+                    && body["error"]
+                        .as_str()
+                        .is_some_and(|e| e.contains("this replica is a standby")),
+                "the standby answered {status}: {body}"
+            );
+            continue;
+        }
+        ensure!(status == 202, "status {status}: {body}");
+        run_ids.extend(body["alerts"][0]["run_id"].as_i64());
+    }
+    ensure!(run_ids.len() == 1, "run ids: {run_ids:?}");
+    let id = *run_ids.first().context("no run")?;
+    ensure!(postgres.psql("SELECT count(*) FROM runs")? == "1");
+
+    // The active replica dies with a member frozen mid-defragmentation.
+    let frozen = first_defragmenting(&cluster).await?;
+    cluster.pause(frozen)?;
+    active.kill().await?;
+    let killed = Instant::now();
+    wait_ready(&standby, TAKEOVER).await?;
+    let takeover = killed.elapsed();
+    println!("takeover after SIGKILL: {takeover:?}");
+
+    let (_, run) = standby.get(&format!("/api/v1/runs/{id}")).await?;
+    ensure!(run["outcome"] == "interrupted", "{run}");
+    eventually(
+        "the new active replica waits for the frozen member",
+        SETTLE,
+        || async {
+            let (_, status) = standby.get("/api/v1/status").await?;
+            ensure!(status["clusters"][0]["recovering"] == true, "{status}");
+            Ok(())
+        },
+    )
+    .await?;
+    cluster.resume(frozen)?;
+    eventually("the recovery is recorded", SETTLE, || async {
+        let (_, run) = standby.get(&format!("/api/v1/runs/{id}")).await?;
+        ensure!(
+            run["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("every member served reads again")),
+            "{run}"
+        );
+        Ok(())
+    })
+    .await
+    .with_context(|| standby.output())?;
+
+    // The killed replica comes back as the standby of the new active one.
+    active.restart_standby().await?;
+    let (status, body) = active.readiness().await?;
+    ensure!(
+        status == 503
+            && body["active"]
+                .as_str()
+                .is_some_and(|a| a.contains(&format!("(pid {})", standby.pid().unwrap_or(0)))),
+        "{status} {body}"
+    );
+    ensure!(no_two_defragmentations_at_once(&cluster)? >= 1);
+    assert_cluster_serves(&cluster).await?;
+    ensure!(postgres.psql("SELECT count(*) FROM runs")? == "1");
+    drop(standby);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_restarted_mid_run_never_gives_two_defragmentations_at_once() -> Result<()> {
+    let mut postgres = Postgres::start().await?;
+    let cluster = fragmented_cluster(EtcdVersion::V3_5).await?;
+    let files = ServiceFiles::new()?;
+    let state = postgres_state(&files, &postgres)?;
+    let config = files.write_config_with_state(&cluster.config_entry("prod-a"), &state, "")?;
+    let mut first = RemediatorService::start(&config, Some(TOKEN)).await?;
+    let second = RemediatorService::start_standby(&config, Some(TOKEN)).await?;
+
+    let (status, answer) = first
+        .post_webhook(&payload(
+            "EtcdmedicDatabaseHighFragmentation",
+            "prod-a",
+            "firing",
+            &now_rfc3339(),
+        ))
+        .await?;
+    ensure!(status == 202, "{status} {answer}");
+    let id = answer["alerts"][0]["run_id"].as_i64().context("run id")?;
+
+    // PostgreSQL restarts (every session ends) while a member is held mid-defragmentation:
+    // either replica may hold the store afterwards.
+    let frozen = first_defragmenting(&cluster).await?;
+    cluster.pause(frozen)?;
+    postgres.restart().await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    cluster.resume(frozen)?;
+
+    // Whoever is active now finishes the story: the run succeeded (its replica kept the
+    // store) or was recorded interrupted by the one that took over; either way, one run.
+    let run = eventually("the run is finished", RUN_TIMEOUT, || async {
+        for replica in [&first, &second] {
+            if let Ok((200, run)) = replica.get(&format!("/api/v1/runs/{id}")).await {
+                if run["state"] == "finished" {
+                    return Ok(run);
+                }
+            }
+        }
+        bail!("not finished")
+    })
+    .await
+    .with_context(|| format!("first:\n{}\nsecond:\n{}", first.output(), second.output()))?;
+    let outcome = run["outcome"].as_str().unwrap_or_default().to_string();
+    ensure!(
+        outcome == "succeeded" || outcome == "interrupted",
+        "{run}\nfirst:\n{}\nsecond:\n{}",
+        first.output(),
+        second.output()
+    );
+    println!("after the restart: run {id} {outcome}");
+    let took_over = outcome == "interrupted";
+    if took_over {
+        // The first replica saw another hold the store, stopped and exited.
+        let exit = first.wait_exit(Duration::from_secs(60)).await?;
+        ensure!(!exit.success(), "{exit:?}");
+        ensure!(
+            first
+                .output()
+                .contains("another replica holds the state store"),
+            "{}",
+            first.output()
+        );
+    }
+    // Settle: nothing more is under way, then judge from etcd's logs.
+    eventually("no member is defragmenting", SETTLE, || async {
+        for index in 0..cluster.len() {
+            ensure!(cluster
+                .defrag_intervals(index)?
+                .iter()
+                .all(|(_, end)| end.is_some()));
+        }
+        Ok(())
+    })
+    .await?;
+    no_two_defragmentations_at_once(&cluster)?;
+    ensure!(postgres.psql("SELECT count(*) FROM runs")? == "1");
+    assert_cluster_serves(&cluster).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_active_replica_cut_off_through_a_database_restart_stops_when_another_took_over(
+) -> Result<()> {
+    use nix::sys::signal::Signal;
+
+    let mut postgres = Postgres::start().await?;
+    let cluster = fragmented_cluster(EtcdVersion::V3_5).await?;
+    let files = ServiceFiles::new()?;
+    let state = postgres_state(&files, &postgres)?;
+    let config = files.write_config_with_state(&cluster.config_entry("prod-a"), &state, "")?;
+    let mut cut_off = RemediatorService::start(&config, Some(TOKEN)).await?;
+    let other = RemediatorService::start_standby(&config, Some(TOKEN)).await?;
+    let (status, answer) = cut_off
+        .post_webhook(&payload(
+            "EtcdmedicDatabaseHighFragmentation",
+            "prod-a",
+            "firing",
+            &now_rfc3339(),
+        ))
+        .await?;
+    ensure!(status == 202, "{status} {answer}");
+    let id = answer["alerts"][0]["run_id"].as_i64().context("run id")?;
+
+    // A member held mid-defragmentation; the replica carrying the run frozen while
+    // PostgreSQL restarts, so that the other takes the store over first.
+    let frozen = first_defragmenting(&cluster).await?;
+    cluster.pause(frozen)?;
+    cut_off.signal(Signal::SIGSTOP)?;
+    let cut_at = std::time::SystemTime::now();
+    postgres.restart().await?;
+    wait_ready(&other, TAKEOVER).await?;
+    let (_, run) = other.get(&format!("/api/v1/runs/{id}")).await?;
+    ensure!(run["outcome"] == "interrupted", "{run}");
+
+    // Thawed, the cut-off replica finds the store held by the other: it starts nothing more,
+    // lets the member under way finish, and exits.
+    cut_off.signal(Signal::SIGCONT)?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    cluster.resume(frozen)?;
+    let exit = cut_off.wait_exit(Duration::from_secs(60)).await?;
+    ensure!(!exit.success(), "{exit:?}");
+    let output = cut_off.output();
+    ensure!(
+        output.contains("another replica holds the state store"),
+        "{output}"
+    );
+    eventually("the recovery is recorded", SETTLE, || async {
+        let (_, run) = other.get(&format!("/api/v1/runs/{id}")).await?;
+        ensure!(
+            run["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("every member served reads again")),
+            "{run}"
+        );
+        Ok(())
+    })
+    .await
+    .with_context(|| other.output())?;
+    // Nothing started after the replica was cut off: the other had no run to start, and
+    // the cut-off one, once thawed, started nothing.
+    no_two_defragmentations_at_once(&cluster)?;
+    for index in 0..cluster.len() {
+        let late: Vec<_> = cluster
+            .defrag_intervals(index)?
+            .into_iter()
+            .filter(|(start, _)| *start > cut_at)
+            .collect();
+        ensure!(
+            late.is_empty(),
+            "{} started defragmenting after the replica was cut off: {late:?}\ncut off:\n{output}",
+            cluster.name(index)
+        );
+    }
+    ensure!(postgres.psql("SELECT count(*) FROM runs")? == "1");
+    assert_cluster_serves(&cluster).await?;
+    Ok(())
+}
