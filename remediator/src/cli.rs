@@ -111,6 +111,11 @@ pub struct ServeArgs {
     /// the cooldowns and the run history.
     #[arg(long)]
     pub init_state: bool,
+    /// With the state in PostgreSQL: the URL the other replicas reach this one at, e.g.
+    /// http://$(POD_IP):9380. While this replica is active, standbys forward the webhook,
+    /// the API and the web pages to it; without it they answer 503.
+    #[arg(long, env = "ETCDMEDIC_ADVERTISE_URL")]
+    pub advertise_url: Option<url::Url>,
 }
 
 #[derive(Debug, Args)]

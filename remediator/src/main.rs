@@ -37,6 +37,15 @@ async fn serve(args: ServeArgs) -> CommandResult<anyhow::Error> {
         settings.listen = listen;
     }
     settings.init_state = args.init_state;
+    if let Some(url) = args.advertise_url {
+        if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+            return Err((
+                BAD_INPUT,
+                anyhow!("--advertise-url {url}: must be http://host:port or https://host:port"),
+            ));
+        }
+        settings.advertise_url = Some(url);
+    }
     let state_file = settings
         .postgres
         .is_none()

@@ -143,6 +143,9 @@ impl RemediatorService {
             format!("127.0.0.1:{}", self.port),
             "--log-level".to_string(),
             "info,etcdmedic_remediator=debug".to_string(),
+            // Where standbys forward to while this one is active (state in PostgreSQL).
+            "--advertise-url".to_string(),
+            self.base_url.clone(),
         ];
         self.process = Some(ChildProcess::spawn_logged(
             "etcdmedic-remediator",

@@ -247,7 +247,21 @@ fn check_custom_resources(docs: &[Value]) -> Result<()> {
     Ok(())
 }
 
-/// What every render must keep: one remediator that never overlaps itself, probes,
+/// Whether the render's configuration keeps the remediator's state in PostgreSQL.
+fn shares_postgres(docs: &[Value]) -> Result<bool> {
+    let configmap = kind(docs, "ConfigMap")
+        .into_iter()
+        .find(|c| c["metadata"]["name"] == "etcdmedic-config")
+        .context("no etcdmedic-config ConfigMap")?;
+    let text = configmap["data"]["etcdmedic.yaml"]
+        .as_str()
+        .context("no etcdmedic.yaml")?;
+    let config: Value = yaml_serde::from_str(text)?;
+    Ok(config["remediator"]["postgres"].is_object())
+}
+
+/// What every render must keep: one remediator that never overlaps itself (on SQLite; on
+/// PostgreSQL two replicas, one of them a standby), probes,
 /// requests, a read-only root filesystem and no privilege escalation.
 fn check_workloads(docs: &[Value], non_root: bool) -> Result<()> {
     let deployments = kind(docs, "Deployment");
@@ -284,20 +298,42 @@ fn check_workloads(docs: &[Value], non_root: bool) -> Result<()> {
                 "{name}: no resource requests"
             );
         }
-        if name == "etcdmedic-remediator" {
+        let on_volume = pod["volumes"]
+            .as_array()
+            .is_some_and(|v| v.iter().any(|v| v["persistentVolumeClaim"].is_object()));
+        if name == "etcdmedic-remediator" && !shares_postgres(docs)? {
             ensure!(
                 deployment["spec"]["replicas"] == 1,
-                "more than one remediator"
+                "more than one remediator on SQLite"
             );
             ensure!(
                 deployment["spec"]["strategy"]["type"] == "Recreate",
                 "the remediator must be Recreate"
             );
+            ensure!(on_volume, "the remediator's state is not on a volume");
+        } else if name == "etcdmedic-remediator" {
+            // Replicas on PostgreSQL: a standby to take over, announcing where it is
+            // reached, no volume, and a disruption budget that keeps one.
+            ensure!(deployment["spec"]["replicas"] == 2, "not two replicas");
             ensure!(
-                pod["volumes"]
+                deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0,
+                "a rollout may stop both replicas"
+            );
+            ensure!(!on_volume, "replicas on PostgreSQL need no volume");
+            let container = &pod["containers"][0];
+            ensure!(
+                container["args"]
                     .as_array()
-                    .is_some_and(|v| v.iter().any(|v| v["persistentVolumeClaim"].is_object())),
-                "the remediator's state is not on a volume"
+                    .is_some_and(|a| a.iter().any(|a| a == "--advertise-url")),
+                "the replicas announce no URL to forward to"
+            );
+            ensure!(
+                kind(docs, "PodDisruptionBudget")
+                    .iter()
+                    .any(|pdb| pdb["spec"]["minAvailable"] == 1
+                        && pdb["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"]
+                            == "remediator"),
+                "no PodDisruptionBudget keeps a remediator"
             );
         }
     }

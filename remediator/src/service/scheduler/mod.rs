@@ -62,7 +62,11 @@ fn open_store(
     unreadable: prometheus_client::metrics::counter::Counter,
 ) -> Result<Box<dyn StateStore>, StoreError> {
     Ok(match &settings.postgres {
-        Some(postgres) => Box::new(PostgresStore::open(postgres, unreadable)?),
+        Some(postgres) => Box::new(PostgresStore::open(
+            postgres,
+            settings.advertise_url.as_ref(),
+            unreadable,
+        )?),
         None => Box::new(SqliteStore::open(
             &settings.state_path,
             settings.init_state,

@@ -74,6 +74,9 @@ pub struct ServiceSettings {
     /// Initialise a state file that exists but is empty (`serve --init-state`; not a key of
     /// the file).
     pub init_state: bool,
+    /// Where the other replicas reach this one (`serve --advertise-url`; not a key of the
+    /// file, as each replica has its own).
+    pub advertise_url: Option<url::Url>,
 }
 
 /// What a request must carry.
@@ -277,6 +280,7 @@ fn resolve(
         silences,
         grafana,
         init_state: false,
+        advertise_url: None,
     })
 }
 

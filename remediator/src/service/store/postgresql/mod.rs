@@ -58,6 +58,8 @@ pub(crate) struct PostgresStore {
     /// When the connection last answered (or was made).
     last_used: Instant,
     settings: PostgresSettings,
+    /// Where standbys reach this replica while it holds the lock.
+    advertise: Option<String>,
     place: String,
     rows: Rows,
 }
@@ -75,13 +77,20 @@ impl PostgresStore {
     /// and brings the schema up to date. Must not be called on an async thread.
     pub(crate) fn open(
         settings: &PostgresSettings,
+        advertise: Option<&url::Url>,
         unreadable: Counter,
     ) -> StoreResult<PostgresStore> {
         let mut client = connect(settings)?;
         schema::prepare(&mut client, &settings.place)?;
+        let advertise = advertise.map(|url| url.as_str().trim_end_matches('/').to_string());
+        announce(&mut client, advertise.as_deref()).map_err(|source| StoreError::Postgres {
+            database: settings.place.clone(),
+            source,
+        })?;
         Ok(PostgresStore {
             client,
             last_used: Instant::now(),
+            advertise,
             settings: settings.clone(),
             place: settings.place.clone(),
             rows: Rows { unreadable },
@@ -104,6 +113,7 @@ impl PostgresStore {
         if self.client.is_closed() || (ask && self.client.is_valid(timeout).is_err()) {
             tracing::warn!(database = %self.place, "the connection to the state store was lost; connecting again");
             self.client = connect(&self.settings)?;
+            announce(&mut self.client, self.advertise.as_deref()).map_err(|err| self.fail(err))?;
             tracing::info!(database = %self.place, "connected to the state store again, its lock held");
         }
         self.last_used = Instant::now();
@@ -203,13 +213,40 @@ impl PostgresStore {
     }
 }
 
+/// Says where this replica (the lock's holder, by its session) is reached, for standbys;
+/// rows of sessions that are gone are removed.
+fn announce(client: &mut Client, url: Option<&str>) -> Result<(), postgres::Error> {
+    let mut tx = client.transaction()?;
+    tx.execute(
+        "DELETE FROM replicas WHERE pid = pg_backend_pid() \
+         OR pid NOT IN (SELECT pid FROM pg_stat_activity)",
+        &[],
+    )?;
+    if let Some(url) = url {
+        tx.execute(
+            "INSERT INTO replicas (pid, url, announced_at) VALUES (pg_backend_pid(), $1, $2)",
+            &[&url, &unix(SystemTime::now())],
+        )?;
+    }
+    tx.commit()
+}
+
+/// The replica holding the lock, as a standby sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Holder {
+    /// `etcdmedic-remediator on <host> (pid N) connected from <address>`.
+    pub(crate) description: String,
+    /// Where it said it is reached (`serve --advertise-url`).
+    pub(crate) url: Option<String>,
+}
+
 /// Who holds the service's lock, asked every `every` on a connection of a standby replica
 /// (which takes no lock), each answer sent on `holder` (`None`: nobody holds it) until nobody
 /// does or nobody listens. Runs on a thread of its own, never an async one.
 pub(crate) fn watch_holder(
     settings: &PostgresSettings,
     every: Duration,
-    holder: tokio::sync::watch::Sender<Result<Option<String>, String>>,
+    holder: tokio::sync::watch::Sender<Result<Option<Holder>, String>>,
 ) {
     let mut client: Option<Client> = None;
     loop {
@@ -263,13 +300,17 @@ fn connect(settings: &PostgresSettings) -> StoreResult<Client> {
 /// (`etcdmedic-remediator on <host> (pid N)`) and address.
 fn holder(client: &mut Client) -> Result<String, postgres::Error> {
     Ok(holder_if_any(client)?
+        .map(|holder| holder.description)
         // Released between the two queries.
         .unwrap_or_else(|| "a service that has just stopped; start again".to_string()))
 }
 
-fn holder_if_any(client: &mut Client) -> Result<Option<String>, postgres::Error> {
+fn holder_if_any(client: &mut Client) -> Result<Option<Holder>, postgres::Error> {
+    // Before the first service has set the database up, `replicas` is missing and this
+    // fails: a standby asks again a second later.
     let row = client.query_opt(
-        "SELECT a.application_name, coalesce(host(a.client_addr), 'a local socket') \
+        "SELECT a.application_name, coalesce(host(a.client_addr), 'a local socket'), \
+         (SELECT r.url FROM replicas r WHERE r.pid = l.pid) \
          FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
          WHERE l.locktype = 'advisory' AND l.granted AND l.classid = 0 \
          AND l.objid::bigint = $1 AND l.objsubid = 1 \
@@ -279,7 +320,10 @@ fn holder_if_any(client: &mut Client) -> Result<Option<String>, postgres::Error>
     row.map(|row| {
         let name: String = row.try_get(0)?;
         let address: String = row.try_get(1)?;
-        Ok(format!("{name} connected from {address}"))
+        Ok(Holder {
+            description: format!("{name} connected from {address}"),
+            url: row.try_get(2)?,
+        })
     })
     .transpose()
 }

@@ -72,6 +72,13 @@ CREATE TABLE backups (
     record      TEXT NOT NULL
 );
 CREATE INDEX backups_by_cluster ON backups (cluster, id);
+-- Where each replica that held the lock said it can be reached (its session's pid, as
+-- pg_locks shows the holder): standbys forward requests there.
+CREATE TABLE replicas (
+    pid          INTEGER PRIMARY KEY,
+    url          TEXT NOT NULL,
+    announced_at DOUBLE PRECISION NOT NULL
+);
 ",
 ];
 

@@ -3,16 +3,21 @@
 //! at once when the active one's process dies (PostgreSQL ends its session), within the
 //! keepalive probes when its host vanishes.
 //!
-//! A standby answers `/healthz` (alive) and `/metrics`, but `/readyz`, the webhook and the API
-//! with 503 naming the active replica: behind a Kubernetes Service only the ready, active
-//! replica receives traffic, and Alertmanager retries a 503. Taking over is what a restart
+//! A standby answers `/healthz` and `/metrics` itself and forwards everything else (the
+//! webhook, the API, the web pages) to the active replica at the URL it announced
+//! (`serve --advertise-url`), so any replica behind a Service takes requests. Without that URL,
+//! or while the active one does not answer (a takeover under way), it answers 503 naming the
+//! active one, and is not ready; Alertmanager retries a 503. Taking over is what a restart
 //! does today: runs the old holder left running are recorded interrupted, and the members
 //! must serve reads (a defragmentation it started may still be going on) before any new run.
+
+mod forward;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
@@ -22,32 +27,29 @@ use super::http::{error, metrics_response};
 use super::listener::{self, Limits};
 use super::metrics::Metrics;
 use super::settings::{PostgresSettings, ServiceSettings};
-use super::store::postgresql::watch_holder;
+use super::store::postgresql::{watch_holder, Holder};
 use super::Error;
 
-/// How often a standby asks whether the lock is free: at most this long between the active
+/// How often a standby asks who holds the lock: at most this long between the active
 /// replica's death and the takeover's start.
 const STANDBY_POLL: Duration = Duration::from_secs(1);
 
-/// A standby's view of who is active, shown on its `/readyz` and errors.
+/// A standby's view of the active replica, shown on its `/readyz` and used to forward.
 #[derive(Clone, Default)]
 pub(super) struct Standby {
-    active: Arc<Mutex<String>>,
+    active: Arc<Mutex<Option<Holder>>>,
 }
 
 impl Standby {
-    fn show(&self, holder: &str) {
+    fn show(&self, holder: Holder) {
         let mut active = self.active.lock().unwrap_or_else(|e| e.into_inner());
-        if *active != holder {
-            tracing::warn!(
-                active = holder,
-                "standby: another replica holds the state store; waiting to take over"
-            );
-            *active = holder.to_string();
+        if active.as_ref() != Some(&holder) {
+            tracing::warn!(active = %holder.description, url = holder.url.as_deref().unwrap_or("none announced"), "standby: another replica holds the state store; forwarding requests to it and waiting to take over");
+            *active = Some(holder);
         }
     }
 
-    fn active(&self) -> String {
+    fn active(&self) -> Option<Holder> {
         self.active
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -61,8 +63,16 @@ impl Standby {
         holder: &str,
         stop: &CancellationToken,
     ) -> Result<bool, Error> {
-        self.show(holder);
-        let (sender, mut answers) = tokio::sync::watch::channel(Ok(Some(holder.to_string())));
+        if self
+            .active()
+            .is_none_or(|known| known.description != holder)
+        {
+            self.show(Holder {
+                description: holder.to_string(),
+                url: None,
+            });
+        }
+        let (sender, mut answers) = tokio::sync::watch::channel(Ok(self.active()));
         let settings = postgres.clone();
         std::thread::Builder::new()
             .name("etcdmedic-standby".into())
@@ -85,10 +95,9 @@ impl Standby {
                     tracing::info!("standby: the state store is free; taking over");
                     return Ok(true);
                 }
-                Ok(Some(holder)) => self.show(&holder),
+                Ok(Some(holder)) => self.show(holder),
                 Err(err) => {
                     tracing::warn!(error = %err, "standby: cannot ask the state store who holds it");
-                    self.show(&format!("unknown: the state store does not answer ({err})"));
                 }
             }
         }
@@ -104,7 +113,8 @@ impl Standby {
     ) -> Result<StandbyServer, Error> {
         let listener = listener.try_clone().map_err(Error::Serve)?;
         let handle = axum_server::Handle::new();
-        let router = router(self.clone(), metrics.clone());
+        let forwarder = forward::Forwarder::new(settings)?;
+        let router = router(self.clone(), forwarder, metrics.clone());
         let limits = Limits {
             read_header_timeout: settings.read_header_timeout,
             max_connections: settings.max_connections,
@@ -139,9 +149,8 @@ impl StandbyServer {
     }
 }
 
-fn router(standby: Standby, metrics: Arc<Metrics>) -> Router {
+fn router(standby: Standby, forwarder: forward::Forwarder, metrics: Arc<Metrics>) -> Router {
     let readiness = standby.clone();
-    let elsewhere = standby;
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route(
@@ -149,10 +158,17 @@ fn router(standby: Standby, metrics: Arc<Metrics>) -> Router {
             get(move || {
                 let active = readiness.active();
                 async move {
-                    (
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        Json(json!({"status": "standby", "active": active})),
-                    )
+                    // Ready when requests can be forwarded: a Service may send them here.
+                    let status = match active.as_ref().and_then(|a| a.url.as_ref()) {
+                        Some(_) => StatusCode::OK,
+                        None => StatusCode::SERVICE_UNAVAILABLE,
+                    };
+                    let body = json!({
+                        "status": "standby",
+                        "active": active.as_ref().map(|a| a.description.clone()),
+                        "forwarding_to": active.and_then(|a| a.url),
+                    });
+                    (status, Json(body))
                 }
             }),
         )
@@ -163,16 +179,34 @@ fn router(standby: Standby, metrics: Arc<Metrics>) -> Router {
                 async move { metrics_response(&metrics, &headers) }
             }),
         )
-        .fallback(move || {
-            let active = elsewhere.active();
+        .fallback(move |request: axum::extract::Request| {
+            let active = standby.active();
+            let forwarder = forwarder.clone();
             async move {
-                error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!(
-                        "this replica is a standby; the active one is {active}: it alone is ready, \
-                         so a Service in front sends requests there (retry)"
-                    ),
-                )
+                let description = active
+                    .as_ref()
+                    .map_or("unknown", |a| a.description.as_str())
+                    .to_string();
+                let Some(url) = active.and_then(|a| a.url) else {
+                    return error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!(
+                            "this replica is a standby and the active one ({description}) \
+                             announced no --advertise-url to forward to; retry"
+                        ),
+                    );
+                };
+                match forwarder.forward(&url, request).await {
+                    Ok(response) => response,
+                    Err(why) => error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!(
+                            "this replica is a standby; forwarding to the active one \
+                             ({description}, {url}) failed: {why}; retry"
+                        ),
+                    )
+                    .into_response(),
+                }
             }
         })
 }

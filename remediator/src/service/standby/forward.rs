@@ -1,0 +1,108 @@
+//! A standby passes requests on to the active replica and its answer back: the same method,
+//! path, query, body and credentials (the active one authenticates them, as if asked
+//! directly), and the answer's status, body and the headers a client acts on.
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{header, HeaderName, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use super::super::http::error;
+use super::super::settings::ServiceSettings;
+use super::super::Error;
+
+/// Longer than the active replica's own body timeout: its answer, not ours, says why.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(45);
+/// Set on a forwarded request: a replica that receives one while it is a standby itself
+/// (the lock changed hands meanwhile) answers 503 instead of forwarding again.
+pub(super) const FORWARDED: &str = "x-etcdmedic-forwarded";
+
+const REQUEST_HEADERS: [HeaderName; 5] = [
+    header::AUTHORIZATION,
+    header::CONTENT_TYPE,
+    header::ACCEPT,
+    header::COOKIE,
+    header::ORIGIN,
+];
+const RESPONSE_HEADERS: [HeaderName; 5] = [
+    header::CONTENT_TYPE,
+    header::SET_COOKIE,
+    header::LOCATION,
+    header::WWW_AUTHENTICATE,
+    header::CACHE_CONTROL,
+];
+
+#[derive(Clone)]
+pub(super) struct Forwarder {
+    http: reqwest::Client,
+    max_body_bytes: usize,
+}
+
+impl Forwarder {
+    pub(super) fn new(settings: &ServiceSettings) -> Result<Forwarder, Error> {
+        let http = reqwest::Client::builder()
+            .timeout(FORWARD_TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|err| Error::Serve(std::io::Error::other(err)))?;
+        Ok(Forwarder {
+            http,
+            max_body_bytes: settings.max_body_bytes,
+        })
+    }
+
+    /// `request` sent to the replica at `base`; its answer, or why there is none.
+    pub(super) async fn forward(&self, base: &str, request: Request) -> Result<Response, String> {
+        let (parts, body) = request.into_parts();
+        if parts.headers.contains_key(FORWARDED) {
+            return Err(
+                "it was forwarded here by another standby; the lock is changing hands".into(),
+            );
+        }
+        let Ok(body) = axum::body::to_bytes(body, self.max_body_bytes).await else {
+            return Ok(error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "the request body is larger than remediator.max_body_bytes ({} bytes)",
+                    self.max_body_bytes
+                ),
+            ));
+        };
+        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let mut outgoing = self
+            .http
+            .request(parts.method, format!("{base}{path}"))
+            .header(FORWARDED, "1")
+            .body(body);
+        for name in REQUEST_HEADERS {
+            for value in parts.headers.get_all(&name) {
+                outgoing = outgoing.header(name.clone(), value.clone());
+            }
+        }
+        let answer = outgoing.send().await.map_err(|err| describe(&err))?;
+        let status = answer.status();
+        let headers = answer.headers().clone();
+        let body = answer.bytes().await.map_err(|err| describe(&err))?;
+        let mut response = (status, Body::from(body)).into_response();
+        for name in RESPONSE_HEADERS {
+            for value in headers.get_all(&name) {
+                response.headers_mut().append(name.clone(), value.clone());
+            }
+        }
+        Ok(response)
+    }
+}
+
+/// reqwest's error with its causes: its own text alone is "error sending request".
+fn describe(err: &reqwest::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
