@@ -23,7 +23,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_millis(250);
 const TABLES: [&str; 3] = ["alerts", "runs", "switches"];
 
 /// Migration `i` brings a file at version `i` to `i + 1`; the last version is `MIGRATIONS.len()`.
-const MIGRATIONS: [&str; 6] = [
+const MIGRATIONS: [&str; 7] = [
     // 1: runs, alerts and the pause switch (the schema before versioning).
     "
 
@@ -164,6 +164,11 @@ CREATE INDEX backups_by_cluster ON backups (cluster, id);
     // for the run's web page; empty for alerts recorded before.
     "
 ALTER TABLE alerts ADD COLUMN generator_url TEXT NOT NULL DEFAULT '';
+",
+    // 7: the latest alert of an episode (fingerprint and `startsAt`), which every repeat of
+    // an alert looks up, found from an index rather than by reading every alert.
+    "
+CREATE INDEX alerts_by_episode ON alerts (fingerprint, starts_at, id);
 ",
 ];
 

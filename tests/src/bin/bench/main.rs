@@ -31,6 +31,7 @@ mod backup;
 mod fleet;
 mod nospace;
 mod remediation;
+mod replicas;
 mod silent;
 mod webhook;
 
@@ -68,7 +69,7 @@ struct Cli {
     #[arg(long)]
     wrap: Option<String>,
     /// Which parts to run.
-    #[arg(long, value_delimiter = ',', default_values_t = [Part::Exporter, Part::Silent, Part::Remediation, Part::Webhook, Part::Backup])]
+    #[arg(long, value_delimiter = ',', default_values_t = [Part::Exporter, Part::Silent, Part::Remediation, Part::Webhook, Part::Replicas, Part::Backup])]
     parts: Vec<Part>,
     /// Backup benchmark: the database sizes to back up, in MiB.
     #[arg(long, value_delimiter = ',', default_values_t = [256, 1024])]
@@ -87,6 +88,7 @@ enum Part {
     Silent,
     Remediation,
     Webhook,
+    Replicas,
     Backup,
 }
 
@@ -97,6 +99,7 @@ impl std::fmt::Display for Part {
             Part::Silent => "silent",
             Part::Remediation => "remediation",
             Part::Webhook => "webhook",
+            Part::Replicas => "replicas",
             Part::Backup => "backup",
         })
     }
@@ -218,6 +221,11 @@ async fn run(cli: &Cli) -> Result<String> {
         quiet_disk();
         let outcome = webhook::run().await?;
         webhook::section(&mut out, &outcome)?;
+    }
+    if cli.parts.contains(&Part::Replicas) {
+        quiet_disk();
+        let outcome = replicas::run().await?;
+        replicas::section(&mut out, &outcome)?;
     }
     if cli.parts.contains(&Part::Backup) {
         let mut trials = Vec::new();

@@ -35,7 +35,7 @@ pub struct Outcome {
 }
 
 /// Three firing alerts of one cluster, as Alertmanager groups them (`group_by: [etcd_cluster]`).
-fn payload(sequence: usize) -> Value {
+pub fn payload(sequence: usize) -> Value {
     let alert = |name: &str, member: &str| {
         json!({
             "status": "firing",
@@ -115,41 +115,12 @@ pub async fn run() -> Result<Outcome> {
     .await?;
 
     eprintln!("bench: {RATE_PER_SECOND} webhook requests/s for {LOAD_TIME:?}");
-    let http = etcdmedic_tests::http_client_builder()
-        .timeout(Duration::from_secs(10))
-        .build()?;
     let url = format!("{}/webhook/alertmanager", service.base_url);
-    let total = (RATE_PER_SECOND * LOAD_TIME.as_secs()) as usize;
-    let interval = Duration::from_secs(1) / RATE_PER_SECOND as u32;
-    let load_started = Instant::now();
     let load_started_at = SystemTime::now();
-    let mut requests = Vec::with_capacity(total);
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    for sequence in 1..=total {
-        ticker.tick().await;
-        let request = http
-            .post(&url)
-            .bearer_auth(TOKEN)
-            .header("content-type", "application/json")
-            .body(payload(sequence).to_string());
-        requests.push(tokio::spawn(async move {
-            let sent = Instant::now();
-            let response = request.send().await;
-            let took = sent.elapsed();
-            response.map(|r| (r.status().as_u16(), took))
-        }));
-    }
-    let mut latencies = Vec::with_capacity(total);
-    let mut accepted = 0;
-    for request in requests {
-        if let Ok(Ok((status, took))) = request.await {
-            latencies.push(took);
-            accepted += usize::from(status == 202);
-        }
-    }
-    let load_time = load_started.elapsed();
+    let load = open_loop(std::slice::from_ref(&url), TOKEN).await?;
     let load_ended_at = SystemTime::now();
+    let (latencies, accepted) = load.answers_from(0);
+    let load_time = load.took;
     let (_, peak_rss) = service.memory()?;
     let run = service
         .wait_for_run(run_id, Duration::from_secs(600))
@@ -208,13 +179,75 @@ pub async fn run() -> Result<Outcome> {
 
     Ok(Outcome {
         latency: Summary::of(latencies),
-        sent: total,
+        sent: load.answers.len(),
         accepted,
         throughput: accepted as f64 / load_time.as_secs_f64(),
         peak_rss,
         run_overlap,
         run_outcome,
         alert_to_run,
+    })
+}
+
+/// What [`open_loop`] measured: each request's target, status (0: no answer) and time.
+pub struct Load {
+    pub answers: Vec<(usize, u16, Duration)>,
+    pub took: Duration,
+}
+
+impl Load {
+    /// The answer times of the requests sent to target `index`, and how many got 202.
+    pub fn answers_from(&self, index: usize) -> (Vec<Duration>, usize) {
+        let answered: Vec<_> = self
+            .answers
+            .iter()
+            .filter(|(target, status, _)| *target == index && *status != 0)
+            .collect();
+        let accepted = answered
+            .iter()
+            .filter(|(_, status, _)| *status == 202)
+            .count();
+        (
+            answered.iter().map(|(_, _, took)| *took).collect(),
+            accepted,
+        )
+    }
+}
+
+/// [`RATE_PER_SECOND`] webhook payloads a second for [`LOAD_TIME`], open loop (sent on
+/// schedule, not after the previous answer), taking turns over `urls`.
+pub async fn open_loop(urls: &[String], token: &str) -> Result<Load> {
+    let http = etcdmedic_tests::http_client_builder()
+        .timeout(Duration::from_secs(10))
+        .build()?;
+    let total = (RATE_PER_SECOND * LOAD_TIME.as_secs()) as usize;
+    let interval = Duration::from_secs(1) / RATE_PER_SECOND as u32;
+    let started = Instant::now();
+    let mut requests = Vec::with_capacity(total);
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    for sequence in 1..=total {
+        ticker.tick().await;
+        let target = sequence % urls.len();
+        let request = http
+            .post(&urls[target])
+            .bearer_auth(token)
+            .header("content-type", "application/json")
+            .body(payload(sequence).to_string());
+        requests.push(tokio::spawn(async move {
+            let sent = Instant::now();
+            let response = request.send().await;
+            let took = sent.elapsed();
+            (target, response.map_or(0, |r| r.status().as_u16()), took)
+        }));
+    }
+    let mut answers = Vec::with_capacity(total);
+    for request in requests {
+        answers.push(request.await?);
+    }
+    Ok(Load {
+        answers,
+        took: started.elapsed(),
     })
 }
 

@@ -21,8 +21,11 @@ use crate::report::{Outcome, RunReport};
 use crate::service::backups::{BackupFilter, BackupRecord};
 use crate::service::settings::PostgresSettings;
 
+mod cached;
 mod schema;
 mod transaction;
+
+use cached::{Cached, Statements};
 
 use transaction::PostgresTransaction;
 
@@ -60,6 +63,8 @@ pub(crate) struct PostgresStore {
     settings: PostgresSettings,
     /// Where standbys reach this replica while it holds the lock.
     advertise: Option<String>,
+    /// The connection's prepared statements.
+    statements: Statements,
     place: String,
     rows: Rows,
 }
@@ -91,6 +96,7 @@ impl PostgresStore {
             client,
             last_used: Instant::now(),
             advertise,
+            statements: Statements::default(),
             settings: settings.clone(),
             place: settings.place.clone(),
             rows: Rows { unreadable },
@@ -113,6 +119,7 @@ impl PostgresStore {
         if self.client.is_closed() || (ask && self.client.is_valid(timeout).is_err()) {
             tracing::warn!(database = %self.place, "the connection to the state store was lost; connecting again");
             self.client = connect(&self.settings)?;
+            self.statements.clear();
             announce(&mut self.client, self.advertise.as_deref()).map_err(|err| self.fail(err))?;
             tracing::info!(database = %self.place, "connected to the state store again, its lock held");
         }
@@ -127,16 +134,24 @@ impl PostgresStore {
     fn with_client<T>(
         &mut self,
         again: Again,
-        mut statement: impl FnMut(&mut Client) -> Result<T, postgres::Error>,
+        mut statement: impl FnMut(&mut Cached<'_, Client>) -> Result<T, postgres::Error>,
     ) -> StoreResult<T> {
-        let first = statement(self.client(again == Again::Never)?);
+        let first = statement(&mut self.cached(again == Again::Never)?);
         match first {
             Err(_) if again == Again::Safe && self.client.is_closed() => {
-                let client = self.client(false)?;
-                statement(client).map_err(|err| self.fail(err))
+                statement(&mut self.cached(false)?).map_err(|err| self.fail(err))
             }
             other => other.map_err(|err| self.fail(err)),
         }
+    }
+
+    /// [`PostgresStore::client`] with its prepared statements.
+    fn cached(&mut self, check: bool) -> StoreResult<Cached<'_, Client>> {
+        self.client(check)?;
+        Ok(Cached {
+            client: &mut self.client,
+            statements: &mut self.statements,
+        })
     }
 
     fn fail(&self, source: postgres::Error) -> StoreError {
@@ -366,14 +381,32 @@ impl StateStore for PostgresStore {
             database: place.clone(),
             source,
         };
-        // A transaction is never sent twice (the scheduler's work runs once), so it starts
-        // only on a connection just asked.
-        let mut tx = self.client(true)?.transaction().map_err(fail)?;
-        work(&mut PostgresTransaction {
-            tx: &mut tx,
-            place: &place,
-        })?;
-        tx.commit().map_err(fail)
+        // The work runs once (the scheduler's decisions are not repeatable), so only a BEGIN
+        // that failed on a connection found closed is tried again, on a new one: nothing was
+        // done yet.
+        let mut began_again = false;
+        loop {
+            self.client(false)?;
+            let err = match self.client.transaction() {
+                Ok(mut tx) => {
+                    work(&mut PostgresTransaction {
+                        tx: Cached {
+                            client: &mut tx,
+                            statements: &mut self.statements,
+                        },
+                        place: &place,
+                    })?;
+                    return tx.commit().map_err(fail);
+                }
+                Err(err) => err,
+            };
+            // A restarted server says why it ends the session before it closes it; either
+            // way the connection is gone.
+            if began_again || !self.client.is_closed() {
+                return Err(fail(err));
+            }
+            began_again = true;
+        }
     }
 
     fn ping(&mut self) -> StoreResult<()> {

@@ -58,7 +58,8 @@ CREATE TABLE alerts (
     generator_url TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX alerts_by_run ON alerts (run_id);
-CREATE INDEX alerts_by_episode ON alerts (fingerprint, starts_at);
+-- The latest alert of an episode: walked backwards from the newest, LIMIT 1.
+CREATE INDEX alerts_by_episode ON alerts (fingerprint, starts_at, id);
 CREATE TABLE switches (
     name       TEXT PRIMARY KEY,
     value      TEXT NOT NULL,

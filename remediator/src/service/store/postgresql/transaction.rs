@@ -5,10 +5,11 @@ use std::time::SystemTime;
 use super::super::{
     from_unix, unix, AlertRecord, NewRun, RunState, StoreError, StoreResult, Transaction,
 };
+use super::cached::Cached;
 use crate::report::{RunReport, REPORT_FORMAT};
 
 pub(super) struct PostgresTransaction<'a, 'b> {
-    pub(super) tx: &'a mut postgres::Transaction<'b>,
+    pub(super) tx: Cached<'a, postgres::Transaction<'b>>,
     pub(super) place: &'a str,
 }
 
@@ -80,7 +81,7 @@ impl Transaction for PostgresTransaction<'_, '_> {
     }
 
     fn finish(&mut self, id: i64, report: &RunReport) -> StoreResult<()> {
-        let result = finish(self.tx, id, report);
+        let result = finish(&mut self.tx, id, report);
         result.map_err(|err| self.fail(err))
     }
 
@@ -125,8 +126,8 @@ impl Transaction for PostgresTransaction<'_, '_> {
 }
 
 /// Records a run's end (also used outside a scheduler transaction).
-pub(super) fn finish(
-    tx: &mut impl postgres::GenericClient,
+fn finish(
+    tx: &mut Cached<'_, impl postgres::GenericClient>,
     id: i64,
     report: &RunReport,
 ) -> Result<(), postgres::Error> {
