@@ -234,8 +234,19 @@ pub fn load_server(
     })
 }
 
+/// The client TLS settings of a `tls:` block outside the clusters (the remediator's
+/// PostgreSQL), every problem recorded under `key`.
+pub fn load_client(
+    tls: &TlsFile,
+    base: &Path,
+    key: &str,
+    problems: &mut ConfigProblems,
+) -> Option<ClientTls> {
+    load(tls, base, key, problems)
+}
+
 /// TLS for an `https://` endpoint with no `tls:` block: the system's CA certificates.
-pub(crate) fn system_default(key: &str, problems: &mut ConfigProblems) -> Option<ClientTls> {
+pub fn system_default(key: &str, problems: &mut ConfigProblems) -> Option<ClientTls> {
     load(&TlsFile::default(), Path::new("."), key, problems)
 }
 

@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::{bail, ensure, Context, Result};
 use tempfile::TempDir;
 
+use crate::certs::TestPki;
 use crate::poll::eventually;
 use crate::ports::free_port;
 use crate::process::ChildProcess;
@@ -79,6 +80,16 @@ fn hand_over(path: &Path) -> Result<()> {
 
 impl Postgres {
     pub async fn start() -> Result<Postgres> {
+        Postgres::start_with(None).await
+    }
+
+    /// Started with TLS (the serving certificate of `pki`, for 127.0.0.1) and refusing TCP
+    /// connections without it.
+    pub async fn start_tls(pki: &TestPki) -> Result<Postgres> {
+        Postgres::start_with(Some(pki)).await
+    }
+
+    async fn start_with(tls: Option<&TestPki>) -> Result<Postgres> {
         let bin = bin_dir()?;
         let dir = tempfile::Builder::new()
             .prefix("etcdmedic-postgres-")
@@ -112,6 +123,10 @@ impl Postgres {
             String::from_utf8_lossy(&output.stderr)
         );
         std::fs::remove_file(&password_file)?;
+        let mut tls_args = Vec::new();
+        if let Some(pki) = tls {
+            tls_args = require_tls(&data, pki)?;
+        }
 
         let port = free_port()?;
         let (program, args) = unprivileged(
@@ -128,7 +143,10 @@ impl Postgres {
                 dir.path().display().to_string(),
                 "-c".into(),
                 "fsync=off".into(),
-            ],
+            ]
+            .into_iter()
+            .chain(tls_args)
+            .collect::<Vec<String>>(),
         );
         let process = ChildProcess::spawn("postgres", &program, &args)?;
         let postgres = Postgres {
@@ -213,6 +231,36 @@ impl Postgres {
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
+}
+
+/// Gives PostgreSQL `pki`'s serving certificate (its key readable by the server's user
+/// alone, as PostgreSQL insists) and makes every TCP connection use TLS; its arguments.
+fn require_tls(data: &Path, pki: &TestPki) -> Result<Vec<String>> {
+    let cert = data.join("server.crt");
+    let key = data.join("server.key");
+    std::fs::copy(&pki.server_cert_file, &cert)?;
+    std::fs::copy(&pki.server_key_file, &key)?;
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    hand_over(&cert)?;
+    hand_over(&key)?;
+    let hba = data.join("pg_hba.conf");
+    let rules = std::fs::read_to_string(&hba)?;
+    let rules: String = rules
+        .lines()
+        .map(|line| match line.strip_prefix("host ") {
+            Some(rest) => format!("hostssl {rest}\n"),
+            None => format!("{line}\n"),
+        })
+        .collect();
+    std::fs::write(&hba, rules)?;
+    Ok(vec![
+        "-c".into(),
+        "ssl=on".into(),
+        "-c".into(),
+        format!("ssl_cert_file={}", cert.display()),
+        "-c".into(),
+        format!("ssl_key_file={}", key.display()),
+    ])
 }
 
 fn rand_u64() -> Result<u64> {

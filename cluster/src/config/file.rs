@@ -362,6 +362,9 @@ pub struct PostgresFile {
     /// How long connecting may take.
     #[serde(default, with = "humantime_serde")]
     pub connect_timeout: Option<Duration>,
+    /// TLS to PostgreSQL: the CA that signed its certificate, a client certificate.
+    #[serde(default)]
+    pub tls: Option<TlsFile>,
 }
 
 /// Exactly one of the two, like Alertmanager's `http_config`.

@@ -57,6 +57,13 @@ fn probes() -> Vec<(&'static str, String)> {
             format!("remediator: {{postgres: {{url: u, {PROBE}: 1}}}}\n{}", cluster("")),
         ),
         (
+            "remediator.postgres.tls",
+            format!(
+                "remediator: {{postgres: {{url: u, tls: {{{PROBE}: 1}}}}}}\n{}",
+                cluster("")
+            ),
+        ),
+        (
             "remediator.grafana_annotations",
             format!(
                 "remediator: {{grafana_annotations: {{url: u, token_file: t, {PROBE}: 1}}}}\n{}",

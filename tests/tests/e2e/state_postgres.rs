@@ -204,6 +204,23 @@ async fn bad_postgres_settings_and_a_database_that_is_not_ours_are_refused() -> 
     // Someone else's tables: refused before anything is written, and left as they were.
     postgres.psql("CREATE TABLE invoices (id int); INSERT INTO invoices VALUES (7)")?;
     let config = files.write_config_with_state(&unreachable_cluster(), &state, "")?;
+    // Where the other replicas reach this one must be a URL they can use.
+    let output = std::process::Command::new(&binary)
+        .args([
+            "serve",
+            "--advertise-url",
+            "ftp://127.0.0.1:9380",
+            "--config",
+        ])
+        .arg(&config)
+        .output()?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    ensure!(
+        output.status.code() == Some(2)
+            && stderr.contains("--advertise-url ftp://127.0.0.1:9380/: must be http://host:port"),
+        "{output:?}"
+    );
+
     let (code, stderr) = refused_start(&config).await?;
     ensure!(code == Some(2), "exit {code:?}: {stderr}");
     ensure!(
@@ -216,5 +233,42 @@ async fn bad_postgres_settings_and_a_database_that_is_not_ours_are_refused() -> 
             == "invoices"
     );
     ensure!(postgres.psql("SELECT id FROM invoices")? == "7");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_state_reaches_postgres_over_tls_and_an_untrusted_certificate_is_refused() -> Result<()>
+{
+    let files = ServiceFiles::new()?;
+    let pki = etcdmedic_tests::certs::TestPki::generate(&files.path("pki"), true, "postgres")?;
+    let postgres = Postgres::start_tls(&pki).await?;
+    let plain = postgres_state(&files, &postgres)?;
+    let with_ca = |ca: &std::path::Path| format!("{plain}    tls: {{ca_file: {}}}\n", ca.display());
+
+    // Trusting the CA that signed PostgreSQL's certificate: the service's sessions are TLS.
+    let config =
+        files.write_config_with_state(&unreachable_cluster(), &with_ca(&pki.ca_file), "")?;
+    let service = RemediatorService::start(&config, Some(TOKEN)).await?;
+    let (status, _) = service.post("/api/v1/pause").await?;
+    ensure!(status == 200, "pause: {status}");
+    ensure!(
+        postgres.psql(
+            "SELECT count(*) > 0 AND bool_and(s.ssl) FROM pg_stat_ssl s JOIN pg_stat_activity a \
+             USING (pid) WHERE a.application_name LIKE 'etcdmedic-remediator%'"
+        )? == "t",
+        "the service's sessions are not all TLS"
+    );
+    drop(service);
+
+    // Another CA: refused, saying why; and without TLS the server refuses the session.
+    for (state, expected) in [
+        (with_ca(&pki.other_ca_file), "certificate"),
+        (plain.clone(), "no encryption"),
+    ] {
+        let config = files.write_config_with_state(&unreachable_cluster(), &state, "")?;
+        let (code, stderr) = refused_start(&config).await?;
+        ensure!(code == Some(1), "{state}: exit {code:?}: {stderr}");
+        ensure!(stderr.contains(expected), "{state}: {stderr}");
+    }
     Ok(())
 }

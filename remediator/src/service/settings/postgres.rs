@@ -1,11 +1,14 @@
 //! `remediator.postgres`: the service's state in PostgreSQL. The password comes only from a
 //! file (a URL with one is refused: it would be printed, logged and kept in the config file).
+//! TLS with the same `tls:` block as a cluster's; every connection then requires it.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use etcdmedic_cluster::config::file::PostgresFile;
-use etcdmedic_cluster::ConfigProblems;
+use etcdmedic_cluster::{tls, ConfigProblems};
+use postgres::config::SslMode;
 
 /// How long connecting may take, unless `connect_timeout` says otherwise.
 pub(super) const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -19,6 +22,9 @@ pub struct PostgresSettings {
     pub config: postgres::Config,
     /// The database as messages name it: `postgres://user@host:port/database`.
     pub place: String,
+    /// TLS to PostgreSQL (`tls:`, or `sslmode=require` with the system's CAs); plain TCP
+    /// without.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl std::fmt::Debug for PostgresSettings {
@@ -78,11 +84,33 @@ pub(super) fn resolve(
         );
         return None;
     };
-    if config.get_ssl_mode() == postgres::config::SslMode::Require {
-        problems.push(
-            url_key.clone(),
-            "sslmode=require: this build connects without TLS; reach PostgreSQL over a trusted network (sslmode=disable)",
-        );
+    let tls_key = format!("{key}.tls");
+    let tls = match (&file.tls, config.get_ssl_mode()) {
+        (Some(_), SslMode::Disable) => {
+            problems.push(tls_key, "set, but the URL says sslmode=disable");
+            None
+        }
+        (Some(block), _) => {
+            if block.server_name.is_some() {
+                problems.push(
+                    format!("{tls_key}.server_name"),
+                    "not for PostgreSQL: the URL's host is the name its certificate must carry",
+                );
+            }
+            tls::load_client(block, base, &tls_key, problems)
+        }
+        (None, SslMode::Require) => tls::system_default(&tls_key, problems),
+        (None, _) => None,
+    };
+    let tls = tls.map(|client| {
+        // PostgreSQL negotiates TLS after its own request, and names no ALPN protocol that
+        // etcd's (h2) would match.
+        let mut config = (*client.config).clone();
+        config.alpn_protocols.clear();
+        Arc::new(config)
+    });
+    if tls.is_some() {
+        config.ssl_mode(SslMode::Require);
     }
     if let Some(path) = &file.password_file {
         let password_key = format!("{key}.password_file");
@@ -106,6 +134,7 @@ pub(super) fn resolve(
     Some(PostgresSettings {
         config,
         place: format!("postgres://{user}@{host}:{port}/{database}"),
+        tls,
     })
 }
 

@@ -1,0 +1,247 @@
+//! [`StateStore`] over PostgreSQL: the same queries as SQLite's, in PostgreSQL's dialect.
+
+use std::time::SystemTime;
+
+use super::super::{
+    in_transaction, unix, InterruptedRun, RunDetail, RunFilter, RunSummary, StateStore, StoreError,
+    StoreResult, Transaction, INTERRUPTED_BY_EXIT,
+};
+use super::cached::Cached;
+use super::transaction::PostgresTransaction;
+use super::{limit, Again, PostgresStore};
+use crate::report::{Outcome, RunReport};
+use crate::service::backups::{BackupFilter, BackupRecord};
+
+impl StateStore for PostgresStore {
+    fn transaction(
+        &mut self,
+        work: &mut dyn FnMut(&mut dyn Transaction) -> StoreResult<()>,
+    ) -> StoreResult<()> {
+        let place = self.place.clone();
+        let fail = |source| StoreError::Postgres {
+            database: place.clone(),
+            source,
+        };
+        // The work runs once (the scheduler's decisions are not repeatable), so only a BEGIN
+        // that failed on a connection found closed is tried again, on a new one: nothing was
+        // done yet.
+        let mut began_again = false;
+        loop {
+            self.client(false)?;
+            let err = match self.client.transaction() {
+                Ok(mut tx) => {
+                    work(&mut PostgresTransaction {
+                        tx: Cached {
+                            client: &mut tx,
+                            statements: &mut self.statements,
+                        },
+                        place: &place,
+                    })?;
+                    return tx.commit().map_err(fail);
+                }
+                Err(err) => err,
+            };
+            // A restarted server says why it ends the session before it closes it; either
+            // way the connection is gone.
+            if began_again || !self.client.is_closed() {
+                return Err(fail(err));
+            }
+            began_again = true;
+        }
+    }
+
+    fn ping(&mut self) -> StoreResult<()> {
+        self.with_client(Again::Safe, |client| {
+            client.query_one("SELECT 1", &[]).map(drop)
+        })
+    }
+
+    fn interrupt_unfinished(&mut self) -> StoreResult<Vec<InterruptedRun>> {
+        let runs: Vec<InterruptedRun> = self
+            .select_runs("WHERE state = 'running'", &[])?
+            .into_iter()
+            .map(|run| InterruptedRun {
+                id: run.id,
+                cluster: run.cluster,
+            })
+            .collect();
+        in_transaction(self, |tx| {
+            for InterruptedRun { id, cluster } in &runs {
+                let report = RunReport::ended(
+                    cluster,
+                    "",
+                    false,
+                    Outcome::Interrupted,
+                    INTERRUPTED_BY_EXIT.into(),
+                );
+                tx.finish(*id, &report)?;
+            }
+            Ok(())
+        })?;
+        Ok(runs)
+    }
+
+    fn queued(&mut self) -> StoreResult<Vec<RunSummary>> {
+        self.select_runs("WHERE state = 'queued' ORDER BY id", &[])
+    }
+
+    fn firing_fingerprints(&mut self, run_id: i64) -> StoreResult<Vec<String>> {
+        self.with_client(Again::Safe, |client| {
+            client
+                .query(
+                    "SELECT fingerprint FROM alerts WHERE run_id IN ($1, \
+                 (SELECT retry_of FROM runs WHERE id = $1)) AND status = 'firing' \
+                 AND action IN ('queued', 'joined') GROUP BY fingerprint",
+                    &[&run_id],
+                )
+                .and_then(|rows| rows.iter().map(|row| row.try_get(0)).collect())
+        })
+    }
+
+    fn mark_running(&mut self, id: i64, at: SystemTime) -> StoreResult<()> {
+        self.with_client(Again::Safe, |client| {
+            client
+                .execute(
+                    "UPDATE runs SET state = 'running', started_at = $2 WHERE id = $1",
+                    &[&id, &unix(at)],
+                )
+                .map(drop)
+        })
+    }
+
+    fn still_running(&mut self, id: i64) -> StoreResult<bool> {
+        // On a connection just asked: a reconnection takes the lock again, or says who has it.
+        self.client(true)?;
+        self.with_client(Again::Safe, |client| {
+            client
+                .query_opt("SELECT state = 'running' FROM runs WHERE id = $1", &[&id])
+                .and_then(|row| row.map(|row| row.try_get::<_, bool>(0)).transpose())
+                .map(|running| running == Some(true))
+        })
+    }
+
+    fn append_reason(&mut self, id: i64, sentence: &str) -> StoreResult<()> {
+        self.with_client(Again::Never, |client| {
+            client
+                .execute(
+                    "UPDATE runs SET reason = coalesce(reason || ' ', '') || $2 WHERE id = $1",
+                    &[&id, &sentence],
+                )
+                .map(drop)
+        })
+    }
+
+    fn paused(&mut self) -> StoreResult<bool> {
+        self.with_client(Again::Safe, |client| {
+            client
+                .query_opt("SELECT value FROM switches WHERE name = 'paused'", &[])
+                .and_then(|row| row.map(|row| row.try_get::<_, String>(0)).transpose())
+                .map(|value| value.as_deref() == Some("true"))
+        })
+    }
+
+    fn set_paused(&mut self, paused: bool) -> StoreResult<()> {
+        self.with_client(Again::Safe, |client| {
+            client
+                .execute(
+                    "INSERT INTO switches (name, value, changed_at) VALUES ('paused', $1, $2) \
+                 ON CONFLICT (name) DO UPDATE SET value = $1, changed_at = $2",
+                    &[&paused.to_string(), &unix(SystemTime::now())],
+                )
+                .map(drop)
+        })
+    }
+
+    fn runs(&mut self, filter: &RunFilter) -> StoreResult<Vec<RunSummary>> {
+        self.select_runs(
+            "WHERE ($1::text IS NULL OR cluster = $1) AND ($2::text IS NULL OR outcome = $2) \
+             AND ($3::bigint IS NULL OR id < $3) ORDER BY id DESC LIMIT $4",
+            &[
+                &filter.cluster,
+                &filter.outcome.map(Outcome::as_str),
+                &filter.before,
+                &limit(filter.limit),
+            ],
+        )
+    }
+
+    fn run(&mut self, id: i64) -> StoreResult<Option<RunDetail>> {
+        let Some(summary) = self
+            .select_runs("WHERE id = $1", &[&id])?
+            .into_iter()
+            .next()
+        else {
+            return Ok(None);
+        };
+        let row = self.with_client(Again::Safe, |client| {
+            client.query_one(
+                "SELECT report, report_format FROM runs WHERE id = $1",
+                &[&id],
+            )
+        })?;
+        let stored: (Option<String>, Option<i64>) =
+            (|| Ok((row.try_get(0)?, row.try_get(1)?)))().map_err(|err| self.fail(err))?;
+        let report = match stored {
+            (Some(json), format) => self.rows.report(id, format, &json),
+            (None, _) => None,
+        };
+        let alerts = self.alerts_of(id)?;
+        Ok(Some(RunDetail {
+            summary,
+            alerts,
+            report,
+        }))
+    }
+
+    fn latest_finished(&mut self) -> StoreResult<Vec<RunReport>> {
+        self.select_reports(
+            "WHERE id IN (SELECT max(id) FROM runs WHERE state = 'finished' AND report IS NOT \
+             NULL GROUP BY cluster, outcome) ORDER BY id",
+            &[],
+        )
+    }
+
+    fn recent_work(&mut self, cluster: &str, limit_to: usize) -> StoreResult<Vec<RunReport>> {
+        self.select_reports(
+            "WHERE cluster = $1 AND state = 'finished' AND report IS NOT NULL AND NOT dry_run \
+             AND outcome IN ('succeeded', 'partial') ORDER BY id DESC LIMIT $2",
+            &[&cluster, &limit(limit_to)],
+        )
+    }
+
+    fn record_backup(&mut self, record: &BackupRecord) -> StoreResult<i64> {
+        // A record always serialises (plain data); see `transaction::finish`.
+        let json = serde_json::to_string(record).unwrap_or_else(|_| "{}".to_string());
+        self.with_client(Again::Never, |client| {
+            client
+                .query_one(
+                    "INSERT INTO backups (cluster, outcome, finished_at, record) \
+                 VALUES ($1, $2, $3, $4) RETURNING id",
+                    &[
+                        &record.cluster,
+                        &record.outcome.as_str(),
+                        &unix(record.finished_at),
+                        &json,
+                    ],
+                )
+                .and_then(|row| row.try_get(0))
+        })
+    }
+
+    fn backups(&mut self, filter: &BackupFilter) -> StoreResult<Vec<BackupRecord>> {
+        let rows = self.with_client(Again::Safe, |client| {
+            client.query(
+                "SELECT id, record FROM backups WHERE ($1::text IS NULL OR cluster = $1) \
+                 ORDER BY id DESC LIMIT $2",
+                &[&filter.cluster, &limit(filter.limit)],
+            )
+        })?;
+        let mut records = Vec::new();
+        for row in &rows {
+            let (id, json): (i64, String) =
+                (|| Ok((row.try_get(0)?, row.try_get(1)?)))().map_err(|err| self.fail(err))?;
+            records.extend(self.rows.backup(id, &json));
+        }
+        Ok(records)
+    }
+}
