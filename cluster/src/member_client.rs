@@ -272,7 +272,7 @@ pub fn probe_error(err: etcd_client::Error) -> ProbeError {
 }
 
 /// `message: cause: root cause`, skipping causes that repeat what is already said.
-pub(crate) fn with_sources(message: &str, err: &(dyn std::error::Error + 'static)) -> String {
+pub fn with_sources(message: &str, err: &(dyn std::error::Error + 'static)) -> String {
     let mut text = message.to_string();
     let mut source = err.source();
     while let Some(cause) = source {

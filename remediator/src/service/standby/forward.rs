@@ -9,6 +9,8 @@ use axum::extract::Request;
 use axum::http::{header, HeaderName, StatusCode};
 use axum::response::{IntoResponse, Response};
 
+use etcdmedic_cluster::member_client::with_sources;
+
 use super::super::http::error;
 use super::super::settings::ServiceSettings;
 use super::super::Error;
@@ -97,12 +99,5 @@ impl Forwarder {
 
 /// reqwest's error with its causes: its own text alone is "error sending request".
 fn describe(err: &reqwest::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = std::error::Error::source(err);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
+    with_sources(&err.to_string(), err)
 }

@@ -43,10 +43,7 @@ enum Again {
 pub(crate) fn describe(err: &postgres::Error) -> String {
     match err.as_db_error() {
         Some(db) => format!("{}: {}", db.severity(), db.message()),
-        None => match std::error::Error::source(err) {
-            Some(source) => format!("{err}: {source}"),
-            None => err.to_string(),
-        },
+        None => etcdmedic_cluster::member_client::with_sources(&err.to_string(), err),
     }
 }
 
