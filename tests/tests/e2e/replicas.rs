@@ -75,7 +75,7 @@ async fn one_run_for_deliveries_to_both_and_a_killed_active_replica_is_taken_ove
     let standby = RemediatorService::start_standby(&config, Some(TOKEN)).await?;
 
     // The standby is ready once it knows where to forward: to the active one.
-    eventually(
+    let readiness = eventually(
         "the standby forwards to the active replica",
         SETTLE,
         || async {
@@ -89,10 +89,24 @@ async fn one_run_for_deliveries_to_both_and_a_killed_active_replica_is_taken_ove
                     ),
                 "{status} {body}"
             );
-            Ok(())
+            Ok(body)
         },
     )
     .await?;
+    // What the README shows of a standby's /readyz: the same structure.
+    let printed = serde_json::to_string_pretty(&readiness)?;
+    println!(
+        "{}/readyz:\n{}",
+        standby.base_url,
+        serde_json::to_string(&readiness)?
+    );
+    let readme = crate::readme::readme()?;
+    let block = crate::readme::block(&readme, "$ curl -s http://127.0.0.1:")?;
+    let step = crate::readme::session(block)
+        .into_iter()
+        .next()
+        .context("no command in the README's /readyz block")?;
+    crate::readme::ensure_same_output("a standby's /readyz", &step.shown, &printed)?;
 
     // Twenty copies of one alert, half to each replica, at once: the standby forwards its
     // half, and the active one makes one run of all twenty.
