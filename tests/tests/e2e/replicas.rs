@@ -12,7 +12,9 @@ use anyhow::{bail, ensure, Context, Result};
 use etcdmedic_tests::postgres::Postgres;
 use etcdmedic_tests::{eventually, EtcdCluster, EtcdVersion, RemediatorService};
 
-use crate::service::{fragmented_cluster, now_rfc3339, payload, ServiceFiles, RUN_TIMEOUT, TOKEN};
+use crate::service::{
+    fragmented_cluster, now_rfc3339, payload, queue_run, ServiceFiles, RUN_TIMEOUT, TOKEN,
+};
 use crate::state_postgres::postgres_state;
 use crate::support::{assert_cluster_serves, SETTLE};
 
@@ -194,26 +196,52 @@ async fn one_run_for_deliveries_to_both_and_a_killed_active_replica_is_taken_ove
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_restarted_mid_run_never_gives_two_defragmentations_at_once() -> Result<()> {
-    let mut postgres = Postgres::start().await?;
+/// PostgreSQL, a fragmented cluster, an active replica and a standby, and a run the active
+/// one started from an alert.
+struct Replicas {
+    postgres: Postgres,
+    cluster: EtcdCluster,
+    active: RemediatorService,
+    standby: RemediatorService,
+    run: i64,
+    /// Kept for the files' lifetime.
+    _files: ServiceFiles,
+}
+
+async fn two_replicas_and_a_run() -> Result<Replicas> {
+    let postgres = Postgres::start().await?;
     let cluster = fragmented_cluster(EtcdVersion::V3_5).await?;
     let files = ServiceFiles::new()?;
     let state = postgres_state(&files, &postgres)?;
     let config = files.write_config_with_state(&cluster.config_entry("prod-a"), &state, "")?;
-    let mut first = RemediatorService::start(&config, Some(TOKEN)).await?;
-    let second = RemediatorService::start_standby(&config, Some(TOKEN)).await?;
+    let active = RemediatorService::start(&config, Some(TOKEN)).await?;
+    let standby = RemediatorService::start_standby(&config, Some(TOKEN)).await?;
+    let run = queue_run(
+        &active,
+        "EtcdmedicDatabaseHighFragmentation",
+        &now_rfc3339(),
+    )
+    .await?;
+    Ok(Replicas {
+        postgres,
+        cluster,
+        active,
+        standby,
+        run,
+        _files: files,
+    })
+}
 
-    let (status, answer) = first
-        .post_webhook(&payload(
-            "EtcdmedicDatabaseHighFragmentation",
-            "prod-a",
-            "firing",
-            &now_rfc3339(),
-        ))
-        .await?;
-    ensure!(status == 202, "{status} {answer}");
-    let id = answer["alerts"][0]["run_id"].as_i64().context("run id")?;
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_restarted_mid_run_never_gives_two_defragmentations_at_once() -> Result<()> {
+    let Replicas {
+        mut postgres,
+        cluster,
+        active: mut first,
+        standby: second,
+        run: id,
+        ..
+    } = two_replicas_and_a_run().await?;
 
     // PostgreSQL restarts (every session ends) while a member is held mid-defragmentation:
     // either replica may hold the store afterwards.
@@ -280,23 +308,14 @@ async fn an_active_replica_cut_off_through_a_database_restart_stops_when_another
 ) -> Result<()> {
     use nix::sys::signal::Signal;
 
-    let mut postgres = Postgres::start().await?;
-    let cluster = fragmented_cluster(EtcdVersion::V3_5).await?;
-    let files = ServiceFiles::new()?;
-    let state = postgres_state(&files, &postgres)?;
-    let config = files.write_config_with_state(&cluster.config_entry("prod-a"), &state, "")?;
-    let mut cut_off = RemediatorService::start(&config, Some(TOKEN)).await?;
-    let other = RemediatorService::start_standby(&config, Some(TOKEN)).await?;
-    let (status, answer) = cut_off
-        .post_webhook(&payload(
-            "EtcdmedicDatabaseHighFragmentation",
-            "prod-a",
-            "firing",
-            &now_rfc3339(),
-        ))
-        .await?;
-    ensure!(status == 202, "{status} {answer}");
-    let id = answer["alerts"][0]["run_id"].as_i64().context("run id")?;
+    let Replicas {
+        mut postgres,
+        cluster,
+        active: mut cut_off,
+        standby: other,
+        run: id,
+        ..
+    } = two_replicas_and_a_run().await?;
 
     // A member held mid-defragmentation; the replica carrying the run frozen while
     // PostgreSQL restarts, so that the other takes the store over first.

@@ -123,7 +123,11 @@ pub(crate) async fn decision_for(
 }
 
 /// Posts one firing alert for `prod-a` and returns the run it queued or joined.
-async fn queue_run(service: &RemediatorService, alertname: &str, starts_at: &str) -> Result<i64> {
+pub(crate) async fn queue_run(
+    service: &RemediatorService,
+    alertname: &str,
+    starts_at: &str,
+) -> Result<i64> {
     let (status, answer) = service
         .post_webhook(&payload(alertname, "prod-a", "firing", starts_at))
         .await?;

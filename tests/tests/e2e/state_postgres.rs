@@ -10,7 +10,8 @@ use etcdmedic_tests::postgres::Postgres;
 use etcdmedic_tests::{EtcdVersion, RemediatorService};
 
 use crate::service::{
-    fragmented_cluster, now_rfc3339, payload, unreachable_cluster, ServiceFiles, RUN_TIMEOUT, TOKEN,
+    decision_for, fragmented_cluster, now_rfc3339, queue_run, unreachable_cluster, ServiceFiles,
+    RUN_TIMEOUT, TOKEN,
 };
 
 /// The `remediator:` lines that put the state in `postgres`, its password in a file.
@@ -59,19 +60,9 @@ async fn a_service_on_postgres_remediates_and_keeps_its_state_across_restarts_of
     )?;
     let mut service = RemediatorService::start(&config, Some(TOKEN)).await?;
 
-    let (status, answer) = service
-        .post_webhook(&payload(
-            "EtcdmedicDatabaseHighFragmentation",
-            "prod-a",
-            "firing",
-            &now_rfc3339(),
-        ))
-        .await?;
-    ensure!(
-        status == 202 && answer["alerts"][0]["action"] == "queued",
-        "{status} {answer}"
-    );
-    let id = answer["alerts"][0]["run_id"].as_i64().context("run id")?;
+    let decision = decision_for(&service, "EtcdmedicDatabaseHighFragmentation", "prod-a").await?;
+    ensure!(decision["action"] == "queued", "{decision}");
+    let id = decision["run_id"].as_i64().context("run id")?;
     let run = service.wait_for_run(id, RUN_TIMEOUT).await?;
     ensure!(run["outcome"] == "succeeded", "{run}\n{}", service.output());
     ensure!(postgres.psql("SELECT version FROM etcdmedic_schema")? == "1");
@@ -91,18 +82,8 @@ async fn a_service_on_postgres_remediates_and_keeps_its_state_across_restarts_of
         "{status} {body}\n{}",
         service.output()
     );
-    let (status, answer) = service
-        .post_webhook(&payload(
-            "EtcdmedicDatabaseHighFragmentation",
-            "prod-a",
-            "firing",
-            &now_rfc3339(),
-        ))
-        .await?;
-    ensure!(
-        status == 202 && answer["alerts"][0]["action"] == "ignored",
-        "{status} {answer}"
-    );
+    let decision = decision_for(&service, "EtcdmedicDatabaseHighFragmentation", "prod-a").await?;
+    ensure!(decision["action"] == "ignored", "{decision}");
     ensure!(postgres.psql("SELECT count(*) FROM alerts")? == "2");
 
     // The service restarts: the history, the pause switch and the cooldown are all there.
@@ -118,16 +99,12 @@ async fn a_service_on_postgres_remediates_and_keeps_its_state_across_restarts_of
     );
     let (status, _) = service.post("/api/v1/resume").await?;
     ensure!(status == 200);
-    let (status, answer) = service
-        .post_webhook(&payload(
-            "EtcdmedicDatabaseHighFragmentation",
-            "prod-a",
-            "firing",
-            &now_rfc3339(),
-        ))
-        .await?;
-    ensure!(status == 202, "{status} {answer}");
-    let second = answer["alerts"][0]["run_id"].as_i64().context("run id")?;
+    let second = queue_run(
+        &service,
+        "EtcdmedicDatabaseHighFragmentation",
+        &now_rfc3339(),
+    )
+    .await?;
     let run = service.wait_for_run(second, RUN_TIMEOUT).await?;
     ensure!(
         run["outcome"] == "skipped"

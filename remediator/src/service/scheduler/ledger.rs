@@ -9,7 +9,8 @@ use std::time::{Duration, SystemTime};
 use etcdmedic_cluster::config::when::{CronIn, Windows};
 
 use super::super::store::{
-    in_transaction, InterruptedRun, NewRun, RunDetail, RunSource, StateStore, StoreResult,
+    in_transaction, interrupt_unfinished, InterruptedRun, NewRun, RunDetail, RunSource, StateStore,
+    StoreResult,
 };
 use super::backups::BackupQueue;
 use super::{ClusterQueue, DISPATCH_EVERY};
@@ -144,7 +145,7 @@ impl Ledger {
         mut store: Box<dyn StateStore>,
         rules: Rules,
     ) -> StoreResult<(Ledger, Opened)> {
-        let interrupted = store.interrupt_unfinished()?;
+        let interrupted = interrupt_unfinished(store.as_mut())?;
         let paused = store.paused()?;
         let latest = store.latest_finished()?;
         let mut slots: HashMap<String, Slot> = HashMap::new();

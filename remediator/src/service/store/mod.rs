@@ -250,9 +250,8 @@ pub(super) trait StateStore: Send {
     ) -> StoreResult<()>;
     /// A cheap query, for readiness.
     fn ping(&mut self) -> StoreResult<()>;
-    /// Marks runs that were under way when the process died as interrupted, and returns
-    /// them.
-    fn interrupt_unfinished(&mut self) -> StoreResult<Vec<InterruptedRun>>;
+    /// Runs recorded running.
+    fn running(&mut self) -> StoreResult<Vec<RunSummary>>;
     /// Runs still queued (from before a restart), oldest first.
     fn queued(&mut self) -> StoreResult<Vec<RunSummary>>;
     /// The firing alerts (fingerprints) a queued run is waiting on: its own, or for a retry
@@ -296,6 +295,33 @@ pub(super) fn in_transaction<T>(
         Ok(())
     })?;
     value.ok_or(StoreError::Gone(OwnerGone("transaction")))
+}
+
+/// Marks runs that were under way when the process (or the replica active before) died as
+/// interrupted, and returns them.
+pub(super) fn interrupt_unfinished(store: &mut dyn StateStore) -> StoreResult<Vec<InterruptedRun>> {
+    let runs: Vec<InterruptedRun> = store
+        .running()?
+        .into_iter()
+        .map(|run| InterruptedRun {
+            id: run.id,
+            cluster: run.cluster,
+        })
+        .collect();
+    in_transaction(store, |tx| {
+        for InterruptedRun { id, cluster } in &runs {
+            let report = RunReport::ended(
+                cluster,
+                "",
+                false,
+                Outcome::Interrupted,
+                INTERRUPTED_BY_EXIT.into(),
+            );
+            tx.finish(*id, &report)?;
+        }
+        Ok(())
+    })?;
+    Ok(runs)
 }
 
 /// Why a run found `running` at start-up is interrupted.

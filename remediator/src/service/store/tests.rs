@@ -46,7 +46,7 @@ fn runs_left_running_by_a_dead_process_come_back_interrupted() {
     };
     let (mut store, _) = open(&path);
     assert_eq!(
-        store.interrupt_unfinished().unwrap(),
+        interrupt_unfinished(&mut store).unwrap(),
         vec![InterruptedRun {
             id,
             cluster: "a".into()
@@ -59,7 +59,7 @@ fn runs_left_running_by_a_dead_process_come_back_interrupted() {
         last_work(&mut store, "a").map(unix),
         run.summary.finished_at.map(unix)
     );
-    assert!(store.interrupt_unfinished().unwrap().is_empty());
+    assert!(interrupt_unfinished(&mut store).unwrap().is_empty());
 }
 
 #[test]

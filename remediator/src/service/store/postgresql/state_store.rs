@@ -3,8 +3,7 @@
 use std::time::SystemTime;
 
 use super::super::{
-    in_transaction, unix, InterruptedRun, RunDetail, RunFilter, RunSummary, StateStore, StoreError,
-    StoreResult, Transaction, INTERRUPTED_BY_EXIT,
+    unix, RunDetail, RunFilter, RunSummary, StateStore, StoreError, StoreResult, Transaction,
 };
 use super::cached::Cached;
 use super::transaction::PostgresTransaction;
@@ -56,29 +55,8 @@ impl StateStore for PostgresStore {
         })
     }
 
-    fn interrupt_unfinished(&mut self) -> StoreResult<Vec<InterruptedRun>> {
-        let runs: Vec<InterruptedRun> = self
-            .select_runs("WHERE state = 'running'", &[])?
-            .into_iter()
-            .map(|run| InterruptedRun {
-                id: run.id,
-                cluster: run.cluster,
-            })
-            .collect();
-        in_transaction(self, |tx| {
-            for InterruptedRun { id, cluster } in &runs {
-                let report = RunReport::ended(
-                    cluster,
-                    "",
-                    false,
-                    Outcome::Interrupted,
-                    INTERRUPTED_BY_EXIT.into(),
-                );
-                tx.finish(*id, &report)?;
-            }
-            Ok(())
-        })?;
-        Ok(runs)
+    fn running(&mut self) -> StoreResult<Vec<RunSummary>> {
+        self.select_runs("WHERE state = 'running'", &[])
     }
 
     fn queued(&mut self) -> StoreResult<Vec<RunSummary>> {

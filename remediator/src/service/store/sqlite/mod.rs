@@ -11,8 +11,8 @@ use prometheus_client::metrics::counter::Counter;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{
-    in_transaction, schema, unix, AlertRecord, InterruptedRun, RunDetail, RunFilter, RunSummary,
-    StateStore, StoreError, StoreResult, Transaction, INTERRUPTED_BY_EXIT,
+    schema, unix, AlertRecord, RunDetail, RunFilter, RunSummary, StateStore, StoreError,
+    StoreResult, Transaction,
 };
 use crate::lock::{FileLock, LockError};
 use crate::report::{Outcome, RunReport};
@@ -203,29 +203,8 @@ impl StateStore for SqliteStore {
             .map_err(|err| self.fail(err))
     }
 
-    fn interrupt_unfinished(&mut self) -> StoreResult<Vec<InterruptedRun>> {
-        let runs: Vec<InterruptedRun> = self
-            .select_runs("WHERE state = 'running'", [])?
-            .into_iter()
-            .map(|run| InterruptedRun {
-                id: run.id,
-                cluster: run.cluster,
-            })
-            .collect();
-        in_transaction(self, |tx| {
-            for InterruptedRun { id, cluster } in &runs {
-                let report = RunReport::ended(
-                    cluster,
-                    "",
-                    false,
-                    Outcome::Interrupted,
-                    INTERRUPTED_BY_EXIT.into(),
-                );
-                tx.finish(*id, &report)?;
-            }
-            Ok(())
-        })?;
-        Ok(runs)
+    fn running(&mut self) -> StoreResult<Vec<RunSummary>> {
+        self.select_runs("WHERE state = 'running'", [])
     }
 
     fn queued(&mut self) -> StoreResult<Vec<RunSummary>> {
