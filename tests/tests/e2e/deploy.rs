@@ -247,16 +247,21 @@ fn check_custom_resources(docs: &[Value]) -> Result<()> {
     Ok(())
 }
 
-/// Whether the render's configuration keeps the remediator's state in PostgreSQL.
-fn shares_postgres(docs: &[Value]) -> Result<bool> {
+/// The configuration file a render's etcdmedic-config ConfigMap holds.
+fn config_text(docs: &[Value]) -> Result<String> {
     let configmap = kind(docs, "ConfigMap")
         .into_iter()
         .find(|c| c["metadata"]["name"] == "etcdmedic-config")
         .context("no etcdmedic-config ConfigMap")?;
-    let text = configmap["data"]["etcdmedic.yaml"]
+    configmap["data"]["etcdmedic.yaml"]
         .as_str()
-        .context("no etcdmedic.yaml")?;
-    let config: Value = yaml_serde::from_str(text)?;
+        .map(str::to_string)
+        .context("no etcdmedic.yaml")
+}
+
+/// Whether the render's configuration keeps the remediator's state in PostgreSQL.
+fn shares_postgres(docs: &[Value]) -> Result<bool> {
+    let config: Value = yaml_serde::from_str(&config_text(docs)?)?;
     Ok(config["remediator"]["postgres"].is_object())
 }
 
@@ -454,14 +459,7 @@ fn example_configs() -> Result<Vec<(String, String)>> {
     }
     for dir in dirs {
         let docs = documents(&render(&dir)?)?;
-        let configmap = kind(&docs, "ConfigMap")
-            .into_iter()
-            .find(|c| c["metadata"]["name"] == "etcdmedic-config")
-            .context("no etcdmedic-config ConfigMap")?;
-        let text = configmap["data"]["etcdmedic.yaml"]
-            .as_str()
-            .context("no etcdmedic.yaml")?;
-        configs.push((format!("{} ConfigMap", dir.display()), text.to_string()));
+        configs.push((format!("{} ConfigMap", dir.display()), config_text(&docs)?));
     }
     let readme = std::fs::read_to_string(repository_root().join("README.md"))?;
     for block in readme.split("```yaml\n").skip(1) {
