@@ -294,6 +294,8 @@ async fn restore_and_start(
         members.push(member);
     }
     let endpoints: Vec<String> = (0..3).map(client_url).collect();
+    let mut our_peers: Vec<String> = (0..3).map(peer).collect();
+    our_peers.sort();
     let members = std::sync::Mutex::new(members);
     let served = eventually(
         "the restored cluster serves reads",
@@ -301,6 +303,7 @@ async fn restore_and_start(
         || {
             let endpoints = endpoints.clone();
             let members = &members;
+            let our_peers = &our_peers;
             async move {
                 let exited = members
                     .lock()
@@ -317,6 +320,20 @@ async fn restore_and_start(
                     let mut one = etcd_client::Client::connect([endpoint], None).await?;
                     let status = one.status().await?;
                     ensure!(status.leader() != 0, "{endpoint} knows no leader");
+                    // A port handed out free may have been bound by another test's etcd
+                    // just before ours failed to bind it: that one answers too, but for
+                    // another cluster, and goes away when its test ends.
+                    let listed = one.member_list().await?;
+                    let mut peers: Vec<String> = listed
+                        .members()
+                        .iter()
+                        .flat_map(|m| m.peer_urls().iter().cloned())
+                        .collect();
+                    peers.sort();
+                    ensure!(
+                        &peers == our_peers,
+                        "{endpoint} answers for another cluster: {peers:?}"
+                    );
                 }
                 Ok(Some(client))
             }

@@ -543,32 +543,21 @@ async fn members_whose_in_use_figure_lags_after_a_compaction_are_defragmented_to
         .start()
         .await?;
     let mut client = cluster.client(0).await?;
-    let mut revision = 0;
-    for round in 0..8u8 {
-        let value = vec![b'a' + round; MIB as usize];
-        for key in 0..20 {
-            let put = client
-                .put(format!("/lag/{key:02}"), value.clone(), None)
-                .await?;
-            revision = put.header().map_or(revision, |h| h.revision());
+    // Whether the others commit before they are asked is etcd's timing, not ours: when they
+    // all caught up, the whole write-and-compact is done again (the lag is the precondition).
+    let mut in_use = Vec::new();
+    for attempt in 1..=3 {
+        in_use = fragment_and_compact_unevenly(&cluster, &mut client).await?;
+        let lowest = in_use.iter().copied().min().context("no member")?;
+        if in_use.iter().any(|&figure| figure > 2 * lowest + 16 * MIB) {
+            break;
         }
+        eprintln!("attempt {attempt}: even in-use figures {in_use:?}; again");
+        in_use.clear();
     }
-    client
-        .compact(revision, Some(CompactionOptions::new().with_physical()))
-        .await?;
-    // One write, and a few forced commits on one member only: that member's figure catches
-    // up, the others' stay where they were (nothing else writes to a quiet cluster).
-    client.put("/lag/marker", "1", None).await?;
-    client.get("/lag/marker", None).await?;
-    for _ in 0..3 {
-        client.hash().await?;
-    }
-    let statuses = etcdctl_running_status(&cluster)?;
-    let in_use: Vec<u64> = statuses.iter().map(|s| s.status.db_size_in_use).collect();
-    let lowest = in_use.iter().copied().min().context("no member")?;
     ensure!(
-        in_use.iter().any(|&figure| figure > 2 * lowest + 16 * MIB),
-        "etcd reported even in-use figures this time, nothing lags: {in_use:?}"
+        !in_use.is_empty(),
+        "etcd reported even in-use figures three times, nothing lags"
     );
 
     let snapshots = tempfile::tempdir()?;
@@ -610,6 +599,37 @@ async fn members_whose_in_use_figure_lags_after_a_compaction_are_defragmented_to
     }
     assert_cluster_serves(&cluster).await?;
     Ok(())
+}
+
+/// Writes 160 MiB over 20 keys, compacts physically, then forces a few backend commits on
+/// member 0 only; the members' in-use figures afterwards.
+async fn fragment_and_compact_unevenly(
+    cluster: &EtcdCluster,
+    client: &mut etcd_client::Client,
+) -> Result<Vec<u64>> {
+    const MIB: usize = 1024 * 1024;
+    let mut revision = 0;
+    for round in 0..8u8 {
+        let value = vec![b'a' + round; MIB];
+        for key in 0..20 {
+            let put = client
+                .put(format!("/lag/{key:02}"), value.clone(), None)
+                .await?;
+            revision = put.header().map_or(revision, |h| h.revision());
+        }
+    }
+    client
+        .compact(revision, Some(CompactionOptions::new().with_physical()))
+        .await?;
+    // One write, and a few forced commits on one member only: that member's figure catches
+    // up, the others' stay where they were (nothing else writes to a quiet cluster).
+    client.put("/lag/marker", "1", None).await?;
+    client.get("/lag/marker", None).await?;
+    for _ in 0..3 {
+        client.hash().await?;
+    }
+    let statuses = etcdctl_running_status(cluster)?;
+    Ok(statuses.iter().map(|s| s.status.db_size_in_use).collect())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
