@@ -31,6 +31,7 @@ pub mod report;
 pub mod service;
 mod snapshot;
 
+pub use backup::bucket::{PARTS_IN_FLIGHT, PART_SIZE};
 pub use backup::drill::DrillRecord;
 pub use backup::{BackupError, BackupReport, Landed, Manifest, RecordedHash};
 pub use engine::backup::Missed;

@@ -787,6 +787,14 @@ impl EtcdCluster {
         Ok(())
     }
 
+    /// The process ids of the members running now.
+    pub fn pids(&self) -> Vec<u32> {
+        self.members
+            .iter()
+            .filter_map(|m| m.process.as_ref().map(|running| running.child.id()))
+            .collect()
+    }
+
     /// SIGSTOP member `index`: the process stays, but answers nothing.
     pub fn pause(&self, index: usize) -> Result<()> {
         self.signal(index, Signal::SIGSTOP)

@@ -174,6 +174,30 @@ pub fn memory(pid: u32) -> Result<(u64, u64)> {
     Ok((field("VmRSS:")?, field("VmHWM:")?))
 }
 
+/// Clock ticks per second in /proc/<pid>/stat: Linux reports in USER_HZ, 100 on every
+/// architecture it runs on (part of its user-space ABI, whatever the kernel's own HZ).
+const USER_HZ: f64 = 100.0;
+
+/// User and system CPU the process `pid` has used so far.
+pub fn cpu_time(pid: u32) -> Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The command name (field 2) may hold spaces: count from the closing parenthesis.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .with_context(|| format!("no command name in /proc/{pid}/stat"))?
+        .1
+        .split_whitespace()
+        .collect();
+    let field = |index: usize| -> Result<u64> {
+        Ok(fields
+            .get(index)
+            .with_context(|| format!("/proc/{pid}/stat is short"))?
+            .parse()?)
+    };
+    let ticks = field(11)? + field(12)?;
+    Ok(Duration::from_secs_f64(ticks as f64 / USER_HZ))
+}
+
 /// The child gets SIGKILL when the thread that started it dies, so a crashed test run
 /// leaves nothing behind.
 pub(crate) fn set_parent_death_signal(command: &mut Command) {

@@ -23,7 +23,7 @@ pub struct S3Server {
     direct: String,
     pub bucket: String,
     pub proxy: CutProxy,
-    _process: ChildProcess,
+    process: ChildProcess,
 }
 
 impl S3Server {
@@ -95,8 +95,15 @@ impl S3Server {
             direct,
             bucket: bucket.to_string(),
             proxy,
-            _process: process,
+            process,
         })
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> Result<u32> {
+        self.process
+            .pid()
+            .ok_or_else(|| anyhow::anyhow!("the S3 server is not running"))
     }
 
     /// The server itself (not through the proxy), for people and tests to look at.

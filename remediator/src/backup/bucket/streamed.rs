@@ -1,11 +1,12 @@
 //! The upload beside the stream: the bucket receives the snapshot while it arrives, and the
 //! object counts only once the snapshot passed its checks.
 
-use object_store::{ObjectStoreExt, WriteMultipart};
+use object_store::ObjectStoreExt;
 use tokio_util::sync::CancellationToken;
 
-use super::etag::{Etags, PartDigests};
-use super::{Bucket, UploadFailure, PARTS_IN_FLIGHT, PART_SIZE};
+use super::etag::Etags;
+use super::parts::Parts;
+use super::{Bucket, UploadFailure};
 use crate::backup::compress::Compressor;
 use crate::backup::Manifest;
 
@@ -27,8 +28,7 @@ impl Bucket {
             .put_multipart(&key)
             .await
             .map_err(|err| format!("starting the upload: {err}"))?;
-        let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
-        let mut parts = PartDigests::default();
+        let mut parts = Parts::new(upload);
         let received = async {
             let mut compressor =
                 Compressor::new(compressed).map_err(|err| format!("compressing: {err}"))?;
@@ -36,21 +36,19 @@ impl Bucket {
                 if stop.is_cancelled() {
                     return Err("stopped on request".to_string());
                 }
-                writer
-                    .wait_for_capacity(PARTS_IN_FLIGHT)
+                parts
+                    .wait_for_capacity()
                     .await
                     .map_err(|err| format!("uploading a part: {err}"))?;
                 let stored = compressor
                     .feed(&chunk)
                     .map_err(|err| format!("compressing: {err}"))?;
-                parts.update(&stored);
-                writer.write(&stored);
+                parts.write(&stored);
             }
             let rest = compressor
                 .finish()
                 .map_err(|err| format!("compressing: {err}"))?;
-            parts.update(&rest);
-            writer.write(&rest);
+            parts.write(&rest);
             Ok(())
         }
         .await;
@@ -58,11 +56,11 @@ impl Bucket {
             // Keep draining nothing more: the sender sees the channel closed and stops
             // sending; the snapshot itself goes on.
             drop(chunks);
-            let _ = writer.abort().await;
+            parts.abort().await;
             return Err(reason);
         }
         let completing = tokio::time::Instant::now();
-        let finished = writer.finish().await;
+        let (finished, expected) = parts.finish().await;
         tracing::info!(
             destination = %self.destination,
             seconds = completing.elapsed().as_secs_f64(),
@@ -73,7 +71,7 @@ impl Bucket {
                 bucket: self,
                 file,
                 etags: Etags {
-                    expected: parts.etag(),
+                    expected,
                     stored: put.e_tag,
                 },
             }),

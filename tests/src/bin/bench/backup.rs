@@ -1,14 +1,17 @@
 //! Backups to a local S3 server (moto's): for a 256 MiB and a 1 GiB database, the time
 //! `etcdmedic-remediator serve` takes for a backup to the bucket (snapshot streamed, uploaded,
 //! read back and checked), against `etcdctl snapshot save` followed by an upload of the file
-//! with boto3 (AWS's Python client) in the same run; the service's peak resident memory over
-//! the backups; and the restore drill of the same database.
+//! with boto3 (AWS's Python client) in the same run, with the CPU each procedure cost the S3
+//! server, etcd and the client side; the service's peak resident memory over the backups; and
+//! the restore drill of the same database.
 
 use std::fmt::Write as _;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
+use etcdmedic_remediator::{PARTS_IN_FLIGHT, PART_SIZE};
+use etcdmedic_tests::process::cpu_time;
 use etcdmedic_tests::s3::S3Server;
 use etcdmedic_tests::workload::fill_until;
 use etcdmedic_tests::{eventually, EtcdCluster, EtcdVersion, RemediatorService};
@@ -22,10 +25,77 @@ const MIB: u64 = 1024 * 1024;
 const TARGET_RATIO: f64 = 1.0;
 const TARGET_RSS_BYTES: u64 = 64 * 1000 * 1000;
 const BACKUP_DEADLINE: Duration = Duration::from_secs(900);
-const ROUNDS: usize = 3;
+const ROUNDS: usize = 5;
+
+/// The CPU one backup cost each side, user and system.
+#[derive(Debug, Clone, Copy, Default)]
+struct CpuShares {
+    s3_server: Duration,
+    etcd: Duration,
+    /// etcdctl and the Python upload, or the service.
+    client: Duration,
+}
+
+impl CpuShares {
+    fn total(&self) -> Duration {
+        self.s3_server + self.etcd + self.client
+    }
+
+    /// Each share's median over the rounds.
+    fn median_of(rounds: &[CpuShares]) -> CpuShares {
+        let of = |pick: fn(&CpuShares) -> Duration| median(rounds.iter().map(pick).collect());
+        CpuShares {
+            s3_server: of(|c| c.s3_server),
+            etcd: of(|c| c.etcd),
+            client: of(|c| c.client),
+        }
+    }
+}
+
+/// What the S3 server and the etcd members have used so far.
+struct ServerCpu {
+    s3_server: Duration,
+    etcd: Duration,
+}
+
+impl ServerCpu {
+    fn now(s3: &S3Server, cluster: &EtcdCluster) -> Result<ServerCpu> {
+        Ok(ServerCpu {
+            s3_server: cpu_time(s3.pid()?)?,
+            etcd: cluster
+                .pids()
+                .into_iter()
+                .map(cpu_time)
+                .sum::<Result<Duration>>()?,
+        })
+    }
+
+    /// What they used since `self`, with the client side's `client`.
+    fn since(&self, s3: &S3Server, cluster: &EtcdCluster, client: Duration) -> Result<CpuShares> {
+        let now = ServerCpu::now(s3, cluster)?;
+        Ok(CpuShares {
+            s3_server: now.s3_server.saturating_sub(self.s3_server),
+            etcd: now.etcd.saturating_sub(self.etcd),
+            client,
+        })
+    }
+}
+
+/// CPU the bench's waited-for children (etcdctl, Python) have used so far.
+fn children_cpu() -> Result<Duration> {
+    use nix::sys::resource::{getrusage, UsageWho};
+    let usage = getrusage(UsageWho::RUSAGE_CHILDREN)?;
+    let seconds = |t: nix::sys::time::TimeVal| {
+        Duration::from_secs(t.tv_sec().max(0) as u64)
+            + Duration::from_micros(t.tv_usec().max(0) as u64)
+    };
+    Ok(seconds(usage.user_time()) + seconds(usage.system_time()))
+}
 
 pub struct Trial {
     db_bytes: u64,
+    usual_cpu: CpuShares,
+    etcdmedic_cpu: CpuShares,
     etcdctl_save: Duration,
     boto3_upload: Duration,
     /// The median of the rounds' sums (not the sum of the medians).
@@ -82,13 +152,44 @@ pub async fn run(db_mib: u64) -> Result<Trial> {
     // The two procedures take turns, ROUNDS times each, and each figure is a median: on two
     // shared cores one run alone says little.
     let (mut saves, mut uploads, mut usual, mut plain) = (vec![], vec![], vec![], vec![]);
-    for round in 1..=ROUNDS {
-        let (save, upload) = usual_procedure(version, &cluster, &s3).await?;
+    let (mut usual_cpu, mut etcdmedic_cpu) = (vec![], vec![]);
+    // Round 0 warms up and is not counted: moto's first uploads cost it the most CPU. Which
+    // procedure goes first alternates, since moto keeps getting a little faster.
+    let mut records = 0;
+    for round in 0..=ROUNDS {
+        let mut usual_round = None;
+        let mut etcdmedic_round = None;
+        for procedure in [round % 2, 1 - round % 2] {
+            nix::unistd::sync();
+            if procedure == 0 {
+                usual_round = Some(usual_procedure(version, &cluster, &s3).await?);
+                continue;
+            }
+            let servers = ServerCpu::now(&s3, &cluster)?;
+            let service_before = cpu_time(service.pid()?)?;
+            records += 1;
+            let took = record_duration(&backup(&service, records).await?)?;
+            let service_used = cpu_time(service.pid()?)?.saturating_sub(service_before);
+            etcdmedic_round = Some((took, servers.since(&s3, &cluster, service_used)?));
+        }
+        let ((save, upload, cpu), (took, shares)) = usual_round
+            .zip(etcdmedic_round)
+            .context("a procedure did not run")?;
+        eprintln!(
+            "bench: round {round}: etcdctl + boto3 {:.1} s, CPU {cpu:?}; etcdmedic {:.1} s, \
+             CPU {shares:?}",
+            (save + upload).as_secs_f64(),
+            took.as_secs_f64(),
+        );
+        if round == 0 {
+            continue;
+        }
         saves.push(save);
         uploads.push(upload);
         usual.push(save + upload);
-        nix::unistd::sync();
-        plain.push(record_duration(&backup(&service, round).await?)?);
+        usual_cpu.push(cpu);
+        plain.push(took);
+        etcdmedic_cpu.push(shares);
     }
     let mut peak_rss = service.memory()?.1;
     service.terminate(Duration::from_secs(30)).await?;
@@ -96,13 +197,15 @@ pub async fn run(db_mib: u64) -> Result<Trial> {
     write_config(true)?;
     service.restart().await?;
     nix::unistd::sync();
-    let proven = backup(&service, ROUNDS + 1).await?;
+    let proven = backup(&service, records + 1).await?;
     peak_rss = peak_rss.max(service.memory()?.1);
     let drill = proven["report"]["manifest"]["restore_drill"]["duration_seconds"]
         .as_f64()
         .context("no drill duration")?;
     Ok(Trial {
         db_bytes,
+        usual_cpu: CpuShares::median_of(&usual_cpu),
+        etcdmedic_cpu: CpuShares::median_of(&etcdmedic_cpu),
         etcdctl_save: median(saves),
         boto3_upload: median(uploads),
         usual: median(usual),
@@ -114,13 +217,16 @@ pub async fn run(db_mib: u64) -> Result<Trial> {
 }
 
 /// The usual procedure: `etcdctl snapshot save` from a follower, then boto3 uploads the file.
+/// Its save and upload times, and the CPU it cost.
 async fn usual_procedure(
     version: EtcdVersion,
     cluster: &EtcdCluster,
     s3: &S3Server,
-) -> Result<(Duration, Duration)> {
+) -> Result<(Duration, Duration, CpuShares)> {
     let saved = cluster.dir().join("etcdctl.db");
     nix::unistd::sync();
+    let servers = ServerCpu::now(s3, cluster)?;
+    let clients_before = children_cpu()?;
     let started = Instant::now();
     let output = tokio::process::Command::new(version.etcdctl()?)
         .env("ETCDCTL_API", "3")
@@ -134,9 +240,13 @@ async fn usual_procedure(
         String::from_utf8_lossy(&output.stderr)
     );
     let save = started.elapsed();
-    let upload = boto3_upload(s3, &saved).await?;
+    let (upload, start_cpu) = boto3_upload(s3, &saved).await?;
+    let clients = children_cpu()?
+        .saturating_sub(clients_before)
+        .saturating_sub(start_cpu);
+    let cpu = servers.since(s3, cluster, clients)?;
     std::fs::remove_file(&saved)?;
-    Ok((save, upload))
+    Ok((save, upload, cpu))
 }
 
 fn median(mut durations: Vec<Duration>) -> Duration {
@@ -177,24 +287,27 @@ fn record_duration(record: &Value) -> Result<Duration> {
     Ok(time("finished_at")?.duration_since(time("requested_at")?)?)
 }
 
-/// `upload_file` of boto3, with multipart chunks the size of etcdmedic's parts.
-async fn boto3_upload(s3: &S3Server, file: &Path) -> Result<Duration> {
+/// `upload_file` of boto3, with multipart chunks the size of etcdmedic's parts: its time and
+/// the CPU of the interpreter's start and boto3's import, which are not the upload.
+async fn boto3_upload(s3: &S3Server, file: &Path) -> Result<(Duration, Duration)> {
     let script = format!(
         "import boto3, boto3.s3.transfer as t\ns3 = boto3.client('s3', endpoint_url={endpoint:?}, \
          region_name='us-east-1', aws_access_key_id='bench', aws_secret_access_key='bench')\n\
          s3.upload_file({file:?}, {BUCKET:?}, 'etcdctl/etcdctl.db', \
-         Config=t.TransferConfig(multipart_chunksize=8*1024*1024))\n",
+         Config=t.TransferConfig(multipart_chunksize={PART_SIZE}))\n",
         endpoint = s3.direct_url(),
         file = file.display().to_string(),
     );
     let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
     // The interpreter's start and boto3's import are not the upload: timed without them.
+    let cpu_before = children_cpu()?;
     let started = Instant::now();
     let output = tokio::process::Command::new(&python)
         .args(["-c", "import boto3"])
         .output()
         .await?;
     let start_cost = started.elapsed();
+    let start_cpu = children_cpu()?.saturating_sub(cpu_before);
     ensure!(output.status.success(), "python3 -c 'import boto3' failed");
     let started = Instant::now();
     let output = tokio::process::Command::new(&python)
@@ -206,7 +319,7 @@ async fn boto3_upload(s3: &S3Server, file: &Path) -> Result<Duration> {
         "boto3 upload: {}",
         String::from_utf8_lossy(&output.stderr)
     );
-    Ok(started.elapsed().saturating_sub(start_cost))
+    Ok((started.elapsed().saturating_sub(start_cost), start_cpu))
 }
 
 pub fn section(out: &mut String, trials: &[Trial]) -> Result<()> {
@@ -215,19 +328,20 @@ pub fn section(out: &mut String, trials: &[Trial]) -> Result<()> {
         out,
         "etcd 3.5, 3 members, data on disk, filled with 1 MiB values to the size shown; moto's \
          S3 server (PyPI `moto[server]`) on loopback, reached directly by both. **etcdctl + \
-         boto3**: `etcdctl snapshot save` from a follower, then boto3's `upload_file` (8 MiB \
+         boto3**: `etcdctl snapshot save` from a follower, then boto3's `upload_file` ({part} MiB \
          parts; the interpreter's start and boto3's import subtracted). **etcdmedic**: `POST \
          /api/v1/clusters/{{name}}/backup` to `serve` until its record is written: the snapshot \
          streamed from the most caught-up follower to the staging file and, at the same time, \
-         to the bucket in 5 MiB parts (6 in flight), while the member computes the HashKV to \
+         to the bucket in {part} MiB parts ({PARTS_IN_FLIGHT} in flight), while the member computes the HashKV to \
          record; checked against etcd's trailer; the object confirmed by its multipart ETag; the \
-         manifest written. The two procedures take turns {ROUNDS} times; each figure is the \
-         median (the sum's median for etcdctl + boto3). Then one etcdmedic backup with the \
+         manifest written. After one round to warm up, the two procedures take turns {ROUNDS} times, \
+         each going first in every other round; each figure is the median (the sum's median for etcdctl + boto3). Then one etcdmedic backup with the \
          restore drill. Peak resident memory is the \
          service's (VmHWM) over every backup; the drill's throwaway etcd is a process of its \
          own. On this 2-core machine the S3 server is a Python process competing for the same \
          cores as etcd and etcdmedic, so streaming and uploading at once gains less than it does \
-         against a store across a network.\n"
+         against a store across a network.\n",
+        part = PART_SIZE / MIB as usize,
     )?;
     writeln!(
         out,
@@ -266,6 +380,53 @@ pub fn section(out: &mut String, trials: &[Trial]) -> Result<()> {
         TARGET_RSS_BYTES as f64 / 1e6,
         verdict(peak < TARGET_RSS_BYTES),
         peak as f64 / 1e6
+    )?;
+    cpu_shares(out, largest)
+}
+
+/// Where the CPU of one backup of `trial`'s database went, each procedure.
+fn cpu_shares(out: &mut String, trial: &Trial) -> Result<()> {
+    let seconds = |d: Duration| format!("{:.1} s", d.as_secs_f64());
+    writeln!(
+        out,
+        "CPU of one backup of the {} MiB database (user and system, the median of the rounds \
+         for each column):\n",
+        trial.db_bytes / MIB
+    )?;
+    writeln!(
+        out,
+        "| procedure | S3 server | etcd (3 members) | client side | all | wall time |\n|---|---|---|---|---|---|"
+    )?;
+    for (name, cpu, wall) in [
+        ("etcdctl + boto3", trial.usual_cpu, trial.usual),
+        (
+            "etcdmedic (the service)",
+            trial.etcdmedic_cpu,
+            trial.etcdmedic,
+        ),
+    ] {
+        writeln!(
+            out,
+            "| {name} | {} | {} | {} | {} | {} |",
+            seconds(cpu.s3_server),
+            seconds(cpu.etcd),
+            seconds(cpu.client),
+            seconds(cpu.total()),
+            seconds(wall),
+        )?;
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+    writeln!(
+        out,
+        "\nWhatever the client does, the S3 server (one Python process) spends {} of CPU on \
+         a backup, and on {cores} shared cores the whole procedure cannot take less than its \
+         CPU spread over them: {} for etcdctl + boto3, {} for etcdmedic. etcdmedic's client side (gRPC receive, sha256, the \
+         parts' md5 for the ETag, the staging file) also records the member's HashKV, which \
+         etcd computes during the stream; etcdctl + boto3 record nothing to check a restore \
+         against.\n",
+        seconds(trial.etcdmedic_cpu.s3_server),
+        seconds(trial.usual_cpu.total() / cores),
+        seconds(trial.etcdmedic_cpu.total() / cores),
     )?;
     Ok(())
 }

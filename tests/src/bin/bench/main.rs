@@ -288,29 +288,41 @@ async fn exporter_sections(cli: &Cli) -> Result<String> {
     } else {
         cli.clusters.iter().copied().max().unwrap_or(0)
     };
-    let mut fleet_runs = Vec::new();
+    let etcd_idle_per_second = fleet::etcd_idle_cpu_per_second(&pair).await?;
+    let mut scenarios = Vec::new();
     for &clusters in &cli.clusters {
-        let settings: Vec<usize> = if clusters == compare_at {
-            cli.concurrency.clone()
-        } else {
-            vec![DEFAULT_MAX_CONCURRENT_CLUSTERS]
-        };
-        for concurrency in settings {
-            let probes = clusters == compare_at && concurrency == DEFAULT_MAX_CONCURRENT_CLUSTERS;
-            fleet_runs.push(
-                fleet::run(
-                    &exporter,
-                    &pair,
-                    &http,
-                    clusters,
-                    concurrency,
-                    cli.scale_scrapes,
-                    cli.wrap.as_deref(),
-                    probes,
-                )
-                .await?,
-            );
+        let default = fleet::Scenario::with_defaults(clusters);
+        if clusters != compare_at {
+            scenarios.push(default);
+            continue;
         }
+        for &concurrency in &cli.concurrency {
+            scenarios.push(fleet::Scenario {
+                concurrency,
+                probes: concurrency == DEFAULT_MAX_CONCURRENT_CLUSTERS,
+                ..default
+            });
+        }
+        // What the bound on kept connections costs in time, and saves in memory.
+        scenarios.push(fleet::Scenario {
+            kept_connections: clusters * 3,
+            ..default
+        });
+    }
+    let mut fleet_runs = Vec::new();
+    for scenario in scenarios {
+        fleet_runs.push(
+            fleet::run(
+                &exporter,
+                &pair,
+                &http,
+                scenario,
+                cli.scale_scrapes,
+                cli.wrap.as_deref(),
+                etcd_idle_per_second,
+            )
+            .await?,
+        );
     }
     drop(pair);
 
@@ -338,7 +350,7 @@ async fn exporter_sections(cli: &Cli) -> Result<String> {
         ms(scrape_latency.median)
     )?;
 
-    fleet::section(&mut out, &fleet_runs)?;
+    fleet::section(&mut out, &fleet_runs, etcd_idle_per_second)?;
 
     writeln!(out, "## Series per member\n")?;
     writeln!(out, "| source | series per member |\n|---|---|")?;

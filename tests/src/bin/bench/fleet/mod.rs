@@ -1,26 +1,26 @@
 //! The fleet benchmark: one exporter for 100 to 3,000 configured clusters (entries pointing
 //! alternately at two real 3-member clusters), full `/metrics` scrapes at each size, with the
-//! exporter's CPU per scrape, its peak memory and the raft entries each scrape costs the
-//! clusters; `/probe` of every cluster, 16 at once, against a full scrape; and the setting of
-//! `--max-concurrent-clusters` compared at one size.
+//! exporter's and etcd's CPU per scrape, the exporter's peak memory and the raft entries each
+//! scrape costs the clusters; `/probe` of every cluster, 16 at once, against a full scrape;
+//! `--max-concurrent-clusters` compared at one size, and every connection kept at that size.
 
-use std::fmt::Write as _;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
-use etcdmedic_exporter::targets::DEFAULT_MAX_CONCURRENT_CLUSTERS;
+use etcdmedic_exporter::targets::{DEFAULT_MAX_CONCURRENT_CLUSTERS, DEFAULT_MAX_KEPT_CONNECTIONS};
+use etcdmedic_tests::process::cpu_time;
 use etcdmedic_tests::{EtcdCluster, ExporterProcess};
 use futures::StreamExt;
 
-use super::{ms, start_exporter, verdict, Summary};
+use super::{start_exporter, Summary};
+
+mod report;
+pub use report::section;
 
 const WARM_UPS: usize = 5;
 /// `/probe` requests in flight at once, as a Prometheus with many targets sends them.
 const PROBE_CONCURRENCY: usize = 16;
-/// Clock ticks per second in /proc/<pid>/stat: Linux reports in USER_HZ, 100 on every
-/// architecture it runs on (part of its user-space ABI, whatever the kernel's own HZ).
-const USER_HZ: f64 = 100.0;
 /// The longest any one series of requests may run.
 const SERIES_DEADLINE: Duration = Duration::from_secs(600);
 
@@ -38,11 +38,43 @@ fn targets(clusters: usize) -> Option<(Duration, Option<Duration>, u64)> {
     }
 }
 
+/// CPU cores the benchmark's processes share (the machine's, as the Machine section says).
+fn cores() -> u32 {
+    std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
+}
+
+/// One row: an exporter for `clusters` entries with these flags.
+#[derive(Debug, Clone, Copy)]
+pub struct Scenario {
+    pub clusters: usize,
+    pub concurrency: usize,
+    pub kept_connections: usize,
+    /// Then every cluster once through `/probe`.
+    pub probes: bool,
+}
+
+impl Scenario {
+    pub fn with_defaults(clusters: usize) -> Self {
+        Scenario {
+            clusters,
+            concurrency: DEFAULT_MAX_CONCURRENT_CLUSTERS,
+            kept_connections: DEFAULT_MAX_KEPT_CONNECTIONS,
+            probes: false,
+        }
+    }
+
+    fn is_default(&self) -> bool {
+        self.concurrency == DEFAULT_MAX_CONCURRENT_CLUSTERS
+            && self.kept_connections == DEFAULT_MAX_KEPT_CONNECTIONS
+    }
+}
+
 pub struct FleetRun {
-    clusters: usize,
-    concurrency: usize,
+    scenario: Scenario,
     latency: Summary,
     cpu_per_scrape: Duration,
+    /// The six etcd processes' CPU per scrape, their idle share subtracted.
+    etcd_cpu_per_scrape: Duration,
     peak_rss: u64,
     raft_entries_per_scrape: f64,
     probes: Option<ProbeRun>,
@@ -53,18 +85,18 @@ struct ProbeRun {
     cpu_per_cluster: Duration,
 }
 
-/// User and system CPU the process `pid` has used.
-fn cpu_time(pid: u32) -> Result<Duration> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // The command name (field 2) may hold spaces: count from the closing parenthesis.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .context("no command name")?
-        .1
-        .split_whitespace()
-        .collect();
-    let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
-    Ok(Duration::from_secs_f64(ticks as f64 / USER_HZ))
+/// User and system CPU the etcd processes of both clusters have used.
+fn etcd_cpu_time(pair: &[EtcdCluster; 2]) -> Result<Duration> {
+    pair.iter().flat_map(EtcdCluster::pids).map(cpu_time).sum()
+}
+
+/// How much CPU the two clusters use per second when nobody asks them anything (raft
+/// heartbeats, timers), so that a scrape's share can be told apart.
+pub async fn etcd_idle_cpu_per_second(pair: &[EtcdCluster; 2]) -> Result<Duration> {
+    const SPAN: Duration = Duration::from_secs(5);
+    let before = etcd_cpu_time(pair)?;
+    tokio::time::sleep(SPAN).await;
+    Ok((etcd_cpu_time(pair)? - before).div_f64(SPAN.as_secs_f64()))
 }
 
 /// The raft index of both clusters, summed.
@@ -86,25 +118,34 @@ async fn get(http: &reqwest::Client, url: &str) -> Result<String> {
         .await?)
 }
 
-/// A fresh exporter for `clusters` entries at `concurrency`, scraped `scrapes` times after
-/// warm-ups; with `probes`, then every cluster once through `/probe`.
-#[allow(clippy::too_many_arguments)]
+/// A fresh exporter for the scenario, scraped `scrapes` times after warm-ups; with
+/// `probes`, then every cluster once through `/probe`.
 pub async fn run(
     exporter: &Path,
     pair: &[EtcdCluster; 2],
     http: &reqwest::Client,
-    clusters: usize,
-    concurrency: usize,
+    scenario: Scenario,
     scrapes: usize,
     wrap: Option<&str>,
-    probes: bool,
+    etcd_idle_per_second: Duration,
 ) -> Result<FleetRun> {
-    eprintln!("bench: {clusters} clusters, --max-concurrent-clusters {concurrency}");
+    let Scenario {
+        clusters,
+        concurrency,
+        kept_connections,
+        probes,
+    } = scenario;
+    eprintln!(
+        "bench: {clusters} clusters, --max-concurrent-clusters {concurrency} \
+         --max-kept-connections {kept_connections}"
+    );
     let config = pair[0].dir().join(format!("fleet-{clusters}.yaml"));
     std::fs::write(&config, super::scale_config_yaml(pair, clusters))?;
     let args = vec![
         "--max-concurrent-clusters".to_string(),
         concurrency.to_string(),
+        "--max-kept-connections".to_string(),
+        kept_connections.to_string(),
     ];
     let process: ExporterProcess = start_exporter(exporter, &config, &args, wrap).await?;
     let url = format!("{}/metrics", process.base_url);
@@ -113,6 +154,8 @@ pub async fn run(
             get(http, &url).await?;
         }
         let (cpu_before, raft_before) = (cpu_time(process.pid())?, raft_index(pair).await?);
+        let etcd_before = etcd_cpu_time(pair)?;
+        let series_started = Instant::now();
         let mut samples = Vec::with_capacity(scrapes);
         let mut body = String::new();
         for _ in 0..scrapes {
@@ -120,6 +163,8 @@ pub async fn run(
             body = get(http, &url).await?;
             samples.push(started.elapsed());
         }
+        let etcd_used = (etcd_cpu_time(pair)? - etcd_before)
+            .saturating_sub(etcd_idle_per_second.mul_f64(series_started.elapsed().as_secs_f64()));
         let (cpu_after, raft_after) = (cpu_time(process.pid())?, raft_index(pair).await?);
         let up = body
             .lines()
@@ -133,10 +178,11 @@ pub async fn run(
         anyhow::Ok((
             Summary::of(samples),
             (cpu_after - cpu_before) / scrapes as u32,
+            etcd_used / scrapes as u32,
             (raft_after - raft_before) as f64 / scrapes as f64,
         ))
     };
-    let (latency, cpu_per_scrape, raft_entries_per_scrape) =
+    let (latency, cpu_per_scrape, etcd_cpu_per_scrape, raft_entries_per_scrape) =
         tokio::time::timeout(SERIES_DEADLINE, series)
             .await
             .context("the scrapes did not end in time")??;
@@ -169,110 +215,12 @@ pub async fn run(
     };
     let (_, peak_rss) = process.memory()?;
     Ok(FleetRun {
-        clusters,
-        concurrency,
+        scenario,
         latency,
         cpu_per_scrape,
+        etcd_cpu_per_scrape,
         peak_rss,
         raft_entries_per_scrape,
         probes,
     })
-}
-
-pub fn section(out: &mut String, runs: &[FleetRun]) -> Result<()> {
-    writeln!(out, "## Fleet: 100 to 3,000 configured clusters\n")?;
-    writeln!(
-        out,
-        "Cluster entries alternately pointing at two real 3-member clusters (6 etcd processes \
-         on the same 2 cores as the exporter), member discovery on: 3 members, 4 Status and \
-         MemberList calls per cluster per scrape. One fresh exporter per row, default flags \
-         unless the row says otherwise (`--max-kept-connections` {}: the first clusters keep \
-         their connections, the rest reconnect on each scrape); {WARM_UPS} warm-up scrapes, \
-         then sequential full `/metrics` scrapes. CPU is the exporter's own (user and \
-         system) per scrape; memory its peak resident size over the whole run (VmHWM); raft \
-         entries are how far the two clusters' raft index moved per scrape.\n",
-        etcdmedic_exporter::targets::DEFAULT_MAX_KEPT_CONNECTIONS
-    )?;
-    writeln!(
-        out,
-        "| clusters (members) | `--max-concurrent-clusters` | median | p99 | CPU per scrape | peak resident | raft entries per scrape | runs |"
-    )?;
-    writeln!(out, "|---|---|---|---|---|---|---|---|")?;
-    for run in runs {
-        let default = if run.concurrency == DEFAULT_MAX_CONCURRENT_CLUSTERS {
-            " (default)"
-        } else {
-            ""
-        };
-        writeln!(
-            out,
-            "| {} ({}) | {}{default} | {} | {} | {:.2} s | {:.1} MB | {:.2} | {} |",
-            run.clusters,
-            run.clusters * 3,
-            run.concurrency,
-            ms(run.latency.median),
-            ms(run.latency.p99),
-            run.cpu_per_scrape.as_secs_f64(),
-            run.peak_rss as f64 / 1e6,
-            run.raft_entries_per_scrape,
-            run.latency.count
-        )?;
-    }
-    writeln!(out, "\nTargets, at the default setting:\n")?;
-    for run in runs
-        .iter()
-        .filter(|run| run.concurrency == DEFAULT_MAX_CONCURRENT_CLUSTERS)
-    {
-        let Some((median, p99, rss)) = targets(run.clusters) else {
-            continue;
-        };
-        let mut line = format!(
-            "- {} clusters: median under {} — {} ({})",
-            run.clusters,
-            ms(median),
-            verdict(run.latency.median < median),
-            ms(run.latency.median)
-        );
-        if let Some(p99) = p99 {
-            let _ = write!(
-                line,
-                "; p99 under {} — {} ({})",
-                ms(p99),
-                verdict(run.latency.p99 < p99),
-                ms(run.latency.p99)
-            );
-        }
-        let _ = write!(
-            line,
-            "; peak memory under {:.0} MB — {} ({:.1} MB)",
-            rss as f64 / 1e6,
-            verdict(run.peak_rss < rss),
-            run.peak_rss as f64 / 1e6
-        );
-        writeln!(out, "{line}.")?;
-    }
-    writeln!(
-        out,
-        "- no raft entry per scrape — {}.",
-        verdict(runs.iter().all(|run| run.raft_entries_per_scrape == 0.0))
-    )?;
-    for run in runs {
-        if let Some(probes) = &run.probes {
-            let full_per_cluster = run.cpu_per_scrape / run.clusters as u32;
-            writeln!(
-                out,
-                "\n`/probe` of each of the {} clusters once, {PROBE_CONCURRENCY} at a time, \
-                 on the same exporter after its full scrapes: {:.2} s in all, {:.2} ms of \
-                 exporter CPU per cluster against {:.2} ms per cluster in a full scrape. \
-                 Target: no more than the full scrape — {}.",
-                run.clusters,
-                probes.wall.as_secs_f64(),
-                probes.cpu_per_cluster.as_secs_f64() * 1000.0,
-                full_per_cluster.as_secs_f64() * 1000.0,
-                verdict(probes.cpu_per_cluster <= full_per_cluster)
-            )?;
-        }
-    }
-    writeln!(out)?;
-    Ok(())
 }
