@@ -177,6 +177,8 @@ pub fn memory(pid: u32) -> Result<(u64, u64)> {
 /// Clock ticks per second in /proc/<pid>/stat: Linux reports in USER_HZ, 100 on every
 /// architecture it runs on (part of its user-space ABI, whatever the kernel's own HZ).
 const USER_HZ: f64 = 100.0;
+/// The resolution of [`cpu_time`].
+pub const CPU_TICK: Duration = Duration::from_millis(1000 / USER_HZ as u64);
 
 /// User and system CPU the process `pid` has used so far.
 pub fn cpu_time(pid: u32) -> Result<Duration> {
