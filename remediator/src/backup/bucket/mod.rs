@@ -13,7 +13,7 @@ use std::time::Duration;
 use etcdmedic_cluster::config::{ClusterName, Destination};
 use futures::StreamExt;
 use object_store::path::Path as Key;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
 use tokio::io::AsyncReadExt;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -21,7 +21,6 @@ use tokio_util::sync::CancellationToken;
 mod etag;
 mod kept;
 mod open;
-mod parts;
 mod streamed;
 
 pub(crate) use streamed::Streamed;
@@ -29,16 +28,12 @@ pub(crate) use streamed::Streamed;
 use super::compress::{Compressor, StoredCheck};
 use super::{BackupError, Manifest};
 use crate::snapshot;
-use etag::Etags;
-use parts::Parts;
+use etag::{Etags, PartDigests};
 
-/// The size of each part of a multipart upload: boto3's default, so that an upload costs a
-/// store no more requests than AWS's own client does (rather than S3's smallest, 5 MiB), and
-/// a snapshot may be up to 78 GiB within S3's 10,000 parts.
-pub const PART_SIZE: usize = 8 * 1024 * 1024;
-/// Parts sent at once: the store works on a few together, while the upload holds about
-/// 32 MiB whatever the snapshot's size (these and the one being filled).
-pub const PARTS_IN_FLIGHT: usize = 3;
+/// S3's smallest part, several in flight: the store works on a few at once (as boto3 sends
+/// ten), while the upload holds about 30 MiB whatever the snapshot's size.
+pub const PART_SIZE: usize = 5 * 1024 * 1024;
+pub const PARTS_IN_FLIGHT: usize = 6;
 /// Whole attempts at one backup's upload, after `object_store`'s own per-request retries.
 const ATTEMPTS: u32 = 3;
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
@@ -203,13 +198,14 @@ impl Bucket {
             .put_multipart(key)
             .await
             .map_err(|err| UploadFailure::Failed(format!("starting the upload: {err}")))?;
-        let mut parts = Parts::new(upload);
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
         let written = async {
             let mut file = tokio::fs::File::open(db)
                 .await
                 .map_err(|err| UploadFailure::Failed(format!("{}: {err}", db.display())))?;
             let mut buffer = vec![0u8; 1 << 20];
             let (mut sent, mut last_progress) = (0u64, Instant::now());
+            let mut parts = PartDigests::default();
             let compressing =
                 |err: std::io::Error| UploadFailure::Failed(format!("compressing: {err}"));
             let mut compressor = Compressor::new(compressed).map_err(compressing)?;
@@ -217,8 +213,8 @@ impl Bucket {
                 if stop.is_cancelled() {
                     return Err(UploadFailure::Stopped);
                 }
-                parts
-                    .wait_for_capacity()
+                writer
+                    .wait_for_capacity(PARTS_IN_FLIGHT)
                     .await
                     .map_err(|err| UploadFailure::Failed(format!("uploading a part: {err}")))?;
                 let read = file
@@ -227,11 +223,13 @@ impl Bucket {
                     .map_err(|err| UploadFailure::Failed(format!("{}: {err}", db.display())))?;
                 if read == 0 {
                     let rest = compressor.finish().map_err(compressing)?;
-                    parts.write(&rest);
-                    return Ok(());
+                    parts.update(&rest);
+                    writer.write(&rest);
+                    return Ok(parts.etag());
                 }
                 let stored = compressor.feed(&buffer[..read]).map_err(compressing)?;
-                parts.write(&stored);
+                parts.update(&stored);
+                writer.write(&stored);
                 sent += read as u64;
                 if last_progress.elapsed() >= PROGRESS_EVERY {
                     tracing::info!(destination = %self.destination, sent, "backup: uploading");
@@ -240,16 +238,20 @@ impl Bucket {
             }
         }
         .await;
-        if let Err(err) = written {
-            parts.abort().await;
-            return Err(err);
+        match written {
+            Ok(expected) => writer
+                .finish()
+                .await
+                .map(|put| Etags {
+                    expected,
+                    stored: put.e_tag,
+                })
+                .map_err(|err| UploadFailure::Failed(format!("completing the upload: {err}"))),
+            Err(err) => {
+                let _ = writer.abort().await;
+                Err(err)
+            }
         }
-        let (put, expected) = parts.finish().await;
-        put.map(|put| Etags {
-            expected,
-            stored: put.e_tag,
-        })
-        .map_err(|err| UploadFailure::Failed(format!("completing the upload: {err}")))
     }
 
     /// Downloads the object and checks it as a stream from etcd is checked (decompressed

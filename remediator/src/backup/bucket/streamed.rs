@@ -1,12 +1,11 @@
 //! The upload beside the stream: the bucket receives the snapshot while it arrives, and the
 //! object counts only once the snapshot passed its checks.
 
-use object_store::ObjectStoreExt;
+use object_store::{ObjectStoreExt, WriteMultipart};
 use tokio_util::sync::CancellationToken;
 
-use super::etag::Etags;
-use super::parts::Parts;
-use super::{Bucket, UploadFailure};
+use super::etag::{Etags, PartDigests};
+use super::{Bucket, UploadFailure, PARTS_IN_FLIGHT, PART_SIZE};
 use crate::backup::compress::Compressor;
 use crate::backup::Manifest;
 
@@ -28,7 +27,8 @@ impl Bucket {
             .put_multipart(&key)
             .await
             .map_err(|err| format!("starting the upload: {err}"))?;
-        let mut parts = Parts::new(upload);
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
+        let mut parts = PartDigests::default();
         let received = async {
             let mut compressor =
                 Compressor::new(compressed).map_err(|err| format!("compressing: {err}"))?;
@@ -36,19 +36,21 @@ impl Bucket {
                 if stop.is_cancelled() {
                     return Err("stopped on request".to_string());
                 }
-                parts
-                    .wait_for_capacity()
+                writer
+                    .wait_for_capacity(PARTS_IN_FLIGHT)
                     .await
                     .map_err(|err| format!("uploading a part: {err}"))?;
                 let stored = compressor
                     .feed(&chunk)
                     .map_err(|err| format!("compressing: {err}"))?;
-                parts.write(&stored);
+                parts.update(&stored);
+                writer.write(&stored);
             }
             let rest = compressor
                 .finish()
                 .map_err(|err| format!("compressing: {err}"))?;
-            parts.write(&rest);
+            parts.update(&rest);
+            writer.write(&rest);
             Ok(())
         }
         .await;
@@ -56,11 +58,11 @@ impl Bucket {
             // Keep draining nothing more: the sender sees the channel closed and stops
             // sending; the snapshot itself goes on.
             drop(chunks);
-            parts.abort().await;
+            let _ = writer.abort().await;
             return Err(reason);
         }
         let completing = tokio::time::Instant::now();
-        let (finished, expected) = parts.finish().await;
+        let finished = writer.finish().await;
         tracing::info!(
             destination = %self.destination,
             seconds = completing.elapsed().as_secs_f64(),
@@ -71,7 +73,7 @@ impl Bucket {
                 bucket: self,
                 file,
                 etags: Etags {
-                    expected,
+                    expected: parts.etag(),
                     stored: put.e_tag,
                 },
             }),
