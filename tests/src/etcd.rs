@@ -787,12 +787,13 @@ impl EtcdCluster {
         Ok(())
     }
 
-    /// The process ids of the members running now.
-    pub fn pids(&self) -> Vec<u32> {
+    /// User and system CPU the members running now have used so far.
+    pub fn cpu_time(&self) -> Result<Duration> {
         self.members
             .iter()
             .filter_map(|m| m.process.as_ref().map(|running| running.child.id()))
-            .collect()
+            .map(crate::process::cpu_time)
+            .sum()
     }
 
     /// SIGSTOP member `index`: the process stays, but answers nothing.

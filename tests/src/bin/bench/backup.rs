@@ -17,7 +17,7 @@ use etcdmedic_tests::workload::fill_until;
 use etcdmedic_tests::{eventually, EtcdCluster, EtcdVersion, RemediatorService};
 use serde_json::Value;
 
-use crate::verdict;
+use crate::{cores, verdict};
 
 const TOKEN: &str = "bench-backup-token";
 const BUCKET: &str = "etcd-backups";
@@ -62,11 +62,7 @@ impl ServerCpu {
     fn now(s3: &S3Server, cluster: &EtcdCluster) -> Result<ServerCpu> {
         Ok(ServerCpu {
             s3_server: cpu_time(s3.pid()?)?,
-            etcd: cluster
-                .pids()
-                .into_iter()
-                .map(cpu_time)
-                .sum::<Result<Duration>>()?,
+            etcd: cluster.cpu_time()?,
         })
     }
 
@@ -332,15 +328,16 @@ pub fn section(out: &mut String, trials: &[Trial]) -> Result<()> {
          parts; the interpreter's start and boto3's import subtracted). **etcdmedic**: `POST \
          /api/v1/clusters/{{name}}/backup` to `serve` until its record is written: the snapshot \
          streamed from the most caught-up follower to the staging file and, at the same time, \
-         to the bucket in {part} MiB parts ({PARTS_IN_FLIGHT} in flight), while the member computes the HashKV to \
-         record; checked against etcd's trailer; the object confirmed by its multipart ETag; the \
-         manifest written. After one round to warm up, the two procedures take turns {ROUNDS} times, \
-         each going first in every other round; each figure is the median (the sum's median for etcdctl + boto3). Then one etcdmedic backup with the \
-         restore drill. Peak resident memory is the \
-         service's (VmHWM) over every backup; the drill's throwaway etcd is a process of its \
-         own. On this 2-core machine the S3 server is a Python process competing for the same \
-         cores as etcd and etcdmedic, so streaming and uploading at once gains less than it does \
-         against a store across a network.\n",
+         to the bucket in {part} MiB parts ({PARTS_IN_FLIGHT} in flight), while the member \
+         computes the HashKV to record; checked against etcd's trailer; the object confirmed by \
+         its multipart ETag; the manifest written. After one round to warm up, the two \
+         procedures take turns {ROUNDS} times, each going first in every other round; each \
+         figure is the median (the sum's median for etcdctl + boto3). Then one etcdmedic \
+         backup with the restore drill. Peak resident memory is the service's (VmHWM) over \
+         every backup; the drill's throwaway etcd is a process of its own. On this 2-core \
+         machine the S3 server is a Python process competing for the same cores as etcd and \
+         etcdmedic, so streaming and uploading at once gains less than it does against a store \
+         across a network.\n",
         part = PART_SIZE / MIB as usize,
     )?;
     writeln!(
@@ -415,15 +412,15 @@ fn cpu_shares(out: &mut String, trial: &Trial) -> Result<()> {
             seconds(wall),
         )?;
     }
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+    let cores = cores();
     writeln!(
         out,
         "\nWhatever the client does, the S3 server (one Python process) spends {} of CPU on \
          a backup, and on {cores} shared cores the whole procedure cannot take less than its \
-         CPU spread over them: {} for etcdctl + boto3, {} for etcdmedic. etcdmedic's client side (gRPC receive, sha256, the \
-         parts' md5 for the ETag, the staging file) also records the member's HashKV, which \
-         etcd computes during the stream; etcdctl + boto3 record nothing to check a restore \
-         against.\n",
+         CPU spread over them: {} for etcdctl + boto3, {} for etcdmedic. etcdmedic's client \
+         side (gRPC receive, sha256, the parts' md5 for the ETag, the staging file) also \
+         records the member's HashKV, which etcd computes during the stream; etcdctl + boto3 \
+         record nothing to check a restore against.\n",
         seconds(trial.etcdmedic_cpu.s3_server),
         seconds(trial.usual_cpu.total() / cores),
         seconds(trial.etcdmedic_cpu.total() / cores),

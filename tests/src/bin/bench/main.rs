@@ -164,6 +164,11 @@ impl Summary {
     }
 }
 
+/// CPU cores the benchmark's processes share (the machine's, as the Machine section says).
+fn cores() -> u32 {
+    std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
+}
+
 fn ms(duration: Duration) -> String {
     format!("{:.2} ms", duration.as_secs_f64() * 1000.0)
 }

@@ -41,11 +41,6 @@ fn targets(clusters: usize) -> Option<(Duration, Option<Duration>, u64)> {
     }
 }
 
-/// CPU cores the benchmark's processes share (the machine's, as the Machine section says).
-fn cores() -> u32 {
-    std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
-}
-
 /// One row: an exporter for `clusters` entries with these flags.
 #[derive(Debug, Clone, Copy)]
 pub struct Scenario {
@@ -90,7 +85,7 @@ struct ProbeRun {
 
 /// User and system CPU the etcd processes of both clusters have used.
 fn etcd_cpu_time(pair: &[EtcdCluster; 2]) -> Result<Duration> {
-    pair.iter().flat_map(EtcdCluster::pids).map(cpu_time).sum()
+    pair.iter().map(EtcdCluster::cpu_time).sum()
 }
 
 /// How much CPU the two clusters use per second when nobody asks them anything (raft

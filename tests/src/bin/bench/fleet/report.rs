@@ -9,8 +9,8 @@ use etcdmedic_exporter::targets::{DEFAULT_MAX_CONCURRENT_CLUSTERS, DEFAULT_MAX_K
 
 use etcdmedic_tests::process::CPU_TICK;
 
-use super::{cores, targets, FleetRun, PROBE_CONCURRENCY, PROBE_PASSES, WARM_UPS};
-use crate::{ms, verdict};
+use super::{targets, FleetRun, PROBE_CONCURRENCY, PROBE_PASSES, WARM_UPS};
+use crate::{cores, ms, verdict};
 
 pub fn section(out: &mut String, runs: &[FleetRun], etcd_idle_per_second: Duration) -> Result<()> {
     writeln!(out, "## Fleet: 100 to 3,000 configured clusters\n")?;
