@@ -15,6 +15,7 @@
 //! - concurrent scrapes of one cluster share one collection, so fifty scrapes at once cost
 //!   each cluster one set of calls, not fifty.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -79,6 +80,9 @@ pub const SILENT_FULL_EVERY: Duration = Duration::from_secs(60);
 #[derive(Debug)]
 pub struct Targets {
     clusters: Vec<Arc<Target>>,
+    /// Each cluster's place in `clusters` by its name (unique, the configuration checks):
+    /// a `/probe` finds its cluster at once however large the fleet.
+    by_name: HashMap<String, usize>,
     /// Slots for clusters that answered (or were not asked yet).
     answering: Arc<Semaphore>,
     /// Slots for clusters none of whose members answered last time.
@@ -110,7 +114,7 @@ struct InFlight {
 impl Targets {
     pub fn new(config: &Config, limits: Limits) -> etcdmedic_cluster::Result<Self> {
         let mut keep_budget = limits.max_kept_connections;
-        let clusters = config
+        let clusters: Vec<Arc<Target>> = config
             .clusters
             .iter()
             .map(|cluster| {
@@ -129,8 +133,14 @@ impl Targets {
             })
             .collect::<etcdmedic_cluster::Result<_>>()?;
         let slots = limits.max_concurrent_clusters.max(1);
+        let by_name = clusters
+            .iter()
+            .enumerate()
+            .map(|(index, target)| (target.probe.name().to_string(), index))
+            .collect();
         Ok(Targets {
             clusters,
+            by_name,
             answering: Arc::new(Semaphore::new(slots)),
             silent: Arc::new(Semaphore::new(slots)),
         })
@@ -145,7 +155,7 @@ impl Targets {
     }
 
     fn target(&self, name: &str) -> Option<&Arc<Target>> {
-        self.clusters.iter().find(|t| t.probe.name() == name)
+        self.by_name.get(name).map(|&index| &self.clusters[index])
     }
 
     /// Collects every cluster. `deadline`, when given (what is left of the scraper's
@@ -327,6 +337,10 @@ mod tests {
             ..Limits::default()
         };
         let targets = Targets::new(&config, limits).unwrap();
+        for name in ["a", "b", "c", "d"] {
+            assert_eq!(targets.get(name).unwrap().name(), name);
+        }
+        assert!(targets.get("e").is_none() && targets.get("").is_none());
         let kept: Vec<bool> = ["a", "b", "c", "d"]
             .iter()
             .map(|name| targets.get(name).unwrap().keeps_connections())
