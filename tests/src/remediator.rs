@@ -274,6 +274,23 @@ impl RemediatorService {
         send(self.authorized(request)).await
     }
 
+    /// Waits up to `within` until run `id`'s reason says the replica that took it over found
+    /// every member serving reads again.
+    pub async fn recovery_recorded(&self, id: i64, within: Duration) -> Result<()> {
+        eventually("the recovery is recorded", within, || async {
+            let (_, run) = self.get(&format!("/api/v1/runs/{id}")).await?;
+            anyhow::ensure!(
+                run["reason"]
+                    .as_str()
+                    .is_some_and(|r| r.contains("every member served reads again")),
+                "{run}"
+            );
+            Ok(())
+        })
+        .await
+        .with_context(|| self.output())
+    }
+
     pub async fn post(&self, path: &str) -> Result<(u16, Value)> {
         let request = self.http.post(format!("{}{path}", self.base_url));
         send(self.authorized(request)).await

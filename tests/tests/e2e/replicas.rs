@@ -55,23 +55,6 @@ async fn first_defragmenting(cluster: &EtcdCluster) -> Result<usize> {
     .await
 }
 
-/// Waits until run `id`'s reason says the replica that took it over found every member
-/// serving reads again.
-async fn recovery_recorded(service: &RemediatorService, id: i64) -> Result<()> {
-    eventually("the recovery is recorded", SETTLE, || async {
-        let (_, run) = service.get(&format!("/api/v1/runs/{id}")).await?;
-        ensure!(
-            run["reason"]
-                .as_str()
-                .is_some_and(|r| r.contains("every member served reads again")),
-            "{run}"
-        );
-        Ok(())
-    })
-    .await
-    .with_context(|| service.output())
-}
-
 /// Waits until `service` is the active replica (its `/readyz` says `ready`, not `standby`).
 async fn wait_active(service: &RemediatorService, within: Duration) -> Result<()> {
     eventually("the replica is active", within, || async {
@@ -172,7 +155,7 @@ async fn one_run_for_deliveries_to_both_and_a_killed_active_replica_is_taken_ove
     )
     .await?;
     cluster.resume(frozen)?;
-    recovery_recorded(&standby, id).await?;
+    standby.recovery_recorded(id, SETTLE).await?;
 
     // The killed replica comes back as the standby of the new active one, and forwards
     // the API there.
@@ -346,7 +329,7 @@ async fn an_active_replica_cut_off_through_a_database_restart_stops_when_another
         output.contains("another replica holds the state store"),
         "{output}"
     );
-    recovery_recorded(&other, id).await?;
+    other.recovery_recorded(id, SETTLE).await?;
     // Nothing started after the replica was cut off: the other had no run to start, and
     // the cut-off one, once thawed, started nothing.
     no_two_defragmentations_at_once(&cluster)?;

@@ -5,7 +5,7 @@ use std::time::SystemTime;
 
 use prometheus_client::metrics::counter::Counter;
 
-use super::{from_unix, RunSource, RunState, RunSummary};
+use super::{from_unix, AlertRecord, RunDetail, RunSource, RunState, RunSummary};
 use crate::report::{Outcome, RunReport, REPORT_FORMAT};
 
 /// A run's columns, in the order of [`RUN_COLUMNS`], as a backend reads them: each
@@ -91,6 +91,22 @@ impl Rows {
         serde_json::from_str(json)
             .map_err(|err| self.unreadable("runs", id, &format!("report: {err}")))
             .ok()
+    }
+
+    /// A run with its alerts and its stored report (`report`, `report_format` as read from
+    /// its row), the report left out (and counted) when it cannot be read.
+    pub(super) fn detail(
+        &self,
+        summary: RunSummary,
+        alerts: Vec<AlertRecord>,
+        (json, format): (Option<String>, Option<i64>),
+    ) -> RunDetail {
+        let report = json.and_then(|json| self.report(summary.id, format, &json));
+        RunDetail {
+            summary,
+            alerts,
+            report,
+        }
     }
 
     /// A stored backup record, or `None` (counted) when it does not parse.

@@ -135,21 +135,9 @@ pub async fn run() -> Result<Outcome> {
         )
         .await?;
         takeovers.push(killed.elapsed());
-        eventually(
-            "the run's recovery is recorded",
-            Duration::from_secs(120),
-            || async {
-                let (_, run) = standby.get(&format!("/api/v1/runs/{id}")).await?;
-                ensure!(
-                    run["reason"]
-                        .as_str()
-                        .is_some_and(|r| r.contains("every member served reads again")),
-                    "{run}"
-                );
-                Ok(())
-            },
-        )
-        .await?;
+        standby
+            .recovery_recorded(id, Duration::from_secs(120))
+            .await?;
         recoveries.push(killed.elapsed());
         active.restart_standby().await?;
         std::mem::swap(&mut active, &mut standby);

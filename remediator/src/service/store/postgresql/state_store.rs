@@ -159,16 +159,8 @@ impl StateStore for PostgresStore {
         })?;
         let stored: (Option<String>, Option<i64>) =
             (|| Ok((row.try_get(0)?, row.try_get(1)?)))().map_err(|err| self.fail(err))?;
-        let report = match stored {
-            (Some(json), format) => self.rows.report(id, format, &json),
-            (None, _) => None,
-        };
         let alerts = self.alerts_of(id)?;
-        Ok(Some(RunDetail {
-            summary,
-            alerts,
-            report,
-        }))
+        Ok(Some(self.rows.detail(summary, alerts, stored)))
     }
 
     fn latest_finished(&mut self) -> StoreResult<Vec<RunReport>> {

@@ -306,16 +306,8 @@ impl StateStore for SqliteStore {
                 |row| Ok((row.get(0)?, row.get(1)?)),
             )
             .map_err(|err| self.fail(err))?;
-        let report = match stored {
-            (Some(json), format) => self.rows.report(id, format, &json),
-            (None, _) => None,
-        };
         let alerts = self.alerts_of(id)?;
-        Ok(Some(RunDetail {
-            summary,
-            alerts,
-            report,
-        }))
+        Ok(Some(self.rows.detail(summary, alerts, stored)))
     }
 
     fn latest_finished(&mut self) -> StoreResult<Vec<RunReport>> {
