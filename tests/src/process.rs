@@ -212,3 +212,21 @@ pub(crate) fn set_parent_death_signal(command: &mut Command) {
         });
     }
 }
+
+/// Times the threads of process `pid` have been switched off a core so far, voluntarily
+/// (to wait) or not: each is a sleep and a wake-up the process pays for in kernel time.
+pub fn context_switches(pid: u32) -> Result<u64> {
+    let mut sum = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let status = std::fs::read_to_string(task?.path().join("status"))?;
+        for line in status.lines() {
+            if let Some(count) = line
+                .strip_prefix("voluntary_ctxt_switches:")
+                .or_else(|| line.strip_prefix("nonvoluntary_ctxt_switches:"))
+            {
+                sum += count.trim().parse::<u64>()?;
+            }
+        }
+    }
+    Ok(sum)
+}

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 use etcdmedic_exporter::targets::{DEFAULT_MAX_CONCURRENT_CLUSTERS, DEFAULT_MAX_KEPT_CONNECTIONS};
-use etcdmedic_tests::process::cpu_time;
+use etcdmedic_tests::process::{context_switches, cpu_time};
 use etcdmedic_tests::{EtcdCluster, ExporterProcess};
 use futures::StreamExt;
 
@@ -75,12 +75,63 @@ pub struct FleetRun {
     etcd_cpu_per_scrape: Duration,
     peak_rss: u64,
     raft_entries_per_scrape: f64,
+    /// The exporter's context switches per cluster in a full scrape.
+    switches_per_cluster: f64,
+    /// The full exposition's size per cluster.
+    bytes_per_cluster: usize,
     probes: Option<ProbeRun>,
 }
 
 struct ProbeRun {
     wall_per_pass: Duration,
     cpu_per_cluster: Duration,
+    switches_per_probe: f64,
+    bytes_per_probe: usize,
+    /// A `/healthz` request's CPU, as many and as concurrent as the probes: what any HTTP
+    /// request costs before the exporter collects anything.
+    cpu_per_bare_request: Duration,
+}
+
+/// The exporter's CPU and context switches while `requests` run, [`PROBE_CONCURRENCY`] at
+/// a time; each answer is checked by `check`.
+async fn measure_requests(
+    process: &ExporterProcess,
+    http: &reqwest::Client,
+    urls: Vec<String>,
+    check: impl Fn(&str) -> bool,
+) -> Result<Requests> {
+    let (cpu_before, switches_before) =
+        (cpu_time(process.pid())?, context_switches(process.pid())?);
+    let started = Instant::now();
+    let all = futures::stream::iter(urls.iter().map(|url| get(http, url)))
+        .buffer_unordered(PROBE_CONCURRENCY)
+        .collect::<Vec<_>>();
+    let answers = tokio::time::timeout(SERIES_DEADLINE, all)
+        .await
+        .context("the requests did not end in time")?;
+    let wall = started.elapsed();
+    let (cpu_after, switches_after) = (cpu_time(process.pid())?, context_switches(process.pid())?);
+    let mut bytes = 0;
+    for answer in answers {
+        let answer = answer?;
+        ensure!(check(&answer), "an unexpected answer");
+        bytes += answer.len();
+    }
+    Ok(Requests {
+        cpu: cpu_after - cpu_before,
+        switches: switches_after - switches_before,
+        wall,
+        bytes,
+    })
+}
+
+/// What a series of requests cost the exporter, in total.
+struct Requests {
+    cpu: Duration,
+    switches: u64,
+    wall: Duration,
+    /// The answers' bodies.
+    bytes: usize,
 }
 
 /// User and system CPU the etcd processes of both clusters have used.
@@ -152,7 +203,8 @@ pub async fn run(
             get(http, &url).await?;
         }
         let (cpu_before, raft_before) = (cpu_time(process.pid())?, raft_index(pair).await?);
-        let etcd_before = etcd_cpu_time(pair)?;
+        let (etcd_before, switches_before) =
+            (etcd_cpu_time(pair)?, context_switches(process.pid())?);
         let series_started = Instant::now();
         let mut samples = Vec::with_capacity(scrapes);
         let mut body = String::new();
@@ -164,6 +216,7 @@ pub async fn run(
         let etcd_used = (etcd_cpu_time(pair)? - etcd_before)
             .saturating_sub(etcd_idle_per_second.mul_f64(series_started.elapsed().as_secs_f64()));
         let (cpu_after, raft_after) = (cpu_time(process.pid())?, raft_index(pair).await?);
+        let switches = context_switches(process.pid())? - switches_before;
         let up = body
             .lines()
             .filter(|l| l.starts_with("etcdmedic_member_up{") && l.ends_with(" 1"))
@@ -178,36 +231,38 @@ pub async fn run(
             (cpu_after - cpu_before) / scrapes as u32,
             etcd_used / scrapes as u32,
             (raft_after - raft_before) as f64 / scrapes as f64,
+            switches as f64 / (scrapes * clusters) as f64,
+            body.len() / clusters,
         ))
     };
-    let (latency, cpu_per_scrape, etcd_cpu_per_scrape, raft_entries_per_scrape) =
-        tokio::time::timeout(SERIES_DEADLINE, series)
-            .await
-            .context("the scrapes did not end in time")??;
+    let (
+        latency,
+        cpu_per_scrape,
+        etcd_cpu_per_scrape,
+        raft_entries_per_scrape,
+        switches_per_cluster,
+        bytes_per_cluster,
+    ) = tokio::time::timeout(SERIES_DEADLINE, series)
+        .await
+        .context("the scrapes did not end in time")??;
 
     let probes = if probes {
-        let cpu_before = cpu_time(process.pid())?;
-        let started = Instant::now();
-        let all = futures::stream::iter((0..PROBE_PASSES * clusters).map(|index| {
-            let url = format!("{}/probe?target=c{:03}", process.base_url, index % clusters);
-            async move { get(http, &url).await }
-        }))
-        .buffer_unordered(PROBE_CONCURRENCY)
-        .collect::<Vec<_>>();
-        let answers = tokio::time::timeout(SERIES_DEADLINE, all)
-            .await
-            .context("the probes did not end in time")?;
-        let wall = started.elapsed();
-        for answer in answers {
-            ensure!(
-                answer?.contains("etcdmedic_member_up"),
-                "a probe without members"
-            );
-        }
+        let probed = PROBE_PASSES * clusters;
+        let urls = (0..probed)
+            .map(|index| format!("{}/probe?target=c{:03}", process.base_url, index % clusters))
+            .collect();
+        let probing = measure_requests(&process, http, urls, |answer| {
+            answer.contains("etcdmedic_member_up")
+        })
+        .await?;
+        let bare = vec![format!("{}/healthz", process.base_url); probed];
+        let bare = measure_requests(&process, http, bare, |answer| answer == "ok\n").await?;
         Some(ProbeRun {
-            wall_per_pass: wall / PROBE_PASSES as u32,
-            cpu_per_cluster: (cpu_time(process.pid())? - cpu_before)
-                / (PROBE_PASSES * clusters) as u32,
+            wall_per_pass: probing.wall / PROBE_PASSES as u32,
+            cpu_per_cluster: probing.cpu / probed as u32,
+            switches_per_probe: probing.switches as f64 / probed as f64,
+            bytes_per_probe: probing.bytes / probed,
+            cpu_per_bare_request: bare.cpu / probed as u32,
         })
     } else {
         None
@@ -220,6 +275,8 @@ pub async fn run(
         etcd_cpu_per_scrape,
         peak_rss,
         raft_entries_per_scrape,
+        switches_per_cluster,
+        bytes_per_cluster,
         probes,
     })
 }
