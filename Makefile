@@ -41,7 +41,8 @@ test: lint build ## lint, unit, promtool and end-to-end tests against real etcd,
 generate: ## rewrite deploy/kubernetes's copies of the rules and dashboards
 	UPDATE_GENERATED=1 $(CARGO) test --locked -p etcdmedic-tests --test e2e dashboards::the_kubernetes_copies_match_their_sources
 
-bench: deps ## speed and memory benchmarks (release build); rewrites docs/benchmarks.md
+bench: ## speed and memory benchmarks (release build); rewrites docs/benchmarks.md
+	./scripts/install-deps.sh --bench
 	$(CARGO) build --locked --release --workspace --bins
 	./target/release/etcdmedic-bench --output docs/benchmarks.md
 

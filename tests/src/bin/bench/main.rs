@@ -236,7 +236,7 @@ async fn run(cli: &Cli) -> Result<String> {
         let mut trials = Vec::new();
         for &mib in &cli.backup_mib {
             quiet_disk();
-            trials.push(backup::run(mib).await?);
+            trials.extend(backup::run(mib, &backup::Server::ALL).await?);
         }
         backup::section(&mut out, &trials)?;
         quiet_disk();
