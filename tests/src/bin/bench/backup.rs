@@ -445,7 +445,7 @@ pub fn section(out: &mut String, trials: &[Trial]) -> Result<()> {
             "Why two servers, and the target judged against s3s-fs: moto is one Python \
              process, its request handling under one interpreter lock, and it spends {} of CPU \
              taking in a {} MiB backup on the same {} cores as etcd and the client. Against it \
-             both procedures wait on moto and come down to about the same time ({:.2}x here). \
+             both procedures wait on moto, and moto's pace decides the ratio ({:.2}x here). \
              s3s-fs takes parts on any core and spends {} on the same backup, so the clients' \
              own work decides the comparison, as it does against a store across a network. moto \
              is shown because the tests use it.\n",
