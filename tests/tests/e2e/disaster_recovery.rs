@@ -96,7 +96,10 @@ async fn keyspace(
 
 async fn the_documented_restore_brings_back_every_key(version: EtcdVersion) -> Result<()> {
     let original = EtcdCluster::builder(version).members(3).start().await?;
-    let mut client = original.client(0).await?;
+    let mut client = original
+        .client(0)
+        .await
+        .context("connecting to the original cluster")?;
     for index in 0..300 {
         client
             .put(
@@ -155,7 +158,9 @@ async fn the_documented_restore_brings_back_every_key(version: EtcdVersion) -> R
     let revision = report["manifest"]["revision"]
         .as_i64()
         .context("revision")?;
-    let expected = keyspace(&mut client, Some(revision)).await?;
+    let expected = keyspace(&mut client, Some(revision))
+        .await
+        .context("reading the original keyspace at the backup's revision")?;
     ensure!(expected.len() == 257, "{} keys before", expected.len());
 
     // The document's check passes on the backup, and refuses a damaged copy.
@@ -200,7 +205,7 @@ async fn the_documented_restore_brings_back_every_key(version: EtcdVersion) -> R
         EtcdVersion::V3_5 => "etcdutl",
     };
     let mut attempt = 0;
-    let (mut restored, endpoints, members) = loop {
+    let (mut restored, endpoints, mut members) = loop {
         attempt += 1;
         match restore_and_start(dir.path(), attempt, &backup, restore_tool, &bin_dir).await {
             Ok(started) => break started,
@@ -211,30 +216,72 @@ async fn the_documented_restore_brings_back_every_key(version: EtcdVersion) -> R
         }
     };
 
-    let checked = run_block(
-        "check",
-        &[
-            ("BACKUP", backup.display().to_string()),
-            ("ENDPOINTS", endpoints.join(",")),
-        ],
-        &bin_dir,
-    )
-    .await?;
-    ensure!(
-        checked.contains("every member holds the backup: HashKV"),
-        "{checked}"
-    );
-
-    let found = keyspace(&mut restored, None).await?;
-    if found != expected {
-        let missing = expected.iter().filter(|kv| !found.contains(kv)).count();
-        let extra = found.iter().filter(|kv| !expected.contains(kv)).count();
-        bail!("the restored keyspace differs: {missing} missing or changed, {extra} extra");
+    let compared = async {
+        let checked = run_block(
+            "check",
+            &[
+                ("BACKUP", backup.display().to_string()),
+                ("ENDPOINTS", endpoints.join(",")),
+            ],
+            &bin_dir,
+        )
+        .await?;
+        ensure!(
+            checked.contains("every member holds the backup: HashKV"),
+            "{checked}"
+        );
+        let found = keyspace(&mut restored, None)
+            .await
+            .context("reading the restored keyspace")?;
+        if found != expected {
+            let missing = expected.iter().filter(|kv| !found.contains(kv)).count();
+            let extra = found.iter().filter(|kv| !expected.contains(kv)).count();
+            bail!("the restored keyspace differs: {missing} missing or changed, {extra} extra");
+        }
+        let members_listed = restored
+            .member_list()
+            .await
+            .context("listing the restored members")?
+            .members()
+            .len();
+        ensure!(members_listed == 3, "{members_listed} members");
+        Ok(())
     }
-    let members_listed = restored.member_list().await?.members().len();
-    ensure!(members_listed == 3, "{members_listed} members");
+    .await;
+    // A member that went away after serving says why in its log.
+    let logs = dir.path().join(format!("restored-{attempt}"));
+    let compared =
+        compared.with_context(|| restored_members_state(&mut members, &endpoints, &logs));
     stop(members).await;
-    Ok(())
+    compared
+}
+
+/// Each restored member's endpoint, whether its process still runs, and its log's last lines
+/// (the restore and start blocks log next to the data directories).
+fn restored_members_state(
+    members: &mut [tokio::process::Child],
+    endpoints: &[String],
+    logs: &Path,
+) -> String {
+    members
+        .iter_mut()
+        .zip(endpoints)
+        .zip(["m1", "m2", "m3"])
+        .map(|((member, endpoint), name)| {
+            let state = match member.try_wait() {
+                Ok(None) => "running".to_string(),
+                Ok(Some(status)) => format!("exited ({status})"),
+                Err(err) => format!("unknown ({err})"),
+            };
+            let log = std::fs::read_to_string(logs.join(format!("{name}.log"))).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(5).collect();
+            format!(
+                "{name} at {endpoint}: {state}; last log lines, newest first:\n{}",
+                tail.join("\n")
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n---\n")
 }
 
 const LOST_PORT: &str = "a restored member exited";
@@ -314,8 +361,6 @@ async fn restore_and_start(
                     // Not retried by `eventually`'s caller: reported at once below.
                     return Ok(None);
                 }
-                let mut client = etcd_client::Client::connect(&endpoints, None).await?;
-                client.get("/", None).await?;
                 for endpoint in &endpoints {
                     let mut one = etcd_client::Client::connect([endpoint], None).await?;
                     let status = one.status().await?;
@@ -335,6 +380,11 @@ async fn restore_and_start(
                         "{endpoint} answers for another cluster: {peers:?}"
                     );
                 }
+                // Only now, with every member listening: a client made earlier keeps the
+                // refused first connection to a member that started late, and hands that
+                // error to the first request it sends there.
+                let mut client = etcd_client::Client::connect(&endpoints, None).await?;
+                client.get("/", None).await?;
                 Ok(Some(client))
             }
         },
