@@ -82,7 +82,7 @@ impl S3Server {
         );
         let root = tempfile::Builder::new()
             .prefix("etcdmedic-s3s-")
-            .tempdir_in(std::env::var_os("TMPDIR").unwrap_or_else(|| "/tmp".into()))?;
+            .tempdir()?;
         std::fs::create_dir(root.path().join(bucket))?;
         let port = free_port()?;
         let (key, secret) = S3S_FS_CREDENTIALS;
