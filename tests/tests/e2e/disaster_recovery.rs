@@ -266,23 +266,29 @@ fn restored_members_state(
     members
         .iter_mut()
         .zip(endpoints)
-        .zip(["m1", "m2", "m3"])
+        .zip(MEMBER_NAMES)
         .map(|((member, endpoint), name)| {
             let state = match member.try_wait() {
                 Ok(None) => "running".to_string(),
                 Ok(Some(status)) => format!("exited ({status})"),
                 Err(err) => format!("unknown ({err})"),
             };
-            let log = std::fs::read_to_string(logs.join(format!("{name}.log"))).unwrap_or_default();
-            let tail: Vec<&str> = log.lines().rev().take(5).collect();
             format!(
                 "{name} at {endpoint}: {state}; last log lines, newest first:\n{}",
-                tail.join("\n")
+                log_tail(logs, name, 5).unwrap_or_default()
             )
         })
         .collect::<Vec<_>>()
         .join("\n---\n")
 }
+
+/// The last `lines` lines of restored member `name`'s log under `dir`, newest first.
+fn log_tail(dir: &Path, name: &str, lines: usize) -> Option<String> {
+    let log = std::fs::read_to_string(dir.join(format!("{name}.log"))).ok()?;
+    Some(log.lines().rev().take(lines).collect::<Vec<_>>().join("\n"))
+}
+
+const MEMBER_NAMES: [&str; 3] = ["m1", "m2", "m3"];
 
 const LOST_PORT: &str = "a restored member exited";
 
@@ -305,7 +311,7 @@ async fn restore_and_start(
     bin_dir: &Path,
 ) -> Result<(etcd_client::Client, Vec<String>, Vec<tokio::process::Child>)> {
     let ports = free_ports(6)?;
-    let names = ["m1", "m2", "m3"];
+    let names = MEMBER_NAMES;
     let peer = |i: usize| format!("http://127.0.0.1:{}", ports[2 * i]);
     let client_url = |i: usize| format!("http://127.0.0.1:{}", ports[2 * i + 1]);
     let initial_cluster = (0..3)
@@ -397,8 +403,7 @@ async fn restore_and_start(
         Ok(None) => {
             let logs: String = names
                 .iter()
-                .filter_map(|n| std::fs::read_to_string(restored_dir.join(format!("{n}.log"))).ok())
-                .map(|log| log.lines().rev().take(3).collect::<Vec<_>>().join("\n"))
+                .filter_map(|name| log_tail(&restored_dir, name, 3))
                 .collect::<Vec<_>>()
                 .join("\n---\n");
             stop(members).await;
