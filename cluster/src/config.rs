@@ -1,29 +1,25 @@
-//! The shared configuration: the YAML file (see [`file`]) resolved into what the clients
-//! need. Resolution reads every referenced file once, so a missing certificate or password
-//! file stops the process at start-up with the key that names it.
+//! The shared configuration: the YAML file (see [`file`]) resolved into what both binaries
+//! need to reach the clusters. Resolution reads every file it names once (certificates,
+//! passwords), so a missing one stops the process at start-up with the key that names it.
+//! The remediator's own blocks are resolved by the remediator, which reads the same file
+//! through [`parse`] and reports its problems the same way.
 
-mod backup;
-mod destination;
 pub mod file;
 mod name;
-mod remediation;
 mod unknown_keys;
-pub mod when;
 
-pub use backup::{BackupSettings, RestoreDrill, RestoreTool};
-pub use destination::{AzureTarget, Destination, GcsTarget, S3Credentials, S3Target, Target};
-pub use file::{Compression, LeaderMoveFailure, LeaderPolicy, OnBusy};
 pub use name::ClusterName;
-pub use remediation::RemediationSettings;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use serde::de::DeserializeOwned;
+
 use crate::error::{ConfigProblems, Error, Result};
 use crate::secret::Secret;
 use crate::tls::{self, ClientTls};
-use file::{AuthFile, BackupFile, ClusterFile, ConfigFile, RemediationFile, RemediatorFile};
+use file::{AuthFile, ClusterFile, ConfigFile};
 
 /// A loaded, validated configuration.
 #[derive(Debug, Clone)]
@@ -31,9 +27,6 @@ pub struct Config {
     pub clusters: Vec<ClusterConfig>,
     /// Where the file was read from, for messages.
     pub origin: String,
-    /// The `remediator:` block as written: the webhook service resolves it (and reads its
-    /// secrets) itself.
-    remediator: Option<RemediatorFile>,
     base: PathBuf,
 }
 
@@ -52,9 +45,6 @@ pub struct ClusterConfig {
     /// `/metrics` location template with `{host}`; `None`: `<client URL>/metrics`.
     pub metrics_url: Option<String>,
     pub status_timeout: Duration,
-    pub remediation: RemediationSettings,
-    /// Where `etcdmedic-remediator backup` writes, and how many backups it keeps.
-    pub backup: BackupSettings,
     /// An alert names this cluster when it carries every one of these labels.
     pub alert_labels: BTreeMap<String, String>,
 }
@@ -79,19 +69,10 @@ impl Config {
 
     /// Parses `text` as if read from `path`.
     pub fn from_yaml(text: &str, path: &Path) -> Result<Config> {
-        let parsed: ConfigFile = match yaml_serde::from_str(text) {
-            Ok(parsed) => parsed,
-            Err(err) => return Err(Self::refusal(text, path, err)),
-        };
-        let base = path.parent().unwrap_or(Path::new("."));
+        let parsed: ConfigFile = parse(text, path)?;
+        let base = base_dir(path);
         let mut problems = ConfigProblems::default();
-        let clusters = resolve_clusters(
-            &parsed.clusters,
-            parsed.remediation.as_ref(),
-            parsed.backup.as_ref(),
-            base,
-            &mut problems,
-        );
+        let clusters = resolve_clusters(&parsed.clusters, base, &mut problems);
         if !problems.is_empty() {
             return Err(Error::ConfigInvalid {
                 origin: path.display().to_string(),
@@ -101,40 +82,8 @@ impl Config {
         Ok(Config {
             clusters,
             origin: path.display().to_string(),
-            remediator: parsed.remediator,
             base: base.to_path_buf(),
         })
-    }
-
-    /// Why `text` does not deserialize: every unknown key at once when there are any (serde
-    /// stops at the first), else `err` with its line and column.
-    fn refusal(text: &str, path: &Path, err: yaml_serde::Error) -> Error {
-        let syntax = || Error::ConfigSyntax {
-            path: path.to_path_buf(),
-            message: err.to_string(),
-        };
-        let Ok(tree) = yaml_serde::from_str::<yaml_serde::Value>(text) else {
-            return syntax();
-        };
-        let mut problems = ConfigProblems::default();
-        let other = unknown_keys::collect::<ConfigFile>(tree, &mut problems)
-            .err()
-            .flatten();
-        if problems.is_empty() {
-            return syntax();
-        }
-        if let Some(other) = other {
-            problems.push(other.path, other.message);
-        }
-        Error::ConfigInvalid {
-            origin: path.display().to_string(),
-            problems,
-        }
-    }
-
-    /// The `remediator:` block as written, for the webhook service to resolve.
-    pub fn remediator_block(&self) -> Option<&RemediatorFile> {
-        self.remediator.as_ref()
     }
 
     /// The directory relative paths in the file are resolved against.
@@ -151,12 +100,48 @@ impl Config {
     }
 }
 
+/// The directory relative paths in a file at `path` are resolved against.
+pub fn base_dir(path: &Path) -> &Path {
+    path.parent().unwrap_or(Path::new("."))
+}
+
+/// Deserializes `text` (read from `path`) as `T`. A refusal names every unknown key at once
+/// with the closest known one (serde stops at the first), else the first other problem with
+/// its line and column. Each binary parses the blocks it owns with it.
+pub fn parse<T: DeserializeOwned>(text: &str, path: &Path) -> Result<T> {
+    let err = match yaml_serde::from_str(text) {
+        Ok(parsed) => return Ok(parsed),
+        Err(err) => err,
+    };
+    let syntax = || Error::ConfigSyntax {
+        path: path.to_path_buf(),
+        message: err.to_string(),
+    };
+    let Ok(tree) = yaml_serde::from_str::<yaml_serde::Value>(text) else {
+        return Err(syntax());
+    };
+    let mut problems = ConfigProblems::default();
+    let other = unknown_keys::collect::<T>(tree, &mut problems)
+        .err()
+        .flatten();
+    if problems.is_empty() {
+        return Err(syntax());
+    }
+    if let Some(other) = other {
+        problems.push(other.path, other.message);
+    }
+    Err(Error::ConfigInvalid {
+        origin: path.display().to_string(),
+        problems,
+    })
+}
+
 impl ClusterConfig {
     /// Resolves a cluster that did not come from a file (command-line flags). `origin` names
     /// where it came from in error messages.
     pub fn resolve_standalone(file: &ClusterFile, origin: &str) -> Result<ClusterConfig> {
         let mut problems = ConfigProblems::default();
-        let cluster = resolve_cluster(file, (None, None), Path::new("."), "cluster", &mut problems);
+        let cluster = resolve_cluster(file, Path::new("."), "cluster", &mut problems);
         match cluster {
             Some(cluster) if problems.is_empty() => Ok(cluster),
             _ => Err(Error::ConfigInvalid {
@@ -169,8 +154,6 @@ impl ClusterConfig {
 
 fn resolve_clusters(
     files: &[ClusterFile],
-    remediation_defaults: Option<&RemediationFile>,
-    backup_defaults: Option<&BackupFile>,
     base: &Path,
     problems: &mut ConfigProblems,
 ) -> Vec<ClusterConfig> {
@@ -191,8 +174,7 @@ fn resolve_clusters(
                 ),
             );
         }
-        let defaults = (remediation_defaults, backup_defaults);
-        if let Some(cluster) = resolve_cluster(file, defaults, base, &key, problems) {
+        if let Some(cluster) = resolve_cluster(file, base, &key, problems) {
             clusters.push(cluster);
         }
     }
@@ -297,7 +279,6 @@ fn resolve_alert_labels(
 
 fn resolve_cluster(
     file: &ClusterFile,
-    (remediation_defaults, backup_defaults): (Option<&RemediationFile>, Option<&BackupFile>),
     base: &Path,
     key: &str,
     problems: &mut ConfigProblems,
@@ -367,22 +348,6 @@ fn resolve_cluster(
         problems.push(format!("{key}.status_timeout"), "must be longer than 0s");
     }
 
-    let remediation = remediation::resolve(
-        remediation_defaults,
-        file.remediation.as_ref(),
-        &format!("{key}.remediation"),
-        base,
-        problems,
-    );
-
-    let backup = backup::resolve(
-        backup_defaults,
-        file.backup.as_ref(),
-        &format!("{key}.backup"),
-        base,
-        problems,
-    );
-
     let alert_labels = resolve_alert_labels(file, &format!("{key}.alert_labels"), problems);
 
     if problems.0.len() > before {
@@ -397,8 +362,6 @@ fn resolve_cluster(
         quota_backend_bytes: file.quota_backend_bytes,
         metrics_url: file.metrics_url.clone(),
         status_timeout: file.status_timeout,
-        remediation: remediation?,
-        backup: backup?,
         alert_labels,
     })
 }

@@ -75,6 +75,13 @@ impl ConfigProblems {
         }
     }
 
+    /// Records each of `other`'s problems that is not already recorded.
+    pub fn extend(&mut self, other: ConfigProblems) {
+        for problem in other.0 {
+            self.push(problem.key, problem.message);
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }

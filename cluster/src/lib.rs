@@ -2,12 +2,13 @@
 //! talk to etcd clusters.
 //!
 //! # Layout
-//! - [`config`]: the YAML configuration file, validated and resolved (TLS, credentials).
+//! - [`config`]: the YAML configuration file as far as both binaries read it (clusters,
+//!   endpoints, TLS, auth, discovery), validated and resolved; [`config::parse`] for the
+//!   blocks a binary owns (the remediator's).
 //! - `tls`: rustls client settings built from the config's certificate files.
 //! - [`transport`]: the pooled HTTP/2 connections (TLS included) under one cluster's clients.
 //! - [`member_client`]: one etcd client per member endpoint, with timeouts and error sorting.
 //! - [`quota`]: the quota each member enforces, from Status or its `/metrics`.
-//! - [`defrag_rule`]: which members need defragmenting, from their live Status.
 //! - `hedge`: asking several members for one cluster-wide answer, first answer wins.
 //! - [`collect`]: Status, MemberList (and AlarmList, for the remediator) of one cluster,
 //!   concurrently, on connections kept or opened per collection; [`alarm_source`]: where the
@@ -22,7 +23,6 @@ pub mod alarm_source;
 pub mod binary;
 pub mod collect;
 pub mod config;
-pub mod defrag_rule;
 mod error;
 mod hedge;
 pub mod member_client;
@@ -36,8 +36,7 @@ pub mod tls;
 pub mod transport;
 
 pub use collect::ClusterProbe;
-pub use config::{ClusterConfig, Config, Credentials, RemediationSettings};
-pub use defrag_rule::DefragRule;
+pub use config::{ClusterConfig, Config, Credentials};
 pub use error::{ConfigProblem, ConfigProblems, Error, Result};
 pub use member_client::MemberClient;
 pub use model::{

@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use etcdmedic_cluster::config::LeaderPolicy;
+use crate::config::LeaderPolicy;
 use etcdmedic_cluster::table::human_bytes;
 use serde::{Deserialize, Serialize};
 

@@ -3,6 +3,9 @@
 //!
 //! # Layout
 //! - [`cli`]: command-line arguments.
+//! - [`config`]: the configuration file as the remediator reads it: the shared clusters plus
+//!   its own blocks (`remediation`, `backup` and their destinations, `remediator`).
+//! - [`defrag_rule`]: which members need defragmenting, from their live Status.
 //! - [`plan`]: preflight and the plan (which members, in which order, why), from live status.
 //! - `engine`: the run itself, step by step, behind the [`Etcd`] seam: compaction, snapshot,
 //!   defragmentation, leader move, disarm, verification.
@@ -20,6 +23,8 @@
 
 mod backup;
 pub mod cli;
+pub mod config;
+pub mod defrag_rule;
 mod engine;
 pub mod events;
 pub mod forecast;

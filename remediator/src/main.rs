@@ -3,10 +3,11 @@ use std::process::ExitCode;
 use anyhow::{anyhow, Context};
 use clap::Parser;
 use etcdmedic_cluster::binary::{self, CommandResult, BAD_INPUT, FAILED};
-use etcdmedic_cluster::{shutdown, Config};
+use etcdmedic_cluster::shutdown;
 use etcdmedic_remediator::cli::{
     BackupArgs, Cli, Command, DrillArgs, OutputFormat, RunArgs, ServeArgs,
 };
+use etcdmedic_remediator::config::{ManagedCluster, RemediatorConfig};
 use etcdmedic_remediator::output::{summary, TextProgress};
 use etcdmedic_remediator::service::settings::ServiceSettings;
 use etcdmedic_remediator::BackupError;
@@ -30,7 +31,7 @@ fn main() -> ExitCode {
 }
 
 async fn serve(args: ServeArgs) -> CommandResult<anyhow::Error> {
-    let config = Config::load(&args.config).map_err(|err| (BAD_INPUT, err.into()))?;
+    let config = RemediatorConfig::load(&args.config).map_err(|err| (BAD_INPUT, err.into()))?;
     let mut settings =
         ServiceSettings::from_config(&config).map_err(|err| (BAD_INPUT, err.into()))?;
     if let Some(listen) = args.listen {
@@ -160,22 +161,36 @@ fn stop_on_signal() -> CancellationToken {
     stop
 }
 
-/// The cluster named `name` in the configuration at `path`; bad input otherwise.
+/// The cluster named `name` in the configuration at `path`, with its snapshot directory
+/// checked; bad input otherwise, before anything is contacted.
 fn configured_cluster(
     path: &std::path::Path,
     name: &str,
-) -> Result<etcdmedic_cluster::ClusterConfig, (u8, anyhow::Error)> {
-    let config = Config::load(path).map_err(|err| (BAD_INPUT, err.into()))?;
-    config.cluster(name).cloned().ok_or_else(|| {
+) -> Result<ManagedCluster, (u8, anyhow::Error)> {
+    let config = RemediatorConfig::load(path).map_err(|err| (BAD_INPUT, err.into()))?;
+    let Some((index, cluster)) = config
+        .clusters
+        .iter()
+        .enumerate()
+        .find(|(_, cluster)| cluster.name == name)
+    else {
         let known = config.cluster_names().join(", ");
-        (
+        return Err((
             BAD_INPUT,
             anyhow!(
                 "unknown cluster {name:?} in {}; configured clusters: {known}",
                 path.display()
             ),
-        )
-    })
+        ));
+    };
+    let problems = places::cluster_problems(index, cluster);
+    if !problems.is_empty() {
+        return Err((
+            BAD_INPUT,
+            anyhow!("config {}: {}", path.display(), problems.join("; ")),
+        ));
+    }
+    Ok(cluster.clone())
 }
 
 /// Exit 2 for what is wrong before anything is contacted, 1 for the rest.

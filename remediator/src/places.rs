@@ -5,21 +5,16 @@
 
 use std::path::Path;
 
-use etcdmedic_cluster::ClusterConfig;
+use crate::config::ManagedCluster;
 
 use crate::snapshot;
 
 /// Every problem with the snapshot directories of `clusters` and with `state_path` (when the
 /// service is being checked), each as `key: problem`. Creates nothing.
-pub fn problems(clusters: &[ClusterConfig], state_path: Option<&Path>) -> Vec<String> {
+pub fn problems(clusters: &[ManagedCluster], state_path: Option<&Path>) -> Vec<String> {
     let mut problems = Vec::new();
     for (index, cluster) in clusters.iter().enumerate() {
-        let dir = snapshot::cluster_dir(&cluster.remediation.snapshot_dir, &cluster.name);
-        if let Err(problem) = snapshot::check_room(&dir, 0) {
-            problems.push(format!(
-                "clusters[{index}].remediation.snapshot_dir: {problem}"
-            ));
-        }
+        problems.extend(cluster_problems(index, cluster));
     }
     if let Some(path) = state_path {
         if let Err(problem) = check_state_path(path) {
@@ -27,6 +22,18 @@ pub fn problems(clusters: &[ClusterConfig], state_path: Option<&Path>) -> Vec<St
         }
     }
     problems
+}
+
+/// Every problem with the places of `cluster`, the configuration's `clusters[index]`: what
+/// `run`, `backup` and `drill` check before they contact it.
+pub fn cluster_problems(index: usize, cluster: &ManagedCluster) -> Vec<String> {
+    let dir = snapshot::cluster_dir(&cluster.remediation.snapshot_dir, &cluster.name);
+    match snapshot::check_room(&dir, 0) {
+        Ok(_) => Vec::new(),
+        Err(problem) => vec![format!(
+            "clusters[{index}].remediation.snapshot_dir: {problem}"
+        )],
+    }
 }
 
 /// The state file must be a writable file, or not exist yet in a writable directory.
@@ -51,7 +58,7 @@ fn check_state_path(path: &Path) -> Result<(), String> {
 mod tests {
     use std::path::PathBuf;
 
-    use etcdmedic_cluster::Config;
+    use crate::config::RemediatorConfig as Config;
 
     use super::*;
 

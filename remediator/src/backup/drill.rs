@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, SystemTime};
 
-use etcdmedic_cluster::config::{RestoreDrill, RestoreTool};
+use crate::config::{RestoreDrill, RestoreTool};
 use serde::{Deserialize, Serialize};
 use tokio::process::{Child, Command};
 use tokio::time::Instant;

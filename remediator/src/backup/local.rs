@@ -5,7 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use etcdmedic_cluster::config::{BackupSettings, ClusterName};
+use crate::config::BackupSettings;
+use etcdmedic_cluster::config::ClusterName;
 
 use super::retention::expired;
 use super::{compress, BackupError, Manifest};

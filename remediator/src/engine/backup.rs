@@ -5,7 +5,8 @@
 
 use std::time::SystemTime;
 
-use etcdmedic_cluster::config::{BackupSettings, ClusterName, Compression, Destination};
+use crate::config::{BackupSettings, Compression, Destination};
+use etcdmedic_cluster::config::ClusterName;
 use etcdmedic_cluster::model::ClusterStatus;
 use serde::Serialize;
 use tokio::time::Instant;

@@ -1,7 +1,7 @@
 //! `etcdmedic-remediator drill`: proves a backup already taken, in a directory or a bucket,
 //! and records the outcome in its manifest.
 
-use etcdmedic_cluster::config::{BackupSettings, RestoreDrill};
+use crate::config::{BackupSettings, RestoreDrill};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 

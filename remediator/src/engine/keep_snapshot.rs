@@ -6,7 +6,7 @@
 
 use std::time::SystemTime;
 
-use etcdmedic_cluster::config::{Compression, Destination};
+use crate::config::{Compression, Destination};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 

@@ -5,7 +5,8 @@
 
 use std::path::Path;
 
-use etcdmedic_cluster::config::{BackupSettings, ClusterName, Destination, Target};
+use crate::config::{BackupSettings, Destination, Target};
+use etcdmedic_cluster::config::ClusterName;
 use tokio_util::sync::CancellationToken;
 
 use super::backup::Missed;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use etcdmedic_cluster::config::{LeaderMoveFailure, LeaderPolicy};
+use crate::config::{LeaderMoveFailure, LeaderPolicy};
 
 use etcdmedic_cluster::model::EndpointStatus;
 

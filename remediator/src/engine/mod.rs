@@ -38,10 +38,10 @@ mod wait;
 
 use std::time::{Duration, SystemTime};
 
-use etcdmedic_cluster::config::BackupSettings;
+use crate::config::BackupSettings;
+use crate::config::{ManagedCluster, RemediationSettings};
 use etcdmedic_cluster::model::ClusterStatus;
 use etcdmedic_cluster::table::human_bytes;
-use etcdmedic_cluster::{ClusterConfig, RemediationSettings};
 use tokio_util::sync::CancellationToken;
 
 use crate::events::Events;
@@ -80,13 +80,11 @@ pub struct Remediator<E = Live> {
 }
 
 impl Remediator<Live> {
-    pub fn new(config: ClusterConfig) -> etcdmedic_cluster::Result<Self> {
-        let settings = config.remediation.clone();
-        let backup = config.backup.clone();
+    pub fn new(cluster: ManagedCluster) -> etcdmedic_cluster::Result<Self> {
         Ok(Remediator {
-            etcd: Live::new(config)?,
-            settings,
-            backup,
+            etcd: Live::new(cluster.etcd)?,
+            settings: cluster.remediation,
+            backup: cluster.backup,
         })
     }
 }

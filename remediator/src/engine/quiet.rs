@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use etcdmedic_cluster::config::OnBusy;
+use crate::config::OnBusy;
 use tokio::time::Instant;
 
 use super::decide::find;

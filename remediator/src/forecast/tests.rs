@@ -1,7 +1,8 @@
 use std::time::{Duration, SystemTime};
 
-use etcdmedic_cluster::config::LeaderPolicy;
-use etcdmedic_cluster::{MemberId, RemediationSettings};
+use crate::config::LeaderPolicy;
+use crate::config::RemediationSettings;
+use etcdmedic_cluster::MemberId;
 
 use super::*;
 use crate::plan::tests::{cluster, member};
@@ -112,7 +113,7 @@ fn three_member_plan(leader: LeaderPolicy) -> Plan {
     );
     let settings = RemediationSettings {
         leader,
-        defrag_rule: etcdmedic_cluster::defrag_rule::DefragRule::expression("true").unwrap(),
+        defrag_rule: crate::defrag_rule::DefragRule::expression("true").unwrap(),
         ..RemediationSettings::default()
     };
     let healthy = preflight(&status, &settings, false).unwrap();

@@ -4,11 +4,11 @@
 
 use std::path::PathBuf;
 
-use etcdmedic_cluster::config::LeaderPolicy;
-use etcdmedic_cluster::defrag_rule::Verdict;
+use crate::config::LeaderPolicy;
+use crate::config::RemediationSettings;
+use crate::defrag_rule::Verdict;
 use etcdmedic_cluster::model::{AlarmKind, ClusterStatus, EndpointStatus, MemberStatus};
 use etcdmedic_cluster::table::human_bytes;
-use etcdmedic_cluster::RemediationSettings;
 use serde::{Deserialize, Serialize};
 
 use crate::engine::error::Refusal;

@@ -36,7 +36,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use etcdmedic_cluster::ClusterConfig;
+use crate::config::ManagedCluster;
 use tokio_util::sync::CancellationToken;
 
 pub use http::App;
@@ -93,7 +93,7 @@ impl Error {
 /// Serves the webhook and API on `listener` until `shutdown` resolves; then stops accepting,
 /// lets each run under way finish its current member (recorded as interrupted), and returns.
 pub async fn serve(
-    clusters: &[ClusterConfig],
+    clusters: &[ManagedCluster],
     settings: &settings::ServiceSettings,
     listener: std::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -177,7 +177,7 @@ pub async fn serve(
 /// Opens the state and the scheduler; with PostgreSQL held by another replica, serves the
 /// standby's endpoints and waits until it is free (`None`: stopped while waiting).
 async fn open_or_stand_by(
-    clusters: &[ClusterConfig],
+    clusters: &[ManagedCluster],
     settings: &settings::ServiceSettings,
     listener: &std::net::TcpListener,
     metrics: &Arc<Metrics>,

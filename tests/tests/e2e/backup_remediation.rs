@@ -3,7 +3,7 @@
 //! as a backup, proven by a restore drill, in the backup destinations.
 
 use anyhow::{ensure, Context, Result};
-use etcdmedic_cluster::Config;
+use etcdmedic_remediator::config::RemediatorConfig as Config;
 use etcdmedic_remediator::Outcome;
 use etcdmedic_tests::workload::{
     fill_to_nospace, fragment, members_at_one_revision, Fragmentation,

@@ -1,12 +1,13 @@
 //! docs/configuration.md against the configuration types: every key the types accept is
 //! documented, and every documented key is accepted. The types say which keys they accept
 //! through their own error: each block refuses an unknown key by listing the ones it knows.
+//! The remediator reads every block (the exporter only the shared ones), so its loader is asked.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use anyhow::{ensure, Context, Result};
-use etcdmedic_cluster::Config;
+use etcdmedic_remediator::config::RemediatorConfig as Config;
 use etcdmedic_tests::generated::repository_root;
 
 const PROBE: &str = "zz_not_a_key";

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{anyhow, ensure, Context, Result};
 use etcd_client::{AlarmAction, AlarmOptions, AlarmType, Client, CompactionOptions, GetOptions};
-use etcdmedic_cluster::{ClusterConfig, Config};
+use etcdmedic_remediator::config::{ManagedCluster, RemediatorConfig as Config};
 use etcdmedic_remediator::report::{MemberAction, StepKind};
 use etcdmedic_remediator::{Event, Events, Outcome, Remediator, RunOptions, RunReport};
 use etcdmedic_tests::workload::{fill_to_nospace, fragment, Fragmentation};
@@ -39,7 +39,7 @@ pub(crate) fn config(
     cluster: &EtcdCluster,
     snapshots: &Path,
     overrides: &str,
-) -> Result<ClusterConfig> {
+) -> Result<ManagedCluster> {
     let mut yaml = format!(
         "remediation:\n  snapshot_dir: {}\n  settle_time: 0s\n  defrag_rule: \"{TEST_RULE}\"\nclusters:\n{}",
         snapshots.display(),
@@ -60,7 +60,7 @@ pub(crate) fn config(
 
 /// Runs the engine once and returns the report and every event it sent.
 pub(crate) async fn remediate(
-    config: ClusterConfig,
+    config: ManagedCluster,
     options: RunOptions,
 ) -> Result<(RunReport, Vec<Event>)> {
     let remediator = Remediator::new(config)?;

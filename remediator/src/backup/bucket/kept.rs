@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::SystemTime;
 
-use etcdmedic_cluster::config::BackupSettings;
+use crate::config::BackupSettings;
 use futures::StreamExt;
 use object_store::{ObjectStoreExt, PutPayload};
 use tokio_util::sync::CancellationToken;

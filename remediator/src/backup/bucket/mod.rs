@@ -10,7 +10,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use etcdmedic_cluster::config::{ClusterName, Destination};
+use crate::config::Destination;
+use etcdmedic_cluster::config::ClusterName;
 use futures::StreamExt;
 use object_store::path::Path as Key;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};

@@ -4,7 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use etcdmedic_cluster::config::{AzureTarget, ClusterName, GcsTarget, S3Target, Target};
+use crate::config::{AzureTarget, GcsTarget, S3Target, Target};
+use etcdmedic_cluster::config::ClusterName;
 use object_store::aws::AmazonS3Builder;
 use object_store::azure::MicrosoftAzureBuilder;
 use object_store::gcp::GoogleCloudStorageBuilder;

@@ -1,7 +1,7 @@
 //! The bucket against object_store's in-memory store.
 
 use super::*;
-use etcdmedic_cluster::config::BackupSettings;
+use crate::config::BackupSettings;
 
 /// A snapshot with etcd's trailer, as a file.
 fn snapshot_file(dir: &Path) -> (std::path::PathBuf, Manifest) {

@@ -3,8 +3,9 @@
 
 use std::path::Path;
 
-use etcdmedic_cluster::config::{BackupSettings, ClusterName, Destination, Target};
-use etcdmedic_cluster::RemediationSettings;
+use crate::config::RemediationSettings;
+use crate::config::{BackupSettings, Destination, Target};
+use etcdmedic_cluster::config::ClusterName;
 use tokio_util::sync::CancellationToken;
 
 use super::fake::{FakeEtcd, SnapshotBehavior};

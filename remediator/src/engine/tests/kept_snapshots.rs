@@ -3,9 +3,10 @@
 
 use std::path::Path;
 
-use etcdmedic_cluster::config::{BackupSettings, ClusterName, Destination, Target};
+use crate::config::RemediationSettings;
+use crate::config::{BackupSettings, Destination, Target};
+use etcdmedic_cluster::config::ClusterName;
 use etcdmedic_cluster::model::AlarmKind;
-use etcdmedic_cluster::RemediationSettings;
 use tokio_util::sync::CancellationToken;
 
 use super::fake::{Call, FakeEtcd};

@@ -107,7 +107,7 @@ const CASES: [Case; 26] = [
         Scenario::new(fragmented().with(|c| c.writes(100.0, Duration::from_secs(3600)))).settings(
             |s| {
                 s.max_write_rate = Some(10.0);
-                s.on_busy = etcdmedic_cluster::config::OnBusy::Defer;
+                s.on_busy = crate::config::OnBusy::Defer;
             },
         )
     }),

@@ -18,7 +18,7 @@ mod stops;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use etcdmedic_cluster::RemediationSettings;
+use crate::config::RemediationSettings;
 use tempfile::TempDir;
 use tokio::time::Instant;
 

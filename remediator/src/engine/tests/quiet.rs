@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use etcdmedic_cluster::config::OnBusy;
+use crate::config::OnBusy;
 use etcdmedic_cluster::model::AlarmKind;
 
 use super::fake::{Action, Call};

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use etcdmedic_cluster::config::{LeaderMoveFailure, LeaderPolicy};
+use crate::config::{LeaderMoveFailure, LeaderPolicy};
 use etcdmedic_cluster::model::AlarmKind;
 
 use super::fake::{Action, Call, FakeEtcd, MoveBehavior, MIB};

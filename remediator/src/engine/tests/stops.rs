@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
+use crate::config::RemediationSettings;
 use etcdmedic_cluster::model::AlarmKind;
-use etcdmedic_cluster::RemediationSettings;
 
 use super::fake::{Action, Call, Failing, FakeEtcd, SnapshotBehavior};
 use super::runs::fragmented;

@@ -6,7 +6,7 @@
 use std::sync::atomic::AtomicU64;
 use std::time::SystemTime;
 
-use etcdmedic_cluster::config::when::CronIn;
+use crate::config::when::CronIn;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;

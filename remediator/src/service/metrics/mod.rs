@@ -14,8 +14,8 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
 use super::backups::BackupRecord;
+use crate::config::when::CronIn;
 use crate::report::{MemberAction, Outcome, RunReport, StepKind};
-use etcdmedic_cluster::config::when::CronIn;
 
 mod backups;
 mod prometheus_text;

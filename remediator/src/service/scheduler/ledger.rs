@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::{Duration, SystemTime};
 
-use etcdmedic_cluster::config::when::{CronIn, Windows};
+use crate::config::when::{CronIn, Windows};
 
 use super::super::store::{
     in_transaction, interrupt_unfinished, InterruptedRun, NewRun, RunDetail, RunSource, StateStore,

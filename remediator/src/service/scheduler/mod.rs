@@ -31,7 +31,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use etcdmedic_cluster::ClusterConfig;
+use crate::config::ManagedCluster;
 use serde::Serialize;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -133,7 +133,7 @@ pub enum RequestError {
 
 /// A cluster the service remediates.
 struct Target {
-    config: ClusterConfig,
+    config: ManagedCluster,
     remediator: Arc<Remediator>,
 }
 
@@ -182,7 +182,7 @@ impl Scheduler {
     /// Opens the store on its owner thread, marks runs a dead process left running as
     /// interrupted, and restores the queue, the pause switch and the gauges.
     pub fn open(
-        clusters: &[ClusterConfig],
+        clusters: &[ManagedCluster],
         settings: &ServiceSettings,
         metrics: Arc<Metrics>,
         stop: CancellationToken,

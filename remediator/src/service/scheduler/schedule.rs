@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::SystemTime;
 
-use etcdmedic_cluster::config::when::CronIn;
+use crate::config::when::CronIn;
 
 use super::super::store::{in_transaction, NewRun, RunSource};
 use super::ledger::{cooldown_until, Ledger, Queued};

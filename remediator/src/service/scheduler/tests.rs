@@ -1,7 +1,7 @@
 use super::super::store::RunSource;
 use super::*;
+use crate::config::RemediatorConfig as Config;
 use crate::report::{Outcome, RunReport};
-use etcdmedic_cluster::Config;
 use serde_json::json;
 use std::time::SystemTime;
 

@@ -7,10 +7,11 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use etcdmedic_cluster::config::file::{GrafanaFile, RemediatorFile, SilencesFile, WebhookAuthFile};
+use crate::config::file::{GrafanaFile, RemediatorFile, SilencesFile, WebhookAuthFile};
+use crate::config::RemediatorConfig as Config;
 use etcdmedic_cluster::config::read_secret_file;
 use etcdmedic_cluster::tls::{self, ServerTls};
-use etcdmedic_cluster::{Config, ConfigProblems, Error, Secret};
+use etcdmedic_cluster::{ConfigProblems, Error, Secret};
 
 mod postgres;
 
@@ -49,7 +50,7 @@ pub const DEFAULT_URGENT_TRIGGERS: [&str; 3] = [
 ];
 
 /// The webhook service's settings, every key resolved and every secret read. (Each
-/// cluster's engine settings are [`etcdmedic_cluster::RemediationSettings`].)
+/// cluster's engine settings are [`crate::config::RemediationSettings`].)
 #[derive(Debug, Clone)]
 pub struct ServiceSettings {
     pub listen: SocketAddr,
@@ -120,7 +121,7 @@ impl ServiceSettings {
         match resolve(config.remediator_block(), config.base_dir(), &mut problems) {
             Some(settings) if problems.is_empty() => Ok(settings),
             _ => Err(Error::ConfigInvalid {
-                origin: config.origin.clone(),
+                origin: config.shared.origin.clone(),
                 problems,
             }),
         }

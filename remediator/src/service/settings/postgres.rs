@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use etcdmedic_cluster::config::file::PostgresFile;
+use crate::config::file::PostgresFile;
 use etcdmedic_cluster::{tls, ConfigProblems};
 use postgres::config::SslMode;
 

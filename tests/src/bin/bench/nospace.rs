@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 use etcd_client::DeleteOptions;
-use etcdmedic_cluster::Config;
+use etcdmedic_remediator::config::RemediatorConfig as Config;
 use etcdmedic_remediator::report::StepKind;
 use etcdmedic_remediator::{Events, Outcome as RunOutcome, Remediator, RunOptions};
 use etcdmedic_tests::workload::fill_to_nospace;

@@ -9,24 +9,24 @@ use serde::Serialize;
 use super::file::{LeaderMoveFailure, LeaderPolicy, OnBusy, RemediationFile};
 use super::when::{zone, CronIn, Window, Windows};
 use crate::defrag_rule::DefragRule;
-use crate::error::ConfigProblems;
-use crate::tls;
+use etcdmedic_cluster::tls;
+use etcdmedic_cluster::ConfigProblems;
 
-pub const DEFAULT_SNAPSHOT_DIR: &str = "/var/lib/etcdmedic/snapshots";
-pub const DEFAULT_SNAPSHOT_RETENTION: usize = 5;
-pub const DEFAULT_SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(10 * 60);
-pub const DEFAULT_DEFRAG_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+const DEFAULT_SNAPSHOT_DIR: &str = "/var/lib/etcdmedic/snapshots";
+const DEFAULT_SNAPSHOT_RETENTION: usize = 5;
+const DEFAULT_SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+const DEFAULT_DEFRAG_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 /// The quorum and catch-up checks already gate every member; a pause only lengthens the run
 /// (docs/benchmarks.md, "When and how etcdmedic acts").
-pub const DEFAULT_SETTLE_TIME: Duration = Duration::ZERO;
+const DEFAULT_SETTLE_TIME: Duration = Duration::ZERO;
 /// Well under etcd's 7 s request timeout and the shortest lease TTL worth assuming: a stall
 /// this short costs clients a slow request, never a failed one.
-pub const DEFAULT_LEADER_IN_PLACE_BELOW: Duration = Duration::from_secs(1);
-pub const DEFAULT_DISARM_NOSPACE_BELOW: f64 = 0.9;
-pub const DEFAULT_QUIET_WAIT: Duration = Duration::from_secs(5 * 60);
+const DEFAULT_LEADER_IN_PLACE_BELOW: Duration = Duration::from_secs(1);
+const DEFAULT_DISARM_NOSPACE_BELOW: f64 = 0.9;
+const DEFAULT_QUIET_WAIT: Duration = Duration::from_secs(5 * 60);
 /// etcd itself refuses to promote a learner further behind than this; a voting member this
 /// far behind is not one to hand work to either.
-pub const DEFAULT_MAX_APPLIED_LAG: u64 = 1000;
+const DEFAULT_MAX_APPLIED_LAG: u64 = 1000;
 
 /// How the remediator treats one cluster, every key resolved.
 #[derive(Debug, Clone, Serialize)]

@@ -8,8 +8,8 @@ use serde::Serialize;
 
 use super::{endpoint, is_bucket_name, prefix, required_name, secret, ClusterName};
 use crate::config::file::DestinationFile;
-use crate::error::ConfigProblems;
-use crate::secret::Secret;
+use etcdmedic_cluster::ConfigProblems;
+use etcdmedic_cluster::Secret;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct GcsTarget {

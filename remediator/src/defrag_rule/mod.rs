@@ -26,8 +26,8 @@ use std::fmt;
 
 use serde::{Serialize, Serializer};
 
-use crate::model::EndpointStatus;
-use crate::table::human_bytes;
+use etcdmedic_cluster::model::EndpointStatus;
+use etcdmedic_cluster::table::human_bytes;
 use parser::Expr;
 use value::Value;
 

@@ -11,11 +11,11 @@ use serde::Serialize;
 use super::destination::{self, Destination};
 use super::file::{BackupFile, Compression};
 use super::when::{zone, CronIn};
-use crate::error::ConfigProblems;
-use crate::tls;
+use etcdmedic_cluster::tls;
+use etcdmedic_cluster::ConfigProblems;
 
 /// Backups kept per destination when `retention.keep` is not set.
-pub const DEFAULT_KEEP: usize = 7;
+const DEFAULT_KEEP: usize = 7;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct BackupSettings {
@@ -220,8 +220,8 @@ fn setting<T>(
 
 #[cfg(test)]
 mod tests {
+    use crate::config::RemediatorConfig as Config;
     use crate::config::Target;
-    use crate::Config;
     use std::path::Path;
     use std::time::Duration;
 

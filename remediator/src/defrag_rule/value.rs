@@ -26,7 +26,7 @@ pub(super) const TWO_TO_63: f64 = 9_223_372_036_854_775_808.0;
 pub(super) type OpResult<T = Value> = Result<T, String>;
 
 impl Value {
-    pub fn type_name(&self) -> &'static str {
+    pub(super) fn type_name(&self) -> &'static str {
         match self {
             Value::Nil => "nil",
             Value::Bool(_) => "a boolean",
@@ -45,7 +45,7 @@ impl Value {
         }
     }
 
-    pub fn as_bool(&self, operator: &str) -> OpResult<bool> {
+    pub(super) fn as_bool(&self, operator: &str) -> OpResult<bool> {
         match self {
             Value::Bool(b) => Ok(*b),
             other => Err(format!(
@@ -56,7 +56,7 @@ impl Value {
     }
 
     /// A whole number, as goval's bit operators and indexes require.
-    pub fn as_integer(&self, operator: &str) -> OpResult<i64> {
+    pub(super) fn as_integer(&self, operator: &str) -> OpResult<i64> {
         match *self {
             Value::Int(i) => Ok(i),
             // Exactly the floats Go converts to int and back unchanged.

@@ -8,7 +8,7 @@
 use serde::Deserialize;
 
 use super::*;
-use crate::model::{MemberId, QuotaSource};
+use etcdmedic_cluster::model::{MemberId, QuotaSource};
 
 const MIB: u64 = 1024 * 1024;
 

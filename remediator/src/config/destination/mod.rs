@@ -8,11 +8,11 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::file::{DestinationFile, DestinationKind};
-use super::name::ClusterName;
-use super::read_secret_file;
-use crate::error::ConfigProblems;
-use crate::secret::Secret;
-use crate::tls;
+use etcdmedic_cluster::config::read_secret_file;
+use etcdmedic_cluster::config::ClusterName;
+use etcdmedic_cluster::tls;
+use etcdmedic_cluster::ConfigProblems;
+use etcdmedic_cluster::Secret;
 
 mod azure;
 mod gcs;

@@ -1,5 +1,5 @@
+use crate::config::RemediatorConfig as Config;
 use crate::config::Target;
-use crate::Config;
 use std::path::Path;
 
 fn config_with(destination: &str, base: &Path) -> Result<Config, String> {
