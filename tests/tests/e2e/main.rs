@@ -30,6 +30,10 @@
 //!   exporter and the remediator: alerts fire on real faults, every query returns data.
 //! - `deploy`: every deployment file through promtool, amtool, kustomize and
 //!   kubernetes-validate; every example config through `--config.check`.
+//! - `shipped`: every container of every kustomization, the image's entry point and the
+//!   systemd units started as they ship, with only what they mount, as their own user, in a
+//!   network namespace of their own: each keeps running, none can read a credential it does
+//!   not need.
 //! - `config_reference`: docs/configuration.md against the keys the config types accept.
 //! - `binary`: config errors refused at start-up, `--config.check`, graceful SIGTERM.
 //! - `demo`: `make demo`'s program starts, reports and cleans up, prints what the README shows,
@@ -78,6 +82,7 @@ mod security;
 mod service;
 mod service_hardening;
 mod sharding;
+mod shipped;
 mod silent_clusters;
 mod state_postgres;
 mod status_command;
