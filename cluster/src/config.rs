@@ -60,11 +60,7 @@ impl Config {
     /// Reads and validates the file at `path`. Relative paths inside it are resolved against
     /// the file's directory.
     pub fn load(path: &Path) -> Result<Config> {
-        let text = std::fs::read_to_string(path).map_err(|reason| Error::ConfigRead {
-            path: path.to_path_buf(),
-            reason,
-        })?;
-        Config::from_yaml(&text, path)
+        Config::from_yaml(&read(path)?, path)
     }
 
     /// Parses `text` as if read from `path`.
@@ -98,6 +94,14 @@ impl Config {
     pub fn cluster_names(&self) -> Vec<&str> {
         self.clusters.iter().map(|c| c.name.as_str()).collect()
     }
+}
+
+/// The text of the configuration file at `path`.
+pub fn read(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|reason| Error::ConfigRead {
+        path: path.to_path_buf(),
+        reason,
+    })
 }
 
 /// The directory relative paths in a file at `path` are resolved against.

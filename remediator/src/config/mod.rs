@@ -24,7 +24,7 @@ pub use remediation::RemediationSettings;
 use std::ops::Deref;
 use std::path::Path;
 
-use etcdmedic_cluster::config::{base_dir, parse};
+use etcdmedic_cluster::config::{base_dir, parse, read};
 use etcdmedic_cluster::{ClusterConfig, Config, ConfigProblems, Error, Result};
 use serde::Deserialize;
 
@@ -90,11 +90,7 @@ impl RemediatorConfig {
     /// Reads and validates the file at `path`. Relative paths inside it are resolved against
     /// the file's directory.
     pub fn load(path: &Path) -> Result<RemediatorConfig> {
-        let text = std::fs::read_to_string(path).map_err(|reason| Error::ConfigRead {
-            path: path.to_path_buf(),
-            reason,
-        })?;
-        RemediatorConfig::from_yaml(&text, path)
+        RemediatorConfig::from_yaml(&read(path)?, path)
     }
 
     /// Parses `text` as if read from `path`. Every problem of the file is reported at once,
