@@ -47,22 +47,25 @@ async fn shell(dir: &Path, command: &str, env: &[(&str, &str)]) -> Result<(Strin
 #[tokio::test]
 async fn the_readmes_configuration_errors_are_printed_word_for_word() -> Result<()> {
     let dir = tempfile::tempdir()?;
+    // Each file with the binary whose part of the configuration it gets wrong.
     let files = [
         (
+            "etcdmedic-exporter",
             "bad.yaml",
             "clusters:\n  - name: a\n    endpoints: [https://10.0.0.1:2379]\n    \
              tls: {ca_file: /x/ca.pem}\n  - name: a\n    endpoints: ['10.0.0.1:2379']\n",
         ),
         (
+            "etcdmedic-remediator",
             "typo.yaml",
             "remediation:\n  setle_time: 1s\nremediator:\n  cooldwn: 1h\n\
              clusters:\n  - name: a\n    endpoints: [https://10.0.0.1:2379]\n",
         ),
     ];
     let readme = readme()?;
-    for (name, yaml) in files {
+    for (binary, name, yaml) in files {
         std::fs::write(dir.path().join(name), yaml)?;
-        let first = format!("$ etcdmedic-exporter serve --config {name}");
+        let first = format!("$ {binary} serve --config {name}");
         for step in session(block(&readme, &first)?) {
             let (printed, _) = shell(dir.path(), &step.command, &[]).await?;
             ensure!(
@@ -73,7 +76,7 @@ async fn the_readmes_configuration_errors_are_printed_word_for_word() -> Result<
         }
     }
 
-    // The defrag rule's errors, as `--config.check` reports them.
+    // The defrag rule's errors, as the remediator's `--config.check` reports them.
     for (yaml, shown_prefix) in [
         (
             "clusters:\n  - name: a\n    endpoints: [https://10.0.0.1:2379]\n    \
@@ -91,10 +94,11 @@ async fn the_readmes_configuration_errors_are_printed_word_for_word() -> Result<
             .lines()
             .find(|l| l.starts_with(shown_prefix))
             .with_context(|| format!("no README line starting {shown_prefix}"))?;
-        let command = "etcdmedic-exporter serve --config etcdmedic.yaml --config.check";
+        // The rule is the remediator's: the exporter skips its block.
+        let command = "etcdmedic-remediator serve --config etcdmedic.yaml --config.check";
         let (printed, ok) = shell(dir.path(), command, &[]).await?;
         ensure!(
-            !ok && printed.trim_end() == format!("etcdmedic-exporter: {shown}"),
+            !ok && printed.trim_end() == format!("etcdmedic-remediator: {shown}"),
             "the README shows {shown:?}, printed:\n{printed}"
         );
     }
