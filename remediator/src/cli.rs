@@ -13,10 +13,15 @@ Exit status:
   0  `backup`: the backup passed its restore drill and is verified in every destination asked for
   1  `backup`: the lock is held, no member answered, the snapshot or its drill failed, or a destination missed it
   0  `drill`: the backup restored and its HashKV matched
+  0  `defrag --member`: as `run` (the member defragmented, or skipped)
+  0  `alarm list`: the alarms were read (whether or not there are any)
+  0  `alarm disarm`: no alarm is left raised
+  1  `alarm disarm`: an alarm stays (NOSPACE while a member is past the threshold, or CORRUPT, which is never disarmed)
+  0  `forfeit-leadership`: the member does not lead (any more); 1: leadership did not move
   1  `drill`: it did not (the reason is printed and kept in the backup's manifest), or the lock is held
   1  `run`: refused, failed, partial or interrupted (the reason is printed; a refused run changed nothing)
   1  `serve`: the listener or the state store failed
-  2  bad usage, invalid configuration, unknown cluster, or a state file that is not etcdmedic's (nothing was contacted)";
+  2  bad usage, invalid configuration, unknown cluster or member, or a state file that is not etcdmedic's (nothing was changed)";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -37,7 +42,7 @@ impl Cli {
     pub fn default_log_level(&self) -> &'static str {
         match self.command {
             Command::Serve(_) => "info",
-            Command::Run(_) | Command::Backup(_) | Command::Drill(_) => "warn",
+            _ => "warn",
         }
     }
 }
@@ -56,6 +61,62 @@ pub enum Command {
     /// its HashKV with the cluster's at the backup's revision; the result goes into its
     /// manifest.
     Drill(DrillArgs),
+    /// Defragment one member now, whatever the rule says, with `run`'s health gate, verified
+    /// snapshot and waits (a leader hands leadership over first, as in `run`).
+    Defrag(DefragArgs),
+    /// The cluster's alarms, one line per alarm (`list`), or NOSPACE disarmed once every
+    /// member is below its quota again (`disarm`; CORRUPT never is).
+    Alarm(AlarmArgs),
+    /// Hand leadership from a member to the most caught-up voting follower, and wait until
+    /// every member follows it.
+    ForfeitLeadership(ForfeitArgs),
+}
+
+/// Which cluster of which configuration file.
+#[derive(Debug, Args)]
+pub struct ClusterArgs {
+    /// The configuration file.
+    #[arg(long, env = "ETCDMEDIC_CONFIG")]
+    pub config: PathBuf,
+    /// Name of the cluster, as in the config.
+    #[arg(long)]
+    pub cluster: String,
+    /// Output: one line per member or alarm, or JSON.
+    #[arg(short = 'o', long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct DefragArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// The member to defragment: its name, client URL or ID.
+    #[arg(long)]
+    pub member: String,
+}
+
+#[derive(Debug, Args)]
+pub struct AlarmArgs {
+    #[command(subcommand)]
+    pub action: AlarmAction,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AlarmAction {
+    /// Every alarm the cluster has raised, one line each.
+    List(ClusterArgs),
+    /// Disarm NOSPACE once every member is below `disarm_nospace_below` of its quota, then
+    /// check that a write is accepted again. CORRUPT is never disarmed.
+    Disarm(ClusterArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ForfeitArgs {
+    #[command(flatten)]
+    pub target: ClusterArgs,
+    /// The member to take leadership from: its name, client URL or ID.
+    #[arg(long)]
+    pub member: String,
 }
 
 #[derive(Debug, Args)]

@@ -16,7 +16,8 @@
 //! - [`forecast`]: learned rates, predicted step durations, and `leader: auto`'s choice.
 //! - [`events`]: what a run reports while it happens.
 //! - [`report`]: the record of a run (JSON).
-//! - [`output`]: the `run` command's text output.
+//! - [`output`]: the `run` command's text output; [`verbs`]: the one-off verbs' (`alarm`,
+//!   `forfeit-leadership`).
 //! - [`service`]: `serve`, the Alertmanager webhook receiver, its queue, state and API.
 
 #![warn(unreachable_pub)]
@@ -35,6 +36,7 @@ pub mod plan;
 pub mod report;
 pub mod service;
 mod snapshot;
+pub mod verbs;
 
 pub use backup::bucket::{PARTS_IN_FLIGHT, PART_SIZE};
 pub use backup::drill::DrillRecord;
@@ -44,6 +46,7 @@ pub use engine::drill::DrillReport;
 pub use engine::error::{MoveFailure, Refusal, Stop, KINDS as ERROR_KINDS};
 pub use engine::etcd::{CallError, Chunk, ChunkStream, HashKv};
 pub use engine::guard::{Guard, RunGuard};
+pub use engine::operator::{AlarmLine, Disarmed, Forfeited, VerbError};
 pub use engine::{Etcd, Live, Remediator, RunError, RunOptions};
 pub use events::{Event, Events};
 pub use report::{Outcome, RunReport};

@@ -5,13 +5,14 @@ use clap::Parser;
 use etcdmedic_cluster::binary::{self, CommandResult, BAD_INPUT, FAILED};
 use etcdmedic_cluster::shutdown;
 use etcdmedic_remediator::cli::{
-    BackupArgs, Cli, Command, DrillArgs, OutputFormat, RunArgs, ServeArgs,
+    AlarmAction, BackupArgs, Cli, ClusterArgs, Command, DrillArgs, ForfeitArgs, OutputFormat,
+    RunArgs, ServeArgs,
 };
 use etcdmedic_remediator::config::{ManagedCluster, RemediatorConfig};
 use etcdmedic_remediator::output::{summary, TextProgress};
 use etcdmedic_remediator::service::settings::ServiceSettings;
-use etcdmedic_remediator::BackupError;
 use etcdmedic_remediator::{places, Events, Remediator, RunOptions};
+use etcdmedic_remediator::{verbs, BackupError, VerbError};
 use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
@@ -22,7 +23,10 @@ fn main() -> ExitCode {
     let default_level = cli.default_log_level();
     binary::run("etcdmedic-remediator", &cli.log, default_level, async {
         match cli.command {
-            Command::Run(args) => run(args).await,
+            Command::Run(args) => run(args, None).await,
+            Command::Defrag(args) => run(args.run, Some(args.member)).await,
+            Command::Alarm(args) => alarm(args.action).await,
+            Command::ForfeitLeadership(args) => forfeit_leadership(args).await,
             Command::Serve(args) => serve(args).await,
             Command::Backup(args) => backup(args).await,
             Command::Drill(args) => drill(args).await,
@@ -100,9 +104,16 @@ async fn serve(args: ServeArgs) -> CommandResult<anyhow::Error> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn run(args: RunArgs) -> CommandResult<anyhow::Error> {
+/// `run`, or with `only` the member `defrag --member` names.
+async fn run(args: RunArgs, only: Option<String>) -> CommandResult<anyhow::Error> {
     let cluster = configured_cluster(&args.config, &args.cluster)?;
     let remediator = Remediator::new(cluster).map_err(|err| (BAD_INPUT, err.into()))?;
+    if let Some(member) = &only {
+        remediator
+            .member_named(member)
+            .await
+            .map_err(verb_failure)?;
+    }
 
     // Ctrl-C or SIGTERM: the member under way finishes, no other starts.
     let stop = stop_on_signal();
@@ -126,6 +137,7 @@ async fn run(args: RunArgs) -> CommandResult<anyhow::Error> {
         finish_by: None,
         // One process, no replicas: nobody else can take the run over.
         guard: None,
+        only,
     };
     let report = remediator.run(&options, &events, &stop).await;
     drop(events);
@@ -191,6 +203,65 @@ fn configured_cluster(
         ));
     }
     Ok(cluster.clone())
+}
+
+/// Exit 2 for a member the cluster does not have, 1 for the rest.
+fn verb_failure(err: VerbError) -> (u8, anyhow::Error) {
+    match err {
+        VerbError::UnknownMember { .. } => (BAD_INPUT, err.into()),
+        err => (FAILED, err.into()),
+    }
+}
+
+/// The remediator of the cluster `args` names.
+fn remediator_for(args: &ClusterArgs) -> Result<Remediator, (u8, anyhow::Error)> {
+    let cluster = configured_cluster(&args.config, &args.cluster)?;
+    Remediator::new(cluster).map_err(|err| (BAD_INPUT, err.into()))
+}
+
+async fn alarm(action: AlarmAction) -> CommandResult<anyhow::Error> {
+    match action {
+        AlarmAction::List(args) => {
+            let alarms = remediator_for(&args)?
+                .alarms()
+                .await
+                .map_err(|err| (FAILED, err.into()))?;
+            match args.output {
+                OutputFormat::Text => println!("{}", verbs::alarm_list(&alarms)),
+                OutputFormat::Json => print_json(&alarms)?,
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        AlarmAction::Disarm(args) => {
+            let (events, _) = Events::channel();
+            let disarmed = remediator_for(&args)?
+                .disarm_alarms(&events, &stop_on_signal())
+                .await
+                .map_err(|err| (FAILED, err.into()))?;
+            match args.output {
+                OutputFormat::Text => println!("{}", verbs::alarm_disarm(&disarmed)),
+                OutputFormat::Json => print_json(&disarmed)?,
+            }
+            Ok(if disarmed.remaining.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(FAILED)
+            })
+        }
+    }
+}
+
+async fn forfeit_leadership(args: ForfeitArgs) -> CommandResult<anyhow::Error> {
+    let (events, _) = Events::channel();
+    let forfeited = remediator_for(&args.target)?
+        .forfeit_leadership(&args.member, &events, &stop_on_signal())
+        .await
+        .map_err(verb_failure)?;
+    match args.target.output {
+        OutputFormat::Text => println!("{}", verbs::forfeited(&forfeited)),
+        OutputFormat::Json => print_json(&forfeited)?,
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Exit 2 for what is wrong before anything is contacted, 1 for the rest.

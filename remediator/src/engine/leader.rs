@@ -112,7 +112,7 @@ impl<E: Etcd> Run<'_, E> {
 
     /// Hands leadership from `leader` to the healthiest follower and waits until every
     /// member follows it.
-    async fn move_leader(&mut self, leader: &MemberRef) -> Result<(), MoveFailure> {
+    pub(super) async fn move_leader(&mut self, leader: &MemberRef) -> Result<(), MoveFailure> {
         let step = self.begin(StepKind::MoveLeader, Some(leader.clone()));
         let started = Instant::now();
         let result = self.hand_over(leader).await;

@@ -11,6 +11,7 @@
 //! - `etcd`: every call to etcd, behind a trait; `live`: that trait over etcd-client.
 //! - `preflight`, `quiet`, `take_snapshot`, `defragment`, `leader`, `nospace`, `verify`: the
 //!   steps.
+//! - `operator`: an operator's one-off verbs (alarms, forfeit-leadership) from the same steps.
 //! - `decide`: the steps' decisions as plain functions (quorum, leader target, disarm, hashes).
 //! - `step`: recording every step; `wait`: every wait, with its deadline and stop policy;
 //!   `error`: why a run ended early, typed, and the outcome that follows.
@@ -27,6 +28,7 @@ mod land;
 mod leader;
 mod live;
 mod nospace;
+pub(crate) mod operator;
 mod preflight;
 mod quiet;
 mod step;
@@ -46,7 +48,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::events::Events;
 use crate::forecast::History;
-use crate::plan::Plan;
+use crate::plan::{Plan, Selection};
 use crate::report::{MemberReport, Outcome, RunReport};
 pub use error::RunError;
 pub use etcd::Etcd;
@@ -68,6 +70,8 @@ pub struct RunOptions {
     pub finish_by: Option<SystemTime>,
     /// Asked before each change whether the run may still make it (the service's replicas).
     pub guard: Option<guard::Guard>,
+    /// Defragment this one member (name, endpoint or ID) instead of those the rule selects.
+    pub only: Option<String>,
 }
 
 /// Remediates one cluster through `E` (etcd itself in production).
@@ -236,7 +240,11 @@ impl<E: Etcd> Run<'_, E> {
     /// The runbook, top to bottom.
     async fn execute(&mut self, options: &RunOptions) -> Result<Ended, RunError> {
         // 1. Preflight (a fresh Status of every member, never an alert) and the plan.
-        let plan = self.preflight(options.force).await?;
+        let selection = match &options.only {
+            Some(member) => Selection::Member(member),
+            None => Selection::Rule,
+        };
+        let plan = self.preflight(options.force, selection).await?;
         if plan.is_empty() {
             return Ok(Ended::Skipped(skipped_because(&plan)));
         }
@@ -262,8 +270,11 @@ impl<E: Etcd> Run<'_, E> {
         let deferred = self.defragment_followers(&plan).await?;
         // 5. The leader, after handing leadership to a defragmented follower.
         self.defragment_leaders(&plan, deferred).await?;
-        // 6. NOSPACE disarmed once every member is below the threshold.
-        self.disarm_nospace().await?;
+        // 6. NOSPACE disarmed once every member is below the threshold; a run for one
+        //    member (`defrag --member`) leaves the alarms to `alarm disarm`.
+        if options.only.is_none() {
+            self.disarm_nospace().await?;
+        }
         // 7. Every member holds the same keyspace.
         self.verify().await?;
         Ok(Ended::Succeeded)

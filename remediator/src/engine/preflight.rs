@@ -10,11 +10,15 @@ use super::wait::{Bounds, OnStop, WaitError, Waiter};
 use super::Run;
 use crate::events::Event;
 use crate::forecast::{forecast, Rates};
-use crate::plan::{self, Plan, PlannedMember};
+use crate::plan::{self, Plan, PlannedMember, Selection};
 use crate::report::{MemberAction, MemberReport, StepKind};
 
 impl<E: Etcd> Run<'_, E> {
-    pub(super) async fn preflight(&mut self, force: bool) -> Result<Plan, RunError> {
+    pub(super) async fn preflight(
+        &mut self,
+        force: bool,
+        selection: Selection<'_>,
+    ) -> Result<Plan, RunError> {
         let step = self.begin(StepKind::Preflight, None);
         let result = async {
             self.members_serve_reads(false).await?;
@@ -27,7 +31,7 @@ impl<E: Etcd> Run<'_, E> {
                 ));
             }
             let healthy = plan::preflight(&status, self.settings, force)?;
-            let mut plan = plan::make_plan(&status, &healthy, self.settings);
+            let mut plan = plan::make_plan(&status, &healthy, self.settings, selection);
             let forecast = forecast(
                 &plan,
                 Rates::learned(&[], &self.history),

@@ -6,7 +6,7 @@ use etcdmedic_cluster::MemberId;
 
 use super::*;
 use crate::plan::tests::{cluster, member};
-use crate::plan::{make_plan, preflight};
+use crate::plan::{make_plan, preflight, Selection};
 use crate::report::{LeaderMove, MemberReport, Outcome, SnapshotReport};
 
 const MIB: u64 = 1024 * 1024;
@@ -117,7 +117,7 @@ fn three_member_plan(leader: LeaderPolicy) -> Plan {
         ..RemediationSettings::default()
     };
     let healthy = preflight(&status, &settings, false).unwrap();
-    make_plan(&status, &healthy, &settings)
+    make_plan(&status, &healthy, &settings, Selection::Rule)
 }
 
 fn rates(defrag_mib: u64) -> Rates {

@@ -70,6 +70,24 @@ impl Plan {
     }
 }
 
+/// Which members a run may defragment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Selection<'a> {
+    /// Those the defragmentation rule selects.
+    #[default]
+    Rule,
+    /// The one member named (by name, endpoint or ID), whatever the rule says: an operator's
+    /// `defrag --member`.
+    Member(&'a str),
+}
+
+/// Whether `member` is the one `name` names: its name, its endpoint or its ID.
+pub fn names(member: &MemberStatus, name: &str) -> bool {
+    member.display_name() == name
+        || member.endpoint == name
+        || member.id.is_some_and(|id| id.to_string() == name)
+}
+
 /// A voting member that answered Status, with its answer.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Answered<'a> {
@@ -186,6 +204,7 @@ pub(crate) fn make_plan(
     status: &ClusterStatus,
     healthy: &Healthy<'_>,
     settings: &RemediationSettings,
+    selection: Selection<'_>,
 ) -> Plan {
     let nospace = status.has_alarm(AlarmKind::NoSpace);
     let leader_id = healthy.leader.status.member_id;
@@ -196,14 +215,23 @@ pub(crate) fn make_plan(
     let voting: Vec<&EndpointStatus> = healthy.voting.iter().map(|m| m.status).collect();
     for answered in &healthy.voting {
         let figures = answered.status;
-        let (verdict, judged_in_use) = match in_use::judged(figures, &voting) {
-            Some((judged, note)) => {
+        let (verdict, judged_in_use) = match (selection, in_use::judged(figures, &voting)) {
+            (Selection::Member(name), _) => {
+                let matches = names(answered.member, name);
+                let reason = if matches {
+                    "asked for by name (--member)".to_string()
+                } else {
+                    format!("not the member asked for (--member {name})")
+                };
+                (Verdict { matches, reason }, None)
+            }
+            (Selection::Rule, Some((judged, note))) => {
                 let verdict = settings.defrag_rule.verdict(&judged, nospace);
                 let reason = format!("{note}: {}", verdict.reason);
                 let judged_in_use = Some(judged.db_size_in_use_bytes);
                 (Verdict { reason, ..verdict }, judged_in_use)
             }
-            None => (settings.defrag_rule.verdict(figures, nospace), None),
+            (Selection::Rule, None) => (settings.defrag_rule.verdict(figures, nospace), None),
         };
         let planned = PlannedMember {
             member: member_ref(answered.member),
@@ -259,7 +287,10 @@ pub(crate) fn make_plan(
         snapshot_dir: settings.snapshot_dir.clone(),
         compact_first: settings.compact_first,
         nospace,
-        rule: settings.defrag_rule.to_string(),
+        rule: match selection {
+            Selection::Rule => settings.defrag_rule.to_string(),
+            Selection::Member(name) => format!("--member {name}"),
+        },
         forecast: None,
     }
 }

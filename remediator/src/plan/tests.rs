@@ -63,7 +63,7 @@ fn fragmented_three() -> ClusterStatus {
 
 fn plan_of(status: &ClusterStatus, settings: &RemediationSettings) -> Result<Plan, String> {
     let healthy = preflight(status, settings, false).map_err(|err| err.to_string())?;
-    Ok(make_plan(status, &healthy, settings))
+    Ok(make_plan(status, &healthy, settings, Selection::Rule))
 }
 
 #[test]
@@ -179,7 +179,9 @@ fn preflight_refuses_with_the_reason() {
     assert!(refusal(single.clone()).contains("1 voting member:"));
     let healthy = preflight(&single, &settings, true).expect("--force accepts one member");
     assert_eq!(
-        make_plan(&single, &healthy, &settings).snapshot_from.name,
+        make_plan(&single, &healthy, &settings, Selection::Rule)
+            .snapshot_from
+            .name,
         "m1"
     );
 

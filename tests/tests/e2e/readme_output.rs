@@ -175,6 +175,25 @@ impl Demo {
         Ok(())
     }
 
+    /// The names of the member that leads the demo's cluster now and of one that follows.
+    async fn leader_and_follower(&self) -> Result<(String, String)> {
+        let status: serde_json::Value = serde_json::from_str(
+            &self
+                .run("etcdmedic-exporter status --config demo.yaml -o json")
+                .await?,
+        )?;
+        let members = status[0]["members"].as_array().context("no members")?;
+        let name = |leads: bool| {
+            members
+                .iter()
+                .find(|m| (m["status"]["ok"]["leader"] == m["id"]) == leads)
+                .and_then(|m| m["name"].as_str())
+                .map(str::to_string)
+                .with_context(|| format!("no member with leads={leads} in {status}"))
+        };
+        Ok((name(true)?, name(false)?))
+    }
+
     /// The process of the member that leads the demo's cluster now.
     async fn leader_pid(&self) -> Result<i32> {
         let status: serde_json::Value = serde_json::from_str(
@@ -288,6 +307,38 @@ async fn the_readmes_commands_print_what_it_shows_against_the_demo() -> Result<(
         block(&readme, "[   0.00s] preflight ...")?,
         &printed,
     )?;
+
+    // The one-off verbs: the README defragments a follower and takes leadership from the
+    // leader, so each is asked of a member that has that role now.
+    let verbs = session(block(&readme, "$ etcdmedic-remediator alarm list ")?);
+    ensure!(
+        verbs.len() == 3,
+        "alarm list, defrag --dry-run, forfeit-leadership"
+    );
+    let (leader, follower) = demo.leader_and_follower().await?;
+    let verbs: Vec<Step> = verbs
+        .into_iter()
+        .map(|step| {
+            let member = if step.command.contains("forfeit-leadership") {
+                &leader
+            } else {
+                &follower
+            };
+            match step.command.split_once(" --member ") {
+                Some((before, after)) => {
+                    let rest = after.split_once(' ').map_or("", |(_, rest)| rest);
+                    Step {
+                        command: format!("{before} --member {member} {rest}")
+                            .trim_end()
+                            .to_string(),
+                        shown: step.shown,
+                    }
+                }
+                None => step,
+            }
+        })
+        .collect();
+    demo.ensure_session_prints_what_it_shows(&verbs).await?;
 
     let backups = session(block(&readme, "$ etcdmedic-remediator backup ")?);
     ensure!(backups.len() == 3, "backup, drill and the manifest");

@@ -68,9 +68,13 @@ async fn the_status_table_shows_one_row_per_member(version: EtcdVersion) -> Resu
         .collect();
     let mut leaders = Vec::new();
     for (index, line) in lines[1..].iter().enumerate() {
-        // A healthy member leaves STORAGE (3.6+) and ERRORS empty.
+        // A healthy member leaves ERRORS empty, and STORAGE before 3.6.
         let row = cells(line);
-        ensure!(row.len() == 11, "row {index}: {row:?}");
+        let storage = version.storage_version();
+        ensure!(
+            row.len() == 11 + usize::from(!storage.is_empty()),
+            "row {index}: {row:?}"
+        );
         ensure!(
             row[0] == cluster.endpoint(index),
             "row {index} endpoint: {row:?}"
@@ -98,6 +102,9 @@ async fn the_status_table_shows_one_row_per_member(version: EtcdVersion) -> Resu
         leaders.push(row[5].clone());
         ensure!(row[9] == "false", "learner: {row:?}");
         ensure!(row[10].starts_with(version.prefix()), "protocol: {row:?}");
+        if !storage.is_empty() {
+            ensure!(row[11] == storage, "storage: {row:?}");
+        }
     }
     ensure!(
         leaders.iter().all(|l| *l == leaders[0]) && ids.iter().any(|(_, id)| *id == leaders[0]),
@@ -140,7 +147,12 @@ async fn the_status_json_matches_etcdctl(version: EtcdVersion) -> Result<()> {
             ensure!(status["raft_term"] == entry.status.raft_term);
             ensure!(status["leader"] == format!("{:016x}", entry.status.leader));
             // etcd < 3.6 reports its quota only on /metrics; these run with the default.
-            ensure!(status["quota_source"] == "metrics", "{member}");
+            ensure!(status["quota_source"] == version.quota_source(), "{member}");
+            let storage = version.storage_version();
+            ensure!(
+                status["storage_version"].as_str().unwrap_or_default() == storage,
+                "{member}"
+            );
             ensure!(status["quota_bytes"] == 2_147_483_648u64, "{member}");
             // 16 hex digits, like member IDs: a JSON number would lose precision.
             let cluster_id = format!("{:016x}", entry.status.header.cluster_id);

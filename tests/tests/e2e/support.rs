@@ -11,8 +11,8 @@ use serde::Deserialize;
 /// Generous bound for conditions that settle within a second or two.
 pub const SETTLE: Duration = Duration::from_secs(20);
 
-/// Runs an async check once per etcd version, as `<check>::on_etcd_3_4` and
-/// `<check>::on_etcd_3_5`.
+/// Runs an async check once per etcd version users run, as `<check>::on_etcd_3_4` ...
+/// `<check>::on_etcd_3_7`.
 #[macro_export]
 macro_rules! on_each_etcd_version {
     ($($check:ident),* $(,)?) => {
@@ -26,6 +26,16 @@ macro_rules! on_each_etcd_version {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn on_etcd_3_5() -> anyhow::Result<()> {
                     super::$check(etcdmedic_tests::EtcdVersion::V3_5).await
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn on_etcd_3_6() -> anyhow::Result<()> {
+                    super::$check(etcdmedic_tests::EtcdVersion::V3_6).await
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn on_etcd_3_7() -> anyhow::Result<()> {
+                    super::$check(etcdmedic_tests::EtcdVersion::V3_7).await
                 }
             }
         )*

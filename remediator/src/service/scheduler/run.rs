@@ -199,6 +199,7 @@ impl Scheduler {
                     run: queued.id,
                 }))
             }),
+            only: None,
         };
         remediator.run(&options, events, &self.stop).await
     }

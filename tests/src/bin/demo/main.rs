@@ -55,7 +55,7 @@ const DEMO_FRAGMENTATION: Fragmentation = Fragmentation {
 )]
 struct Cli {
     /// etcd release to run.
-    #[arg(long, default_value = "3.5", value_parser = ["3.4", "3.5"])]
+    #[arg(long, default_value = "3.5", value_parser = ["3.4", "3.5", "3.6", "3.7"])]
     etcd: String,
     /// Start, check that /metrics answers, print everything, then stop (for tests).
     #[arg(long)]
@@ -98,11 +98,10 @@ async fn main() -> ExitCode {
 }
 
 async fn run_demo(cli: &Cli) -> Result<()> {
-    let version = if cli.etcd == "3.4" {
-        EtcdVersion::V3_4
-    } else {
-        EtcdVersion::V3_5
-    };
+    let version = EtcdVersion::ALL
+        .into_iter()
+        .find(|version| version.to_string() == cli.etcd)
+        .unwrap_or(EtcdVersion::V3_5);
     println!("Starting a 3-member etcd {version} cluster on 127.0.0.1 ...");
     let cluster = EtcdCluster::builder(version)
         .members(3)
