@@ -15,7 +15,7 @@ use crate::error::Result;
 use crate::hedge::first_success;
 use crate::member_client::{ListedMember, MemberClient, MemberListing};
 use crate::model::{
-    Alarm, ClusterStatus, EndpointStatus, MemberId, MemberStatus, Membership, ProbeError,
+    Alarm, ClusterStatus, Downgrade, EndpointStatus, MemberId, MemberStatus, Membership, ProbeError,
 };
 use crate::quota::{Quota, QuotaCache};
 use crate::transport::Transport;
@@ -571,6 +571,13 @@ fn endpoint_status(response: &StatusResponse, quota: Quota) -> EndpointStatus {
         revision: header.map_or(0, |h| h.revision()),
         version: response.version().to_string(),
         storage_version: Some(response.storage_version().to_string()).filter(|v| !v.is_empty()),
+        // Before 3.6 the field does not exist; from 3.6 a member always sends it.
+        downgrade: response.downgrade_info().and_then(|info| {
+            (!response.storage_version().is_empty()).then(|| Downgrade {
+                enabled: info.enabled(),
+                target_version: info.target_version().to_string(),
+            })
+        }),
         db_size_bytes: u64::try_from(response.db_size()).unwrap_or(0),
         db_size_in_use_bytes: u64::try_from(response.raft_used_db_size()).unwrap_or(0),
         quota_bytes: quota.bytes,

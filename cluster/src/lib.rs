@@ -40,7 +40,7 @@ pub use config::{ClusterConfig, Config, Credentials};
 pub use error::{ConfigProblem, ConfigProblems, Error, Result};
 pub use member_client::MemberClient;
 pub use model::{
-    Alarm, AlarmKind, ClusterStatus, EndpointStatus, MemberId, MemberStatus, Membership,
+    Alarm, AlarmKind, ClusterStatus, Downgrade, EndpointStatus, MemberId, MemberStatus, Membership,
     ProbeError, QuotaSource,
 };
 pub use secret::Secret;

@@ -160,6 +160,9 @@ pub struct EndpointStatus {
     pub version: String,
     /// Reported by etcd 3.6 and later.
     pub storage_version: Option<String>,
+    /// Whether a downgrade is enabled, and to which version: reported by etcd 3.6 and later.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub downgrade: Option<Downgrade>,
     pub db_size_bytes: u64,
     pub db_size_in_use_bytes: u64,
     pub quota_bytes: u64,
@@ -172,6 +175,14 @@ pub struct EndpointStatus {
     pub is_learner: bool,
     /// etcd's own error strings (alarms as it describes them).
     pub errors: Vec<String>,
+}
+
+/// A cluster's downgrade state as a member reports it in Status (etcd 3.6+).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Downgrade {
+    pub enabled: bool,
+    /// The version the cluster is being downgraded to (`3.5.0`); empty when not enabled.
+    pub target_version: String,
 }
 
 impl EndpointStatus {
@@ -337,6 +348,7 @@ mod tests {
                 revision: 1,
                 version: "3.5.1".into(),
                 storage_version: None,
+                downgrade: None,
                 db_size_bytes: 100,
                 db_size_in_use_bytes: 25,
                 quota_bytes: 1000,

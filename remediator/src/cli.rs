@@ -18,6 +18,9 @@ Exit status:
   0  `alarm disarm`: no alarm is left raised
   1  `alarm disarm`: an alarm stays (NOSPACE while a member is past the threshold, or CORRUPT, which is never disarmed)
   0  `forfeit-leadership`: the member does not lead (any more); 1: leadership did not move
+  0  `downgrade validate|enable|cancel`: etcd accepted it; 1: refused (unhealthy, a member
+     before 3.6, the backup failed, or etcd said no), nothing changed
+  0  `downgrade status`: nothing left to do; 1: a step remains (it is printed)
   1  `drill`: it did not (the reason is printed and kept in the backup's manifest), or the lock is held
   1  `run`: refused, failed, partial or interrupted (the reason is printed; a refused run changed nothing)
   1  `serve`: the listener or the state store failed
@@ -70,6 +73,33 @@ pub enum Command {
     /// Hand leadership from a member to the most caught-up voting follower, and wait until
     /// every member follows it.
     ForfeitLeadership(ForfeitArgs),
+    /// The seed's 3.6 -> 3.5 downgrade: etcd's Downgrade call (`validate`, `enable` after a
+    /// health check and a verified backup, `cancel`), and `status`: where it stands and what
+    /// to do next.
+    #[command(subcommand)]
+    Downgrade(DowngradeAction),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DowngradeAction {
+    /// Ask etcd whether the cluster can be downgraded to VERSION (one minor at a time).
+    Validate(DowngradeTo),
+    /// Check health, take a verified backup, then enable the downgrade to VERSION: the
+    /// cluster speaks VERSION's protocol and migrates its storage version to it.
+    Enable(DowngradeTo),
+    /// Cancel an enabled downgrade (before a member runs the older binary).
+    Cancel(ClusterArgs),
+    /// Each member's version, storage version and downgrade state, and the next step. Exit 0
+    /// only when nothing is left to do.
+    Status(ClusterArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DowngradeTo {
+    #[command(flatten)]
+    pub target: ClusterArgs,
+    /// The version to downgrade to: MAJOR.MINOR, such as 3.5.
+    pub version: String,
 }
 
 /// Which cluster of which configuration file.

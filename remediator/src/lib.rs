@@ -6,6 +6,8 @@
 //! - [`config`]: the configuration file as the remediator reads it: the shared clusters plus
 //!   its own blocks (`remediation`, `backup` and their destinations, `remediator`).
 //! - [`defrag_rule`]: which members need defragmenting, from their live Status.
+//! - [`downgrade`]: the seed's 3.6 -> 3.5 downgrade: etcd's Downgrade call after a health
+//!   check and a backup, and where a downgrade stands with the next step.
 //! - [`plan`]: preflight and the plan (which members, in which order, why), from live status.
 //! - `engine`: the run itself, step by step, behind the [`Etcd`] seam: compaction, snapshot,
 //!   defragmentation, leader move, disarm, verification.
@@ -26,6 +28,7 @@ mod backup;
 pub mod cli;
 pub mod config;
 pub mod defrag_rule;
+pub mod downgrade;
 mod engine;
 pub mod events;
 pub mod forecast;

@@ -5,10 +5,11 @@ use clap::Parser;
 use etcdmedic_cluster::binary::{self, CommandResult, BAD_INPUT, FAILED};
 use etcdmedic_cluster::shutdown;
 use etcdmedic_remediator::cli::{
-    AlarmAction, BackupArgs, Cli, ClusterArgs, Command, DrillArgs, ForfeitArgs, OutputFormat,
-    RunArgs, ServeArgs,
+    AlarmAction, BackupArgs, Cli, ClusterArgs, Command, DowngradeAction, DrillArgs, ForfeitArgs,
+    OutputFormat, RunArgs, ServeArgs,
 };
 use etcdmedic_remediator::config::{ManagedCluster, RemediatorConfig};
+use etcdmedic_remediator::downgrade::{self, Action};
 use etcdmedic_remediator::output::{summary, TextProgress};
 use etcdmedic_remediator::service::settings::ServiceSettings;
 use etcdmedic_remediator::{places, Events, Remediator, RunOptions};
@@ -27,6 +28,7 @@ fn main() -> ExitCode {
             Command::Defrag(args) => run(args.run, Some(args.member)).await,
             Command::Alarm(args) => alarm(args.action).await,
             Command::ForfeitLeadership(args) => forfeit_leadership(args).await,
+            Command::Downgrade(action) => downgrade(action).await,
             Command::Serve(args) => serve(args).await,
             Command::Backup(args) => backup(args).await,
             Command::Drill(args) => drill(args).await,
@@ -262,6 +264,61 @@ async fn forfeit_leadership(args: ForfeitArgs) -> CommandResult<anyhow::Error> {
         OutputFormat::Json => print_json(&forfeited)?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn downgrade(action: DowngradeAction) -> CommandResult<anyhow::Error> {
+    let (action, args, to) = match action {
+        DowngradeAction::Status(args) => return downgrade_status(args).await,
+        DowngradeAction::Validate(to) => (Action::Validate, to.target, Some(to.version)),
+        DowngradeAction::Enable(to) => (Action::Enable, to.target, Some(to.version)),
+        DowngradeAction::Cancel(args) => (Action::Cancel, args, None),
+    };
+    let done = remediator_for(&args)?
+        .downgrade(action, to.as_deref(), &stop_on_signal())
+        .await
+        .map_err(|err| {
+            let code = if err.is_bad_input() {
+                BAD_INPUT
+            } else {
+                FAILED
+            };
+            (code, anyhow::Error::new(err))
+        })?;
+    match args.output {
+        OutputFormat::Text => {
+            if let Some(backup) = &done.backup {
+                for landed in &backup.destinations {
+                    println!("backup first: {} {}", landed.destination, landed.location);
+                }
+            }
+            println!(
+                "{}",
+                verbs::member_messages(&[(done.member.as_str(), done.message.as_str())])
+            );
+        }
+        OutputFormat::Json => print_json(&done)?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn downgrade_status(args: ClusterArgs) -> CommandResult<anyhow::Error> {
+    let (status, next) = remediator_for(&args)?.downgrade_status().await;
+    match args.output {
+        OutputFormat::Text => {
+            println!("{}", verbs::table(&downgrade::status_rows(&status)));
+            println!("next: {}", next.sentence());
+        }
+        OutputFormat::Json => print_json(&serde_json::json!({
+            "members": status.members,
+            "next": next,
+            "next_step": next.sentence(),
+        }))?,
+    }
+    Ok(if next.is_done() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(FAILED)
+    })
 }
 
 /// Exit 2 for what is wrong before anything is contacted, 1 for the rest.

@@ -4,7 +4,7 @@
 use crate::{AlarmLine, Disarmed, Forfeited};
 
 /// Rows of cells, each column as wide as its widest cell, two spaces apart.
-fn table(rows: &[Vec<String>]) -> String {
+pub fn table(rows: &[Vec<String>]) -> String {
     let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..columns)
         .map(|c| {
@@ -79,6 +79,17 @@ pub fn alarm_disarm(disarmed: &Disarmed) -> String {
     text
 }
 
+/// `MEMBER  MESSAGE` and one line per member, as `talosctl etcd` prints its verbs.
+pub fn member_messages(lines: &[(&str, &str)]) -> String {
+    let mut rows = vec![vec!["MEMBER".to_string(), "MESSAGE".to_string()]];
+    rows.extend(
+        lines
+            .iter()
+            .map(|(member, message)| vec![member.to_string(), message.to_string()]),
+    );
+    table(&rows)
+}
+
 /// `forfeit-leadership`: the member and what became of its leadership.
 pub fn forfeited(forfeited: &Forfeited) -> String {
     let message = match (&forfeited.to, &forfeited.leader) {
@@ -86,10 +97,7 @@ pub fn forfeited(forfeited: &Forfeited) -> String {
         (None, Some(leader)) => format!("not the leader ({leader} leads): nothing to do"),
         (None, None) => "not the leader: nothing to do".to_string(),
     };
-    table(&[
-        vec!["MEMBER".into(), "MESSAGE".into()],
-        vec![forfeited.member.name.clone(), message],
-    ])
+    member_messages(&[(&forfeited.member.name, &message)])
 }
 
 #[cfg(test)]

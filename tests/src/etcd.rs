@@ -205,6 +205,9 @@ struct Member {
     /// `--listen-metrics-urls` port, when the cluster has one.
     metrics_port: Option<u16>,
     args: Vec<String>,
+    /// Another release's binary than the cluster's, once [`EtcdCluster::replace_binary`]
+    /// put one in.
+    binary: Option<PathBuf>,
     process: Option<Running>,
 }
 
@@ -363,6 +366,7 @@ impl EtcdCluster {
             peer_port,
             metrics_port: None,
             args,
+            binary: None,
             process: None,
         }
     }
@@ -465,7 +469,8 @@ impl EtcdCluster {
 
     fn spawn(&mut self, index: usize) -> Result<()> {
         let member = &mut self.members[index];
-        let mut command = Command::new(&self.etcd);
+        let etcd = member.binary.clone().unwrap_or_else(|| self.etcd.clone());
+        let mut command = Command::new(&etcd);
         command
             .args(&member.args)
             .stdin(Stdio::null())
@@ -476,7 +481,7 @@ impl EtcdCluster {
         crate::process::set_parent_death_signal(&mut command);
         let mut child = command
             .spawn()
-            .with_context(|| format!("starting {} for {}", self.etcd.display(), member.name))?;
+            .with_context(|| format!("starting {} for {}", etcd.display(), member.name))?;
         let stderr = child
             .stderr
             .take()
@@ -738,6 +743,14 @@ impl EtcdCluster {
         self.etcdctl_at(&self.endpoints(), args)
     }
 
+    /// `etcdctl <args> -w json`, parsed.
+    pub fn etcdctl_json(&self, args: &[&str]) -> Result<serde_json::Value> {
+        let mut args = args.to_vec();
+        args.extend(["-w", "json"]);
+        let text = self.etcdctl(&args)?;
+        serde_json::from_str(&text).with_context(|| format!("etcdctl {args:?} printed {text}"))
+    }
+
     /// Like [`etcdctl`](Self::etcdctl), against the given endpoints only.
     pub fn etcdctl_at(&self, endpoints: &[String], args: &[&str]) -> Result<String> {
         let mut command = Command::new(self.version.etcdctl()?);
@@ -825,6 +838,15 @@ impl EtcdCluster {
         self.wait_ready(index)?;
         self.wait_for_leader().await?;
         Ok(())
+    }
+
+    /// Replaces member `index`'s binary with `version`'s, as an operator does in a rolling
+    /// upgrade or downgrade: a clean stop, then the other release started on the same data
+    /// directory and ports; waits until it serves and follows a leader.
+    pub async fn replace_binary(&mut self, index: usize, version: EtcdVersion) -> Result<()> {
+        self.stop(index)?;
+        self.members[index].binary = Some(version.etcd()?);
+        self.restart(index).await
     }
 
     fn kill_all(&mut self) {

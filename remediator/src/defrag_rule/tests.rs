@@ -19,6 +19,7 @@ fn member(db_size: u64, in_use: u64, quota: u64) -> EndpointStatus {
         revision: 1,
         version: "3.5.1".into(),
         storage_version: None,
+        downgrade: None,
         db_size_bytes: db_size,
         db_size_in_use_bytes: in_use,
         quota_bytes: quota,

@@ -26,6 +26,18 @@ impl Live {
         self.probe.config()
     }
 
+    /// Maintenance Downgrade asked of `endpoint` (validate, enable or cancel); the cluster
+    /// version it answers with.
+    pub async fn downgrade(
+        &self,
+        endpoint: &str,
+        options: etcd_client::DowngradeOptions,
+    ) -> Result<String, CallError> {
+        let client = self.client(endpoint).await?;
+        let response = client.maintenance_client().downgrade(options).await?;
+        Ok(response.version().to_string())
+    }
+
     async fn client(&self, endpoint: &str) -> Result<Client, CallError> {
         let member = self
             .probe

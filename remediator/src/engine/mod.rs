@@ -126,9 +126,16 @@ impl<E: Etcd> Remediator<E> {
         self.etcd.collect().await
     }
 
-    #[cfg(test)]
     pub(crate) fn etcd(&self) -> &E {
         &self.etcd
+    }
+
+    pub(crate) fn settings(&self) -> &RemediationSettings {
+        &self.settings
+    }
+
+    pub(crate) fn backup_settings(&self) -> &BackupSettings {
+        &self.backup
     }
 
     /// Waits until every member the cluster lists answers a serializable read: a member

@@ -59,6 +59,7 @@ mod tests {
             revision: 10,
             version: "3.5.1".into(),
             storage_version: None,
+            downgrade: None,
             db_size_bytes: db_size,
             db_size_in_use_bytes: in_use,
             quota_bytes: 2_147_483_648,

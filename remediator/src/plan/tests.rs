@@ -21,6 +21,7 @@ pub(crate) fn member(id: u64, leader: u64, db_size: u64, in_use: u64) -> MemberS
             revision: 100,
             version: "3.5.1".into(),
             storage_version: None,
+            downgrade: None,
             db_size_bytes: db_size,
             db_size_in_use_bytes: in_use,
             quota_bytes: 2048 * MIB,

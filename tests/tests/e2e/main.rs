@@ -19,6 +19,8 @@
 //!   nearly full cluster under a small quota defragmented.
 //! - `remediation`: the remediation engine and `run`: leader last, NOSPACE, refusals,
 //!   faults during a run, dry runs, snapshot restore.
+//! - `downgrade`: the seed's 3.6 -> 3.5 downgrade with `downgrade validate/enable/status`, a
+//!   cancel, and clusters before 3.6 refused.
 //! - `operator_verbs`: `alarm list`/`disarm`, `defrag --member` and `forfeit-leadership`, on
 //!   every version.
 //! - `client_impact`: what clients see during a run: `leader: auto` keeps a small leader in
@@ -70,6 +72,7 @@ mod dashboards;
 mod demo;
 mod deploy;
 mod disaster_recovery;
+mod downgrade;
 mod fleet;
 mod http;
 mod live_prometheus;

@@ -25,6 +25,7 @@ fn status_of(state: &State, member: &Member) -> EndpointStatus {
         revision: state.revision,
         version: "3.5.1".into(),
         storage_version: None,
+        downgrade: None,
         db_size_bytes: member.db_size,
         db_size_in_use_bytes: member.in_use,
         quota_bytes: QUOTA,
