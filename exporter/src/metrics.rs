@@ -258,6 +258,19 @@ impl Collector for StatusCollector {
 
         Self::gauge(
             &mut encoder,
+            "etcdmedic_member_downgrade_enabled",
+            "1 while the member reports a downgrade enabled, to target_version; 0 when it reports none. Reported by etcd 3.6+ only.",
+            None,
+            self.members().filter_map(|(cluster, member)| {
+                let downgrade = member.reachable()?.downgrade.as_ref()?;
+                let mut labels = Self::member_labels(cluster, member);
+                labels.push(("target_version", downgrade.target_version.as_str().into()));
+                Some((labels, downgrade.enabled.into()))
+            }),
+        )?;
+
+        Self::gauge(
+            &mut encoder,
             "etcdmedic_member_status_duration",
             "How long Maintenance Status took to answer or fail.",
             Some(&Unit::Seconds),

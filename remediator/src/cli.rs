@@ -227,6 +227,10 @@ pub struct RunArgs {
     /// Output: steps as text while they happen, or the run report as JSON at the end.
     #[arg(short = 'o', long, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
+    /// Defragment although a downgrade is enabled (refused otherwise: members may run
+    /// different releases while it is under way).
+    #[arg(long)]
+    pub during_downgrade: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -140,6 +140,7 @@ async fn run(args: RunArgs, only: Option<String>) -> CommandResult<anyhow::Error
         // One process, no replicas: nobody else can take the run over.
         guard: None,
         only,
+        during_downgrade: args.during_downgrade,
     };
     let report = remediator.run(&options, &events, &stop).await;
     drop(events);

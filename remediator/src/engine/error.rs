@@ -102,6 +102,13 @@ pub enum Refusal {
         predicted: Duration,
         closes_in: Duration,
     },
+    #[error(
+        "a downgrade to {0} is enabled (`downgrade status` shows where it stands): members may \
+         run different etcd releases, and each defragmentation takes one out of service while \
+         the cluster is mid-procedure. Finish or cancel the downgrade first, or pass \
+         --during-downgrade to defragment anyway"
+    )]
+    DowngradeUnderWay(String),
 }
 
 /// The quiet-cluster gate's verdict on a cluster that kept writing.
@@ -191,7 +198,7 @@ pub enum MoveFailure {
 
 /// Every kind [`RunError::kind`] can return: the report's `error_kind`, the service's
 /// `etcdmedic_remediation_failures_total{kind}`, and the README's table of refusals and stops.
-pub const KINDS: [&str; 26] = [
+pub const KINDS: [&str; 27] = [
     "membership_unknown",
     "alarms_unknown",
     "corrupt_alarm",
@@ -216,6 +223,7 @@ pub const KINDS: [&str; 26] = [
     "keyspace_mismatch",
     "cluster_busy",
     "window_too_short",
+    "downgrade_under_way",
     "interrupted",
     "fenced",
 ];
@@ -241,6 +249,7 @@ impl RunError {
                 Refusal::Locked(_) => "locked",
                 Refusal::ClusterBusy(_) => "cluster_busy",
                 Refusal::WindowTooShort { .. } => "window_too_short",
+                Refusal::DowngradeUnderWay(_) => "downgrade_under_way",
             },
             RunError::Stopped(stop) => match stop.as_ref() {
                 Stop::CompactFailed(_) => "compact_failed",
@@ -331,6 +340,7 @@ mod tests {
                 predicted: Duration::from_secs(1),
                 closes_in: Duration::ZERO,
             },
+            Refusal::DowngradeUnderWay("3.5.0".into()),
         ];
         let stops = [
             Stop::CompactFailed(call()),

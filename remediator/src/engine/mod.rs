@@ -48,7 +48,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::events::Events;
 use crate::forecast::History;
-use crate::plan::{Plan, Selection};
+use crate::plan::Plan;
 use crate::report::{MemberReport, Outcome, RunReport};
 pub use error::RunError;
 pub use etcd::Etcd;
@@ -72,6 +72,8 @@ pub struct RunOptions {
     pub guard: Option<guard::Guard>,
     /// Defragment this one member (name, endpoint or ID) instead of those the rule selects.
     pub only: Option<String>,
+    /// Defragment although a downgrade is enabled (refused otherwise).
+    pub during_downgrade: bool,
 }
 
 /// Remediates one cluster through `E` (etcd itself in production).
@@ -247,11 +249,7 @@ impl<E: Etcd> Run<'_, E> {
     /// The runbook, top to bottom.
     async fn execute(&mut self, options: &RunOptions) -> Result<Ended, RunError> {
         // 1. Preflight (a fresh Status of every member, never an alert) and the plan.
-        let selection = match &options.only {
-            Some(member) => Selection::Member(member),
-            None => Selection::Rule,
-        };
-        let plan = self.preflight(options.force, selection).await?;
+        let plan = self.preflight(options).await?;
         if plan.is_empty() {
             return Ok(Ended::Skipped(skipped_because(&plan)));
         }

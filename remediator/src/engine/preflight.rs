@@ -7,18 +7,19 @@ use super::error::{Refusal, RunError};
 use super::etcd::Etcd;
 use super::step::done;
 use super::wait::{Bounds, OnStop, WaitError, Waiter};
-use super::Run;
+use super::{Run, RunOptions};
+use crate::downgrade::next::enabled_target;
 use crate::events::Event;
 use crate::forecast::{forecast, Rates};
 use crate::plan::{self, Plan, PlannedMember, Selection};
 use crate::report::{MemberAction, MemberReport, StepKind};
 
 impl<E: Etcd> Run<'_, E> {
-    pub(super) async fn preflight(
-        &mut self,
-        force: bool,
-        selection: Selection<'_>,
-    ) -> Result<Plan, RunError> {
+    pub(super) async fn preflight(&mut self, options: &RunOptions) -> Result<Plan, RunError> {
+        let selection = match &options.only {
+            Some(member) => Selection::Member(member),
+            None => Selection::Rule,
+        };
         let step = self.begin(StepKind::Preflight, None);
         let result = async {
             self.members_serve_reads(false).await?;
@@ -30,7 +31,10 @@ impl<E: Etcd> Run<'_, E> {
                     stray.endpoint
                 ));
             }
-            let healthy = plan::preflight(&status, self.settings, force)?;
+            let healthy = plan::preflight(&status, self.settings, options.force)?;
+            if let Some(target) = enabled_target(&status).filter(|_| !options.during_downgrade) {
+                return Err(Refusal::DowngradeUnderWay(target).into());
+            }
             let mut plan = plan::make_plan(&status, &healthy, self.settings, selection);
             let forecast = forecast(
                 &plan,

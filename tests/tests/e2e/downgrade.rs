@@ -10,7 +10,7 @@ use std::process::Output;
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
-use etcdmedic_tests::{eventually, project_binary, EtcdCluster, EtcdVersion};
+use etcdmedic_tests::{eventually, project_binary, EtcdCluster, EtcdVersion, RunningExporter};
 use serde_json::Value;
 
 use crate::support::{stderr, stdout, write_file};
@@ -199,9 +199,22 @@ async fn a_3_6_cluster_is_downgraded_to_3_5_member_by_member_leader_last() -> Re
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancel_before_any_member_is_replaced_puts_the_storage_back_at_3_6() -> Result<()> {
-    let (_cluster, config) = cluster_with_data(EtcdVersion::V3_6).await?;
+    let (cluster, config) = cluster_with_data(EtcdVersion::V3_6).await?;
     expect(&config, &["downgrade", "enable", "3.5"], 0).await?;
     storage_becomes(&config, "3.5.0").await?;
+    // The exporter shows it on every member.
+    let exporter = RunningExporter::start(&config).await?;
+    let scrape = exporter.scrape().await?;
+    for index in 0..3 {
+        let labels = [("member", cluster.name(index)), ("target_version", "3.5.0")];
+        let enabled = scrape.value("etcdmedic_member_downgrade_enabled", &labels)?;
+        ensure!(enabled == 1.0, "{}", scrape.text);
+    }
+    exporter.shutdown().await?;
+    // Mid-downgrade a run is refused unless told otherwise.
+    let refused = expect(&config, &["run", "--dry-run", "-o", "json"], 1).await?;
+    ensure!(refused.contains("\"downgrade_under_way\""), "{refused}");
+    expect(&config, &["run", "--dry-run", "--during-downgrade"], 0).await?;
     let cancelled = expect(&config, &["downgrade", "cancel"], 0).await?;
     ensure!(
         cancelled.contains("downgrade cancel success"),

@@ -28,7 +28,10 @@ fn nospace() -> FakeEtcd {
 /// A kind, and the scenario that ends with it.
 type Case = (&'static str, fn() -> Scenario);
 
-const CASES: [Case; 26] = [
+const CASES: [Case; 27] = [
+    ("downgrade_under_way", || {
+        Scenario::new(fragmented().with(|c| c.downgrading("3.5.0")))
+    }),
     ("membership_unknown", || {
         let down = fragmented()
             .member("m1", |m| m.down())

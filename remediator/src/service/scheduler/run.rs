@@ -200,6 +200,8 @@ impl Scheduler {
                 }))
             }),
             only: None,
+            // An alert's run never defragments mid-downgrade: it is refused, and retried.
+            during_downgrade: false,
         };
         remediator.run(&options, events, &self.stop).await
     }

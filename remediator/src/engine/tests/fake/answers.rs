@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use etcdmedic_cluster::config::ClusterName;
 use etcdmedic_cluster::model::{
-    AlarmKind, ClusterStatus, EndpointStatus, MemberId, MemberStatus, Membership, ProbeError,
-    QuotaSource,
+    AlarmKind, ClusterStatus, Downgrade, EndpointStatus, MemberId, MemberStatus, Membership,
+    ProbeError, QuotaSource,
 };
 use sha2::{Digest, Sha256};
 use tokio::time::Instant;
@@ -25,7 +25,10 @@ fn status_of(state: &State, member: &Member) -> EndpointStatus {
         revision: state.revision,
         version: "3.5.1".into(),
         storage_version: None,
-        downgrade: None,
+        downgrade: state.downgrade_target.as_ref().map(|target| Downgrade {
+            enabled: true,
+            target_version: target.clone(),
+        }),
         db_size_bytes: member.db_size,
         db_size_in_use_bytes: member.in_use,
         quota_bytes: QUOTA,

@@ -111,6 +111,8 @@ struct State {
     violations: Vec<String>,
     /// Clients writing: (since, raft entries per second, until).
     writing: Option<(Instant, f64, Instant)>,
+    /// A downgrade to this version is enabled.
+    downgrade_target: Option<String>,
 }
 
 impl State {
@@ -175,6 +177,7 @@ impl FakeEtcd {
                 hash_calls: 0,
                 violations: vec![],
                 writing: None,
+                downgrade_target: None,
             }),
             stop: CancellationToken::new(),
         }
@@ -366,6 +369,10 @@ impl Settings<'_> {
     }
     pub(crate) fn hash_moves(&mut self, rounds: usize) {
         self.0.hash_moves = rounds;
+    }
+    /// A downgrade to `target` is enabled, as 3.6+ members report it in Status.
+    pub(crate) fn downgrading(&mut self, target: &str) {
+        self.0.downgrade_target = Some(target.to_string());
     }
     /// Clients write `per_second` raft entries a second, starting now, for `duration`.
     pub(crate) fn writes(&mut self, per_second: f64, duration: Duration) {
