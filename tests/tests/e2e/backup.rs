@@ -14,7 +14,25 @@ use serde_json::Value;
 use crate::on_each_etcd_version;
 use crate::support::{hex, stderr, stdout, write_file};
 
-on_each_etcd_version!(a_backup_lands_verified_in_every_destination_and_the_oldest_go,);
+on_each_etcd_version!(
+    a_backup_lands_verified_in_every_destination_and_the_oldest_go,
+    a_backup_passes_its_drill_with_the_etcd_release_the_image_ships,
+);
+
+/// The etcd release the Dockerfile puts in the image for the restore drill
+/// (`ARG ETCD_VERSION=v3.5.17`): the release of the harness with the same minor version.
+fn the_images_etcd() -> Result<EtcdVersion> {
+    let dockerfile =
+        std::fs::read_to_string(etcdmedic_tests::generated::repository_root().join("Dockerfile"))?;
+    let version = dockerfile
+        .lines()
+        .find_map(|line| line.strip_prefix("ARG ETCD_VERSION=v"))
+        .context("no ARG ETCD_VERSION in the Dockerfile")?;
+    EtcdVersion::ALL
+        .into_iter()
+        .find(|release| version.starts_with(release.prefix()))
+        .with_context(|| format!("the image's etcd {version} is not a release the tests have"))
+}
 
 async fn backup(config: &Path, extra: &[&str]) -> Result<Output> {
     let run = tokio::process::Command::new(project_binary("etcdmedic-remediator")?)
@@ -38,6 +56,44 @@ fn files(dir: &Path, extension: &str) -> Result<Vec<PathBuf>> {
         .collect();
     found.sort();
     Ok(found)
+}
+
+/// The image drills every cluster's backups with the one etcd release it ships: a backup of
+/// each version must restore with that release's etcdutl, boot on its etcd, and answer the
+/// cluster's HashKV.
+async fn a_backup_passes_its_drill_with_the_etcd_release_the_image_ships(
+    version: EtcdVersion,
+) -> Result<()> {
+    let cluster = EtcdCluster::builder(version).members(3).start().await?;
+    let dir = tempfile::tempdir()?;
+    let yaml = format!(
+        "remediation: {{snapshot_dir: {}}}\nbackup:\n  destinations: [{{name: near, kind: local, \
+         path: {}}}]\n  restore_drill: {{bin_dir: {}}}\nclusters:\n{}",
+        dir.path().join("snapshots").display(),
+        dir.path().join("near").display(),
+        the_images_etcd()?.bin_dir()?.display(),
+        cluster.config_entry("prod-a")
+    );
+    let config = write_file(dir.path(), "image.yaml", &yaml)?;
+    let mut client = cluster.client(0).await?;
+    for i in 0..20 {
+        client.put(format!("/image/{i}"), "x", None).await?;
+    }
+    let output = backup(&config, &[]).await?;
+    ensure!(
+        output.status.success(),
+        "{}{}",
+        stdout(&output),
+        stderr(&output)
+    );
+    let report: Value = serde_json::from_str(&stdout(&output))?;
+    let manifest = &report["manifest"];
+    ensure!(
+        manifest["restore_drill"]["passed"] == true
+            && manifest["restore_drill"]["hash"] == manifest["hash_kv"]["hash"],
+        "{manifest}"
+    );
+    Ok(())
 }
 
 async fn a_backup_lands_verified_in_every_destination_and_the_oldest_go(
