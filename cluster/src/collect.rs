@@ -571,6 +571,7 @@ fn endpoint_status(response: &StatusResponse, quota: Quota) -> EndpointStatus {
         revision: header.map_or(0, |h| h.revision()),
         version: response.version().to_string(),
         storage_version: Some(response.storage_version().to_string()).filter(|v| !v.is_empty()),
+        upgrade_advice: crate::upgrade::advice(response.version()),
         // Before 3.6 the field does not exist; from 3.6 a member always sends it.
         downgrade: response.downgrade_info().and_then(|info| {
             (!response.storage_version().is_empty()).then(|| Downgrade {

@@ -15,6 +15,7 @@
 //!   alarms come from.
 //! - [`model`]: [`ClusterStatus`] and [`MemberStatus`], the view everything else reads.
 //! - [`table`]: the `talosctl etcd status`-style table.
+//! - [`upgrade`]: whether a member's release may take the next minor upgrade.
 //! - [`telemetry`], [`shutdown`]: logging set-up and the stop signal for the binaries.
 //! - [`binary`]: logging flags, runtime and exit statuses shared by every binary.
 //! - [`build_info`]: version and git revision of this build.
@@ -34,6 +35,7 @@ pub mod table;
 pub mod telemetry;
 pub mod tls;
 pub mod transport;
+pub mod upgrade;
 
 pub use collect::ClusterProbe;
 pub use config::{ClusterConfig, Config, Credentials};

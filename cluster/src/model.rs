@@ -163,6 +163,10 @@ pub struct EndpointStatus {
     /// Whether a downgrade is enabled, and to which version: reported by etcd 3.6 and later.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub downgrade: Option<Downgrade>,
+    /// Why this member's release should be patched before the next minor upgrade, when an
+    /// etcd upgrade guide asks for it ([`crate::upgrade`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upgrade_advice: Option<String>,
     pub db_size_bytes: u64,
     pub db_size_in_use_bytes: u64,
     pub quota_bytes: u64,
@@ -349,6 +353,7 @@ mod tests {
                 version: "3.5.1".into(),
                 storage_version: None,
                 downgrade: None,
+                upgrade_advice: None,
                 db_size_bytes: 100,
                 db_size_in_use_bytes: 25,
                 quota_bytes: 1000,

@@ -222,6 +222,7 @@ mod tests {
                         version: "3.5.1".into(),
                         storage_version: None,
                         downgrade: None,
+                        upgrade_advice: None,
                         db_size_bytes: 21_000_000,
                         db_size_in_use_bytes: 6_000_000,
                         quota_bytes: 2_147_483_648,

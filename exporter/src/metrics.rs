@@ -271,6 +271,18 @@ impl Collector for StatusCollector {
 
         Self::gauge(
             &mut encoder,
+            "etcdmedic_member_upgrade_ready",
+            "0 when an etcd upgrade guide asks for a newer patch of the member's release before the next minor upgrade (3.5 members before 3.5.32, for 3.6), else 1.",
+            None,
+            self.members().filter_map(|(cluster, member)| {
+                let status = member.reachable()?;
+                let labels = Self::member_labels(cluster, member);
+                Some((labels, status.upgrade_advice.is_none().into()))
+            }),
+        )?;
+
+        Self::gauge(
+            &mut encoder,
             "etcdmedic_member_status_duration",
             "How long Maintenance Status took to answer or fail.",
             Some(&Unit::Seconds),

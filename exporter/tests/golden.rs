@@ -29,6 +29,7 @@ fn reachable(id: u64, name: &str, leader: u64, alarms: Vec<AlarmKind>) -> Member
             version: "3.6.4".into(),
             storage_version: Some("3.6.0".into()),
             downgrade: None,
+            upgrade_advice: None,
             db_size_bytes: 21_000_000,
             db_size_in_use_bytes: 6_300_000,
             quota_bytes: 2_147_483_648,

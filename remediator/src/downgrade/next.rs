@@ -192,6 +192,7 @@ mod tests {
                         String::new()
                     },
                 }),
+                upgrade_advice: None,
                 db_size_bytes: 1,
                 db_size_in_use_bytes: 1,
                 quota_bytes: 2,

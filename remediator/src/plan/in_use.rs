@@ -60,6 +60,7 @@ mod tests {
             version: "3.5.1".into(),
             storage_version: None,
             downgrade: None,
+            upgrade_advice: None,
             db_size_bytes: db_size,
             db_size_in_use_bytes: in_use,
             quota_bytes: 2_147_483_648,

@@ -22,6 +22,7 @@ pub(crate) fn member(id: u64, leader: u64, db_size: u64, in_use: u64) -> MemberS
             version: "3.5.1".into(),
             storage_version: None,
             downgrade: None,
+            upgrade_advice: None,
             db_size_bytes: db_size,
             db_size_in_use_bytes: in_use,
             quota_bytes: 2048 * MIB,

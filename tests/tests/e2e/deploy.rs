@@ -67,7 +67,7 @@ fn the_prometheus_configs_pass_promtool_check_config() -> Result<()> {
         )
         .with_context(|| file.display().to_string())?;
         ensure!(
-            text.contains("21 rules found"),
+            text.contains("22 rules found"),
             "{}: {text}",
             file.display()
         );

@@ -129,6 +129,18 @@ async fn every_member_metric_matches_etcdctl_endpoint_status(version: EtcdVersio
                     "the cluster runs {} instead of {version}",
                     status.version
                 );
+                // etcd's 3.5 -> 3.6 guide wants 3.5.32 or later; the tests run 3.5.30.
+                let ready = after.value("etcdmedic_member_upgrade_ready", &labels)?;
+                let expected = if version == EtcdVersion::V3_5 {
+                    0.0
+                } else {
+                    1.0
+                };
+                ensure!(
+                    ready == expected,
+                    "upgrade_ready {ready} on {}",
+                    status.version
+                );
                 let latency = after.value("etcdmedic_member_status_duration_seconds", &labels)?;
                 ensure!(latency > 0.0 && latency < 5.0, "status duration {latency}");
                 leaders += after.value("etcdmedic_member_is_leader", &labels)?;

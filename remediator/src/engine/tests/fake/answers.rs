@@ -29,6 +29,7 @@ fn status_of(state: &State, member: &Member) -> EndpointStatus {
             enabled: true,
             target_version: target.clone(),
         }),
+        upgrade_advice: None,
         db_size_bytes: member.db_size,
         db_size_in_use_bytes: member.in_use,
         quota_bytes: QUOTA,
