@@ -158,11 +158,16 @@ async fn run(args: RunArgs, only: Option<String>) -> CommandResult<anyhow::Error
             println!("{json}");
         }
     }
-    Ok(if report.outcome.is_success() {
+    Ok(success_if(report.outcome.is_success()))
+}
+
+/// Exit 0 when `ok`, else 1.
+fn success_if(ok: bool) -> ExitCode {
+    if ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(FAILED)
-    })
+    }
 }
 
 /// Cancelled on SIGTERM or Ctrl-C.
@@ -245,11 +250,7 @@ async fn alarm(action: AlarmAction) -> CommandResult<anyhow::Error> {
                 OutputFormat::Text => println!("{}", verbs::alarm_disarm(&disarmed)),
                 OutputFormat::Json => print_json(&disarmed)?,
             }
-            Ok(if disarmed.remaining.is_empty() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(FAILED)
-            })
+            Ok(success_if(disarmed.remaining.is_empty()))
         }
     }
 }
@@ -315,11 +316,7 @@ async fn downgrade_status(args: ClusterArgs) -> CommandResult<anyhow::Error> {
             "next_step": next.sentence(),
         }))?,
     }
-    Ok(if next.is_done() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(FAILED)
-    })
+    Ok(success_if(next.is_done()))
 }
 
 /// Exit 2 for what is wrong before anything is contacted, 1 for the rest.
@@ -380,11 +377,7 @@ async fn backup(args: BackupArgs) -> CommandResult<anyhow::Error> {
         }
         OutputFormat::Json => print_json(&report)?,
     }
-    Ok(if report.missed.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(FAILED)
-    })
+    Ok(success_if(report.missed.is_empty()))
 }
 
 async fn drill(args: DrillArgs) -> CommandResult<anyhow::Error> {
@@ -416,9 +409,5 @@ async fn drill(args: DrillArgs) -> CommandResult<anyhow::Error> {
         },
         OutputFormat::Json => print_json(&report)?,
     }
-    Ok(if report.drill.passed {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(FAILED)
-    })
+    Ok(success_if(report.drill.passed))
 }

@@ -6,48 +6,21 @@
 //! cluster that cannot downgrade (3.4, 3.5) is told so with nothing changed.
 
 use std::path::Path;
-use std::process::Output;
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
-use etcdmedic_tests::{eventually, project_binary, EtcdCluster, EtcdVersion, RunningExporter};
+use etcdmedic_tests::{eventually, EtcdCluster, EtcdVersion, RunningExporter};
 use serde_json::Value;
 
-use crate::support::{stderr, stdout, write_file};
+use crate::support::{remediator_exits, remediator_on_it, stderr, stdout, write_file};
 
 const KEYS: usize = 100;
 /// Long enough for a replaced member to start and the storage migration to happen.
 const STEP: Duration = Duration::from_secs(60);
 
-async fn remediator(config: &Path, args: &[&str]) -> Result<Output> {
-    let run = tokio::process::Command::new(project_binary("etcdmedic-remediator")?)
-        .args(args)
-        .arg("--config")
-        .arg(config)
-        .args(["--cluster", "it"])
-        .kill_on_drop(true)
-        .output();
-    tokio::time::timeout(Duration::from_secs(120), run)
-        .await
-        .with_context(|| format!("{args:?} did not finish within 120s"))?
-        .map_err(Into::into)
-}
-
-async fn expect(config: &Path, args: &[&str], code: i32) -> Result<String> {
-    let output = remediator(config, args).await?;
-    ensure!(
-        output.status.code() == Some(code),
-        "{args:?}: expected exit {code}, got {:?}\n{}{}",
-        output.status.code(),
-        stdout(&output),
-        stderr(&output)
-    );
-    Ok(format!("{}{}", stdout(&output), stderr(&output)))
-}
-
 /// `downgrade status -o json`: the members and the next step.
 async fn status(config: &Path) -> Result<Value> {
-    let output = remediator(config, &["downgrade", "status", "-o", "json"]).await?;
+    let output = remediator_on_it(config, &["downgrade", "status", "-o", "json"]).await?;
     serde_json::from_str(&stdout(&output))
         .with_context(|| format!("status -o json: {}{}", stdout(&output), stderr(&output)))
 }
@@ -99,14 +72,14 @@ async fn storage_becomes(config: &Path, expected: &str) -> Result<()> {
 async fn a_3_6_cluster_is_downgraded_to_3_5_member_by_member_leader_last() -> Result<()> {
     let (mut cluster, config) = cluster_with_data(EtcdVersion::V3_6).await?;
 
-    let refused = expect(&config, &["downgrade", "validate", "3.4"], 1).await?;
+    let refused = remediator_exits(&config, &["downgrade", "validate", "3.4"], 1).await?;
     ensure!(refused.contains("refused by etcd"), "{refused}");
-    let valid = expect(&config, &["downgrade", "validate", "3.5"], 0).await?;
+    let valid = remediator_exits(&config, &["downgrade", "validate", "3.5"], 0).await?;
     ensure!(
         valid.contains("downgrade validate success, cluster version 3.6"),
         "{valid}"
     );
-    let enabled = expect(&config, &["downgrade", "enable", "3.5"], 0).await?;
+    let enabled = remediator_exits(&config, &["downgrade", "enable", "3.5"], 0).await?;
     ensure!(
         enabled.contains("backup first: near ") && enabled.contains("downgrade enable success"),
         "{enabled}"
@@ -145,14 +118,15 @@ async fn a_3_6_cluster_is_downgraded_to_3_5_member_by_member_leader_last() -> Re
                     "the leader before its followers: {next}"
                 );
                 let moved =
-                    expect(&config, &["forfeit-leadership", "--member", &member], 0).await?;
+                    remediator_exits(&config, &["forfeit-leadership", "--member", &member], 0)
+                        .await?;
                 ensure!(moved.contains("leadership moved to"), "{moved}");
             }
             other => bail!("unexpected step {other:?}: {next}"),
         }
     }
     ensure!(replaced.len() == 3, "replaced {replaced:?}");
-    let done = expect(&config, &["downgrade", "status"], 0).await?;
+    let done = remediator_exits(&config, &["downgrade", "status"], 0).await?;
     ensure!(done.contains("next: done: every member runs 3.5"), "{done}");
 
     let versions: Vec<String> = cluster
@@ -200,7 +174,7 @@ async fn a_3_6_cluster_is_downgraded_to_3_5_member_by_member_leader_last() -> Re
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancel_before_any_member_is_replaced_puts_the_storage_back_at_3_6() -> Result<()> {
     let (cluster, config) = cluster_with_data(EtcdVersion::V3_6).await?;
-    expect(&config, &["downgrade", "enable", "3.5"], 0).await?;
+    remediator_exits(&config, &["downgrade", "enable", "3.5"], 0).await?;
     storage_becomes(&config, "3.5.0").await?;
     // The exporter shows it on every member.
     let exporter = RunningExporter::start(&config).await?;
@@ -212,16 +186,16 @@ async fn a_cancel_before_any_member_is_replaced_puts_the_storage_back_at_3_6() -
     }
     exporter.shutdown().await?;
     // Mid-downgrade a run is refused unless told otherwise.
-    let refused = expect(&config, &["run", "--dry-run", "-o", "json"], 1).await?;
+    let refused = remediator_exits(&config, &["run", "--dry-run", "-o", "json"], 1).await?;
     ensure!(refused.contains("\"downgrade_under_way\""), "{refused}");
-    expect(&config, &["run", "--dry-run", "--during-downgrade"], 0).await?;
-    let cancelled = expect(&config, &["downgrade", "cancel"], 0).await?;
+    remediator_exits(&config, &["run", "--dry-run", "--during-downgrade"], 0).await?;
+    let cancelled = remediator_exits(&config, &["downgrade", "cancel"], 0).await?;
     ensure!(
         cancelled.contains("downgrade cancel success"),
         "{cancelled}"
     );
     storage_becomes(&config, "3.6.0").await?;
-    let idle = expect(&config, &["downgrade", "status"], 0).await?;
+    let idle = remediator_exits(&config, &["downgrade", "status"], 0).await?;
     ensure!(idle.contains("no downgrade is under way"), "{idle}");
     Ok(())
 }
@@ -231,7 +205,7 @@ async fn a_cancel_before_any_member_is_replaced_puts_the_storage_back_at_3_6() -
 async fn a_cluster_before_3_6_is_told_it_cannot_downgrade(version: EtcdVersion) -> Result<()> {
     let (cluster, config) = cluster_with_data(version).await?;
     for verb in ["validate", "enable"] {
-        let refused = expect(&config, &["downgrade", verb, "3.4"], 1).await?;
+        let refused = remediator_exits(&config, &["downgrade", verb, "3.4"], 1).await?;
         ensure!(
             refused.contains("a downgrade needs every member on etcd 3.6 or later"),
             "{verb}: {refused}"
@@ -241,7 +215,7 @@ async fn a_cluster_before_3_6_is_told_it_cannot_downgrade(version: EtcdVersion) 
         !cluster.dir().join("backups").exists(),
         "enable took a backup before refusing"
     );
-    let bad = expect(&config, &["downgrade", "validate", "three"], 2).await?;
+    let bad = remediator_exits(&config, &["downgrade", "validate", "three"], 2).await?;
     ensure!(bad.contains("write MAJOR.MINOR"), "{bad}");
     Ok(())
 }

@@ -4,49 +4,20 @@
 //! `forfeit-leadership`, each with its output and exit status, and a member the cluster
 //! does not have refused as bad input.
 
-use std::path::Path;
-use std::process::Output;
-use std::time::Duration;
-
 use anyhow::{ensure, Context, Result};
 use etcdmedic_tests::workload::fill_to_nospace;
-use etcdmedic_tests::{project_binary, EtcdCluster, EtcdVersion};
+use etcdmedic_tests::{EtcdCluster, EtcdVersion};
 
 use crate::on_each_etcd_version;
-use crate::support::{etcdctl_alarms, etcdctl_endpoint_status, stderr, stdout, write_file};
+use crate::support::{
+    etcdctl_alarms, etcdctl_endpoint_status, remediator_exits, remediator_on_it, stderr, write_file,
+};
 
 on_each_etcd_version!(
     the_talosctl_verbs_list_and_disarm_alarms_defragment_one_member_and_move_leadership
 );
 
 const QUOTA: u64 = 16 * 1024 * 1024;
-
-async fn remediator(config: &Path, args: &[&str]) -> Result<Output> {
-    let run = tokio::process::Command::new(project_binary("etcdmedic-remediator")?)
-        .args(args)
-        .arg("--config")
-        .arg(config)
-        .args(["--cluster", "it"])
-        .kill_on_drop(true)
-        .output();
-    tokio::time::timeout(Duration::from_secs(120), run)
-        .await
-        .with_context(|| format!("{args:?} did not finish within 120s"))?
-        .map_err(Into::into)
-}
-
-/// Runs it and checks its exit status; its standard output.
-async fn expect(config: &Path, args: &[&str], code: i32) -> Result<String> {
-    let output = remediator(config, args).await?;
-    ensure!(
-        output.status.code() == Some(code),
-        "{args:?}: expected exit {code}, got {:?}\n{}{}",
-        output.status.code(),
-        stdout(&output),
-        stderr(&output)
-    );
-    Ok(stdout(&output))
-}
 
 /// The name of the member that leads, as etcdctl sees it.
 fn leader_name(cluster: &EtcdCluster) -> Result<String> {
@@ -78,20 +49,20 @@ async fn the_talosctl_verbs_list_and_disarm_alarms_defragment_one_member_and_mov
     );
     let config = write_file(cluster.dir(), "verbs.yaml", &yaml)?;
 
-    let listed = expect(&config, &["alarm", "list"], 0).await?;
+    let listed = remediator_exits(&config, &["alarm", "list"], 0).await?;
     ensure!(listed.ends_with("(no alarms)\n"), "{listed}");
 
     let mut client = cluster.client(0).await?;
     fill_to_nospace(&mut client, 256 * 1024, 1000).await?;
     ensure!(!etcdctl_alarms(&cluster)?.is_empty(), "no NOSPACE alarm");
-    let listed = expect(&config, &["alarm", "list"], 0).await?;
+    let listed = remediator_exits(&config, &["alarm", "list"], 0).await?;
     ensure!(
         listed.starts_with("MEMBER") && listed.contains("NOSPACE"),
         "{listed}"
     );
 
     // Still over the quota: nothing is disarmed.
-    let refused = expect(&config, &["alarm", "disarm"], 1).await?;
+    let refused = remediator_exits(&config, &["alarm", "disarm"], 1).await?;
     ensure!(
         refused.contains("still raised") && !refused.contains("  disarmed"),
         "{refused}"
@@ -113,7 +84,7 @@ async fn the_talosctl_verbs_list_and_disarm_alarms_defragment_one_member_and_mov
         .revision();
     cluster.etcdctl(&["compact", &revision.to_string(), "--physical"])?;
 
-    let unknown = remediator(&config, &["defrag", "--member", "nosuch"]).await?;
+    let unknown = remediator_on_it(&config, &["defrag", "--member", "nosuch"]).await?;
     ensure!(
         unknown.status.code() == Some(2) && stderr(&unknown).contains("no member \"nosuch\""),
         "{}",
@@ -123,7 +94,8 @@ async fn the_talosctl_verbs_list_and_disarm_alarms_defragment_one_member_and_mov
     // One member at a time, by name: that member only; the alarm is left to `alarm disarm`.
     for index in 0..cluster.len() {
         let name = cluster.name(index).to_string();
-        let report = expect(&config, &["defrag", "--member", &name, "-o", "json"], 0).await?;
+        let report =
+            remediator_exits(&config, &["defrag", "--member", &name, "-o", "json"], 0).await?;
         let report: serde_json::Value = serde_json::from_str(&report)?;
         let members = report["members"].as_array().context("members")?;
         for member in members {
@@ -137,7 +109,7 @@ async fn the_talosctl_verbs_list_and_disarm_alarms_defragment_one_member_and_mov
         ensure!(report["outcome"] == "succeeded", "{name}: {report:#}");
     }
 
-    let disarmed = expect(&config, &["alarm", "disarm"], 0).await?;
+    let disarmed = remediator_exits(&config, &["alarm", "disarm"], 0).await?;
     ensure!(
         disarmed.contains("NOSPACE  disarmed") && !disarmed.contains("still raised"),
         "{disarmed}"
@@ -150,12 +122,13 @@ async fn the_talosctl_verbs_list_and_disarm_alarms_defragment_one_member_and_mov
         .map(|i| cluster.name(i).to_string())
         .find(|name| *name != leader)
         .context("no follower")?;
-    let untouched = expect(&config, &["forfeit-leadership", "--member", &follower], 0).await?;
+    let untouched =
+        remediator_exits(&config, &["forfeit-leadership", "--member", &follower], 0).await?;
     ensure!(
         untouched.contains(&format!("not the leader ({leader} leads)")),
         "{untouched}"
     );
-    let moved = expect(&config, &["forfeit-leadership", "--member", &leader], 0).await?;
+    let moved = remediator_exits(&config, &["forfeit-leadership", "--member", &leader], 0).await?;
     let now = leader_name(&cluster)?;
     ensure!(
         now != leader && moved.contains(&format!("leadership moved to {now}")),

@@ -175,38 +175,34 @@ impl Demo {
         Ok(())
     }
 
-    /// The names of the member that leads the demo's cluster now and of one that follows.
-    async fn leader_and_follower(&self) -> Result<(String, String)> {
+    /// `field` (`name`, `endpoint`) of a member of the demo's cluster that leads now
+    /// (`leads`), or that follows.
+    async fn member_that(&self, leads: bool, field: &str) -> Result<String> {
         let status: serde_json::Value = serde_json::from_str(
             &self
                 .run("etcdmedic-exporter status --config demo.yaml -o json")
                 .await?,
         )?;
         let members = status[0]["members"].as_array().context("no members")?;
-        let name = |leads: bool| {
-            members
-                .iter()
-                .find(|m| (m["status"]["ok"]["leader"] == m["id"]) == leads)
-                .and_then(|m| m["name"].as_str())
-                .map(str::to_string)
-                .with_context(|| format!("no member with leads={leads} in {status}"))
-        };
-        Ok((name(true)?, name(false)?))
+        members
+            .iter()
+            .find(|m| (m["status"]["ok"]["leader"] == m["id"]) == leads)
+            .and_then(|m| m[field].as_str())
+            .map(str::to_string)
+            .with_context(|| format!("no member with leads={leads} in {status}"))
+    }
+
+    /// The names of the member that leads the demo's cluster now and of one that follows.
+    async fn leader_and_follower(&self) -> Result<(String, String)> {
+        Ok((
+            self.member_that(true, "name").await?,
+            self.member_that(false, "name").await?,
+        ))
     }
 
     /// The process of the member that leads the demo's cluster now.
     async fn leader_pid(&self) -> Result<i32> {
-        let status: serde_json::Value = serde_json::from_str(
-            &self
-                .run("etcdmedic-exporter status --config demo.yaml -o json")
-                .await?,
-        )?;
-        let members = status[0]["members"].as_array().context("no members")?;
-        let leader = members
-            .iter()
-            .find(|m| m["status"]["ok"]["leader"] == m["id"])
-            .and_then(|m| m["endpoint"].as_str())
-            .with_context(|| format!("no leader in {status}"))?;
+        let leader = self.member_that(true, "endpoint").await?;
         let flag = format!("--listen-client-urls={leader}\0");
         std::fs::read_dir("/proc")?
             .filter_map(Result::ok)

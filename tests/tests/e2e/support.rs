@@ -264,3 +264,31 @@ pub fn series_labels(line: &str) -> Option<(String, Vec<String>)> {
         .collect();
     Some((name.to_string(), labels))
 }
+
+/// `etcdmedic-remediator <args> --config <config> --cluster it`, bounded to 120 s.
+pub async fn remediator_on_it(config: &Path, args: &[&str]) -> Result<Output> {
+    let run = tokio::process::Command::new(project_binary("etcdmedic-remediator")?)
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .args(["--cluster", "it"])
+        .kill_on_drop(true)
+        .output();
+    tokio::time::timeout(Duration::from_secs(120), run)
+        .await
+        .with_context(|| format!("{args:?} did not finish within 120s"))?
+        .map_err(Into::into)
+}
+
+/// [`remediator_on_it`], which must exit `code`; what it printed, stdout then stderr.
+pub async fn remediator_exits(config: &Path, args: &[&str], code: i32) -> Result<String> {
+    let output = remediator_on_it(config, args).await?;
+    ensure!(
+        output.status.code() == Some(code),
+        "{args:?}: expected exit {code}, got {:?}\n{}{}",
+        output.status.code(),
+        stdout(&output),
+        stderr(&output)
+    );
+    Ok(format!("{}{}", stdout(&output), stderr(&output)))
+}
