@@ -13,6 +13,7 @@ use etcdmedic_tests::workload::{fragment, Fragmentation};
 use etcdmedic_tests::{eventually, EtcdCluster, EtcdVersion, RemediatorService};
 use serde_json::{json, Value};
 
+use crate::on_each_etcd_version;
 use crate::support::{assert_cluster_serves, promtool_check_metrics, SETTLE};
 
 /// Matches the default [`fragment`] workload (about 32 MiB file, 4 MiB in use).
@@ -177,10 +178,15 @@ where
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// The webhook loop, end to end, on every etcd version users run.
+on_each_etcd_version!(
+    alerts_through_alertmanager_remediate_the_cluster_and_a_resolve_starts_nothing
+);
+
 async fn alerts_through_alertmanager_remediate_the_cluster_and_a_resolve_starts_nothing(
+    version: EtcdVersion,
 ) -> Result<()> {
-    let cluster = fragmented_cluster(EtcdVersion::V3_5).await?;
+    let cluster = fragmented_cluster(version).await?;
     let files = ServiceFiles::new()?;
     let port = etcdmedic_tests::ports::free_port()?;
     let alertmanager = Alertmanager::start(
