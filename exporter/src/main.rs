@@ -87,6 +87,9 @@ async fn run_status(args: StatusArgs) -> Outcome {
         .map_err(|err| (BAD_INPUT, err.into()))?;
     let report = status::report(&statuses, args.output).map_err(|err| (FAILED, err.into()))?;
     print!("{}", report.output);
+    for note in &report.notes {
+        eprintln!("{note}");
+    }
     Ok(if report.all_answered {
         ExitCode::SUCCESS
     } else {

@@ -11,7 +11,31 @@ use crate::cli::OutputFormat;
 #[derive(Debug)]
 pub struct Report {
     pub output: String,
+    /// Lines for standard error beside the table: clusters whose members a guide wants
+    /// patched before the next minor upgrade (JSON carries it as `upgrade_advice`).
+    pub notes: Vec<String>,
     pub all_answered: bool,
+}
+
+/// One note per cluster with members whose release an upgrade guide wants patched first.
+fn upgrade_notes(statuses: &[ClusterStatus]) -> Vec<String> {
+    statuses
+        .iter()
+        .filter_map(|cluster| {
+            let advised: Vec<(String, &str)> = cluster
+                .members
+                .iter()
+                .filter_map(|m| Some((m.display_name(), m.reachable()?.upgrade_advice.as_deref()?)))
+                .collect();
+            let (_, advice) = advised.first()?;
+            let names: Vec<&str> = advised.iter().map(|(name, _)| name.as_str()).collect();
+            Some(format!(
+                "note: cluster {}: not ready for its next minor upgrade ({}): {advice}",
+                cluster.cluster,
+                names.join(", ")
+            ))
+        })
+        .collect()
 }
 
 /// Collects `clusters` concurrently. `timeout` overrides each cluster's `status_timeout`.
@@ -33,12 +57,13 @@ pub fn report(
     statuses: &[ClusterStatus],
     format: OutputFormat,
 ) -> Result<Report, serde_json::Error> {
-    let output = match format {
-        OutputFormat::Table => table::render(statuses),
-        OutputFormat::Json => serde_json::to_string_pretty(statuses)? + "\n",
+    let (output, notes) = match format {
+        OutputFormat::Table => (table::render(statuses), upgrade_notes(statuses)),
+        OutputFormat::Json => (serde_json::to_string_pretty(statuses)? + "\n", Vec::new()),
     };
     Ok(Report {
         output,
+        notes,
         // A configured endpoint that answers nothing is a problem too, member or not.
         all_answered: statuses.iter().all(|c| {
             c.all_members_reachable() && c.unlisted_endpoints.iter().all(|e| e.status.is_ok())
