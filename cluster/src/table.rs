@@ -51,7 +51,7 @@ pub fn render(clusters: &[ClusterStatus]) -> String {
             rows.push(row);
         }
     }
-    let mut out = align(&rows);
+    let mut out = align(&rows, 3);
     for note in clusters.iter().flat_map(|c| quota_note(c, with_cluster)) {
         out.push_str(&note);
         out.push('\n');
@@ -140,7 +140,9 @@ pub fn member_row(member: &MemberStatus) -> Vec<String> {
     row
 }
 
-fn align(rows: &[Vec<String>]) -> String {
+/// `rows` (all of the header's length) in columns, each as wide as its widest cell and `gap`
+/// spaces apart, one line each.
+pub fn align(rows: &[Vec<String>], gap: usize) -> String {
     let columns = rows.first().map_or(0, Vec::len);
     let widths: Vec<usize> = (0..columns)
         .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
@@ -151,7 +153,7 @@ fn align(rows: &[Vec<String>]) -> String {
         for (c, cell) in row.iter().enumerate() {
             line.push_str(cell);
             if c + 1 < columns {
-                let pad = widths[c] - cell.chars().count() + 3;
+                let pad = widths[c] - cell.chars().count() + gap;
                 line.extend(std::iter::repeat_n(' ', pad));
             }
         }

@@ -269,14 +269,14 @@ async fn forfeit_leadership(args: ForfeitArgs) -> CommandResult<anyhow::Error> {
 }
 
 async fn downgrade(action: DowngradeAction) -> CommandResult<anyhow::Error> {
-    let (action, args, to) = match action {
+    let (action, args) = match action {
         DowngradeAction::Status(args) => return downgrade_status(args).await,
-        DowngradeAction::Validate(to) => (Action::Validate, to.target, Some(to.version)),
-        DowngradeAction::Enable(to) => (Action::Enable, to.target, Some(to.version)),
-        DowngradeAction::Cancel(args) => (Action::Cancel, args, None),
+        DowngradeAction::Validate(to) => (Action::Validate(to.version), to.target),
+        DowngradeAction::Enable(to) => (Action::Enable(to.version), to.target),
+        DowngradeAction::Cancel(args) => (Action::Cancel, args),
     };
     let done = remediator_for(&args)?
-        .downgrade(action, to.as_deref(), &stop_on_signal())
+        .downgrade(action, &stop_on_signal())
         .await
         .map_err(|err| {
             let code = if err.is_bad_input() {

@@ -1,31 +1,13 @@
 //! The text the operator's one-off verbs print: one line per alarm or per member, in
 //! `talosctl etcd`'s spirit (`MEMBER  MESSAGE`), columns aligned.
 
+use etcdmedic_cluster::table::align;
+
 use crate::{AlarmLine, Disarmed, Forfeited};
 
-/// Rows of cells, each column as wide as its widest cell, two spaces apart.
+/// Rows of cells, each column as wide as its widest cell, two spaces apart; no final newline.
 pub fn table(rows: &[Vec<String>]) -> String {
-    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let widths: Vec<usize> = (0..columns)
-        .map(|c| {
-            rows.iter()
-                .filter_map(|r| r.get(c))
-                .map(|cell| cell.chars().count())
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    rows.iter()
-        .map(|row| {
-            let line: Vec<String> = row
-                .iter()
-                .enumerate()
-                .map(|(c, cell)| format!("{cell:<width$}", width = widths[c]))
-                .collect();
-            line.join("  ").trim_end().to_string()
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
+    align(rows, 2).trim_end_matches('\n').to_string()
 }
 
 fn alarm_rows(alarms: &[AlarmLine]) -> Vec<Vec<String>> {

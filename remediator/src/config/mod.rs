@@ -22,7 +22,7 @@ pub use file::{Compression, LeaderMoveFailure, LeaderPolicy, OnBusy};
 pub use remediation::RemediationSettings;
 
 use std::ops::Deref;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use etcdmedic_cluster::config::{base_dir, parse, read};
 use etcdmedic_cluster::{ClusterConfig, Config, ConfigProblems, Error, Result};
@@ -33,10 +33,12 @@ use file::{BackupFile, RemediationFile, RemediatorFile};
 /// A loaded, validated configuration, as the remediator needs it.
 #[derive(Debug, Clone)]
 pub struct RemediatorConfig {
-    /// What both binaries read: where to reach each cluster.
-    pub shared: Config,
-    /// In the file's order, one for each of `shared.clusters`.
+    /// In the file's order: where to reach each cluster (what both binaries read), with the
+    /// remediator's settings for it.
     pub clusters: Vec<ManagedCluster>,
+    /// Where the file was read from, for messages.
+    pub origin: String,
+    base: PathBuf,
     /// The `remediator:` block as written: the webhook service resolves it (and reads its
     /// secrets) itself, only when it serves.
     service: Option<RemediatorFile>,
@@ -129,19 +131,21 @@ impl RemediatorConfig {
         else {
             return Err(Error::ConfigInvalid { origin, problems });
         };
+        let base = shared.base_dir().to_path_buf();
         let clusters = shared
             .clusters
-            .iter()
+            .into_iter()
             .zip(resolved)
             .map(|(etcd, (remediation, backup))| ManagedCluster {
-                etcd: etcd.clone(),
+                etcd,
                 remediation,
                 backup,
             })
             .collect();
         Ok(RemediatorConfig {
-            shared,
             clusters,
+            origin: shared.origin,
+            base,
             service: sections.remediator,
         })
     }
@@ -153,7 +157,7 @@ impl RemediatorConfig {
 
     /// The directory relative paths in the file are resolved against.
     pub fn base_dir(&self) -> &Path {
-        self.shared.base_dir()
+        &self.base
     }
 
     pub fn cluster(&self, name: &str) -> Option<&ManagedCluster> {
@@ -161,7 +165,7 @@ impl RemediatorConfig {
     }
 
     pub fn cluster_names(&self) -> Vec<&str> {
-        self.shared.cluster_names()
+        self.clusters.iter().map(|c| c.name.as_str()).collect()
     }
 }
 

@@ -20,21 +20,22 @@ use crate::backup::{BackupError, BackupReport};
 use crate::engine::error::RunError;
 use crate::engine::{Live, Remediator};
 use crate::plan::{self, member_ref};
+use etcdmedic_cluster::upgrade::release;
 use next::{minor, next_step, NextStep};
 
-/// What a downgrade verb can be asked to do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What a downgrade verb can be asked to do, with the version asked for as written.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
-    Validate,
-    Enable,
+    Validate(String),
+    Enable(String),
     Cancel,
 }
 
 impl Action {
-    pub fn as_str(self) -> &'static str {
+    pub fn as_str(&self) -> &'static str {
         match self {
-            Action::Validate => "validate",
-            Action::Enable => "enable",
+            Action::Validate(_) => "validate",
+            Action::Enable(_) => "enable",
             Action::Cancel => "cancel",
         }
     }
@@ -108,8 +109,10 @@ pub fn target(raw: &str) -> Result<String, DowngradeError> {
 fn check_versions(status: &ClusterStatus) -> Result<(), DowngradeError> {
     for member in &status.members {
         if let Some(answer) = member.reachable() {
-            let (major, minor) = version_numbers(&answer.version);
-            if (major, minor) < (3, 6) {
+            // A version that does not read as one is no 3.6 either.
+            let too_old =
+                release(&answer.version).is_none_or(|(major, minor, _)| (major, minor) < (3, 6));
+            if too_old {
                 return Err(DowngradeError::TooOld {
                     member: member.display_name(),
                     version: answer.version.clone(),
@@ -120,21 +123,19 @@ fn check_versions(status: &ClusterStatus) -> Result<(), DowngradeError> {
     Ok(())
 }
 
-fn version_numbers(version: &str) -> (u32, u32) {
-    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
-    (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
-}
-
 impl Remediator<Live> {
     /// `downgrade validate|enable|cancel`: etcd's call, asked of the leader once the cluster
     /// passed the run's preflight (every voting member up, one leader, none lagging).
     pub async fn downgrade(
         &self,
         action: Action,
-        to: Option<&str>,
         stop: &CancellationToken,
     ) -> Result<Done, DowngradeError> {
-        let target = to.map(target).transpose()?;
+        let options = match &action {
+            Action::Validate(to) => DowngradeOptions::Validate(target(to)?),
+            Action::Enable(to) => DowngradeOptions::Enable(target(to)?),
+            Action::Cancel => DowngradeOptions::Cancel,
+        };
         let status = self.live_status().await;
         if action != Action::Cancel {
             check_versions(&status)?;
@@ -142,14 +143,8 @@ impl Remediator<Live> {
         let healthy = plan::preflight(&status, self.settings(), true).map_err(RunError::from)?;
         let leader = member_ref(healthy.leader.member);
         let backup = match action {
-            Action::Enable => Some(self.backup_first(stop).await?),
+            Action::Enable(_) => Some(self.backup_first(stop).await?),
             _ => None,
-        };
-        let options = match (action, target) {
-            (Action::Validate, Some(target)) => DowngradeOptions::Validate(target),
-            (Action::Enable, Some(target)) => DowngradeOptions::Enable(target),
-            (Action::Cancel, _) => DowngradeOptions::Cancel,
-            (_, None) => return Err(DowngradeError::BadTarget(String::new())),
         };
         let version = self
             .etcd()

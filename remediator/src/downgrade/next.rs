@@ -135,13 +135,12 @@ pub fn next_step(status: &ClusterStatus) -> NextStep {
             storage: status.storage_version.clone().unwrap_or_default(),
         };
     }
-    let mut remaining: Vec<&(&MemberStatus, &EndpointStatus)> = answered
+    // Followers first, in name order; the leader last.
+    let next = answered
         .iter()
         .filter(|(_, s)| minor(&s.version) != target)
-        .collect();
-    // Followers first, in name order; the leader last.
-    remaining.sort_by_key(|(m, s)| (s.is_leader(), m.display_name()));
-    match remaining.first() {
+        .min_by_key(|(m, s)| (s.is_leader(), m.display_name()));
+    match next {
         None => NextStep::Done {
             version: target.clone(),
             storage: format!("{target}.0"),

@@ -86,7 +86,11 @@ fn alarm_lines(status: &ClusterStatus) -> Result<Vec<AlarmLine>, RunError> {
 impl<E: Etcd> Remediator<E> {
     /// The member of the cluster that `name` names (name, endpoint or ID), or bad input.
     pub async fn member_named(&self, name: &str) -> Result<MemberRef, VerbError> {
-        let status = self.etcd.collect().await;
+        self.member_in(&self.etcd.collect().await, name)
+    }
+
+    /// [`Remediator::member_named`] in a status already collected.
+    fn member_in(&self, status: &ClusterStatus, name: &str) -> Result<MemberRef, VerbError> {
         if let Err(err) = &status.membership {
             return Err(
                 RunError::from(super::error::Refusal::MembershipUnknown(err.clone())).into(),
@@ -159,8 +163,8 @@ impl<E: Etcd> Remediator<E> {
         events: &Events,
         stop: &CancellationToken,
     ) -> Result<Forfeited, VerbError> {
-        let member = self.member_named(member).await?;
         let status = self.etcd.collect().await;
+        let member = self.member_in(&status, member)?;
         let healthy = plan::preflight(&status, &self.settings, true).map_err(RunError::from)?;
         let leader = member_ref(healthy.leader.member);
         if leader.id != member.id {

@@ -23,6 +23,20 @@ pub struct Image {
     pub cmd: Vec<String>,
 }
 
+/// The etcd release the Dockerfile puts in the image for the restore drill
+/// (`ARG ETCD_VERSION=v3.5.17`): the release of the harness with the same minor version.
+pub fn etcd_release() -> Result<EtcdVersion> {
+    let dockerfile = std::fs::read_to_string(repository_root().join("Dockerfile"))?;
+    let version = dockerfile
+        .lines()
+        .find_map(|line| line.strip_prefix("ARG ETCD_VERSION=v"))
+        .context("no ARG ETCD_VERSION in the Dockerfile")?;
+    EtcdVersion::ALL
+        .into_iter()
+        .find(|release| version.starts_with(release.prefix()))
+        .with_context(|| format!("the image's etcd {version} is not a release the tests have"))
+}
+
 impl Image {
     pub fn from_dockerfile() -> Result<Image> {
         let text = std::fs::read_to_string(repository_root().join("Dockerfile"))?;
@@ -61,7 +75,7 @@ impl Image {
             project_binary("etcdmedic-exporter")?,
             project_binary("etcdmedic-remediator")?,
         ];
-        let etcd = EtcdVersion::V3_5;
+        let etcd = etcd_release()?;
         programs.extend([etcd.etcd()?, etcd.etcdctl()?, etcd.snapshot_tool()?]);
         for program in programs {
             let name = program.file_name().context("a program without a name")?;

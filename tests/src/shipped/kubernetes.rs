@@ -10,7 +10,7 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
-use super::sandbox::{may_read, ROOT};
+use super::sandbox::ROOT;
 use super::{named_files, Identity, Image, Launch, Sandbox};
 use crate::kustomize::{kind, named};
 
@@ -299,16 +299,12 @@ impl Container {
             Some(config) => named_files(config, self.binary == "etcdmedic-exporter"),
             None => BTreeSet::new(),
         };
-        let identity = &self.launch.identity;
-        Ok(self
+        let unneeded = self
             .sandbox
-            .credentials()?
+            .unneeded_credentials(&needed, &self.launch.identity)?;
+        Ok(unneeded
             .into_iter()
-            .filter(|(credential, metadata)| {
-                !needed.contains(&credential.path)
-                    && may_read(metadata, identity.uid, identity.gid, &identity.groups)
-            })
-            .map(|(credential, _)| format!("{} (from {})", credential.path, credential.from))
+            .map(|credential| format!("{} (from {})", credential.path, credential.from))
             .collect())
     }
 }

@@ -20,7 +20,7 @@ mod launch;
 mod sandbox;
 pub mod systemd;
 
-pub use image::Image;
+pub use image::{etcd_release, Image};
 pub use launch::{check_privileges, first_seconds, Identity, Launch, Verdict};
 pub use sandbox::Sandbox;
 

@@ -2,6 +2,7 @@
 //! with the owner and mode it would have, and every path and address of its arguments and
 //! configuration moved onto the root and onto loopback.
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -11,6 +12,7 @@ use nix::unistd::{chown, Gid, Uid};
 use serde_json::Value;
 use tempfile::TempDir;
 
+use super::Identity;
 use crate::certs::TestPki;
 
 /// root:root, as the image's own directories and a node's files are.
@@ -111,12 +113,21 @@ impl Sandbox {
         Ok(std::fs::read(source)?)
     }
 
-    /// The credentials laid out, with who owns them and their mode.
-    pub fn credentials(&self) -> Result<Vec<(Credential, std::fs::Metadata)>> {
-        self.credentials
-            .iter()
-            .map(|c| Ok((c.clone(), std::fs::metadata(self.host_path(&c.path))?)))
-            .collect()
+    /// The credentials laid out that `who` can read, as the files are owned and moded, and
+    /// that are not among `needed` (paths as the process names them).
+    pub fn unneeded_credentials(
+        &self,
+        needed: &BTreeSet<String>,
+        who: &Identity,
+    ) -> Result<Vec<Credential>> {
+        let mut unneeded = Vec::new();
+        for credential in &self.credentials {
+            let metadata = std::fs::metadata(self.host_path(&credential.path))?;
+            if !needed.contains(&credential.path) && may_read(&metadata, who) {
+                unneeded.push(credential.clone());
+            }
+        }
+        Ok(unneeded)
     }
 
     /// An argument or configuration value as the process gets it here: an absolute path
@@ -162,13 +173,12 @@ fn own(path: &Path, mode: u32, (uid, gid): (u32, u32)) -> Result<()> {
         .with_context(|| format!("chmod {mode:o} {}", path.display()))
 }
 
-/// Whether a process of `uid`, primary group `gid` and supplementary `groups`, without
-/// capabilities, may read a file with `metadata`.
-pub fn may_read(metadata: &std::fs::Metadata, uid: u32, gid: u32, groups: &[u32]) -> bool {
+/// Whether `who`, without capabilities, may read a file with `metadata`.
+fn may_read(metadata: &std::fs::Metadata, who: &Identity) -> bool {
     let mode = metadata.mode();
-    if metadata.uid() == uid {
+    if metadata.uid() == who.uid {
         mode & 0o400 != 0
-    } else if metadata.gid() == gid || groups.contains(&metadata.gid()) {
+    } else if metadata.gid() == who.gid || who.groups.contains(&metadata.gid()) {
         mode & 0o040 != 0
     } else {
         mode & 0o004 != 0

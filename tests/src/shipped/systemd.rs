@@ -9,7 +9,6 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use serde_json::Value;
 
-use super::sandbox::may_read;
 use super::{named_files, Identity, Image, Launch, Sandbox};
 
 /// The service user's ids here.
@@ -161,16 +160,12 @@ impl Host {
     /// The installed credentials the unit's process can read that its part of the
     /// configuration does not name.
     pub fn unneeded_credentials(&self) -> Result<Vec<String>> {
-        let identity = &self.service.identity;
-        Ok(self
+        let unneeded = self
             .sandbox
-            .credentials()?
+            .unneeded_credentials(&self.needed, &self.service.identity)?;
+        Ok(unneeded
             .into_iter()
-            .filter(|(credential, metadata)| {
-                !self.needed.contains(&credential.path)
-                    && may_read(metadata, identity.uid, identity.gid, &identity.groups)
-            })
-            .map(|(credential, _)| credential.path)
+            .map(|credential| credential.path)
             .collect())
     }
 }

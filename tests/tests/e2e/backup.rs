@@ -19,21 +19,6 @@ on_each_etcd_version!(
     a_backup_passes_its_drill_with_the_etcd_release_the_image_ships,
 );
 
-/// The etcd release the Dockerfile puts in the image for the restore drill
-/// (`ARG ETCD_VERSION=v3.5.17`): the release of the harness with the same minor version.
-fn the_images_etcd() -> Result<EtcdVersion> {
-    let dockerfile =
-        std::fs::read_to_string(etcdmedic_tests::generated::repository_root().join("Dockerfile"))?;
-    let version = dockerfile
-        .lines()
-        .find_map(|line| line.strip_prefix("ARG ETCD_VERSION=v"))
-        .context("no ARG ETCD_VERSION in the Dockerfile")?;
-    EtcdVersion::ALL
-        .into_iter()
-        .find(|release| version.starts_with(release.prefix()))
-        .with_context(|| format!("the image's etcd {version} is not a release the tests have"))
-}
-
 async fn backup(config: &Path, extra: &[&str]) -> Result<Output> {
     let run = tokio::process::Command::new(project_binary("etcdmedic-remediator")?)
         .args(["backup", "--cluster", "prod-a", "-o", "json", "--config"])
@@ -66,12 +51,13 @@ async fn a_backup_passes_its_drill_with_the_etcd_release_the_image_ships(
 ) -> Result<()> {
     let cluster = EtcdCluster::builder(version).members(3).start().await?;
     let dir = tempfile::tempdir()?;
-    let yaml = format!(
+    let yaml =
+        format!(
         "remediation: {{snapshot_dir: {}}}\nbackup:\n  destinations: [{{name: near, kind: local, \
          path: {}}}]\n  restore_drill: {{bin_dir: {}}}\nclusters:\n{}",
         dir.path().join("snapshots").display(),
         dir.path().join("near").display(),
-        the_images_etcd()?.bin_dir()?.display(),
+        etcdmedic_tests::shipped::etcd_release()?.bin_dir()?.display(),
         cluster.config_entry("prod-a")
     );
     let config = write_file(dir.path(), "image.yaml", &yaml)?;

@@ -121,7 +121,7 @@ impl ServiceSettings {
         match resolve(config.remediator_block(), config.base_dir(), &mut problems) {
             Some(settings) if problems.is_empty() => Ok(settings),
             _ => Err(Error::ConfigInvalid {
-                origin: config.shared.origin.clone(),
+                origin: config.origin.clone(),
                 problems,
             }),
         }
