@@ -17,7 +17,7 @@ use crate::member_client::{ListedMember, MemberClient, MemberListing};
 use crate::model::{
     Alarm, ClusterStatus, Downgrade, EndpointStatus, MemberId, MemberStatus, Membership, ProbeError,
 };
-use crate::quota::{Quota, QuotaCache};
+use crate::quota::{MemberFacts, MetricsCache};
 use crate::transport::Transport;
 
 /// Ask the next member for MemberList (or AlarmList) when the current one has been silent this
@@ -31,7 +31,7 @@ const MIN_CALL_TIMEOUT: Duration = Duration::from_millis(1);
 #[derive(Debug)]
 pub struct ClusterProbe {
     config: ClusterConfig,
-    quotas: QuotaCache,
+    metrics: MetricsCache,
     alarm_source: AlarmSource,
     connections: Connections,
     state: Mutex<ProbeState>,
@@ -107,7 +107,7 @@ impl ClusterProbe {
         // Made now, so that a TLS setting that cannot work is an error at start-up.
         let transport = Transport::new(&config)?;
         Ok(ClusterProbe {
-            quotas: QuotaCache::new(&config)?,
+            metrics: MetricsCache::new(&config)?,
             alarm_source,
             connections,
             config,
@@ -159,7 +159,8 @@ impl ClusterProbe {
         self.status_at(endpoint, timeout).await.1
     }
 
-    /// Status of the member at `endpoint` with its quota, and how long Status itself took.
+    /// Status of the member at `endpoint` with its quota and defragmentation gate, and how long
+    /// Status itself took.
     async fn status_at(
         &self,
         endpoint: &str,
@@ -174,15 +175,15 @@ impl ClusterProbe {
         let result = match response {
             Ok(response) => {
                 let budget = timeout.saturating_sub(latency).max(MIN_CALL_TIMEOUT);
-                let quota = self
-                    .quotas
-                    .quota_of(&self.config.name, endpoint, &response, budget)
+                let facts = self
+                    .metrics
+                    .facts_of(&self.config.name, endpoint, &response, budget)
                     .await;
-                Ok(endpoint_status(&response, quota))
+                Ok(endpoint_status(&response, facts))
             }
             Err(err) => {
                 // Whatever stopped it answering may be a restart with another quota.
-                self.quotas.forget(endpoint);
+                self.metrics.forget(endpoint);
                 Err(err)
             }
         };
@@ -401,7 +402,7 @@ impl ClusterProbe {
             state
                 .reachable
                 .retain(|endpoint, _| keep.contains(&endpoint));
-            self.quotas
+            self.metrics
                 .retain(|endpoint| keep.iter().any(|k| *k == endpoint));
             state.members = members;
         }
@@ -563,7 +564,7 @@ fn alarms_from_statuses(probed: &[Probed]) -> Result<Vec<Alarm>, ProbeError> {
     Ok(alarms)
 }
 
-fn endpoint_status(response: &StatusResponse, quota: Quota) -> EndpointStatus {
+fn endpoint_status(response: &StatusResponse, facts: MemberFacts) -> EndpointStatus {
     let header = response.header();
     EndpointStatus {
         member_id: MemberId(header.map_or(0, |h| h.member_id())),
@@ -581,8 +582,9 @@ fn endpoint_status(response: &StatusResponse, quota: Quota) -> EndpointStatus {
         }),
         db_size_bytes: u64::try_from(response.db_size()).unwrap_or(0),
         db_size_in_use_bytes: u64::try_from(response.raft_used_db_size()).unwrap_or(0),
-        quota_bytes: quota.bytes,
-        quota_source: quota.source,
+        quota_bytes: facts.quota.bytes,
+        quota_source: facts.quota.source,
+        stop_grpc_on_defrag: facts.stop_grpc_on_defrag,
         leader: Some(response.leader())
             .filter(|&leader| leader != 0)
             .map(MemberId),

@@ -171,6 +171,10 @@ pub struct EndpointStatus {
     pub db_size_in_use_bytes: u64,
     pub quota_bytes: u64,
     pub quota_source: QuotaSource,
+    /// Whether the member stops its gRPC service (health `NOT_SERVING`) while it
+    /// defragments, so health-checking clients move to another member: etcd 3.6's
+    /// `StopGRPCServiceOnDefrag` gate. `None` when the member does not say.
+    pub stop_grpc_on_defrag: Option<bool>,
     /// The leader this member follows, `None` while it has none.
     pub leader: Option<MemberId>,
     pub raft_term: u64,
@@ -358,6 +362,7 @@ mod tests {
                 db_size_in_use_bytes: 25,
                 quota_bytes: 1000,
                 quota_source: QuotaSource::Config,
+                stop_grpc_on_defrag: None,
                 leader: leader.map(MemberId),
                 raft_term: 2,
                 raft_index: 10,

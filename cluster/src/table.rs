@@ -229,6 +229,7 @@ mod tests {
                         db_size_in_use_bytes: 6_000_000,
                         quota_bytes: 2_147_483_648,
                         quota_source: QuotaSource::Metrics,
+                        stop_grpc_on_defrag: None,
                         leader: Some(MemberId(0xa)),
                         raft_term: 4,
                         raft_index: 53391,

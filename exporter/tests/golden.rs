@@ -34,6 +34,7 @@ fn reachable(id: u64, name: &str, leader: u64, alarms: Vec<AlarmKind>) -> Member
             db_size_in_use_bytes: 6_300_000,
             quota_bytes: 2_147_483_648,
             quota_source: QuotaSource::Status,
+            stop_grpc_on_defrag: None,
             leader: Some(MemberId(leader)),
             raft_term: 4,
             raft_index: 53391,

@@ -186,11 +186,18 @@ pub struct LeaderChoice {
 }
 
 /// Decides the leader's fate under `policy` (`skip` never reaches here).
+///
+/// `stop_grpc_on_defrag` (the leader's `StopGRPCServiceOnDefrag`) does not change the
+/// decision, only what the reason says: in the benchmark the gate spared health-checking
+/// writers even the leader's in-place stall, but lease renewals through every member and the
+/// clients pinned to the leader waited as long with it as without, and those are what
+/// `leader_in_place_below` bounds.
 pub fn leader_choice(
     policy: LeaderPolicy,
     bound: Duration,
     leader_in_use: u64,
     rate: &Rate,
+    stop_grpc_on_defrag: Option<bool>,
 ) -> LeaderChoice {
     let predicted = rate.time_for(leader_in_use);
     let figures = format!(
@@ -225,6 +232,17 @@ pub fn leader_choice(
             false,
             format!("leader: move_then_defrag; in place it would stall {figures}"),
         ),
+    };
+    let reason = match (stop_grpc_on_defrag, in_place) {
+        (Some(true), true) => format!(
+            "{reason}; with StopGRPCServiceOnDefrag its health-checking clients move to other \
+             members, but lease renewals and the clients pinned to it still wait"
+        ),
+        (Some(true), false) => format!(
+            "{reason}; once a follower, its health-checking clients move to other members \
+             while it defragments (StopGRPCServiceOnDefrag)"
+        ),
+        _ => reason,
     };
     LeaderChoice {
         in_place,
@@ -290,7 +308,13 @@ pub fn forecast(
     let mut leader = None;
     for member in &plan.defragment {
         if member.is_leader {
-            let choice = leader_choice(policy, bound, member.db_size_in_use, &rates.defrag);
+            let choice = leader_choice(
+                policy,
+                bound,
+                member.db_size_in_use,
+                &rates.defrag,
+                member.stop_grpc_on_defrag,
+            );
             if !choice.in_place {
                 steps.push(PredictedStep {
                     step: StepKind::MoveLeader,

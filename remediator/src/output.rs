@@ -135,8 +135,12 @@ pub fn summary(report: &RunReport) -> String {
         .iter()
         .filter(|m| m.action == MemberAction::Defragmented)
     {
+        let gate = match member.stop_grpc_on_defrag {
+            Some(true) => "; its gRPC service stopped meanwhile (StopGRPCServiceOnDefrag)",
+            _ => "",
+        };
         text.push_str(&format!(
-            "\n  {}: {} -> {} ({} reclaimed)",
+            "\n  {}: {} -> {} ({} reclaimed{gate})",
             member.member.name,
             human_bytes(member.db_size_before),
             member.db_size_after.map(human_bytes).unwrap_or_default(),

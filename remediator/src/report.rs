@@ -183,6 +183,10 @@ pub struct MemberReport {
     pub follower_at_defrag: Option<bool>,
     #[serde(with = "option_seconds", default)]
     pub defrag_duration: Option<Duration>,
+    /// Whether its gRPC service stopped while it defragmented (`StopGRPCServiceOnDefrag`);
+    /// `None` when the member did not say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_grpc_on_defrag: Option<bool>,
 }
 
 impl MemberReport {

@@ -54,9 +54,18 @@ pub struct EtcdClusterBuilder {
     data_on_disk: bool,
     restore_from: Option<PathBuf>,
     metrics_listener: bool,
+    stop_grpc_on_defrag: bool,
 }
 
 impl EtcdClusterBuilder {
+    /// A defragmenting member's gRPC health service says `NOT_SERVING`: etcd 3.6's
+    /// `StopGRPCServiceOnDefrag` feature gate, 3.5's `--experimental-stop-grpc-service-on-defrag`
+    /// (3.5.14+). etcd 3.4 has neither: starting fails.
+    pub fn stop_grpc_on_defrag(mut self) -> Self {
+        self.stop_grpc_on_defrag = true;
+        self
+    }
+
     /// Starts a one-member cluster from a snapshot file, restored the way an operator
     /// would (`etcdutl snapshot restore` on 3.5, `etcdctl snapshot restore` on 3.4).
     pub fn restore_from(mut self, snapshot: &Path) -> Self {
@@ -110,6 +119,9 @@ impl EtcdClusterBuilder {
 
     pub async fn start(self) -> Result<EtcdCluster> {
         let etcd = self.version.etcd()?;
+        if self.stop_grpc_on_defrag && self.version == EtcdVersion::V3_4 {
+            bail!("etcd 3.4 cannot stop its gRPC service on defragmentation");
+        }
         let dir = temp_dir(self.data_on_disk)?;
         let pki = match self.tls {
             Some(ip_san) => Some(TestPki::generate(
@@ -132,6 +144,7 @@ impl EtcdClusterBuilder {
             password_file,
             quota_backend_bytes: self.quota_backend_bytes,
             metrics_listener: self.metrics_listener,
+            stop_grpc_on_defrag: self.stop_grpc_on_defrag,
             dir,
         };
         // A port picked as free can be taken by someone else before etcd binds it; start
@@ -191,6 +204,7 @@ pub struct EtcdCluster {
     password_file: PathBuf,
     quota_backend_bytes: Option<u64>,
     metrics_listener: bool,
+    stop_grpc_on_defrag: bool,
     // Last: removed after the processes are gone.
     dir: TempDir,
 }
@@ -233,6 +247,7 @@ impl EtcdCluster {
             data_on_disk: false,
             restore_from: None,
             metrics_listener: false,
+            stop_grpc_on_defrag: false,
         }
     }
 
@@ -404,6 +419,16 @@ impl EtcdCluster {
         ];
         if let Some(quota) = self.quota_backend_bytes {
             args.push(format!("--quota-backend-bytes={quota}"));
+        }
+        if self.stop_grpc_on_defrag {
+            args.push(match self.version {
+                EtcdVersion::V3_4 | EtcdVersion::V3_5 => {
+                    "--experimental-stop-grpc-service-on-defrag=true".to_string()
+                }
+                EtcdVersion::V3_6 | EtcdVersion::V3_7 => {
+                    "--feature-gates=StopGRPCServiceOnDefrag=true".to_string()
+                }
+            });
         }
         if let Some(pki) = &self.pki {
             args.extend([
@@ -845,7 +870,13 @@ impl EtcdCluster {
     /// directory and ports; waits until it serves and follows a leader.
     pub async fn replace_binary(&mut self, index: usize, version: EtcdVersion) -> Result<()> {
         self.stop(index)?;
-        self.members[index].binary = Some(version.etcd()?);
+        self.start_binary(index, &version.etcd()?).await
+    }
+
+    /// Starts stopped member `index` with the etcd binary at `binary` (one an operator's
+    /// procedure put in place) on its data directory and ports; waits as [`Self::restart`].
+    pub async fn start_binary(&mut self, index: usize, binary: &Path) -> Result<()> {
+        self.members[index].binary = Some(binary.to_path_buf());
         self.restart(index).await
     }
 

@@ -1,4 +1,6 @@
-//! Reading a member's quota from its own `/metrics` (`etcd_server_quota_backend_bytes`), over
+//! Reading what a member says only on its own `/metrics`: its quota
+//! (`etcd_server_quota_backend_bytes`) and, from etcd 3.6, whether it stops its gRPC service
+//! while it defragments (`etcd_server_feature_enabled{name="StopGRPCServiceOnDefrag"}`). Over
 //! HTTP/1.1 with the cluster's TLS settings and client certificate: on the client URL, or at
 //! `metrics_url` for members that serve metrics on a listener of their own.
 
@@ -25,12 +27,25 @@ use crate::transport;
 
 /// The gauge etcd (3.4 and later) publishes with its quota.
 const QUOTA_METRIC: &str = "etcd_server_quota_backend_bytes";
-/// etcd's `/metrics` is a few hundred kB; reading stops at the gauge, and never past this.
+/// etcd 3.6's feature gates, one series per gate; the exposition is sorted by name, so they
+/// come before the quota.
+const FEATURE_METRIC: &str = "etcd_server_feature_enabled";
+const STOP_GRPC_ON_DEFRAG: &str = "name=\"StopGRPCServiceOnDefrag\"";
+/// etcd's `/metrics` is a few hundred kB; reading stops at the quota gauge, and never past this.
 const MAX_METRICS_BYTES: usize = 16 * 1024 * 1024;
 const READ_BUFFER_BYTES: usize = 16 * 1024;
 const USER_AGENT_VALUE: &str = concat!("etcdmedic/", env!("CARGO_PKG_VERSION"));
 
-/// Why `/metrics` did not give the quota.
+/// What a member's `/metrics` said.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MemberMetrics {
+    pub quota_bytes: Option<u64>,
+    /// The `StopGRPCServiceOnDefrag` feature gate; `None` where the member does not publish
+    /// its gates (before 3.6).
+    pub stop_grpc_on_defrag: Option<bool>,
+}
+
+/// Why `/metrics` did not answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MetricsError {
     #[error("{url}: no answer within {after:?}")]
@@ -104,12 +119,12 @@ impl QuotaReader {
         }
     }
 
-    /// The quota the member at `endpoint` reports on its `/metrics`.
+    /// What the member at `endpoint` reports on its `/metrics`.
     pub async fn from_metrics(
         &self,
         endpoint: &str,
         timeout: Duration,
-    ) -> Result<u64, MetricsError> {
+    ) -> Result<MemberMetrics, MetricsError> {
         let url = self.metrics_url(endpoint);
         tokio::time::timeout(timeout, self.read(&url))
             .await
@@ -121,7 +136,7 @@ impl QuotaReader {
             })
     }
 
-    async fn read(&self, url: &str) -> Result<u64, MetricsError> {
+    async fn read(&self, url: &str) -> Result<MemberMetrics, MetricsError> {
         let failed = |message: String| MetricsError::Failed {
             url: url.to_string(),
             message,
@@ -144,6 +159,7 @@ impl QuotaReader {
         let mut body = response.into_body();
         let mut pending = Vec::new();
         let mut read = 0;
+        let mut found = MemberMetrics::default();
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|err| failed(with_sources(&err.to_string(), &err)))?;
             let Some(data) = frame.data_ref() else {
@@ -156,15 +172,16 @@ impl QuotaReader {
                 .iter()
                 .rposition(|&b| b == b'\n')
                 .map_or(0, |i| i + 1);
-            if let Some(bytes) = find_quota(&pending[..complete]) {
-                return Ok(bytes);
+            if found.scan(&pending[..complete]) {
+                return Ok(found);
             }
             pending.drain(..complete);
             if read > MAX_METRICS_BYTES {
                 break;
             }
         }
-        find_quota(&pending).ok_or_else(|| failed(format!("has no {QUOTA_METRIC} gauge")))
+        found.scan(&pending);
+        Ok(found)
     }
 }
 
@@ -178,25 +195,51 @@ fn endpoint_host(endpoint: &str) -> &str {
         .map_or(authority, |(host, _)| host)
 }
 
-/// The quota gauge's value in Prometheus text: `etcd_server_quota_backend_bytes 2.097152e+08`.
-fn find_quota(text: &[u8]) -> Option<u64> {
-    text.split(|&b| b == b'\n').find_map(|line| {
-        let rest = line.strip_prefix(QUOTA_METRIC.as_bytes())?;
-        let rest = match rest.first() {
-            Some(b' ') => &rest[1..],
-            // Labels, which etcd does not put on this gauge; skip them if a proxy adds some.
-            Some(b'{') => &rest[rest.iter().position(|&b| b == b'}')? + 1..],
-            _ => return None,
-        };
-        let value = std::str::from_utf8(rest).ok()?.split_whitespace().next()?;
-        let value: f64 = value.parse().ok()?;
-        (value.is_finite() && value >= 1.0 && value < u64::MAX as f64).then_some(value as u64)
-    })
+impl MemberMetrics {
+    /// Takes what `text` (whole lines of Prometheus text) says; `true` once the quota is
+    /// known, which ends the reading.
+    fn scan(&mut self, text: &[u8]) -> bool {
+        for line in text.split(|&b| b == b'\n') {
+            if let Some((labels, value)) = sample(line, FEATURE_METRIC) {
+                if labels
+                    .windows(STOP_GRPC_ON_DEFRAG.len())
+                    .any(|w| w == STOP_GRPC_ON_DEFRAG.as_bytes())
+                {
+                    self.stop_grpc_on_defrag = Some(value == 1.0);
+                }
+            } else if let Some((_, value)) = sample(line, QUOTA_METRIC) {
+                if value.is_finite() && value >= 1.0 && value < u64::MAX as f64 {
+                    self.quota_bytes = Some(value as u64);
+                    return true;
+                }
+            }
+        }
+        false
+    }
+}
+
+/// The labels (`{...}`, or empty) and value of a sample of `metric` in Prometheus text:
+/// `etcd_server_quota_backend_bytes 2.097152e+08`.
+fn sample<'a>(line: &'a [u8], metric: &str) -> Option<(&'a [u8], f64)> {
+    let rest = line.strip_prefix(metric.as_bytes())?;
+    let (labels, rest) = match rest.first() {
+        Some(b' ') => (&rest[..0], &rest[1..]),
+        Some(b'{') => rest.split_at(rest.iter().position(|&b| b == b'}')? + 1),
+        _ => return None,
+    };
+    let value = std::str::from_utf8(rest).ok()?.split_whitespace().next()?;
+    Some((labels, value.parse().ok()?))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn find_quota(text: &[u8]) -> Option<u64> {
+        let mut found = MemberMetrics::default();
+        found.scan(text);
+        found.quota_bytes
+    }
 
     #[test]
     fn the_quota_gauge_is_read_in_every_number_format_etcd_writes() {
@@ -219,6 +262,34 @@ mod tests {
         );
         assert_eq!(find_quota(b"etcd_server_quota_backend_bytes NaN\n"), None);
         assert_eq!(find_quota(b"etcd_server_quota_backend_bytes 0\n"), None);
+    }
+
+    #[test]
+    fn the_defrag_gate_is_read_from_etcd_3_6s_feature_gates() {
+        // As etcd 3.6.15 writes them, with --feature-gates=StopGRPCServiceOnDefrag=true.
+        let on = b"# TYPE etcd_server_feature_enabled gauge\n\
+            etcd_server_feature_enabled{name=\"SetMemberLocalAddr\",stage=\"ALPHA\"} 0\n\
+            etcd_server_feature_enabled{name=\"StopGRPCServiceOnDefrag\",stage=\"ALPHA\"} 1\n\
+            etcd_server_feature_enabled{name=\"TxnModeWriteWithSharedBuffer\",stage=\"BETA\"} 1\n\
+            etcd_server_quota_backend_bytes 2.147483648e+09\n";
+        let mut found = MemberMetrics::default();
+        assert!(found.scan(on));
+        assert_eq!(
+            found,
+            MemberMetrics {
+                quota_bytes: Some(1 << 31),
+                stop_grpc_on_defrag: Some(true)
+            }
+        );
+        let off =
+            b"etcd_server_feature_enabled{name=\"StopGRPCServiceOnDefrag\",stage=\"ALPHA\"} 0\n";
+        let mut found = MemberMetrics::default();
+        assert!(!found.scan(off), "no quota yet: reading goes on");
+        assert_eq!(found.stop_grpc_on_defrag, Some(false));
+        // etcd 3.5 publishes no gates: unknown, not off.
+        let mut found = MemberMetrics::default();
+        found.scan(b"etcd_server_quota_backend_bytes 2.147483648e+09\n");
+        assert_eq!(found.stop_grpc_on_defrag, None);
     }
 
     #[test]

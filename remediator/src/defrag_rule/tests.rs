@@ -25,6 +25,7 @@ fn member(db_size: u64, in_use: u64, quota: u64) -> EndpointStatus {
         db_size_in_use_bytes: in_use,
         quota_bytes: quota,
         quota_source: QuotaSource::Config,
+        stop_grpc_on_defrag: None,
         leader: Some(MemberId(1)),
         raft_term: 1,
         raft_index: 1,

@@ -196,6 +196,7 @@ mod tests {
                 db_size_in_use_bytes: 1,
                 quota_bytes: 2,
                 quota_source: QuotaSource::Status,
+                stop_grpc_on_defrag: None,
                 leader: Some(MemberId(1)),
                 raft_term: 2,
                 raft_index: 10,

@@ -96,6 +96,7 @@ impl<E: Etcd> Run<'_, E> {
             self.settings.leader_in_place_below,
             status.db_size_in_use_bytes,
             &rates.defrag,
+            status.stop_grpc_on_defrag,
         );
         let in_place = choice.in_place;
         match self.settings.leader {

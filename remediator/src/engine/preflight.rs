@@ -155,5 +155,6 @@ fn member_report(planned: &PlannedMember, action: MemberAction) -> MemberReport 
         db_size_in_use_after: None,
         follower_at_defrag: None,
         defrag_duration: None,
+        stop_grpc_on_defrag: planned.stop_grpc_on_defrag,
     }
 }

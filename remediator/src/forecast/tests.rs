@@ -70,7 +70,7 @@ fn this_runs_measurements_beat_earlier_runs_which_beat_the_assumption() {
 fn auto_keeps_the_leader_in_place_only_below_the_bound() {
     let bound = Duration::from_secs(1);
     // 100 MiB at 200 MiB/s: 0.5 s.
-    let short = leader_choice(LeaderPolicy::Auto, bound, 100 * MIB, &rate(200));
+    let short = leader_choice(LeaderPolicy::Auto, bound, 100 * MIB, &rate(200), None);
     assert!(short.in_place, "{short:?}");
     assert_eq!(short.predicted, Duration::from_millis(500));
     assert!(
@@ -79,7 +79,7 @@ fn auto_keeps_the_leader_in_place_only_below_the_bound() {
         short.reason
     );
     // 400 MiB at 200 MiB/s: 2 s.
-    let long = leader_choice(LeaderPolicy::Auto, bound, 400 * MIB, &rate(200));
+    let long = leader_choice(LeaderPolicy::Auto, bound, 400 * MIB, &rate(200), None);
     assert!(!long.in_place, "{long:?}");
     assert!(
         long.reason.contains("leadership moves first"),
@@ -88,16 +88,44 @@ fn auto_keeps_the_leader_in_place_only_below_the_bound() {
     );
     assert!(long.reason.contains("is 2.00s"), "{}", long.reason);
     // A bound of 0 always moves; exactly at the bound moves too.
-    assert!(!leader_choice(LeaderPolicy::Auto, Duration::ZERO, 1, &rate(200)).in_place);
-    assert!(!leader_choice(LeaderPolicy::Auto, bound, 200 * MIB, &rate(200)).in_place);
+    assert!(!leader_choice(LeaderPolicy::Auto, Duration::ZERO, 1, &rate(200), None).in_place);
+    assert!(!leader_choice(LeaderPolicy::Auto, bound, 200 * MIB, &rate(200), None).in_place);
+}
+
+#[test]
+fn the_defrag_gate_is_said_but_does_not_change_where_the_leader_is_defragmented() {
+    let bound = Duration::from_secs(1);
+    for (in_use, in_place) in [(100 * MIB, true), (400 * MIB, false)] {
+        let without = leader_choice(LeaderPolicy::Auto, bound, in_use, &rate(200), None);
+        let with = leader_choice(LeaderPolicy::Auto, bound, in_use, &rate(200), Some(true));
+        assert_eq!((without.in_place, with.in_place), (in_place, in_place));
+        assert!(!without.reason.contains("StopGRPCServiceOnDefrag"));
+        let said = match in_place {
+            true => "lease renewals and the clients pinned to it still wait",
+            false => "once a follower, its health-checking clients move",
+        };
+        assert!(with.reason.contains(said), "{}", with.reason);
+    }
+    let off = leader_choice(LeaderPolicy::Auto, bound, MIB, &rate(200), Some(false));
+    assert!(
+        !off.reason.contains("StopGRPCServiceOnDefrag"),
+        "{}",
+        off.reason
+    );
 }
 
 #[test]
 fn explicit_policies_ignore_the_prediction() {
     let bound = Duration::from_secs(1);
-    let tiny = leader_choice(LeaderPolicy::MoveThenDefrag, bound, MIB, &rate(200));
+    let tiny = leader_choice(LeaderPolicy::MoveThenDefrag, bound, MIB, &rate(200), None);
     assert!(!tiny.in_place);
-    let huge = leader_choice(LeaderPolicy::DefragInPlace, bound, 4000 * MIB, &rate(200));
+    let huge = leader_choice(
+        LeaderPolicy::DefragInPlace,
+        bound,
+        4000 * MIB,
+        &rate(200),
+        None,
+    );
     assert!(huge.in_place);
     assert_eq!(huge.predicted, Duration::from_secs(20));
 }
@@ -209,6 +237,7 @@ fn report(dry_run: bool, defrag: &[(u64, u64)], moved: Option<u64>) -> RunReport
             db_size_in_use_after: Some(in_use_mib * MIB),
             follower_at_defrag: Some(true),
             defrag_duration: Some(Duration::from_millis(millis)),
+            stop_grpc_on_defrag: None,
         });
     }
     report.snapshot = Some(SnapshotReport {

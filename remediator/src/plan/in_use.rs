@@ -65,6 +65,7 @@ mod tests {
             db_size_in_use_bytes: in_use,
             quota_bytes: 2_147_483_648,
             quota_source: QuotaSource::Metrics,
+            stop_grpc_on_defrag: None,
             leader: Some(MemberId(1)),
             raft_term: 2,
             raft_index: 10,

@@ -31,6 +31,10 @@ pub struct PlannedMember {
     pub judged_in_use: Option<u64>,
     /// The rule's verdict, or why the member is left alone.
     pub reason: String,
+    /// Whether its gRPC service stops while it defragments (`StopGRPCServiceOnDefrag`), so
+    /// health-checking clients move to other members; `None` when the member does not say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_grpc_on_defrag: Option<bool>,
 }
 
 impl PlannedMember {
@@ -241,6 +245,7 @@ pub(crate) fn make_plan(
             db_size_in_use: figures.db_size_in_use_bytes,
             judged_in_use,
             reason: verdict.reason,
+            stop_grpc_on_defrag: figures.stop_grpc_on_defrag,
         };
         match (verdict.matches, planned.is_leader) {
             (false, _) => skip.push(planned),
@@ -265,6 +270,7 @@ pub(crate) fn make_plan(
             db_size_in_use: figures.map_or(0, |s| s.db_size_in_use_bytes),
             judged_in_use: None,
             reason: "learner: etcd does not defragment a learner".into(),
+            stop_grpc_on_defrag: figures.and_then(|s| s.stop_grpc_on_defrag),
         });
     }
 
@@ -329,8 +335,16 @@ pub(crate) fn describe(plan: &Plan) -> Vec<String> {
             .and_then(|f| f.of(StepKind::Defragment, Some(&member.member)))
             .map(|d| format!(", predicted {:.2}s", d.as_secs_f64()))
             .unwrap_or_default();
+        let clients = match (member.is_leader, member.stop_grpc_on_defrag) {
+            (false, Some(true)) => {
+                "; its health-checking clients move to other members meanwhile \
+                 (StopGRPCServiceOnDefrag), its pinned clients wait"
+            }
+            (false, Some(false)) => "; its clients wait meanwhile (StopGRPCServiceOnDefrag off)",
+            _ => "",
+        };
         lines.push(format!(
-            "{}. {}: {how}; {} ({} in use of {}{predicted})",
+            "{}. {}: {how}; {} ({} in use of {}{predicted}){clients}",
             index + 1,
             member.member,
             member.reason,

@@ -27,6 +27,7 @@ pub(crate) fn member(id: u64, leader: u64, db_size: u64, in_use: u64) -> MemberS
             db_size_in_use_bytes: in_use,
             quota_bytes: 2048 * MIB,
             quota_source: QuotaSource::Config,
+            stop_grpc_on_defrag: None,
             leader: Some(MemberId(leader)),
             raft_term: 2,
             raft_index: 500,
@@ -80,6 +81,41 @@ fn followers_go_most_fragmented_first_and_the_leader_last() {
     assert!(plan.defragment[2].is_leader);
     // The most caught-up follower serves the snapshot.
     assert_eq!(plan.snapshot_from.name, "m2");
+}
+
+#[test]
+fn each_follower_says_what_its_clients_do_while_it_defragments() {
+    let mut status = fragmented_three();
+    let gates = [(1, Some(true)), (2, Some(false)), (3, Some(true))];
+    for (member, (_, gate)) in status.members.iter_mut().zip(gates) {
+        if let Ok(answer) = member.status.as_mut() {
+            answer.stop_grpc_on_defrag = gate;
+        }
+    }
+    let plan = plan_of(&status, &RemediationSettings::default()).unwrap();
+    let gated: Vec<Option<bool>> = plan
+        .defragment
+        .iter()
+        .map(|m| m.stop_grpc_on_defrag)
+        .collect();
+    assert_eq!(gated, [Some(true), Some(false), Some(true)], "m3, m2, m1");
+    let lines = describe(&plan);
+    assert!(
+        lines[0].starts_with("1. m3") && lines[0].ends_with("its pinned clients wait"),
+        "{}",
+        lines[0]
+    );
+    assert!(
+        lines[1].ends_with("(StopGRPCServiceOnDefrag off)"),
+        "{}",
+        lines[1]
+    );
+    // The leader's clients are the forecast's to describe (its choice's reason).
+    assert!(
+        !lines[2].contains("StopGRPCServiceOnDefrag"),
+        "{}",
+        lines[2]
+    );
 }
 
 #[test]

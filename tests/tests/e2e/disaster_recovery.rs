@@ -14,59 +14,15 @@ use etcdmedic_tests::ports::free_ports;
 use etcdmedic_tests::{eventually, project_binary, EtcdCluster, EtcdVersion};
 use serde_json::Value;
 
+use crate::documented::Document;
 use crate::on_each_etcd_version;
 use crate::support::{stderr, stdout, write_file};
 
 on_each_etcd_version!(the_documented_restore_brings_back_every_key,);
 
-/// The `sh` block after `<!-- tested: name -->` in docs/disaster-recovery.md.
-fn documented(name: &str) -> Result<String> {
-    let path = etcdmedic_tests::generated::repository_root().join("docs/disaster-recovery.md");
-    let text = std::fs::read_to_string(&path)?;
-    let marker = format!("<!-- tested: {name} -->");
-    let after = text
-        .split_once(&marker)
-        .with_context(|| format!("no {marker} in {}", path.display()))?
-        .1;
-    let block = after
-        .split_once("```sh\n")
-        .and_then(|(_, rest)| rest.split_once("```"))
-        .with_context(|| format!("no sh block after {marker}"))?
-        .0;
-    Ok(block.to_string())
-}
-
-/// Runs a documented block with `env` (and the release's binaries first on PATH).
-fn shell(block: &str, env: &[(&str, String)], bin_dir: &Path) -> tokio::process::Command {
-    let mut command = tokio::process::Command::new("bash");
-    command.args(["-c", block]);
-    let path = format!(
-        "{}:{}",
-        bin_dir.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
-    command.env("PATH", path).env("ETCDCTL_API", "3");
-    for (key, value) in env {
-        command.env(key, value);
-    }
-    command.kill_on_drop(true);
-    command
-}
-
-async fn run_block(name: &str, env: &[(&str, String)], bin_dir: &Path) -> Result<String> {
-    let output = tokio::time::timeout(
-        Duration::from_secs(120),
-        shell(&documented(name)?, env, bin_dir).output(),
-    )
-    .await
-    .with_context(|| format!("block {name} did not finish within 120s"))??;
-    ensure!(
-        output.status.success(),
-        "block {name} failed: {}{}",
-        stdout(&output),
-        stderr(&output)
-    );
-    Ok(stdout(&output))
+/// docs/disaster-recovery.md, with the release's binaries first on PATH.
+fn document(bin_dir: &Path) -> Document {
+    Document::new("disaster-recovery.md", &[bin_dir])
 }
 
 /// Every key with its value and revisions, as `(key, value, create, mod, version)`.
@@ -164,12 +120,9 @@ async fn the_documented_restore_brings_back_every_key(version: EtcdVersion) -> R
     ensure!(expected.len() == 257, "{} keys before", expected.len());
 
     // The document's check passes on the backup, and refuses a damaged copy.
-    let checked = run_block(
-        "verify",
-        &[("BACKUP", backup.display().to_string())],
-        &bin_dir,
-    )
-    .await?;
+    let checked = document(&bin_dir)
+        .run("verify", &[("BACKUP", backup.display().to_string())])
+        .await?;
     ensure!(checked.starts_with("sha256 ok: "), "{checked}");
     let damaged = dir
         .path()
@@ -184,13 +137,10 @@ async fn the_documented_restore_brings_back_every_key(version: EtcdVersion) -> R
         backup.with_extension("json"),
         damaged.with_extension("json"),
     )?;
-    let refused = shell(
-        &documented("verify")?,
-        &[("BACKUP", damaged.display().to_string())],
-        &bin_dir,
-    )
-    .output()
-    .await?;
+    let refused = document(&bin_dir)
+        .command("verify", &[("BACKUP", damaged.display().to_string())])?
+        .output()
+        .await?;
     ensure!(
         !refused.status.success() && stderr(&refused).starts_with("damaged: "),
         "{}",
@@ -218,15 +168,15 @@ async fn the_documented_restore_brings_back_every_key(version: EtcdVersion) -> R
     };
 
     let compared = async {
-        let checked = run_block(
-            "check",
-            &[
-                ("BACKUP", backup.display().to_string()),
-                ("ENDPOINTS", endpoints.join(",")),
-            ],
-            &bin_dir,
-        )
-        .await?;
+        let checked = document(&bin_dir)
+            .run(
+                "check",
+                &[
+                    ("BACKUP", backup.display().to_string()),
+                    ("ENDPOINTS", endpoints.join(",")),
+                ],
+            )
+            .await?;
         ensure!(
             checked.contains("every member holds the backup: HashKV"),
             "{checked}"
@@ -335,12 +285,13 @@ async fn restore_and_start(
         ]
     };
     for i in 0..3 {
-        run_block("restore", &member_env(i), bin_dir).await?;
+        document(bin_dir).run("restore", &member_env(i)).await?;
     }
     let mut members = Vec::new();
     for (i, name) in names.iter().enumerate() {
         let log = std::fs::File::create(restored_dir.join(format!("{name}.log")))?;
-        let member = shell(&documented("start")?, &member_env(i), bin_dir)
+        let member = document(bin_dir)
+            .command("start", &member_env(i))?
             .stdout(Stdio::from(log.try_clone()?))
             .stderr(Stdio::from(log))
             .spawn()

@@ -5,13 +5,15 @@
 //! at the end. A cancel before any member is replaced puts the storage back at 3.6, and a
 //! cluster that cannot downgrade (3.4, 3.5) is told so with nothing changed.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
-use etcdmedic_tests::{eventually, EtcdCluster, EtcdVersion, RunningExporter};
+use etcdmedic_tests::{eventually, project_binary, EtcdCluster, EtcdVersion, RunningExporter};
 use serde_json::Value;
 
+use crate::documented::Document;
 use crate::support::{remediator_exits, remediator_on_it, stderr, stdout, write_file};
 
 const KEYS: usize = 100;
@@ -68,25 +70,230 @@ async fn storage_becomes(config: &Path, expected: &str) -> Result<()> {
     .await
 }
 
+/// A kubeadm etcd manifest for 3.6 as kubeadm writes it (Kubernetes 1.34), the image from a
+/// registry that does not exist.
+const KUBEADM_MANIFEST: &str = "apiVersion: v1
+kind: Pod
+metadata:
+  annotations:
+    kubeadm.kubernetes.io/etcd.advertise-client-urls: https://10.0.0.2:2379
+  labels:
+    component: etcd
+    tier: control-plane
+  name: etcd
+  namespace: kube-system
+spec:
+  containers:
+  - command:
+    - etcd
+    - --advertise-client-urls=https://10.0.0.2:2379
+    - --cert-file=/etc/kubernetes/pki/etcd/server.crt
+    - --client-cert-auth=true
+    - --data-dir=/var/lib/etcd
+    - --feature-gates=InitialCorruptCheck=true
+    - --initial-advertise-peer-urls=https://10.0.0.2:2380
+    - --initial-cluster=cp-2=https://10.0.0.2:2380
+    - --key-file=/etc/kubernetes/pki/etcd/server.key
+    - --listen-client-urls=https://127.0.0.1:2379,https://10.0.0.2:2379
+    - --listen-metrics-urls=http://127.0.0.1:2381
+    - --listen-peer-urls=https://10.0.0.2:2380
+    - --name=cp-2
+    - --peer-cert-file=/etc/kubernetes/pki/etcd/peer.crt
+    - --peer-client-cert-auth=true
+    - --peer-key-file=/etc/kubernetes/pki/etcd/peer.key
+    - --peer-trusted-ca-file=/etc/kubernetes/pki/etcd/ca.crt
+    - --snapshot-count=10000
+    - --trusted-ca-file=/etc/kubernetes/pki/etcd/ca.crt
+    - --watch-progress-notify-interval=5s
+    image: example.invalid/etcd:3.6.5-0
+    imagePullPolicy: IfNotPresent
+    name: etcd
+    volumeMounts:
+    - mountPath: /var/lib/etcd
+      name: etcd-data
+  hostNetwork: true
+  volumes:
+  - hostPath:
+      path: /var/lib/etcd
+      type: DirectoryOrCreate
+    name: etcd-data
+";
+
+/// Stand-ins for the node tools the document calls: each records its arguments in
+/// `calls.log`; `talosctl` also keeps the patch it was given as `patch.yaml`.
+fn node_tools(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let log = dir.join("calls.log");
+    let scripts = [
+        (
+            "systemctl",
+            format!("#!/bin/sh\necho \"systemctl $*\" >> '{}'\n", log.display()),
+        ),
+        (
+            "talosctl",
+            format!(
+                "#!/bin/sh\necho \"talosctl $*\" >> '{}'\nfor a in \"$@\"; do case \"$a\" in @*) cp \"${{a#@}}\" '{}';; esac; done\n",
+                log.display(),
+                dir.join("patch.yaml").display()
+            ),
+        ),
+    ];
+    for (name, script) in scripts {
+        let path = dir.join(name);
+        std::fs::write(&path, script)?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
+    }
+    Ok(())
+}
+
+/// What the stand-ins were called with since the last look, and forgets it.
+fn node_calls(dir: &Path) -> Result<String> {
+    let log = dir.join("calls.log");
+    let calls = std::fs::read_to_string(&log).unwrap_or_default();
+    std::fs::write(&log, "")?;
+    Ok(calls)
+}
+
+/// docs/downgrade.md's `replace-*` block `variant` for member `index`, then the member
+/// started on what the block left in place (for the node variants, the 3.5 binary the
+/// kubelet or Talos would pull).
+async fn replace_member(
+    cluster: &mut EtcdCluster,
+    doc: &Document,
+    env: &[(&str, String)],
+    index: usize,
+    variant: &str,
+) -> Result<()> {
+    let node = cluster.dir().join("nodes").join(cluster.name(index));
+    std::fs::create_dir_all(&node)?;
+    let tools = cluster.dir().join("tools");
+    let mut env = env.to_vec();
+    match variant {
+        "systemd" => {
+            let installed = node.join("etcd");
+            std::fs::copy(EtcdVersion::V3_6.etcd()?, &installed)?;
+            env.push(("ETCD_BIN", installed.display().to_string()));
+            env.push(("ETCD_35", EtcdVersion::V3_5.etcd()?.display().to_string()));
+            cluster.stop(index)?;
+            doc.run("replace-systemd", &env).await?;
+            let calls = node_calls(&tools)?;
+            ensure!(
+                calls == "systemctl stop etcd\nsystemctl start etcd\n",
+                "{calls}"
+            );
+            ensure!(
+                node.join("etcd.3.6").is_file(),
+                "the 3.6 binary was not kept"
+            );
+            cluster.start_binary(index, &installed).await?;
+        }
+        "kubeadm" => {
+            let manifest = node.join("etcd.yaml");
+            std::fs::write(&manifest, KUBEADM_MANIFEST)?;
+            env.push(("MANIFEST", manifest.display().to_string()));
+            env.push(("HOME", node.display().to_string()));
+            let printed = doc.run("replace-kubeadm", &env).await?;
+            ensure!(
+                printed.trim() == "image: example.invalid/etcd:3.5.30-0",
+                "{printed}"
+            );
+            ensure!(
+                std::fs::read_to_string(node.join("etcd.yaml.3.6"))? == KUBEADM_MANIFEST,
+                "the copy is not the 3.6 manifest"
+            );
+            // Only the image and the two renamed flags changed, and etcd 3.5.30 knows every
+            // flag left.
+            let edited = std::fs::read_to_string(&manifest)?;
+            let changed: Vec<(&str, &str)> = KUBEADM_MANIFEST
+                .lines()
+                .zip(edited.lines())
+                .filter(|(a, b)| a != b)
+                .collect();
+            ensure!(changed.len() == 3, "{changed:#?}");
+            let help = std::process::Command::new(EtcdVersion::V3_5.etcd()?)
+                .arg("--help")
+                .output()?;
+            let help = format!("{}{}", stdout_of(&help.stdout), stdout_of(&help.stderr));
+            for flag in edited.lines().filter_map(|l| l.trim().strip_prefix("- --")) {
+                let name = flag.split('=').next().unwrap_or(flag);
+                ensure!(
+                    help.contains(&format!("--{name} ")) || help.contains(&format!("--{name}\n")),
+                    "etcd 3.5.30 has no --{name}"
+                );
+            }
+            cluster.replace_binary(index, EtcdVersion::V3_5).await?;
+        }
+        "talos" => {
+            env.push(("NODE", "10.0.0.3".to_string()));
+            env.push(("ETCD_IMAGE_REPOSITORY", "example.invalid/etcd".to_string()));
+            let mut command = doc.command("replace-talos", &env)?;
+            let output = command.current_dir(&node).output().await?;
+            ensure!(output.status.success(), "{}", stderr(&output));
+            let calls = node_calls(&tools)?;
+            ensure!(
+                calls
+                    == "talosctl -n 10.0.0.3 patch machineconfig --patch @etcd-3.5.yaml --mode reboot\n",
+                "{calls}"
+            );
+            let patch: Value =
+                yaml_serde::from_str(&std::fs::read_to_string(tools.join("patch.yaml"))?)?;
+            ensure!(
+                patch
+                    == serde_json::json!({"cluster": {"etcd": {"image": "example.invalid/etcd:v3.5.30"}}}),
+                "{patch}"
+            );
+            cluster.replace_binary(index, EtcdVersion::V3_5).await?;
+        }
+        other => bail!("no variant {other}"),
+    }
+    Ok(())
+}
+
+fn stdout_of(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// docs/downgrade.md, block by block: one member replaced with each variant of its step 5.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_3_6_cluster_is_downgraded_to_3_5_member_by_member_leader_last() -> Result<()> {
     let (mut cluster, config) = cluster_with_data(EtcdVersion::V3_6).await?;
+    let tools = cluster.dir().join("tools");
+    node_tools(&tools)?;
+    let project_bin = project_binary("etcdmedic-remediator")?;
+    let project_dir = project_bin.parent().context("the project's binaries")?;
+    let doc = Document::new("downgrade.md", &[&tools, project_dir]);
+    let env = vec![
+        ("CONFIG", config.display().to_string()),
+        ("CLUSTER", "it".to_string()),
+    ];
 
+    let checked = doc.run("check", &env).await?;
+    ensure!(
+        checked
+            .lines()
+            .filter(|l| l.contains("3.6.15") && l.contains("3.6.0"))
+            .count()
+            == 3,
+        "{checked}"
+    );
     let refused = remediator_exits(&config, &["downgrade", "validate", "3.4"], 1).await?;
     ensure!(refused.contains("refused by etcd"), "{refused}");
-    let valid = remediator_exits(&config, &["downgrade", "validate", "3.5"], 0).await?;
+    let valid = doc.run("validate", &env).await?;
     ensure!(
         valid.contains("downgrade validate success, cluster version 3.6"),
         "{valid}"
     );
-    let enabled = remediator_exits(&config, &["downgrade", "enable", "3.5"], 0).await?;
+    let enabled = doc.run("enable", &env).await?;
     ensure!(
         enabled.contains("backup first: near ") && enabled.contains("downgrade enable success"),
         "{enabled}"
     );
+    let waited = doc.run("wait-for-storage", &env).await?;
+    ensure!(waited.contains("\nnext: replace "), "{waited}");
     storage_becomes(&config, "3.5.0").await?;
 
     // Each member in the order status names; at most one leadership move besides.
+    let variants = ["systemd", "kubeadm", "talos"];
     let mut replaced = Vec::new();
     for _ in 0..5 {
         let next = eventually("a step to take", STEP, || async {
@@ -99,6 +306,8 @@ async fn a_3_6_cluster_is_downgraded_to_3_5_member_by_member_leader_last() -> Re
         })
         .await?;
         let member = next["member"].as_str().unwrap_or_default().to_string();
+        let mut member_env = env.clone();
+        member_env.push(("MEMBER", member.clone()));
         match next["step"].as_str() {
             Some("done") => break,
             Some("replace") => {
@@ -109,25 +318,44 @@ async fn a_3_6_cluster_is_downgraded_to_3_5_member_by_member_leader_last() -> Re
                 let index = (0..cluster.len())
                     .find(|&i| cluster.name(i) == member)
                     .with_context(|| format!("no member {member}"))?;
-                cluster.replace_binary(index, EtcdVersion::V3_5).await?;
-                replaced.push(member);
+                let variant = variants
+                    .get(replaced.len())
+                    .context("more replacements than members")?;
+                replace_member(&mut cluster, &doc, &member_env, index, variant).await?;
+                replaced.push(member.clone());
+                let output = doc.command("next", &env)?.output().await?;
+                let printed = stdout(&output);
+                ensure!(
+                    printed
+                        .lines()
+                        .any(|l| l.starts_with(&member) && l.contains("3.5.30")),
+                    "{member} is not shown on 3.5.30: {printed}"
+                );
+                ensure!(
+                    output.status.success() == (replaced.len() == 3),
+                    "exit {:?} with {} replaced: {printed}",
+                    output.status.code(),
+                    replaced.len()
+                );
             }
             Some("move_leadership") => {
                 ensure!(
                     replaced.len() == 2,
                     "the leader before its followers: {next}"
                 );
-                let moved =
-                    remediator_exits(&config, &["forfeit-leadership", "--member", &member], 0)
-                        .await?;
+                let moved = doc.run("forfeit", &member_env).await?;
                 ensure!(moved.contains("leadership moved to"), "{moved}");
             }
             other => bail!("unexpected step {other:?}: {next}"),
         }
     }
     ensure!(replaced.len() == 3, "replaced {replaced:?}");
-    let done = remediator_exits(&config, &["downgrade", "status"], 0).await?;
-    ensure!(done.contains("next: done: every member runs 3.5"), "{done}");
+    let done = doc.run("next", &env).await?;
+    let promised = documented_done_line()?;
+    ensure!(
+        done.lines().any(|l| l == promised),
+        "the document promises {promised:?}; status printed {done}"
+    );
 
     let versions: Vec<String> = cluster
         .etcdctl_json(&["endpoint", "status"])?
@@ -189,7 +417,17 @@ async fn a_cancel_before_any_member_is_replaced_puts_the_storage_back_at_3_6() -
     let refused = remediator_exits(&config, &["run", "--dry-run", "-o", "json"], 1).await?;
     ensure!(refused.contains("\"downgrade_under_way\""), "{refused}");
     remediator_exits(&config, &["run", "--dry-run", "--during-downgrade"], 0).await?;
-    let cancelled = remediator_exits(&config, &["downgrade", "cancel"], 0).await?;
+    // docs/downgrade.md's way back.
+    let project_bin = project_binary("etcdmedic-remediator")?;
+    let doc = Document::new(
+        "downgrade.md",
+        &[project_bin.parent().context("the project's binaries")?],
+    );
+    let env = [
+        ("CONFIG", config.display().to_string()),
+        ("CLUSTER", "it".to_string()),
+    ];
+    let cancelled = doc.run("cancel", &env).await?;
     ensure!(
         cancelled.contains("downgrade cancel success"),
         "{cancelled}"
@@ -228,4 +466,14 @@ async fn a_3_4_cluster_is_told_it_cannot_downgrade() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_3_5_cluster_is_told_it_cannot_downgrade() -> Result<()> {
     a_cluster_before_3_6_is_told_it_cannot_downgrade(EtcdVersion::V3_5).await
+}
+
+/// The `next: done` line docs/downgrade.md shows at the end.
+fn documented_done_line() -> Result<String> {
+    let path = etcdmedic_tests::generated::repository_root().join("docs/downgrade.md");
+    std::fs::read_to_string(&path)?
+        .lines()
+        .find(|l| l.starts_with("next: done"))
+        .map(str::to_string)
+        .with_context(|| format!("no `next: done` line in {}", path.display()))
 }

@@ -19,8 +19,11 @@
 //!   nearly full cluster under a small quota defragmented.
 //! - `remediation`: the remediation engine and `run`: leader last, NOSPACE, refusals,
 //!   faults during a run, dry runs, snapshot restore.
-//! - `downgrade`: the seed's 3.6 -> 3.5 downgrade with `downgrade validate/enable/status`, a
-//!   cancel, and clusters before 3.6 refused.
+//! - `downgrade`: docs/downgrade.md run block by block (the seed's 3.6 -> 3.5 downgrade, one
+//!   member with each of its Talos, kubeadm and systemd variants), a cancel, and clusters
+//!   before 3.6 refused.
+//! - `defrag_gate`: etcd 3.6's `StopGRPCServiceOnDefrag` read from `/metrics`, in `status` and
+//!   in a run's report (unknown on 3.5).
 //! - `operator_verbs`: `alarm list`/`disarm`, `defrag --member` and `forfeit-leadership`, on
 //!   every version.
 //! - `client_impact`: what clients see during a run: `leader: auto` keeps a small leader in
@@ -51,6 +54,9 @@
 //! - `release`: `make` help, the licence, the image tag and `--version` agree with Cargo.toml.
 //! - `backup*`, `disaster_recovery`: backups to directories, S3, GCS and Azure, restore drills,
 //!   and the documented restore of a whole cluster.
+//! - `documented`: a document's tested command blocks, run as they stand.
+//! - `figures`: every figure the README and docs/when-and-how.md quote is in
+//!   docs/benchmarks.md.
 //! - `postgres_harness`: the PostgreSQL the harness starts (unprivileged, loopback, password).
 //! - `state_postgres`: `serve` with its state in PostgreSQL, across restarts of both.
 //! - `replicas`: two `serve` replicas on one PostgreSQL: one run for both, a killed active
@@ -69,10 +75,13 @@ mod browser;
 mod client_impact;
 mod config_reference;
 mod dashboards;
+mod defrag_gate;
 mod demo;
 mod deploy;
 mod disaster_recovery;
+mod documented;
 mod downgrade;
+mod figures;
 mod fleet;
 mod http;
 mod live_prometheus;

@@ -67,6 +67,18 @@ async fn the_status_table_shows_one_row_per_member(version: EtcdVersion) -> Resu
                     == storage),
                 "{json}"
             );
+            // Without the gate: off where the member says so (3.6+, on /metrics) or cannot
+            // have it (3.4), unknown on 3.5, which has the flag but does not say.
+            let gate = match version {
+                EtcdVersion::V3_5 => serde_json::Value::Null,
+                _ => serde_json::Value::Bool(false),
+            };
+            ensure!(
+                members
+                    .iter()
+                    .all(|m| m["status"]["ok"]["stop_grpc_on_defrag"] == gate),
+                "stop_grpc_on_defrag should be {gate}: {json}"
+            );
             Ok(())
         },
     )

@@ -80,6 +80,17 @@ struct Cli {
     /// Remediation benchmark: the database sizes to run.
     #[arg(long, value_delimiter = ',', default_values = ["small", "large"])]
     sizes: Vec<remediation::Size>,
+    /// Remediation benchmark: the etcd minor versions to run (3.6 adds a run with
+    /// `StopGRPCServiceOnDefrag` on).
+    #[arg(long, value_delimiter = ',', default_values = ["3.4", "3.5", "3.6", "3.7"], value_parser = parse_version)]
+    etcd_versions: Vec<EtcdVersion>,
+}
+
+fn parse_version(text: &str) -> Result<EtcdVersion, String> {
+    EtcdVersion::ALL
+        .into_iter()
+        .find(|v| v.to_string() == text)
+        .ok_or_else(|| format!("not one of {:?}", EtcdVersion::ALL.map(|v| v.to_string())))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -183,8 +194,12 @@ fn verdict(met: bool) -> &'static str {
 
 async fn run(cli: &Cli) -> Result<String> {
     let exporter_etcd = etcd_version(EtcdVersion::V3_5)?;
-    let remediation_etcd = etcd_version(EtcdVersion::V3_4)?;
-    let remediation_etcd_35 = etcd_version(EtcdVersion::V3_5)?;
+    let remediation_etcd = cli
+        .etcd_versions
+        .iter()
+        .map(|&v| etcd_version(v))
+        .collect::<Result<Vec<_>>>()?
+        .join(", ");
     let mut out = String::new();
     writeln!(out, "# Benchmarks\n")?;
     writeln!(
@@ -199,7 +214,7 @@ async fn run(cli: &Cli) -> Result<String> {
         out,
         "## Machine\n\n{}",
         machine(&format!(
-            "{exporter_etcd} (Debian sid) for the exporter; {remediation_etcd} (Debian bookworm) and {remediation_etcd_35} (Debian sid) for remediation"
+            "{exporter_etcd} (Debian sid) for the exporter; {remediation_etcd} for remediation (3.4 from Debian bookworm, 3.5 from Debian sid, 3.6 and 3.7 from the etcd-bin-vendored crates)"
         ))?
     )?;
     if cli.parts.contains(&Part::Exporter) {
@@ -213,12 +228,21 @@ async fn run(cli: &Cli) -> Result<String> {
     if cli.parts.contains(&Part::Remediation) {
         quiet_disk();
         let mut trials = Vec::new();
-        for version in EtcdVersion::ALL {
+        for &version in &cli.etcd_versions {
             for size in &cli.sizes {
                 quiet_disk();
                 let version_text = etcd_version(version)?;
-                trials.push(remediation::run(version, &version_text, *size).await?);
+                trials.push(remediation::run(version, &version_text, *size, false).await?);
             }
+        }
+        // What etcd 3.6's StopGRPCServiceOnDefrag changes, on the size where a member's
+        // defragmentation is long enough for clients to notice.
+        let gate_version = cli.etcd_versions.contains(&EtcdVersion::V3_6);
+        if let Some(size) = cli.sizes.last().filter(|_| gate_version) {
+            quiet_disk();
+            let version = EtcdVersion::V3_6;
+            let version_text = etcd_version(version)?;
+            trials.push(remediation::run(version, &version_text, *size, true).await?);
         }
         remediation::section(&mut out, &trials)?;
     }

@@ -34,6 +34,7 @@ fn status_of(state: &State, member: &Member) -> EndpointStatus {
         db_size_in_use_bytes: member.in_use,
         quota_bytes: QUOTA,
         quota_source: QuotaSource::Metrics,
+        stop_grpc_on_defrag: None,
         leader: state.leader,
         raft_term: 2,
         raft_index: applied,

@@ -1,6 +1,7 @@
 //! The clients of the availability benchmark: a writer pinned to each member, a writer given
-//! every endpoint (etcd-client balances over them, as kube-apiserver's client does), and a
-//! lease kept alive through each member. Every request is kept with when it was sent, how
+//! every endpoint (etcd-client balances over them, as kube-apiserver's client does), one that
+//! also follows each member's gRPC health ([`super::health_checked`]), and a lease kept alive
+//! through each member. Every request is kept with when it was sent, how
 //! long it took and whether it failed. Bounded in count and time.
 
 use std::time::{Duration, Instant, SystemTime};
@@ -9,6 +10,8 @@ use anyhow::Result;
 use etcd_client::Client;
 use etcdmedic_tests::load::{Failure, Pace, PutLoad};
 use etcdmedic_tests::EtcdCluster;
+
+use super::health_checked::{self, HealthChecked};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -26,8 +29,10 @@ pub const LEASE_TTL_SECONDS: i64 = 10;
 pub struct Request {
     /// "put via m1", "put via all endpoints", "lease via m2".
     pub client: String,
-    /// The member it went through; `None` for the all-endpoints client.
+    /// The member it went through; `None` for the all-endpoints clients.
     pub member: Option<usize>,
+    /// Sent by the all-endpoints client that follows the members' gRPC health.
+    pub health_checked: bool,
     pub at: SystemTime,
     pub took: Duration,
     pub error: Option<String>,
@@ -39,6 +44,7 @@ pub struct Load {
     all_endpoints: usize,
     names: Vec<String>,
     keepalives: Vec<JoinHandle<Vec<Request>>>,
+    health_checked: HealthChecked,
 }
 
 impl Load {
@@ -67,6 +73,17 @@ impl Load {
             all_endpoints,
             Client::connect(cluster.endpoints(), None).await?,
         ));
+        let health_checked = HealthChecked::start(
+            cluster,
+            health_checked::Pace {
+                every: PUT_EVERY,
+                timeout: PUT_TIMEOUT,
+                max_puts: MAX_PUTS_PER_CLIENT,
+                deadline,
+            },
+            stop.clone(),
+        )
+        .await?;
         let writers = PutLoad::start(
             writing,
             Pace {
@@ -82,6 +99,7 @@ impl Load {
             all_endpoints,
             names,
             keepalives,
+            health_checked,
         })
     }
 
@@ -97,6 +115,7 @@ impl Load {
             requests.extend(writer.samples.iter().map(|(at, took)| Request {
                 client: client.clone(),
                 member,
+                health_checked: false,
                 at: *at,
                 took: *took,
                 error: None,
@@ -104,6 +123,7 @@ impl Load {
             requests.extend(writer.failures.iter().map(|f: &Failure| Request {
                 client: client.clone(),
                 member,
+                health_checked: false,
                 at: f.at,
                 took: f.took,
                 error: Some(f.error.clone()),
@@ -112,6 +132,7 @@ impl Load {
         for keepalive in self.keepalives {
             requests.extend(keepalive.await?);
         }
+        requests.extend(self.health_checked.stop().await?);
         Ok(requests)
     }
 }
@@ -130,6 +151,7 @@ async fn keepalive_loop(
         requests.push(Request {
             client: client_label.clone(),
             member: Some(index),
+            health_checked: false,
             at,
             took,
             error,
@@ -196,8 +218,10 @@ async fn keepalive_loop(
 
 pub fn describe() -> String {
     format!(
-        "one writer pinned to each member's endpoint and one given all three endpoints, each \
-         putting a 256-byte value every {} ms (timeout {} s, longer than etcd's 7 s request \
+        "one writer pinned to each member's endpoint, one given all three endpoints, and one \
+         given all three that follows each member's gRPC health (`grpc.health.v1.Health/Watch`, \
+         as a gRPC client with `healthCheckConfig` does) and sends each put to the next member \
+         that says `SERVING`, each putting a 256-byte value every {} ms (timeout {} s, longer than etcd's 7 s request \
          timeout so a dropped proposal shows as etcd's own error), and one lease (TTL \
          {LEASE_TTL_SECONDS} s) kept alive through each member every {} ms",
         PUT_EVERY.as_millis(),

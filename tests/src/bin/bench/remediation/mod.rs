@@ -1,7 +1,8 @@
 //! The availability benchmark: what clients see while a fragmented 3-member cluster is
 //! defragmented four ways (the manual etcdctl procedure, and etcdmedic with `leader:
 //! defrag_in_place`, `move_then_defrag` and `auto`), each on a fresh cluster fragmented the
-//! same way, on etcd 3.4 and 3.5, with a small and a large database. Every failed or
+//! same way, on every etcd minor version, with a small and a large database, and on 3.6 with
+//! `StopGRPCServiceOnDefrag` on. Every failed or
 //! timed-out request is counted and laid against the step under way when it was sent.
 //!
 //! - `load`: the clients and what each request did.
@@ -9,6 +10,7 @@
 //! - `timeline`: steps, and which one a request belongs to.
 //! - `section`: the Markdown.
 
+mod health_checked;
 mod load;
 mod procedure;
 mod section;
@@ -64,6 +66,8 @@ impl Size {
 pub struct Trial {
     pub version: String,
     pub size: Size,
+    /// The members ran with `StopGRPCServiceOnDefrag` on.
+    pub stop_grpc_on_defrag: bool,
     /// Per member before the first procedure: (name, db size, in use).
     pub db_before: Vec<(String, u64, u64)>,
     pub results: Vec<ModeResult>,
@@ -85,15 +89,24 @@ pub struct ModeResult {
     /// The all-endpoints client's longest wait: (took, step). Some of its requests go to the
     /// member being defragmented, so it never waits less than the procedure's slowest member.
     pub slowest_all_endpoints: (Duration, String),
+    /// The same for the all-endpoints client that follows the members' gRPC health.
+    pub slowest_health_checked: (Duration, String),
     /// Each member's defragmentation time from etcd's log, in order.
     pub defrags: Vec<(String, Duration)>,
 }
 
-pub async fn run(version: EtcdVersion, version_text: &str, size: Size) -> Result<Trial> {
+/// The four procedures on `version` at `size`; the members with `StopGRPCServiceOnDefrag` on
+/// when `stop_grpc_on_defrag`.
+pub async fn run(
+    version: EtcdVersion,
+    version_text: &str,
+    size: Size,
+    stop_grpc_on_defrag: bool,
+) -> Result<Trial> {
     let mut db_before = Vec::new();
     let mut results = Vec::new();
     for mode in Mode::ALL {
-        let cluster = fragmented(version, version_text, size).await?;
+        let cluster = fragmented(version, version_text, size, stop_grpc_on_defrag).await?;
         let sizes = sizes(&cluster, size).await?;
         if db_before.is_empty() {
             db_before = sizes;
@@ -104,6 +117,7 @@ pub async fn run(version: EtcdVersion, version_text: &str, size: Size) -> Result
     Ok(Trial {
         version: version_text.to_string(),
         size,
+        stop_grpc_on_defrag,
         db_before,
         results,
     })
@@ -112,13 +126,20 @@ pub async fn run(version: EtcdVersion, version_text: &str, size: Size) -> Result
 /// A fresh cluster for each procedure: on one cluster fragmented and defragmented again and
 /// again, each round ran slower than the one before (the same procedure first took 3.3 s,
 /// fourth 4.7 s), which would have decided the comparison by the order.
-async fn fragmented(version: EtcdVersion, version_text: &str, size: Size) -> Result<EtcdCluster> {
-    let cluster = EtcdCluster::builder(version)
+async fn fragmented(
+    version: EtcdVersion,
+    version_text: &str,
+    size: Size,
+    stop_grpc_on_defrag: bool,
+) -> Result<EtcdCluster> {
+    let mut builder = EtcdCluster::builder(version)
         .members(3)
         .quota(8 * 1024 * MB)
-        .data_on_disk()
-        .start()
-        .await?;
+        .data_on_disk();
+    if stop_grpc_on_defrag {
+        builder = builder.stop_grpc_on_defrag();
+    }
+    let cluster = builder.start().await?;
     let clients = cluster.clients().await?;
     let live_keys = (size.in_use_mb() * MB).div_ceil(VALUE_BYTES as u64) as usize;
     let garbage_keys = (size.free_mb() * MB).div_ceil(VALUE_BYTES as u64) as usize;
@@ -167,6 +188,7 @@ async fn measure(cluster: &EtcdCluster, mode: Mode, size: Size) -> Result<ModeRe
     let mut longest_stall = (Duration::ZERO, String::new(), String::new());
     let mut slowest_own = Duration::ZERO;
     let mut slowest_all_endpoints = (Duration::ZERO, String::new());
+    let mut slowest_health_checked = (Duration::ZERO, String::new());
     for request in &requests {
         let step = timeline::step_at(&done.steps, request.at);
         if let Some(error) = &request.error {
@@ -174,8 +196,12 @@ async fn measure(cluster: &EtcdCluster, mode: Mode, size: Size) -> Result<ModeRe
         }
         let end = request.at + request.took;
         let Some(member) = request.member else {
-            if request.took > slowest_all_endpoints.0 {
-                slowest_all_endpoints = (request.took, step);
+            let slowest = match request.health_checked {
+                true => &mut slowest_health_checked,
+                false => &mut slowest_all_endpoints,
+            };
+            if request.took > slowest.0 {
+                *slowest = (request.took, step);
             }
             continue;
         };
@@ -198,6 +224,7 @@ async fn measure(cluster: &EtcdCluster, mode: Mode, size: Size) -> Result<ModeRe
         longest_stall,
         slowest_own,
         slowest_all_endpoints,
+        slowest_health_checked,
         defrags: defrags
             .iter()
             .map(|(_, index, took)| (cluster.name(*index).to_string(), *took))

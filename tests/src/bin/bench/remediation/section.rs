@@ -35,11 +35,23 @@ pub fn section(out: &mut String, trials: &[Trial]) -> Result<()> {
          defragmented\" when it overlapped that member's own defragmentation in etcd's log: \
          its client waits whatever the procedure does. The *longest stall* is the longest wait \
          of every other pinned request, failed ones included: what the clients of the rest of \
-         the cluster felt. The all-endpoints client is shown apart: some of its requests go to \
-         the member being defragmented, so its slowest put is about the slowest member's \
-         defragmentation whatever the procedure.\n",
+         the cluster felt. The all-endpoints clients are shown apart: some of the plain one's \
+         requests go to the member being defragmented, so its slowest put is about the slowest \
+         member's defragmentation whatever the procedure; the health-checked one avoids a \
+         member only while that member says `NOT_SERVING`, which etcd does during a \
+         defragmentation only with `StopGRPCServiceOnDefrag` (3.6+: \
+         `--feature-gates=StopGRPCServiceOnDefrag=true`).{}\n",
         VALUE_BYTES / 1024,
-        load::describe()
+        load::describe(),
+        trials
+            .iter()
+            .find(|t| t.stop_grpc_on_defrag)
+            .map(|t| format!(
+                " The last table is etcd {} with it on, to compare with the same version's \
+                 table without.",
+                t.version
+            ))
+            .unwrap_or_default()
     )?;
     for trial in trials {
         trial_table(out, trial)?;
@@ -52,7 +64,11 @@ fn trial_table(out: &mut String, trial: &Trial) -> Result<()> {
         Size::Small => "small database",
         Size::Large => "large database",
     };
-    writeln!(out, "### etcd {}, {size}\n", trial.version)?;
+    let gate = match trial.stop_grpc_on_defrag {
+        true => ", `StopGRPCServiceOnDefrag` on",
+        false => "",
+    };
+    writeln!(out, "### etcd {}, {size}{gate}\n", trial.version)?;
     let members: Vec<String> = trial
         .db_before
         .iter()
@@ -98,13 +114,16 @@ fn trial_table(out: &mut String, trial: &Trial) -> Result<()> {
         "slowest answer through the member being defragmented",
         &|r| secs(r.slowest_own),
     )?;
+    let slowest = |(took, step): &(Duration, String)| format!("{} ({step})", secs(*took));
     row(
         out,
         "slowest put of the all-endpoints client (step)",
-        &|r| {
-            let (took, step) = &r.slowest_all_endpoints;
-            format!("{} ({step})", secs(*took))
-        },
+        &|r| slowest(&r.slowest_all_endpoints),
+    )?;
+    row(
+        out,
+        "slowest put of the health-checked all-endpoints client (step)",
+        &|r| slowest(&r.slowest_health_checked),
     )?;
     if let Some((client, step, error)) = trial.results.iter().flat_map(|r| &r.failures).next() {
         writeln!(
