@@ -212,6 +212,10 @@ pub enum OnBusy {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RemediatorFile {
+    /// `observe`: plan and record the runs alerts, schedules and requests would start, and
+    /// execute none; `act` (the default): remediate.
+    #[serde(default)]
+    pub mode: Option<ServiceMode>,
     /// Address the webhook, API and metrics listen on.
     #[serde(default)]
     pub listen: Option<SocketAddr>,
@@ -319,6 +323,31 @@ pub struct GrafanaFile {
     /// Tags on every annotation (`etcdmedic` and the cluster name are always added).
     #[serde(default)]
     pub tags: Vec<String>,
+}
+
+/// Whether the webhook service remediates, or only shows what it would do.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServiceMode {
+    /// Every run is a dry run: preflight and plan with its predicted durations, recorded and
+    /// shown, nothing changed in etcd. Backups still run.
+    Observe,
+    /// Runs remediate.
+    #[default]
+    Act,
+}
+
+impl ServiceMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceMode::Observe => "observe",
+            ServiceMode::Act => "act",
+        }
+    }
+
+    pub fn observes(self) -> bool {
+        self == ServiceMode::Observe
+    }
 }
 
 /// What to do with the leader when it needs defragmenting.

@@ -18,7 +18,7 @@ pub mod when;
 
 pub use backup::{BackupSettings, RestoreDrill, RestoreTool};
 pub use destination::{AzureTarget, Destination, GcsTarget, S3Credentials, S3Target, Target};
-pub use file::{Compression, LeaderMoveFailure, LeaderPolicy, OnBusy};
+pub use file::{Compression, LeaderMoveFailure, LeaderPolicy, OnBusy, ServiceMode};
 pub use remediation::RemediationSettings;
 
 use std::ops::Deref;

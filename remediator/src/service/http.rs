@@ -348,7 +348,12 @@ async fn status(State(app): State<App>) -> Response {
         Ok(status) => status,
         Err(err) => return unavailable(err),
     };
-    Json(json!({ "paused": paused, "clusters": clusters })).into_response()
+    Json(json!({
+        "mode": app.scheduler.mode().as_str(),
+        "paused": paused,
+        "clusters": clusters,
+    }))
+    .into_response()
 }
 
 /// OpenMetrics when the scraper asks for it (Prometheus does), the classic text format

@@ -364,6 +364,53 @@ fn every_kustomization_renders_without_a_warning_and_passes_strict_schema_valida
     Ok(())
 }
 
+/// The kube-prometheus-stack component, added to the base as a user's overlay adds it, labels
+/// exactly the objects that stack's Prometheus selects by `release:`, and renders cleanly.
+#[test]
+fn the_kube_prometheus_stack_component_labels_the_monitors_and_rules_only() -> Result<()> {
+    // kustomize takes other kustomizations only by relative path: the overlay sits in the
+    // repository's target directory, as a user's sits next to their checkout.
+    let target = repository_root().join("target");
+    std::fs::create_dir_all(&target)?;
+    let overlay = tempfile::Builder::new()
+        .prefix("kps-overlay-")
+        .tempdir_in(&target)?;
+    std::fs::write(
+        overlay.path().join("kustomization.yaml"),
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  \
+         - ../../deploy/kubernetes/base\ncomponents:\n  \
+         - ../../deploy/kubernetes/components/kube-prometheus-stack\n",
+    )?;
+    let rendered = render(overlay.path())?;
+    ensure!(rendered.warnings.trim().is_empty(), "{}", rendered.warnings);
+    let docs = documents(&rendered.text)?;
+    let labelled: BTreeSet<String> = docs
+        .iter()
+        .filter(|d| d["metadata"]["labels"]["release"] == "kube-prometheus-stack")
+        .map(|d| {
+            format!(
+                "{}/{}",
+                d["kind"].as_str().unwrap_or(""),
+                d["metadata"]["name"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    let expected: BTreeSet<String> = [
+        "PrometheusRule/etcdmedic",
+        "ServiceMonitor/etcdmedic-exporter",
+        "ServiceMonitor/etcdmedic-remediator",
+    ]
+    .map(String::from)
+    .into();
+    ensure!(labelled == expected, "labelled: {labelled:?}");
+    let base = documents(&render(&deploy("kubernetes/base"))?.text)?;
+    ensure!(
+        base.len() == docs.len(),
+        "the component added or removed objects"
+    );
+    Ok(())
+}
+
 #[test]
 fn the_dockerfile_builds_a_non_root_multi_stage_image_of_both_binaries() -> Result<()> {
     let text = std::fs::read_to_string(repository_root().join("Dockerfile"))?;

@@ -31,10 +31,14 @@
 //! - `service`: `etcdmedic-remediator serve` with real Alertmanagers: remediation from an
 //!   alert, duplicates, cooldown and interrupted runs across restarts, SIGTERM, bad requests,
 //!   basic auth and mTLS.
+//! - `observe_mode`: `remediator.mode: observe`: an alert through a real Alertmanager planned
+//!   and recorded, etcd untouched, the mode on the API and the pages.
 //! - `windows`: maintenance windows in `serve`: waiting for one, urgent triggers, a window
 //!   too short for the predicted run, bad syntax.
 //! - `alert_rules`: promtool check and unit tests of `alerts/`, and a lint of every alert.
 //! - `dashboards`: the Grafana dashboard's shape, and the generated Kubernetes copies.
+//! - `job_names`: every scrape config (README, deploy/prometheus, ServiceMonitors) names the
+//!   jobs the rules look for.
 //! - `live_prometheus`: the rules and the dashboard against a real Prometheus scraping the
 //!   exporter and the remediator: alerts fire on real faults, every query returns data.
 //! - `deploy`: every deployment file through promtool, amtool, kustomize and
@@ -84,8 +88,10 @@ mod downgrade;
 mod figures;
 mod fleet;
 mod http;
+mod job_names;
 mod live_prometheus;
 mod metrics;
+mod observe_mode;
 mod operator_verbs;
 mod postgres_harness;
 mod quota;

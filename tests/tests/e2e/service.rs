@@ -101,7 +101,7 @@ pub(crate) fn now_rfc3339() -> String {
 }
 
 /// An alert as Alertmanager's API takes it.
-fn am_alert(cluster: &str, ends_at: SystemTime) -> Value {
+pub(crate) fn am_alert(cluster: &str, ends_at: SystemTime) -> Value {
     json!([{
         "labels": {"alertname": "EtcdmedicDatabaseHighFragmentation", "etcd_cluster": cluster, "severity": "warning"},
         "annotations": {"summary": "fragmented"},

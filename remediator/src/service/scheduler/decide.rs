@@ -98,7 +98,7 @@ impl Ledger {
             let run = NewRun {
                 cluster,
                 source: RunSource::Api,
-                dry_run,
+                dry_run: dry_run || self.rules.observe,
                 trigger: RunSource::Api.as_str(),
                 cooldown_until,
                 not_before: None,
@@ -255,7 +255,7 @@ impl Rules {
         let run = NewRun {
             cluster,
             source: RunSource::Alertmanager,
-            dry_run: false,
+            dry_run: self.observe,
             trigger: &trigger,
             cooldown_until: cooldown_until(tx.last_work_finished(cluster)?, self.cooldown),
             not_before: window,

@@ -20,6 +20,8 @@ use crate::report::{Outcome, RunReport};
 /// What the scheduler decides by: the configuration, fixed while the service runs.
 #[derive(Debug, Clone)]
 pub(super) struct Rules {
+    /// `remediator.mode: observe`: every run is queued as a dry run.
+    pub observe: bool,
     /// The alerts that start runs.
     pub triggers: HashSet<String>,
     /// Each cluster's `alert_labels`.

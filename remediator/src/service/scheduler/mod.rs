@@ -31,7 +31,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::ManagedCluster;
+use crate::config::{ManagedCluster, ServiceMode};
 use serde::Serialize;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -176,9 +176,16 @@ pub struct Scheduler {
     /// Replicas share the store: each run is confirmed still this service's before each
     /// change (see `guard`).
     guarded: bool,
+    /// `remediator.mode`; in `observe` no run changes etcd, whenever it was queued.
+    mode: ServiceMode,
 }
 
 impl Scheduler {
+    /// Whether runs remediate or are only planned (`remediator.mode`).
+    pub fn mode(&self) -> ServiceMode {
+        self.mode
+    }
+
     /// Opens the store on its owner thread, marks runs a dead process left running as
     /// interrupted, and restores the queue, the pause switch and the gauges.
     pub fn open(
@@ -200,6 +207,7 @@ impl Scheduler {
             );
         }
         let rules = Rules {
+            observe: settings.mode.observes(),
             triggers: settings.triggers.iter().cloned().collect(),
             clusters: clusters
                 .iter()
@@ -284,6 +292,7 @@ impl Scheduler {
             stop,
             tasks: TaskTracker::new(),
             guarded: settings.postgres.is_some(),
+            mode: settings.mode,
         });
         Ok((scheduler, opened.interrupted))
     }

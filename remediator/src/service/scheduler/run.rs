@@ -90,6 +90,11 @@ impl Scheduler {
             queued,
             finish_by,
         } = start;
+        // A run queued before a restart into observe mode is planned, not executed.
+        let queued = Queued {
+            dry_run: queued.dry_run || self.mode.observes(),
+            ..queued
+        };
         let Some(target) = self.targets.get(&cluster) else {
             // Queued runs of unknown clusters are cancelled at start-up, so this is a bug;
             // the slot must still be given back.
@@ -160,6 +165,10 @@ impl Scheduler {
         };
         drop(events);
         let _ = printer.await;
+        let report = match self.mode.observes() {
+            true => observed(report),
+            false => report,
+        };
 
         self.notifier.expire(&silences).await;
         self.notifier.annotate(queued.id, &report).await;
@@ -274,4 +283,15 @@ impl Scheduler {
             });
         }
     }
+}
+
+/// A run of observe mode, said so where the report gives its reason.
+fn observed(mut report: RunReport) -> RunReport {
+    let note = "observe mode (remediator.mode: observe): planned and recorded, not executed; \
+                set remediator.mode: act to remediate";
+    report.reason = Some(match report.reason.take() {
+        Some(reason) => format!("{note}; {reason}"),
+        None => note.to_string(),
+    });
+    report
 }

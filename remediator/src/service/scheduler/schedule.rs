@@ -69,12 +69,13 @@ impl Ledger {
         }
         let trigger = format!("{}: {schedule}", RunSource::Schedule.as_str());
         let cooldown = self.rules.cooldown;
+        let observe = self.rules.observe;
         let recorded = in_transaction(self.store.as_mut(), |tx| {
             let cooldown_until = cooldown_until(tx.last_work_finished(cluster)?, cooldown);
             let run = NewRun {
                 cluster,
                 source: RunSource::Schedule,
-                dry_run: false,
+                dry_run: observe,
                 trigger: &trigger,
                 cooldown_until,
                 not_before: None,
@@ -92,7 +93,7 @@ impl Ledger {
         tracing::info!(run = id, %cluster, %schedule, at = %humantime::format_rfc3339_seconds(now), "scheduled run queued");
         self.slots.entry(cluster.to_string()).or_default().queued = Some(Queued {
             id,
-            dry_run: false,
+            dry_run: observe,
             source: RunSource::Schedule,
             firing: BTreeSet::new(),
             alertnames: BTreeSet::new(),

@@ -21,9 +21,14 @@ fn scheduler_with(dir: &std::path::Path, remediation: &str) -> Arc<Scheduler> {
 
 /// [`scheduler`] with `top_level` YAML (whole top-level blocks) before `remediator:`.
 pub(super) fn scheduler_from(dir: &std::path::Path, top_level: &str) -> Arc<Scheduler> {
+    scheduler_serving(dir, top_level, "")
+}
+
+/// [`scheduler_from`] with `remediator` lines (indented by two spaces) in its block.
+fn scheduler_serving(dir: &std::path::Path, top_level: &str, remediator: &str) -> Arc<Scheduler> {
     std::fs::write(dir.join("token"), "t").unwrap();
     let yaml = format!(
-        "{top_level}remediator:\n  state_path: {}\n  auth: {{bearer_token_file: token}}\nclusters:\n  \
+        "{top_level}remediator:\n{remediator}  state_path: {}\n  auth: {{bearer_token_file: token}}\nclusters:\n  \
          - name: a\n    endpoints: [http://127.0.0.1:1]\n  - name: b\n    endpoints: \
          [http://127.0.0.1:1]\n    alert_labels: {{job: kube-etcd}}\n",
         dir.join("state.sqlite").display()
@@ -116,6 +121,36 @@ async fn alerts_for_one_cluster_coalesce_and_resolving_them_all_cancels_the_run(
     )
     .await;
     assert_eq!(again[0].ignored_because, Some("resolved"));
+}
+
+#[tokio::test]
+async fn in_observe_mode_every_run_is_queued_as_a_dry_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let scheduler = scheduler_serving(dir.path(), "", "  mode: observe\n");
+    assert_eq!(scheduler.mode(), ServiceMode::Observe);
+    let alerted = send(&scheduler, vec![alert("firing", fragmentation("a"), "f1")]).await;
+    assert_eq!(alerted[0].action, Action::Queued);
+    let asked = scheduler.request("b", false).await.unwrap();
+    assert_eq!(asked.action, Action::Queued);
+    for id in [alerted[0].run_id, asked.run_id] {
+        let run = scheduler.run(id.unwrap()).await.unwrap().unwrap().0;
+        assert!(run.summary.dry_run, "{run:?}");
+    }
+}
+
+#[tokio::test]
+async fn in_act_mode_an_alert_queues_a_run_that_remediates() {
+    let dir = tempfile::tempdir().unwrap();
+    let scheduler = scheduler(dir.path());
+    assert_eq!(scheduler.mode(), ServiceMode::Act);
+    let alerted = send(&scheduler, vec![alert("firing", fragmentation("a"), "f1")]).await;
+    let run = scheduler
+        .run(alerted[0].run_id.unwrap())
+        .await
+        .unwrap()
+        .unwrap()
+        .0;
+    assert!(!run.summary.dry_run, "{run:?}");
 }
 
 #[tokio::test]

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use crate::config::file::{GrafanaFile, RemediatorFile, SilencesFile, WebhookAuthFile};
 use crate::config::RemediatorConfig as Config;
+use crate::config::ServiceMode;
 use etcdmedic_cluster::config::read_secret_file;
 use etcdmedic_cluster::tls::{self, ServerTls};
 use etcdmedic_cluster::{ConfigProblems, Error, Secret};
@@ -53,6 +54,8 @@ pub const DEFAULT_URGENT_TRIGGERS: [&str; 3] = [
 /// cluster's engine settings are [`crate::config::RemediationSettings`].)
 #[derive(Debug, Clone)]
 pub struct ServiceSettings {
+    /// Whether runs remediate (`act`) or are only planned and recorded (`observe`).
+    pub mode: ServiceMode,
     pub listen: SocketAddr,
     /// The SQLite file, unless `postgres` is set.
     pub state_path: PathBuf,
@@ -259,6 +262,7 @@ fn resolve(
         return None;
     }
     Some(ServiceSettings {
+        mode: file.mode.unwrap_or_default(),
         listen: file.listen.unwrap_or(DEFAULT_LISTEN),
         postgres,
         state_path: tls::resolve(

@@ -73,3 +73,27 @@ fn remediator_mistakes_are_named_with_their_keys() {
         "{message}"
     );
 }
+
+#[test]
+fn the_mode_is_act_unless_the_file_says_observe_and_anything_else_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "token", "t\n");
+    let settings_of = |mode: &str| {
+        let yaml = format!(
+            "remediator:\n{mode}  auth: {{bearer_token_file: token}}\nclusters:\n  - name: a\n    {ENDPOINT}\n"
+        );
+        let path = write(dir.path(), "etcdmedic.yaml", &yaml);
+        Config::load(&path).map(|config| ServiceSettings::from_config(&config).unwrap().mode)
+    };
+    assert_eq!(settings_of("").unwrap(), ServiceMode::Act);
+    assert_eq!(settings_of("  mode: act\n").unwrap(), ServiceMode::Act);
+    assert_eq!(
+        settings_of("  mode: observe\n").unwrap(),
+        ServiceMode::Observe
+    );
+    let err = settings_of("  mode: watch\n").unwrap_err().to_string();
+    assert!(
+        err.contains("remediator.mode") && err.contains("observe") && err.contains("act"),
+        "{err}"
+    );
+}

@@ -9,6 +9,7 @@ use axum::response::Response;
 use maud::{html, Markup, PreEscaped, DOCTYPE};
 
 use super::html as page_response;
+use crate::config::ServiceMode;
 use crate::service::auth::LoginForm;
 
 mod overview;
@@ -103,6 +104,20 @@ pub(super) fn login(
         }
     };
     page_response(status, page("Log in", content, None, false))
+}
+
+/// What `remediator.mode` means for the runs a page lists: in observe mode, said at the top
+/// of every page that shows runs, since none of them changed anything.
+fn mode_banner(mode: ServiceMode) -> Markup {
+    html! {
+        @if mode.observes() {
+            p class="banner" role="status" {
+                b { "Observe mode" }
+                ": runs are planned and recorded, never executed (" code { "remediator.mode: observe" }
+                "). Backups still run. Set " code { "remediator.mode: act" } " to remediate."
+            }
+        }
+    }
 }
 
 /// A page with one message, for errors.

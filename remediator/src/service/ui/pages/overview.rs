@@ -9,7 +9,7 @@ use etcdmedic_cluster::model::ClusterStatus;
 use etcdmedic_cluster::table::{member_row, HEADERS};
 use maud::{html, Markup};
 
-use super::{badge, layout, message, time};
+use super::{badge, layout, message, mode_banner, time};
 use crate::service::backups::{BackupFilter, BackupRecord};
 use crate::service::http::App;
 use crate::service::scheduler::ClusterQueue;
@@ -58,8 +58,11 @@ pub(in crate::service::ui) async fn overview(State(app): State<App>) -> Response
     let busy = cards
         .iter()
         .any(|c| c.queue.running_run.is_some() || c.queue.queued_run.is_some());
+    let mode = scheduler.mode();
     let content = html! {
+        (mode_banner(mode))
         p class="facts" {
+            span { "Mode: " b { (mode.as_str()) } }
             span { "Runs: " b { @if paused { "paused" } @else { "taken as alerts ask" } } }
             span { (cards.len()) @if cards.len() == 1 { " cluster" } @else { " clusters" } }
             @if busy { span { "this page reloads every 5 s while a run is queued or under way" } }

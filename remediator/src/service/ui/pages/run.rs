@@ -8,7 +8,7 @@ use axum::response::Response;
 use etcdmedic_cluster::table::human_bytes;
 use maud::{html, Markup};
 
-use super::{badge, duration, layout, message, time};
+use super::{badge, duration, layout, message, mode_banner, time};
 use crate::report::RunReport;
 use crate::service::http::App;
 use crate::service::store::{AlertRecord, RunDetail, RunState};
@@ -45,6 +45,7 @@ pub(in crate::service::ui) async fn run(
     };
     let live = detail.summary.state != RunState::Finished;
     let content = html! {
+        (mode_banner(app.scheduler.mode()))
         (summary(&detail))
         @if let Some(progress) = &progress { div class="progress" { (progress) } }
         (alerts(&detail.alerts))

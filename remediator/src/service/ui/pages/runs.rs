@@ -7,7 +7,7 @@ use axum::response::Response;
 use maud::html;
 use serde::Deserialize;
 
-use super::{badge, duration, layout, message, time};
+use super::{badge, duration, layout, message, mode_banner, time};
 use crate::report::Outcome;
 use crate::service::http::App;
 use crate::service::store::RunFilter;
@@ -84,6 +84,7 @@ pub(in crate::service::ui) async fn runs(
         link
     });
     let content = html! {
+        (mode_banner(app.scheduler.mode()))
         form class="filters" method="get" action="/ui/runs" {
             label { "Cluster"
                 select name="cluster" {
