@@ -161,6 +161,14 @@ fn check_custom_resources(docs: &[Value]) -> Result<()> {
             .as_array()
             .context("no endpoints")?
         {
+            // The exporter's own `endpoint` label (the member's URL) must survive the
+            // operator's target label of the same name (the port's name).
+            if monitor["metadata"]["name"] == "etcdmedic-exporter" {
+                ensure!(
+                    endpoint["honorLabels"] == true,
+                    "the exporter's ServiceMonitor must honor its labels: {endpoint}"
+                );
+            }
             let port = endpoint["port"]
                 .as_str()
                 .context("endpoint without a port name")?;
