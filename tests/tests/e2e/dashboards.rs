@@ -114,6 +114,33 @@ fn the_dashboard_has_a_stable_uid_variables_and_no_fixed_data_source() -> Result
     Ok(())
 }
 
+/// Member names repeat across clusters (m0, m1...): a legend that names a member names its
+/// cluster, and a sum that keeps the member keeps the cluster, so two clusters' m0 never
+/// share a line.
+#[test]
+fn every_member_in_a_legend_or_a_sum_comes_with_its_cluster() -> Result<()> {
+    let dashboard = dashboard()?;
+    for panel in dashboard["panels"].as_array().into_iter().flatten() {
+        let title = panel["title"].as_str().unwrap_or("?");
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let legend = target["legendFormat"].as_str().unwrap_or("");
+            ensure!(
+                !legend.contains("{{member}}") || legend.contains("{{etcd_cluster}}"),
+                "{title}: legend {legend:?} names the member without its cluster"
+            );
+            let expr = target["expr"].as_str().unwrap_or("");
+            for by in expr.split("by (").skip(1) {
+                let labels = by.split(')').next().unwrap_or("");
+                ensure!(
+                    !labels.contains("member") || labels.contains("etcd_cluster"),
+                    "{title}: `by ({labels})` merges same-named members of different clusters"
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
 #[test]
 fn the_kubernetes_copies_match_their_sources() -> Result<()> {
     let update = std::env::var_os("UPDATE_GENERATED").is_some();
