@@ -9,6 +9,7 @@
 //! - `read_only`: scraping writes nothing to etcd's raft log.
 //! - `fleet`: beyond the kept-connection budget no connection to etcd outlives a scrape.
 //! - `sharding`: two Prometheus servers share a fleet with `hashmod`, each cluster on one.
+//! - `grafana_annotation`: a run's annotation against Grafana's documented annotations API.
 //! - `http`: `/probe`, `/healthz`, `/readyz`, the landing page, a dead cluster beside a live one.
 //! - `service_hardening`: refused runs retried while their alerts fire, notifications of
 //!   thousands of alerts, state files that are not etcdmedic's, slow and surplus connections.
@@ -87,6 +88,7 @@ mod documented;
 mod downgrade;
 mod figures;
 mod fleet;
+mod grafana_annotation;
 mod http;
 mod job_names;
 mod live_prometheus;

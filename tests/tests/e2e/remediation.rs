@@ -583,12 +583,28 @@ async fn members_whose_in_use_figure_lags_after_a_compaction_are_defragmented_to
             .all(|m| m.action == MemberAction::Defragmented),
         "a member was left fragmented: {text}"
     );
-    ensure!(
-        report.members.iter().any(|m| m
-            .reason
-            .contains("etcd's figure lags after a compaction; judged at")),
-        "{text}"
-    );
+    // The members may commit between the check above and the run's own look: the run must
+    // judge a member by its peers whenever the figures it planned from still lag.
+    let planned = report.plan.as_ref().context("no plan")?;
+    let figures: Vec<u64> = planned
+        .defragment
+        .iter()
+        .chain(&planned.skip)
+        .map(|m| m.db_size_in_use)
+        .collect();
+    let lowest = figures.iter().copied().min().context("no planned member")?;
+    if figures.iter().any(|&figure| figure > 2 * lowest + 16 * MIB) {
+        ensure!(
+            report.members.iter().any(|m| m
+                .reason
+                .contains("etcd's figure lags after a compaction; judged at")),
+            "{text}"
+        );
+    } else {
+        eprintln!(
+            "the lag had ended by the run's look ({figures:?}); every member must still be done"
+        );
+    }
     for member in &report.members {
         let after = member.db_size_after.context("no size after")?;
         ensure!(
