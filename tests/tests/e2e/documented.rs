@@ -25,9 +25,15 @@ impl Document {
         }
     }
 
+    /// The whole document.
+    pub fn text(&self) -> Result<String> {
+        std::fs::read_to_string(&self.path)
+            .with_context(|| format!("reading {}", self.path.display()))
+    }
+
     /// The `sh` block after `<!-- tested: name -->`.
     pub fn block(&self, name: &str) -> Result<String> {
-        let text = std::fs::read_to_string(&self.path)?;
+        let text = self.text()?;
         let marker = format!("<!-- tested: {name} -->");
         let after = text
             .split_once(&marker)

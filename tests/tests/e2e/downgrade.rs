@@ -213,7 +213,7 @@ async fn replace_member(
             let help = std::process::Command::new(EtcdVersion::V3_5.etcd()?)
                 .arg("--help")
                 .output()?;
-            let help = format!("{}{}", stdout_of(&help.stdout), stdout_of(&help.stderr));
+            let help = format!("{}{}", stdout(&help), stderr(&help));
             for flag in edited.lines().filter_map(|l| l.trim().strip_prefix("- --")) {
                 let name = flag.split('=').next().unwrap_or(flag);
                 ensure!(
@@ -247,10 +247,6 @@ async fn replace_member(
         other => bail!("no variant {other}"),
     }
     Ok(())
-}
-
-fn stdout_of(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 /// docs/downgrade.md, block by block: one member replaced with each variant of its step 5.
@@ -357,7 +353,7 @@ async fn a_3_6_cluster_is_downgraded_to_3_5_member_by_member_leader_last() -> Re
     }
     ensure!(replaced.len() == 3, "replaced {replaced:?}");
     let done = doc.run("next", &env).await?;
-    let promised = documented_done_line()?;
+    let promised = documented_done_line(&doc)?;
     ensure!(
         done.lines().any(|l| l == promised),
         "the document promises {promised:?}; status printed {done}"
@@ -474,12 +470,11 @@ async fn a_3_5_cluster_is_told_it_cannot_downgrade() -> Result<()> {
     a_cluster_before_3_6_is_told_it_cannot_downgrade(EtcdVersion::V3_5).await
 }
 
-/// The `next: done` line docs/downgrade.md shows at the end.
-fn documented_done_line() -> Result<String> {
-    let path = etcdmedic_tests::generated::repository_root().join("docs/downgrade.md");
-    std::fs::read_to_string(&path)?
+/// The `next: done` line `doc` shows at the end.
+fn documented_done_line(doc: &Document) -> Result<String> {
+    doc.text()?
         .lines()
         .find(|l| l.starts_with("next: done"))
         .map(str::to_string)
-        .with_context(|| format!("no `next: done` line in {}", path.display()))
+        .context("no `next: done` line in docs/downgrade.md")
 }

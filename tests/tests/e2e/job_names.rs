@@ -26,12 +26,10 @@ fn job_names(text: &str) -> BTreeSet<String> {
         .collect()
 }
 
-/// The fenced `yaml` blocks of the README that configure Prometheus scrapes.
+/// The README's fenced blocks that configure Prometheus scrapes.
 fn readme_scrape_blocks(readme: &str) -> Vec<String> {
-    readme
-        .split("```yaml\n")
-        .skip(1)
-        .filter_map(|rest| rest.split("```").next())
+    crate::readme::blocks(readme)
+        .into_iter()
         .filter(|block| block.contains("job_name:"))
         .map(str::to_string)
         .collect()

@@ -3,15 +3,12 @@
 //! predicted durations) and recorded with the reason it was not executed, while etcd is left
 //! exactly as it was; the API and every page that lists runs say the mode.
 
-use std::time::{Duration, SystemTime};
-
 use anyhow::{ensure, Context, Result};
 use etcdmedic_tests::alertmanager::{Alertmanager, Routing};
-use etcdmedic_tests::{eventually, EtcdCluster, EtcdVersion, RemediatorService};
+use etcdmedic_tests::{EtcdCluster, EtcdVersion, RemediatorService};
 use reqwest::header;
 
-use crate::service::{am_alert, fragmented_cluster, ServiceFiles, RUN_TIMEOUT, TOKEN};
-use crate::support::SETTLE;
+use crate::service::{alert_queues_a_run, fragmented_cluster, ServiceFiles, RUN_TIMEOUT, TOKEN};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_alert_in_observe_mode_is_planned_and_recorded_and_etcd_is_untouched() -> Result<()> {
@@ -32,19 +29,7 @@ async fn an_alert_in_observe_mode_is_planned_and_recorded_and_etcd_is_untouched(
 
     let before = db_sizes(&cluster).await?;
 
-    let far = SystemTime::now() + Duration::from_secs(3600);
-    alertmanager.post_alerts(&am_alert("prod-a", far)).await?;
-    let run_id = eventually(
-        "Alertmanager's notification queues a run",
-        SETTLE,
-        || async {
-            let runs = service.runs().await?;
-            ensure!(runs.len() == 1, "runs: {runs:?}");
-            runs[0]["id"].as_i64().context("run id")
-        },
-    )
-    .await
-    .with_context(|| format!("Alertmanager output:\n{}", alertmanager.output()))?;
+    let run_id = alert_queues_a_run(&alertmanager, &service, "prod-a").await?;
     let run = service.wait_for_run(run_id, RUN_TIMEOUT).await?;
     ensure!(
         run["outcome"] == "planned" && run["dry_run"] == true,

@@ -15,7 +15,7 @@ pub fn readme() -> Result<String> {
 }
 
 /// The text of every fenced block, without its fences.
-fn blocks(readme: &str) -> Vec<&str> {
+pub fn blocks(readme: &str) -> Vec<&str> {
     let mut blocks = Vec::new();
     let mut start = None;
     let mut offset = 0;

@@ -100,8 +100,30 @@ pub(crate) fn now_rfc3339() -> String {
     humantime::format_rfc3339_millis(SystemTime::now()).to_string()
 }
 
+/// Fires the fragmentation alert for `cluster` through `alertmanager` (ending in an hour) and
+/// waits until its notification queues the service's first run; that run's id.
+pub(crate) async fn alert_queues_a_run(
+    alertmanager: &Alertmanager,
+    service: &RemediatorService,
+    cluster: &str,
+) -> Result<i64> {
+    let far = SystemTime::now() + Duration::from_secs(3600);
+    alertmanager.post_alerts(&am_alert(cluster, far)).await?;
+    eventually(
+        "Alertmanager's notification queues a run",
+        SETTLE,
+        || async {
+            let runs = service.runs().await?;
+            ensure!(runs.len() == 1, "runs: {runs:?}");
+            runs[0]["id"].as_i64().context("run id")
+        },
+    )
+    .await
+    .with_context(|| format!("Alertmanager output:\n{}", alertmanager.output()))
+}
+
 /// An alert as Alertmanager's API takes it.
-pub(crate) fn am_alert(cluster: &str, ends_at: SystemTime) -> Value {
+fn am_alert(cluster: &str, ends_at: SystemTime) -> Value {
     json!([{
         "labels": {"alertname": "EtcdmedicDatabaseHighFragmentation", "etcd_cluster": cluster, "severity": "warning"},
         "annotations": {"summary": "fragmented"},
@@ -205,19 +227,7 @@ async fn alerts_through_alertmanager_remediate_the_cluster_and_a_resolve_starts_
     )?;
     let service = RemediatorService::start_on(&config, Some(TOKEN), port).await?;
 
-    let far = SystemTime::now() + Duration::from_secs(3600);
-    alertmanager.post_alerts(&am_alert("prod-a", far)).await?;
-    let run_id = eventually(
-        "Alertmanager's notification queues a run",
-        SETTLE,
-        || async {
-            let runs = service.runs().await?;
-            ensure!(runs.len() == 1, "runs: {runs:?}");
-            runs[0]["id"].as_i64().context("run id")
-        },
-    )
-    .await
-    .with_context(|| format!("Alertmanager output:\n{}", alertmanager.output()))?;
+    let run_id = alert_queues_a_run(&alertmanager, &service, "prod-a").await?;
     let run = service.wait_for_run(run_id, RUN_TIMEOUT).await?;
     ensure!(
         run["outcome"] == "succeeded",

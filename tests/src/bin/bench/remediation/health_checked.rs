@@ -11,6 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result};
 use etcd_client::Client;
+use etcdmedic_tests::load::Pace;
 use etcdmedic_tests::EtcdCluster;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -29,19 +30,12 @@ pub struct HealthChecked {
     watchers: Vec<JoinHandle<()>>,
 }
 
-/// How the writer paces itself: the other writers' figures, so the clients compare.
-#[derive(Debug, Clone, Copy)]
-pub struct Pace {
-    pub every: Duration,
-    pub timeout: Duration,
-    pub max_puts: usize,
-    pub deadline: Instant,
-}
-
 impl HealthChecked {
+    /// Paced as the other writers (`pace`), ending by `deadline` whatever happens.
     pub async fn start(
         cluster: &EtcdCluster,
         pace: Pace,
+        deadline: Instant,
         stop: CancellationToken,
     ) -> Result<HealthChecked> {
         let mut clients = Vec::new();
@@ -57,11 +51,11 @@ impl HealthChecked {
                 HealthClient::new(channel),
                 flag.clone(),
                 stop.clone(),
-                pace.deadline,
+                deadline,
             )));
             serving.push(flag);
         }
-        let writer = tokio::spawn(put_loop(clients, serving, pace, stop));
+        let writer = tokio::spawn(put_loop(clients, serving, pace, deadline, stop));
         Ok(HealthChecked { writer, watchers })
     }
 
@@ -133,13 +127,14 @@ async fn put_loop(
     mut clients: Vec<Client>,
     serving: Vec<Arc<AtomicBool>>,
     pace: Pace,
+    deadline: Instant,
     stop: CancellationToken,
 ) -> Vec<Request> {
     let mut requests = Vec::new();
     let value = vec![b'h'; 256];
     let mut next = 0;
     for n in 0..pace.max_puts {
-        if stop.is_cancelled() || Instant::now() >= pace.deadline {
+        if stop.is_cancelled() || Instant::now() >= deadline {
             break;
         }
         let count = clients.len();

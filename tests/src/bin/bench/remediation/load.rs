@@ -11,7 +11,7 @@ use etcd_client::Client;
 use etcdmedic_tests::load::{Failure, Pace, PutLoad};
 use etcdmedic_tests::EtcdCluster;
 
-use super::health_checked::{self, HealthChecked};
+use super::health_checked::HealthChecked;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -73,26 +73,14 @@ impl Load {
             all_endpoints,
             Client::connect(cluster.endpoints(), None).await?,
         ));
-        let health_checked = HealthChecked::start(
-            cluster,
-            health_checked::Pace {
-                every: PUT_EVERY,
-                timeout: PUT_TIMEOUT,
-                max_puts: MAX_PUTS_PER_CLIENT,
-                deadline,
-            },
-            stop.clone(),
-        )
-        .await?;
-        let writers = PutLoad::start(
-            writing,
-            Pace {
-                every: PUT_EVERY,
-                timeout: PUT_TIMEOUT,
-                max_puts: MAX_PUTS_PER_CLIENT,
-                max_time: MAX_LOAD_TIME,
-            },
-        );
+        let pace = Pace {
+            every: PUT_EVERY,
+            timeout: PUT_TIMEOUT,
+            max_puts: MAX_PUTS_PER_CLIENT,
+            max_time: MAX_LOAD_TIME,
+        };
+        let health_checked = HealthChecked::start(cluster, pace, deadline, stop.clone()).await?;
+        let writers = PutLoad::start(writing, pace);
         Ok(Load {
             stop,
             writers,
