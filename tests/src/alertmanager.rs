@@ -1,4 +1,4 @@
-//! Debian's Alertmanager on free loopback ports, with a webhook receiver pointing at the
+//! Alertmanager 0.33 (Debian sid's) on free loopback ports, with a webhook receiver pointing at the
 //! remediator (bearer token from a file), alone or clustered with peers.
 
 use std::path::{Path, PathBuf};
@@ -11,8 +11,6 @@ use tempfile::TempDir;
 use crate::poll::until_http_ok;
 use crate::ports::free_ports;
 use crate::process::ChildProcess;
-
-const BINARY: &str = "/usr/bin/prometheus-alertmanager";
 
 /// The route's timing; short for tests, explained for production in deploy/alertmanager.
 #[derive(Debug, Clone)]
@@ -41,11 +39,7 @@ pub struct Alertmanager {
 }
 
 pub fn binary() -> Result<PathBuf> {
-    let path = PathBuf::from(BINARY);
-    if !path.is_file() {
-        bail!("could not find Alertmanager at {BINARY}; run scripts/install-deps.sh (apt package prometheus-alertmanager)");
-    }
-    Ok(path)
+    crate::binaries::prometheus_tool("alertmanager")
 }
 
 impl Alertmanager {

@@ -130,12 +130,27 @@ pub fn project_binary(name: &str) -> Result<PathBuf> {
         })
 }
 
-/// `promtool`, for checking the exposition format the way Prometheus' own tooling does.
-pub fn promtool() -> Result<PathBuf> {
-    let path = Path::new("/usr/bin/promtool");
-    if path.is_file() {
-        Ok(path.to_path_buf())
-    } else {
-        bail!("could not find promtool at /usr/bin/promtool; run scripts/install-deps.sh (apt package prometheus)")
+/// The Prometheus tools under test: Prometheus 3.5 and Alertmanager 0.33 from Debian sid,
+/// with promtool and amtool (what kube-prometheus-stack users run; bookworm's own are 2.42
+/// and 0.25). `ETCDMEDIC_PROMETHEUS_DIR` points elsewhere; otherwise where
+/// scripts/install-deps.sh puts them. `name` is `prometheus`, `promtool`, `alertmanager` or
+/// `amtool`.
+pub fn prometheus_tool(name: &str) -> Result<PathBuf> {
+    let dir = std::env::var_os("ETCDMEDIC_PROMETHEUS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| crate::python::deps_dir().join("prometheus"));
+    let path = dir.join(name);
+    if !path.is_file() {
+        bail!(
+            "could not find {name} at {}; run scripts/install-deps.sh or set \
+             ETCDMEDIC_PROMETHEUS_DIR",
+            path.display()
+        );
     }
+    Ok(path)
+}
+
+/// `promtool`, for checking rules and the exposition format the way Prometheus' own tooling does.
+pub fn promtool() -> Result<PathBuf> {
+    prometheus_tool("promtool")
 }

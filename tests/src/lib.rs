@@ -36,6 +36,7 @@ pub mod exposition;
 pub mod generated;
 pub mod kustomize;
 pub mod load;
+pub mod operator;
 pub mod poll;
 pub mod ports;
 pub mod postgres;
@@ -48,7 +49,7 @@ pub mod shipped;
 pub mod silent;
 pub mod workload;
 
-pub use binaries::{project_binary, promtool, EtcdVersion};
+pub use binaries::{project_binary, prometheus_tool, promtool, EtcdVersion};
 pub use etcd::{EtcdCluster, EtcdClusterBuilder, ROOT_PASSWORD};
 pub use exporter::{ExporterProcess, RunningExporter};
 pub use exposition::Exposition;

@@ -1,4 +1,4 @@
-//! Debian's Prometheus on a free loopback port, scraping given targets every second and
+//! Prometheus 3.5 (Debian sid's) on a free loopback port, scraping given targets every second and
 //! evaluating given rule files; queried over its HTTP API.
 
 use std::path::{Path, PathBuf};
@@ -12,16 +12,11 @@ use crate::poll::until_http_ok;
 use crate::ports::free_port;
 use crate::process::ChildProcess;
 
-const BINARY: &str = "/usr/bin/prometheus";
 /// Scrape and rule evaluation interval: short, so tests see changes within seconds.
 pub const INTERVAL: Duration = Duration::from_secs(1);
 
 pub fn binary() -> Result<PathBuf> {
-    let path = PathBuf::from(BINARY);
-    if !path.is_file() {
-        bail!("could not find Prometheus at {BINARY}; run scripts/install-deps.sh (apt package prometheus)");
-    }
-    Ok(path)
+    crate::binaries::prometheus_tool("prometheus")
 }
 
 pub struct Prometheus {

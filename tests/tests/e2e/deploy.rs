@@ -79,7 +79,7 @@ fn the_prometheus_configs_pass_promtool_check_config() -> Result<()> {
 fn the_alertmanager_configs_pass_amtool_check_config() -> Result<()> {
     for file in files_in(&deploy("alertmanager"), &["yml", "yaml"])? {
         let text = run_ok(
-            Command::new("/usr/bin/amtool")
+            Command::new(etcdmedic_tests::prometheus_tool("amtool")?)
                 .arg("check-config")
                 .arg(&file),
         )?;

@@ -1,15 +1,22 @@
-//! The rules and the dashboard against a real Prometheus scraping a real exporter (two real
-//! 3-member clusters) and a real remediator service: fragmentation, NOSPACE and a killed
-//! member make their alerts fire, read back from `/api/v1/alerts`; then every dashboard
-//! query and every selector of every rule returns data with the labels it promises.
+//! The rules and the dashboard against a real Prometheus 3.5 scraping a real exporter (two
+//! real 3-member clusters) and a real remediator service as prometheus-operator would: the
+//! scrape configuration it generates from the shipped kustomize base's ServiceMonitors
+//! (`etcdmedic_tests::operator`) and the rules of the base's PrometheusRule. Fragmentation,
+//! NOSPACE and a killed member make their alerts fire, read back from `/api/v1/alerts`; then
+//! every dashboard query and every selector of every rule returns data with the labels it
+//! promises: the etcd member's URL as `endpoint`, the cluster, the job names the rules expect,
+//! and the exporter-down alerts silent.
 
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use etcdmedic_tests::prometheus::{repository_file, with_short_durations, Job, Prometheus};
+use etcdmedic_tests::generated::repository_root;
+use etcdmedic_tests::kustomize::{documents, kind, render};
+use etcdmedic_tests::prometheus::{Prometheus, INTERVAL};
 use etcdmedic_tests::workload::{fill_to_nospace, fragment, Fragmentation};
 use etcdmedic_tests::{eventually, EtcdCluster, EtcdVersion, RemediatorService, RunningExporter};
-use serde_json::Value;
+use serde_json::{json, Value};
+use std::path::Path;
 
 use crate::alert_rules::alert_rules;
 use crate::dashboards::dashboard;
@@ -36,6 +43,90 @@ fn legend_labels(legend: &str) -> Vec<String> {
                 .map(|(label, _)| label.trim().to_string())
         })
         .collect()
+}
+
+/// Prometheus 3.5 with the scrape configuration prometheus-operator generates from the
+/// shipped base's ServiceMonitors, each Service's port listening where `address` says, and
+/// the rules of the base's PrometheusRule with every `for` 1 s and `keep_firing_for` 3 s.
+async fn operator_prometheus(address: impl Fn(&str, &str) -> Option<String>) -> Result<Prometheus> {
+    let docs = documents(&render(&repository_root().join("deploy/kubernetes/base"))?.text)?;
+    let rule = kind(&docs, "PrometheusRule");
+    ensure!(
+        rule.len() == 1,
+        "the base ships {} PrometheusRules",
+        rule.len()
+    );
+    let mut groups = rule[0]["spec"]["groups"].clone();
+    for group in groups.as_array_mut().into_iter().flatten() {
+        for rule in group["rules"].as_array_mut().into_iter().flatten() {
+            if rule.get("for").is_some() {
+                rule["for"] = "1s".into();
+            }
+            if rule.get("keep_firing_for").is_some() {
+                rule["keep_firing_for"] = "3s".into();
+            }
+        }
+    }
+    let (scrape_configs, targets) = etcdmedic_tests::operator::from_manifests(
+        &docs,
+        Path::new("targets.json"),
+        INTERVAL,
+        address,
+    )?;
+    // Prometheus reads YAML, of which JSON is a subset.
+    let config = json!({
+        "global": {"evaluation_interval": format!("{}s", INTERVAL.as_secs()),
+                   "external_labels": {"prometheus": "monitoring/kube-prometheus-stack-prometheus"}},
+        "rule_files": ["etcdmedic.rules.yaml"],
+        "scrape_configs": scrape_configs,
+    });
+    Prometheus::start_with(
+        &serde_json::to_string_pretty(&config)?,
+        &[
+            (
+                "etcdmedic.rules.yaml",
+                serde_json::to_string(&json!({"groups": groups}))?,
+            ),
+            ("targets.json", serde_json::to_string_pretty(&targets)?),
+        ],
+    )
+    .await
+}
+
+/// Both targets are up under the job names the rules expect, labelled as the operator labels
+/// them: `endpoint` the port's name, `namespace`, `service`, `pod`, `container`.
+async fn targets_carry_the_operators_labels(prometheus: &Prometheus) -> Result<()> {
+    for (job, port) in [
+        ("etcdmedic-exporter", "metrics"),
+        ("etcdmedic-remediator", "http"),
+    ] {
+        let up = eventually(&format!("{job} is scraped"), ALERT_TIMEOUT, || async {
+            let up = prometheus
+                .query(&format!("up{{job=\"{job}\"}} == 1"))
+                .await?;
+            ensure!(up.len() == 1, "up{{job={job}}}: {up:?}");
+            Ok(up)
+        })
+        .await?;
+        let labels = &up[0]["metric"];
+        for (label, value) in [
+            ("endpoint", port),
+            ("namespace", "etcdmedic"),
+            ("service", job),
+            ("container", job.trim_start_matches("etcdmedic-")),
+        ] {
+            ensure!(
+                labels[label] == value,
+                "{job}'s up has {label}={} (wanted {value}): {labels}",
+                labels[label]
+            );
+        }
+        ensure!(
+            labels["pod"].as_str().is_some_and(|p| p.starts_with(job)),
+            "{job}'s pod: {labels}"
+        );
+    }
+    Ok(())
 }
 
 /// Waits until at least `count` instances of the alert fire (members' scrapes do not all
@@ -113,25 +204,19 @@ async fn alerts_fire_on_real_data_and_every_query_returns_labelled_data() -> Res
     )?;
     let exporter = RunningExporter::start(&config).await?;
     let remediator = RemediatorService::start(&config, Some(TOKEN)).await?;
-    let rules = with_short_durations(&repository_file("alerts/etcdmedic.rules.yaml")?, "1s", "3s");
-    let prometheus = Prometheus::start(
-        &[
-            Job {
-                name: "etcdmedic-exporter",
-                targets: vec![exporter.base_url.trim_start_matches("http://").to_string()],
-            },
-            Job {
-                name: "etcdmedic-remediator",
-                targets: vec![remediator
-                    .base_url
-                    .trim_start_matches("http://")
-                    .to_string()],
-            },
-        ],
-        &[("etcdmedic.rules.yaml", rules)],
-        &[],
-    )
+    let exporter_address = exporter.base_url.trim_start_matches("http://").to_string();
+    let prometheus = operator_prometheus(|service, port| match (service, port) {
+        ("etcdmedic-exporter", "metrics") => Some(exporter_address.clone()),
+        ("etcdmedic-remediator", "http") => Some(
+            remediator
+                .base_url
+                .trim_start_matches("http://")
+                .to_string(),
+        ),
+        _ => None,
+    })
     .await?;
+    targets_carry_the_operators_labels(&prometheus).await?;
 
     // Fragmentation: 160 MiB written over 20 MiB kept, so well over 100 MiB free.
     let spec = Fragmentation {
@@ -185,8 +270,17 @@ async fn alerts_fire_on_real_data_and_every_query_returns_labelled_data() -> Res
     // A killed member.
     full.kill(2)?;
     let firing = fires(&prometheus, "EtcdmedicMemberUnreachable", 1).await?;
+    let killed = full.endpoints()[2].clone();
     ensure!(
-        firing.len() == 1 && has_labels(&firing[0], &[("etcd_cluster", "full"), ("member", "m2")]),
+        firing.len() == 1
+            && has_labels(
+                &firing[0],
+                &[
+                    ("etcd_cluster", "full"),
+                    ("member", "m2"),
+                    ("endpoint", &killed)
+                ]
+            ),
         "{firing:?}"
     );
     fires(&prometheus, "EtcdmedicQuorumAtRisk", 1).await?;
@@ -336,6 +430,53 @@ async fn alerts_fire_on_real_data_and_every_query_returns_labelled_data() -> Res
             }
         }
     }
+
+    // Under the operator's labels the exporter's own `endpoint` (the member's URL) stays
+    // itself, nothing is renamed `exported_*`, and the down alerts stayed silent.
+    let members: Vec<String> = frag
+        .endpoints()
+        .into_iter()
+        .chain(full.endpoints())
+        .collect();
+    let per_member = prometheus
+        .query("{job=\"etcdmedic-exporter\", __name__=~\"etcdmedic_member_.+\"}")
+        .await?;
+    ensure!(!per_member.is_empty(), "no per-member series");
+    for series in &per_member {
+        let endpoint = series["metric"]["endpoint"].as_str().unwrap_or_default();
+        ensure!(
+            members.iter().any(|m| m == endpoint),
+            "a per-member series whose endpoint is not a member's URL: {series}"
+        );
+    }
+    for label in [
+        "endpoint",
+        "job",
+        "instance",
+        "namespace",
+        "service",
+        "pod",
+        "container",
+    ] {
+        let renamed = prometheus
+            .query(&format!("{{exported_{label}=~\".+\"}}"))
+            .await?;
+        ensure!(
+            renamed.is_empty(),
+            "series with exported_{label}: {renamed:?}"
+        );
+    }
+    let down: Vec<Value> = prometheus
+        .alerts()
+        .await?
+        .into_iter()
+        .filter(|a| {
+            a["labels"]["alertname"]
+                .as_str()
+                .is_some_and(|n| n == "EtcdmedicExporterDown" || n == "EtcdmedicRemediatorDown")
+        })
+        .collect();
+    ensure!(down.is_empty(), "a down alert while both are up: {down:?}");
     Ok(())
 }
 

@@ -248,7 +248,7 @@ etcdmedic demo is running.
   config         {config}
   exporter       {url}/   (log {exporter_log})
   remediator     {service_url}/   (web pages: log in with the token {token}; log {remediator_log})
-  prometheus     {prometheus_url}/classic/alerts
+  prometheus     {prometheus_url}/api/v1/alerts   (JSON: Debian's Prometheus 3.5 has no web pages)
   alertmanager   {alertmanager_url}/api/v2/alerts   (JSON: Debian's Alertmanager has no web pages)
 
 The status table right now (etcdmedic-exporter status):
