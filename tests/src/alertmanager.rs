@@ -69,11 +69,29 @@ impl Alertmanager {
         routing: &Routing,
         peers: &[String],
     ) -> Result<Alertmanager> {
+        Alertmanager::start_with_config_in(
+            parent,
+            &config_yaml(webhook_url, token_file, routing),
+            peers,
+        )
+        .await
+    }
+
+    /// Starts an instance with a whole configuration (YAML, or JSON, its subset).
+    pub async fn start_with_config(config: &str) -> Result<Alertmanager> {
+        Alertmanager::start_with_config_in(&std::env::temp_dir(), config, &[]).await
+    }
+
+    async fn start_with_config_in(
+        parent: &Path,
+        config_text: &str,
+        peers: &[String],
+    ) -> Result<Alertmanager> {
         let dir = tempfile::Builder::new()
             .prefix("etcdmedic-am-")
             .tempdir_in(parent)?;
         let config = dir.path().join("alertmanager.yml");
-        std::fs::write(&config, config_yaml(webhook_url, token_file, routing))?;
+        std::fs::write(&config, config_text)?;
         let [web_port, cluster_port] = free_ports(2)?[..] else {
             bail!("free_ports(2) returned other than two ports");
         };
@@ -128,6 +146,16 @@ impl Alertmanager {
             bail!("Alertmanager answered {status}: {}", response.text().await?);
         }
         Ok(())
+    }
+
+    /// GET /api/v2/alerts: every alert it holds, inhibited and silenced ones included, each
+    /// with its `status` (`state`, `inhibitedBy`, `silencedBy`).
+    pub async fn alerts(&self) -> Result<Vec<Value>> {
+        let response = crate::http_client()
+            .get(format!("{}/api/v2/alerts", self.url))
+            .send()
+            .await?;
+        Ok(response.json().await?)
     }
 
     /// GET /api/v2/silences.

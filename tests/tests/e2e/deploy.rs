@@ -101,6 +101,29 @@ fn the_alertmanager_configs_pass_amtool_check_config() -> Result<()> {
             route["continue"] == true,
             "the route must let humans see the alerts too"
         );
+        // Alertmanager's own route tester: a trigger reaches the remediator and the humans,
+        // anything else only the humans.
+        let amtool = etcdmedic_tests::prometheus_tool("amtool")?;
+        // It warns on stderr that --config.file overrides --alertmanager.url: stdout only.
+        let receivers = |labels: &[&str]| -> Result<String> {
+            let output = Command::new(&amtool)
+                .args(["config", "routes", "test", "--config.file"])
+                .arg(&file)
+                .args(labels)
+                .output()?;
+            ensure!(output.status.success(), "amtool: {output:?}");
+            Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
+        };
+        for trigger in ["EtcdmedicNoSpaceAlarm", "etcdDatabaseHighFragmentationRatio"] {
+            let to = receivers(&[&format!("alertname={trigger}"), "etcd_cluster=a"])?;
+            ensure!(
+                to == "etcdmedic-remediator,team",
+                "{}: {trigger} goes to {to}",
+                file.display()
+            );
+        }
+        let to = receivers(&["alertname=EtcdmedicNoLeader", "etcd_cluster=a"])?;
+        ensure!(to == "team", "{}: EtcdmedicNoLeader goes to {to}", file.display());
         let receiver = config["receivers"]
             .as_array()
             .and_then(|r| r.iter().find(|r| r["name"] == "etcdmedic-remediator"))

@@ -45,10 +45,26 @@ fn legend_labels(legend: &str) -> Vec<String> {
         .collect()
 }
 
+/// What a Prometheus runs besides the operator's scrape configs and the base's rules.
+#[derive(Default)]
+pub struct Beside {
+    /// Scrape configs after the operator's.
+    pub scrape_configs: Vec<Value>,
+    /// Rule groups (as in a rules file) after the base's, as they are.
+    pub rule_groups: Vec<Value>,
+    /// Leaves the base's PrometheusRule out (a user of the etcd mixin alone).
+    pub without_base_rules: bool,
+    /// `host:port` of Alertmanagers the alerts go to.
+    pub alertmanagers: Vec<String>,
+}
+
 /// Prometheus 3.5 with the scrape configuration prometheus-operator generates from the
 /// shipped base's ServiceMonitors, each Service's port listening where `address` says, and
 /// the rules of the base's PrometheusRule with every `for` 1 s and `keep_firing_for` 3 s.
-async fn operator_prometheus(address: impl Fn(&str, &str) -> Option<String>) -> Result<Prometheus> {
+pub async fn operator_prometheus(
+    address: impl Fn(&str, &str) -> Option<String>,
+    beside: Beside,
+) -> Result<Prometheus> {
     let docs = documents(&render(&repository_root().join("deploy/kubernetes/base"))?.text)?;
     let rule = kind(&docs, "PrometheusRule");
     ensure!(
@@ -56,7 +72,11 @@ async fn operator_prometheus(address: impl Fn(&str, &str) -> Option<String>) -> 
         "the base ships {} PrometheusRules",
         rule.len()
     );
-    let mut groups = rule[0]["spec"]["groups"].clone();
+    let mut groups = if beside.without_base_rules {
+        json!([])
+    } else {
+        rule[0]["spec"]["groups"].clone()
+    };
     for group in groups.as_array_mut().into_iter().flatten() {
         for rule in group["rules"].as_array_mut().into_iter().flatten() {
             if rule.get("for").is_some() {
@@ -67,17 +87,23 @@ async fn operator_prometheus(address: impl Fn(&str, &str) -> Option<String>) -> 
             }
         }
     }
-    let (scrape_configs, targets) = etcdmedic_tests::operator::from_manifests(
+    if let Some(list) = groups.as_array_mut() {
+        list.extend(beside.rule_groups);
+    }
+    let (mut scrape_configs, targets) = etcdmedic_tests::operator::from_manifests(
         &docs,
         Path::new("targets.json"),
         INTERVAL,
         address,
     )?;
-    // Prometheus reads YAML, of which JSON is a subset.
+    scrape_configs.extend(beside.scrape_configs);
+    // Prometheus reads YAML, of which JSON is a subset. The external label is the one the
+    // operator gives a Prometheus; it reaches Alertmanager with every alert.
     let config = json!({
         "global": {"evaluation_interval": format!("{}s", INTERVAL.as_secs()),
                    "external_labels": {"prometheus": "monitoring/kube-prometheus-stack-prometheus"}},
         "rule_files": ["etcdmedic.rules.yaml"],
+        "alerting": {"alertmanagers": [{"static_configs": [{"targets": beside.alertmanagers}]}]},
         "scrape_configs": scrape_configs,
     });
     Prometheus::start_with(
@@ -85,7 +111,7 @@ async fn operator_prometheus(address: impl Fn(&str, &str) -> Option<String>) -> 
         &[
             (
                 "etcdmedic.rules.yaml",
-                serde_json::to_string(&json!({"groups": groups}))?,
+                serde_json::to_string(&json!({ "groups": groups }))?,
             ),
             ("targets.json", serde_json::to_string_pretty(&targets)?),
         ],
@@ -95,7 +121,7 @@ async fn operator_prometheus(address: impl Fn(&str, &str) -> Option<String>) -> 
 
 /// Both targets are up under the job names the rules expect, labelled as the operator labels
 /// them: `endpoint` the port's name, `namespace`, `service`, `pod`, `container`.
-async fn targets_carry_the_operators_labels(prometheus: &Prometheus) -> Result<()> {
+pub async fn targets_carry_the_operators_labels(prometheus: &Prometheus) -> Result<()> {
     for (job, port) in [
         ("etcdmedic-exporter", "metrics"),
         ("etcdmedic-remediator", "http"),
@@ -205,16 +231,19 @@ async fn alerts_fire_on_real_data_and_every_query_returns_labelled_data() -> Res
     let exporter = RunningExporter::start(&config).await?;
     let remediator = RemediatorService::start(&config, Some(TOKEN)).await?;
     let exporter_address = exporter.base_url.trim_start_matches("http://").to_string();
-    let prometheus = operator_prometheus(|service, port| match (service, port) {
-        ("etcdmedic-exporter", "metrics") => Some(exporter_address.clone()),
-        ("etcdmedic-remediator", "http") => Some(
-            remediator
-                .base_url
-                .trim_start_matches("http://")
-                .to_string(),
-        ),
-        _ => None,
-    })
+    let prometheus = operator_prometheus(
+        |service, port| match (service, port) {
+            ("etcdmedic-exporter", "metrics") => Some(exporter_address.clone()),
+            ("etcdmedic-remediator", "http") => Some(
+                remediator
+                    .base_url
+                    .trim_start_matches("http://")
+                    .to_string(),
+            ),
+            _ => None,
+        },
+        Beside::default(),
+    )
     .await?;
     targets_carry_the_operators_labels(&prometheus).await?;
 

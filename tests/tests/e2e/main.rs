@@ -42,6 +42,9 @@
 //!   jobs the rules look for.
 //! - `live_prometheus`: the rules and the dashboard against a real Prometheus scraping the
 //!   exporter and the remediator: alerts fire on real faults, every query returns data.
+//! - `mixin`: etcdmedic beside the etcd mixin's alerts as kube-prometheus-stack renders them:
+//!   the mixin's twin is inhibited (one page per incident), and its alerts alone reach the
+//!   remediator for the right cluster.
 //! - `deploy`: every deployment file through promtool, amtool, kustomize and
 //!   kubernetes-validate; every example config through `--config.check`.
 //! - `shipped`: every container of every kustomization, the image's entry point and the
@@ -93,6 +96,7 @@ mod http;
 mod job_names;
 mod live_prometheus;
 mod metrics;
+mod mixin;
 mod observe_mode;
 mod operator_verbs;
 mod postgres_harness;

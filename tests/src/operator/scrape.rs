@@ -1,23 +1,11 @@
-//! The scrape configuration prometheus-operator generates from a ServiceMonitor, for a real
-//! Prometheus without Kubernetes.
-//!
-//! The relabelling is the operator's, rule for rule and in its order (its golden test files,
-//! e.g. `pkg/prometheus/testdata/GenerateRelabelConfig.golden` and
-//! `HonorLabelsOverriding.golden`: the selector's and the port's `keep`, `node`/`pod` from
-//! the address's target, `namespace`, `service`, `pod`, `container`, the phase `drop`, `job`
-//! from the Service's name or its `jobLabel`, `endpoint` = the port's name, then the
-//! endpoint's own `relabelings`, then the shard `keep`). Only discovery differs: where the
-//! operator asks Kubernetes (`kubernetes_sd_configs`, role `endpoints`), a file lists each
-//! target with the `__meta_kubernetes_*` labels Kubernetes discovery would give it, so the
-//! same rules see the same input. The interval is the test's, not the monitor's.
-//!
-//! A ServiceMonitor field this does not reproduce is an error, so the shipped monitors cannot
-//! outgrow the test without it saying so.
+//! Scrape configs from ServiceMonitors, as the operator generates them (see the module above).
 
 use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+
+use super::unsupported;
 use serde_json::{json, Map, Value};
 
 /// The ServiceMonitor endpoint fields reproduced here.
@@ -41,15 +29,6 @@ pub fn sanitize(name: &str) -> String {
     name.chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
         .collect()
-}
-
-fn unsupported(fields: &Map<String, Value>, known: &[&str], what: &str) -> Result<()> {
-    if let Some(field) = fields.keys().find(|k| !known.contains(&k.as_str())) {
-        bail!(
-            "{what} uses {field}, which the operator-equivalent scrape config does not reproduce"
-        );
-    }
-    Ok(())
 }
 
 /// A ServiceMonitor `relabelings` entry (camelCase) as a Prometheus `relabel_configs` entry.
