@@ -8,7 +8,7 @@
 CARGO ?= cargo
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: help deps build demo test lint unit bench coverage generate clean
+.PHONY: help deps build demo test lint unit docs bench coverage generate clean
 .DEFAULT_GOAL := help
 
 help: ## this list
@@ -35,6 +35,9 @@ unit: ## the fast loop: unit and scenario tests, no etcd started
 test: export RUST_LIB_BACKTRACE = 0
 test: lint build ## lint, unit, promtool and end-to-end tests against real etcd, Prometheus, Alertmanager and object stores
 	$(CARGO) test --locked --workspace
+
+docs: deps ## build the book (docs/, mdBook) into target/book
+	$${ETCDMEDIC_DEPS:-/opt/etcdmedic-deps}/mdbook/bin/mdbook build docs
 
 # deploy/kubernetes/prometheusrule.yaml and grafana-dashboards.yaml from alerts/ and
 # dashboards/; `make test` fails while they differ.

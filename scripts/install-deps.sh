@@ -4,7 +4,8 @@
 #
 #   apt:  protobuf-compiler + libprotobuf-dev (etcd-client's build runs protoc), etcd-server + etcd-client (etcd 3.4),
 #         kubernetes-client (kubectl, for `kubectl kustomize`) when no kubectl is present,
-#         jq and xxd (docs/disaster-recovery.md's tested restore), chromium and chromium-driver
+#         jq and xxd (docs/disaster-recovery.md's tested restore), openssl (the README's quick
+#         start), chromium and chromium-driver
 #         (the web pages' browser test), postgresql (the state-store tests' server), iproute2
 #         (ip: loopback in the network namespace of the shipped-manifest test)
 #   PyPI, into the virtual environment /opt/etcdmedic-deps/venv ($ETCDMEDIC_DEPS/venv), where
@@ -25,6 +26,9 @@
 #   Prometheus 3.5 and Alertmanager 0.33 (with promtool and amtool) from Debian's sid suite the
 #         same way, into /opt/etcdmedic-deps/prometheus; Debian builds Prometheus 3 without its
 #         web pages, so the demo links its HTTP API
+#   crates.io: mdBook, built without its server (about a minute and a half, once), under
+#         /opt/etcdmedic-deps/mdbook: `make docs` builds the book under docs/ with it, and
+#         `make test` checks that the book builds and its links resolve
 #   with --bench (`make bench`), crates.io: s3s-fs, a Rust S3-compatible server, under
 #         /opt/etcdmedic-deps/s3s-fs (the backup benchmark's second server)
 set -euo pipefail
@@ -53,6 +57,8 @@ command -v kubectl >/dev/null 2>&1 || need_apt+=(kubernetes-client)
 # docs/disaster-recovery.md's tested blocks read the manifest with jq and the trailer with xxd.
 command -v jq >/dev/null 2>&1 || need_apt+=(jq)
 command -v xxd >/dev/null 2>&1 || need_apt+=(xxd)
+# The README's quick start makes its webhook token with openssl (tested as written).
+command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 # The web pages' test drives Debian's Chromium through its WebDriver.
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
 [ -x /usr/bin/chromedriver ] || need_apt+=(chromium-driver)
@@ -241,6 +247,14 @@ if [ ! -x "$deps/azurite/node_modules/.bin/azurite-blob" ]; then
   log "installing Azurite (Azure Storage emulator) from npm into $deps/azurite"
   mkdir -p "$deps/azurite"
   npm install --prefix "$deps/azurite" --no-audit --no-fund --silent 'azurite@3.35.0' >/dev/null
+fi
+
+# The book (docs/); the server and file watcher are left out, nothing here serves it.
+MDBOOK_VERSION=0.5.4
+if ! "$deps/mdbook/bin/mdbook" --version 2>/dev/null | grep -qx "mdbook v$MDBOOK_VERSION"; then
+  log "installing mdBook $MDBOOK_VERSION from crates.io into $deps/mdbook"
+  cargo install --quiet --locked --root "$deps/mdbook" mdbook --version "$MDBOOK_VERSION" \
+    --no-default-features --features search
 fi
 
 # Built from source (about two minutes), so only for the benchmarks. 0.14.1 needs Rust 1.92

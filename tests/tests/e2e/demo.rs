@@ -7,7 +7,7 @@ use anyhow::{ensure, Context, Result};
 use etcdmedic_tests::project_binary;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use crate::readme::{block, ensure_same_output, readme};
+use crate::readme::{block, documentation, ensure_same_output};
 
 /// Runs the demo with `flag` and returns its output, after checking that it exited 0 and
 /// left no process or file behind.
@@ -92,7 +92,7 @@ async fn the_demo_starts_the_whole_stack_then_stops_cleanly() -> Result<()> {
 /// The README shows what the demo prints: the same lines, with the same words, in the same
 /// order, whatever the ports, paths, ids, times and sizes.
 fn ensure_readme_shows(stdout: &str) -> Result<()> {
-    let readme = readme()?;
+    let readme = documentation()?;
     for (first, last) in [
         (
             "etcdmedic demo is running.",

@@ -114,7 +114,10 @@ fn the_alertmanager_configs_pass_amtool_check_config() -> Result<()> {
             ensure!(output.status.success(), "amtool: {output:?}");
             Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
         };
-        for trigger in ["EtcdmedicNoSpaceAlarm", "etcdDatabaseHighFragmentationRatio"] {
+        for trigger in [
+            "EtcdmedicNoSpaceAlarm",
+            "etcdDatabaseHighFragmentationRatio",
+        ] {
             let to = receivers(&[&format!("alertname={trigger}"), "etcd_cluster=a"])?;
             ensure!(
                 to == "etcdmedic-remediator,team",
@@ -123,7 +126,11 @@ fn the_alertmanager_configs_pass_amtool_check_config() -> Result<()> {
             );
         }
         let to = receivers(&["alertname=EtcdmedicNoLeader", "etcd_cluster=a"])?;
-        ensure!(to == "team", "{}: EtcdmedicNoLeader goes to {to}", file.display());
+        ensure!(
+            to == "team",
+            "{}: EtcdmedicNoLeader goes to {to}",
+            file.display()
+        );
         let receiver = config["receivers"]
             .as_array()
             .and_then(|r| r.iter().find(|r| r["name"] == "etcdmedic-remediator"))
@@ -504,7 +511,7 @@ fn the_systemd_units_are_hardened_and_check_their_config_first() -> Result<()> {
 }
 
 /// Example configurations: deploy/systemd's file, the ConfigMaps of the base and every
-/// overlay, and the README's complete examples.
+/// overlay, and the complete examples of the README and the book.
 fn example_configs() -> Result<Vec<(String, String)>> {
     let mut configs = vec![(
         "deploy/systemd/etcdmedic.yaml".to_string(),
@@ -514,11 +521,13 @@ fn example_configs() -> Result<Vec<(String, String)>> {
         let docs = documents(&render(&dir)?.text)?;
         configs.push((format!("{} ConfigMap", dir.display()), config_text(&docs)?));
     }
-    let readme = std::fs::read_to_string(repository_root().join("README.md"))?;
-    for block in readme.split("```yaml\n").skip(1) {
-        let block = block.split("```").next().unwrap_or_default();
-        if block.lines().any(|l| l.starts_with("clusters:")) {
-            configs.push(("README.md".to_string(), block.to_string()));
+    for file in crate::readme::documentation_files()? {
+        let text = std::fs::read_to_string(repository_root().join(&file))?;
+        for block in text.split("```yaml\n").skip(1) {
+            let block = block.split("```").next().unwrap_or_default();
+            if block.lines().any(|l| l.starts_with("clusters:")) {
+                configs.push((file.clone(), block.to_string()));
+            }
         }
     }
     ensure!(

@@ -1,5 +1,6 @@
-//! A document's command blocks, run as they stand: the `sh` block after `<!-- tested: name -->`
-//! in a file under docs/, with the environment a test gives it.
+//! A document's tested blocks, used as they stand: the fenced block after
+//! `<!-- tested: name -->` in a file under docs/ (or the README), run with the environment a
+//! test gives it, or written out as the file it shows.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -8,7 +9,7 @@ use anyhow::{ensure, Context, Result};
 
 use crate::support::{stderr, stdout};
 
-/// A document under docs/ (`disaster-recovery.md`) and the directories put first on PATH
+/// A document (`docs/disaster-recovery.md`, `README.md`) and the directories put first on PATH
 /// when its blocks run.
 pub struct Document {
     path: PathBuf,
@@ -16,11 +17,15 @@ pub struct Document {
 }
 
 impl Document {
+    /// A document under docs/ (`disaster-recovery.md`).
     pub fn new(name: &str, path_dirs: &[&Path]) -> Document {
+        Document::at(&format!("docs/{name}"), path_dirs)
+    }
+
+    /// A document at `path` from the repository's root (`README.md`).
+    pub fn at(path: &str, path_dirs: &[&Path]) -> Document {
         Document {
-            path: etcdmedic_tests::generated::repository_root()
-                .join("docs")
-                .join(name),
+            path: etcdmedic_tests::generated::repository_root().join(path),
             path_dirs: path_dirs.iter().map(|p| p.to_path_buf()).collect(),
         }
     }
@@ -31,7 +36,7 @@ impl Document {
             .with_context(|| format!("reading {}", self.path.display()))
     }
 
-    /// The `sh` block after `<!-- tested: name -->`.
+    /// The fenced block (`sh`, `yaml`...) after `<!-- tested: name -->`.
     pub fn block(&self, name: &str) -> Result<String> {
         let text = self.text()?;
         let marker = format!("<!-- tested: {name} -->");
@@ -40,9 +45,10 @@ impl Document {
             .with_context(|| format!("no {marker} in {}", self.path.display()))?
             .1;
         let block = after
-            .split_once("```sh\n")
+            .split_once("```")
+            .and_then(|(_, rest)| rest.split_once('\n'))
             .and_then(|(_, rest)| rest.split_once("```"))
-            .with_context(|| format!("no sh block after {marker}"))?
+            .with_context(|| format!("no fenced block after {marker}"))?
             .0;
         Ok(block.to_string())
     }

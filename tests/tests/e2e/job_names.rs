@@ -26,7 +26,7 @@ fn job_names(text: &str) -> BTreeSet<String> {
         .collect()
 }
 
-/// The README's fenced blocks that configure Prometheus scrapes.
+/// The documentation's fenced blocks that configure Prometheus scrapes.
 fn readme_scrape_blocks(readme: &str) -> Vec<String> {
     crate::readme::blocks(readme)
         .into_iter()
@@ -59,14 +59,17 @@ fn every_scrape_config_names_the_jobs_the_rules_look_for() -> Result<()> {
             sources.push((path.display().to_string(), std::fs::read_to_string(&path)?));
         }
     }
-    let readme = std::fs::read_to_string(root.join("README.md"))?;
-    let blocks = readme_scrape_blocks(&readme);
+    let documentation = crate::readme::documentation()?;
+    let blocks = readme_scrape_blocks(&documentation);
     ensure!(
         blocks.len() >= 3,
-        "the README's scrape examples: {blocks:?}"
+        "the documentation's scrape examples: {blocks:?}"
     );
     for (index, block) in blocks.into_iter().enumerate() {
-        sources.push((format!("README.md's scrape example {}", index + 1), block));
+        sources.push((
+            format!("the documentation's scrape example {}", index + 1),
+            block,
+        ));
     }
     for (name, text) in &sources {
         let named = ours(&job_names(text));

@@ -45,6 +45,9 @@
 //! - `mixin`: etcdmedic beside the etcd mixin's alerts as kube-prometheus-stack renders them:
 //!   the mixin's twin is inhibited (one page per incident), and its alerts alone reach the
 //!   remediator for the right cluster.
+//! - `book`: the book under docs/ builds, holds every document, and its links resolve.
+//! - `quickstart`: the README's quick start, run as written, renders and every container it
+//!   deploys starts with only what it mounts.
 //! - `deploy`: every deployment file through promtool, amtool, kustomize and
 //!   kubernetes-validate; every example config through `--config.check`.
 //! - `shipped`: every container of every kustomization, the image's entry point and the
@@ -79,6 +82,7 @@ mod backup_offsite;
 mod backup_remediation;
 mod backup_service;
 mod binary;
+mod book;
 mod browser;
 mod client_impact;
 mod config_reference;
@@ -100,6 +104,7 @@ mod mixin;
 mod observe_mode;
 mod operator_verbs;
 mod postgres_harness;
+mod quickstart;
 mod quota;
 mod read_only;
 mod readme;

@@ -8,10 +8,27 @@ use serde_json::Value;
 
 use crate::support::shape;
 
-pub fn readme() -> Result<String> {
-    Ok(std::fs::read_to_string(
-        repository_root().join("README.md"),
-    )?)
+/// The README and every chapter of the book (docs/, in SUMMARY.md's order), one after the
+/// other: where the tests look for a block, wherever it lives.
+pub fn documentation() -> Result<String> {
+    let mut text = String::new();
+    for path in documentation_files()? {
+        let file = repository_root().join(&path);
+        text.push_str(&std::fs::read_to_string(&file).with_context(|| format!("reading {path}"))?);
+        text.push('\n');
+    }
+    Ok(text)
+}
+
+/// README.md and the book's chapters (`docs/...`), as SUMMARY.md lists them.
+pub fn documentation_files() -> Result<Vec<String>> {
+    let mut files = vec!["README.md".to_string()];
+    files.extend(
+        crate::book::chapters()?
+            .into_iter()
+            .map(|c| format!("docs/{c}")),
+    );
+    Ok(files)
 }
 
 /// The text of every fenced block, without its fences.

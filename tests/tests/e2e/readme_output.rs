@@ -11,7 +11,7 @@ use anyhow::{bail, ensure, Context, Result};
 use etcdmedic_tests::project_binary;
 
 use crate::demo::RunningDemo;
-use crate::readme::{block, ensure_same_output, ensure_same_rows, readme, session, Step};
+use crate::readme::{block, documentation, ensure_same_output, ensure_same_rows, session, Step};
 use crate::support::series_labels;
 
 /// `command` run by bash in `dir` with the project's binaries first on PATH; its stdout and
@@ -62,7 +62,7 @@ async fn the_readmes_configuration_errors_are_printed_word_for_word() -> Result<
              clusters:\n  - name: a\n    endpoints: [https://10.0.0.1:2379]\n",
         ),
     ];
-    let readme = readme()?;
+    let readme = documentation()?;
     for (binary, name, yaml) in files {
         std::fs::write(dir.path().join(name), yaml)?;
         let first = format!("$ {binary} serve --config {name}");
@@ -271,7 +271,7 @@ async fn the_readmes_commands_print_what_it_shows_against_the_demo() -> Result<(
         .context("config without a directory")?
         .to_path_buf();
     let demo = Demo { running, dir };
-    let readme = readme()?;
+    let readme = documentation()?;
 
     ensure_metrics_excerpt_is_exposed(&demo.running, &readme).await?;
     let printed = demo

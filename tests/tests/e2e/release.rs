@@ -79,8 +79,8 @@ fn the_licence_and_the_image_tag_agree_with_cargo() -> Result<()> {
         "the Dockerfile does not say `{build}`"
     );
     ensure!(
-        read("README.md")?.contains(&build),
-        "the README does not say `{build}`"
+        read("docs/deploy.md")?.contains(&build),
+        "docs/deploy.md does not say `{build}`"
     );
     let kustomization = read("deploy/kubernetes/base/kustomization.yaml")?;
     ensure!(

@@ -102,7 +102,7 @@ async fn one_run_for_deliveries_to_both_and_a_killed_active_replica_is_taken_ove
         standby.base_url,
         serde_json::to_string(&readiness)?
     );
-    let readme = crate::readme::readme()?;
+    let readme = crate::readme::documentation()?;
     let block = crate::readme::block(&readme, "$ curl -s http://127.0.0.1:")?;
     let step = crate::readme::session(block)
         .into_iter()

@@ -56,7 +56,7 @@ fn shard_config(deployed: &str, shard: usize, exporter: &str) -> Result<String> 
 #[test]
 fn the_readmes_excerpt_is_the_shard_files() -> Result<()> {
     let deployed = repository_file("deploy/prometheus/prometheus-shard.yml")?;
-    let readme = crate::readme::readme()?;
+    let readme = crate::readme::documentation()?;
     let excerpt = crate::readme::block(&readme, "global:\n  external_labels:")?;
     let mut file_lines = deployed.lines();
     for line in excerpt.lines() {

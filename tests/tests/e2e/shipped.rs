@@ -19,13 +19,13 @@ use etcdmedic_tests::shipped::{
 use serde_json::Value;
 
 /// How long each must keep running.
-const GRACE: Duration = Duration::from_secs(5);
+pub(crate) const GRACE: Duration = Duration::from_secs(5);
 /// Exit status of a refused configuration (both binaries).
 const BAD_INPUT: i32 = 2;
 
 /// Why `verdict` is a failure: a process that refused its configuration. A process that
 /// ended for another reason (its cluster unreachable, say) is not what this test is about.
-fn refusal(launch: &Launch, verdict: &Verdict) -> Option<String> {
+pub(crate) fn refusal(launch: &Launch, verdict: &Verdict) -> Option<String> {
     match verdict {
         Verdict::Exited { status, output } if status.code() == Some(BAD_INPUT) => Some(format!(
             "{}: exited {BAD_INPUT} (refused its configuration):\n{output}",

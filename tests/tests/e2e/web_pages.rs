@@ -13,7 +13,7 @@ use reqwest::header;
 use reqwest::redirect::Policy;
 use serde_json::Value;
 
-use crate::readme::{readme, structure};
+use crate::readme::{documentation, structure};
 use crate::service::{fragmented_cluster, now_rfc3339, payload, ServiceFiles, RUN_TIMEOUT, TOKEN};
 use crate::support::series_labels;
 
@@ -247,7 +247,7 @@ async fn the_pages_show_a_real_run_behind_a_login() -> Result<()> {
 /// The README's webhook answer, runs list and metrics lines ("What happens to an alert") are
 /// what the service answers now: the same JSON structure, the same series and labels.
 async fn readme_shows_the_api(service: &RemediatorService, answer: &Value) -> Result<()> {
-    let readme = readme()?;
+    let readme = documentation()?;
     let shown = |prefix: &str| -> Result<Value> {
         let line = readme
             .lines()
