@@ -114,6 +114,107 @@ fn the_dashboard_has_a_stable_uid_variables_and_no_fixed_data_source() -> Result
     Ok(())
 }
 
+/// Imported from a file (grafana.com style), the dashboard asks for its Prometheus
+/// (`__inputs`) and the `datasource` variable starts on it; provisioned (the sidecar's
+/// ConfigMap), where inputs are ignored, nothing else names the input, so every query goes
+/// through the variable and finds the default Prometheus.
+#[test]
+fn the_dashboard_asks_for_its_data_source_on_import() -> Result<()> {
+    let dashboard = dashboard()?;
+    let inputs = dashboard["__inputs"].as_array().context("no __inputs")?;
+    ensure!(inputs.len() == 1, "{inputs:?}");
+    let input = &inputs[0];
+    ensure!(
+        input["type"] == "datasource" && input["pluginId"] == "prometheus",
+        "{input}"
+    );
+    let name = input["name"].as_str().context("input name")?;
+    let reference = format!("${{{name}}}");
+    let variable = dashboard["templating"]["list"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|v| v["name"] == "datasource")
+        .context("no datasource variable")?;
+    ensure!(
+        variable["current"]["value"] == reference.as_str(),
+        "the datasource variable does not start on the input: {variable}"
+    );
+    let mut rest = dashboard.clone();
+    if let Some(list) = rest["templating"]["list"].as_array_mut() {
+        list.retain(|v| v["name"] != "datasource");
+    }
+    if let Some(object) = rest.as_object_mut() {
+        object.remove("__inputs");
+    }
+    ensure!(
+        !rest.to_string().contains(&reference),
+        "something besides the datasource variable names {reference}: provisioning would break it"
+    );
+    ensure!(
+        dashboard["__requires"]
+            .as_array()
+            .is_some_and(|r| r.iter().any(|r| r["id"] == "prometheus")),
+        "no __requires for Prometheus"
+    );
+    Ok(())
+}
+
+/// A backup's age means something only against its schedule: the panel shows it in
+/// `backup.schedule` intervals, and turns red where EtcdmedicBackupMissing fires.
+#[test]
+fn the_backup_age_is_measured_in_schedule_intervals_and_turns_red_with_the_alert() -> Result<()> {
+    let dashboard = dashboard()?;
+    let rules = std::fs::read_to_string(repository_root().join("alerts/etcdmedic.rules.yaml"))?;
+    let missing = rules
+        .split("- alert: EtcdmedicBackupMissing")
+        .nth(1)
+        .context("no EtcdmedicBackupMissing")?;
+    let factor: f64 = missing
+        .split(" * etcdmedic_backup_schedule_interval_seconds")
+        .next()
+        .and_then(|before| before.split_whitespace().last())
+        .and_then(|f| f.parse().ok())
+        .context("EtcdmedicBackupMissing's factor of the interval")?;
+    let panels: Vec<&Value> = dashboard["panels"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| {
+            p["targets"].as_array().is_some_and(|t| {
+                t.iter().any(|t| {
+                    t["expr"].as_str().is_some_and(|e| {
+                        e.contains("etcdmedic_backup_last_success_timestamp_seconds")
+                    })
+                })
+            })
+        })
+        .collect();
+    ensure!(!panels.is_empty(), "no backup-age panel");
+    for panel in panels {
+        let title = panel["title"].as_str().unwrap_or("?");
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = target["expr"].as_str().unwrap_or_default();
+            ensure!(
+                expr.contains("/ on (etcd_cluster, job, instance) group_left () etcdmedic_backup_schedule_interval_seconds"),
+                "panel {title:?} shows the age without the schedule: {expr}"
+            );
+        }
+        let steps = panel["fieldConfig"]["defaults"]["thresholds"]["steps"]
+            .as_array()
+            .context("no thresholds")?;
+        let red = steps
+            .iter()
+            .find(|s| s["color"] == "red")
+            .and_then(|s| s["value"].as_f64());
+        ensure!(
+            red == Some(factor),
+            "panel {title:?} turns red at {red:?}, the alert fires at {factor}"
+        );
+    }
+    Ok(())
+}
+
 /// Member names repeat across clusters (m0, m1...): a legend that names a member names its
 /// cluster, and a sum that keeps the member keeps the cluster, so two clusters' m0 never
 /// share a line.
