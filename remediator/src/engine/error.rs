@@ -197,7 +197,7 @@ pub enum MoveFailure {
 }
 
 /// Every kind [`RunError::kind`] can return: the report's `error_kind`, the service's
-/// `etcdmedic_remediation_failures_total{kind}`, and the README's table of refusals and stops.
+/// `etcdmedic_remediation_failures_total{kind}`, and the table of refusals and stops in docs/remediator.md.
 pub const KINDS: [&str; 27] = [
     "membership_unknown",
     "alarms_unknown",
@@ -405,16 +405,16 @@ mod tests {
     }
 
     #[test]
-    fn the_readme_explains_every_kind() {
-        let readme = concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md");
-        let readme = std::fs::read_to_string(readme).unwrap_or_default();
+    fn the_book_explains_every_kind() {
+        let chapter = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/remediator.md");
+        let readme = std::fs::read_to_string(chapter).unwrap_or_default();
         let missing: Vec<&str> = KINDS
             .into_iter()
             .filter(|kind| !readme.contains(&format!("| `{kind}`")))
             .collect();
         assert!(
             missing.is_empty(),
-            "README's refusals and stops table lacks {missing:?}"
+            "docs/remediator.md's refusals and stops table lacks {missing:?}"
         );
     }
 

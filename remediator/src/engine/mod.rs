@@ -7,7 +7,7 @@
 //! so the engine waits for that member to serve reads and catch up before anything else.
 //!
 //! # Layout
-//! - this file: the run, step by step, as the README tells it.
+//! - this file: the run, step by step, as docs/remediator.md tells it.
 //! - `etcd`: every call to etcd, behind a trait; `live`: that trait over etcd-client.
 //! - `preflight`, `quiet`, `take_snapshot`, `defragment`, `leader`, `nospace`, `verify`: the
 //!   steps.

@@ -1,4 +1,4 @@
-//! Every error kind the README's table lists is reached by a scenario, with the outcome the
+//! Every error kind the table of docs/remediator.md lists is reached by a scenario, with the outcome the
 //! kind implies: what alerts and tests match on is proven to be produced.
 
 use std::collections::BTreeSet;
