@@ -71,6 +71,7 @@ struct KnownMember {
     id: MemberId,
     name: String,
     endpoint: Option<String>,
+    peer_urls: Vec<String>,
     is_learner: bool,
 }
 
@@ -379,6 +380,7 @@ impl ClusterProbe {
                 id: m.id,
                 name: m.name.clone(),
                 endpoint: choose_endpoint(m, &self.config.endpoints),
+                peer_urls: m.peer_urls.clone(),
                 is_learner: m.is_learner,
             })
             .collect();
@@ -449,6 +451,7 @@ impl ClusterProbe {
                     id,
                     name: listed.map(|m| m.name.clone()).filter(|n| !n.is_empty()),
                     is_learner,
+                    peer_urls: listed.map(|m| m.peer_urls.clone()).unwrap_or_default(),
                     alarms: member_alarms,
                     probe_latency: probed.latency,
                     status,
@@ -465,6 +468,7 @@ impl ClusterProbe {
                 id: None,
                 name: None,
                 is_learner: false,
+                peer_urls: Vec::new(),
                 alarms: Vec::new(),
                 probe_latency: probed.latency,
                 status: probed.result,
@@ -605,6 +609,7 @@ mod tests {
             id: MemberId(1),
             name: "m".into(),
             client_urls: urls.iter().map(|u| u.to_string()).collect(),
+            peer_urls: Vec::new(),
             is_learner: false,
         }
     }

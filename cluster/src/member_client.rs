@@ -32,6 +32,8 @@ pub struct ListedMember {
     /// Empty for a member that was added but has not started yet.
     pub name: String,
     pub client_urls: Vec<String>,
+    /// Where the other members reach it: what a restore of the cluster needs.
+    pub peer_urls: Vec<String>,
     pub is_learner: bool,
 }
 
@@ -222,6 +224,7 @@ impl MemberClient {
                         id: MemberId(m.id()),
                         name: m.name().to_string(),
                         client_urls: m.client_urls().to_vec(),
+                        peer_urls: m.peer_urls().to_vec(),
                         is_learner: m.is_learner(),
                     })
                     .collect(),

@@ -228,6 +228,10 @@ pub struct MemberStatus {
     pub id: Option<MemberId>,
     pub name: Option<String>,
     pub is_learner: bool,
+    /// Its peer URLs from MemberList (empty when MemberList did not list it); kept for the
+    /// backups' manifests, not shown.
+    #[serde(skip)]
+    pub peer_urls: Vec<String>,
     /// Active alarms raised by this member (see [`crate::alarm_source`]).
     pub alarms: Vec<AlarmKind>,
     /// How long Status took to answer or fail.
@@ -348,6 +352,7 @@ mod tests {
             id: Some(MemberId(member)),
             name: Some(format!("m{member}")),
             is_learner: false,
+            peer_urls: Vec::new(),
             alarms: vec![],
             probe_latency: Duration::from_millis(1),
             status: Ok(EndpointStatus {

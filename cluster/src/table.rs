@@ -215,6 +215,7 @@ mod tests {
                     id: Some(MemberId(0xa)),
                     name: Some("m0".into()),
                     is_learner: false,
+                    peer_urls: Vec::new(),
                     alarms: vec![AlarmKind::NoSpace],
                     probe_latency: Duration::from_millis(1),
                     status: Ok(EndpointStatus {
@@ -243,6 +244,7 @@ mod tests {
                     id: Some(MemberId(0xb)),
                     name: Some("m1".into()),
                     is_learner: false,
+                    peer_urls: Vec::new(),
                     alarms: vec![],
                     probe_latency: Duration::from_secs(1),
                     status: Err(ProbeError::Timeout(Duration::from_secs(1))),

@@ -20,6 +20,7 @@ fn reachable(id: u64, name: &str, leader: u64, alarms: Vec<AlarmKind>) -> Member
         id: Some(MemberId(id)),
         name: Some(name.into()),
         is_learner: false,
+        peer_urls: Vec::new(),
         alarms,
         probe_latency: Duration::from_micros(1500),
         status: Ok(EndpointStatus {
@@ -60,6 +61,7 @@ fn states() -> Vec<ClusterStatus> {
                 id: None,
                 name: None,
                 is_learner: false,
+                peer_urls: Vec::new(),
                 alarms: vec![],
                 probe_latency: Duration::from_micros(300),
                 status: Err(ProbeError::Unreachable("connection refused".into())),
@@ -89,6 +91,7 @@ fn states() -> Vec<ClusterStatus> {
                 id: None,
                 name: None,
                 is_learner: false,
+                peer_urls: Vec::new(),
                 alarms: vec![],
                 probe_latency: Duration::from_micros(250),
                 status: Err(ProbeError::Unreachable("connection refused".into())),

@@ -64,6 +64,11 @@ pub enum Command {
     /// its HashKV with the cluster's at the backup's revision; the result goes into its
     /// manifest.
     Drill(DrillArgs),
+    /// Rebuild the cluster's data directories from a backup: the newest whose restore drill
+    /// passed (or --backup), fetched and checked against its manifest, written with `etcdutl
+    /// snapshot restore` into DIR/<member>/ for each member, with the revision bumped and
+    /// marked compacted (what Kubernetes' caches need); then what to run next.
+    Restore(RestoreArgs),
     /// Defragment one member now, whatever the rule says, with `run`'s health gate, verified
     /// snapshot and waits (a leader hands leadership over first, as in `run`).
     Defrag(DefragArgs),
@@ -167,6 +172,57 @@ pub struct DrillArgs {
     /// Output: one line, or the drill's record as JSON.
     #[arg(short = 'o', long, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The configuration file (clusters and their `backup:` settings).
+    #[arg(long, env = "ETCDMEDIC_CONFIG")]
+    pub config: PathBuf,
+    /// Name of the cluster to restore, as in the config.
+    #[arg(long)]
+    pub cluster: String,
+    /// The backup's file name (default: the newest whose restore drill passed).
+    #[arg(long, conflicts_with = "newest")]
+    pub backup: Option<String>,
+    /// The newest backup whose restore drill passed (the default).
+    #[arg(long)]
+    pub newest: bool,
+    /// Only this destination (by its name in `backup.destinations`; default: all of them).
+    #[arg(long)]
+    pub from: Option<String>,
+    /// A new or empty directory: the checked snapshot and one data directory per member go
+    /// there.
+    #[arg(long)]
+    pub into: PathBuf,
+    /// A member of the restored cluster, NAME=PEER_URL, once for each (default: the members
+    /// the backup recorded).
+    #[arg(long = "member", value_name = "NAME=PEER_URL")]
+    pub members: Vec<String>,
+    /// Added to the backup's revision (with --mark-compacted).
+    #[arg(long, default_value_t = etcdmedic_remediator_default_bump(), conflicts_with = "no_bump")]
+    pub bump_revision: u64,
+    /// Start at the backup's own revision, nothing marked compacted: only for a cluster no
+    /// client has watched past the backup.
+    #[arg(long)]
+    pub no_bump: bool,
+    /// Restore a backup whose restore drill failed or never ran.
+    #[arg(long)]
+    pub accept_unproven: bool,
+    /// Show what would be restored, and how, changing nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// The etcdutl to restore with (default: the restore drill's, from
+    /// `backup.restore_drill.bin_dir` or PATH).
+    #[arg(long)]
+    pub etcdutl: Option<PathBuf>,
+    /// Output: the plan and the next steps as text, or the report as JSON.
+    #[arg(short = 'o', long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+}
+
+const fn etcdmedic_remediator_default_bump() -> u64 {
+    crate::restore::DEFAULT_BUMP
 }
 
 #[derive(Debug, Args)]

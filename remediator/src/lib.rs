@@ -20,6 +20,7 @@
 //! - [`report`]: the record of a run (JSON).
 //! - [`output`]: the `run` command's text output; [`verbs`]: the one-off verbs' (`alarm`,
 //!   `forfeit-leadership`).
+//! - [`restore`]: `restore`: a backup, checked, written as one data directory per member.
 //! - [`service`]: `serve`, the Alertmanager webhook receiver, its queue, state and API.
 
 #![warn(unreachable_pub)]
@@ -37,6 +38,7 @@ pub mod output;
 pub mod places;
 pub mod plan;
 pub mod report;
+pub mod restore;
 pub mod service;
 mod snapshot;
 pub mod verbs;

@@ -6,7 +6,7 @@ use etcdmedic_cluster::binary::{self, CommandResult, BAD_INPUT, FAILED};
 use etcdmedic_cluster::shutdown;
 use etcdmedic_remediator::cli::{
     AlarmAction, BackupArgs, Cli, ClusterArgs, Command, DowngradeAction, DrillArgs, ForfeitArgs,
-    OutputFormat, RunArgs, ServeArgs,
+    OutputFormat, RestoreArgs, RunArgs, ServeArgs,
 };
 use etcdmedic_remediator::config::{ManagedCluster, RemediatorConfig};
 use etcdmedic_remediator::downgrade::{self, Action};
@@ -32,6 +32,7 @@ fn main() -> ExitCode {
             Command::Serve(args) => serve(args).await,
             Command::Backup(args) => backup(args).await,
             Command::Drill(args) => drill(args).await,
+            Command::Restore(args) => restore(args).await,
         }
     })
 }
@@ -378,6 +379,84 @@ async fn backup(args: BackupArgs) -> CommandResult<anyhow::Error> {
         OutputFormat::Json => print_json(&report)?,
     }
     Ok(success_if(report.missed.is_empty()))
+}
+
+async fn restore(args: RestoreArgs) -> CommandResult<anyhow::Error> {
+    use etcdmedic_remediator::restore::{self, members, next_steps, Bump, RestoreRequest};
+    let cluster = configured_cluster(&args.config, &args.cluster)?;
+    let given: Vec<_> = args
+        .members
+        .iter()
+        .map(|m| members::parse_member(m))
+        .collect::<Result<_, _>>()
+        .map_err(|err| (BAD_INPUT, err.into()))?;
+    let request = RestoreRequest {
+        file: args.backup.clone(),
+        from: args.from.clone(),
+        into: args.into.clone(),
+        members: given,
+        bump: (!args.no_bump).then_some(Bump {
+            revision: args.bump_revision,
+        }),
+        accept_unproven: args.accept_unproven,
+        dry_run: args.dry_run,
+        etcdutl: args.etcdutl.clone(),
+    };
+    let stop = stop_on_signal();
+    let report = restore::restore(&cluster.name, &cluster.backup, &request, &stop)
+        .await
+        .map_err(|err| {
+            let status = if err.is_refusal() { BAD_INPUT } else { FAILED };
+            (
+                status,
+                anyhow::Error::from(err)
+                    .context("restore refused or failed; nothing is left behind"),
+            )
+        })?;
+    match args.output {
+        OutputFormat::Json => print_json(&report)?,
+        OutputFormat::Text => {
+            let plan = &report.plan;
+            let drill = if plan.proven {
+                "drill passed"
+            } else {
+                "NOT proven by a drill"
+            };
+            println!(
+                "{} backup {} of cluster {} at revision {} ({drill}), from {}: {}",
+                if report.dry_run {
+                    "Would restore"
+                } else {
+                    "Restored"
+                },
+                plan.file,
+                plan.cluster,
+                plan.revision,
+                plan.destination,
+                plan.location
+            );
+            match &report.sha256 {
+                Some(sha256) => println!(
+                    "  snapshot {} (sha256 {sha256} checked)",
+                    plan.snapshot.display()
+                ),
+                None => println!(
+                    "  snapshot {} (fetched and checked on a real run)",
+                    plan.snapshot.display()
+                ),
+            }
+            for member in &plan.members {
+                println!(
+                    "  {}: {} (peer {})",
+                    member.name,
+                    member.data_dir.display(),
+                    member.peer_urls.join(",")
+                );
+            }
+            print!("\n{}", next_steps::text(plan));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn drill(args: DrillArgs) -> CommandResult<anyhow::Error> {

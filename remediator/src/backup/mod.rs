@@ -45,6 +45,47 @@ pub struct Manifest {
     /// The last restore drill of this backup; absent when drills are off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore_drill: Option<drill::DrillRecord>,
+    /// The cluster's ID (MemberList's header, hex) when the backup was taken: `restore`
+    /// refuses a backup of another cluster by it. Absent in backups of older versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_id: Option<String>,
+    /// The voting members then, with the peer URLs a restore recreates them at. Empty in
+    /// backups of older versions (`restore --member` gives them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<Topology>,
+}
+
+/// One voting member as the backup found it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Topology {
+    pub name: String,
+    pub peer_urls: Vec<String>,
+}
+
+impl Topology {
+    /// The voting members of `status` that MemberList named, with their peer URLs.
+    pub fn of(status: &etcdmedic_cluster::ClusterStatus) -> Vec<Topology> {
+        status
+            .members
+            .iter()
+            .filter(|m| !m.is_learner && !m.peer_urls.is_empty())
+            .filter_map(|m| {
+                m.name.clone().map(|name| Topology {
+                    name,
+                    peer_urls: m.peer_urls.clone(),
+                })
+            })
+            .collect()
+    }
+}
+
+/// The cluster's ID as manifests record it, from a collection that reached MemberList.
+pub(crate) fn cluster_id(status: &etcdmedic_cluster::ClusterStatus) -> Option<String> {
+    status
+        .membership
+        .as_ref()
+        .ok()
+        .map(|m| format!("{:x}", m.cluster_id))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -175,6 +175,7 @@ mod tests {
             id: Some(MemberId(id)),
             name: Some(format!("m{id}")),
             is_learner: false,
+            peer_urls: Vec::new(),
             alarms: Vec::new(),
             probe_latency: Duration::ZERO,
             status: Ok(EndpointStatus {

@@ -43,7 +43,8 @@ impl<E: Etcd> Remediator<E> {
         let _lock = RunLock::acquire(&lock_dir, &cluster).map_err(BackupError::Locked)?;
         let started = Instant::now();
 
-        let (member, status) = source(&self.etcd.collect().await).ok_or(BackupError::NoMember)?;
+        let collected = self.etcd.collect().await;
+        let (member, status) = source(&collected).ok_or(BackupError::NoMember)?;
         // The snapshot streams into the first local destination asked for; with none (or
         // when the copies are compressed), into the cluster's snapshot directory, and that
         // copy goes once every copy is made.
@@ -120,6 +121,8 @@ impl<E: Etcd> Remediator<E> {
             created_at,
             etcdmedic_version: etcdmedic_cluster::build_info::VERSION.to_string(),
             restore_drill: None,
+            cluster_id: crate::backup::cluster_id(&collected),
+            members: crate::backup::Topology::of(&collected),
         };
         // The drill runs on the saved file while the bucket completes the upload.
         let (streamed, proven) = tokio::join!(
@@ -219,7 +222,7 @@ async fn finish_upload(
     }
 }
 
-pub(super) fn chosen<'a>(
+pub(crate) fn chosen<'a>(
     backup: &'a BackupSettings,
     only: Option<&str>,
     cluster: &str,

@@ -97,6 +97,7 @@ impl<E: Etcd> Remediator<E> {
                 .and_then(|m| m.modified())
                 .unwrap_or_else(|_| SystemTime::now());
             let compressed = self.backup.compression == Compression::Zstd;
+            let collected = self.etcd.collect().await;
             let manifest = Manifest {
                 cluster: cluster.to_string(),
                 member: taken.from.clone(),
@@ -110,6 +111,8 @@ impl<E: Etcd> Remediator<E> {
                 etcdmedic_version: etcdmedic_cluster::build_info::VERSION.to_string(),
                 hash_kv: self.recorded_hash(&taken.from, taken.revision).await,
                 restore_drill: None,
+                cluster_id: crate::backup::cluster_id(&collected),
+                members: crate::backup::Topology::of(&collected),
             };
             let destinations: Vec<&Destination> = self.backup.destinations.iter().collect();
             self.prove_and_land(&self.backup, &destinations, &taken.path, manifest, stop)

@@ -13,6 +13,7 @@ pub(crate) fn member(id: u64, leader: u64, db_size: u64, in_use: u64) -> MemberS
         id: Some(MemberId(id)),
         name: Some(format!("m{id}")),
         is_learner: false,
+        peer_urls: Vec::new(),
         alarms: vec![],
         probe_latency: Duration::from_millis(1),
         status: Ok(EndpointStatus {

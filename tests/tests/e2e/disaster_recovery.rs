@@ -16,7 +16,7 @@ use serde_json::Value;
 
 use crate::documented::Document;
 use crate::on_each_etcd_version;
-use crate::support::{stderr, stdout, write_file};
+use crate::support::{current_revision, stderr, stdout, write_file};
 
 on_each_etcd_version!(the_documented_restore_brings_back_every_key,);
 
@@ -79,12 +79,7 @@ async fn the_documented_restore_brings_back_every_key(version: EtcdVersion) -> R
             .delete(format!("/registry/pods/{index:03}"), None)
             .await?;
     }
-    let compact_at = client
-        .get("/", None)
-        .await?
-        .header()
-        .context("header")?
-        .revision();
+    let compact_at = current_revision(&mut client).await?;
     client.compact(compact_at - 50, None).await?;
 
     let dir = tempfile::tempdir()?;

@@ -65,6 +65,8 @@
 //! - `release`: `make` help, the licence, the image tag and `--version` agree with Cargo.toml.
 //! - `backup*`, `disaster_recovery`: backups to directories, S3, GCS and Azure, restore drills,
 //!   and the documented restore of a whole cluster.
+//! - `restore`: `restore` on every etcd version: a new cluster from a backup, above every old
+//!   revision, watches told "compacted"; its refusals change nothing.
 //! - `documented`: a document's tested command blocks, run as they stand.
 //! - `figures`: every figure the README and docs/when-and-how.md quote is in
 //!   docs/benchmarks.md.
@@ -112,6 +114,7 @@ mod readme_output;
 mod release;
 mod remediation;
 mod replicas;
+mod restore;
 mod security;
 mod service;
 mod service_hardening;

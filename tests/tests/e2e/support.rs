@@ -156,6 +156,16 @@ pub fn ensure_snapshot_of(db: &[u8], manifest: &serde_json::Value) -> Result<()>
     Ok(())
 }
 
+/// The cluster's current revision, as a read's header gives it.
+pub async fn current_revision(client: &mut etcd_client::Client) -> Result<i64> {
+    Ok(client
+        .get("/", None)
+        .await?
+        .header()
+        .context("a read without a header")?
+        .revision())
+}
+
 pub fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }

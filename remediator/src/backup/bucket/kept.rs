@@ -18,7 +18,7 @@ use crate::snapshot;
 impl Bucket {
     /// The backups in the bucket (objects with their manifest), oldest first, with when each
     /// was written.
-    pub(super) async fn listed(&self) -> Result<Vec<(String, SystemTime)>, BackupError> {
+    pub(crate) async fn listed(&self) -> Result<Vec<(String, SystemTime)>, BackupError> {
         let mut listed: Vec<(String, SystemTime)> = Vec::new();
         let mut manifests = std::collections::HashSet::new();
         let mut objects = self.store.list(Some(&self.dir));

@@ -31,6 +31,8 @@ fn snapshot_file(dir: &Path) -> (std::path::PathBuf, Manifest) {
         hash_kv: None,
         restore_drill: None,
         compression: None,
+        cluster_id: None,
+        members: Vec::new(),
     };
     (path, manifest)
 }

@@ -84,6 +84,7 @@ impl Etcd for FakeEtcd {
                 id: Some(m.id),
                 name: Some(m.name.to_string()),
                 is_learner: m.learner,
+                peer_urls: Vec::new(),
                 alarms: state
                     .alarms
                     .iter()
