@@ -16,7 +16,7 @@ use serde_json::Value;
 
 use crate::documented::Document;
 use crate::on_each_etcd_version;
-use crate::support::{current_revision, stderr, stdout, write_file};
+use crate::support::{current_revision, stderr, stdout, write_file, write_pods};
 
 on_each_etcd_version!(the_documented_restore_brings_back_every_key,);
 
@@ -56,24 +56,8 @@ async fn the_documented_restore_brings_back_every_key(version: EtcdVersion) -> R
         .client(0)
         .await
         .context("connecting to the original cluster")?;
-    for index in 0..300 {
-        client
-            .put(
-                format!("/registry/pods/{index:03}"),
-                format!("v1-{index}"),
-                None,
-            )
-            .await?;
-    }
-    for index in (0..300).step_by(3) {
-        client
-            .put(
-                format!("/registry/pods/{index:03}"),
-                format!("v2-{index}"),
-                None,
-            )
-            .await?;
-    }
+    write_pods(&mut client, 0..300, "v1").await?;
+    write_pods(&mut client, (0..300).step_by(3), "v2").await?;
     for index in (0..300).step_by(7) {
         client
             .delete(format!("/registry/pods/{index:03}"), None)

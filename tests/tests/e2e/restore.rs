@@ -18,7 +18,7 @@ use etcdmedic_tests::{eventually, project_binary, EtcdCluster, EtcdVersion};
 use serde_json::Value;
 
 use crate::on_each_etcd_version;
-use crate::support::{current_revision, stderr, stdout, write_file};
+use crate::support::{current_revision, stderr, stdout, write_file, write_pods};
 
 on_each_etcd_version!(a_backup_restores_above_every_revision_of_the_old_cluster,);
 
@@ -65,15 +65,7 @@ struct BackedUp {
 async fn backed_up(version: EtcdVersion) -> Result<BackedUp> {
     let original = EtcdCluster::builder(version).members(3).start().await?;
     let mut client = original.client(0).await?;
-    for index in 0..100 {
-        client
-            .put(
-                format!("/registry/pods/{index:03}"),
-                format!("v1-{index}"),
-                None,
-            )
-            .await?;
-    }
+    write_pods(&mut client, 0..100, "v1").await?;
     let dir = tempfile::tempdir()?;
     let yaml = format!(
         "remediation: {{snapshot_dir: {}}}\nbackup:\n  destinations: [{{name: near, kind: local, \
@@ -125,15 +117,7 @@ async fn backed_up(version: EtcdVersion) -> Result<BackedUp> {
         expected.len()
     );
     // Written after the backup: what a restore loses, and revisions clients may have seen.
-    for index in 0..50 {
-        client
-            .put(
-                format!("/registry/pods/{index:03}"),
-                format!("v2-{index}"),
-                None,
-            )
-            .await?;
-    }
+    write_pods(&mut client, 0..50, "v2").await?;
     let old_highest = current_revision(&mut client).await?;
     Ok(BackedUp {
         original,

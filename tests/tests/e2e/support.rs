@@ -156,6 +156,25 @@ pub fn ensure_snapshot_of(db: &[u8], manifest: &serde_json::Value) -> Result<()>
     Ok(())
 }
 
+/// Writes `/registry/pods/<index>` = `<tag>-<index>` for each index, as a Kubernetes keyspace
+/// sees pods created (`v1`) and updated (`v2`).
+pub async fn write_pods(
+    client: &mut etcd_client::Client,
+    indices: impl IntoIterator<Item = usize>,
+    tag: &str,
+) -> Result<()> {
+    for index in indices {
+        client
+            .put(
+                format!("/registry/pods/{index:03}"),
+                format!("{tag}-{index}"),
+                None,
+            )
+            .await?;
+    }
+    Ok(())
+}
+
 /// The cluster's current revision, as a read's header gives it.
 pub async fn current_revision(client: &mut etcd_client::Client) -> Result<i64> {
     Ok(client
