@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use crate::config::BackupSettings;
+use crate::config::Kept;
 use etcdmedic_cluster::config::ClusterName;
 
 use super::retention::expired;
@@ -50,12 +50,12 @@ pub(crate) async fn read_manifest(db: &Path) -> Result<Manifest, BackupError> {
 pub(crate) async fn finish(
     db: &Path,
     manifest: &Manifest,
-    backup: &BackupSettings,
+    kept: Kept,
 ) -> Result<Vec<String>, BackupError> {
     write_manifest(&snapshot::manifest_path(db), manifest).await?;
     let dir = db.parent().unwrap_or(Path::new("."));
     let removed =
-        retention(dir, &manifest.cluster, backup, SystemTime::now()).map_err(write_error(dir))?;
+        retention(dir, &manifest.cluster, kept, SystemTime::now()).map_err(write_error(dir))?;
     Ok(removed
         .iter()
         .map(|path| path.display().to_string())
@@ -138,7 +138,7 @@ pub(crate) async fn sync_file(path: &Path) -> std::io::Result<()> {
 fn retention(
     dir: &Path,
     cluster: &str,
-    backup: &BackupSettings,
+    kept: Kept,
     now: SystemTime,
 ) -> std::io::Result<Vec<PathBuf>> {
     let backups = backups(dir, cluster)?;
@@ -151,7 +151,7 @@ fn retention(
         })
         .collect();
     let mut removed = Vec::new();
-    for index in expired(&written, backup.keep, backup.max_age, now) {
+    for index in expired(&written, kept.keep, kept.max_age, now) {
         let path = &backups[index];
         std::fs::remove_file(snapshot::manifest_path(path))?;
         std::fs::remove_file(path)?;
@@ -204,11 +204,11 @@ mod tests {
             now,
             false,
         );
-        let settings = BackupSettings {
+        let kept = Kept {
             keep: 1,
-            ..BackupSettings::default()
+            max_age: None,
         };
-        let removed = retention(dir.path(), "prod", &settings, now).unwrap();
+        let removed = retention(dir.path(), "prod", kept, now).unwrap();
         assert_eq!(removed, vec![old.clone()]);
         assert!(!old.with_extension("json").exists());
         assert!(new.exists() && new.with_extension("json").exists());

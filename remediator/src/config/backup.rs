@@ -31,6 +31,23 @@ pub struct BackupSettings {
     pub compression: Compression,
 }
 
+/// What a destination keeps: its own `retention` keys, else the backup's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Kept {
+    pub keep: usize,
+    pub max_age: Option<Duration>,
+}
+
+impl BackupSettings {
+    /// The retention that applies in `destination`.
+    pub fn kept_in(&self, destination: &Destination) -> Kept {
+        Kept {
+            keep: destination.retention.keep.unwrap_or(self.keep),
+            max_age: destination.retention.max_age.or(self.max_age),
+        }
+    }
+}
+
 impl Default for BackupSettings {
     fn default() -> Self {
         BackupSettings {
@@ -224,6 +241,41 @@ mod tests {
     use crate::config::Target;
     use std::path::Path;
     use std::time::Duration;
+
+    #[test]
+    fn a_destination_keeps_its_own_count_and_age_key_by_key() {
+        let yaml = "backup:\n  destinations:\n    - {name: near, kind: local, path: n, retention: {keep: 2}}\n    \
+                    - {name: far, kind: local, path: f, retention: {max_age: 90d}}\n    \
+                    - {name: plain, kind: local, path: p}\n  retention: {keep: 7, max_age: 30d}\n\
+                    clusters:\n  - name: a\n    endpoints: [http://127.0.0.1:2379]\n";
+        let config = Config::from_yaml(yaml, Path::new("/etc/etcdmedic/c.yaml")).unwrap();
+        let backup = &config.cluster("a").unwrap().backup;
+        let kept: Vec<(usize, Option<Duration>)> = backup
+            .destinations
+            .iter()
+            .map(|d| backup.kept_in(d))
+            .map(|k| (k.keep, k.max_age))
+            .collect();
+        let days = |n: u64| Some(Duration::from_secs(n * 86400));
+        assert_eq!(kept, [(2, days(30)), (7, days(90)), (7, days(30))]);
+    }
+
+    #[test]
+    fn a_destination_that_keeps_nothing_is_refused_by_its_key() {
+        let yaml = "backup:\n  destinations: [{name: near, kind: local, path: n, retention: {keep: 0, max_age: 0s}}]\n\
+                    clusters:\n  - name: a\n    endpoints: [http://127.0.0.1:2379]\n";
+        let err = Config::from_yaml(yaml, Path::new("/etc/etcdmedic/c.yaml"))
+            .expect_err("keep 0 is refused")
+            .to_string();
+        assert!(
+            err.contains("backup.destinations[0].retention.keep"),
+            "{err}"
+        );
+        assert!(
+            err.contains("backup.destinations[0].retention.max_age"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn a_cluster_block_overrides_the_defaults_key_by_key() {

@@ -85,6 +85,9 @@ pub struct DestinationFile {
     /// credentials (`AZURE_*`) or the managed identity.
     #[serde(default)]
     pub account_key_file: Option<PathBuf>,
+    /// This destination's own retention; each unset key is `backup.retention`'s.
+    #[serde(default)]
+    pub retention: Option<RetentionFile>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -16,8 +16,10 @@ pub mod file;
 mod remediation;
 pub mod when;
 
-pub use backup::{BackupSettings, RestoreDrill, RestoreTool};
-pub use destination::{AzureTarget, Destination, GcsTarget, S3Credentials, S3Target, Target};
+pub use backup::{BackupSettings, Kept, RestoreDrill, RestoreTool};
+pub use destination::{
+    AzureTarget, Destination, GcsTarget, Retention, S3Credentials, S3Target, Target,
+};
 pub use file::{Compression, LeaderMoveFailure, LeaderPolicy, OnBusy, ServiceMode};
 pub use remediation::RemediationSettings;
 

@@ -115,7 +115,10 @@ async fn record_streamed(
 ) -> Result<Landed, String> {
     let verified_by = streamed.record(manifest, stop).await?;
     let bucket = streamed.bucket();
-    let removed = bucket.retention(backup).await.map_err(|e| e.to_string())?;
+    let removed = bucket
+        .retention(backup.kept_in(destination))
+        .await
+        .map_err(|e| e.to_string())?;
     Ok(Landed {
         destination: destination.name.to_string(),
         kind: destination.kind().into(),
@@ -145,7 +148,7 @@ async fn land(
             } else {
                 local::copy_verified(db, &dir, manifest).await?
             };
-            let removed = local::finish(&db, manifest, backup).await?;
+            let removed = local::finish(&db, manifest, backup.kept_in(destination)).await?;
             Ok(Landed {
                 destination: name,
                 kind: "local".into(),
@@ -158,7 +161,7 @@ async fn land(
         Target::S3(_) | Target::Gcs(_) | Target::Azure(_) => {
             let bucket = Bucket::open(destination, cluster)?;
             let verified_by = bucket.upload(db, manifest, stop).await?;
-            let removed = bucket.retention(backup).await?;
+            let removed = bucket.retention(backup.kept_in(destination)).await?;
             Ok(Landed {
                 destination: name,
                 kind: destination.kind().into(),

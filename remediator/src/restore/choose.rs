@@ -19,7 +19,7 @@ pub enum Stored {
     File(PathBuf),
     /// An object in a bucket: the destination (to open it again) and the object's URL.
     Object {
-        destination: Destination,
+        destination: Box<Destination>,
         url: String,
     },
 }
@@ -93,7 +93,7 @@ pub async fn candidates(
                     found.push(Candidate {
                         destination: destination.name.to_string(),
                         stored: Stored::Object {
-                            destination: destination.clone(),
+                            destination: Box::new(destination.clone()),
                             url: bucket.url(&file),
                         },
                         manifest,

@@ -1,7 +1,7 @@
 //! `etcdmedic-remediator backup` against real etcd: a verified snapshot lands in every local
 //! destination with its manifest, the copies are identical, etcdctl reads the revision the
 //! manifest states and every member answers the HashKV it recorded, the retention keeps the
-//! newest, one destination can be chosen, and bad backup configuration exits 2 naming its key.
+//! newest (as many as each destination's own `retention` says), one destination can be chosen, and bad backup configuration exits 2 naming its key.
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -90,7 +90,7 @@ async fn a_backup_lands_verified_in_every_destination_and_the_oldest_go(
     let (near, far) = (dir.path().join("near"), dir.path().join("far"));
     let yaml = format!(
         "remediation: {{snapshot_dir: {}}}\nbackup:\n  destinations:\n    - {{name: near, kind: local, path: {}}}\n    \
-         - {{name: far, kind: local, path: {}}}\n  retention: {{keep: 2}}\n  restore_drill: {{bin_dir: {}}}\nclusters:\n{}",
+         - {{name: far, kind: local, path: {}, retention: {{keep: 3}}}}\n  retention: {{keep: 2}}\n  restore_drill: {{bin_dir: {}}}\nclusters:\n{}",
         dir.path().join("snapshots").display(),
         near.display(),
         far.display(),
@@ -153,13 +153,14 @@ async fn a_backup_lands_verified_in_every_destination_and_the_oldest_go(
     ensure!(landed.len() == 2, "{last}");
 
     let mut copies = Vec::new();
-    for (name, root) in [("near", &near), ("far", &far)] {
+    // near keeps the backup's 2, far its own 3.
+    for (name, root, keep) in [("near", &near, 2), ("far", &far, 3)] {
         let dir = root.join("prod-a");
         let snapshots = files(&dir, "db")?;
         let manifests = files(&dir, "json")?;
         ensure!(
-            snapshots.len() == 2 && manifests.len() == 2,
-            "{name}: keep 2, found {snapshots:?} and {manifests:?}"
+            snapshots.len() == keep && manifests.len() == keep,
+            "{name}: keep {keep}, found {snapshots:?} and {manifests:?}"
         );
         let newest = snapshots.last().context("no snapshot")?;
         let bytes = std::fs::read(newest)?;
@@ -173,7 +174,8 @@ async fn a_backup_lands_verified_in_every_destination_and_the_oldest_go(
             .find(|l| l["destination"] == name)
             .and_then(|l| l["removed"].as_array())
             .context("removed")?;
-        ensure!(removed.len() == 1, "{name}: {last}");
+        // The third backup removed the oldest where 2 are kept, nothing where 3 are.
+        ensure!(removed.len() == 3 - keep, "{name}: {last}");
         copies.push(bytes);
 
         // etcd's own tool reads the revision the manifest states.

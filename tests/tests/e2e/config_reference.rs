@@ -34,6 +34,13 @@ fn probes() -> Vec<(&'static str, String)> {
         ),
         ("backup.retention", format!("backup: {{retention: {{{PROBE}: 1}}}}\n{}", cluster(""))),
         (
+            "backup.destinations[].retention",
+            format!(
+                "backup: {{destinations: [{{name: n, kind: local, path: p, retention: {{{PROBE}: 1}}}}]}}\n{}",
+                cluster("")
+            ),
+        ),
+        (
             "backup.restore_drill",
             format!("backup: {{restore_drill: {{{PROBE}: 1}}}}\n{}", cluster("")),
         ),

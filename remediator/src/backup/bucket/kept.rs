@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::SystemTime;
 
-use crate::config::BackupSettings;
+use crate::config::Kept;
 use futures::StreamExt;
 use object_store::{ObjectStoreExt, PutPayload};
 use tokio_util::sync::CancellationToken;
@@ -105,14 +105,11 @@ impl Bucket {
     }
 
     /// Removes the backups the retention names (manifest first), once the newest is in.
-    pub(crate) async fn retention(
-        &self,
-        backup: &BackupSettings,
-    ) -> Result<Vec<String>, BackupError> {
+    pub(crate) async fn retention(&self, kept: Kept) -> Result<Vec<String>, BackupError> {
         let listed = self.listed().await?;
         let written: Vec<SystemTime> = listed.iter().map(|(_, at)| *at).collect();
         let mut removed = Vec::new();
-        for index in expired(&written, backup.keep, backup.max_age, SystemTime::now()) {
+        for index in expired(&written, kept.keep, kept.max_age, SystemTime::now()) {
             let key = self.dir.clone().join(listed[index].0.as_str());
             for key in [manifest_key(&key), key.clone()] {
                 self.store

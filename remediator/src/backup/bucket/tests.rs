@@ -1,7 +1,6 @@
 //! The bucket against object_store's in-memory store.
 
 use super::*;
-use crate::config::BackupSettings;
 
 /// A snapshot with etcd's trailer, as a file.
 fn snapshot_file(dir: &Path) -> (std::path::PathBuf, Manifest) {
@@ -59,12 +58,12 @@ async fn a_store_with_other_etags_is_read_back_and_the_manifest_goes_up_last() {
     let json = bucket.store.get(&manifest_key(&key)).await.unwrap();
     let back: Manifest = serde_json::from_slice(&json.bytes().await.unwrap()).unwrap();
     assert_eq!(back.sha256, manifest.sha256);
-    let kept = BackupSettings {
+    let kept = crate::config::Kept {
         keep: 1,
-        ..BackupSettings::default()
+        max_age: None,
     };
     assert!(
-        bucket.retention(&kept).await.unwrap().is_empty(),
+        bucket.retention(kept).await.unwrap().is_empty(),
         "the only backup stays"
     );
 }

@@ -30,6 +30,23 @@ pub struct Destination {
     pub name: ClusterName,
     #[serde(flatten)]
     pub target: Target,
+    /// Its own `retention`, key by key; `None` keys are the backup's.
+    #[serde(skip_serializing_if = "Retention::is_unset")]
+    pub retention: Retention,
+}
+
+/// A destination's own retention: each key set overrides `backup.retention`'s.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Retention {
+    pub keep: Option<usize>,
+    #[serde(with = "humantime_serde")]
+    pub max_age: Option<std::time::Duration>,
+}
+
+impl Retention {
+    fn is_unset(&self) -> bool {
+        *self == Retention::default()
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -146,10 +163,29 @@ pub(crate) fn resolve(
         DestinationKind::Gcs => gcs::resolve(file, key, base, problems).map(Target::Gcs),
         DestinationKind::Azure => azure::resolve(file, key, base, problems).map(Target::Azure),
     };
+    let retention = file.retention.as_ref().map_or(Retention::default(), |own| {
+        if own.keep == Some(0) {
+            problems.push(
+                format!("{key}.retention.keep"),
+                "must keep at least 1 backup",
+            );
+        }
+        if own.max_age.is_some_and(|max_age| max_age.is_zero()) {
+            problems.push(format!("{key}.retention.max_age"), "must be longer than 0s");
+        }
+        Retention {
+            keep: own.keep,
+            max_age: own.max_age,
+        }
+    });
     let (Ok(name), Some(target)) = (name, target) else {
         return None;
     };
-    (problems.0.len() == before).then_some(Destination { name, target })
+    (problems.0.len() == before).then_some(Destination {
+        name,
+        target,
+        retention,
+    })
 }
 
 fn kind_name(kind: DestinationKind) -> &'static str {

@@ -22,6 +22,7 @@ fn destinations(root: &Path, names: &[&str]) -> BackupSettings {
                 target: Target::Local {
                     path: root.join(name),
                 },
+                retention: Default::default(),
             })
             .collect(),
         ..BackupSettings::default()

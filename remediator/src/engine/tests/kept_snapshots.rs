@@ -21,6 +21,7 @@ fn near(root: &Path) -> BackupSettings {
             target: Target::Local {
                 path: root.join("near"),
             },
+            retention: Default::default(),
         }],
         ..BackupSettings::default()
     }
