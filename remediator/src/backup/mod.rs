@@ -126,6 +126,11 @@ pub struct Landed {
     /// Uploaded while the snapshot arrived, rather than from the saved file afterwards.
     #[serde(default)]
     pub streamed: bool,
+    /// The stored copy's size as the destination reports it (the file's, or the object's
+    /// from the store once written): compressed when the copies are. 0 in records of builds
+    /// before it was recorded.
+    #[serde(default)]
+    pub stored_bytes: u64,
     /// Older backups the retention removed there.
     pub removed: Vec<String>,
 }

@@ -115,6 +115,10 @@ async fn record_streamed(
 ) -> Result<Landed, String> {
     let verified_by = streamed.record(manifest, stop).await?;
     let bucket = streamed.bucket();
+    let stored_bytes = bucket
+        .stored_size(&manifest.file)
+        .await
+        .map_err(|e| e.to_string())?;
     let removed = bucket
         .retention(backup.kept_in(destination))
         .await
@@ -125,6 +129,7 @@ async fn record_streamed(
         location: bucket.url(&manifest.file),
         verified_by: verified_by.into(),
         streamed: true,
+        stored_bytes,
         removed,
     })
 }
@@ -149,18 +154,26 @@ async fn land(
                 local::copy_verified(db, &dir, manifest).await?
             };
             let removed = local::finish(&db, manifest, backup.kept_in(destination)).await?;
+            let stored_bytes = std::fs::metadata(&db)
+                .map_err(|source| BackupError::Write {
+                    path: db.clone(),
+                    source,
+                })?
+                .len();
             Ok(Landed {
                 destination: name,
                 kind: "local".into(),
                 location: db.display().to_string(),
                 verified_by: "trailer".into(),
                 streamed: false,
+                stored_bytes,
                 removed,
             })
         }
         Target::S3(_) | Target::Gcs(_) | Target::Azure(_) => {
             let bucket = Bucket::open(destination, cluster)?;
             let verified_by = bucket.upload(db, manifest, stop).await?;
+            let stored_bytes = bucket.stored_size(&manifest.file).await?;
             let removed = bucket.retention(backup.kept_in(destination)).await?;
             Ok(Landed {
                 destination: name,
@@ -168,6 +181,7 @@ async fn land(
                 location: bucket.url(&manifest.file),
                 verified_by: verified_by.into(),
                 streamed: false,
+                stored_bytes,
                 removed,
             })
         }

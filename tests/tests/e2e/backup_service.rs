@@ -17,6 +17,29 @@ const BUCKET: &str = "etcd-backups";
 const BACKUP_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The backups the API lists, newest first.
+/// Every family the remediator exposes has its row in docs/service.md's metrics table.
+fn every_metric_is_documented(exposition: &str) -> Result<()> {
+    let table = std::fs::read_to_string(
+        etcdmedic_tests::generated::repository_root().join("docs/service.md"),
+    )?;
+    let mut missing = std::collections::BTreeSet::new();
+    for line in exposition.lines().filter(|l| l.starts_with("etcdmedic_")) {
+        let name = line.split(['{', ' ']).next().unwrap_or_default();
+        let family = ["_bucket", "_sum", "_count", "_created"]
+            .iter()
+            .find_map(|suffix| name.strip_suffix(suffix))
+            .unwrap_or(name);
+        if !table.contains(&format!("`{name}`")) && !table.contains(&format!("`{family}`")) {
+            missing.insert(name.to_string());
+        }
+    }
+    ensure!(
+        missing.is_empty(),
+        "metrics docs/service.md does not list: {missing:?}"
+    );
+    Ok(())
+}
+
 async fn backups(service: &RemediatorService) -> Result<Vec<Value>> {
     let (status, body) = service.get("/api/v1/backups?cluster=prod-a").await?;
     ensure!(status == 200, "GET /api/v1/backups: {status} {body}");
@@ -116,6 +139,20 @@ async fn serve_takes_scheduled_backups_beside_runs_and_counts_an_outage() -> Res
         metric(&text, "etcdmedic_backup_failures_total", &offsite) == Some(0.0),
         "{text}"
     );
+    // What each destination holds, as it reports it: here the snapshot as etcd wrote it.
+    for destination in ["near", "offsite"] {
+        let stored = metric(
+            &text,
+            "etcdmedic_backup_stored_size_bytes",
+            &[("etcd_cluster", "prod-a"), ("destination", destination)],
+        );
+        ensure!(
+            stored == Some(local.len() as f64),
+            "{destination} holds {stored:?} bytes, the file has {}",
+            local.len()
+        );
+    }
+    every_metric_is_documented(&text)?;
     ensure!(
         metric(
             &text,

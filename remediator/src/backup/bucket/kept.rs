@@ -38,6 +38,18 @@ impl Bucket {
         Ok(listed)
     }
 
+    /// The size the store reports for the backup `file`: that it is there, readable and not
+    /// empty, seen from the store's side.
+    pub(crate) async fn stored_size(&self, file: &str) -> Result<u64, BackupError> {
+        let key = self.dir.clone().join(file);
+        let meta = self
+            .store
+            .head(&key)
+            .await
+            .map_err(|err| self.failed(format!("reading {}'s size: {err}", self.url(file))))?;
+        Ok(meta.size)
+    }
+
     /// The newest backup's file name.
     pub(crate) async fn newest(&self) -> Result<Option<String>, BackupError> {
         Ok(self.listed().await?.pop().map(|(name, _)| name))

@@ -31,6 +31,7 @@ pub(super) struct BackupMetrics {
     last_failure: Family<DestinationLabels, FloatGauge>,
     duration: Family<ClusterLabels, FloatGauge>,
     size: Family<ClusterLabels, Gauge>,
+    stored_size: Family<DestinationLabels, Gauge>,
     failures: Family<DestinationLabels, Counter>,
     drill_last_success: Family<ClusterLabels, FloatGauge>,
     drill_failures: Family<ClusterLabels, Counter>,
@@ -45,6 +46,7 @@ impl BackupMetrics {
             last_failure: Family::default(),
             duration: Family::default(),
             size: Family::default(),
+            stored_size: Family::default(),
             failures: Family::default(),
             drill_last_success: Family::default(),
             drill_failures: Family::default(),
@@ -74,6 +76,12 @@ impl BackupMetrics {
             "Size of the cluster's latest backup (the snapshot, uncompressed)",
             Unit::Bytes,
             metrics.size.clone(),
+        );
+        registry.register_with_unit(
+            "etcdmedic_backup_stored_size",
+            "Size of the latest verified backup as the destination holds it (compressed when the copies are)",
+            Unit::Bytes,
+            metrics.stored_size.clone(),
         );
         registry.register(
             "etcdmedic_backup_failures",
@@ -167,9 +175,11 @@ impl BackupMetrics {
             return;
         };
         for landed in &report.destinations {
-            self.last_success
-                .get_or_create(&labels(&record.cluster, &landed.destination))
-                .set(at);
+            let destination = labels(&record.cluster, &landed.destination);
+            self.last_success.get_or_create(&destination).set(at);
+            self.stored_size
+                .get_or_create(&destination)
+                .set(i64::try_from(landed.stored_bytes).unwrap_or(i64::MAX));
         }
         let cluster = cluster_labels(&record.cluster);
         self.duration
