@@ -1,5 +1,5 @@
 //! etcdmedic beside the etcd mixin's alerts, as a kube-prometheus-stack user runs them: the
-//! mixin's rules as the chart renders them (`../shared/fixtures`), with the labels
+//! mixin's rules as the chart renders them (`tests/fixtures`), with the labels
 //! deploy/kube-prometheus-stack/values.yaml adds to the chart's etcd group; etcd scraped as
 //! the chart's `kube-etcd` job; etcdmedic scraped as prometheus-operator would from the base;
 //! Alertmanager 0.33 configured as the operator configures it from the base's
@@ -74,8 +74,7 @@ fn paged(pages: &Pages) -> Vec<(String, String)> {
 /// The mixin's etcd group as kube-prometheus-stack renders it with the shipped values: the
 /// values' `defaultRules.additionalRuleGroupLabels.etcd` added to every rule's labels.
 fn mixin_rules() -> Result<Vec<Value>> {
-    let fixture =
-        repository_root().join("../shared/fixtures/kube-prometheus-stack-etcd-rules.yaml");
+    let fixture = repository_root().join("tests/fixtures/kube-prometheus-stack-etcd-rules.yaml");
     let text = std::fs::read_to_string(&fixture)
         .with_context(|| format!("reading {}", fixture.display()))?;
     let mut rules: Value = yaml_serde::from_str(&text)?;
