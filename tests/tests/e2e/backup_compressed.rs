@@ -1,7 +1,7 @@
 //! `compression: zstd` against real etcd 3.5 and moto's S3 server: the copies in a directory
 //! and a bucket are `.db.zst`, decompress to the database the manifest describes (size and
-//! sha256 of the uncompressed snapshot), drill from either place, and the retention removes
-//! compressed backups like any other.
+//! sha256 of the uncompressed snapshot), drill from either place, the retention removes
+//! compressed backups like any other, and `restore` takes one from the bucket alone.
 
 use anyhow::{ensure, Context, Result};
 use etcdmedic_tests::s3::S3Server;
@@ -99,5 +99,39 @@ async fn compressed_backups_decompress_to_what_the_manifest_says_and_drill() -> 
         let drilled: Value = serde_json::from_str(&stdout(&drilled))?;
         ensure!(drilled["drill"]["passed"] == true, "{drilled}");
     }
+
+    // The worst day's path: restored from the bucket alone, downloaded and decompressed, the
+    // snapshot beside the data directories is the database the manifest describes.
+    let into = dir.path().join("restored");
+    let into_arg = into.display().to_string();
+    let restored = remediator(
+        &config,
+        &["restore", "--from", "offsite", "--into", &into_arg],
+    )
+    .await?;
+    ensure!(restored.status.success(), "{}", stderr(&restored));
+    let restored: Value = serde_json::from_str(&stdout(&restored))?;
+    let plan = &restored["plan"];
+    ensure!(
+        plan["destination"] == "offsite" && restored["sha256"] == manifest["sha256"],
+        "{restored}"
+    );
+    let snapshot = std::fs::read(plan["snapshot"].as_str().context("snapshot")?)?;
+    ensure!(
+        snapshot == from_bucket,
+        "the restored snapshot is not the backup's database"
+    );
+    for member in plan["members"].as_array().context("members")? {
+        let data_dir = member["data_dir"].as_str().context("data_dir")?;
+        ensure!(
+            std::path::Path::new(data_dir).join("member").is_dir(),
+            "no data directory at {data_dir}"
+        );
+    }
+    ensure!(
+        std::fs::read_dir(&into)?.count() == 4,
+        "the snapshot and three data directories, nothing left over: {:?}",
+        std::fs::read_dir(&into)?.collect::<Vec<_>>()
+    );
     Ok(())
 }
