@@ -79,6 +79,7 @@ async fn the_demo_starts_the_whole_stack_then_stops_cleanly() -> Result<()> {
         "/api/v1/backups",
         "drill passed in ",
         "etcdmedic-remediator drill --config ",
+        "etcdmedic-remediator restore --config ",
         "Stopped; nothing of the demo is left running.",
     ] {
         ensure!(
@@ -252,6 +253,31 @@ async fn every_link_the_demo_prints_answers() -> Result<()> {
             ensure!(
                 output.status.success() && output.stdout.len() > 100,
                 "{command}: {output:?}"
+            );
+            checked += 1;
+            continue;
+        }
+        // The restore it shows is a dry run of the demo's newest backup: it must plan one and
+        // write nothing.
+        if line.contains("etcdmedic-remediator restore ") {
+            let output = tokio::process::Command::new("bash")
+                .args(["-c", line.trim()])
+                .current_dir(etcdmedic_tests::generated::repository_root())
+                .output()
+                .await?;
+            let printed = String::from_utf8_lossy(&output.stdout);
+            ensure!(
+                output.status.success() && printed.starts_with("Would restore backup demo-"),
+                "{line}: {output:?}"
+            );
+            let into = line
+                .split(" --into ")
+                .nth(1)
+                .and_then(|rest| rest.split_whitespace().next())
+                .context("no --into")?;
+            ensure!(
+                !std::path::Path::new(into).exists(),
+                "a dry run wrote {into}"
             );
             checked += 1;
             continue;

@@ -272,6 +272,7 @@ The first: {first}
   curl -s '{listing}'
   {remediator_bin} backup --config {config} --cluster demo
   {remediator_bin} drill --config {config} --cluster demo
+  {remediator_bin} restore --config {config} --cluster demo --into {restore_dir} --dry-run
 
 Within a minute EtcdmedicDatabaseHighFragmentation fires in Prometheus, Alertmanager sends it to
 the remediator (which silences it while it works), and the run snapshots the cluster and
@@ -294,6 +295,7 @@ Press Ctrl-C to stop everything; the data is removed.",
         prometheus_url = prometheus.url,
         alertmanager_url = alertmanager.url,
         token = DEMO_TOKEN,
+        restore_dir = dir.join("restore").display(),
         backups_dir = dir.join("backups").join("demo").display(),
         bucket = DEMO_BUCKET,
         first = backup.summary,
