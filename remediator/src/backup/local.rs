@@ -151,10 +151,16 @@ fn retention(
         })
         .collect();
     let mut removed = Vec::new();
-    for index in expired(&written, kept.keep, kept.max_age, now) {
+    'backups: for index in expired(&written, kept.keep, kept.max_age, now) {
         let path = &backups[index];
-        std::fs::remove_file(snapshot::manifest_path(path))?;
-        std::fs::remove_file(path)?;
+        // Manifest first: a copy without one no longer counts. A file the filesystem will not
+        // let go (immutable, read-only) keeps its backup: logged, and tried again next time.
+        for file in [snapshot::manifest_path(path), path.clone()] {
+            if let Err(err) = std::fs::remove_file(&file) {
+                tracing::warn!(file = %file.display(), error = %err, "backup retention: could not remove an expired backup; kept");
+                continue 'backups;
+            }
+        }
         removed.push(path.clone());
     }
     Ok(removed)

@@ -116,18 +116,24 @@ impl Bucket {
         check.finish().map(|(_, sha256)| sha256).map_err(unreadable)
     }
 
-    /// Removes the backups the retention names (manifest first), once the newest is in.
+    /// Removes the backups the retention names (manifest first), once the newest is in. A
+    /// store that refuses a removal (a retention policy, an immutability policy, Object
+    /// Lock) keeps that backup: logged and skipped, never a failed backup, and tried again
+    /// by the next retention once the store allows it.
     pub(crate) async fn retention(&self, kept: Kept) -> Result<Vec<String>, BackupError> {
         let listed = self.listed().await?;
         let written: Vec<SystemTime> = listed.iter().map(|(_, at)| *at).collect();
         let mut removed = Vec::new();
-        for index in expired(&written, kept.keep, kept.max_age, SystemTime::now()) {
+        'backups: for index in expired(&written, kept.keep, kept.max_age, SystemTime::now()) {
             let key = self.dir.clone().join(listed[index].0.as_str());
             for key in [manifest_key(&key), key.clone()] {
-                self.store
-                    .delete(&key)
-                    .await
-                    .map_err(|err| self.failed(format!("removing {key}: {err}")))?;
+                if let Err(err) = self.store.delete(&key).await {
+                    tracing::warn!(
+                        destination = %self.destination, %key, error = %err,
+                        "backup retention: the store refused to remove an expired backup; kept"
+                    );
+                    continue 'backups;
+                }
             }
             removed.push(self.url(&listed[index].0));
         }

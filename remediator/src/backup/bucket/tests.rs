@@ -67,3 +67,118 @@ async fn a_store_with_other_etags_is_read_back_and_the_manifest_goes_up_last() {
         "the only backup stays"
     );
 }
+
+/// A store whose objects cannot be removed (a retention or immutability policy, Object
+/// Lock): everything else is the in-memory store's.
+#[derive(Debug, Default)]
+struct Immutable(object_store::memory::InMemory);
+
+impl std::fmt::Display for Immutable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Immutable")
+    }
+}
+
+#[async_trait::async_trait]
+impl ObjectStore for Immutable {
+    async fn put_opts(
+        &self,
+        location: &Key,
+        payload: PutPayload,
+        opts: object_store::PutOptions,
+    ) -> object_store::Result<object_store::PutResult> {
+        self.0.put_opts(location, payload, opts).await
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &Key,
+        opts: object_store::PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
+        self.0.put_multipart_opts(location, opts).await
+    }
+
+    async fn get_opts(
+        &self,
+        location: &Key,
+        options: object_store::GetOptions,
+    ) -> object_store::Result<object_store::GetResult> {
+        self.0.get_opts(location, options).await
+    }
+
+    fn delete_stream(
+        &self,
+        locations: futures::stream::BoxStream<'static, object_store::Result<Key>>,
+    ) -> futures::stream::BoxStream<'static, object_store::Result<Key>> {
+        use futures::StreamExt;
+        locations
+            .map(|location| {
+                Err(object_store::Error::PermissionDenied {
+                    path: location.map(|l| l.to_string()).unwrap_or_default(),
+                    source: "the object is under a retention policy".into(),
+                })
+            })
+            .boxed()
+    }
+
+    fn list(
+        &self,
+        prefix: Option<&Key>,
+    ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>> {
+        self.0.list(prefix)
+    }
+
+    async fn list_with_delimiter(
+        &self,
+        prefix: Option<&Key>,
+    ) -> object_store::Result<object_store::ListResult> {
+        self.0.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(
+        &self,
+        from: &Key,
+        to: &Key,
+        options: object_store::CopyOptions,
+    ) -> object_store::Result<()> {
+        self.0.copy_opts(from, to, options).await
+    }
+}
+
+/// An expired backup the store will not remove is kept and skipped: the retention does not
+/// fail (which would report every new backup as missing that destination), and removes it
+/// once the store allows it.
+#[tokio::test]
+async fn an_expired_backup_the_store_refuses_to_remove_is_kept_without_failing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, manifest) = snapshot_file(dir.path());
+    let bucket = Bucket {
+        store: Arc::new(Immutable::default()),
+        dir: Key::from_iter(["backups", "prod"]),
+        shown_as: "s3://b".into(),
+        destination: "offsite".into(),
+        cluster: "prod".into(),
+    };
+    let stop = CancellationToken::new();
+    bucket.upload(&db, &manifest, &stop).await.unwrap();
+    let mut newer = manifest.clone();
+    newer.file = "prod-20261130T000000.000Z-rev9.db".into();
+    let newer_db = dir.path().join(&newer.file);
+    std::fs::copy(&db, &newer_db).unwrap();
+    bucket.upload(&newer_db, &newer, &stop).await.unwrap();
+
+    let kept = crate::config::Kept {
+        keep: 1,
+        max_age: None,
+    };
+    let removed = bucket
+        .retention(kept)
+        .await
+        .expect("a refusal is not a failure");
+    assert!(removed.is_empty(), "{removed:?}");
+    assert_eq!(
+        bucket.listed().await.unwrap().len(),
+        2,
+        "both backups are still there"
+    );
+}
