@@ -49,6 +49,8 @@ pub enum RestoreError {
     Damaged { file: String, why: String },
     #[error("{path} is not empty: restore writes into a new or empty directory", path = .0.display())]
     TargetNotEmpty(PathBuf),
+    #[error("{path} is not a directory: restore writes into a new or empty directory", path = .0.display())]
+    TargetNotADirectory(PathBuf),
     #[error(
         "the backup records no members (taken by an older etcdmedic): give each one with \
          --member NAME=PEER_URL"
@@ -153,6 +155,9 @@ pub struct RestoreReport {
 
 /// A target that does not exist yet, or is an empty directory.
 fn check_target(into: &Path) -> Result<(), RestoreError> {
+    if into.exists() && !into.is_dir() {
+        return Err(RestoreError::TargetNotADirectory(into.to_path_buf()));
+    }
     match std::fs::read_dir(into) {
         Ok(mut entries) => match entries.next() {
             None => Ok(()),
@@ -319,4 +324,24 @@ async fn write_member(
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_new_or_empty_directory_is_a_target() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        assert!(check_target(&dir.path().join("new")).is_ok());
+        assert!(check_target(dir.path()).is_ok());
+        std::fs::write(dir.path().join("file"), "x").expect("a file");
+        assert!(matches!(
+            check_target(dir.path()),
+            Err(RestoreError::TargetNotEmpty(_))
+        ));
+        let refused = check_target(&dir.path().join("file")).expect_err("a file");
+        assert!(matches!(refused, RestoreError::TargetNotADirectory(_)));
+        assert!(refused.is_refusal());
+    }
 }
