@@ -61,6 +61,22 @@ impl Alertmanager {
         .await
     }
 
+    /// An instance whose only receiver is the remediator service on loopback `port` (its
+    /// webhook path), with the bearer token in `token_file`.
+    pub async fn for_remediator_on(
+        port: u16,
+        token_file: &Path,
+        routing: &Routing,
+    ) -> Result<Alertmanager> {
+        Alertmanager::start(
+            &format!("http://127.0.0.1:{port}/webhook/alertmanager"),
+            token_file,
+            routing,
+            &[],
+        )
+        .await
+    }
+
     /// [`start`](Self::start), with its files in a new directory under `parent`.
     pub async fn start_in(
         parent: &Path,

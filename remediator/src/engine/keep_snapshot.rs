@@ -87,17 +87,19 @@ impl<E: Etcd> Remediator<E> {
                 .and_then(|n| n.to_str())
                 .ok_or_else(|| BackupError::Snapshot("the run's snapshot has no name".into()))?
                 .to_string();
-            let version = self
-                .etcd
-                .member_status(&taken.from.endpoint)
-                .await
-                .map(|status| status.version)
+            // One collection gives the manifest the source's version and the topology.
+            let collected = self.etcd.collect().await;
+            let version = collected
+                .members
+                .iter()
+                .find(|m| m.endpoint == taken.from.endpoint)
+                .and_then(|m| m.reachable())
+                .map(|status| status.version.clone())
                 .unwrap_or_default();
             let created_at = std::fs::metadata(&taken.path)
                 .and_then(|m| m.modified())
                 .unwrap_or_else(|_| SystemTime::now());
             let compressed = self.backup.compression == Compression::Zstd;
-            let collected = self.etcd.collect().await;
             let manifest = Manifest {
                 cluster: cluster.to_string(),
                 member: taken.from.clone(),

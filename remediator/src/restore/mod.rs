@@ -249,8 +249,9 @@ pub async fn restore(
     let created_target = !request.into.exists();
     let written = async {
         let sha256 = fetch::checked_snapshot(chosen, &snapshot, stop).await?;
-        for member in &members {
-            write_member(&plan, member, &members).await?;
+        // The plan lists the members in the same order, each with its directory.
+        for (member, planned) in members.iter().zip(&plan.members) {
+            write_member(&plan, member, &members, &planned.data_dir).await?;
         }
         Ok::<_, RestoreError>(sha256)
     }
@@ -285,19 +286,14 @@ async fn write_member(
     plan: &RestorePlan,
     member: &Topology,
     members: &[Topology],
+    data_dir: &Path,
 ) -> Result<(), RestoreError> {
-    let data_dir = plan
-        .members
-        .iter()
-        .find(|m| m.name == member.name)
-        .map(|m| m.data_dir.clone())
-        .unwrap_or_default();
     let args = members::restore_args(
         &plan.snapshot,
         member,
         members,
         &plan.initial_cluster_token,
-        &data_dir,
+        data_dir,
         plan.bump,
     );
     tracing::info!(member = %member.name, data_dir = %data_dir.display(), "restore: writing the member's data directory");

@@ -28,7 +28,7 @@ use serde_json::{Map, Value};
 pub mod alertmanager;
 pub mod scrape;
 
-pub use scrape::{from_manifests, sanitize, scrape_configs, target_group, Endpoint};
+pub use scrape::from_manifests;
 
 /// An error naming the first of `fields` not in `known`.
 fn unsupported(fields: &Map<String, Value>, known: &[&str], what: &str) -> Result<()> {

@@ -116,6 +116,14 @@ async fn a_run_keeps_its_snapshot_as_a_proven_backup() -> Result<()> {
             && manifest["hash_kv"]["revision"] == snapshot.revision,
         "{manifest}"
     );
+    // The source's version and the topology, from the collection the kept backup makes.
+    ensure!(
+        manifest["etcd_version"]
+            .as_str()
+            .is_some_and(|v| v.starts_with(version.prefix()))
+            && manifest["members"].as_array().map(Vec::len) == Some(3),
+        "{manifest}"
+    );
     ensure!(
         etcdmedic_remediator::output::summary(&report).contains("backup: kept in near "),
         "{}",

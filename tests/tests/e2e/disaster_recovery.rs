@@ -9,45 +9,19 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
-use etcd_client::GetOptions;
 use etcdmedic_tests::ports::free_ports;
 use etcdmedic_tests::{eventually, project_binary, EtcdCluster, EtcdVersion};
 use serde_json::Value;
 
 use crate::documented::Document;
 use crate::on_each_etcd_version;
-use crate::support::{current_revision, stderr, stdout, write_file, write_pods};
+use crate::support::{current_revision, keyspace, stderr, stdout, write_file, write_pods};
 
 on_each_etcd_version!(the_documented_restore_brings_back_every_key,);
 
 /// docs/disaster-recovery.md, with the release's binaries first on PATH.
 fn document(bin_dir: &Path) -> Document {
     Document::new("disaster-recovery.md", &[bin_dir])
-}
-
-/// Every key with its value and revisions, as `(key, value, create, mod, version)`.
-async fn keyspace(
-    client: &mut etcd_client::Client,
-    revision: Option<i64>,
-) -> Result<Vec<(Vec<u8>, Vec<u8>, i64, i64, i64)>> {
-    let mut options = GetOptions::new().with_all_keys();
-    if let Some(revision) = revision {
-        options = options.with_revision(revision);
-    }
-    let response = client.get("", Some(options)).await?;
-    Ok(response
-        .kvs()
-        .iter()
-        .map(|kv| {
-            (
-                kv.key().to_vec(),
-                kv.value().to_vec(),
-                kv.create_revision(),
-                kv.mod_revision(),
-                kv.version(),
-            )
-        })
-        .collect())
 }
 
 async fn the_documented_restore_brings_back_every_key(version: EtcdVersion) -> Result<()> {

@@ -236,19 +236,20 @@ async fn run_alerts(remediator: &RemediatorService) -> Result<Vec<(String, Strin
 
 /// The alert named `name` as Alertmanager holds it, once it does.
 async fn held(alertmanager: &Alertmanager, name: &str) -> Result<Value> {
-    eventually(
-        &format!("Alertmanager holds {name}"),
-        ALERT_TIMEOUT,
-        || async {
-            alertmanager
-                .alerts()
-                .await?
-                .into_iter()
-                .find(|a| a["labels"]["alertname"] == name)
-                .context("not yet")
-        },
-    )
+    eventually(&format!("Alertmanager holds {name}"), ALERT_TIMEOUT, || {
+        holding(alertmanager, name)
+    })
     .await
+}
+
+/// The alert named `name` as Alertmanager holds it now.
+async fn holding(alertmanager: &Alertmanager, name: &str) -> Result<Value> {
+    alertmanager
+        .alerts()
+        .await?
+        .into_iter()
+        .find(|a| a["labels"]["alertname"] == name)
+        .context("not held")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -262,7 +263,7 @@ async fn the_mixins_twin_is_inhibited_and_an_incident_pages_once() -> Result<()>
         "the mixin's alert carries the values' labels: {twin}"
     );
     let twin = eventually("the mixin's alert is inhibited", ALERT_TIMEOUT, || async {
-        let twin = held(&stack.alertmanager, MIXIN_TWIN).await?;
+        let twin = holding(&stack.alertmanager, MIXIN_TWIN).await?;
         ensure!(
             twin["status"]["state"] == "suppressed"
                 && twin["status"]["inhibitedBy"]

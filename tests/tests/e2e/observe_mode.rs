@@ -15,13 +15,8 @@ async fn an_alert_in_observe_mode_is_planned_and_recorded_and_etcd_is_untouched(
     let cluster = fragmented_cluster(EtcdVersion::NEWEST).await?;
     let files = ServiceFiles::new()?;
     let port = etcdmedic_tests::ports::free_port()?;
-    let alertmanager = Alertmanager::start(
-        &format!("http://127.0.0.1:{port}/webhook/alertmanager"),
-        &files.path("token"),
-        &Routing::default(),
-        &[],
-    )
-    .await?;
+    let alertmanager =
+        Alertmanager::for_remediator_on(port, &files.path("token"), &Routing::default()).await?;
     let config = files.write_config(&cluster.config_entry("prod-a"), "  mode: observe\n")?;
     let service = RemediatorService::start_on(&config, Some(TOKEN), port).await?;
     let (_, status) = service.get("/api/v1/status").await?;

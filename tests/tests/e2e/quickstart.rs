@@ -10,11 +10,11 @@
 use anyhow::{ensure, Context, Result};
 use etcdmedic_tests::generated::repository_root;
 use etcdmedic_tests::kustomize::{documents, kind, named, render};
-use etcdmedic_tests::shipped::{check_privileges, first_seconds, kubernetes, Image, Launch};
+use etcdmedic_tests::shipped::{check_privileges, kubernetes, Image};
 use serde_json::Value;
 
 use crate::documented::Document;
-use crate::shipped::{refusal, GRACE};
+use crate::shipped::each_keeps_running_with_only_its_credentials;
 
 #[tokio::test]
 async fn the_quick_start_renders_and_every_container_starts_with_only_what_it_mounts() -> Result<()>
@@ -134,18 +134,5 @@ async fn the_quick_start_renders_and_every_container_starts_with_only_what_it_mo
         "the exporter and the remediator: {}",
         containers.len()
     );
-    let launches: Vec<Launch> = containers.iter().map(|c| c.launch.clone()).collect();
-    let verdicts = first_seconds(&launches, GRACE).await?;
-    let mut problems = Vec::new();
-    for (container, verdict) in containers.iter().zip(&verdicts) {
-        problems.extend(refusal(&container.launch, verdict));
-        for credential in container.unneeded_credentials()? {
-            problems.push(format!(
-                "{}: can read {credential}, which its configuration does not name",
-                container.launch.name
-            ));
-        }
-    }
-    ensure!(problems.is_empty(), "\n{}", problems.join("\n\n"));
-    Ok(())
+    each_keeps_running_with_only_its_credentials(&containers).await
 }

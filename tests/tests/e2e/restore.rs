@@ -11,14 +11,14 @@ use std::process::Output;
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use etcd_client::{GetOptions, WatchOptions};
+use etcd_client::WatchOptions;
 use etcdmedic_tests::ports::free_ports;
 use etcdmedic_tests::process::ChildProcess;
 use etcdmedic_tests::{eventually, project_binary, EtcdCluster, EtcdVersion};
 use serde_json::Value;
 
 use crate::on_each_etcd_version;
-use crate::support::{current_revision, stderr, stdout, write_file, write_pods};
+use crate::support::{current_revision, keyspace, stderr, stdout, write_file, write_pods, Kv};
 
 on_each_etcd_version!(a_backup_restores_above_every_revision_of_the_old_cluster,);
 
@@ -58,7 +58,8 @@ struct BackedUp {
     config: PathBuf,
     manifest: Value,
     backup: PathBuf,
-    expected: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Every key as the backup holds it, with its value and revisions.
+    expected: Vec<Kv>,
     old_highest: i64,
 }
 
@@ -100,17 +101,7 @@ async fn backed_up(version: EtcdVersion) -> Result<BackedUp> {
             .context("location")?,
     );
     let revision = manifest["revision"].as_i64().context("revision")?;
-    let response = client
-        .get(
-            "",
-            Some(GetOptions::new().with_all_keys().with_revision(revision)),
-        )
-        .await?;
-    let expected: Vec<(Vec<u8>, Vec<u8>)> = response
-        .kvs()
-        .iter()
-        .map(|kv| (kv.key().to_vec(), kv.value().to_vec()))
-        .collect();
+    let expected = keyspace(&mut client, Some(revision)).await?;
     ensure!(
         expected.len() == 100,
         "{} keys in the backup",
@@ -287,17 +278,10 @@ async fn a_backup_restores_above_every_revision_of_the_old_cluster(
     let mut restored = restore_and_start(version, &setup, "bumped", &[]).await?;
     let client = &mut restored.client;
 
-    let found = client
-        .get("", Some(GetOptions::new().with_all_keys()))
-        .await?;
-    let revision = found.header().context("header")?.revision();
-    let pairs: Vec<(Vec<u8>, Vec<u8>)> = found
-        .kvs()
-        .iter()
-        .map(|kv| (kv.key().to_vec(), kv.value().to_vec()))
-        .collect();
+    let found = keyspace(client, None).await?;
+    let revision = current_revision(client).await?;
     ensure!(
-        pairs == setup.expected,
+        found == setup.expected,
         "the restored keys differ from the backup's"
     );
     ensure!(

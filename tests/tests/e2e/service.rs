@@ -211,13 +211,8 @@ async fn alerts_through_alertmanager_remediate_the_cluster_and_a_resolve_starts_
     let cluster = fragmented_cluster(version).await?;
     let files = ServiceFiles::new()?;
     let port = etcdmedic_tests::ports::free_port()?;
-    let alertmanager = Alertmanager::start(
-        &format!("http://127.0.0.1:{port}/webhook/alertmanager"),
-        &files.path("token"),
-        &Routing::default(),
-        &[],
-    )
-    .await?;
+    let alertmanager =
+        Alertmanager::for_remediator_on(port, &files.path("token"), &Routing::default()).await?;
     let config = files.write_config(
         &cluster.config_entry("prod-a"),
         &format!(

@@ -104,13 +104,8 @@ async fn a_refused_run_is_retried_while_its_alerts_fire_and_then_succeeds() -> R
         repeat_interval: Duration::from_secs(3600),
         ..Routing::default()
     };
-    let alertmanager = Alertmanager::start(
-        &format!("http://127.0.0.1:{port}/webhook/alertmanager"),
-        &dir.path().join("token"),
-        &routing,
-        &[],
-    )
-    .await?;
+    let alertmanager =
+        Alertmanager::for_remediator_on(port, &dir.path().join("token"), &routing).await?;
 
     cluster.pause(2)?;
     alertmanager
@@ -176,13 +171,9 @@ async fn a_notification_of_thousands_of_alerts_gets_through() -> Result<()> {
     let service = RemediatorService::start_on(&config, Some(TOKEN), port).await?;
     // Paused: every alert is received and recorded, none starts a run.
     ensure!(service.post("/api/v1/pause").await?.0 == 200);
-    let alertmanager = Alertmanager::start(
-        &format!("http://127.0.0.1:{port}/webhook/alertmanager"),
-        &dir.path().join("token"),
-        &Routing::default(),
-        &[],
-    )
-    .await?;
+    let alertmanager =
+        Alertmanager::for_remediator_on(port, &dir.path().join("token"), &Routing::default())
+            .await?;
     let description = "x".repeat(600);
     let alerts: Vec<Value> = (0..ALERTS)
         .map(|i| fragmentation_alert("prod-a", &description, i))

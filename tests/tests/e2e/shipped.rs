@@ -19,13 +19,13 @@ use etcdmedic_tests::shipped::{
 use serde_json::Value;
 
 /// How long each must keep running.
-pub(crate) const GRACE: Duration = Duration::from_secs(5);
+const GRACE: Duration = Duration::from_secs(5);
 /// Exit status of a refused configuration (both binaries).
 const BAD_INPUT: i32 = 2;
 
 /// Why `verdict` is a failure: a process that refused its configuration. A process that
 /// ended for another reason (its cluster unreachable, say) is not what this test is about.
-pub(crate) fn refusal(launch: &Launch, verdict: &Verdict) -> Option<String> {
+fn refusal(launch: &Launch, verdict: &Verdict) -> Option<String> {
     match verdict {
         Verdict::Exited { status, output } if status.code() == Some(BAD_INPUT) => Some(format!(
             "{}: exited {BAD_INPUT} (refused its configuration):\n{output}",
@@ -87,6 +87,15 @@ async fn every_container_of_every_kustomization_starts_with_only_what_it_mounts(
         "expected both containers of the base and of each overlay, and the image: {}",
         containers.len()
     );
+    each_keeps_running_with_only_its_credentials(&containers).await
+}
+
+/// Starts `containers` together: each must still run after [`GRACE`] (or have ended for a
+/// reason other than its configuration), and none may read a credential its configuration
+/// does not name.
+pub(crate) async fn each_keeps_running_with_only_its_credentials(
+    containers: &[kubernetes::Container],
+) -> Result<()> {
     let launches: Vec<Launch> = containers.iter().map(|c| c.launch.clone()).collect();
     let verdicts = first_seconds(&launches, GRACE).await?;
     let mut problems = Vec::new();

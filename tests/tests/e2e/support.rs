@@ -175,6 +175,31 @@ pub async fn write_pods(
     Ok(())
 }
 
+/// A key with its value and revisions: `(key, value, create, mod, version)`.
+pub type Kv = (Vec<u8>, Vec<u8>, i64, i64, i64);
+
+/// Every key with its value and revisions, at `revision` (or the current one).
+pub async fn keyspace(client: &mut etcd_client::Client, revision: Option<i64>) -> Result<Vec<Kv>> {
+    let mut options = etcd_client::GetOptions::new().with_all_keys();
+    if let Some(revision) = revision {
+        options = options.with_revision(revision);
+    }
+    let response = client.get("", Some(options)).await?;
+    Ok(response
+        .kvs()
+        .iter()
+        .map(|kv| {
+            (
+                kv.key().to_vec(),
+                kv.value().to_vec(),
+                kv.create_revision(),
+                kv.mod_revision(),
+                kv.version(),
+            )
+        })
+        .collect())
+}
+
 /// The cluster's current revision, as a read's header gives it.
 pub async fn current_revision(client: &mut etcd_client::Client) -> Result<i64> {
     Ok(client
