@@ -17,7 +17,7 @@ use etcdmedic_tests::{eventually, EtcdCluster, EtcdVersion, RemediatorService};
 use serde_json::{json, Value};
 
 use crate::service::{ServiceFiles, TOKEN};
-use crate::support::SETTLE;
+use crate::support::{serve_on_loopback, SETTLE};
 
 const GRAFANA_TOKEN: &str = "glsa_test_service_account_token";
 /// The body fields the documented endpoint takes.
@@ -107,9 +107,8 @@ async fn a_run_posts_one_annotation_grafana_takes() -> Result<()> {
     let app = Router::new()
         .route("/grafana/api/annotations", post(annotations))
         .with_state(received.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let grafana = format!("http://{}/grafana/", listener.local_addr()?);
-    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let (address, server) = serve_on_loopback(app).await?;
+    let grafana = format!("http://{address}/grafana/");
 
     let cluster = EtcdCluster::builder(EtcdVersion::NEWEST).start().await?;
     let files = ServiceFiles::new()?;

@@ -26,6 +26,7 @@ use serde_json::{json, Value};
 
 use crate::live_prometheus::{operator_prometheus, Beside};
 use crate::service::{ServiceFiles, TOKEN};
+use crate::support::serve_on_loopback;
 
 /// The cluster's name in the shipped values (`etcd_cluster`) and so in etcdmedic's config.
 const CLUSTER: &str = "kubernetes";
@@ -132,9 +133,8 @@ async fn full_cluster_beside_the_mixin(etcdmedic_rules: bool) -> Result<Stack> {
     let app = Router::new()
         .route("/pager", post(page))
         .with_state(pages.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let pager_url = format!("http://{}/pager", listener.local_addr()?);
-    let pager = tokio::spawn(async move { axum::serve(listener, app).await });
+    let (address, pager) = serve_on_loopback(app).await?;
+    let pager_url = format!("http://{address}/pager");
 
     // A root like the chart's, whose routes end in a catch-all to the pager: everything
     // pages, grouped by namespace; Watchdog goes nowhere. (An alert that matched a route, as

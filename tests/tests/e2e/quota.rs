@@ -13,7 +13,9 @@ use etcdmedic_tests::workload::fill_until;
 use etcdmedic_tests::{project_binary, EtcdCluster, EtcdVersion, RunningExporter};
 
 use crate::on_each_etcd_version;
-use crate::support::{assert_cluster_serves, exporter_binary, stderr, stdout, write_file};
+use crate::support::{
+    assert_cluster_serves, exporter_binary, serve_on_loopback, stderr, stdout, write_file,
+};
 
 const MIB: u64 = 1024 * 1024;
 const QUOTA: u64 = 200 * MIB;
@@ -238,9 +240,8 @@ async fn the_quota_is_read_once_not_on_every_scrape() -> Result<()> {
             async { "etcd_server_quota_backend_bytes 1.2345e+08\n" }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let port = listener.local_addr()?.port();
-    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let (address, server) = serve_on_loopback(app).await?;
+    let port = address.port();
     let metrics_url = format!("    metrics_url: http://{{host}}:{port}/metrics\n");
     let config = write_file(
         cluster.dir(),

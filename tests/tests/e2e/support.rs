@@ -175,6 +175,22 @@ pub async fn write_pods(
     Ok(())
 }
 
+/// Serves `app` on a free loopback port: the address, and the task to abort (or drop) when
+/// done. The stand-ins of peers (Grafana, a pager, a member's /metrics) run this way.
+pub async fn serve_on_loopback(
+    app: axum::Router,
+) -> Result<(
+    std::net::SocketAddr,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+)> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let address = listener.local_addr()?;
+    Ok((
+        address,
+        tokio::spawn(async move { axum::serve(listener, app).await }),
+    ))
+}
+
 /// A key with its value and revisions: `(key, value, create, mod, version)`.
 pub type Kv = (Vec<u8>, Vec<u8>, i64, i64, i64);
 
