@@ -28,7 +28,7 @@ pub fn problems(clusters: &[ManagedCluster], state_path: Option<&Path>) -> Vec<S
 /// `run`, `backup` and `drill` check before they contact it.
 pub fn cluster_problems(index: usize, cluster: &ManagedCluster) -> Vec<String> {
     let dir = snapshot::cluster_dir(&cluster.remediation.snapshot_dir, &cluster.name);
-    match snapshot::check_room(&dir, 0) {
+    match snapshot::check_room(&dir, 0, snapshot::available_bytes) {
         Ok(_) => Vec::new(),
         Err(problem) => vec![format!(
             "clusters[{index}].remediation.snapshot_dir: {problem}"
@@ -47,7 +47,12 @@ fn check_state_path(path: &Path) -> Result<(), String> {
             .map_err(|err| format!("{} is not writable ({err})", path.display()));
     }
     let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
-    snapshot::check_room(parent.unwrap_or(Path::new(".")), 0).map_err(|problem| {
+    snapshot::check_room(
+        parent.unwrap_or(Path::new(".")),
+        0,
+        snapshot::available_bytes,
+    )
+    .map_err(|problem| {
         problem
             .to_string()
             .replacen("snapshot directory", "state directory", 1)

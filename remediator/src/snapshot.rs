@@ -91,10 +91,15 @@ impl std::fmt::Display for RoomError {
     }
 }
 
+/// How the free bytes on the file system holding a directory are read: [`available_bytes`]
+/// in the field; a scenario test gives a disk of a known size, so its verdict does not
+/// depend on the machine's free space.
+pub(crate) type FreeSpace = fn(&Path) -> Option<u64>;
+
 /// Whether a snapshot of about `needed` bytes can be written to `dir`, judged on the nearest
 /// directory that exists (the run would create the rest). Creates nothing, so a refusal
 /// leaves nothing behind.
-pub(crate) fn check_room(dir: &Path, needed: u64) -> Result<(), RoomError> {
+pub(crate) fn check_room(dir: &Path, needed: u64, free_space: FreeSpace) -> Result<(), RoomError> {
     use nix::unistd::{access, AccessFlags};
     let existing = dir
         .ancestors()
@@ -114,7 +119,7 @@ pub(crate) fn check_room(dir: &Path, needed: u64) -> Result<(), RoomError> {
             existing.display()
         ))
     })?;
-    if let Some(available) = available_bytes(existing) {
+    if let Some(available) = free_space(existing) {
         if available < needed {
             return Err(RoomError::Space(format!(
                 "{} has {} free, the snapshot needs about {}",
@@ -128,7 +133,7 @@ pub(crate) fn check_room(dir: &Path, needed: u64) -> Result<(), RoomError> {
 }
 
 /// Free bytes on the file system holding `dir`, when it can be read.
-fn available_bytes(dir: &Path) -> Option<u64> {
+pub(crate) fn available_bytes(dir: &Path) -> Option<u64> {
     let stats = nix::sys::statvfs::statvfs(dir).ok()?;
     Some(stats.blocks_available() as u64 * stats.fragment_size() as u64)
 }

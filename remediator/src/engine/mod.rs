@@ -50,6 +50,7 @@ use crate::events::Events;
 use crate::forecast::History;
 use crate::plan::Plan;
 use crate::report::{MemberReport, Outcome, RunReport};
+use crate::snapshot::{self, FreeSpace};
 pub use error::RunError;
 pub use etcd::Etcd;
 pub use live::Live;
@@ -83,6 +84,7 @@ pub struct Remediator<E = Live> {
     settings: RemediationSettings,
     /// Where a run's snapshot is kept as a backup, and where NOSPACE looks for one to reuse.
     backup: BackupSettings,
+    free_space: FreeSpace,
 }
 
 impl Remediator<Live> {
@@ -91,6 +93,7 @@ impl Remediator<Live> {
             etcd: Live::new(cluster.etcd)?,
             settings: cluster.remediation,
             backup: cluster.backup,
+            free_space: snapshot::available_bytes,
         })
     }
 }
@@ -109,7 +112,16 @@ impl<E: Etcd> Remediator<E> {
             etcd,
             settings,
             backup: BackupSettings::default(),
+            free_space: snapshot::available_bytes,
         }
+    }
+
+    /// Reads the snapshot disk's free space with `free_space` instead of asking the file
+    /// system: scenario tests judge room on a disk of known size.
+    #[cfg(test)]
+    pub(crate) fn with_free_space(mut self, free_space: FreeSpace) -> Self {
+        self.free_space = free_space;
+        self
     }
 
     /// Runs keep their snapshot as a backup in `backup`'s destinations, and reuse one there
@@ -171,6 +183,7 @@ impl<E: Etcd> Remediator<E> {
             etcd: &self.etcd,
             settings: &self.settings,
             backup: &self.backup,
+            free_space: self.free_space,
             history: options.history.clone(),
             events,
             stop,
@@ -238,6 +251,7 @@ struct Run<'a, E> {
     etcd: &'a E,
     settings: &'a RemediationSettings,
     backup: &'a BackupSettings,
+    free_space: FreeSpace,
     history: History,
     events: &'a Events,
     stop: &'a CancellationToken,

@@ -34,7 +34,7 @@ impl<E: Etcd> Run<'_, E> {
                 error,
             })?;
         let needed = (source.db_size_bytes as f64 * (1.0 + SNAPSHOT_SPACE_MARGIN)) as u64;
-        snapshot::check_room(&dir, needed).map_err(|err| match err {
+        snapshot::check_room(&dir, needed, self.free_space).map_err(|err| match err {
             RoomError::Directory(reason) => Refusal::SnapshotDir(reason),
             RoomError::Space(reason) => Refusal::NoRoom(reason),
         })?;

@@ -29,12 +29,12 @@ fn destinations(root: &Path, names: &[&str]) -> BackupSettings {
     }
 }
 
-fn remediator(fake: FakeEtcd, snapshot_dir: &Path) -> Remediator<FakeEtcd> {
+fn saving_to(fake: FakeEtcd, snapshot_dir: &Path) -> Remediator<FakeEtcd> {
     let settings = RemediationSettings {
         snapshot_dir: snapshot_dir.to_path_buf(),
         ..RemediationSettings::default()
     };
-    Remediator::with(fake, settings)
+    super::remediator(fake, settings)
 }
 
 /// Files in a destination's directory for the fake cluster.
@@ -55,7 +55,7 @@ fn files(root: &Path, destination: &str) -> Vec<String> {
 async fn the_most_caught_up_follower_is_backed_up_to_every_destination() {
     let root = tempfile::tempdir().unwrap_or_else(|err| panic!("{err}"));
     let fake = FakeEtcd::new(3, 100, 40).member("m2", |m| m.behind(50));
-    let remediator = remediator(fake, &root.path().join("snapshots"));
+    let remediator = saving_to(fake, &root.path().join("snapshots"));
     let settings = destinations(root.path(), &["near", "far"]);
     let report = remediator
         .backup(&settings, None, &CancellationToken::new())
@@ -86,7 +86,7 @@ async fn a_backup_is_refused_while_a_run_holds_the_cluster_lock() {
     let lock_dir = snapshots.join("fake");
     std::fs::create_dir_all(&lock_dir).unwrap_or_else(|err| panic!("{err}"));
     let _run = RunLock::acquire(&lock_dir, "fake").unwrap_or_else(|err| panic!("{err}"));
-    let remediator = remediator(FakeEtcd::new(3, 100, 40), &snapshots);
+    let remediator = saving_to(FakeEtcd::new(3, 100, 40), &snapshots);
     let err = remediator
         .backup(
             &destinations(root.path(), &["near"]),
@@ -103,7 +103,7 @@ async fn a_backup_is_refused_while_a_run_holds_the_cluster_lock() {
 async fn a_damaged_stream_fails_and_leaves_nothing() {
     let root = tempfile::tempdir().unwrap_or_else(|err| panic!("{err}"));
     let fake = FakeEtcd::new(3, 100, 40).with(|s| s.snapshot(SnapshotBehavior::Damaged));
-    let remediator = remediator(fake, &root.path().join("snapshots"));
+    let remediator = saving_to(fake, &root.path().join("snapshots"));
     let err = remediator
         .backup(
             &destinations(root.path(), &["near", "far"]),

@@ -7,7 +7,6 @@ use std::time::Duration;
 use super::fake::{Action, Call, MoveBehavior, SnapshotBehavior};
 use super::runs::fragmented;
 use super::Scenario;
-use crate::engine::Remediator;
 use crate::events::{Event, Events};
 use crate::report::{MemberAction, Outcome, StepKind};
 use tokio_util::sync::CancellationToken;
@@ -130,7 +129,7 @@ async fn a_stop_during_the_check_after_the_run_lets_it_finish() {
 #[tokio::test(start_paused = true)]
 async fn waiting_for_members_to_serve_reads_reports_how_long_it_took() {
     let fake = fragmented().member("m3", |m| m.defragmenting_for(Duration::from_secs(25)));
-    let remediator = Remediator::with(fake, Default::default());
+    let remediator = super::remediator(fake, Default::default());
     let stop = CancellationToken::new();
     let waited = remediator
         .wait_until_members_serve_reads(&Events::default(), &stop)
@@ -139,7 +138,7 @@ async fn waiting_for_members_to_serve_reads_reports_how_long_it_took() {
     assert!(waited >= Duration::from_secs(25) && waited < Duration::from_secs(26));
 
     let fake = fragmented().member("m3", |m| m.defragmenting_for(Duration::from_secs(25)));
-    let remediator = Remediator::with(fake, Default::default());
+    let remediator = super::remediator(fake, Default::default());
     stop.cancel();
     let stopped = remediator
         .wait_until_members_serve_reads(&Events::default(), &stop)

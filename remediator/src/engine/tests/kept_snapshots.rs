@@ -10,6 +10,7 @@ use etcdmedic_cluster::model::AlarmKind;
 use tokio_util::sync::CancellationToken;
 
 use super::fake::{Call, FakeEtcd};
+use super::remediator;
 use crate::engine::{Remediator, RunOptions};
 use crate::events::Events;
 use crate::report::Outcome;
@@ -32,7 +33,7 @@ fn with_near(fake: FakeEtcd, root: &Path) -> Remediator<FakeEtcd> {
         snapshot_dir: root.join("snapshots"),
         ..RemediationSettings::default()
     };
-    Remediator::with(fake, settings).with_backup(near(root))
+    remediator(fake, settings).with_backup(near(root))
 }
 
 fn options() -> RunOptions {

@@ -67,7 +67,7 @@ const CASES: [Case; 27] = [
         std::fs::write(&file, b"x").unwrap_or_else(|err| panic!("write: {err}"));
         scenario.settings(|s| s.snapshot_dir = file)
     }),
-    ("no_room", || Scenario::new(FakeEtcd::new(3, 1 << 40, 50))),
+    ("no_room", || Scenario::new(FakeEtcd::new(3, 60 << 10, 50))),
     ("locked", || Scenario::new(fragmented()).lock_held()),
     ("compact_failed", || {
         let failing = fragmented().with(|c| c.fail(Failing::Compact, rpc("compaction")));

@@ -15,7 +15,7 @@ mod refusals;
 mod runs;
 mod stops;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::config::RemediationSettings;
@@ -27,6 +27,15 @@ use super::{Remediator, RunOptions};
 use crate::events::{Event, Events};
 use crate::lock::RunLock;
 use crate::report::{MemberAction, Outcome, RunReport, StepKind};
+
+/// Free space on every scenario's snapshot disk, whatever the machine running the tests has
+/// (a 2 GB database needs 2.2 GB: a CI runner's small temporary disk refused it).
+pub(super) const SCENARIO_DISK_FREE: u64 = 64 << 30;
+
+/// A remediator of `fake` whose snapshot disk has [`SCENARIO_DISK_FREE`] bytes free.
+pub(super) fn remediator(fake: FakeEtcd, settings: RemediationSettings) -> Remediator<FakeEtcd> {
+    Remediator::with(fake, settings).with_free_space(|_: &Path| Some(SCENARIO_DISK_FREE))
+}
 
 /// Which event makes the test ask the run to stop.
 type StopWhen = Box<dyn Fn(&Event) -> bool + Send>;
@@ -104,7 +113,7 @@ impl Scenario {
                 seen
             })
         };
-        let remediator = Remediator::with(self.fake, self.settings);
+        let remediator = remediator(self.fake, self.settings);
         let started = Instant::now();
         let report = remediator.run(&self.options, &events, &stop).await;
         let took = started.elapsed();

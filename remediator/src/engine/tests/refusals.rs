@@ -115,8 +115,8 @@ async fn no_usable_snapshot_directory_no_room_or_a_held_lock_is_refused() {
     let ran = scenario.settings(|s| s.snapshot_dir = file).run().await;
     assert_refused(&ran, "snapshot_dir", "no snapshot, so nothing was changed");
 
-    // A database larger than any disk here.
-    let ran = Scenario::new(FakeEtcd::new(3, 1 << 40, 50)).run().await;
+    // A 60 GiB database needs 66 GiB with its margin; the scenario's disk has 64 GiB free.
+    let ran = Scenario::new(FakeEtcd::new(3, 60 << 10, 50)).run().await;
     assert_refused(&ran, "no_room", "no snapshot, so nothing was changed");
 
     // Another run holds the cluster's lock.
