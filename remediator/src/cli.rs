@@ -169,6 +169,10 @@ pub struct DrillArgs {
     /// The backup's file name (default: the newest).
     #[arg(long)]
     pub file: Option<String>,
+    /// An age identity file that decrypts an encrypted backup (default:
+    /// `backup.restore_drill.identity_file`).
+    #[arg(long, value_name = "FILE")]
+    pub identity: Option<PathBuf>,
     /// Output: one line, or the drill's record as JSON.
     #[arg(short = 'o', long, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
@@ -216,6 +220,10 @@ pub struct RestoreArgs {
     /// `backup.restore_drill.bin_dir` or PATH).
     #[arg(long)]
     pub etcdutl: Option<PathBuf>,
+    /// An age identity file (as age-keygen writes it, 0600) that decrypts an encrypted backup
+    /// (default: `backup.restore_drill.identity_file`).
+    #[arg(long, value_name = "FILE")]
+    pub identity: Option<PathBuf>,
     /// Output: the plan and the next steps as text, or the report as JSON.
     #[arg(short = 'o', long, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,

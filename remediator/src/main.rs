@@ -355,7 +355,10 @@ async fn backup(args: BackupArgs) -> CommandResult<anyhow::Error> {
         OutputFormat::Text => {
             let m = &report.manifest;
             let drill = match &m.restore_drill {
-                Some(d) => format!(", restore drill passed in {:.1}s", d.duration_seconds),
+                Some(d) if d.passed => {
+                    format!(", restore drill passed in {:.1}s", d.duration_seconds)
+                }
+                Some(d) => format!(", {}", d.reason.as_deref().unwrap_or("no restore drill")),
                 None => String::new(),
             };
             for landed in &report.destinations {
@@ -401,6 +404,7 @@ async fn restore(args: RestoreArgs) -> CommandResult<anyhow::Error> {
         accept_unproven: args.accept_unproven,
         dry_run: args.dry_run,
         etcdutl: args.etcdutl.clone(),
+        identity: args.identity.clone(),
     };
     let stop = stop_on_signal();
     let report = restore::restore(&cluster.name, &cluster.backup, &request, &stop)
@@ -469,6 +473,7 @@ async fn drill(args: DrillArgs) -> CommandResult<anyhow::Error> {
             &settings,
             args.destination.as_deref(),
             args.file.as_deref(),
+            args.identity.as_deref(),
             &stop,
         )
         .await
@@ -479,6 +484,9 @@ async fn drill(args: DrillArgs) -> CommandResult<anyhow::Error> {
                 "{}: {} restored, HashKV {hash} matches the cluster's ({:.1}s)",
                 report.destination, report.location, report.drill.duration_seconds
             ),
+            (Some(reason), _) if report.drill.not_drilled.is_some() => {
+                println!("{}: {} was {reason}", report.destination, report.location)
+            }
             (reason, _) => println!(
                 "{}: {} FAILED its restore drill: {}",
                 report.destination,

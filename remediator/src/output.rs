@@ -104,6 +104,7 @@ fn kept_as_backup(backup: &crate::backup::RunBackup) -> String {
     );
     let drill = match &backup.restore_drill {
         Some(d) if d.passed => ", restore drill passed",
+        Some(d) if d.not_drilled.is_some() => ", not drilled (no identity)",
         _ => "",
     };
     format!("kept in {}{drill}", parts.join(", "))

@@ -359,18 +359,26 @@ pub(crate) fn snapshots_of(dir: &Path, cluster: &str) -> std::io::Result<Vec<Pat
 pub(crate) fn is_snapshot_of(name: &str, cluster: &str) -> bool {
     name.strip_prefix(cluster)
         .and_then(|rest| rest.strip_prefix('-'))
-        .map(|rest| rest.strip_suffix(ZSTD_SUFFIX).unwrap_or(rest))
+        .map(without_encoding)
         .and_then(|rest| rest.strip_suffix(".db"))
         .is_some_and(is_time_and_revision)
 }
 
 /// What a zstd-compressed copy of a snapshot adds to its name.
 pub(crate) const ZSTD_SUFFIX: &str = ".zst";
+/// What an age-encrypted copy adds to its name, after `.zst` when it is compressed too.
+pub(crate) const AGE_SUFFIX: &str = ".age";
 
-/// The manifest's name beside the snapshot (or compressed copy) `file`: `x.db` and
-/// `x.db.zst` both have `x.json`.
+/// The snapshot's name of a stored copy's: `x.db.zst.age`, `x.db.age`, `x.db.zst` -> `x.db`.
+pub(crate) fn without_encoding(file: &str) -> &str {
+    let file = file.strip_suffix(AGE_SUFFIX).unwrap_or(file);
+    file.strip_suffix(ZSTD_SUFFIX).unwrap_or(file)
+}
+
+/// The manifest's name beside the snapshot (or compressed or encrypted copy) `file`: `x.db`,
+/// `x.db.zst` and `x.db.zst.age` all have `x.json`.
 pub(crate) fn manifest_name(file: &str) -> String {
-    let base = file.strip_suffix(ZSTD_SUFFIX).unwrap_or(file);
+    let base = without_encoding(file);
     format!("{}.json", base.strip_suffix(".db").unwrap_or(base))
 }
 

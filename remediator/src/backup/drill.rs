@@ -36,6 +36,30 @@ pub struct DrillRecord {
     /// Why it failed, or what it could not compare.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Why there was no drill at all: `no_identity` (the backup is encrypted and nothing
+    /// here can decrypt it). Never passed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_drilled: Option<String>,
+}
+
+/// [`DrillRecord::not_drilled`] of an encrypted backup without an identity.
+pub(crate) const NO_IDENTITY: &str = "no_identity";
+
+/// The record of an encrypted backup nobody here can decrypt: not drilled, never passed.
+pub(crate) fn not_drilled_no_identity() -> DrillRecord {
+    tracing::warn!("restore drill: not drilled, the backup is encrypted and there is no identity to decrypt it (restore_drill.identity_file)");
+    DrillRecord {
+        passed: false,
+        at: SystemTime::now(),
+        duration_seconds: 0.0,
+        hash: None,
+        reason: Some(
+            "not drilled: no identity (the backup is encrypted; set \
+             restore_drill.identity_file to an identity of one of its recipients)"
+                .into(),
+        ),
+        not_drilled: Some(NO_IDENTITY.into()),
+    }
 }
 
 /// Restores `db` into a temporary directory under `work` and checks it against
@@ -63,6 +87,7 @@ pub(crate) async fn run(
         duration_seconds: started.elapsed().as_secs_f64(),
         hash,
         reason,
+        not_drilled: None,
     };
     tracing::info!(
         cluster = %manifest.cluster, file = %manifest.file, passed, hash = ?record.hash,
@@ -81,6 +106,7 @@ pub(crate) fn failed(reason: String) -> DrillRecord {
         duration_seconds: 0.0,
         hash: None,
         reason: Some(reason),
+        not_drilled: None,
     }
 }
 

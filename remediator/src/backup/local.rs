@@ -9,7 +9,9 @@ use crate::config::Kept;
 use etcdmedic_cluster::config::ClusterName;
 
 use super::retention::expired;
-use super::{compress, BackupError, Manifest};
+use super::sealing::{produced_matches, Sealing};
+use super::stored::{self, Encoded, StoredError};
+use super::{BackupError, Manifest};
 use crate::snapshot;
 
 fn write_error(path: &Path) -> impl Fn(std::io::Error) -> BackupError + '_ {
@@ -62,46 +64,61 @@ pub(crate) async fn finish(
         .collect())
 }
 
-/// Copies the verified snapshot into the directory `dir` (compressed when the manifest says
-/// so) and checks the copy against etcd's trailer again before it counts.
+/// Copies the verified snapshot into the directory `dir` in the backup's stored form
+/// (compressed, encrypted) and checks the copy before it counts: decoded back to the
+/// database and etcd's trailer checked again; an encrypted copy nobody here can decrypt is
+/// checked as the bytes the encoder produced.
 pub(crate) async fn copy_verified(
     from: &Path,
     dir: &Path,
     manifest: &Manifest,
+    sealing: &Sealing,
 ) -> Result<PathBuf, BackupError> {
     snapshot::create_dir(dir)?;
     let path = dir.join(&manifest.file);
     let part = dir.join(format!("{}.part", manifest.file));
-    let compressed = manifest.is_compressed();
+    let form = manifest.form();
     let copied = async {
-        if compressed {
-            let (from, to) = (from.to_path_buf(), part.clone());
-            tokio::task::spawn_blocking(move || compress::compress_file(&from, &to))
-                .await
-                .map_err(std::io::Error::other)
-                .and_then(|done| done)
-                .map_err(write_error(&part))?;
-        } else {
+        let encoded = if form.is_plain() {
             tokio::fs::copy(from, &part)
                 .await
                 .map_err(write_error(&part))?;
             sync_file(&part).await.map_err(write_error(&part))?;
-        }
-        let checked = part.clone();
-        let sha256 =
-            tokio::task::spawn_blocking(move || compress::check_file(&checked, compressed))
+            Encoded::default()
+        } else {
+            let (from, to, encoder) = (from.to_path_buf(), part.clone(), sealing.encoder());
+            blocking(move || stored::encode_file(&from, &to, encoder?))
                 .await
-                .map_err(|err| err.to_string())
-                .and_then(|checked| checked)
-                .map_err(BackupError::Snapshot)?;
-        if sha256 != manifest.sha256 {
-            return Err(BackupError::Snapshot(format!(
-                "the copy in {} has sha256 {sha256}, not {}",
-                part.display(),
-                manifest.sha256
-            )));
+                .map_err(|err| stored_error(&part, err))?
+        };
+        produced_matches(&encoded, manifest).map_err(BackupError::Snapshot)?;
+        let checked = part.clone();
+        let identities = sealing.identities.clone();
+        let found = match encoded.produced_sha256 {
+            // Encrypted: the file holds what was produced (checked decrypting above when
+            // there was an identity).
+            Some(produced) => {
+                let sha256 = blocking(move || stored::sha256_file(&checked))
+                    .await
+                    .map_err(|err| stored_error(&part, err))?;
+                (sha256 != produced).then(|| format!("sha256 {sha256}, not the {produced} written"))
+            }
+            None => {
+                let sha256 =
+                    blocking(move || stored::check_file(&checked, form, identities.as_ref()))
+                        .await
+                        .map_err(|err| stored_error(&part, err))?;
+                (sha256 != manifest.sha256)
+                    .then(|| format!("sha256 {sha256}, not {}", manifest.sha256))
+            }
+        };
+        match found {
+            Some(mismatch) => Err(BackupError::Snapshot(format!(
+                "the copy in {} has {mismatch}",
+                part.display()
+            ))),
+            None => Ok(()),
         }
-        Ok(())
     }
     .await;
     if let Err(err) = copied {
@@ -113,6 +130,25 @@ pub(crate) async fn copy_verified(
         .map_err(write_error(&part))?;
     snapshot::sync_dir(dir).await.map_err(write_error(dir))?;
     Ok(path)
+}
+
+/// Runs blocking file work off the runtime.
+pub(crate) async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, StoredError> + Send + 'static,
+) -> Result<T, StoredError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|err| StoredError::Io(std::io::Error::other(err)))?
+}
+
+fn stored_error(path: &Path, err: StoredError) -> BackupError {
+    match err {
+        StoredError::Io(source) => BackupError::Write {
+            path: path.to_path_buf(),
+            source,
+        },
+        err => BackupError::Snapshot(format!("{}: {err}", path.display())),
+    }
 }
 
 /// The newest backup (a snapshot with its manifest) of `cluster` in `dir`.

@@ -3,10 +3,13 @@
 //! the snapshot under the cluster's lock and hands the verified file to these.
 
 pub(crate) mod bucket;
-pub(crate) mod compress;
 pub(crate) mod drill;
+pub(crate) mod keys;
 pub(crate) mod local;
 mod retention;
+pub(crate) mod sealing;
+pub(crate) mod stored;
+mod unseal;
 
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
@@ -28,12 +31,16 @@ pub struct Manifest {
     pub size_bytes: u64,
     /// sha256 of the database (etcd's trailer, checked while streaming).
     pub sha256: String,
-    /// The stored copy's name: `<snapshot>.db`, or `<snapshot>.db.zst` when compressed.
+    /// The stored copy's name: `<snapshot>.db`, then `.zst` when compressed and `.age` when
+    /// encrypted.
     pub file: String,
     /// `zstd` when the stored copies are compressed (`size_bytes` and `sha256` are the
     /// database's, uncompressed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compression: Option<String>,
+    /// Present when the stored copies are encrypted (after compression).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<Encryption>,
     #[serde(with = "timestamp")]
     pub created_at: SystemTime,
     pub etcdmedic_version: String,
@@ -95,9 +102,28 @@ pub struct RecordedHash {
     pub compact_revision: i64,
 }
 
+/// How a backup's copies are encrypted: with age, to these recipients (public keys only;
+/// any one of their identities decrypts it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Encryption {
+    /// `age` (age-encryption.org/v1, X25519 recipients).
+    pub format: String,
+    pub recipients: Vec<String>,
+}
+
+impl Encryption {
+    pub(crate) fn age(recipients: &[String]) -> Encryption {
+        Encryption {
+            format: "age".into(),
+            recipients: recipients.to_vec(),
+        }
+    }
+}
+
 impl Manifest {
-    pub(crate) fn is_compressed(&self) -> bool {
-        self.compression.as_deref() == Some("zstd")
+    /// How its copies are stored.
+    pub(crate) fn form(&self) -> stored::Form {
+        stored::Form::of(self)
     }
 }
 

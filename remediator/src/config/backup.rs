@@ -29,6 +29,8 @@ pub struct BackupSettings {
     /// When `serve` takes backups by itself; `None`: only when asked.
     pub schedule: Option<CronIn>,
     pub compression: Compression,
+    /// age recipients (checked public keys) the copies are encrypted to; `None`: plain.
+    pub encryption: Option<Vec<String>>,
 }
 
 /// What a destination keeps: its own `retention` keys, else the backup's.
@@ -57,6 +59,7 @@ impl Default for BackupSettings {
             restore_drill: None,
             schedule: None,
             compression: Compression::None,
+            encryption: None,
         }
     }
 }
@@ -68,6 +71,8 @@ impl Default for BackupSettings {
 pub struct RestoreDrill {
     pub etcd: PathBuf,
     pub restore: RestoreTool,
+    /// Decrypts encrypted backups; without it their drill is "not drilled: no identity".
+    pub identity_file: Option<PathBuf>,
 }
 
 /// etcd 3.5 moved `snapshot restore` from etcdctl to etcdutl; 3.4 has only etcdctl's.
@@ -148,6 +153,7 @@ pub(crate) fn resolve(
     if destinations.is_some_and(|list| !list.is_empty()) {
         settings.restore_drill = restore_drill(own, defaults, own_key, base, problems);
     }
+    super::encryption::resolve(own, defaults, own_key, base, &mut settings, problems);
     (problems.0.len() == before).then_some(settings)
 }
 
@@ -193,7 +199,11 @@ fn restore_drill(
         .map(RestoreTool::Etcdutl)
         .or_else(|| find("etcdctl").map(RestoreTool::Etcdctl));
     match (etcd, restore) {
-        (Some(etcd), Some(restore)) => Some(RestoreDrill { etcd, restore }),
+        (Some(etcd), Some(restore)) => Some(RestoreDrill {
+            etcd,
+            restore,
+            identity_file: None,
+        }),
         (etcd, _) => {
             let missing = if etcd.is_none() {
                 "etcd"
@@ -220,7 +230,7 @@ fn is_executable(path: &Path) -> bool {
 
 /// A setting from the cluster's block when set there, else from the default block, with the
 /// key it was written under (`name` is its path inside the block).
-fn setting<T>(
+pub(super) fn setting<T>(
     own: Option<&BackupFile>,
     defaults: Option<&BackupFile>,
     own_key: &str,

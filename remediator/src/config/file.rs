@@ -30,6 +30,16 @@ pub struct BackupFile {
     /// The IANA time zone `schedule` is read in (UTC when absent).
     #[serde(default)]
     pub time_zone: Option<String>,
+    /// Copies are encrypted with age to these recipients.
+    #[serde(default)]
+    pub encryption: Option<EncryptionFile>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EncryptionFile {
+    /// age X25519 public keys (`age1…`); any one of their identities decrypts a backup.
+    pub recipients: Vec<String>,
 }
 
 /// Each new backup is restored into a throwaway etcd before it counts.
@@ -41,6 +51,9 @@ pub struct RestoreDrillFile {
     /// Where `etcd` and `etcdutl` (or, for etcd 3.4, `etcdctl`) are; default: `PATH`.
     #[serde(default)]
     pub bin_dir: Option<PathBuf>,
+    /// The age identity file that decrypts encrypted backups for the drill (0600).
+    #[serde(default)]
+    pub identity_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

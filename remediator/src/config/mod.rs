@@ -12,6 +12,7 @@
 
 mod backup;
 mod destination;
+mod encryption;
 pub mod file;
 mod remediation;
 pub mod when;

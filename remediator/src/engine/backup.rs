@@ -5,7 +5,7 @@
 
 use std::time::SystemTime;
 
-use crate::config::{BackupSettings, Compression, Destination};
+use crate::config::{BackupSettings, Destination};
 use etcdmedic_cluster::config::ClusterName;
 use etcdmedic_cluster::model::ClusterStatus;
 use serde::Serialize;
@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use super::etcd::Etcd;
 use super::Remediator;
 use crate::backup::bucket::{Bucket, Streamed};
+use crate::backup::sealing::Sealing;
 use crate::backup::{BackupError, BackupReport, Manifest, RecordedHash};
 use crate::lock::RunLock;
 use crate::plan::member_ref;
@@ -38,6 +39,7 @@ impl<E: Etcd> Remediator<E> {
     ) -> Result<BackupReport, BackupError> {
         let cluster = self.etcd.cluster().clone();
         let destinations = chosen(backup, only, &cluster)?;
+        let sealing = Sealing::of(backup)?;
         let lock_dir = snapshot::cluster_dir(&self.settings.snapshot_dir, &cluster);
         snapshot::create_dir(&lock_dir)?;
         let _lock = RunLock::acquire(&lock_dir, &cluster).map_err(BackupError::Locked)?;
@@ -46,12 +48,11 @@ impl<E: Etcd> Remediator<E> {
         let collected = self.etcd.collect().await;
         let (member, status) = source(&collected).ok_or(BackupError::NoMember)?;
         // The snapshot streams into the first local destination asked for; with none (or
-        // when the copies are compressed), into the cluster's snapshot directory, and that
-        // copy goes once every copy is made.
-        let compressed = backup.compression == Compression::Zstd;
+        // when the copies are compressed or encrypted), into the cluster's snapshot
+        // directory, and that copy goes once every copy is made.
         let streamed_into = destinations
             .iter()
-            .filter(|_| !compressed)
+            .filter(|_| sealing.form.is_plain())
             .find_map(|d| d.local_path())
             .map(|path| snapshot::cluster_dir(path, &cluster));
         let staged = streamed_into.is_none();
@@ -60,7 +61,7 @@ impl<E: Etcd> Remediator<E> {
         snapshot::remove_leftover_parts(&stream_dir, &cluster);
         let created_at = SystemTime::now();
         let name = snapshot::file_name(&cluster, created_at, status.revision);
-        let stored_name = stored_name(&name, compressed);
+        let stored_name = sealing.form.stored_name(&name);
         let stream = self
             .etcd
             .snapshot(&member.endpoint)
@@ -77,7 +78,7 @@ impl<E: Etcd> Remediator<E> {
                 let upload = tokio::spawn(bucket.receive(
                     chunks,
                     stored_name.clone(),
-                    compressed,
+                    sealing.clone(),
                     stop.clone(),
                 ));
                 (Some(sender), Some((destination, upload)))
@@ -117,22 +118,31 @@ impl<E: Etcd> Remediator<E> {
             size_bytes: saved.size_bytes,
             sha256: saved.sha256,
             file: stored_name,
-            compression: compressed.then(|| "zstd".to_string()),
+            compression: None,
+            encryption: None,
             created_at,
             etcdmedic_version: etcdmedic_cluster::build_info::VERSION.to_string(),
             restore_drill: None,
             cluster_id: crate::backup::cluster_id(&collected),
             members: crate::backup::Topology::of(&collected),
         };
+        sealing.record(&mut manifest);
         // The drill runs on the saved file while the bucket completes the upload.
         let (streamed, proven) = tokio::join!(
             finish_upload(receiving, &cluster),
-            self.prove(backup, &saved.path, &mut manifest, stop)
+            self.prove(backup, &saved.path, &mut manifest, &sealing, stop)
         );
         let landing = match proven {
             Ok(()) => {
-                self.land_all(backup, &destinations, &saved.path, manifest, streamed, stop)
-                    .await
+                self.land_all(
+                    backup,
+                    &destinations,
+                    &saved.path,
+                    manifest,
+                    (&sealing, streamed),
+                    stop,
+                )
+                .await
             }
             Err(err) => {
                 if let Some((_, streamed)) = &streamed {
@@ -172,14 +182,6 @@ impl<E: Etcd> Remediator<E> {
                 None
             }
         }
-    }
-}
-
-/// The name of a stored copy of the snapshot `name`.
-pub(super) fn stored_name(name: &str, compressed: bool) -> String {
-    match compressed {
-        true => format!("{name}{}", snapshot::ZSTD_SUFFIX),
-        false => name.to_string(),
     }
 }
 

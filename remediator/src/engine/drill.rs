@@ -9,7 +9,10 @@ use super::backup::chosen;
 use super::etcd::Etcd;
 use super::Remediator;
 use crate::backup::bucket::Bucket;
-use crate::backup::{compress, drill, local, BackupError};
+use crate::backup::keys::Identities;
+use crate::backup::local::blocking;
+use crate::backup::stored::{self, Form};
+use crate::backup::{drill, local, BackupError};
 use crate::lock::RunLock;
 use crate::snapshot;
 
@@ -23,13 +26,15 @@ pub struct DrillReport {
 
 impl<E: Etcd> Remediator<E> {
     /// Drills the backup `file` (default: the newest) in the destination `only` (default:
-    /// the first local one, else the first bucket), and records the outcome in its manifest. Takes the
-    /// cluster's lock, so the retention cannot remove the backup meanwhile.
+    /// the first local one, else the first bucket), and records the outcome in its manifest.
+    /// An encrypted backup is decrypted with `identity` (default: the drill's identity file).
+    /// Takes the cluster's lock, so the retention cannot remove the backup meanwhile.
     pub async fn drill(
         &self,
         backup: &BackupSettings,
         only: Option<&str>,
         file: Option<&str>,
+        identity: Option<&std::path::Path>,
         stop: &CancellationToken,
     ) -> Result<DrillReport, BackupError> {
         let cluster = self.etcd.cluster().clone();
@@ -38,6 +43,13 @@ impl<E: Etcd> Remediator<E> {
                 "restore drills are off for cluster {cluster} (backup.restore_drill.enabled: false)"
             ))
         })?;
+        let identities = match identity.or(settings.identity_file.as_deref()) {
+            Some(path) => {
+                Some(Identities::read(path).map_err(|err| BackupError::Config(err.to_string()))?)
+            }
+            None => None,
+        };
+        let identities = identities.as_ref();
         let chosen = chosen(backup, only, &cluster)?;
         // A local copy when there is one (no download); a bucket when asked or the only one.
         let destination = chosen
@@ -55,7 +67,7 @@ impl<E: Etcd> Remediator<E> {
         let Some(path) = destination.local_path() else {
             let bucket = Bucket::open(destination, &cluster)?;
             return self
-                .drill_in_bucket(settings, &destination.name, bucket, file, stop)
+                .drill_in_bucket(settings, &destination.name, bucket, file, identities, stop)
                 .await;
         };
         let dir = snapshot::cluster_dir(path, &cluster);
@@ -74,17 +86,18 @@ impl<E: Etcd> Remediator<E> {
             return Err(no_backup());
         }
         let mut manifest = local::read_manifest(&db).await?;
-        let compressed = manifest.is_compressed();
-        let checked = {
-            let db = db.clone();
-            tokio::task::spawn_blocking(move || compress::check_file(&db, compressed))
-                .await
-                .map_err(|err| err.to_string())
-                .and_then(|checked| checked)
+        let form = manifest.form();
+        let checked = match (form.encrypted, identities) {
+            (true, None) => Err(stored::StoredError::NoIdentity),
+            _ => {
+                let (db, identities) = (db.clone(), identities.cloned());
+                blocking(move || stored::check_file(&db, form, identities.as_ref())).await
+            }
         };
         let record = match checked {
+            Err(stored::StoredError::NoIdentity) => drill::not_drilled_no_identity(),
             Ok(sha256) if sha256 == manifest.sha256 => {
-                self.drill_stored(settings, &db, &manifest, &lock_dir, stop)
+                self.drill_stored(settings, &db, &manifest, identities, &lock_dir, stop)
                     .await
             }
             Ok(sha256) => drill::failed(format!(
@@ -111,6 +124,7 @@ impl<E: Etcd> Remediator<E> {
         destination: &str,
         bucket: Bucket,
         file: Option<&str>,
+        identities: Option<&Identities>,
         stop: &CancellationToken,
     ) -> Result<DrillReport, BackupError> {
         let cluster = self.etcd.cluster().clone();
@@ -129,10 +143,29 @@ impl<E: Etcd> Remediator<E> {
         };
         let mut manifest = bucket.manifest(&file).await?;
         let downloaded = lock_dir.join(format!(".drill-download-{file}"));
-        let record = match bucket.download(&file, &downloaded, stop).await {
+        let no_identity = manifest.form().encrypted && identities.is_none();
+        let downloading = async {
+            match no_identity {
+                true => Err(BackupError::Config(String::new())),
+                false => {
+                    bucket
+                        .download(&manifest, identities, &downloaded, stop)
+                        .await
+                }
+            }
+        };
+        let record = match downloading.await {
+            _ if no_identity => drill::not_drilled_no_identity(),
             Ok(sha256) if sha256 == manifest.sha256 => {
-                self.drill_stored(settings, &downloaded, &manifest, &lock_dir, stop)
-                    .await
+                self.drill_stored(
+                    settings,
+                    &downloaded,
+                    &manifest,
+                    identities,
+                    &lock_dir,
+                    stop,
+                )
+                .await
             }
             Ok(sha256) => drill::failed(format!(
                 "the object's sha256 is {sha256}, its manifest says {}",
@@ -151,29 +184,29 @@ impl<E: Etcd> Remediator<E> {
         })
     }
 
-    /// Drills the stored copy `stored`, decompressed first into `scratch` when it is.
+    /// Drills the stored copy `stored`, decoded first into `scratch` when it is compressed
+    /// or encrypted.
     async fn drill_stored(
         &self,
         settings: &RestoreDrill,
         stored: &std::path::Path,
         manifest: &crate::backup::Manifest,
+        identities: Option<&Identities>,
         scratch: &std::path::Path,
         stop: &CancellationToken,
     ) -> drill::DrillRecord {
-        if !manifest.is_compressed() {
+        let form: Form = manifest.form();
+        if form.is_plain() {
             return drill::run(settings, stored, manifest, scratch, stop).await;
         }
-        let plain = scratch.join(format!(".drill-decompressed-{}.db", manifest.revision));
-        let decompressed = {
-            let (from, to) = (stored.to_path_buf(), plain.clone());
-            tokio::task::spawn_blocking(move || compress::decompress_file(&from, &to))
-                .await
-                .map_err(|err| err.to_string())
-                .and_then(|done| done.map_err(|err| err.to_string()))
+        let plain = scratch.join(format!(".drill-decoded-{}.db", manifest.revision));
+        let decoded = {
+            let (from, to, identities) = (stored.to_path_buf(), plain.clone(), identities.cloned());
+            blocking(move || stored::decode_file(&from, &to, form, identities.as_ref())).await
         };
-        let record = match decompressed {
+        let record = match decoded {
             Ok(()) => drill::run(settings, &plain, manifest, scratch, stop).await,
-            Err(reason) => drill::failed(format!("decompressing {}: {reason}", stored.display())),
+            Err(reason) => drill::failed(format!("decoding {}: {reason}", stored.display())),
         };
         let _ = tokio::fs::remove_file(&plain).await;
         record

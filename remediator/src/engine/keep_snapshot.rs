@@ -6,12 +6,13 @@
 
 use std::time::SystemTime;
 
-use crate::config::{Compression, Destination};
+use crate::config::Destination;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::etcd::Etcd;
 use super::{Remediator, Run};
+use crate::backup::sealing::Sealing;
 use crate::backup::{local, BackupError, Manifest, RunBackup};
 use crate::lock::RunLock;
 use crate::report::{MemberRef, SnapshotReport};
@@ -37,11 +38,12 @@ impl<E: Etcd> Run<'_, E> {
         let manifest = local::read_manifest(&db).await.ok()?;
         let proven = self.backup.restore_drill.is_none()
             || manifest.restore_drill.as_ref().is_some_and(|d| d.passed);
-        // A compressed copy would have to be decompressed first: no shorter than streaming.
+        // A compressed or encrypted copy would have to be decoded first: no shorter than
+        // streaming.
         if manifest.cluster != cluster.as_str()
             || manifest.revision != revision
             || !proven
-            || manifest.is_compressed()
+            || !manifest.form().is_plain()
         {
             return None;
         }
@@ -99,16 +101,17 @@ impl<E: Etcd> Remediator<E> {
             let created_at = std::fs::metadata(&taken.path)
                 .and_then(|m| m.modified())
                 .unwrap_or_else(|_| SystemTime::now());
-            let compressed = self.backup.compression == Compression::Zstd;
-            let manifest = Manifest {
+            let sealing = Sealing::of(&self.backup)?;
+            let mut manifest = Manifest {
                 cluster: cluster.to_string(),
                 member: taken.from.clone(),
                 revision: taken.revision,
                 etcd_version: version,
                 size_bytes: taken.size_bytes,
                 sha256: taken.sha256.clone(),
-                file: super::backup::stored_name(&file, compressed),
-                compression: compressed.then(|| "zstd".to_string()),
+                file: sealing.form.stored_name(&file),
+                compression: None,
+                encryption: None,
                 created_at,
                 etcdmedic_version: etcdmedic_cluster::build_info::VERSION.to_string(),
                 hash_kv: self.recorded_hash(&taken.from, taken.revision).await,
@@ -116,9 +119,17 @@ impl<E: Etcd> Remediator<E> {
                 cluster_id: crate::backup::cluster_id(&collected),
                 members: crate::backup::Topology::of(&collected),
             };
+            sealing.record(&mut manifest);
             let destinations: Vec<&Destination> = self.backup.destinations.iter().collect();
-            self.prove_and_land(&self.backup, &destinations, &taken.path, manifest, stop)
-                .await
+            self.prove_and_land(
+                &self.backup,
+                &destinations,
+                &taken.path,
+                manifest,
+                &sealing,
+                stop,
+            )
+            .await
         }
         .await;
         match kept {

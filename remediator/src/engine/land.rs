@@ -13,6 +13,7 @@ use super::backup::Missed;
 use super::etcd::Etcd;
 use super::Remediator;
 use crate::backup::bucket::{Bucket, Streamed};
+use crate::backup::sealing::Sealing;
 use crate::backup::{drill, local, BackupError, Landed, Manifest};
 use crate::snapshot;
 
@@ -25,25 +26,33 @@ impl<E: Etcd> Remediator<E> {
         destinations: &[&Destination],
         db: &Path,
         mut manifest: Manifest,
+        sealing: &Sealing,
         stop: &CancellationToken,
     ) -> Result<(Manifest, Vec<Landed>, Vec<Missed>), BackupError> {
-        self.prove(backup, db, &mut manifest, stop).await?;
-        self.land_all(backup, destinations, db, manifest, None, stop)
+        self.prove(backup, db, &mut manifest, sealing, stop).await?;
+        self.land_all(backup, destinations, db, manifest, (sealing, None), stop)
             .await
     }
 
     /// The restore drill of `db` (when drills are on), its record put in the manifest; `Err`
-    /// when it failed: then the snapshot is not a backup.
+    /// when it failed: then the snapshot is not a backup. An encrypted backup with no
+    /// identity to decrypt its copies is recorded as not drilled, never as passed: drilling
+    /// the database here would prove nothing about the copies a restore will have to open.
     pub(super) async fn prove(
         &self,
         backup: &BackupSettings,
         db: &Path,
         manifest: &mut Manifest,
+        sealing: &Sealing,
         stop: &CancellationToken,
     ) -> Result<(), BackupError> {
         let Some(settings) = &backup.restore_drill else {
             return Ok(());
         };
+        if sealing.form.encrypted && sealing.identities.is_none() {
+            manifest.restore_drill = Some(drill::not_drilled_no_identity());
+            return Ok(());
+        }
         let scratch = snapshot::cluster_dir(&self.settings.snapshot_dir, self.etcd.cluster());
         let record = drill::run(settings, db, manifest, &scratch, stop).await;
         let failed = (!record.passed).then(|| record.reason.clone().unwrap_or_default());
@@ -54,16 +63,16 @@ impl<E: Etcd> Remediator<E> {
         }
     }
 
-    /// Puts the proven snapshot `db` with its manifest in every destination (recording the
-    /// object `streamed` uploaded beside the stream where it went); the destinations it could
-    /// not reach are reported, not fatal.
+    /// Puts the proven snapshot `db` with its manifest in every destination in the form
+    /// `sealing` writes (recording the object `streamed` uploaded beside the stream where it
+    /// went); the destinations it could not reach are reported, not fatal.
     pub(super) async fn land_all(
         &self,
         backup: &BackupSettings,
         destinations: &[&Destination],
         db: &Path,
         manifest: Manifest,
-        streamed: Option<(String, Streamed)>,
+        (sealing, streamed): (&Sealing, Option<(String, Streamed)>),
         stop: &CancellationToken,
     ) -> Result<(Manifest, Vec<Landed>, Vec<Missed>), BackupError> {
         let cluster = self.etcd.cluster().clone();
@@ -83,11 +92,29 @@ impl<E: Etcd> Remediator<E> {
                         Ok(done) => Ok(done),
                         Err(reason) => {
                             tracing::warn!(%cluster, destination = %destination.name, %reason, "backup: the object uploaded beside the stream did not check out; uploading the saved file");
-                            land(destination, db, &cluster, &manifest, backup, stop).await
+                            land(
+                                destination,
+                                db,
+                                &cluster,
+                                &manifest,
+                                (backup, sealing),
+                                stop,
+                            )
+                            .await
                         }
                     }
                 }
-                None => land(destination, db, &cluster, &manifest, backup, stop).await,
+                None => {
+                    land(
+                        destination,
+                        db,
+                        &cluster,
+                        &manifest,
+                        (backup, sealing),
+                        stop,
+                    )
+                    .await
+                }
             };
             match result {
                 Ok(done) => landed.push(done),
@@ -141,7 +168,7 @@ async fn land(
     db: &Path,
     cluster: &ClusterName,
     manifest: &Manifest,
-    backup: &BackupSettings,
+    (backup, sealing): (&BackupSettings, &Sealing),
     stop: &CancellationToken,
 ) -> Result<Landed, BackupError> {
     let name = destination.name.to_string();
@@ -151,7 +178,7 @@ async fn land(
             let db = if db.parent() == Some(dir.as_path()) {
                 db.to_path_buf()
             } else {
-                local::copy_verified(db, &dir, manifest).await?
+                local::copy_verified(db, &dir, manifest, sealing).await?
             };
             let removed = local::finish(&db, manifest, backup.kept_in(destination)).await?;
             let stored_bytes = std::fs::metadata(&db)
@@ -172,7 +199,7 @@ async fn land(
         }
         Target::S3(_) | Target::Gcs(_) | Target::Azure(_) => {
             let bucket = Bucket::open(destination, cluster)?;
-            let verified_by = bucket.upload(db, manifest, stop).await?;
+            let verified_by = bucket.upload(db, manifest, sealing, stop).await?;
             let stored_bytes = bucket.stored_size(&manifest.file).await?;
             let removed = bucket.retention(backup.kept_in(destination)).await?;
             Ok(Landed {

@@ -177,7 +177,7 @@ pub fn pick<'a>(
 
 /// `<snapshot>.db` of a stored name (`<snapshot>.db.zst` when compressed).
 pub fn snapshot_name(stored: &str) -> &str {
-    stored.strip_suffix(snapshot::ZSTD_SUFFIX).unwrap_or(stored)
+    snapshot::without_encoding(stored)
 }
 
 impl From<BackupError> for RestoreError {
@@ -208,6 +208,7 @@ mod tests {
             duration_seconds: 1.0,
             hash: None,
             reason: (!passed).then(|| "hash differs".to_string()),
+            not_drilled: None,
         });
         Candidate {
             destination: if remote { "offsite" } else { "near" }.into(),

@@ -10,7 +10,9 @@ use tokio_util::sync::CancellationToken;
 use super::choose::{Candidate, Stored};
 use super::RestoreError;
 use crate::backup::bucket::Bucket;
-use crate::backup::compress;
+use crate::backup::keys::Identities;
+use crate::backup::local::blocking;
+use crate::backup::stored;
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RestoreError + '_ {
     move |source| RestoreError::Io {
@@ -19,11 +21,12 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RestoreError + '_ {
     }
 }
 
-/// Writes the database of `chosen` to `to` (creating its directory, 0700) and returns its
-/// checked sha256.
+/// Writes the database of `chosen` to `to` (creating its directory, 0700), decoded when it
+/// is compressed or encrypted (with `identities`), and returns its checked sha256.
 pub(super) async fn checked_snapshot(
     chosen: &Candidate,
     to: &Path,
+    identities: Option<&Identities>,
     stop: &CancellationToken,
 ) -> Result<String, RestoreError> {
     let manifest = &chosen.manifest;
@@ -33,7 +36,7 @@ pub(super) async fn checked_snapshot(
         .mode(0o700)
         .create(dir)
         .map_err(io(dir))?;
-    let compressed = manifest.is_compressed();
+    let form = manifest.form();
     let damaged = |why: String| RestoreError::Damaged {
         file: manifest.file.clone(),
         why,
@@ -41,33 +44,27 @@ pub(super) async fn checked_snapshot(
     let sha256 = match &chosen.stored {
         Stored::File(path) => {
             let (from, into) = (path.clone(), to.to_path_buf());
-            tokio::task::spawn_blocking(move || -> Result<String, String> {
-                if compressed {
-                    compress::decompress_file(&from, &into)
-                        .map_err(|err| format!("decompressing {}: {err}", from.display()))?;
-                } else {
-                    std::fs::copy(&from, &into)
-                        .map_err(|err| format!("copying {}: {err}", from.display()))?;
-                }
-                compress::check_file(&into, false)
+            let identities = identities.cloned();
+            blocking(move || {
+                stored::decode_file(&from, &into, form, identities.as_ref())?;
+                stored::check_file(&into, stored::Form::default(), None)
             })
             .await
-            .map_err(|err| damaged(err.to_string()))?
-            .map_err(damaged)?
+            .map_err(|err| damaged(format!("{}: {err}", path.display())))?
         }
         Stored::Object { destination, .. } => {
             let cluster = etcdmedic_cluster::config::ClusterName::new(&manifest.cluster)
                 .map_err(|err| damaged(err.to_string()))?;
             let bucket = Bucket::open(destination, &cluster)?;
             let stored = dir.join(format!(".download-{}", manifest.file));
-            let downloaded = bucket.download(&manifest.file, &stored, stop).await;
+            let downloaded = bucket.download(manifest, identities, &stored, stop).await;
             let sha256 = match downloaded {
-                Ok(sha256) if compressed => {
+                Ok(sha256) if !form.is_plain() => {
                     let (from, into) = (stored.clone(), to.to_path_buf());
-                    tokio::task::spawn_blocking(move || compress::decompress_file(&from, &into))
+                    let identities = identities.cloned();
+                    blocking(move || stored::decode_file(&from, &into, form, identities.as_ref()))
                         .await
-                        .map_err(|err| damaged(err.to_string()))?
-                        .map_err(|err| damaged(format!("decompressing: {err}")))?;
+                        .map_err(|err| damaged(format!("decoding: {err}")))?;
                     Ok(sha256)
                 }
                 Ok(sha256) => std::fs::rename(&stored, to)

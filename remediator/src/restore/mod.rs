@@ -26,6 +26,8 @@ pub mod next_steps;
 
 pub use members::Bump;
 
+use crate::backup::keys::Identities;
+
 /// How far above the backup's revision the restored keyspace starts by default: a billion
 /// revisions, more than any cluster writes between its last backup and its loss (a
 /// Kubernetes cluster busy at a thousand writes a second takes eleven days to write that
@@ -45,6 +47,23 @@ pub enum RestoreError {
         recorded: String,
         cluster: String,
     },
+    #[error(
+        "backup {file} is encrypted (age, to {recipients}): give --identity FILE, an age \
+         identity file holding the secret key of one of them"
+    )]
+    NoIdentity { file: String, recipients: String },
+    #[error(
+        "--identity {path}: none of its identities ({public}) is among backup {file}'s \
+         recipients ({recipients})", path = .path.display()
+    )]
+    NotARecipient {
+        path: PathBuf,
+        file: String,
+        public: String,
+        recipients: String,
+    },
+    #[error("--identity: {0}")]
+    Identity(crate::backup::keys::KeyError),
     #[error("backup {file} is damaged: {why}")]
     Damaged { file: String, why: String },
     #[error("{path} is not empty: restore writes into a new or empty directory", path = .0.display())]
@@ -112,6 +131,8 @@ pub struct RestoreRequest {
     pub dry_run: bool,
     /// `--etcdutl`; `None`: the restore drill's tool.
     pub etcdutl: Option<PathBuf>,
+    /// `--identity`: decrypts an encrypted backup; `None`: the drill's identity file.
+    pub identity: Option<PathBuf>,
 }
 
 /// One data directory to write.
@@ -210,6 +231,7 @@ pub async fn restore(
             cluster: cluster.to_string(),
         });
     }
+    let identities = identities(request, backup, manifest)?;
     let members = members::chosen(&request.members, &manifest.members)?;
     let snapshot = request.into.join(choose::snapshot_name(&manifest.file));
     let created = humantime::format_rfc3339_seconds(SystemTime::now())
@@ -248,7 +270,7 @@ pub async fn restore(
     }
     let created_target = !request.into.exists();
     let written = async {
-        let sha256 = fetch::checked_snapshot(chosen, &snapshot, stop).await?;
+        let sha256 = fetch::checked_snapshot(chosen, &snapshot, identities.as_ref(), stop).await?;
         // The plan lists the members in the same order, each with its directory.
         for (member, planned) in members.iter().zip(&plan.members) {
             write_member(&plan, member, &members, &planned.data_dir).await?;
@@ -267,6 +289,41 @@ pub async fn restore(
             Err(err)
         }
     }
+}
+
+/// The identities that decrypt the backup `manifest` describes, when it is encrypted: from
+/// `--identity`, else the drill's identity file; refused when none is given or none of them
+/// is one of the backup's recipients.
+fn identities(
+    request: &RestoreRequest,
+    backup: &BackupSettings,
+    manifest: &crate::backup::Manifest,
+) -> Result<Option<Identities>, RestoreError> {
+    let Some(encryption) = &manifest.encryption else {
+        return Ok(None);
+    };
+    let recipients = encryption.recipients.join(", ");
+    let drill_identity = backup
+        .restore_drill
+        .as_ref()
+        .and_then(|d| d.identity_file.clone());
+    let Some(path) = request.identity.clone().or(drill_identity) else {
+        return Err(RestoreError::NoIdentity {
+            file: manifest.file.clone(),
+            recipients,
+        });
+    };
+    let identities = Identities::read(&path).map_err(RestoreError::Identity)?;
+    let public = identities.public();
+    if !public.iter().any(|p| encryption.recipients.contains(p)) {
+        return Err(RestoreError::NotARecipient {
+            path,
+            file: manifest.file.clone(),
+            public: public.join(", "),
+            recipients,
+        });
+    }
+    Ok(Some(identities))
 }
 
 /// Removes what a failed restore wrote, so the target is as it was.

@@ -80,6 +80,7 @@ mod alert_rules;
 mod backup;
 mod backup_clouds;
 mod backup_compressed;
+mod backup_encrypted;
 mod backup_offsite;
 mod backup_remediation;
 mod backup_service;

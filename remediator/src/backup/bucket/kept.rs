@@ -10,8 +10,9 @@ use object_store::{ObjectStoreExt, PutPayload};
 use tokio_util::sync::CancellationToken;
 
 use super::{manifest_key, Bucket};
-use crate::backup::compress::StoredCheck;
+use crate::backup::keys::Identities;
 use crate::backup::retention::expired;
+use crate::backup::stored::StoredCheck;
 use crate::backup::{BackupError, Manifest};
 use crate::snapshot;
 
@@ -77,20 +78,27 @@ impl Bucket {
             .map_err(|err| self.failed(format!("writing the manifest: {err}")))
     }
 
-    /// Downloads the backup `file` to `to` as it is stored, checking it against etcd's
-    /// trailer on the way (decompressed first when it is compressed); the database's sha256.
+    /// Downloads the backup `manifest` describes to `to` as it is stored, checking it against
+    /// etcd's trailer on the way (decoded first when it is compressed or encrypted, which
+    /// needs `identities`); the database's sha256.
     pub(crate) async fn download(
         &self,
-        file: &str,
+        manifest: &Manifest,
+        identities: Option<&Identities>,
         to: &Path,
         stop: &CancellationToken,
     ) -> Result<String, BackupError> {
         use tokio::io::AsyncWriteExt;
+        let file = manifest.file.as_str();
         let key = self.dir.clone().join(file);
         let write_error = |source| BackupError::Write {
             path: to.to_path_buf(),
             source,
         };
+        let unreadable =
+            |what: String| BackupError::Snapshot(format!("{}: {what}", self.url(file)));
+        let mut check = StoredCheck::new(manifest.form(), identities)
+            .map_err(|err| unreadable(err.to_string()))?;
         let mut stream = self
             .store
             .get(&key)
@@ -98,10 +106,6 @@ impl Bucket {
             .map_err(|err| self.failed(format!("downloading {}: {err}", self.url(file))))?
             .into_stream();
         let mut out = tokio::fs::File::create(to).await.map_err(write_error)?;
-        let compressed = file.ends_with(snapshot::ZSTD_SUFFIX);
-        let unreadable =
-            |what: String| BackupError::Snapshot(format!("{}: {what}", self.url(file)));
-        let mut check = StoredCheck::new(compressed).map_err(|err| unreadable(err.to_string()))?;
         while let Some(bytes) = stream.next().await {
             if stop.is_cancelled() {
                 return Err(BackupError::Stopped);
@@ -113,7 +117,10 @@ impl Bucket {
             out.write_all(&bytes).await.map_err(write_error)?;
         }
         out.flush().await.map_err(write_error)?;
-        check.finish().map(|(_, sha256)| sha256).map_err(unreadable)
+        check
+            .finish()
+            .map(|(_, sha256)| sha256)
+            .map_err(|err| unreadable(err.to_string()))
     }
 
     /// Removes the backups the retention names (manifest first), once the newest is in. A

@@ -26,7 +26,8 @@ mod streamed;
 
 pub(crate) use streamed::Streamed;
 
-use super::compress::{Compressor, StoredCheck};
+use super::sealing::{produced_matches, Sealing};
+use super::stored::{hex, Encoded, StoredCheck};
 use super::{BackupError, Manifest};
 use crate::snapshot;
 use etag::{Etags, PartDigests};
@@ -97,12 +98,13 @@ impl Bucket {
         &self,
         db: &Path,
         manifest: &Manifest,
+        sealing: &Sealing,
         stop: &CancellationToken,
     ) -> Result<&'static str, BackupError> {
         let mut pause = FIRST_BACKOFF;
         let mut attempt = 1;
         loop {
-            match self.upload_once(db, manifest, stop).await {
+            match self.upload_once(db, manifest, sealing, stop).await {
                 Ok(verified_by) => return Ok(verified_by),
                 Err(UploadFailure::Stopped) => return Err(BackupError::Stopped),
                 Err(UploadFailure::Failed(reason)) if attempt >= ATTEMPTS => {
@@ -131,14 +133,14 @@ impl Bucket {
         &self,
         db: &Path,
         manifest: &Manifest,
+        sealing: &Sealing,
         stop: &CancellationToken,
     ) -> Result<&'static str, UploadFailure> {
         let key = self.dir.clone().join(manifest.file.as_str());
         let result = async {
-            let etags = self
-                .put_parts(db, &key, manifest.is_compressed(), stop)
-                .await?;
-            self.confirm_and_record(&etags, manifest, stop).await
+            let sent = self.put_parts(db, &key, sealing, stop).await?;
+            self.confirm_and_record(&sent, manifest, sealing, stop)
+                .await
         }
         .await;
         if result.is_err() {
@@ -151,22 +153,36 @@ impl Bucket {
     /// its manifest: from then on it counts. How it was confirmed.
     async fn confirm_and_record(
         &self,
-        etags: &Etags,
+        sent: &Sent,
         manifest: &Manifest,
+        sealing: &Sealing,
         stop: &CancellationToken,
     ) -> Result<&'static str, UploadFailure> {
         let key = self.dir.clone().join(manifest.file.as_str());
+        produced_matches(&sent.encoded, manifest).map_err(UploadFailure::Failed)?;
         // A store whose ETag is not the usual multipart one (encryption with a KMS key, some
         // S3-compatible servers) is confirmed by reading the object back instead.
-        let verified_by = if etags.agree() {
+        let verified_by = if sent.etags.agree() {
             "etag"
         } else {
-            let (size, sha256) = self.read_back(&key, manifest.is_compressed(), stop).await?;
-            if (size, sha256.as_str()) != (manifest.size_bytes, manifest.sha256.as_str()) {
+            let (found, expected) = match &sent.encoded.produced_sha256 {
+                // Encrypted: the object must be the bytes sent (decrypting them was checked
+                // as they were produced, when there was an identity).
+                Some(produced) => (self.read_back_sealed(&key, stop).await?, produced.clone()),
+                None => {
+                    let (size, sha256) = self.read_back(&key, manifest, sealing, stop).await?;
+                    (
+                        format!("{size} bytes with sha256 {sha256}"),
+                        format!(
+                            "{} bytes with sha256 {}",
+                            manifest.size_bytes, manifest.sha256
+                        ),
+                    )
+                }
+            };
+            if found != expected {
                 return Err(UploadFailure::Failed(format!(
-                    "read back {size} bytes with sha256 {sha256}; uploaded {} bytes with \
-                     sha256 {}",
-                    manifest.size_bytes, manifest.sha256
+                    "read back {found}; uploaded {expected}"
                 )));
             }
             "read_back"
@@ -191,9 +207,9 @@ impl Bucket {
         &self,
         db: &Path,
         key: &Key,
-        compressed: bool,
+        sealing: &Sealing,
         stop: &CancellationToken,
-    ) -> Result<Etags, UploadFailure> {
+    ) -> Result<Sent, UploadFailure> {
         let upload = self
             .store
             .put_multipart(key)
@@ -207,9 +223,8 @@ impl Bucket {
             let mut buffer = vec![0u8; 1 << 20];
             let (mut sent, mut last_progress) = (0u64, Instant::now());
             let mut parts = PartDigests::default();
-            let compressing =
-                |err: std::io::Error| UploadFailure::Failed(format!("compressing: {err}"));
-            let mut compressor = Compressor::new(compressed).map_err(compressing)?;
+            let encoding = |err| UploadFailure::Failed(format!("encoding: {err}"));
+            let mut encoder = sealing.encoder().map_err(encoding)?;
             loop {
                 if stop.is_cancelled() {
                     return Err(UploadFailure::Stopped);
@@ -223,12 +238,12 @@ impl Bucket {
                     .await
                     .map_err(|err| UploadFailure::Failed(format!("{}: {err}", db.display())))?;
                 if read == 0 {
-                    let rest = compressor.finish().map_err(compressing)?;
+                    let (rest, encoded) = encoder.finish().map_err(encoding)?;
                     parts.update(&rest);
                     writer.write(&rest);
-                    return Ok(parts.etag());
+                    return Ok((parts.etag(), encoded));
                 }
-                let stored = compressor.feed(&buffer[..read]).map_err(compressing)?;
+                let stored = encoder.feed(&buffer[..read]).map_err(encoding)?;
                 parts.update(&stored);
                 writer.write(&stored);
                 sent += read as u64;
@@ -240,12 +255,15 @@ impl Bucket {
         }
         .await;
         match written {
-            Ok(expected) => writer
+            Ok((expected, encoded)) => writer
                 .finish()
                 .await
-                .map(|put| Etags {
-                    expected,
-                    stored: put.e_tag,
+                .map(|put| Sent {
+                    etags: Etags {
+                        expected,
+                        stored: put.e_tag,
+                    },
+                    encoded,
                 })
                 .map_err(|err| UploadFailure::Failed(format!("completing the upload: {err}"))),
             Err(err) => {
@@ -255,12 +273,13 @@ impl Bucket {
         }
     }
 
-    /// Downloads the object and checks it as a stream from etcd is checked (decompressed
-    /// first when it is compressed).
+    /// Downloads the object and checks it as a stream from etcd is checked (decoded first
+    /// when it is compressed or encrypted).
     async fn read_back(
         &self,
         key: &Key,
-        compressed: bool,
+        manifest: &Manifest,
+        sealing: &Sealing,
         stop: &CancellationToken,
     ) -> Result<(u64, String), UploadFailure> {
         let failed =
@@ -271,7 +290,8 @@ impl Bucket {
             .await
             .map_err(|err| failed(err.to_string()))?
             .into_stream();
-        let mut check = StoredCheck::new(compressed).map_err(|err| failed(err.to_string()))?;
+        let mut check = StoredCheck::new(manifest.form(), sealing.identities.as_ref())
+            .map_err(|err| failed(err.to_string()))?;
         while let Some(bytes) = stream.next().await {
             if stop.is_cancelled() {
                 return Err(UploadFailure::Stopped);
@@ -281,8 +301,40 @@ impl Bucket {
                 .update(&bytes)
                 .map_err(|err| failed(err.to_string()))?;
         }
-        check.finish().map_err(failed)
+        check.finish().map_err(|err| failed(err.to_string()))
     }
+
+    /// Downloads the object and hashes it as it is: an encrypted copy's check here.
+    async fn read_back_sealed(
+        &self,
+        key: &Key,
+        stop: &CancellationToken,
+    ) -> Result<String, UploadFailure> {
+        use sha2::Digest;
+        let failed =
+            |what: String| UploadFailure::Failed(format!("reading the object back: {what}"));
+        let mut stream = self
+            .store
+            .get(key)
+            .await
+            .map_err(|err| failed(err.to_string()))?
+            .into_stream();
+        let mut hasher = sha2::Sha256::new();
+        while let Some(bytes) = stream.next().await {
+            if stop.is_cancelled() {
+                return Err(UploadFailure::Stopped);
+            }
+            hasher.update(bytes.map_err(|err| failed(err.to_string()))?);
+        }
+        Ok(hex(&hasher.finalize()))
+    }
+}
+
+/// What was sent for an object: its multipart ETag as computed here and as the store
+/// answered, and what the encoder produced.
+pub(super) struct Sent {
+    etags: Etags,
+    encoded: Encoded,
 }
 
 enum UploadFailure {

@@ -5,8 +5,8 @@ use object_store::{ObjectStoreExt, WriteMultipart};
 use tokio_util::sync::CancellationToken;
 
 use super::etag::{Etags, PartDigests};
-use super::{Bucket, UploadFailure, PARTS_IN_FLIGHT, PART_SIZE};
-use crate::backup::compress::Compressor;
+use super::{Bucket, Sent, UploadFailure, PARTS_IN_FLIGHT, PART_SIZE};
+use crate::backup::sealing::Sealing;
 use crate::backup::Manifest;
 
 impl Bucket {
@@ -18,7 +18,7 @@ impl Bucket {
         self,
         mut chunks: tokio::sync::mpsc::Receiver<Vec<u8>>,
         file: String,
-        compressed: bool,
+        sealing: Sealing,
         stop: CancellationToken,
     ) -> Result<Streamed, String> {
         let key = self.dir.clone().join(file.as_str());
@@ -30,8 +30,9 @@ impl Bucket {
         let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
         let mut parts = PartDigests::default();
         let received = async {
-            let mut compressor =
-                Compressor::new(compressed).map_err(|err| format!("compressing: {err}"))?;
+            let mut encoder = sealing
+                .encoder()
+                .map_err(|err| format!("encoding: {err}"))?;
             while let Some(chunk) = chunks.recv().await {
                 if stop.is_cancelled() {
                     return Err("stopped on request".to_string());
@@ -40,27 +41,28 @@ impl Bucket {
                     .wait_for_capacity(PARTS_IN_FLIGHT)
                     .await
                     .map_err(|err| format!("uploading a part: {err}"))?;
-                let stored = compressor
+                let stored = encoder
                     .feed(&chunk)
-                    .map_err(|err| format!("compressing: {err}"))?;
+                    .map_err(|err| format!("encoding: {err}"))?;
                 parts.update(&stored);
                 writer.write(&stored);
             }
-            let rest = compressor
-                .finish()
-                .map_err(|err| format!("compressing: {err}"))?;
+            let (rest, encoded) = encoder.finish().map_err(|err| format!("encoding: {err}"))?;
             parts.update(&rest);
             writer.write(&rest);
-            Ok(())
+            Ok(encoded)
         }
         .await;
-        if let Err(reason) = received {
-            // Keep draining nothing more: the sender sees the channel closed and stops
-            // sending; the snapshot itself goes on.
-            drop(chunks);
-            let _ = writer.abort().await;
-            return Err(reason);
-        }
+        let encoded = match received {
+            Ok(encoded) => encoded,
+            Err(reason) => {
+                // Keep draining nothing more: the sender sees the channel closed and stops
+                // sending; the snapshot itself goes on.
+                drop(chunks);
+                let _ = writer.abort().await;
+                return Err(reason);
+            }
+        };
         let completing = tokio::time::Instant::now();
         let finished = writer.finish().await;
         tracing::info!(
@@ -72,10 +74,14 @@ impl Bucket {
             Ok(put) => Ok(Streamed {
                 bucket: self,
                 file,
-                etags: Etags {
-                    expected: parts.etag(),
-                    stored: put.e_tag,
+                sent: Sent {
+                    etags: Etags {
+                        expected: parts.etag(),
+                        stored: put.e_tag,
+                    },
+                    encoded,
                 },
+                sealing,
             }),
             Err(err) => Err(format!("completing the upload: {err}")),
         }
@@ -86,7 +92,8 @@ impl Bucket {
 pub(crate) struct Streamed {
     bucket: Bucket,
     file: String,
-    etags: Etags,
+    sent: Sent,
+    sealing: Sealing,
 }
 
 impl Streamed {
@@ -107,7 +114,7 @@ impl Streamed {
         }
         match self
             .bucket
-            .confirm_and_record(&self.etags, manifest, stop)
+            .confirm_and_record(&self.sent, manifest, &self.sealing, stop)
             .await
         {
             Ok(verified_by) => Ok(verified_by),

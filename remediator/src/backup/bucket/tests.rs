@@ -30,6 +30,7 @@ fn snapshot_file(dir: &Path) -> (std::path::PathBuf, Manifest) {
         hash_kv: None,
         restore_drill: None,
         compression: None,
+        encryption: None,
         cluster_id: None,
         members: Vec::new(),
     };
@@ -50,7 +51,10 @@ async fn a_store_with_other_etags_is_read_back_and_the_manifest_goes_up_last() {
         cluster: "prod".into(),
     };
     let stop = CancellationToken::new();
-    let verified_by = bucket.upload(&db, &manifest, &stop).await.unwrap();
+    let verified_by = bucket
+        .upload(&db, &manifest, &Sealing::default(), &stop)
+        .await
+        .unwrap();
     assert_eq!(verified_by, "read_back");
     let key = bucket.dir.clone().join(manifest.file.as_str());
     let stored = bucket.store.get(&key).await.unwrap().bytes().await.unwrap();
@@ -160,12 +164,18 @@ async fn an_expired_backup_the_store_refuses_to_remove_is_kept_without_failing()
         cluster: "prod".into(),
     };
     let stop = CancellationToken::new();
-    bucket.upload(&db, &manifest, &stop).await.unwrap();
+    bucket
+        .upload(&db, &manifest, &Sealing::default(), &stop)
+        .await
+        .unwrap();
     let mut newer = manifest.clone();
     newer.file = "prod-20261130T000000.000Z-rev9.db".into();
     let newer_db = dir.path().join(&newer.file);
     std::fs::copy(&db, &newer_db).unwrap();
-    bucket.upload(&newer_db, &newer, &stop).await.unwrap();
+    bucket
+        .upload(&newer_db, &newer, &Sealing::default(), &stop)
+        .await
+        .unwrap();
 
     let kept = crate::config::Kept {
         keep: 1,
@@ -181,4 +191,55 @@ async fn an_expired_backup_the_store_refuses_to_remove_is_kept_without_failing()
         2,
         "both backups are still there"
     );
+}
+
+/// An encrypted copy is read back as the bytes sent (nobody here can decrypt it), and with
+/// the drill's identity it is also decrypted as it is sent; either way no byte of the
+/// database is in the bucket and the manifest names the recipients.
+#[tokio::test]
+async fn an_encrypted_copy_is_checked_as_sent_and_decrypted_when_an_identity_is_at_hand() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, plain) = snapshot_file(dir.path());
+    let identities = crate::backup::keys::Identities::generated();
+    for verify in [false, true] {
+        let sealing = Sealing::encrypting_to(&identities, true, verify);
+        let mut manifest = plain.clone();
+        sealing.record(&mut manifest);
+        manifest.file = sealing.form.stored_name(&plain.file);
+        assert_eq!(manifest.file, "prod-20261129T000000.000Z-rev7.db.zst.age");
+        let bucket = Bucket {
+            store: Arc::new(object_store::memory::InMemory::new()),
+            dir: Key::from_iter(["backups", "prod"]),
+            shown_as: "s3://b".into(),
+            destination: "offsite".into(),
+            cluster: "prod".into(),
+        };
+        let stop = CancellationToken::new();
+        let verified_by = bucket
+            .upload(&db, &manifest, &sealing, &stop)
+            .await
+            .unwrap();
+        assert_eq!(verified_by, "read_back");
+        let key = bucket.dir.clone().join(manifest.file.as_str());
+        let stored = bucket.store.get(&key).await.unwrap().bytes().await.unwrap();
+        let database = std::fs::read(&db).unwrap();
+        assert!(stored.starts_with(b"age-encryption.org/v1\n"));
+        assert!(!stored
+            .windows(64)
+            .any(|w| database.windows(64).take(4096).any(|d| d == w)));
+        let json = bucket.store.get(&manifest_key(&key)).await.unwrap();
+        let back: Manifest = serde_json::from_slice(&json.bytes().await.unwrap()).unwrap();
+        assert_eq!(back.encryption.unwrap().recipients, identities.public());
+        let to = dir.path().join("downloaded");
+        let err = bucket
+            .download(&manifest, None, &to, &stop)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("--identity FILE"), "{err}");
+        let sha256 = bucket
+            .download(&manifest, Some(&identities), &to, &stop)
+            .await
+            .unwrap();
+        assert_eq!(sha256, manifest.sha256);
+    }
 }

@@ -1,7 +1,7 @@
 //! The backup metrics: when each destination last holds a verified backup, how long backups
 //! take and how big they are, failures per destination, and the restore drill's last success.
-//! The alerts `EtcdmedicBackupMissing`, `EtcdmedicBackupFailing` and
-//! `EtcdmedicRestoreDrillFailed` read them.
+//! The alerts `EtcdmedicBackupMissing`, `EtcdmedicBackupFailing`,
+//! `EtcdmedicRestoreDrillFailed` and `EtcdmedicBackupNotDrilled` read them.
 
 use std::sync::atomic::AtomicU64;
 use std::time::SystemTime;
@@ -36,6 +36,7 @@ pub(super) struct BackupMetrics {
     drill_last_success: Family<ClusterLabels, FloatGauge>,
     drill_failures: Family<ClusterLabels, Counter>,
     drill_last_failure: Family<ClusterLabels, FloatGauge>,
+    drill_last_skipped: Family<ClusterLabels, FloatGauge>,
     interval: Family<ClusterLabels, FloatGauge>,
 }
 
@@ -51,6 +52,7 @@ impl BackupMetrics {
             drill_last_success: Family::default(),
             drill_failures: Family::default(),
             drill_last_failure: Family::default(),
+            drill_last_skipped: Family::default(),
             interval: Family::default(),
         };
         registry.register_with_unit(
@@ -104,6 +106,12 @@ impl BackupMetrics {
             "When a backup of the cluster last failed its restore drill (Unix time)",
             Unit::Seconds,
             metrics.drill_last_failure.clone(),
+        );
+        registry.register_with_unit(
+            "etcdmedic_restore_drill_last_skipped_timestamp",
+            "When a backup of the cluster last landed without a drill: encrypted, and no identity to decrypt it (Unix time)",
+            Unit::Seconds,
+            metrics.drill_last_skipped.clone(),
         );
         registry.register_with_unit(
             "etcdmedic_backup_schedule_interval",
@@ -188,13 +196,14 @@ impl BackupMetrics {
         self.size
             .get_or_create(&cluster)
             .set(i64::try_from(report.manifest.size_bytes).unwrap_or(i64::MAX));
-        if report
-            .manifest
-            .restore_drill
-            .as_ref()
-            .is_some_and(|d| d.passed)
-        {
-            self.drill_last_success.get_or_create(&cluster).set(at);
+        match &report.manifest.restore_drill {
+            Some(drill) if drill.passed => {
+                self.drill_last_success.get_or_create(&cluster).set(at);
+            }
+            Some(drill) if drill.not_drilled.is_some() => {
+                self.drill_last_skipped.get_or_create(&cluster).set(at);
+            }
+            _ => {}
         }
     }
 }
