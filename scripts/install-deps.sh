@@ -4,7 +4,7 @@
 #
 #   apt:  protobuf-compiler + libprotobuf-dev (etcd-client's build runs protoc), etcd-server + etcd-client (etcd 3.4),
 #         kubernetes-client (kubectl, for `kubectl kustomize`) when no kubectl is present,
-#         jq and xxd (docs/disaster-recovery.md's tested restore), openssl (the README's quick
+#         jq, xxd, age and zstd (docs/disaster-recovery.md's tested restore), openssl (the README's quick
 #         start), chromium and chromium-driver
 #         (the web pages' browser test), postgresql (the state-store tests' server), iproute2
 #         (ip: loopback in the network namespace of the shipped-manifest test)
@@ -57,6 +57,9 @@ command -v kubectl >/dev/null 2>&1 || need_apt+=(kubernetes-client)
 # docs/disaster-recovery.md's tested blocks read the manifest with jq and the trailer with xxd.
 command -v jq >/dev/null 2>&1 || need_apt+=(jq)
 command -v xxd >/dev/null 2>&1 || need_apt+=(xxd)
+# ...and decrypt and decompress an encrypted backup with age and zstd, as an operator would.
+command -v age >/dev/null 2>&1 || need_apt+=(age)
+command -v zstd >/dev/null 2>&1 || need_apt+=(zstd)
 # The README's quick start makes its webhook token with openssl (tested as written).
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 # The web pages' test drives Debian's Chromium through its WebDriver.

@@ -13,6 +13,7 @@ use etcdmedic_tests::s3::S3Server;
 use etcdmedic_tests::{EtcdCluster, EtcdVersion};
 use serde_json::Value;
 
+use crate::documented::Document;
 use crate::support::{
     ensure_snapshot_of, remediator_json as remediator, stderr, stdout, write_file,
 };
@@ -140,6 +141,40 @@ async fn encrypted_backups_hide_the_keyspace_and_restore_only_with_an_identity()
     ensure!(local != object, "each copy is encrypted anew");
     let from_dir = database_of(&local, &operator, manifest)?;
     ensure!(from_dir == database_of(&object, &operator, manifest)?);
+
+    // The by-hand path of docs/disaster-recovery.md: Debian's age and zstd decrypt the copy
+    // with the operator's identity file, and the document's trailer check passes on it.
+    let by_hand = tempfile::tempdir()?;
+    let snapshot_name = file.trim_end_matches(".zst.age");
+    std::fs::write(by_hand.path().join(file), &local)?;
+    std::fs::copy(
+        dir.path()
+            .join("near/prod-a")
+            .join(snapshot_name.replace(".db", ".json")),
+        by_hand.path().join(snapshot_name.replace(".db", ".json")),
+    )?;
+    let document = Document::new("disaster-recovery.md", &[]);
+    let decrypted = document
+        .command(
+            "decrypt",
+            &[
+                ("STORED", file.to_string()),
+                ("IDENTITY", operator_key.display().to_string()),
+            ],
+        )?
+        .current_dir(by_hand.path())
+        .output()
+        .await?;
+    ensure!(decrypted.status.success(), "{}", stderr(&decrypted));
+    let database = by_hand.path().join(snapshot_name);
+    ensure!(
+        std::fs::read(&database)? == from_dir,
+        "age -d | zstd -d gave another database"
+    );
+    let verified = document
+        .run("verify", &[("BACKUP", database.display().to_string())])
+        .await?;
+    ensure!(verified.starts_with("sha256 ok"), "{verified}");
 
     // The drill without an identity says so; with the operator's it passes from the bucket.
     let not_drilled = remediator(&config, &["drill", "--destination", "offsite"]).await?;

@@ -44,6 +44,10 @@ fn probes() -> Vec<(&'static str, String)> {
             "backup.restore_drill",
             format!("backup: {{restore_drill: {{{PROBE}: 1}}}}\n{}", cluster("")),
         ),
+        (
+            "backup.encryption",
+            format!("backup: {{encryption: {{recipients: [], {PROBE}: 1}}}}\n{}", cluster("")),
+        ),
         ("remediator.auth", format!("remediator: {{auth: {{{PROBE}: 1}}}}\n{}", cluster(""))),
         (
             "remediator.auth.basic_auth",
