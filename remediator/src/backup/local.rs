@@ -67,13 +67,14 @@ pub(crate) async fn finish(
 /// Copies the verified snapshot into the directory `dir` in the backup's stored form
 /// (compressed, encrypted) and checks the copy before it counts: decoded back to the
 /// database and etcd's trailer checked again; an encrypted copy nobody here can decrypt is
-/// checked as the bytes the encoder produced.
+/// checked as the bytes the encoder produced. The copy's path, and how it was checked
+/// (`trailer`, or `sha256` for the encrypted bytes alone).
 pub(crate) async fn copy_verified(
     from: &Path,
     dir: &Path,
     manifest: &Manifest,
     sealing: &Sealing,
-) -> Result<PathBuf, BackupError> {
+) -> Result<(PathBuf, &'static str), BackupError> {
     snapshot::create_dir(dir)?;
     let path = dir.join(&manifest.file);
     let part = dir.join(format!("{}.part", manifest.file));
@@ -92,6 +93,10 @@ pub(crate) async fn copy_verified(
                 .map_err(|err| stored_error(&part, err))?
         };
         produced_matches(&encoded, manifest).map_err(BackupError::Snapshot)?;
+        let verified_by = match (&encoded.produced_sha256, &encoded.decoded) {
+            (Some(_), None) => "sha256",
+            _ => "trailer",
+        };
         let checked = part.clone();
         let identities = sealing.identities.clone();
         let found = match encoded.produced_sha256 {
@@ -117,19 +122,22 @@ pub(crate) async fn copy_verified(
                 "the copy in {} has {mismatch}",
                 part.display()
             ))),
-            None => Ok(()),
+            None => Ok(verified_by),
         }
     }
     .await;
-    if let Err(err) = copied {
-        let _ = tokio::fs::remove_file(&part).await;
-        return Err(err);
-    }
+    let verified_by = match copied {
+        Ok(verified_by) => verified_by,
+        Err(err) => {
+            let _ = tokio::fs::remove_file(&part).await;
+            return Err(err);
+        }
+    };
     tokio::fs::rename(&part, &path)
         .await
         .map_err(write_error(&part))?;
     snapshot::sync_dir(dir).await.map_err(write_error(dir))?;
-    Ok(path)
+    Ok((path, verified_by))
 }
 
 /// Runs blocking file work off the runtime.

@@ -145,7 +145,9 @@ pub struct Landed {
     pub kind: String,
     /// The file's path, or the object's `s3://bucket/key`, `gs://bucket/key` or blob URL.
     pub location: String,
-    /// How the copy there was checked: `trailer` (etcd's sha256 over the file written) or
+    /// How the copy there was checked: `trailer` (etcd's sha256 over the file written,
+    /// decoded first when compressed or encrypted), `sha256` (an encrypted file nobody here
+    /// can decrypt: the sha256 of the bytes that were encrypted for it) or
     /// `etag` (the store's multipart ETag is the md5 of the parts' md5s computed from what
     /// was sent) or `read_back` (the object downloaded again and checked the same way).
     pub verified_by: String,

@@ -143,36 +143,31 @@ impl<E: Etcd> Remediator<E> {
         };
         let mut manifest = bucket.manifest(&file).await?;
         let downloaded = lock_dir.join(format!(".drill-download-{file}"));
-        let no_identity = manifest.form().encrypted && identities.is_none();
-        let downloading = async {
-            match no_identity {
-                true => Err(BackupError::Config(String::new())),
-                false => {
-                    bucket
-                        .download(&manifest, identities, &downloaded, stop)
-                        .await
-                }
-            }
-        };
-        let record = match downloading.await {
-            _ if no_identity => drill::not_drilled_no_identity(),
-            Ok(sha256) if sha256 == manifest.sha256 => {
-                self.drill_stored(
-                    settings,
-                    &downloaded,
-                    &manifest,
-                    identities,
-                    &lock_dir,
-                    stop,
-                )
+        let record = if manifest.form().encrypted && identities.is_none() {
+            drill::not_drilled_no_identity()
+        } else {
+            match bucket
+                .download(&manifest, identities, &downloaded, stop)
                 .await
+            {
+                Ok(sha256) if sha256 == manifest.sha256 => {
+                    self.drill_stored(
+                        settings,
+                        &downloaded,
+                        &manifest,
+                        identities,
+                        &lock_dir,
+                        stop,
+                    )
+                    .await
+                }
+                Ok(sha256) => drill::failed(format!(
+                    "the object's sha256 is {sha256}, its manifest says {}",
+                    manifest.sha256
+                )),
+                Err(BackupError::Stopped) => return Err(BackupError::Stopped),
+                Err(err) => drill::failed(err.to_string()),
             }
-            Ok(sha256) => drill::failed(format!(
-                "the object's sha256 is {sha256}, its manifest says {}",
-                manifest.sha256
-            )),
-            Err(BackupError::Stopped) => return Err(BackupError::Stopped),
-            Err(err) => drill::failed(err.to_string()),
         };
         let _ = tokio::fs::remove_file(&downloaded).await;
         manifest.restore_drill = Some(record.clone());

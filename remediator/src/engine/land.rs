@@ -175,8 +175,8 @@ async fn land(
     match &destination.target {
         Target::Local { path } => {
             let dir = snapshot::cluster_dir(path, cluster);
-            let db = if db.parent() == Some(dir.as_path()) {
-                db.to_path_buf()
+            let (db, verified_by) = if db.parent() == Some(dir.as_path()) {
+                (db.to_path_buf(), "trailer")
             } else {
                 local::copy_verified(db, &dir, manifest, sealing).await?
             };
@@ -191,7 +191,7 @@ async fn land(
                 destination: name,
                 kind: "local".into(),
                 location: db.display().to_string(),
-                verified_by: "trailer".into(),
+                verified_by: verified_by.into(),
                 streamed: false,
                 stored_bytes,
                 removed,

@@ -236,15 +236,19 @@ async fn try_restore_and_start(
         processes.push(ChildProcess::spawn(name, &version.etcd()?, &args)?);
         endpoints.push(client);
     }
+    // Every member, each on its own: a client of all three may be answered by the first up
+    // while another is still starting, and later calls balanced to that one are refused.
     let client = eventually(
-        "the restored cluster serves reads",
+        "every member of the restored cluster serves reads",
         Duration::from_secs(60),
         || {
             let endpoints = endpoints.clone();
             async move {
-                let mut client = etcd_client::Client::connect(&endpoints, None).await?;
-                client.get("/registry/pods/000", None).await?;
-                Ok(client)
+                for endpoint in &endpoints {
+                    let mut member = etcd_client::Client::connect([endpoint], None).await?;
+                    member.get("/registry/pods/000", None).await?;
+                }
+                Ok(etcd_client::Client::connect(&endpoints, None).await?)
             }
         },
     )

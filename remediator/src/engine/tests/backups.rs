@@ -116,3 +116,44 @@ async fn a_damaged_stream_fails_and_leaves_nothing() {
     assert!(files(root.path(), "near").is_empty());
     assert!(files(root.path(), "far").is_empty());
 }
+
+/// An encrypted backup with drills on and no identity: it lands, encrypted, and its drill is
+/// recorded as not drilled, never as passed (the drill's binaries are never started: there is
+/// nothing here that could decrypt what it would have to restore).
+#[tokio::test(start_paused = true)]
+async fn an_encrypted_backup_without_an_identity_is_not_drilled_and_never_passed() {
+    use crate::backup::keys::Identities;
+    use crate::config::{RestoreDrill, RestoreTool};
+    let root = tempfile::tempdir().unwrap_or_else(|err| panic!("{err}"));
+    let remediator = saving_to(FakeEtcd::new(3, 100, 40), &root.path().join("snapshots"));
+    let keys = Identities::generated();
+    let missing = root.path().join("no-such-binary");
+    let settings = BackupSettings {
+        encryption: Some(keys.public()),
+        restore_drill: Some(RestoreDrill {
+            etcd: missing.clone(),
+            restore: RestoreTool::Etcdutl(missing),
+            identity_file: None,
+        }),
+        ..destinations(root.path(), &["near"])
+    };
+    let report = remediator
+        .backup(&settings, None, &CancellationToken::new())
+        .await
+        .unwrap_or_else(|err| panic!("backup: {err}"));
+    let drill = report
+        .manifest
+        .restore_drill
+        .as_ref()
+        .expect("a drill record");
+    assert!(!drill.passed, "{drill:?}");
+    assert_eq!(drill.not_drilled.as_deref(), Some("no_identity"));
+    let encryption = report.manifest.encryption.as_ref().expect("recorded");
+    assert_eq!(encryption.recipients, keys.public());
+    let found = files(root.path(), "near");
+    assert!(found[0].ends_with(".db.age"), "{found:?}");
+    let stored = std::fs::read(root.path().join("near/fake").join(&found[0]))
+        .unwrap_or_else(|err| panic!("{err}"));
+    assert!(stored.starts_with(b"age-encryption.org/v1\n"));
+    assert_eq!(report.destinations[0].verified_by, "sha256");
+}

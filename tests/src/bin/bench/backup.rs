@@ -298,7 +298,7 @@ async fn usual_procedure(
     Ok((save, upload, cpu))
 }
 
-fn median(mut durations: Vec<Duration>) -> Duration {
+pub fn median(mut durations: Vec<Duration>) -> Duration {
     durations.sort();
     durations
         .get(durations.len() / 2)
@@ -306,12 +306,22 @@ fn median(mut durations: Vec<Duration>) -> Duration {
         .unwrap_or_default()
 }
 
-/// Asks the service for a backup and waits for the `count`th record; it must have succeeded.
+/// Asks the service for a backup of cluster `bench` and waits for the `count`th record; it
+/// must have succeeded.
 async fn backup(service: &RemediatorService, count: usize) -> Result<Value> {
-    let (code, body) = service.post("/api/v1/clusters/bench/backup").await?;
+    backup_of(service, "bench", count).await
+}
+
+/// [`backup`] of the configured cluster `cluster`.
+pub async fn backup_of(service: &RemediatorService, cluster: &str, count: usize) -> Result<Value> {
+    let (code, body) = service
+        .post(&format!("/api/v1/clusters/{cluster}/backup"))
+        .await?;
     ensure!(code == 202, "{body}");
     let record = eventually("the backup finishes", BACKUP_DEADLINE, || async {
-        let (_, body) = service.get("/api/v1/backups?cluster=bench").await?;
+        let (_, body) = service
+            .get(&format!("/api/v1/backups?cluster={cluster}"))
+            .await?;
         let backups = body["backups"].as_array().cloned().unwrap_or_default();
         ensure!(backups.len() >= count, "{} so far", backups.len());
         Ok(backups[0].clone())
@@ -327,7 +337,7 @@ async fn backup(service: &RemediatorService, count: usize) -> Result<Value> {
 }
 
 /// From the request to the record: the snapshot, the drill and the upload with its check.
-fn record_duration(record: &Value) -> Result<Duration> {
+pub fn record_duration(record: &Value) -> Result<Duration> {
     let time = |key: &str| -> Result<std::time::SystemTime> {
         Ok(humantime::parse_rfc3339(
             record[key].as_str().context("no time")?,

@@ -28,6 +28,7 @@ use etcdmedic_tests::ports::free_port;
 use etcdmedic_tests::{project_binary, EtcdCluster, EtcdVersion, ExporterProcess};
 
 mod backup;
+mod backup_sealed;
 mod fleet;
 mod nospace;
 mod remediation;
@@ -69,7 +70,7 @@ struct Cli {
     #[arg(long)]
     wrap: Option<String>,
     /// Which parts to run.
-    #[arg(long, value_delimiter = ',', default_values_t = [Part::Exporter, Part::Silent, Part::Remediation, Part::Webhook, Part::Replicas, Part::Backup])]
+    #[arg(long, value_delimiter = ',', default_values_t = [Part::Exporter, Part::Silent, Part::Remediation, Part::Webhook, Part::Replicas, Part::Backup, Part::Encryption])]
     parts: Vec<Part>,
     /// Backup benchmark: the database sizes to back up, in MiB.
     #[arg(long, value_delimiter = ',', default_values_t = [256, 1024])]
@@ -101,6 +102,7 @@ enum Part {
     Webhook,
     Replicas,
     Backup,
+    Encryption,
 }
 
 impl std::fmt::Display for Part {
@@ -112,6 +114,7 @@ impl std::fmt::Display for Part {
             Part::Webhook => "webhook",
             Part::Replicas => "replicas",
             Part::Backup => "backup",
+            Part::Encryption => "encryption",
         })
     }
 }
@@ -266,6 +269,12 @@ async fn run(cli: &Cli) -> Result<String> {
         quiet_disk();
         let outage = nospace::run(cli.nospace_quota_mib).await?;
         nospace::section(&mut out, &outage)?;
+    }
+    if cli.parts.contains(&Part::Encryption) {
+        quiet_disk();
+        let largest = cli.backup_mib.iter().copied().max().unwrap_or(1024);
+        let outcome = backup_sealed::run(largest).await?;
+        backup_sealed::section(&mut out, &outcome)?;
     }
     writeln!(out, "Reproduce with `make bench` (it rewrites this file).")?;
     Ok(out)
