@@ -87,7 +87,7 @@ pub(crate) async fn copy_verified(
             sync_file(&part).await.map_err(write_error(&part))?;
             Encoded::default()
         } else {
-            let (from, to, encoder) = (from.to_path_buf(), part.clone(), sealing.encoder());
+            let (from, to, encoder) = (from.to_path_buf(), part.clone(), sealing.encoder(true));
             blocking(move || stored::encode_file(&from, &to, encoder?))
                 .await
                 .map_err(|err| stored_error(&part, err))?

@@ -62,12 +62,14 @@ impl Sealing {
         }
     }
 
-    /// A new encoder into this form (each copy is encrypted anew).
-    pub(crate) fn encoder(&self) -> Result<Encoder, StoredError> {
+    /// A new encoder into this form (each copy is encrypted anew), keeping the sha256 of
+    /// what it produces when `hash_produced` (a file's check; a bucket's is its ETag).
+    pub(crate) fn encoder(&self, hash_produced: bool) -> Result<Encoder, StoredError> {
         Encoder::new(
             self.form.compressed,
             &self.recipients,
             self.identities.as_ref(),
+            hash_produced,
         )
     }
 

@@ -141,16 +141,16 @@ enum Layers {
 pub(crate) struct Encoder {
     layers: Layers,
     out: Collected,
-    /// The sha256 and size of what was produced, for an encrypted copy.
-    produced: Option<(Sha256, u64)>,
+    /// The sha256 of what was produced, for an encrypted copy checked by it.
+    produced: Option<Sha256>,
     verify: Option<StoredCheck>,
 }
 
 /// What an encoder produced, once finished.
 #[derive(Debug, Default)]
 pub(crate) struct Encoded {
-    /// sha256 of the encrypted bytes produced (only for encrypted copies): what a copy
-    /// nobody here can decrypt is checked against.
+    /// sha256 of the encrypted bytes produced (for encrypted copies, when asked): what a
+    /// file nobody here can decrypt is checked against.
     pub(crate) produced_sha256: Option<String>,
     /// The database's size and sha256, decoded again from what was produced, when it was.
     pub(crate) decoded: Option<(u64, String)>,
@@ -158,11 +158,13 @@ pub(crate) struct Encoded {
 
 impl Encoder {
     /// An encoder into the form `compressed` and (with any) encrypted to `recipients`;
-    /// `verify` decrypts what it produces as it goes.
+    /// `verify` decrypts what it produces as it goes; `hash_produced` keeps the sha256 of
+    /// an encrypted copy's bytes (a bucket has the parts' ETag for that instead).
     pub(crate) fn new(
         compressed: bool,
         recipients: &[Recipient],
         verify: Option<&Identities>,
+        hash_produced: bool,
     ) -> Result<Encoder, StoredError> {
         let out = Collected::default();
         let encrypted = !recipients.is_empty();
@@ -193,7 +195,7 @@ impl Encoder {
         Ok(Encoder {
             layers,
             out,
-            produced: encrypted.then(|| (Sha256::new(), 0)),
+            produced: (encrypted && hash_produced).then(Sha256::new),
             verify,
         })
     }
@@ -211,9 +213,8 @@ impl Encoder {
     }
 
     fn produced_more(&mut self, bytes: &[u8]) -> Result<(), StoredError> {
-        if let Some((hasher, size)) = &mut self.produced {
+        if let Some(hasher) = &mut self.produced {
             hasher.update(bytes);
-            *size += bytes.len() as u64;
         }
         if let Some(check) = &mut self.verify {
             check.update(bytes)?;
@@ -234,10 +235,7 @@ impl Encoder {
             Some(check) => Some(check.finish()?),
             None => None,
         };
-        let produced_sha256 = self
-            .produced
-            .take()
-            .map(|(hasher, _)| hex(&hasher.finalize()));
+        let produced_sha256 = self.produced.take().map(|hasher| hex(&hasher.finalize()));
         Ok((
             rest,
             Encoded {

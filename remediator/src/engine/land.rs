@@ -86,34 +86,23 @@ impl<E: Etcd> Remediator<E> {
                 .as_ref()
                 .filter(|(name, _)| name == destination.name.as_str())
                 .map(|(_, streamed)| streamed);
-            let result = match already {
+            let recorded = match already {
                 Some(streamed) => {
                     match record_streamed(destination, streamed, &manifest, backup, stop).await {
-                        Ok(done) => Ok(done),
+                        Ok(done) => Some(done),
                         Err(reason) => {
                             tracing::warn!(%cluster, destination = %destination.name, %reason, "backup: the object uploaded beside the stream did not check out; uploading the saved file");
-                            land(
-                                destination,
-                                db,
-                                &cluster,
-                                &manifest,
-                                (backup, sealing),
-                                stop,
-                            )
-                            .await
+                            None
                         }
                     }
                 }
+                None => None,
+            };
+            let result = match recorded {
+                Some(done) => Ok(done),
                 None => {
-                    land(
-                        destination,
-                        db,
-                        &cluster,
-                        &manifest,
-                        (backup, sealing),
-                        stop,
-                    )
-                    .await
+                    let settings = (backup, sealing);
+                    land(destination, db, &cluster, &manifest, settings, stop).await
                 }
             };
             match result {

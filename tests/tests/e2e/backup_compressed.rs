@@ -9,7 +9,8 @@ use etcdmedic_tests::{EtcdCluster, EtcdVersion};
 use serde_json::Value;
 
 use crate::support::{
-    ensure_snapshot_of, remediator_json as remediator, stderr, stdout, write_file,
+    ensure_drills_pass, ensure_snapshot_of, remediator_json as remediator, stderr, stdout,
+    write_file,
 };
 
 const BUCKET: &str = "etcd-backups";
@@ -89,16 +90,7 @@ async fn compressed_backups_decompress_to_what_the_manifest_says_and_drill() -> 
         "the directory keeps one backup and its manifest"
     );
 
-    for destination in ["near", "offsite"] {
-        let drilled = remediator(&config, &["drill", "--destination", destination]).await?;
-        ensure!(
-            drilled.status.success(),
-            "{destination}: {}",
-            stderr(&drilled)
-        );
-        let drilled: Value = serde_json::from_str(&stdout(&drilled))?;
-        ensure!(drilled["drill"]["passed"] == true, "{drilled}");
-    }
+    ensure_drills_pass(&config, &["near", "offsite"], &[]).await?;
 
     // The worst day's path: restored from the bucket alone, downloaded and decompressed, the
     // snapshot beside the data directories is the database the manifest describes.

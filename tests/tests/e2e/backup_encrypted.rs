@@ -15,7 +15,8 @@ use serde_json::Value;
 
 use crate::documented::Document;
 use crate::support::{
-    ensure_snapshot_of, remediator_json as remediator, stderr, stdout, write_file,
+    ensure_drills_pass, ensure_snapshot_of, remediator_json as remediator, stderr, stdout,
+    write_file,
 };
 
 const BUCKET: &str = "etcd-backups";
@@ -184,26 +185,7 @@ async fn encrypted_backups_hide_the_keyspace_and_restore_only_with_an_identity()
         "{record}"
     );
     let key_arg = operator_key.display().to_string();
-    for destination in ["near", "offsite"] {
-        let drilled = remediator(
-            &config,
-            &[
-                "drill",
-                "--destination",
-                destination,
-                "--identity",
-                &key_arg,
-            ],
-        )
-        .await?;
-        ensure!(
-            drilled.status.success(),
-            "{destination}: {}",
-            stderr(&drilled)
-        );
-        let drilled: Value = serde_json::from_str(&stdout(&drilled))?;
-        ensure!(drilled["drill"]["passed"] == true, "{drilled}");
-    }
+    ensure_drills_pass(&config, &["near", "offsite"], &["--identity", &key_arg]).await?;
 
     // restore: refused without an identity or with one that is no recipient, nothing
     // written; with the operator's, the snapshot is the backup's database.

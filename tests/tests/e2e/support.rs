@@ -304,6 +304,26 @@ pub(crate) async fn remediator_json(config: &Path, args: &[&str]) -> Result<Outp
         .map_err(Into::into)
 }
 
+/// `drill --destination D` with `extra` passes for each of `destinations` of cluster prod-a.
+pub(crate) async fn ensure_drills_pass(
+    config: &Path,
+    destinations: &[&str],
+    extra: &[&str],
+) -> Result<()> {
+    for destination in destinations {
+        let args = [&["drill", "--destination", destination][..], extra].concat();
+        let drilled = remediator_json(config, &args).await?;
+        ensure!(
+            drilled.status.success(),
+            "{destination}: {}",
+            stderr(&drilled)
+        );
+        let drilled: serde_json::Value = serde_json::from_str(&stdout(&drilled))?;
+        ensure!(drilled["drill"]["passed"] == true, "{drilled}");
+    }
+    Ok(())
+}
+
 /// A line of output as words, with what varies from run to run (the first word, numbers,
 /// paths, ids, sizes and their units) as `_`: two outputs of the same kind have the same shape.
 pub fn shape(line: &str) -> Vec<String> {

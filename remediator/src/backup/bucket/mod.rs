@@ -27,7 +27,7 @@ mod streamed;
 pub(crate) use streamed::Streamed;
 
 use super::sealing::{produced_matches, Sealing};
-use super::stored::{hex, Encoded, StoredCheck};
+use super::stored::{Encoded, StoredCheck};
 use super::{BackupError, Manifest};
 use crate::snapshot;
 use etag::{Etags, PartDigests};
@@ -164,25 +164,24 @@ impl Bucket {
         // S3-compatible servers) is confirmed by reading the object back instead.
         let verified_by = if sent.etags.agree() {
             "etag"
-        } else {
-            let (found, expected) = match &sent.encoded.produced_sha256 {
-                // Encrypted: the object must be the bytes sent (decrypting them was checked
-                // as they were produced, when there was an identity).
-                Some(produced) => (self.read_back_sealed(&key, stop).await?, produced.clone()),
-                None => {
-                    let (size, sha256) = self.read_back(&key, manifest, sealing, stop).await?;
-                    (
-                        format!("{size} bytes with sha256 {sha256}"),
-                        format!(
-                            "{} bytes with sha256 {}",
-                            manifest.size_bytes, manifest.sha256
-                        ),
-                    )
-                }
-            };
-            if found != expected {
+        } else if manifest.form().encrypted && sealing.identities.is_none() {
+            // Encrypted and nothing here decrypts it: the object must be the bytes sent
+            // (their multipart ETag computed again from what is read back).
+            let found = self.read_back_etag(&key, stop).await?;
+            if found != sent.etags.expected {
                 return Err(UploadFailure::Failed(format!(
-                    "read back {found}; uploaded {expected}"
+                    "read back parts with ETag {found}; uploaded {}",
+                    sent.etags.expected
+                )));
+            }
+            "read_back"
+        } else {
+            let (size, sha256) = self.read_back(&key, manifest, sealing, stop).await?;
+            if (size, sha256.as_str()) != (manifest.size_bytes, manifest.sha256.as_str()) {
+                return Err(UploadFailure::Failed(format!(
+                    "read back {size} bytes with sha256 {sha256}; uploaded {} bytes with \
+                     sha256 {}",
+                    manifest.size_bytes, manifest.sha256
                 )));
             }
             "read_back"
@@ -224,7 +223,7 @@ impl Bucket {
             let (mut sent, mut last_progress) = (0u64, Instant::now());
             let mut parts = PartDigests::default();
             let encoding = |err| UploadFailure::Failed(format!("encoding: {err}"));
-            let mut encoder = sealing.encoder().map_err(encoding)?;
+            let mut encoder = sealing.encoder(false).map_err(encoding)?;
             loop {
                 if stop.is_cancelled() {
                     return Err(UploadFailure::Stopped);
@@ -282,52 +281,59 @@ impl Bucket {
         sealing: &Sealing,
         stop: &CancellationToken,
     ) -> Result<(u64, String), UploadFailure> {
-        let failed =
-            |what: String| UploadFailure::Failed(format!("reading the object back: {what}"));
-        let mut stream = self
-            .store
-            .get(key)
-            .await
-            .map_err(|err| failed(err.to_string()))?
-            .into_stream();
         let mut check = StoredCheck::new(manifest.form(), sealing.identities.as_ref())
-            .map_err(|err| failed(err.to_string()))?;
-        while let Some(bytes) = stream.next().await {
-            if stop.is_cancelled() {
-                return Err(UploadFailure::Stopped);
-            }
-            let bytes = bytes.map_err(|err| failed(err.to_string()))?;
-            check
-                .update(&bytes)
-                .map_err(|err| failed(err.to_string()))?;
-        }
-        check.finish().map_err(|err| failed(err.to_string()))
+            .map_err(|err| read_back_failed(err.to_string()))?;
+        self.read_object(key, stop, |bytes| {
+            check.update(bytes).map_err(|e| e.to_string())
+        })
+        .await?;
+        check
+            .finish()
+            .map_err(|err| read_back_failed(err.to_string()))
     }
 
-    /// Downloads the object and hashes it as it is: an encrypted copy's check here.
-    async fn read_back_sealed(
+    /// Downloads the object and computes its multipart ETag as it was sent: an encrypted
+    /// copy's check where nothing here can decrypt it.
+    async fn read_back_etag(
         &self,
         key: &Key,
         stop: &CancellationToken,
     ) -> Result<String, UploadFailure> {
-        use sha2::Digest;
-        let failed =
-            |what: String| UploadFailure::Failed(format!("reading the object back: {what}"));
+        let mut parts = PartDigests::default();
+        self.read_object(key, stop, |bytes| {
+            parts.update(bytes);
+            Ok(())
+        })
+        .await?;
+        Ok(parts.etag())
+    }
+
+    /// Streams the object at `key` through `each`, chunk by chunk.
+    async fn read_object(
+        &self,
+        key: &Key,
+        stop: &CancellationToken,
+        mut each: impl FnMut(&[u8]) -> Result<(), String>,
+    ) -> Result<(), UploadFailure> {
         let mut stream = self
             .store
             .get(key)
             .await
-            .map_err(|err| failed(err.to_string()))?
+            .map_err(|err| read_back_failed(err.to_string()))?
             .into_stream();
-        let mut hasher = sha2::Sha256::new();
         while let Some(bytes) = stream.next().await {
             if stop.is_cancelled() {
                 return Err(UploadFailure::Stopped);
             }
-            hasher.update(bytes.map_err(|err| failed(err.to_string()))?);
+            let bytes = bytes.map_err(|err| read_back_failed(err.to_string()))?;
+            each(&bytes).map_err(read_back_failed)?;
         }
-        Ok(hex(&hasher.finalize()))
+        Ok(())
     }
+}
+
+fn read_back_failed(what: String) -> UploadFailure {
+    UploadFailure::Failed(format!("reading the object back: {what}"))
 }
 
 /// What was sent for an object: its multipart ETag as computed here and as the store

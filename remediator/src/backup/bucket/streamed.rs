@@ -31,7 +31,7 @@ impl Bucket {
         let mut parts = PartDigests::default();
         let received = async {
             let mut encoder = sealing
-                .encoder()
+                .encoder(false)
                 .map_err(|err| format!("encoding: {err}"))?;
             while let Some(chunk) = chunks.recv().await {
                 if stop.is_cancelled() {

@@ -37,19 +37,24 @@ fn snapshot_file(dir: &Path) -> (std::path::PathBuf, Manifest) {
     (path, manifest)
 }
 
+/// Cluster prod's backups under `backups/` in `store`, as destination `offsite`.
+fn bucket_on(store: Arc<dyn ObjectStore>) -> Bucket {
+    Bucket {
+        store,
+        dir: Key::from_iter(["backups", "prod"]),
+        shown_as: "s3://b".into(),
+        destination: "offsite".into(),
+        cluster: "prod".into(),
+    }
+}
+
 /// object_store's in-memory store numbers its ETags: not the multipart md5, so the
 /// upload is confirmed by reading it back.
 #[tokio::test]
 async fn a_store_with_other_etags_is_read_back_and_the_manifest_goes_up_last() {
     let dir = tempfile::tempdir().unwrap();
     let (db, manifest) = snapshot_file(dir.path());
-    let bucket = Bucket {
-        store: Arc::new(object_store::memory::InMemory::new()),
-        dir: Key::from_iter(["backups", "prod"]),
-        shown_as: "s3://b".into(),
-        destination: "offsite".into(),
-        cluster: "prod".into(),
-    };
+    let bucket = bucket_on(Arc::new(object_store::memory::InMemory::new()));
     let stop = CancellationToken::new();
     let verified_by = bucket
         .upload(&db, &manifest, &Sealing::default(), &stop)
@@ -156,13 +161,7 @@ impl ObjectStore for Immutable {
 async fn an_expired_backup_the_store_refuses_to_remove_is_kept_without_failing() {
     let dir = tempfile::tempdir().unwrap();
     let (db, manifest) = snapshot_file(dir.path());
-    let bucket = Bucket {
-        store: Arc::new(Immutable::default()),
-        dir: Key::from_iter(["backups", "prod"]),
-        shown_as: "s3://b".into(),
-        destination: "offsite".into(),
-        cluster: "prod".into(),
-    };
+    let bucket = bucket_on(Arc::new(Immutable::default()));
     let stop = CancellationToken::new();
     bucket
         .upload(&db, &manifest, &Sealing::default(), &stop)
@@ -207,13 +206,7 @@ async fn an_encrypted_copy_is_checked_as_sent_and_decrypted_when_an_identity_is_
         sealing.record(&mut manifest);
         manifest.file = sealing.form.stored_name(&plain.file);
         assert_eq!(manifest.file, "prod-20261129T000000.000Z-rev7.db.zst.age");
-        let bucket = Bucket {
-            store: Arc::new(object_store::memory::InMemory::new()),
-            dir: Key::from_iter(["backups", "prod"]),
-            shown_as: "s3://b".into(),
-            destination: "offsite".into(),
-            cluster: "prod".into(),
-        };
+        let bucket = bucket_on(Arc::new(object_store::memory::InMemory::new()));
         let stop = CancellationToken::new();
         let verified_by = bucket
             .upload(&db, &manifest, &sealing, &stop)

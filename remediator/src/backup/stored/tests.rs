@@ -44,7 +44,8 @@ fn encode(
         true => crate::backup::keys::recipients(&keys.public()).unwrap(),
         false => vec![],
     };
-    let mut encoder = Encoder::new(form.compressed, &recipients, verify.then_some(keys)).unwrap();
+    let mut encoder =
+        Encoder::new(form.compressed, &recipients, verify.then_some(keys), true).unwrap();
     let mut stored = Vec::new();
     for piece in db.chunks(chunk) {
         stored.extend_from_slice(&encoder.feed(piece).unwrap());
@@ -147,7 +148,7 @@ fn files_encode_decode_and_check_in_every_form() {
             true => crate::backup::keys::recipients(&keys.public()).unwrap(),
             false => vec![],
         };
-        let encoder = Encoder::new(form.compressed, &recipients, None).unwrap();
+        let encoder = Encoder::new(form.compressed, &recipients, None, true).unwrap();
         let encoded = encode_file(&plain, &stored, encoder).unwrap();
         if form.encrypted {
             assert_eq!(encoded.produced_sha256, Some(sha256_file(&stored).unwrap()));

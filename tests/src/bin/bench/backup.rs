@@ -143,6 +143,18 @@ impl Trial {
 pub async fn run(db_mib: u64, servers: &[Server]) -> Result<Vec<Trial>> {
     let version = EtcdVersion::V3_5;
     eprintln!("bench: backups of a {db_mib} MiB database");
+    let (cluster, db_bytes) = filled_cluster(version, db_mib).await?;
+    let mut trials = Vec::new();
+    for &server in servers {
+        eprintln!("bench: to {}", server.name());
+        trials.push(trial(version, &cluster, db_bytes, server).await?);
+    }
+    Ok(trials)
+}
+
+/// A 3-member cluster with its data on disk, filled with 1 MiB values to `db_mib`; its
+/// database's size.
+pub async fn filled_cluster(version: EtcdVersion, db_mib: u64) -> Result<(EtcdCluster, u64)> {
     let cluster = EtcdCluster::builder(version)
         .members(3)
         .quota(8 * 1024 * MIB)
@@ -151,12 +163,17 @@ pub async fn run(db_mib: u64, servers: &[Server]) -> Result<Vec<Trial>> {
         .await?;
     let mut client = cluster.client(0).await?;
     let db_bytes = fill_until(&mut client, db_mib * MIB, 1024 * 1024, 4096).await?;
-    let mut trials = Vec::new();
-    for &server in servers {
-        eprintln!("bench: to {}", server.name());
-        trials.push(trial(version, &cluster, db_bytes, server).await?);
-    }
-    Ok(trials)
+    Ok((cluster, db_bytes))
+}
+
+/// The service's bearer token `token` and the S3 servers' credentials, as files in `dir`
+/// (`token`, `s3-id`, `s3-secret`).
+pub fn write_credentials(dir: &Path, token: &str) -> Result<()> {
+    let (key, secret) = S3S_FS_CREDENTIALS;
+    std::fs::write(dir.join("token"), token)?;
+    std::fs::write(dir.join("s3-id"), format!("{key}\n"))?;
+    std::fs::write(dir.join("s3-secret"), format!("{secret}\n"))?;
+    Ok(())
 }
 
 async fn trial(
@@ -167,10 +184,7 @@ async fn trial(
 ) -> Result<Trial> {
     let s3 = server.start().await?;
     let dir = cluster.dir().to_path_buf();
-    let (key, secret) = S3S_FS_CREDENTIALS;
-    std::fs::write(dir.join("token"), TOKEN)?;
-    std::fs::write(dir.join("s3-id"), format!("{key}\n"))?;
-    std::fs::write(dir.join("s3-secret"), format!("{secret}\n"))?;
+    write_credentials(&dir, TOKEN)?;
 
     let config = dir.join("bench.yaml");
     let write_config = |drill: bool| -> Result<()> {

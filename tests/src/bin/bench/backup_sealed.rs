@@ -9,11 +9,10 @@ use std::time::Duration;
 use age::x25519::Identity;
 use anyhow::{ensure, Context, Result};
 use etcdmedic_tests::process::cpu_time;
-use etcdmedic_tests::s3::{S3Server, S3S_FS_CREDENTIALS};
-use etcdmedic_tests::workload::fill_until;
-use etcdmedic_tests::{EtcdCluster, EtcdVersion, RemediatorService};
+use etcdmedic_tests::s3::S3Server;
+use etcdmedic_tests::{EtcdVersion, RemediatorService};
 
-use crate::backup::{backup_of, median, record_duration};
+use crate::backup::{backup_of, filled_cluster, median, record_duration, write_credentials};
 use crate::verdict;
 
 const TOKEN: &str = "bench-sealed-token";
@@ -44,20 +43,10 @@ impl Outcome {
 pub async fn run(db_mib: u64) -> Result<Outcome> {
     let version = EtcdVersion::V3_5;
     eprintln!("bench: encrypted backups of a {db_mib} MiB database");
-    let cluster = EtcdCluster::builder(version)
-        .members(3)
-        .quota(8 * 1024 * MIB)
-        .data_on_disk()
-        .start()
-        .await?;
-    let mut client = cluster.client(0).await?;
-    let db_bytes = fill_until(&mut client, db_mib * MIB, 1024 * 1024, 4096).await?;
+    let (cluster, db_bytes) = filled_cluster(version, db_mib).await?;
     let s3 = S3Server::start_s3s_fs(BUCKET).await?;
     let dir = cluster.dir().to_path_buf();
-    let (key, secret) = S3S_FS_CREDENTIALS;
-    std::fs::write(dir.join("token"), TOKEN)?;
-    std::fs::write(dir.join("s3-id"), format!("{key}\n"))?;
-    std::fs::write(dir.join("s3-secret"), format!("{secret}\n"))?;
+    write_credentials(&dir, TOKEN)?;
     // One etcd cluster configured twice: as it is, and with its copies encrypted.
     let recipient = Identity::generate().to_public();
     let sealed_entry = cluster.config_entry("sealed")
