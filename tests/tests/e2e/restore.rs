@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 use etcd_client::WatchOptions;
+use etcdmedic_tests::generated::repository_root;
 use etcdmedic_tests::ports::free_ports;
 use etcdmedic_tests::process::ChildProcess;
 use etcdmedic_tests::{eventually, project_binary, EtcdCluster, EtcdVersion};
@@ -467,16 +468,32 @@ async fn restore_refuses_what_it_cannot_restore_safely_and_changes_nothing() -> 
     ensure!(!into.exists(), "a refusal wrote {}", into.display());
 
     // Refusals aside, the restore docs/disaster-recovery.md shows, with the members the
-    // backup recorded: it prints what the document shows.
+    // backup recorded: it prints what the document shows, and the README its first lines.
     let output = remediator(&base).await?;
     ensure!(output.status.success(), "{}", stderr(&output));
-    let documentation = crate::readme::documentation()?;
-    let block = crate::readme::block(&documentation, "$ etcdmedic-remediator restore")?;
-    let step = crate::readme::session(block)
-        .into_iter()
-        .next()
-        .context("no command in the restore block")?;
-    crate::readme::ensure_same_output("restore", &step.shown, &stdout(&output))?;
+    let printed = stdout(&output);
+    for (document, path) in [
+        ("README.md", "README.md"),
+        ("disaster-recovery.md", "docs/disaster-recovery.md"),
+    ] {
+        let text = std::fs::read_to_string(repository_root().join(path))?;
+        let block = crate::readme::block(&text, "$ etcdmedic-remediator restore --config")?;
+        let step = crate::readme::session(block)
+            .into_iter()
+            .next()
+            .with_context(|| format!("no command in {document}'s restore block"))?;
+        let lines = step.shown.lines().count();
+        let first: String = printed
+            .lines()
+            .take(lines)
+            .map(|l| format!("{l}\n"))
+            .collect();
+        ensure!(
+            lines >= 5,
+            "{document} shows {lines} lines of restore's output"
+        );
+        crate::readme::ensure_same_output(document, &step.shown, &first)?;
+    }
     for name in ["m0", "m1", "m2"] {
         ensure!(
             into.join(name).join("member").is_dir(),
