@@ -122,7 +122,9 @@ impl BackupMetrics {
         metrics
     }
 
-    /// Every destination's failures at 0, so `increase()` works before the first failure.
+    /// Every destination's failures at 0, so `increase()` works before the first failure;
+    /// the last undrilled backup at 0 (never), so `EtcdmedicBackupNotDrilled` has its series
+    /// before the first one lands.
     pub(super) fn configured(&self, cluster: &str, destinations: &[String]) {
         for destination in destinations {
             self.failures
@@ -132,6 +134,9 @@ impl BackupMetrics {
         self.drill_failures
             .get_or_create(&cluster_labels(cluster))
             .inc_by(0);
+        self.drill_last_skipped
+            .get_or_create(&cluster_labels(cluster))
+            .set(0.0);
     }
 
     pub(super) fn set_interval(&self, cluster: &str, schedule: &CronIn, now: SystemTime) {
