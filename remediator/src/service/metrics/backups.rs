@@ -238,3 +238,82 @@ fn cluster_labels(cluster: &str) -> ClusterLabels {
         etcd_cluster: cluster.to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A succeeded backup of cluster `a` whose drill is `drill`.
+    fn landed(drill: serde_json::Value) -> BackupRecord {
+        let at = "2026-12-05T15:00:00.000Z";
+        serde_json::from_value(serde_json::json!({
+            "id": 1, "cluster": "a", "source": "api", "requested_at": at, "started_at": at,
+            "finished_at": at, "outcome": "succeeded",
+            "report": {
+                "manifest": {
+                    "cluster": "a", "member": {"id": "1", "name": "m1", "endpoint": "http://m1:2379"},
+                    "revision": 7, "etcd_version": "3.6.15", "size_bytes": 4096, "sha256": "00",
+                    "file": "a-20261205T150000.000Z-rev7.db.age", "created_at": at,
+                    "etcdmedic_version": "test", "restore_drill": drill,
+                    "encryption": {"format": "age", "recipients": ["age1x"]}
+                },
+                "destinations": [], "missed": [], "duration": 1.0
+            }
+        }))
+        .unwrap_or_else(|err| panic!("a backup record: {err}"))
+    }
+
+    fn exposed(metrics: &BackupMetrics, registry: &Registry, record: &BackupRecord) -> String {
+        metrics.configured("a", &["near".into()]);
+        metrics.restore(record, &["near".into()]);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, registry)
+            .unwrap_or_else(|err| panic!("{err}"));
+        text
+    }
+
+    #[test]
+    fn an_undrilled_backup_sets_its_own_timestamp_and_never_the_drills_success() {
+        let mut registry = Registry::default();
+        let metrics = BackupMetrics::register(&mut registry);
+        let text = exposed(
+            &metrics,
+            &registry,
+            &landed(
+                serde_json::json!({"passed": false, "at": "2026-12-05T15:00:00.000Z",
+                "duration_seconds": 0.0, "not_drilled": "no_identity"}),
+            ),
+        );
+        assert!(
+            text.contains(
+                "etcdmedic_restore_drill_last_skipped_timestamp_seconds{etcd_cluster=\"a\"} 1796482800.0"
+            ),
+            "{text}"
+        );
+        assert!(
+            !text.contains("etcdmedic_restore_drill_last_success_timestamp_seconds{"),
+            "{text}"
+        );
+
+        let mut registry = Registry::default();
+        let metrics = BackupMetrics::register(&mut registry);
+        let text = exposed(
+            &metrics,
+            &registry,
+            &landed(
+                serde_json::json!({"passed": true, "at": "2026-12-05T15:00:00.000Z",
+                "duration_seconds": 1.0}),
+            ),
+        );
+        assert!(
+            text.contains(
+                "etcdmedic_restore_drill_last_skipped_timestamp_seconds{etcd_cluster=\"a\"} 0.0"
+            ),
+            "0 (never) until one lands undrilled: {text}"
+        );
+        assert!(
+            text.contains("etcdmedic_restore_drill_last_success_timestamp_seconds{etcd_cluster=\"a\"} 1796482800.0"),
+            "{text}"
+        );
+    }
+}
