@@ -20,7 +20,7 @@ use serde_json::Value;
 use crate::{cores, verdict};
 
 const TOKEN: &str = "bench-backup-token";
-const BUCKET: &str = "etcd-backups";
+pub const BUCKET: &str = "etcd-backups";
 const MIB: u64 = 1024 * 1024;
 const TARGET_RATIO: f64 = 1.0;
 const TARGET_RSS_BYTES: u64 = 64 * 1000 * 1000;
@@ -176,6 +176,31 @@ pub fn write_credentials(dir: &Path, token: &str) -> Result<()> {
     Ok(())
 }
 
+/// A `serve` configuration with the credentials of [`write_credentials`] in `dir`, its state
+/// in `state-<name>.sqlite`, backing up to `s3`'s bucket (straight to the server, as boto3
+/// goes, not through the test proxy), with `restore_drill` and the cluster entries `clusters`.
+pub fn service_config(
+    dir: &Path,
+    s3: &S3Server,
+    name: &str,
+    restore_drill: &str,
+    clusters: &str,
+) -> String {
+    format!(
+        "remediation: {{snapshot_dir: {snapshots}}}\nremediator:\n  state_path: {state}\n  \
+         auth: {{bearer_token_file: {token}}}\nbackup:\n  destinations:\n    - {{name: \
+         offsite, kind: s3, bucket: {BUCKET}, endpoint: '{endpoint}', path_style: true, \
+         access_key_id_file: {id}, secret_access_key_file: {secret}}}\n  restore_drill: \
+         {restore_drill}\nclusters:\n{clusters}",
+        snapshots = dir.join("snapshots").display(),
+        state = dir.join(format!("state-{name}.sqlite")).display(),
+        token = dir.join("token").display(),
+        endpoint = s3.direct_url(),
+        id = dir.join("s3-id").display(),
+        secret = dir.join("s3-secret").display(),
+    )
+}
+
 async fn trial(
     version: EtcdVersion,
     cluster: &EtcdCluster,
@@ -188,24 +213,14 @@ async fn trial(
 
     let config = dir.join("bench.yaml");
     let write_config = |drill: bool| -> Result<()> {
+        let drill = format!(
+            "{{enabled: {drill}, bin_dir: {}}}",
+            version.bin_dir()?.display()
+        );
+        let entry = cluster.config_entry("bench");
         std::fs::write(
             &config,
-            format!(
-                "remediation: {{snapshot_dir: {snapshots}}}\nremediator:\n  state_path: {state}\n  \
-                 auth: {{bearer_token_file: {token}}}\nbackup:\n  destinations:\n    - {{name: \
-                 offsite, kind: s3, bucket: {BUCKET}, endpoint: '{endpoint}', path_style: true, \
-                 access_key_id_file: {id}, secret_access_key_file: {secret}}}\n  restore_drill: \
-                 {{enabled: {drill}, bin_dir: {bin}}}\nclusters:\n{entry}",
-                snapshots = dir.join("snapshots").display(),
-                state = dir.join(format!("state-{}.sqlite", server.name())).display(),
-                token = dir.join("token").display(),
-                // Straight to the server, as boto3 goes (not through the test proxy).
-                endpoint = s3.direct_url(),
-                id = dir.join("s3-id").display(),
-                secret = dir.join("s3-secret").display(),
-                bin = version.bin_dir()?.display(),
-                entry = cluster.config_entry("bench"),
-            ),
+            service_config(&dir, &s3, server.name(), &drill, &entry),
         )?;
         Ok(())
     };

@@ -12,11 +12,12 @@ use etcdmedic_tests::process::cpu_time;
 use etcdmedic_tests::s3::S3Server;
 use etcdmedic_tests::{EtcdVersion, RemediatorService};
 
-use crate::backup::{backup_of, filled_cluster, median, record_duration, write_credentials};
+use crate::backup::{
+    backup_of, filled_cluster, median, record_duration, service_config, write_credentials, BUCKET,
+};
 use crate::verdict;
 
 const TOKEN: &str = "bench-sealed-token";
-const BUCKET: &str = "etcd-backups";
 const MIB: u64 = 1024 * 1024;
 const ROUNDS: usize = 5;
 /// Encrypted backups may take at most this much longer than plain ones.
@@ -52,22 +53,10 @@ pub async fn run(db_mib: u64) -> Result<Outcome> {
     let sealed_entry = cluster.config_entry("sealed")
         + &format!("    backup:\n      encryption: {{recipients: ['{recipient}']}}\n");
     let config = dir.join("sealed.yaml");
+    let clusters = cluster.config_entry("plain") + &sealed_entry;
     std::fs::write(
         &config,
-        format!(
-            "remediation: {{snapshot_dir: {snapshots}}}\nremediator:\n  state_path: {state}\n  \
-             auth: {{bearer_token_file: {token}}}\nbackup:\n  destinations:\n    - {{name: \
-             offsite, kind: s3, bucket: {BUCKET}, endpoint: '{endpoint}', path_style: true, \
-             access_key_id_file: {id}, secret_access_key_file: {secret}}}\n  restore_drill: \
-             {{enabled: false}}\nclusters:\n{plain}{sealed_entry}",
-            snapshots = dir.join("snapshots").display(),
-            state = dir.join("state-sealed.sqlite").display(),
-            token = dir.join("token").display(),
-            endpoint = s3.direct_url(),
-            id = dir.join("s3-id").display(),
-            secret = dir.join("s3-secret").display(),
-            plain = cluster.config_entry("plain"),
-        ),
+        service_config(&dir, &s3, "sealed", "{enabled: false}", &clusters),
     )?;
     let service = RemediatorService::start(&config, Some(TOKEN)).await?;
     let (mut plain, mut sealed, mut plain_cpu, mut sealed_cpu) = (vec![], vec![], vec![], vec![]);
