@@ -263,27 +263,24 @@ mod tests {
         .unwrap_or_else(|err| panic!("a backup record: {err}"))
     }
 
-    fn exposed(metrics: &BackupMetrics, registry: &Registry, record: &BackupRecord) -> String {
+    /// What fresh backup metrics expose once `record` is restored into them.
+    fn exposed(record: &BackupRecord) -> String {
+        let mut registry = Registry::default();
+        let metrics = BackupMetrics::register(&mut registry);
         metrics.configured("a", &["near".into()]);
         metrics.restore(record, &["near".into()]);
         let mut text = String::new();
-        prometheus_client::encoding::text::encode(&mut text, registry)
+        prometheus_client::encoding::text::encode(&mut text, &registry)
             .unwrap_or_else(|err| panic!("{err}"));
         text
     }
 
     #[test]
     fn an_undrilled_backup_sets_its_own_timestamp_and_never_the_drills_success() {
-        let mut registry = Registry::default();
-        let metrics = BackupMetrics::register(&mut registry);
-        let text = exposed(
-            &metrics,
-            &registry,
-            &landed(
-                serde_json::json!({"passed": false, "at": "2026-12-05T15:00:00.000Z",
+        let text = exposed(&landed(
+            serde_json::json!({"passed": false, "at": "2026-12-05T15:00:00.000Z",
                 "duration_seconds": 0.0, "not_drilled": "no_identity"}),
-            ),
-        );
+        ));
         assert!(
             text.contains(
                 "etcdmedic_restore_drill_last_skipped_timestamp_seconds{etcd_cluster=\"a\"} 1796482800.0"
@@ -295,16 +292,10 @@ mod tests {
             "{text}"
         );
 
-        let mut registry = Registry::default();
-        let metrics = BackupMetrics::register(&mut registry);
-        let text = exposed(
-            &metrics,
-            &registry,
-            &landed(
-                serde_json::json!({"passed": true, "at": "2026-12-05T15:00:00.000Z",
+        let text = exposed(&landed(
+            serde_json::json!({"passed": true, "at": "2026-12-05T15:00:00.000Z",
                 "duration_seconds": 1.0}),
-            ),
-        );
+        ));
         assert!(
             text.contains(
                 "etcdmedic_restore_drill_last_skipped_timestamp_seconds{etcd_cluster=\"a\"} 0.0"
