@@ -87,12 +87,10 @@ impl<E: Etcd> Remediator<E> {
         }
         let mut manifest = local::read_manifest(&db).await?;
         let form = manifest.form();
-        let checked = match (form.encrypted, identities) {
-            (true, None) => Err(stored::StoredError::NoIdentity),
-            _ => {
-                let (db, identities) = (db.clone(), identities.cloned());
-                blocking(move || stored::check_file(&db, form, identities.as_ref())).await
-            }
+        // An encrypted copy without an identity: the check itself says NoIdentity.
+        let checked = {
+            let (db, identities) = (db.clone(), identities.cloned());
+            blocking(move || stored::check_file(&db, form, identities.as_ref())).await
         };
         let record = match checked {
             Err(stored::StoredError::NoIdentity) => drill::not_drilled_no_identity(),
