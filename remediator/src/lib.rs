@@ -45,6 +45,7 @@ pub mod verbs;
 
 pub use backup::bucket::{PARTS_IN_FLIGHT, PART_SIZE};
 pub use backup::drill::DrillRecord;
+pub use backup::locked::problems as object_lock_problems;
 pub use backup::{BackupError, BackupReport, Landed, Manifest, RecordedHash};
 pub use engine::backup::Missed;
 pub use engine::drill::DrillReport;

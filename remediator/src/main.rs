@@ -66,6 +66,17 @@ async fn serve(args: ServeArgs) -> CommandResult<anyhow::Error> {
         ));
     }
     if args.config_check {
+        let unlockable = etcdmedic_remediator::object_lock_problems(&config.clusters).await;
+        if !unlockable.is_empty() {
+            return Err((
+                BAD_INPUT,
+                anyhow!(
+                    "config {}: {}",
+                    args.config.display(),
+                    unlockable.join("; ")
+                ),
+            ));
+        }
         println!(
             "config {}: ok ({} clusters: {}; webhook on {}{}, state in {})",
             args.config.display(),
@@ -77,6 +88,14 @@ async fn serve(args: ServeArgs) -> CommandResult<anyhow::Error> {
         );
         return Ok(ExitCode::SUCCESS);
     }
+    // Said at start-up too, without holding it up: every backup to such a bucket fails the
+    // same way, and the service has more to do than backups.
+    let clusters = config.clusters.clone();
+    tokio::spawn(async move {
+        for problem in etcdmedic_remediator::object_lock_problems(&clusters).await {
+            tracing::error!(%problem, "backups to this destination will fail");
+        }
+    });
     let listener = std::net::TcpListener::bind(settings.listen)
         .with_context(|| format!("cannot listen on {}", settings.listen))
         .map_err(|err| (FAILED, err))?;

@@ -45,7 +45,23 @@ impl S3Server {
             &port.to_string(),
         ]
         .map(String::from);
-        S3Server::serve(bucket, port, &args).await
+        S3Server::serve(bucket, port, &args, false).await
+    }
+
+    /// Moto's S3 server with `bucket` made with Object Lock enabled (and so versioned, as
+    /// S3 makes such a bucket), without a default retention.
+    pub async fn start_with_object_lock(bucket: &str) -> Result<S3Server> {
+        let port = free_port()?;
+        let args = [
+            "-m",
+            "moto.server",
+            "-H",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+        ]
+        .map(String::from);
+        S3Server::serve(bucket, port, &args, true).await
     }
 
     /// The same server, answering Google Cloud Storage's XML API the way GCS emulators are
@@ -67,7 +83,7 @@ impl S3Server {
              return moto(environ, start_response)\n\
              run_simple('127.0.0.1', {port}, app, threaded=True)\n"
         );
-        S3Server::serve(bucket, port, &["-c".to_string(), script]).await
+        S3Server::serve(bucket, port, &["-c".to_string(), script], false).await
     }
 
     /// s3s-fs (`cargo install s3s-fs --features binary`, by `scripts/install-deps.sh --bench`)
@@ -112,7 +128,12 @@ impl S3Server {
         })
     }
 
-    async fn serve(bucket: &str, port: u16, args: &[String]) -> Result<S3Server> {
+    async fn serve(
+        bucket: &str,
+        port: u16,
+        args: &[String],
+        object_lock: bool,
+    ) -> Result<S3Server> {
         let process = ChildProcess::spawn("moto", &python(), args).context(
             "starting moto's S3 server; run scripts/install-deps.sh (pip install 'moto[server]')",
         )?;
@@ -125,7 +146,11 @@ impl S3Server {
             "moto's S3 server makes a bucket",
             Duration::from_secs(60),
             || {
-                let request = http.put(&create).send();
+                let mut request = http.put(&create);
+                if object_lock {
+                    request = request.header("x-amz-bucket-object-lock-enabled", "true");
+                }
+                let request = request.send();
                 async move {
                     let response = request.await?;
                     ensure!(
@@ -196,7 +221,7 @@ impl S3Server {
     }
 
     /// Runs `script` with `s3`, a boto3 client of the server, in scope; its stdout.
-    async fn boto3(&self, script: &str) -> Result<String> {
+    pub async fn boto3(&self, script: &str) -> Result<String> {
         let program = format!(
             "import boto3\ns3 = boto3.client('s3', endpoint_url={endpoint:?}, \
              region_name='us-east-1', aws_access_key_id='test', \

@@ -6,6 +6,7 @@ pub(crate) mod bucket;
 pub(crate) mod drill;
 pub(crate) mod keys;
 pub(crate) mod local;
+pub(crate) mod locked;
 mod retention;
 pub(crate) mod sealing;
 pub(crate) mod stored;

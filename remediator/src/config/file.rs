@@ -101,6 +101,35 @@ pub struct DestinationFile {
     /// This destination's own retention; each unset key is `backup.retention`'s.
     #[serde(default)]
     pub retention: Option<RetentionFile>,
+    /// `s3`: every object written is locked (S3 Object Lock) for `days` from its backup.
+    #[serde(default)]
+    pub object_lock: Option<ObjectLockFile>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ObjectLockFile {
+    pub mode: LockMode,
+    pub days: u32,
+}
+
+/// S3 Object Lock's retention modes: `governance` can be lifted by whoever holds
+/// `s3:BypassGovernanceRetention`, `compliance` by nobody until the date.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LockMode {
+    Governance,
+    Compliance,
+}
+
+impl LockMode {
+    /// As S3 spells it in requests and answers.
+    pub fn as_s3(self) -> &'static str {
+        match self {
+            LockMode::Governance => "GOVERNANCE",
+            LockMode::Compliance => "COMPLIANCE",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -19,9 +19,9 @@ pub mod when;
 
 pub use backup::{BackupSettings, Kept, RestoreDrill, RestoreTool};
 pub use destination::{
-    AzureTarget, Destination, GcsTarget, Retention, S3Credentials, S3Target, Target,
+    AzureTarget, Destination, GcsTarget, ObjectLock, Retention, S3Credentials, S3Target, Target,
 };
-pub use file::{Compression, LeaderMoveFailure, LeaderPolicy, OnBusy, ServiceMode};
+pub use file::{Compression, LeaderMoveFailure, LeaderPolicy, LockMode, OnBusy, ServiceMode};
 pub use remediation::RemediationSettings;
 
 use std::ops::Deref;

@@ -41,6 +41,13 @@ fn probes() -> Vec<(&'static str, String)> {
             ),
         ),
         (
+            "backup.destinations[].object_lock",
+            format!(
+                "backup: {{destinations: [{{name: n, kind: s3, bucket: b-1, object_lock: {{mode: governance, days: 1, {PROBE}: 1}}}}]}}\n{}",
+                cluster("")
+            ),
+        ),
+        (
             "backup.restore_drill",
             format!("backup: {{restore_drill: {{{PROBE}: 1}}}}\n{}", cluster("")),
         ),

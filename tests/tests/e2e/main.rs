@@ -81,6 +81,7 @@ mod backup;
 mod backup_clouds;
 mod backup_compressed;
 mod backup_encrypted;
+mod backup_locked;
 mod backup_offsite;
 mod backup_remediation;
 mod backup_service;

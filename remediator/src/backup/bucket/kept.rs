@@ -6,6 +6,7 @@ use std::time::SystemTime;
 
 use crate::config::Kept;
 use futures::StreamExt;
+use object_store::path::Path as Key;
 use object_store::{ObjectStoreExt, PutPayload};
 use tokio_util::sync::CancellationToken;
 
@@ -74,8 +75,11 @@ impl Bucket {
         self.store
             .put(&key, PutPayload::from(json))
             .await
-            .map(drop)
-            .map_err(|err| self.failed(format!("writing the manifest: {err}")))
+            .map_err(|err| self.failed(format!("writing the manifest: {err}")))?;
+        // The new version is locked like the first.
+        self.lock(&key, manifest)
+            .await
+            .map_err(|err| self.failed(err))
     }
 
     /// Downloads the backup `manifest` describes to `to` as it is stored, checking it against
@@ -126,13 +130,24 @@ impl Bucket {
     /// Removes the backups the retention names (manifest first), once the newest is in. A
     /// store that refuses a removal (a retention policy, an immutability policy, Object
     /// Lock) keeps that backup: logged and skipped, never a failed backup, and tried again
-    /// by the next retention once the store allows it.
+    /// by the next retention once the store allows it. With `object_lock`, a backup the
+    /// store still holds locked is kept the same way without asking for its removal: in a
+    /// versioned bucket that removal would succeed, hiding the backup behind a delete marker
+    /// while its version stays.
     pub(crate) async fn retention(&self, kept: Kept) -> Result<Vec<String>, BackupError> {
         let listed = self.listed().await?;
         let written: Vec<SystemTime> = listed.iter().map(|(_, at)| *at).collect();
         let mut removed = Vec::new();
         'backups: for index in expired(&written, kept.keep, kept.max_age, SystemTime::now()) {
             let key = self.dir.clone().join(listed[index].0.as_str());
+            if let Some(until) = self.locked_until(&key).await? {
+                tracing::info!(
+                    destination = %self.destination, %key,
+                    locked_until = %chrono::DateTime::<chrono::Utc>::from(until).to_rfc3339(),
+                    "backup retention: an expired backup is still locked; kept"
+                );
+                continue;
+            }
             for key in [manifest_key(&key), key.clone()] {
                 if let Err(err) = self.store.delete(&key).await {
                     tracing::warn!(
@@ -145,5 +160,27 @@ impl Bucket {
             removed.push(self.url(&listed[index].0));
         }
         Ok(removed)
+    }
+
+    /// With `object_lock`, the latest date to which the backup's object or its manifest is
+    /// still locked; `None` when both may go (or nothing is locked here).
+    async fn locked_until(&self, key: &Key) -> Result<Option<SystemTime>, BackupError> {
+        let Some(locker) = &self.locker else {
+            return Ok(None);
+        };
+        let now = SystemTime::now();
+        let mut latest = None;
+        for key in [key.clone(), manifest_key(key)] {
+            let held = locker.held(&key).await.map_err(|err| {
+                self.failed(format!(
+                    "{}: {err}",
+                    self.url(key.filename().unwrap_or_default())
+                ))
+            })?;
+            if let Some(held) = held.filter(|held| held.until > now) {
+                latest = latest.max(Some(held.until));
+            }
+        }
+        Ok(latest)
     }
 }

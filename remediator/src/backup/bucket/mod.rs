@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 mod etag;
 mod kept;
+mod lock;
 mod open;
 mod streamed;
 
@@ -31,6 +32,7 @@ use super::stored::{Encoded, StoredCheck};
 use super::{BackupError, Manifest};
 use crate::snapshot;
 use etag::{Etags, PartDigests};
+use lock::{retain_until, BucketLock, Locker};
 
 /// S3's smallest part, several in flight: the store works on a few at once (as boto3 sends
 /// ten), while the upload holds about 30 MiB whatever the snapshot's size.
@@ -50,6 +52,8 @@ pub(crate) struct Bucket {
     shown_as: String,
     destination: String,
     cluster: String,
+    /// `object_lock`: every object written is locked before it counts.
+    locker: Option<Locker>,
 }
 
 impl Bucket {
@@ -74,6 +78,7 @@ impl Bucket {
             shown_as: opened.shown_as,
             destination: destination.name.to_string(),
             cluster: cluster.to_string(),
+            locker: opened.locker,
         })
     }
 
@@ -101,6 +106,8 @@ impl Bucket {
         sealing: &Sealing,
         stop: &CancellationToken,
     ) -> Result<&'static str, BackupError> {
+        // Not retried: a bucket without Object Lock does not grow it between attempts.
+        self.ensure_lockable().await?;
         let mut pause = FIRST_BACKOFF;
         let mut attempt = 1;
         loop {
@@ -186,13 +193,48 @@ impl Bucket {
             }
             "read_back"
         };
+        self.lock(&key, manifest)
+            .await
+            .map_err(UploadFailure::Failed)?;
         let json = serde_json::to_vec_pretty(manifest)
             .map_err(|err| UploadFailure::Failed(err.to_string()))?;
         self.store
             .put(&manifest_key(&key), PutPayload::from(json))
             .await
             .map_err(|err| UploadFailure::Failed(format!("writing the manifest: {err}")))?;
+        self.lock(&manifest_key(&key), manifest)
+            .await
+            .map_err(UploadFailure::Failed)?;
         Ok(verified_by)
+    }
+
+    /// With `object_lock`, refuses a bucket without Object Lock before anything is written.
+    pub(crate) async fn ensure_lockable(&self) -> Result<(), BackupError> {
+        let Some(locker) = &self.locker else {
+            return Ok(());
+        };
+        match locker.bucket().await.map_err(|err| self.failed(err))? {
+            BucketLock::Enabled => Ok(()),
+            BucketLock::NotEnabled => Err(self.failed(format!(
+                "{} does not have Object Lock enabled, which object_lock needs (it is set when \
+                 the bucket is created, or with versioning on and PutObjectLockConfiguration); \
+                 nothing was written",
+                self.shown_as
+            ))),
+        }
+    }
+
+    /// With `object_lock`, locks the object at `key` (written for `manifest`'s backup) until
+    /// the backup's time plus the lock's days.
+    async fn lock(&self, key: &Key, manifest: &Manifest) -> Result<(), String> {
+        let Some(locker) = &self.locker else {
+            return Ok(());
+        };
+        let until = retain_until(manifest.created_at, locker.lock.days);
+        locker
+            .retain(key, until)
+            .await
+            .map_err(|err| format!("{}: {err}", self.url(key.filename().unwrap_or_default())))
     }
 
     /// Removes the object `file`: what an attempt completed does not count without its

@@ -4,9 +4,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::lock::Locker;
 use crate::config::{AzureTarget, GcsTarget, S3Target, Target};
 use etcdmedic_cluster::config::ClusterName;
-use object_store::aws::AmazonS3Builder;
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::azure::MicrosoftAzureBuilder;
 use object_store::gcp::GoogleCloudStorageBuilder;
 use object_store::{BackoffConfig, ClientOptions, ObjectStore, RetryConfig};
@@ -18,6 +19,8 @@ pub(super) struct Opened {
     pub(super) store: Arc<dyn ObjectStore>,
     pub(super) shown_as: String,
     pub(super) prefix: Vec<ClusterName>,
+    /// An S3 destination's `object_lock`.
+    pub(super) locker: Option<Locker>,
 }
 
 /// `Err` names what could not be set up; a local directory is not a bucket.
@@ -65,14 +68,45 @@ fn s3_store(target: &S3Target) -> Result<Opened, String> {
             .with_access_key_id(credentials.access_key_id.expose())
             .with_secret_access_key(credentials.secret_access_key.expose());
     }
-    let store = builder
-        .build()
-        .map_err(|err| format!("cannot set up the S3 client: {err}"))?;
+    let bucket_url = bucket_url(&builder, &target.bucket);
+    let region = builder
+        .get_config_value(&AmazonS3ConfigKey::Region)
+        .unwrap_or_else(|| "us-east-1".to_string());
+    let store = Arc::new(
+        builder
+            .build()
+            .map_err(|err| format!("cannot set up the S3 client: {err}"))?,
+    );
+    let locker = match target.object_lock {
+        Some(lock) => Some(
+            Locker::new(Arc::clone(&store), region, bucket_url?, lock)
+                .map_err(|err| format!("cannot set up the Object Lock client: {err}"))?,
+        ),
+        None => None,
+    };
     Ok(Opened {
-        store: Arc::new(store),
+        store,
         shown_as: format!("s3://{}", target.bucket),
         prefix: target.prefix.clone(),
+        locker,
     })
+}
+
+/// The bucket's URL as `object_store` builds it: a virtual-hosted endpoint already names
+/// the bucket, a path-style one is followed by it, and AWS's own follows the region.
+fn bucket_url(builder: &AmazonS3Builder, bucket: &str) -> Result<url::Url, String> {
+    let value = |key| builder.get_config_value(&key);
+    let region = value(AmazonS3ConfigKey::Region).unwrap_or_else(|| "us-east-1".to_string());
+    let virtual_hosted = value(AmazonS3ConfigKey::VirtualHostedStyleRequest)
+        .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    let endpoint = value(AmazonS3ConfigKey::S3Endpoint).or(value(AmazonS3ConfigKey::Endpoint));
+    let url = match (endpoint, virtual_hosted) {
+        (Some(endpoint), true) => endpoint,
+        (Some(endpoint), false) => format!("{}/{bucket}", endpoint.trim_end_matches('/')),
+        (None, true) => format!("https://{bucket}.s3.{region}.amazonaws.com"),
+        (None, false) => format!("https://s3.{region}.amazonaws.com/{bucket}"),
+    };
+    url::Url::parse(&url).map_err(|err| format!("{url} is not the bucket's URL: {err}"))
 }
 
 fn gcs_store(target: &GcsTarget) -> Result<Opened, String> {
@@ -95,6 +129,7 @@ fn gcs_store(target: &GcsTarget) -> Result<Opened, String> {
         store: Arc::new(store),
         shown_as: format!("gs://{}", target.bucket),
         prefix: target.prefix.clone(),
+        locker: None,
     })
 }
 
@@ -121,5 +156,6 @@ fn azure_store(target: &AzureTarget) -> Result<Opened, String> {
         store: Arc::new(store),
         shown_as: format!("{account_url}/{}", target.container),
         prefix: target.prefix.clone(),
+        locker: None,
     })
 }

@@ -21,6 +21,9 @@ impl Bucket {
         sealing: Sealing,
         stop: CancellationToken,
     ) -> Result<Streamed, String> {
+        self.ensure_lockable()
+            .await
+            .map_err(|err| err.to_string())?;
         let key = self.dir.clone().join(file.as_str());
         let upload = self
             .store

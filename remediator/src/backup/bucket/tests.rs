@@ -45,6 +45,7 @@ fn bucket_on(store: Arc<dyn ObjectStore>) -> Bucket {
         shown_as: "s3://b".into(),
         destination: "offsite".into(),
         cluster: "prod".into(),
+        locker: None,
     }
 }
 

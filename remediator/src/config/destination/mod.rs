@@ -22,7 +22,7 @@ mod tests;
 
 pub use azure::AzureTarget;
 pub use gcs::GcsTarget;
-pub use s3::{S3Credentials, S3Target};
+pub use s3::{ObjectLock, S3Credentials, S3Target};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Destination {
@@ -86,7 +86,7 @@ impl Destination {
 /// name rather than ignored.
 fn foreign_keys(file: &DestinationFile) -> Vec<&'static str> {
     use DestinationKind::{Azure, Gcs, Local, S3};
-    let keys: [(&'static str, bool, &[DestinationKind]); 13] = [
+    let keys: [(&'static str, bool, &[DestinationKind]); 14] = [
         ("path", file.path.is_some(), &[Local]),
         ("bucket", file.bucket.is_some(), &[S3, Gcs]),
         ("prefix", file.prefix.is_some(), &[S3, Gcs, Azure]),
@@ -115,6 +115,7 @@ fn foreign_keys(file: &DestinationFile) -> Vec<&'static str> {
             file.account_key_file.is_some(),
             &[Azure],
         ),
+        ("object_lock", file.object_lock.is_some(), &[S3]),
         ("name", false, &[Local, S3, Gcs, Azure]),
     ];
     keys.iter()
@@ -141,9 +142,17 @@ pub(crate) fn resolve(
         )
     });
     for foreign in foreign_keys(file) {
+        // The other stores lock in the store itself, with nothing for etcdmedic to set.
+        let hint = match foreign {
+            "object_lock" => {
+                "; a gcs bucket's retention policy or an azure container's immutability \
+                 policy does this in the store (docs/backups.md)"
+            }
+            _ => "",
+        };
         problems.push(
             format!("{key}.{foreign}"),
-            format!("does not apply to kind: {}", kind_name(file.kind)),
+            format!("does not apply to kind: {}{hint}", kind_name(file.kind)),
         );
     }
     let target = match file.kind {

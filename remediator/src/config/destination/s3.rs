@@ -5,7 +5,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use super::{endpoint, is_bucket_name, prefix, required_name, secret, ClusterName};
-use crate::config::file::DestinationFile;
+use crate::config::file::{DestinationFile, LockMode};
 use etcdmedic_cluster::ConfigProblems;
 use etcdmedic_cluster::Secret;
 
@@ -20,7 +20,19 @@ pub struct S3Target {
     pub path_style: bool,
     /// `None`: the environment's or the instance's credentials.
     pub credentials: Option<S3Credentials>,
+    /// Every object written is locked until its backup's time plus `days`.
+    pub object_lock: Option<ObjectLock>,
 }
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ObjectLock {
+    pub mode: LockMode,
+    pub days: u32,
+}
+
+/// A hundred years: S3 takes longer, but a longer lock is a typo that cannot be undone in
+/// compliance mode.
+const MAX_LOCK_DAYS: u32 = 36_500;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct S3Credentials {
@@ -78,6 +90,19 @@ pub(super) fn resolve(
             None
         }
     };
+    let object_lock = file.object_lock.and_then(|lock| {
+        if !(1..=MAX_LOCK_DAYS).contains(&lock.days) {
+            problems.push(
+                format!("{key}.object_lock.days"),
+                format!("{} is not from 1 to {MAX_LOCK_DAYS}", lock.days),
+            );
+            return None;
+        }
+        Some(ObjectLock {
+            mode: lock.mode,
+            days: lock.days,
+        })
+    });
     Some(S3Target {
         bucket: bucket?,
         prefix: prefix?,
@@ -85,5 +110,6 @@ pub(super) fn resolve(
         region: file.region.clone(),
         path_style: file.path_style.unwrap_or(false),
         credentials: credentials?,
+        object_lock,
     })
 }

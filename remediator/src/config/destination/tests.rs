@@ -32,6 +32,7 @@ fn an_s3_destination_reads_its_credentials_from_files_and_never_prints_them() {
         ["prod", "eu-1"]
     );
     assert!(s3.path_style);
+    assert_eq!(s3.object_lock, None);
     let credentials = s3.credentials.as_ref().unwrap();
     assert_eq!(credentials.secret_access_key.expose(), "wJalrXUtnFEMI");
     let shown = format!(
@@ -118,6 +119,27 @@ fn bad_s3_destinations_name_their_key() {
             "{name: o, kind: azure, account: prod, container: c-1, account_key_file: empty}",
             "backup.destinations[0].account_key_file: empty is empty",
         ),
+        (
+            "{name: o, kind: s3, bucket: b-1, object_lock: {mode: governance, days: 0}}",
+            "backup.destinations[0].object_lock.days: 0 is not from 1 to 36500",
+        ),
+        (
+            "{name: o, kind: s3, bucket: b-1, object_lock: {mode: legal_hold, days: 7}}",
+            "unknown variant `legal_hold`, expected `governance` or `compliance`",
+        ),
+        (
+            "{name: o, kind: s3, bucket: b-1, object_lock: {mode: compliance}}",
+            "missing field `days`",
+        ),
+        (
+            "{name: o, kind: gcs, bucket: b-1, object_lock: {mode: compliance, days: 7}}",
+            "backup.destinations[0].object_lock: does not apply to kind: gcs; a gcs bucket's \
+             retention policy",
+        ),
+        (
+            "{name: o, kind: local, path: /srv, object_lock: {mode: compliance, days: 7}}",
+            "backup.destinations[0].object_lock: does not apply to kind: local",
+        ),
     ];
     for (destination, expected) in cases {
         let err = config_with(destination, dir.path()).unwrap_err();
@@ -168,4 +190,25 @@ fn gcs_and_azure_destinations_read_their_keys_from_files_and_never_print_them() 
         "{shown}"
     );
     assert!(shown.contains("\"kind\":\"azure\""), "{shown}");
+}
+
+#[test]
+fn an_s3_destination_locks_for_its_mode_and_days() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_with(
+        "{name: vault, kind: s3, bucket: etcd-backups, object_lock: {mode: compliance, days: \
+         30}}",
+        dir.path(),
+    )
+    .unwrap();
+    let Target::S3(s3) = &config.clusters[0].backup.destinations[0].target else {
+        panic!("{:?}", config.clusters[0].backup.destinations)
+    };
+    assert_eq!(
+        s3.object_lock,
+        Some(crate::config::ObjectLock {
+            mode: crate::config::LockMode::Compliance,
+            days: 30
+        })
+    );
 }
