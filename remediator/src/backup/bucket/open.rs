@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::lock::Locker;
 use crate::config::{AzureTarget, GcsTarget, S3Target, Target};
 use etcdmedic_cluster::config::ClusterName;
-use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey, Checksum};
 use object_store::azure::MicrosoftAzureBuilder;
 use object_store::gcp::GoogleCloudStorageBuilder;
 use object_store::{BackoffConfig, ClientOptions, ObjectStore, RetryConfig};
@@ -59,6 +59,11 @@ fn s3_store(target: &S3Target) -> Result<Opened, String> {
         .with_client_options(client_options(target.endpoint.as_deref()));
     if let Some(endpoint) = &target.endpoint {
         builder = builder.with_endpoint(endpoint);
+    }
+    if target.object_lock.is_some() {
+        // S3 refuses an upload without a checksum into a bucket with a default retention,
+        // which a bucket set up for Object Lock often has beside etcdmedic's own dates.
+        builder = builder.with_checksum_algorithm(Checksum::SHA256);
     }
     if let Some(region) = &target.region {
         builder = builder.with_region(region);
