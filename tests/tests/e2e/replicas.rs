@@ -13,7 +13,8 @@ use etcdmedic_tests::postgres::Postgres;
 use etcdmedic_tests::{eventually, EtcdCluster, EtcdVersion, RemediatorService};
 
 use crate::service::{
-    fragmented_cluster, now_rfc3339, payload, queue_run, ServiceFiles, RUN_TIMEOUT, TOKEN,
+    fragmented_cluster, holds_for, now_rfc3339, payload, queue_run, ServiceFiles, RUN_TIMEOUT,
+    TOKEN,
 };
 use crate::state_postgres::postgres_state;
 use crate::support::{assert_cluster_serves, SETTLE};
@@ -53,6 +54,40 @@ async fn first_defragmenting(cluster: &EtcdCluster) -> Result<usize> {
             .context("no defragmentation yet")
     })
     .await
+}
+
+/// Pauses a member while its defragmentation is under way and returns it: its start is
+/// logged and its end is not, still so once it is paused and its log read to the end (a
+/// "finished" line may have been written just before the pause). A member caught too late is
+/// resumed and the next one tried, so that the run is certainly held at the paused member.
+async fn pause_mid_defragmentation(cluster: &EtcdCluster) -> Result<usize> {
+    let under_way = |index: usize| {
+        cluster
+            .defrag_intervals(index)
+            .is_ok_and(|d| d.last().is_some_and(|(_, end)| end.is_none()))
+    };
+    let deadline = Instant::now() + RUN_TIMEOUT;
+    while Instant::now() < deadline {
+        let Some(member) = (0..cluster.len()).find(|&index| under_way(index)) else {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            continue;
+        };
+        cluster.pause(member)?;
+        let held = holds_for(
+            "the paused member is still defragmenting",
+            Duration::from_millis(500),
+            || async {
+                ensure!(under_way(member));
+                Ok(())
+            },
+        )
+        .await;
+        if held.is_ok() {
+            return Ok(member);
+        }
+        cluster.resume(member)?;
+    }
+    bail!("no member was caught defragmenting within {RUN_TIMEOUT:?}")
 }
 
 /// Waits until `service` is the active replica (its `/readyz` says `ready`, not `standby`).
@@ -308,8 +343,7 @@ async fn an_active_replica_cut_off_through_a_database_restart_stops_when_another
 
     // A member held mid-defragmentation; the replica carrying the run frozen while
     // PostgreSQL restarts, so that the other takes the store over first.
-    let frozen = first_defragmenting(&cluster).await?;
-    cluster.pause(frozen)?;
+    let frozen = pause_mid_defragmentation(&cluster).await?;
     cut_off.signal(Signal::SIGSTOP)?;
     let cut_at = std::time::SystemTime::now();
     postgres.restart().await?;

@@ -185,7 +185,7 @@ pub(crate) fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<
 
 /// Checks `condition` until `window` has passed; fails at the first time it does not hold.
 /// For asserting that something does not happen.
-async fn holds_for<F, Fut>(what: &str, window: Duration, mut condition: F) -> Result<()>
+pub(crate) async fn holds_for<F, Fut>(what: &str, window: Duration, mut condition: F) -> Result<()>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<()>>,
