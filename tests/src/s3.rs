@@ -35,22 +35,16 @@ pub const S3S_FS_CREDENTIALS: (&str, &str) = ("bench", "bench-secret");
 impl S3Server {
     /// Starts the server and creates `bucket`.
     pub async fn start(bucket: &str) -> Result<S3Server> {
-        let port = free_port()?;
-        let args = [
-            "-m",
-            "moto.server",
-            "-H",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-        ]
-        .map(String::from);
-        S3Server::serve(bucket, port, &args, false).await
+        S3Server::start_moto(bucket, false).await
     }
 
     /// Moto's S3 server with `bucket` made with Object Lock enabled (and so versioned, as
     /// S3 makes such a bucket), without a default retention.
     pub async fn start_with_object_lock(bucket: &str) -> Result<S3Server> {
+        S3Server::start_moto(bucket, true).await
+    }
+
+    async fn start_moto(bucket: &str, object_lock: bool) -> Result<S3Server> {
         let port = free_port()?;
         let args = [
             "-m",
@@ -61,7 +55,7 @@ impl S3Server {
             &port.to_string(),
         ]
         .map(String::from);
-        S3Server::serve(bucket, port, &args, true).await
+        S3Server::serve(bucket, port, &args, object_lock).await
     }
 
     /// The same server, answering Google Cloud Storage's XML API the way GCS emulators are

@@ -71,6 +71,15 @@ async fn delete_version(s3: &S3Server, key: &str, version: &str) -> Result<Strin
     .map(|out| out.trim().to_string())
 }
 
+async fn config_check(config: &Path) -> Result<std::process::Output> {
+    let run = tokio::process::Command::new(project_binary("etcdmedic-remediator")?)
+        .args(["serve", "--config.check", "--config"])
+        .arg(config)
+        .kill_on_drop(true)
+        .output();
+    Ok(tokio::time::timeout(std::time::Duration::from_secs(60), run).await??)
+}
+
 async fn backup(config: &Path) -> Result<Value> {
     let output = remediator(config, &["backup"]).await?;
     ensure!(output.status.success(), "{}", stderr(&output));
@@ -105,11 +114,7 @@ async fn locked_backups_outlive_a_delete_and_the_retention_until_their_date() ->
     // A bucket without Object Lock: refused at --config.check and by the backup, and
     // nothing is written to it.
     let plain = config(dir.path(), &s3, &cluster, PLAIN)?;
-    let checked = tokio::process::Command::new(project_binary("etcdmedic-remediator")?)
-        .args(["serve", "--config.check", "--config"])
-        .arg(&plain)
-        .output()
-        .await?;
+    let checked = config_check(&plain).await?;
     ensure!(
         checked.status.code() == Some(2)
             && stderr(&checked).contains(&format!("s3://{PLAIN} does not have Object Lock")),
@@ -131,11 +136,7 @@ async fn locked_backups_outlive_a_delete_and_the_retention_until_their_date() ->
     ensure!(written.trim() == "0", "written to {PLAIN}: {written}");
 
     let locked = config(dir.path(), &s3, &cluster, LOCKED)?;
-    let checked = tokio::process::Command::new(project_binary("etcdmedic-remediator")?)
-        .args(["serve", "--config.check", "--config"])
-        .arg(&locked)
-        .output()
-        .await?;
+    let checked = config_check(&locked).await?;
     ensure!(checked.status.success(), "{}", stderr(&checked));
 
     // The first backup, then drilled from the bucket: its object and both versions of its
