@@ -4,6 +4,7 @@
 
 pub(crate) mod bucket;
 pub(crate) mod drill;
+mod encrypting;
 pub(crate) mod keys;
 pub(crate) mod local;
 pub(crate) mod locked;

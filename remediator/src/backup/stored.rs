@@ -6,7 +6,6 @@
 //! An encrypted copy can be decoded only with an identity: without one, it is checked as
 //! the bytes that were produced for it (their sha256), and its drill says "not drilled".
 
-use std::borrow::Cow;
 use std::io::{BufReader, Read, Write};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -14,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use age::x25519::Recipient;
 use sha2::{Digest, Sha256};
 
+use super::encrypting::Encrypting;
 use super::keys::Identities;
 use super::Manifest;
 use crate::snapshot::{SnapshotError, TrailerHasher, AGE_SUFFIX, ZSTD_SUFFIX};
@@ -70,16 +70,21 @@ impl Form {
 
 /// Where the encoder's output collects until the caller takes it.
 #[derive(Clone, Default)]
-struct Collected(Arc<Mutex<Vec<u8>>>);
+pub(super) struct Collected(Arc<Mutex<Vec<u8>>>);
 
 impl Collected {
-    fn take(&self) -> Vec<u8> {
-        std::mem::take(
+    /// Moves what collected into `ready` (emptied first), and keeps `ready`'s allocation to
+    /// collect into next: the same two buffers serve a whole copy, where a new one per chunk
+    /// cost a page fault per 4 KiB of output.
+    fn swap_into(&self, ready: &mut Vec<u8>) {
+        ready.clear();
+        std::mem::swap(
+            ready,
             &mut *self
                 .0
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner()),
-        )
+        );
     }
 }
 
@@ -101,7 +106,7 @@ impl Write for Collected {
 /// The last layer: the output itself, or age's encryption into it.
 enum Sink {
     Out(Collected),
-    Age(age::stream::StreamWriter<Collected>),
+    Age(Encrypting),
 }
 
 impl Write for Sink {
@@ -124,7 +129,7 @@ impl Sink {
     fn finish(self) -> std::io::Result<()> {
         match self {
             Sink::Out(_) => Ok(()),
-            Sink::Age(age) => age.finish().map(drop),
+            Sink::Age(age) => age.finish(),
         }
     }
 }
@@ -141,6 +146,8 @@ enum Layers {
 pub(crate) struct Encoder {
     layers: Layers,
     out: Collected,
+    /// What the last [`Encoder::feed`] produced.
+    ready: Vec<u8>,
     /// The sha256 of what was produced, for an encrypted copy checked by it.
     produced: Option<Sha256>,
     verify: Option<StoredCheck>,
@@ -169,11 +176,7 @@ impl Encoder {
         let out = Collected::default();
         let encrypted = !recipients.is_empty();
         let sink = if encrypted {
-            let encryptor = age::Encryptor::with_recipients(
-                recipients.iter().map(|r| r as &dyn age::Recipient),
-            )
-            .map_err(|err| StoredError::Decrypt(format!("encrypting: {err}")))?;
-            Sink::Age(encryptor.wrap_output(out.clone())?)
+            Sink::Age(Encrypting::start(recipients, out.clone())?)
         } else {
             Sink::Out(out.clone())
         };
@@ -195,31 +198,22 @@ impl Encoder {
         Ok(Encoder {
             layers,
             out,
+            ready: Vec::new(),
             produced: (encrypted && hash_produced).then(Sha256::new),
             verify,
         })
     }
 
     /// The bytes to store for `chunk`: the chunk itself, or what the layers have ready.
-    pub(crate) fn feed<'a>(&mut self, chunk: &'a [u8]) -> Result<Cow<'a, [u8]>, StoredError> {
+    pub(crate) fn feed<'a>(&'a mut self, chunk: &'a [u8]) -> Result<&'a [u8], StoredError> {
         match &mut self.layers {
-            Layers::Plain => return Ok(Cow::Borrowed(chunk)),
+            Layers::Plain => return Ok(chunk),
             Layers::Sink(sink) => sink.write_all(chunk)?,
             Layers::Zstd(zstd) => zstd.write_all(chunk)?,
         }
-        let produced = self.out.take();
-        self.produced_more(&produced)?;
-        Ok(Cow::Owned(produced))
-    }
-
-    fn produced_more(&mut self, bytes: &[u8]) -> Result<(), StoredError> {
-        if let Some(hasher) = &mut self.produced {
-            hasher.update(bytes);
-        }
-        if let Some(check) = &mut self.verify {
-            check.update(bytes)?;
-        }
-        Ok(())
+        self.out.swap_into(&mut self.ready);
+        produced_more(&self.ready, &mut self.produced, &mut self.verify)?;
+        Ok(&self.ready)
     }
 
     /// What remains to store once the input has ended, and what was produced in all.
@@ -229,8 +223,9 @@ impl Encoder {
             Layers::Sink(sink) => sink.finish()?,
             Layers::Zstd(zstd) => zstd.finish()?.finish()?,
         }
-        let rest = self.out.take();
-        self.produced_more(&rest)?;
+        let mut rest = Vec::new();
+        self.out.swap_into(&mut rest);
+        produced_more(&rest, &mut self.produced, &mut self.verify)?;
         let decoded = match self.verify.take() {
             Some(check) => Some(check.finish()?),
             None => None,
@@ -244,6 +239,21 @@ impl Encoder {
             },
         ))
     }
+}
+
+/// Passes what an encoder produced to its hash and its check, when it has them.
+fn produced_more(
+    bytes: &[u8],
+    produced: &mut Option<Sha256>,
+    verify: &mut Option<StoredCheck>,
+) -> Result<(), StoredError> {
+    if let Some(hasher) = produced {
+        hasher.update(bytes);
+    }
+    if let Some(check) = verify {
+        check.update(bytes)?;
+    }
+    Ok(())
 }
 
 /// Hashes what it is given, as [`TrailerHasher`] does.
@@ -342,7 +352,7 @@ pub(crate) fn encode_file(
         if read == 0 {
             break;
         }
-        output.write_all(&encoder.feed(&buffer[..read])?)?;
+        output.write_all(encoder.feed(&buffer[..read])?)?;
     }
     let (rest, encoded) = encoder.finish()?;
     output.write_all(&rest)?;

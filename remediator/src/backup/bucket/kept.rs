@@ -10,6 +10,7 @@ use object_store::path::Path as Key;
 use object_store::{ObjectStoreExt, PutPayload};
 use tokio_util::sync::CancellationToken;
 
+use super::lock::Held;
 use super::{manifest_key, Bucket};
 use crate::backup::keys::Identities;
 use crate::backup::retention::expired;
@@ -140,10 +141,11 @@ impl Bucket {
         let mut removed = Vec::new();
         'backups: for index in expired(&written, kept.keep, kept.max_age, SystemTime::now()) {
             let key = self.dir.clone().join(listed[index].0.as_str());
-            if let Some(until) = self.locked_until(&key).await? {
+            if let Some(held) = self.locked(&key).await? {
+                let until = chrono::DateTime::<chrono::Utc>::from(held.until);
                 tracing::info!(
-                    destination = %self.destination, %key,
-                    locked_until = %chrono::DateTime::<chrono::Utc>::from(until).to_rfc3339(),
+                    destination = %self.destination, %key, mode = ?held.mode,
+                    locked_until = %until.to_rfc3339(),
                     "backup retention: an expired backup is still locked; kept"
                 );
                 continue;
@@ -162,14 +164,14 @@ impl Bucket {
         Ok(removed)
     }
 
-    /// With `object_lock`, the latest date to which the backup's object or its manifest is
-    /// still locked; `None` when both may go (or nothing is locked here).
-    async fn locked_until(&self, key: &Key) -> Result<Option<SystemTime>, BackupError> {
+    /// With `object_lock`, the longest lock still held on the backup's object or its
+    /// manifest; `None` when both may go (or nothing is locked here).
+    async fn locked(&self, key: &Key) -> Result<Option<Held>, BackupError> {
         let Some(locker) = &self.locker else {
             return Ok(None);
         };
         let now = SystemTime::now();
-        let mut latest = None;
+        let mut longest: Option<Held> = None;
         for key in [key.clone(), manifest_key(key)] {
             let held = locker.held(&key).await.map_err(|err| {
                 self.failed(format!(
@@ -178,9 +180,11 @@ impl Bucket {
                 ))
             })?;
             if let Some(held) = held.filter(|held| held.until > now) {
-                latest = latest.max(Some(held.until));
+                if longest.is_none_or(|longest| held.until > longest.until) {
+                    longest = Some(held);
+                }
             }
         }
-        Ok(latest)
+        Ok(longest)
     }
 }

@@ -285,8 +285,8 @@ impl Bucket {
                     return Ok((parts.etag(), encoded));
                 }
                 let stored = encoder.feed(&buffer[..read]).map_err(encoding)?;
-                parts.update(&stored);
-                writer.write(&stored);
+                parts.update(stored);
+                writer.write(stored);
                 sent += read as u64;
                 if last_progress.elapsed() >= PROGRESS_EVERY {
                     tracing::info!(destination = %self.destination, sent, "backup: uploading");

@@ -47,8 +47,8 @@ impl Bucket {
                 let stored = encoder
                     .feed(&chunk)
                     .map_err(|err| format!("encoding: {err}"))?;
-                parts.update(&stored);
-                writer.write(&stored);
+                parts.update(stored);
+                writer.write(stored);
             }
             let (rest, encoded) = encoder.finish().map_err(|err| format!("encoding: {err}"))?;
             parts.update(&rest);

@@ -48,7 +48,7 @@ fn encode(
         Encoder::new(form.compressed, &recipients, verify.then_some(keys), true).unwrap();
     let mut stored = Vec::new();
     for piece in db.chunks(chunk) {
-        stored.extend_from_slice(&encoder.feed(piece).unwrap());
+        stored.extend_from_slice(encoder.feed(piece).unwrap());
     }
     let (rest, encoded) = encoder.finish().unwrap();
     stored.extend_from_slice(&rest);
