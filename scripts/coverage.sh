@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 
 log() { printf 'coverage: %s\n' "$*" >&2; }
 
-if ! rustup component list --installed 2>/dev/null | grep -q '^llvm-tools'; then
+if ! rustup component list --installed 2>/dev/null | grep '^llvm-tools' >/dev/null; then
   log "installing the llvm-tools component"
   rustup component add llvm-tools-preview
 fi

@@ -32,6 +32,8 @@
 #   with --bench (`make bench`), crates.io: s3s-fs, a Rust S3-compatible server, under
 #         /opt/etcdmedic-deps/s3s-fs (the backup benchmark's second server)
 set -euo pipefail
+# With pipefail, a reader that stops early (`head`, `grep -q`) fails the pipeline whenever the
+# writer is still writing (SIGPIPE, status 141): every pipeline here reads its input to the end.
 
 bench=""
 case "${1:-}" in
@@ -130,7 +132,7 @@ ALERTMANAGER_VERSION=0.33.
 
 # Whether $1/etcd exists and reports version $2 (a prefix).
 etcd_is() {
-  [ -x "$1/etcd" ] && "$1/etcd" --version 2>/dev/null | grep -q "^etcd Version: $2"
+  [ -x "$1/etcd" ] && "$1/etcd" --version 2>/dev/null | grep "^etcd Version: $2" >/dev/null
 }
 
 # "URI KEYRING" of the machine's own Debian source for its release (KEYRING may be empty).
@@ -236,8 +238,8 @@ for minor in 3.6 3.7; do
 done
 
 prometheus_is() { # <dir>
-  [ -x "$1/prometheus" ] && "$1/prometheus" --version 2>/dev/null | grep -q "^prometheus, version $PROMETHEUS_VERSION" &&
-    [ -x "$1/alertmanager" ] && "$1/alertmanager" --version 2>/dev/null | grep -q "^alertmanager, version $ALERTMANAGER_VERSION" &&
+  [ -x "$1/prometheus" ] && "$1/prometheus" --version 2>/dev/null | grep "^prometheus, version $PROMETHEUS_VERSION" >/dev/null &&
+    [ -x "$1/alertmanager" ] && "$1/alertmanager" --version 2>/dev/null | grep "^alertmanager, version $ALERTMANAGER_VERSION" >/dev/null &&
     [ -x "$1/promtool" ] && [ -x "$1/amtool" ]
 }
 if ! prometheus_is "$deps/prometheus"; then
@@ -254,7 +256,7 @@ fi
 
 # The book (docs/); the server and file watcher are left out, nothing here serves it.
 MDBOOK_VERSION=0.5.4
-if ! "$deps/mdbook/bin/mdbook" --version 2>/dev/null | grep -qx "mdbook v$MDBOOK_VERSION"; then
+if ! "$deps/mdbook/bin/mdbook" --version 2>/dev/null | grep -x "mdbook v$MDBOOK_VERSION" >/dev/null; then
   log "installing mdBook $MDBOOK_VERSION from crates.io into $deps/mdbook"
   cargo install --quiet --locked --root "$deps/mdbook" mdbook --version "$MDBOOK_VERSION" \
     --no-default-features --features search
@@ -267,5 +269,5 @@ if [ -n "$bench" ] && [ ! -x "$deps/s3s-fs/bin/s3s-fs" ]; then
   cargo install --quiet --locked --root "$deps/s3s-fs" s3s-fs --version 0.14.1 --features binary
 fi
 
-etcd_versions=$(for dir in /usr/bin "$deps"/etcd-3.5 "$deps"/etcd-3.6 "$deps"/etcd-3.7; do "$dir/etcd" --version 2>/dev/null | head -n1 | awk '{print $3}'; done | paste -sd, -)
-log "ok: etcd $etcd_versions, $("$deps/prometheus/prometheus" --version | head -n1 | cut -d' ' -f1-3), $("$deps/prometheus/alertmanager" --version | head -n1 | cut -d' ' -f1-3), protoc $(protoc --version | awk '{print $2}')"
+etcd_versions=$(for dir in /usr/bin "$deps"/etcd-3.5 "$deps"/etcd-3.6 "$deps"/etcd-3.7; do "$dir/etcd" --version 2>/dev/null | awk 'NR == 1 {print $3}'; done | paste -sd, -)
+log "ok: etcd $etcd_versions, $("$deps/prometheus/prometheus" --version | awk 'NR == 1 {print $1, $2, $3}'), $("$deps/prometheus/alertmanager" --version | awk 'NR == 1 {print $1, $2, $3}'), protoc $(protoc --version | awk '{print $2}')"
