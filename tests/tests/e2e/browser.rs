@@ -153,5 +153,29 @@ async fn every_page_works_in_chromium() -> Result<()> {
     browser.wait_for_path("/ui/login").await?;
     client.goto(&format!("{base}/")).await?;
     browser.wait_for_path("/ui/login?next=%2F").await?;
+
+    // A login link whose `next` hides a second slash behind a tab (browsers drop tabs from
+    // URLs, so `/\t/evil.example` would be `//evil.example`, another site) leads home.
+    client
+        .goto(&format!("{base}/ui/login?next=/%09/evil.example"))
+        .await?;
+    client
+        .find(Locator::Css("input[name=token]"))
+        .await?
+        .send_keys(TOKEN)
+        .await?;
+    client
+        .find(Locator::Css("form.login button[type=submit]"))
+        .await?
+        .click()
+        .await?;
+    browser.wait_for_path("/").await?;
+    let landed = client.current_url().await?;
+    ensure!(
+        landed
+            .as_str()
+            .starts_with(base.to_string().trim_end_matches('/')),
+        "the login led to {landed}, not {base}"
+    );
     browser.close().await
 }

@@ -166,8 +166,15 @@ fn same_origin(headers: &HeaderMap) -> bool {
 }
 
 /// Where to go after logging in: a page of this service only, never another site.
+/// `next` when it is a path of this service, else `/`. Browsers drop tabs and newlines from
+/// a URL and treat `\` as `/`, so `/\t/evil.example` would lead to `//evil.example`: another
+/// site. A path with any control character, whitespace or backslash is refused.
 fn safe_next(next: &str) -> String {
-    let local = next.starts_with('/') && !next.starts_with("//") && !next.contains('\\');
+    let local = next.starts_with('/')
+        && !next.starts_with("//")
+        && !next
+            .chars()
+            .any(|c| c == '\\' || c.is_control() || c.is_whitespace());
     match local {
         true => next.to_string(),
         false => "/".to_string(),
@@ -210,6 +217,12 @@ mod tests {
             "https://evil.example/",
             "//evil.example/",
             "/\\evil",
+            "/\t/evil.example",
+            "/\n/evil.example",
+            "/\r\n/evil.example",
+            "/ /evil.example",
+            "/\u{a0}/evil.example",
+            "/\u{0}/evil.example",
             "",
             "ui",
         ] {
