@@ -33,11 +33,13 @@ impl FileLock {
     /// Takes the lock on `path` (created when missing) without waiting, and writes this
     /// process's id into it for whoever finds it held.
     pub(crate) fn acquire(path: &Path) -> Result<FileLock, LockError> {
+        use std::os::unix::fs::OpenOptionsExt;
         let file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
+            .mode(0o600)
             .open(path)
             .map_err(|source| LockError::Open {
                 path: path.to_path_buf(),

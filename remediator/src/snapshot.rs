@@ -68,10 +68,43 @@ pub(crate) fn cluster_dir(dir: &Path, cluster: &ClusterName) -> PathBuf {
 
 /// Creates `dir` (a [`cluster_dir`]) if missing.
 pub(crate) fn create_dir(dir: &Path) -> Result<(), SnapshotError> {
-    std::fs::create_dir_all(dir).map_err(|source| SnapshotError::Directory {
-        dir: dir.to_path_buf(),
-        source,
-    })
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(PRIVATE_DIR)
+        .create(dir)
+        .map_err(|source| SnapshotError::Directory {
+            dir: dir.to_path_buf(),
+            source,
+        })
+}
+
+/// Every snapshot, copy and manifest holds the whole keyspace (every Kubernetes Secret) or
+/// describes it: readable by its owner alone, whatever the process's umask (0022 in most
+/// containers). Directories etcdmedic creates are its own the same way.
+pub(crate) const PRIVATE_FILE: u32 = 0o600;
+pub(crate) const PRIVATE_DIR: u32 = 0o700;
+
+/// Creates (or truncates) `path` for writing, readable by its owner alone; blocking.
+pub(crate) fn create_private(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(PRIVATE_FILE)
+        .open(path)
+}
+
+/// [`create_private`] for async code.
+pub(crate) async fn create_private_async(path: &Path) -> std::io::Result<tokio::fs::File> {
+    tokio::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(PRIVATE_FILE)
+        .open(path)
+        .await
 }
 
 /// Why a snapshot cannot be written where it should go.
@@ -222,6 +255,7 @@ async fn stream_to(
     let file = tokio::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
+        .mode(PRIVATE_FILE)
         .open(part)
         .await
         .map_err(write_error)?;
@@ -305,8 +339,14 @@ pub(crate) async fn sync_dir(dir: &Path) -> std::io::Result<()> {
     tokio::fs::File::open(dir).await?.sync_all().await
 }
 
-/// Removes `.part` files a crashed run left in `dir` for `cluster`. Only called while the
-/// cluster's run lock is held, so no live run owns them.
+/// What a restore drill keeps in the cluster's snapshot directory while it runs: the
+/// throwaway member's directory, a download from a bucket, a decoded copy.
+pub(crate) const DRILL_LEFTOVERS: [&str; 3] =
+    [".restore-drill-", ".drill-download-", ".drill-decoded-"];
+
+/// Removes what a killed run, backup or drill left in `dir` for `cluster`: `.db.part` files
+/// and the drill's scratch (a restored keyspace among it, which must not outlive the
+/// drill). Only called while the cluster's run lock is held, so no live one owns them.
 pub(crate) fn remove_leftover_parts(dir: &Path, cluster: &str) -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return vec![];
@@ -316,11 +356,19 @@ pub(crate) fn remove_leftover_parts(dir: &Path, cluster: &str) -> Vec<PathBuf> {
         .filter_map(Result::ok)
         .map(|entry| entry.path())
         .filter(|path| {
-            path.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".db.part"))
+            path.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+                (n.starts_with(&prefix) && n.ends_with(".db.part"))
+                    || DRILL_LEFTOVERS.iter().any(|left| n.starts_with(left))
+            })
         })
-        .filter(|path| std::fs::remove_file(path).is_ok())
+        .filter(|path| {
+            // Not following a link: a directory of the drill's own, or a file.
+            match std::fs::symlink_metadata(path) {
+                Ok(meta) if meta.is_dir() => std::fs::remove_dir_all(path).is_ok(),
+                Ok(_) => std::fs::remove_file(path).is_ok(),
+                Err(_) => false,
+            }
+        })
         .collect()
 }
 
@@ -563,5 +611,36 @@ mod tests {
             remove_leftover_parts(dir.path(), "prod"),
             vec![dir.path().join(names[4])]
         );
+    }
+
+    #[test]
+    fn a_killed_drills_scratch_goes_with_the_parts_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let scratch = dir.path().join(".restore-drill-Ab12Cd");
+        std::fs::create_dir_all(scratch.join("data/member/snap")).unwrap();
+        std::fs::write(scratch.join("data/member/snap/db"), b"the keyspace").unwrap();
+        let files = [
+            ".drill-download-prod-20261121T061900.000Z-rev1.db.zst",
+            ".drill-decoded-1.db",
+            "prod-20261121T061900.000Z-rev1.db",
+            "prod-20261121T061900.000Z-rev1.json",
+        ];
+        for name in files {
+            std::fs::write(dir.path().join(name), b"x").unwrap();
+        }
+        let mut removed = remove_leftover_parts(dir.path(), "prod");
+        removed.sort();
+        assert_eq!(
+            removed,
+            vec![
+                dir.path().join(files[1]),
+                dir.path().join(files[0]),
+                scratch.clone()
+            ]
+        );
+        assert!(!scratch.exists());
+        for kept in &files[2..] {
+            assert!(dir.path().join(kept).exists(), "{kept} must stay");
+        }
     }
 }

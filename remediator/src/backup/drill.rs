@@ -139,7 +139,7 @@ async fn restore_and_compare(
     let log_err = log
         .try_clone()
         .map_err(|err| format!("{}: {err}", log_path.display()))?;
-    let mut etcd = Command::new(&drill.etcd)
+    let mut etcd = tool(&drill.etcd)
         .args(["--name", "drill", "--data-dir"])
         .arg(&data_dir)
         .args(["--listen-client-urls", &client_url])
@@ -175,9 +175,9 @@ async fn restore(
     initial_cluster: &str,
 ) -> Result<(), String> {
     let (binary, mut command): (&PathBuf, Command) = match &drill.restore {
-        RestoreTool::Etcdutl(path) => (path, Command::new(path)),
+        RestoreTool::Etcdutl(path) => (path, tool(path)),
         RestoreTool::Etcdctl(path) => {
-            let mut command = Command::new(path);
+            let mut command = tool(path);
             command.env("ETCDCTL_API", "3");
             (path, command)
         }
@@ -206,6 +206,18 @@ async fn restore(
         ));
     }
     Ok(())
+}
+
+/// `binary` with none of the remediator's environment but `PATH`: the cloud credentials
+/// (`AWS_*`, `AZURE_*`, ...) are not the drill's, and an `ETCD_*` variable would change how
+/// the throwaway member starts (etcd reads every flag from one).
+fn tool(binary: &Path) -> Command {
+    let mut command = Command::new(binary);
+    command.env_clear();
+    if let Some(path) = std::env::var_os("PATH") {
+        command.env("PATH", path);
+    }
+    command
 }
 
 /// The throwaway member's HashKV at `revision`, once it answers.

@@ -2,6 +2,7 @@
 //! it. Everything is written to a `.part`, fsynced, renamed and the directory fsynced, so a
 //! crash leaves a complete backup or nothing that counts.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -25,9 +26,13 @@ fn write_error(path: &Path) -> impl Fn(std::io::Error) -> BackupError + '_ {
 pub(crate) async fn write_manifest(path: &Path, manifest: &Manifest) -> Result<(), BackupError> {
     let json = serde_json::to_vec_pretty(manifest).map_err(|err| write_error(path)(err.into()))?;
     let part = path.with_extension("json.part");
-    tokio::fs::write(&part, json)
-        .await
-        .map_err(write_error(path))?;
+    {
+        use tokio::io::AsyncWriteExt;
+        let mut file = snapshot::create_private_async(&part)
+            .await
+            .map_err(write_error(path))?;
+        file.write_all(&json).await.map_err(write_error(path))?;
+    }
     sync_file(&part).await.map_err(write_error(path))?;
     tokio::fs::rename(&part, path)
         .await
@@ -84,6 +89,13 @@ pub(crate) async fn copy_verified(
             tokio::fs::copy(from, &part)
                 .await
                 .map_err(write_error(&part))?;
+            // A copy takes its source's mode: a snapshot of an older release may be 0644.
+            tokio::fs::set_permissions(
+                &part,
+                std::fs::Permissions::from_mode(snapshot::PRIVATE_FILE),
+            )
+            .await
+            .map_err(write_error(&part))?;
             sync_file(&part).await.map_err(write_error(&part))?;
             Encoded::default()
         } else {

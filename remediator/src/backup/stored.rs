@@ -345,7 +345,7 @@ pub(crate) fn encode_file(
     mut encoder: Encoder,
 ) -> Result<Encoded, StoredError> {
     let mut input = std::fs::File::open(from)?;
-    let mut output = std::fs::File::create(to)?;
+    let mut output = crate::snapshot::create_private(to)?;
     let mut buffer = vec![0u8; BLOCK];
     loop {
         let read = input.read(&mut buffer)?;
@@ -369,7 +369,7 @@ pub(crate) fn decode_file(
 ) -> Result<(), StoredError> {
     let input = BufReader::with_capacity(BLOCK, std::fs::File::open(from)?);
     let mut database = decoding(input, form, identities)?;
-    let mut output = std::fs::File::create(to)?;
+    let mut output = crate::snapshot::create_private(to)?;
     std::io::copy(&mut database, &mut output)?;
     output.flush()?;
     Ok(())

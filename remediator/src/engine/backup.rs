@@ -30,6 +30,23 @@ pub struct Missed {
 }
 
 impl<E: Etcd> Remediator<E> {
+    /// The cluster's snapshot directory, created, with the cluster's run lock held on it and
+    /// what an interrupted backup or drill left there removed: what backups and drills work
+    /// under.
+    pub(super) fn lock_for_backups(&self) -> Result<(std::path::PathBuf, RunLock), BackupError> {
+        let cluster = self.etcd.cluster();
+        let dir = snapshot::cluster_dir(&self.settings.snapshot_dir, cluster);
+        snapshot::create_dir(&dir)?;
+        let lock = RunLock::acquire(&dir, cluster).map_err(BackupError::Locked)?;
+        for leftover in snapshot::remove_leftover_parts(&dir, cluster) {
+            tracing::warn!(
+                path = %leftover.display(),
+                "removed what an interrupted backup or drill left"
+            );
+        }
+        Ok((dir, lock))
+    }
+
     /// Takes a backup to every destination of `backup` (or only `only`).
     pub async fn backup(
         &self,
@@ -40,9 +57,7 @@ impl<E: Etcd> Remediator<E> {
         let cluster = self.etcd.cluster().clone();
         let destinations = chosen(backup, only, &cluster)?;
         let sealing = Sealing::of(backup)?;
-        let lock_dir = snapshot::cluster_dir(&self.settings.snapshot_dir, &cluster);
-        snapshot::create_dir(&lock_dir)?;
-        let _lock = RunLock::acquire(&lock_dir, &cluster).map_err(BackupError::Locked)?;
+        let (lock_dir, _lock) = self.lock_for_backups()?;
         let started = Instant::now();
 
         let collected = self.etcd.collect().await;

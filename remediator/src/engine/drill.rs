@@ -13,7 +13,6 @@ use crate::backup::keys::Identities;
 use crate::backup::local::blocking;
 use crate::backup::stored::{self, Form};
 use crate::backup::{drill, local, BackupError};
-use crate::lock::RunLock;
 use crate::snapshot;
 
 /// A restore drill of a backup already taken, and what it found.
@@ -71,9 +70,7 @@ impl<E: Etcd> Remediator<E> {
                 .await;
         };
         let dir = snapshot::cluster_dir(path, &cluster);
-        let lock_dir = snapshot::cluster_dir(&self.settings.snapshot_dir, &cluster);
-        snapshot::create_dir(&lock_dir)?;
-        let _lock = RunLock::acquire(&lock_dir, &cluster).map_err(BackupError::Locked)?;
+        let (lock_dir, _lock) = self.lock_for_backups()?;
         let no_backup = || BackupError::NoBackup {
             cluster: cluster.to_string(),
             destination: destination.name.to_string(),
@@ -126,9 +123,7 @@ impl<E: Etcd> Remediator<E> {
         stop: &CancellationToken,
     ) -> Result<DrillReport, BackupError> {
         let cluster = self.etcd.cluster().clone();
-        let lock_dir = snapshot::cluster_dir(&self.settings.snapshot_dir, &cluster);
-        snapshot::create_dir(&lock_dir)?;
-        let _lock = RunLock::acquire(&lock_dir, &cluster).map_err(BackupError::Locked)?;
+        let (lock_dir, _lock) = self.lock_for_backups()?;
         let file = match file {
             Some(file) => file.to_string(),
             None => bucket

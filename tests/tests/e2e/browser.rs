@@ -28,6 +28,21 @@ fn keep(name: &str, png: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// Fills the login form with the token and sends it.
+async fn log_in(client: &fantoccini::Client) -> Result<()> {
+    client
+        .find(Locator::Css("input[name=token]"))
+        .await?
+        .send_keys(TOKEN)
+        .await?;
+    client
+        .find(Locator::Css("form.login button[type=submit]"))
+        .await?
+        .click()
+        .await?;
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_page_works_in_chromium() -> Result<()> {
     // The cluster is kept: the overview shows its members as they answer now.
@@ -48,16 +63,7 @@ async fn every_page_works_in_chromium() -> Result<()> {
         .wait_for_path(&format!("/ui/login?next=%2Fui%2Fruns%2F{id}"))
         .await?;
     keep("login", &client.screenshot().await?)?;
-    client
-        .find(Locator::Css("input[name=token]"))
-        .await?
-        .send_keys(TOKEN)
-        .await?;
-    client
-        .find(Locator::Css("form.login button[type=submit]"))
-        .await?
-        .click()
-        .await?;
+    log_in(client).await?;
     browser.wait_for_path(&format!("/ui/runs/{id}")).await?;
 
     // The run: its steps, the chart of sizes, each member, the snapshot's sha256.
@@ -159,16 +165,7 @@ async fn every_page_works_in_chromium() -> Result<()> {
     client
         .goto(&format!("{base}/ui/login?next=/%09/evil.example"))
         .await?;
-    client
-        .find(Locator::Css("input[name=token]"))
-        .await?
-        .send_keys(TOKEN)
-        .await?;
-    client
-        .find(Locator::Css("form.login button[type=submit]"))
-        .await?
-        .click()
-        .await?;
+    log_in(client).await?;
     browser.wait_for_path("/").await?;
     let landed = client.current_url().await?;
     ensure!(

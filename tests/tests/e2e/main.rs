@@ -97,6 +97,7 @@ mod deploy;
 mod disaster_recovery;
 mod documented;
 mod downgrade;
+mod drill_isolation;
 mod figures;
 mod fleet;
 mod grafana_annotation;

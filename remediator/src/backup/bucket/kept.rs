@@ -110,7 +110,9 @@ impl Bucket {
             .await
             .map_err(|err| self.failed(format!("downloading {}: {err}", self.url(file))))?
             .into_stream();
-        let mut out = tokio::fs::File::create(to).await.map_err(write_error)?;
+        let mut out = snapshot::create_private_async(to)
+            .await
+            .map_err(write_error)?;
         while let Some(bytes) = stream.next().await {
             if stop.is_cancelled() {
                 return Err(BackupError::Stopped);
