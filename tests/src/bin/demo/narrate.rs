@@ -93,7 +93,9 @@ pub async fn until_the_run_ends(
         if let Some(id) = run {
             let detail = get(&http, stack, &format!("/api/v1/runs/{id}")).await?;
             if let Some(now) = detail["progress"].as_str().filter(|p| *p != progress) {
-                say(now);
+                // One line per change: a plan's progress is a line per member as well, shown
+                // or not as the poll happens to catch it (the run's page has all of it).
+                say(now.lines().next().unwrap_or(now));
                 progress = now.to_string();
             }
             if detail["state"] == "finished" {
