@@ -339,10 +339,13 @@ pub(crate) async fn sync_dir(dir: &Path) -> std::io::Result<()> {
     tokio::fs::File::open(dir).await?.sync_all().await
 }
 
-/// What a restore drill keeps in the cluster's snapshot directory while it runs: the
-/// throwaway member's directory, a download from a bucket, a decoded copy.
-pub(crate) const DRILL_LEFTOVERS: [&str; 3] =
-    [".restore-drill-", ".drill-download-", ".drill-decoded-"];
+/// What a restore drill keeps in the cluster's snapshot directory while it runs, by the
+/// start of its name: the throwaway member's directory, a download from a bucket, a decoded
+/// copy. Named here once, where [`remove_leftover_parts`] looks for them.
+pub(crate) const DRILL_SCRATCH: &str = ".restore-drill-";
+pub(crate) const DRILL_DOWNLOAD: &str = ".drill-download-";
+pub(crate) const DRILL_DECODED: &str = ".drill-decoded-";
+const DRILL_LEFTOVERS: [&str; 3] = [DRILL_SCRATCH, DRILL_DOWNLOAD, DRILL_DECODED];
 
 /// Removes what a killed run, backup or drill left in `dir` for `cluster`: `.db.part` files
 /// and the drill's scratch (a restored keyspace among it, which must not outlive the

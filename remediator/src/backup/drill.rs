@@ -122,7 +122,7 @@ async fn restore_and_compare(
             .to_string()
     })?;
     let scratch = tempfile::Builder::new()
-        .prefix(".restore-drill-")
+        .prefix(crate::snapshot::DRILL_SCRATCH)
         .tempdir_in(work)
         .map_err(|err| format!("a scratch directory in {}: {err}", work.display()))?;
     let data_dir = scratch.path().join("data");

@@ -73,7 +73,10 @@ impl<E: Etcd> Remediator<E> {
         let staged = streamed_into.is_none();
         let stream_dir = streamed_into.unwrap_or_else(|| lock_dir.clone());
         snapshot::create_dir(&stream_dir)?;
-        snapshot::remove_leftover_parts(&stream_dir, &cluster);
+        if !staged {
+            // The snapshot directory was swept when it was locked; a destination's is not.
+            snapshot::remove_leftover_parts(&stream_dir, &cluster);
+        }
         let created_at = SystemTime::now();
         let name = snapshot::file_name(&cluster, created_at, status.revision);
         let stored_name = sealing.form.stored_name(&name);

@@ -135,7 +135,7 @@ impl<E: Etcd> Remediator<E> {
                 })?,
         };
         let mut manifest = bucket.manifest(&file).await?;
-        let downloaded = lock_dir.join(format!(".drill-download-{file}"));
+        let downloaded = lock_dir.join(format!("{}{file}", snapshot::DRILL_DOWNLOAD));
         let record = if manifest.form().encrypted && identities.is_none() {
             drill::not_drilled_no_identity()
         } else {
@@ -187,7 +187,11 @@ impl<E: Etcd> Remediator<E> {
         if form.is_plain() {
             return drill::run(settings, stored, manifest, scratch, stop).await;
         }
-        let plain = scratch.join(format!(".drill-decoded-{}.db", manifest.revision));
+        let plain = scratch.join(format!(
+            "{}{}.db",
+            snapshot::DRILL_DECODED,
+            manifest.revision
+        ));
         let decoded = {
             let (from, to, identities) = (stored.to_path_buf(), plain.clone(), identities.cloned());
             blocking(move || stored::decode_file(&from, &to, form, identities.as_ref())).await

@@ -61,7 +61,7 @@ impl Bucket {
     /// The manifest of the backup `file`.
     pub(crate) async fn manifest(&self, file: &str) -> Result<Manifest, BackupError> {
         let key = manifest_key(&self.dir.clone().join(file));
-        let shown = self.url(key.filename().unwrap_or_default());
+        let shown = self.key_url(&key);
         let bytes = async { self.store.get(&key).await?.bytes().await }
             .await
             .map_err(|err| self.failed(format!("reading {shown}: {err}")))?;
@@ -175,12 +175,10 @@ impl Bucket {
         let now = SystemTime::now();
         let mut longest: Option<Held> = None;
         for key in [key.clone(), manifest_key(key)] {
-            let held = locker.held(&key).await.map_err(|err| {
-                self.failed(format!(
-                    "{}: {err}",
-                    self.url(key.filename().unwrap_or_default())
-                ))
-            })?;
+            let held = locker
+                .held(&key)
+                .await
+                .map_err(|err| self.failed(format!("{}: {err}", self.key_url(&key))))?;
             if let Some(held) = held.filter(|held| held.until > now) {
                 if longest.is_none_or(|longest| held.until > longest.until) {
                     longest = Some(held);

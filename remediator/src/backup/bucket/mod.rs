@@ -85,7 +85,12 @@ impl Bucket {
     /// Where the object named `file` is: `s3://bucket/key`, `gs://bucket/key` or the blob's
     /// URL.
     pub(crate) fn url(&self, file: &str) -> String {
-        format!("{}/{}", self.shown_as, self.dir.clone().join(file))
+        self.key_url(&self.dir.clone().join(file))
+    }
+
+    /// Where the object at `key` (under this cluster's prefix) is, as [`Bucket::url`].
+    fn key_url(&self, key: &Key) -> String {
+        format!("{}/{key}", self.shown_as)
     }
 
     fn failed(&self, reason: impl std::fmt::Display) -> BackupError {
@@ -234,7 +239,7 @@ impl Bucket {
         locker
             .retain(key, until)
             .await
-            .map_err(|err| format!("{}: {err}", self.url(key.filename().unwrap_or_default())))
+            .map_err(|err| format!("{}: {err}", self.key_url(key)))
     }
 
     /// Removes the object `file`: what an attempt completed does not count without its

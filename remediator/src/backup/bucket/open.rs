@@ -73,10 +73,10 @@ fn s3_store(target: &S3Target) -> Result<Opened, String> {
             .with_access_key_id(credentials.access_key_id.expose())
             .with_secret_access_key(credentials.secret_access_key.expose());
     }
-    let bucket_url = bucket_url(&builder, &target.bucket);
     let region = builder
         .get_config_value(&AmazonS3ConfigKey::Region)
         .unwrap_or_else(|| "us-east-1".to_string());
+    let bucket_url = bucket_url(&builder, &target.bucket, &region);
     let store = Arc::new(
         builder
             .build()
@@ -99,9 +99,8 @@ fn s3_store(target: &S3Target) -> Result<Opened, String> {
 
 /// The bucket's URL as `object_store` builds it: a virtual-hosted endpoint already names
 /// the bucket, a path-style one is followed by it, and AWS's own follows the region.
-fn bucket_url(builder: &AmazonS3Builder, bucket: &str) -> Result<url::Url, String> {
+fn bucket_url(builder: &AmazonS3Builder, bucket: &str, region: &str) -> Result<url::Url, String> {
     let value = |key| builder.get_config_value(&key);
-    let region = value(AmazonS3ConfigKey::Region).unwrap_or_else(|| "us-east-1".to_string());
     let virtual_hosted = value(AmazonS3ConfigKey::VirtualHostedStyleRequest)
         .is_some_and(|v| v.eq_ignore_ascii_case("true"));
     let endpoint = value(AmazonS3ConfigKey::S3Endpoint).or(value(AmazonS3ConfigKey::Endpoint));
