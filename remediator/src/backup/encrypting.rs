@@ -2,6 +2,8 @@
 //! of an encrypted backup (about a second of CPU per GiB on the benchmark machine), and in
 //! line it lengthened the upload loop by as much: a thread encrypts what a short queue hands
 //! it, writing into the encoder's output, while the loop hashes and sends what is ready.
+//! etcd sends its snapshot in 32 KiB messages: they are handed over in batches, since a
+//! hand-over per message (a wake-up on each side) cost a third as much as the encryption.
 
 use std::io::Write;
 use std::sync::mpsc::{sync_channel, SyncSender};
@@ -11,7 +13,12 @@ use age::x25519::Recipient;
 
 use super::stored::{Collected, StoredError, QUEUED};
 
+/// What is handed to the thread at once: four of age's 64 KiB chunks.
+const BATCH: usize = 256 * 1024;
+
 pub(super) struct Encrypting {
+    /// What was written since the last hand-over.
+    pending: Vec<u8>,
     chunks: Option<SyncSender<Vec<u8>>>,
     worker: Option<JoinHandle<std::io::Result<()>>>,
 }
@@ -31,6 +38,7 @@ impl Encrypting {
             writer.finish().map(drop)
         });
         Ok(Encrypting {
+            pending: Vec::with_capacity(BATCH),
             chunks: Some(chunks),
             worker: Some(worker),
         })
@@ -38,8 +46,27 @@ impl Encrypting {
 
     /// Waits until everything sent is encrypted and the last block written.
     pub(super) fn finish(mut self) -> std::io::Result<()> {
+        if !self.pending.is_empty() {
+            self.hand_over()?;
+        }
         self.chunks = None;
         self.outcome()
+    }
+
+    /// Hands what is pending to the thread, or says why the thread stopped taking it.
+    fn hand_over(&mut self) -> std::io::Result<()> {
+        let batch = std::mem::replace(&mut self.pending, Vec::with_capacity(BATCH));
+        let sent = match &self.chunks {
+            Some(chunks) => chunks.send(batch).is_ok(),
+            None => false,
+        };
+        if sent {
+            return Ok(());
+        }
+        // The thread stopped taking batches: it failed, and says why.
+        self.chunks = None;
+        self.outcome()?;
+        Err(std::io::Error::other("the encrypting thread ended early"))
     }
 
     fn outcome(&mut self) -> std::io::Result<()> {
@@ -53,17 +80,11 @@ impl Encrypting {
 
 impl Write for Encrypting {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        let sent = match &self.chunks {
-            Some(chunks) => chunks.send(bytes.to_vec()).is_ok(),
-            None => false,
-        };
-        if sent {
-            return Ok(bytes.len());
+        self.pending.extend_from_slice(bytes);
+        if self.pending.len() >= BATCH {
+            self.hand_over()?;
         }
-        // The thread stopped taking chunks: it failed, and says why.
-        self.chunks = None;
-        self.outcome()?;
-        Err(std::io::Error::other("the encrypting thread ended early"))
+        Ok(bytes.len())
     }
 
     /// Everything written is encrypted by [`Encrypting::finish`]; nothing to do before.
