@@ -69,6 +69,10 @@ pub struct ServeArgs {
     /// Validate the configuration, print a summary and exit.
     #[arg(long = "config.check")]
     pub config_check: bool,
+    /// Accept `POST /-/reload` from any address. Without it only loopback clients may reload
+    /// (a sidecar in the same pod, `curl` on the host); SIGHUP always reloads.
+    #[arg(long = "web.remote-reload")]
+    pub remote_reload: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -25,13 +25,19 @@ pub use reload::LiveTargets;
 pub use targets::Targets;
 
 /// Serves the exporter on an already bound `listener` until `shutdown` resolves, then lets
-/// in-flight scrapes finish.
+/// in-flight scrapes finish. `remote_reload`: `POST /-/reload` from any address, not only
+/// loopback.
 pub async fn serve(
     listener: TcpListener,
     targets: Arc<LiveTargets>,
+    remote_reload: bool,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, http::router(targets))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let app = http::router(targets, remote_reload);
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }

@@ -50,7 +50,7 @@ async fn run_serve(args: ServeArgs) -> Outcome {
         version = etcdmedic_cluster::build_info::VERSION,
         "serving /metrics and /probe"
     );
-    serve(listener, live, shutdown::signal())
+    serve(listener, live, args.remote_reload, shutdown::signal())
         .await
         .context("the HTTP server failed")
         .map_err(|err| (FAILED, err))?;

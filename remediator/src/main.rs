@@ -39,11 +39,8 @@ fn main() -> ExitCode {
 
 async fn serve(args: ServeArgs) -> CommandResult<anyhow::Error> {
     let config = RemediatorConfig::load(&args.config).map_err(|err| (BAD_INPUT, err.into()))?;
-    let mut settings =
-        ServiceSettings::from_config(&config).map_err(|err| (BAD_INPUT, err.into()))?;
-    if let Some(listen) = args.listen {
-        settings.listen = listen;
-    }
+    let mut settings = ServiceSettings::from_config(&config, args.listen)
+        .map_err(|err| (BAD_INPUT, err.into()))?;
     settings.init_state = args.init_state;
     if let Some(url) = args.advertise_url {
         if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {

@@ -31,7 +31,7 @@ impl RunningExporter {
             limits,
         ));
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(etcdmedic_exporter::serve(listener, targets, async {
+        let task = tokio::spawn(etcdmedic_exporter::serve(listener, targets, false, async {
             let _ = stopped.await;
         }));
         Ok(RunningExporter {

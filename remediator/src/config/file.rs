@@ -267,9 +267,9 @@ pub struct RemediatorFile {
     /// SQLite file holding triggers, runs, cooldown clocks and the pause switch.
     #[serde(default)]
     pub state_path: Option<PathBuf>,
-    /// Credentials every webhook and API request must carry.
+    /// Who may do what: one credential per role, one for every role, or `none`.
     #[serde(default)]
-    pub auth: Option<WebhookAuthFile>,
+    pub auth: Option<AuthFile>,
     /// Serve HTTPS, optionally requiring client certificates.
     #[serde(default)]
     pub tls: Option<ServerTlsFile>,
@@ -330,10 +330,69 @@ pub struct PostgresFile {
     pub tls: Option<TlsFile>,
 }
 
+/// `auth:` as written: `none` (every request accepted, said on purpose) or credentials.
+#[derive(Debug, Clone)]
+pub enum AuthFile {
+    None,
+    Credentials(Box<CredentialsFile>),
+}
+
+impl<'de> Deserialize<'de> for AuthFile {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Written;
+        impl<'de> serde::de::Visitor<'de> for Written {
+            type Value = AuthFile;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str(
+                    "`none`, or credentials: webhook, operator and viewer (each a \
+                     bearer_token_file or basic_auth), or one bearer_token_file or basic_auth \
+                     for every role",
+                )
+            }
+
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<AuthFile, E> {
+                match text {
+                    "none" => Ok(AuthFile::None),
+                    _ => Err(E::invalid_value(serde::de::Unexpected::Str(text), &self)),
+                }
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<AuthFile, A::Error> {
+                CredentialsFile::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(|credentials| AuthFile::Credentials(Box::new(credentials)))
+            }
+        }
+        deserializer.deserialize_any(Written)
+    }
+}
+
+/// Per role (`webhook`, `operator`, `viewer`), or one credential for all three (the
+/// top-level `bearer_token_file` or `basic_auth`), never both ways at once.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialsFile {
+    /// File holding the token of `Authorization: Bearer <token>`, for every role.
+    #[serde(default)]
+    pub bearer_token_file: Option<PathBuf>,
+    /// Basic auth for every role.
+    #[serde(default)]
+    pub basic_auth: Option<BasicAuthFile>,
+    /// What Alertmanager sends: may deliver alerts, nothing else.
+    #[serde(default)]
+    pub webhook: Option<CredentialFile>,
+    /// May pause, resume, start runs and backups, and everything a viewer may.
+    #[serde(default)]
+    pub operator: Option<CredentialFile>,
+    /// May read: the web pages and the API's GET endpoints.
+    #[serde(default)]
+    pub viewer: Option<CredentialFile>,
+}
+
 /// Exactly one of the two, like Alertmanager's `http_config`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct WebhookAuthFile {
+pub struct CredentialFile {
     /// File holding the token of `Authorization: Bearer <token>`.
     #[serde(default)]
     pub bearer_token_file: Option<PathBuf>,

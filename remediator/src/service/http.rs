@@ -18,7 +18,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::auth::Authenticator;
+use super::auth::{Authenticator, Denied, Role};
 use super::backups;
 use super::listener::ClientCertificate;
 use super::metrics::{self, Metrics};
@@ -49,24 +49,36 @@ pub struct App {
 pub(super) fn router(app: App) -> Router {
     let webhook = Router::new()
         .route("/webhook/alertmanager", post(webhook))
-        .layer(middleware::from_fn_with_state(app.clone(), authenticate))
+        .layer(middleware::from_fn_with_state(
+            (app.clone(), Role::Webhook),
+            authenticate,
+        ))
         .layer(middleware::from_fn_with_state(app.clone(), count_webhook));
-    let api = Router::new()
+    let read = Router::new()
         .route("/api/v1/runs", get(list_runs))
         .route("/api/v1/runs/{id}", get(show_run))
+        .route("/api/v1/backups", get(backups::api::list))
+        .route("/api/v1/status", get(status))
+        .layer(middleware::from_fn_with_state(
+            (app.clone(), Role::Viewer),
+            authenticate,
+        ));
+    let act = Router::new()
         .route("/api/v1/clusters/{name}/remediate", post(remediate))
         .route(
             "/api/v1/clusters/{name}/backup",
             post(backups::api::request),
         )
-        .route("/api/v1/backups", get(backups::api::list))
         .route("/api/v1/pause", post(pause))
         .route("/api/v1/resume", post(resume))
-        .route("/api/v1/status", get(status))
-        .layer(middleware::from_fn_with_state(app.clone(), authenticate));
+        .layer(middleware::from_fn_with_state(
+            (app.clone(), Role::Operator),
+            authenticate,
+        ));
     Router::new()
         .merge(webhook)
-        .merge(api)
+        .merge(read)
+        .merge(act)
         .merge(super::ui::router(app.clone()))
         .route("/metrics", get(metrics_text))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -101,7 +113,13 @@ pub(super) fn error(status: StatusCode, message: impl Into<String>) -> Response 
     (status, Json(json!({ "error": message.into() }))).into_response()
 }
 
-async fn authenticate(State(app): State<App>, request: Request, next: Next) -> Response {
+/// Lets through a request whose credential's role covers `needed`: 401 without a good
+/// credential, 403 with another role's.
+async fn authenticate(
+    State((app, needed)): State<(App, Role)>,
+    request: Request,
+    next: Next,
+) -> Response {
     let certificate = request.extensions().get::<ClientCertificate>().copied();
     if app.requires_client_certificate && certificate != Some(ClientCertificate(true)) {
         return error(
@@ -110,9 +128,13 @@ async fn authenticate(State(app): State<App>, request: Request, next: Next) -> R
              webhook and the API",
         );
     }
-    match app.auth.check(request.headers()) {
+    match app.auth.check(request.headers(), needed) {
         Ok(()) => next.run(request).await,
-        Err(why) => {
+        Err(refused @ Denied::Forbidden { .. }) => {
+            tracing::warn!(path = %request.uri().path(), reason = %refused, "refused a request made with another role's credential (403)");
+            error(StatusCode::FORBIDDEN, refused.to_string())
+        }
+        Err(Denied::Unauthenticated(why)) => {
             let mut response = error(StatusCode::UNAUTHORIZED, why);
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,

@@ -121,9 +121,7 @@ pub async fn serve(
         .is_some()
         .then(|| tokio::spawn(watch_the_lock(scheduler.clone(), stop.clone())));
     let auth = auth::Authenticator::new(&settings.auth);
-    if !auth.is_enabled() {
-        tracing::warn!("no remediator.auth configured: anyone who reaches the listener can queue runs; configure bearer_token_file or basic_auth");
-    }
+    announce_auth(&auth, &settings.auth, settings.listen);
     let app = App {
         scheduler: scheduler.clone(),
         metrics: metrics.clone(),
@@ -172,6 +170,32 @@ pub async fn serve(
         }
     }
     served.map_err(Error::Serve)
+}
+
+/// Says at start who may do what: a listener anyone can act through is a warning, a role
+/// nobody holds a line of its own.
+fn announce_auth(
+    auth: &auth::Authenticator,
+    settings: &settings::ServiceAuth,
+    listen: std::net::SocketAddr,
+) {
+    match settings {
+        settings::ServiceAuth::Open { explicit: true } if !listen.ip().is_loopback() => {
+            tracing::warn!(%listen, "remediator.auth is none: anyone who reaches the listener can pause remediation and start runs and backups");
+        }
+        settings::ServiceAuth::Open { .. } => {
+            tracing::info!(%listen, "remediator.auth is not set: every request on this loopback listener is accepted");
+        }
+        settings::ServiceAuth::Roles { .. } => {
+            for role in auth.unheld() {
+                tracing::info!(
+                    role = role.as_str(),
+                    "remediator.auth.{} is not set: requests of that role are refused",
+                    role.as_str()
+                );
+            }
+        }
+    }
 }
 
 /// Opens the state and the scheduler; with PostgreSQL held by another replica, serves the

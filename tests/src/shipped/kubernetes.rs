@@ -203,7 +203,9 @@ fn mount_volume(
             .map(|(key, _)| key)
             .collect();
         for key in keys {
-            let content = sandbox.plausible(key)?;
+            // Each Secret's keys hold their own values, as real ones do (three Secrets with
+            // a `token` key are three tokens).
+            let content = sandbox.plausible_from(name, key)?;
             let mode = projected_mode(secret);
             let from = format!("Secret {name}");
             sandbox.file(

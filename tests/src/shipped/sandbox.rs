@@ -99,6 +99,12 @@ impl Sandbox {
     /// A plausible content for a file named `name`: a PEM certificate (the CA's for `ca*`),
     /// a PEM key, or a token.
     pub fn plausible(&self, name: &str) -> Result<Vec<u8>> {
+        self.plausible_from("", name)
+    }
+
+    /// [`plausible`](Self::plausible) for the key `name` of `source` (a Secret): a token
+    /// names both, so two Secrets with a `token` key hold two tokens, as real ones do.
+    pub fn plausible_from(&self, source: &str, name: &str) -> Result<Vec<u8>> {
         let source = if name.ends_with(".key") {
             &self.pki.client_key_file
         } else if name.ends_with(".crt") || name.ends_with(".pem") {
@@ -108,7 +114,7 @@ impl Sandbox {
                 &self.pki.client_cert_file
             }
         } else {
-            return Ok(format!("example-{name}-3f6c0a9d1b7e4452\n").into_bytes());
+            return Ok(format!("example-{source}{name}-3f6c0a9d1b7e4452\n").into_bytes());
         };
         Ok(std::fs::read(source)?)
     }

@@ -247,7 +247,7 @@ async fn remediator_config_check_refuses_a_snapshot_dir_or_state_path_it_cannot_
     let blocker = dir.path().join("a-file");
     std::fs::write(&blocker, "")?;
     let yaml = format!(
-        "remediation: {{snapshot_dir: {0}/snapshots}}\nremediator: {{state_path: {0}/state.sqlite}}\nclusters:\n  - name: a\n    endpoints: [http://127.0.0.1:2379]\n",
+        "remediation: {{snapshot_dir: {0}/snapshots}}\nremediator: {{listen: '127.0.0.1:9380', state_path: {0}/state.sqlite}}\nclusters:\n  - name: a\n    endpoints: [http://127.0.0.1:2379]\n",
         blocker.display()
     );
     let config = write_file(dir.path(), "places.yaml", &yaml)?;

@@ -57,6 +57,10 @@ fn probes() -> Vec<(&'static str, String)> {
         ),
         ("remediator.auth", format!("remediator: {{auth: {{{PROBE}: 1}}}}\n{}", cluster(""))),
         (
+            "remediator.auth.webhook",
+            format!("remediator: {{auth: {{webhook: {{{PROBE}: 1}}}}}}\n{}", cluster("")),
+        ),
+        (
             "remediator.auth.basic_auth",
             format!(
                 "remediator: {{auth: {{basic_auth: {{username: u, password_file: p, {PROBE}: 1}}}}}}\n{}",

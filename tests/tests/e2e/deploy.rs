@@ -575,7 +575,9 @@ fn with_files(value: &mut Value, root: &Path, pki: &TestPki, in_server_tls: bool
                         Some(source) => {
                             std::fs::copy(source, &target)?;
                         }
-                        None => std::fs::write(&target, "example-secret\n")?,
+                        // Each secret file its own secret, as in the field (the roles of
+                        // remediator.auth refuse two with the same).
+                        None => std::fs::write(&target, format!("example-secret {path}\n"))?,
                     }
                     *inner = Value::String(target.display().to_string());
                 } else {
@@ -605,13 +607,26 @@ fn every_example_config_passes_config_check_in_both_binaries() -> Result<()> {
         with_files(&mut config, &dir.path().join("root"), &pki, false)?;
         let path = dir.path().join("etcdmedic.yaml");
         std::fs::write(&path, yaml_serde::to_string(&config)?)?;
+        // An example written for the exporter alone has no `remediator:` block: the
+        // remediator's service would listen on 0.0.0.0 without credentials, which it refuses.
+        let open_service = config["remediator"].get("auth").is_none();
         for (binary, name) in [(&exporter, "exporter"), (&remediator, "remediator")] {
-            let text = run_ok(
-                Command::new(binary)
-                    .args(["serve", "--config.check", "--config"])
-                    .arg(&path),
-            )
-            .with_context(|| format!("{origin} with etcdmedic-{name}"))?;
+            let mut command = Command::new(binary);
+            command
+                .args(["serve", "--config.check", "--config"])
+                .arg(&path);
+            if name == "remediator" && open_service {
+                let output = command.output()?;
+                let stderr = String::from_utf8_lossy(&output.stderr);
+                ensure!(
+                    output.status.code() == Some(2)
+                        && stderr.contains("remediator.auth: is required when listening on"),
+                    "{origin}: the remediator started an open service: {output:?}"
+                );
+                continue;
+            }
+            let text =
+                run_ok(&mut command).with_context(|| format!("{origin} with etcdmedic-{name}"))?;
             ensure!(text.contains(": ok ("), "{origin}, {name}: {text}");
         }
     }

@@ -121,6 +121,7 @@ mod restore;
 mod security;
 mod service;
 mod service_hardening;
+mod service_roles;
 mod sharding;
 mod shipped;
 mod silent_clusters;

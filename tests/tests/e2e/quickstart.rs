@@ -59,15 +59,25 @@ async fn the_quick_start_renders_and_every_container_starts_with_only_what_it_mo
         String::from_utf8_lossy(&output.stderr)
     );
     let mine = work.path().join("my-etcdmedic");
-    for (file, mode) in [("client.key", 0o600), ("webhook-token", 0o600)] {
+    for (file, mode) in [
+        ("client.key", 0o600),
+        ("webhook-token", 0o600),
+        ("operator-token", 0o600),
+        ("viewer-token", 0o600),
+    ] {
         let meta = std::fs::metadata(mine.join(file)).with_context(|| file.to_string())?;
         ensure!(
             std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777 == mode,
             "{file} is not {mode:o}"
         );
     }
-    let token = std::fs::read_to_string(mine.join("webhook-token"))?;
-    ensure!(token.trim().len() == 64, "the webhook token: {token:?}");
+    let mut tokens = std::collections::BTreeSet::new();
+    for role in ["webhook", "operator", "viewer"] {
+        let token = std::fs::read_to_string(mine.join(format!("{role}-token")))?;
+        ensure!(token.trim().len() == 64, "the {role} token: {token:?}");
+        tokens.insert(token);
+    }
+    ensure!(tokens.len() == 3, "two roles were given the same token");
     std::fs::write(
         mine.join("etcdmedic.yaml"),
         readme.block("quickstart-config")?,

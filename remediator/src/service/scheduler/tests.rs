@@ -34,7 +34,7 @@ fn scheduler_serving(dir: &std::path::Path, top_level: &str, remediator: &str) -
         dir.join("state.sqlite").display()
     );
     let config = Config::from_yaml(&yaml, &dir.join("c.yaml")).unwrap();
-    let settings = ServiceSettings::from_config(&config).unwrap();
+    let settings = ServiceSettings::from_config(&config, None).unwrap();
     let metrics = Arc::new(Metrics::new(
         &config
             .cluster_names()

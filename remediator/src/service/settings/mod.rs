@@ -7,15 +7,17 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::config::file::{GrafanaFile, RemediatorFile, SilencesFile, WebhookAuthFile};
+use crate::config::file::{GrafanaFile, RemediatorFile, SilencesFile};
 use crate::config::RemediatorConfig as Config;
 use crate::config::ServiceMode;
 use etcdmedic_cluster::config::read_secret_file;
 use etcdmedic_cluster::tls::{self, ServerTls};
 use etcdmedic_cluster::{ConfigProblems, Error, Secret};
 
+mod auth;
 mod postgres;
 
+pub use self::auth::{Credential, ServiceAuth, ROLES};
 pub use self::postgres::PostgresSettings;
 
 pub const DEFAULT_LISTEN: SocketAddr =
@@ -61,7 +63,7 @@ pub struct ServiceSettings {
     pub state_path: PathBuf,
     /// The state in PostgreSQL instead.
     pub postgres: Option<PostgresSettings>,
-    pub auth: WebhookAuth,
+    pub auth: ServiceAuth,
     pub tls: Option<ServerTls>,
     pub triggers: Vec<String>,
     /// Triggers that ignore maintenance windows.
@@ -81,18 +83,6 @@ pub struct ServiceSettings {
     /// Where the other replicas reach this one (`serve --advertise-url`; not a key of the
     /// file, as each replica has its own).
     pub advertise_url: Option<url::Url>,
-}
-
-/// What a request must carry.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum WebhookAuth {
-    /// No `auth:` block: every request is accepted (the service warns at start).
-    None,
-    Bearer(Secret),
-    Basic {
-        username: String,
-        password: Secret,
-    },
 }
 
 #[derive(Debug, Clone)]
@@ -118,10 +108,15 @@ impl ServiceSettings {
     }
 
     /// The settings of `config`'s `remediator:` block (the defaults without one), every
-    /// problem named with its key.
-    pub fn from_config(config: &Config) -> Result<ServiceSettings, Error> {
+    /// problem named with its key; `listen` replaces `remediator.listen` (`serve --listen`),
+    /// before the credentials a listener beyond loopback needs are checked.
+    pub fn from_config(
+        config: &Config,
+        listen: Option<SocketAddr>,
+    ) -> Result<ServiceSettings, Error> {
         let mut problems = ConfigProblems::default();
-        match resolve(config.remediator_block(), config.base_dir(), &mut problems) {
+        let block = config.remediator_block();
+        match resolve(block, listen, config.base_dir(), &mut problems) {
             Some(settings) if problems.is_empty() => Ok(settings),
             _ => Err(Error::ConfigInvalid {
                 origin: config.origin.clone(),
@@ -133,6 +128,7 @@ impl ServiceSettings {
 
 fn resolve(
     file: Option<&RemediatorFile>,
+    listen: Option<SocketAddr>,
     base: &Path,
     problems: &mut ConfigProblems,
 ) -> Option<ServiceSettings> {
@@ -141,10 +137,14 @@ fn resolve(
     let key = "remediator";
     let before = problems.0.len();
 
-    let auth = match &file.auth {
-        None => WebhookAuth::None,
-        Some(auth) => resolve_auth(auth, base, &format!("{key}.auth"), problems),
-    };
+    let listen = listen.or(file.listen).unwrap_or(DEFAULT_LISTEN);
+    let auth = auth::resolve(
+        file.auth.as_ref(),
+        listen,
+        base,
+        &format!("{key}.auth"),
+        problems,
+    );
     let tls = file
         .tls
         .as_ref()
@@ -263,7 +263,7 @@ fn resolve(
     }
     Some(ServiceSettings {
         mode: file.mode.unwrap_or_default(),
-        listen: file.listen.unwrap_or(DEFAULT_LISTEN),
+        listen,
         postgres,
         state_path: tls::resolve(
             base,
@@ -287,54 +287,6 @@ fn resolve(
         init_state: false,
         advertise_url: None,
     })
-}
-
-fn resolve_auth(
-    auth: &WebhookAuthFile,
-    base: &Path,
-    key: &str,
-    problems: &mut ConfigProblems,
-) -> WebhookAuth {
-    match (&auth.bearer_token_file, &auth.basic_auth) {
-        (Some(path), None) => {
-            read_secret(base, path, &format!("{key}.bearer_token_file"), problems)
-                .map(WebhookAuth::Bearer)
-                .unwrap_or(WebhookAuth::None)
-        }
-        (None, Some(basic)) => {
-            if basic.username.is_empty() || basic.username.contains(':') {
-                problems.push(
-                    format!("{key}.basic_auth.username"),
-                    "must be non-empty and without ':'",
-                );
-            }
-            read_secret(
-                base,
-                &basic.password_file,
-                &format!("{key}.basic_auth.password_file"),
-                problems,
-            )
-            .map(|password| WebhookAuth::Basic {
-                username: basic.username.clone(),
-                password,
-            })
-            .unwrap_or(WebhookAuth::None)
-        }
-        (Some(_), Some(_)) => {
-            problems.push(
-                key.to_string(),
-                "set one of bearer_token_file or basic_auth, not both",
-            );
-            WebhookAuth::None
-        }
-        (None, None) => {
-            problems.push(
-                key.to_string(),
-                "needs bearer_token_file or basic_auth; remove auth: to accept any request",
-            );
-            WebhookAuth::None
-        }
-    }
 }
 
 /// A secret file's content without its trailing newline; empty is a mistake.

@@ -17,7 +17,7 @@ fn the_remediator_block_resolves_defaults_and_reads_its_secrets_only_when_asked(
     let path = write(dir.path(), "etcdmedic.yaml", &yaml);
     // The exporter loads the same file without the token mounted.
     let config = Config::load(&path).unwrap();
-    let err = ServiceSettings::from_config(&config)
+    let err = ServiceSettings::from_config(&config, None)
         .unwrap_err()
         .to_string();
     assert!(
@@ -25,7 +25,7 @@ fn the_remediator_block_resolves_defaults_and_reads_its_secrets_only_when_asked(
         "{err}"
     );
     write(dir.path(), "token", "s3cret\n");
-    let settings = ServiceSettings::from_config(&config).unwrap();
+    let settings = ServiceSettings::from_config(&config, None).unwrap();
     assert_eq!(settings.state_path, dir.path().join("state/s.sqlite"));
     assert_eq!(settings.cooldown, Duration::from_secs(1800));
     assert_eq!(settings.max_concurrent_runs, 1);
@@ -37,7 +37,10 @@ fn the_remediator_block_resolves_defaults_and_reads_its_secrets_only_when_asked(
     assert!(settings
         .triggers
         .contains(&"etcdDatabaseHighFragmentationRatio".to_string()));
-    assert_eq!(settings.auth, WebhookAuth::Bearer(Secret::new("s3cret")));
+    assert_eq!(
+        settings.auth,
+        ServiceAuth::shared(Credential::Bearer(Secret::new("s3cret")))
+    );
     assert!(!format!("{settings:?}").contains("s3cret"));
 }
 
@@ -48,7 +51,7 @@ fn remediator_mistakes_are_named_with_their_keys() {
         let yaml = format!("remediator:\n{remediator}clusters:\n  - name: a\n    {ENDPOINT}\n");
         let path = write(dir.path(), "etcdmedic.yaml", &yaml);
         let config = Config::load(&path).unwrap();
-        ServiceSettings::from_config(&config)
+        ServiceSettings::from_config(&config, None)
             .unwrap_err()
             .to_string()
     };
@@ -56,7 +59,7 @@ fn remediator_mistakes_are_named_with_their_keys() {
     for expected in [
         "remediator.max_concurrent_runs: must be at least 1",
         "remediator.triggers: is empty",
-        "remediator.auth: needs bearer_token_file or basic_auth",
+        "remediator.auth: needs credentials: webhook, operator and viewer",
     ] {
         assert!(
             message.contains(expected),
@@ -83,7 +86,7 @@ fn the_mode_is_act_unless_the_file_says_observe_and_anything_else_is_refused() {
             "remediator:\n{mode}  auth: {{bearer_token_file: token}}\nclusters:\n  - name: a\n    {ENDPOINT}\n"
         );
         let path = write(dir.path(), "etcdmedic.yaml", &yaml);
-        Config::load(&path).map(|config| ServiceSettings::from_config(&config).unwrap().mode)
+        Config::load(&path).map(|config| ServiceSettings::from_config(&config, None).unwrap().mode)
     };
     assert_eq!(settings_of("").unwrap(), ServiceMode::Act);
     assert_eq!(settings_of("  mode: act\n").unwrap(), ServiceMode::Act);
@@ -96,4 +99,108 @@ fn the_mode_is_act_unless_the_file_says_observe_and_anything_else_is_refused() {
         err.contains("remediator.mode") && err.contains("observe") && err.contains("act"),
         "{err}"
     );
+}
+
+/// The `remediator:` block `auth` and `listen` give, or the problems they have.
+fn auth_of(dir: &Path, remediator: &str) -> Result<ServiceAuth, String> {
+    let yaml = format!("remediator:\n{remediator}clusters:\n  - name: a\n    {ENDPOINT}\n");
+    let path = write(dir, "etcdmedic.yaml", &yaml);
+    let config = Config::load(&path).map_err(|err| err.to_string())?;
+    ServiceSettings::from_config(&config, None)
+        .map(|settings| settings.auth)
+        .map_err(|err| err.to_string())
+}
+
+#[test]
+fn each_role_reads_its_own_credential() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "webhook-token", "from-alertmanager\n");
+    write(dir.path(), "operator-password", "pw\n");
+    let auth = auth_of(
+        dir.path(),
+        "  auth:\n    webhook: {bearer_token_file: webhook-token}\n    operator: {basic_auth: {username: sre, password_file: operator-password}}\n",
+    )
+    .unwrap();
+    assert_eq!(
+        auth,
+        ServiceAuth::Roles {
+            webhook: Some(Credential::Bearer(Secret::new("from-alertmanager"))),
+            operator: Some(Credential::Basic {
+                username: "sre".into(),
+                password: Secret::new("pw")
+            }),
+            viewer: None,
+        }
+    );
+}
+
+#[test]
+fn roles_are_written_one_way_and_never_share_a_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "a", "same\n");
+    write(dir.path(), "b", "same\n");
+    let cases = [
+        (
+            "  auth: {bearer_token_file: a, viewer: {bearer_token_file: b}}\n",
+            "remediator.auth: set either one credential for every role",
+        ),
+        (
+            "  auth:\n    webhook: {bearer_token_file: a}\n    operator: {bearer_token_file: b}\n",
+            "remediator.auth.operator: is the same secret as remediator.auth.webhook",
+        ),
+        (
+            "  auth: {viewer: {}}\n",
+            "remediator.auth.viewer: needs bearer_token_file or basic_auth",
+        ),
+        (
+            "  auth: {webhook: {bearer_token_file: a, basic_auth: {username: u, password_file: b}}}\n",
+            "remediator.auth.webhook: set one of bearer_token_file or basic_auth, not both",
+        ),
+        (
+            "  auth: {operator: {basic_auth: {username: 'a:b', password_file: b}}}\n",
+            "remediator.auth.operator.basic_auth.username: must be non-empty and without ':'",
+        ),
+        ("  auth: {admin: {bearer_token_file: a}}\n", "remediator.auth.admin: unknown key"),
+        ("  auth: nobody\n", "`none`, or credentials"),
+    ];
+    for (remediator, expected) in cases {
+        let message = auth_of(dir.path(), remediator).unwrap_err();
+        assert!(message.contains(expected), "{remediator}: {message}");
+    }
+}
+
+#[test]
+fn a_listener_beyond_loopback_needs_credentials_or_auth_none() {
+    let dir = tempfile::tempdir().unwrap();
+    // The default listener is 0.0.0.0:9380.
+    for listen in ["", "  listen: 10.0.0.1:9380\n", "  listen: \"[::]:9380\"\n"] {
+        let message = auth_of(dir.path(), listen).unwrap_err();
+        assert!(
+            message.contains("remediator.auth: is required when listening on")
+                && message.contains("auth: none"),
+            "{listen}: {message}"
+        );
+    }
+    assert_eq!(
+        auth_of(dir.path(), "  auth: none\n").unwrap(),
+        ServiceAuth::Open { explicit: true }
+    );
+    for listen in ["  listen: 127.0.0.1:9380\n", "  listen: \"[::1]:9380\"\n"] {
+        assert_eq!(
+            auth_of(dir.path(), listen).unwrap(),
+            ServiceAuth::Open { explicit: false },
+            "{listen}"
+        );
+    }
+    // `serve --listen` is what counts, whichever way it moves the listener.
+    let config = Config::load(&dir.path().join("etcdmedic.yaml")).unwrap();
+    let wide = ServiceSettings::from_config(&config, Some("0.0.0.0:9380".parse().unwrap()));
+    assert!(wide
+        .unwrap_err()
+        .to_string()
+        .contains("listening on 0.0.0.0:9380"));
+    let yaml = format!("clusters:\n  - name: a\n    {ENDPOINT}\n");
+    let config = Config::load(&write(dir.path(), "etcdmedic.yaml", &yaml)).unwrap();
+    let local = ServiceSettings::from_config(&config, Some("127.0.0.1:9380".parse().unwrap()));
+    assert_eq!(local.unwrap().listen.to_string(), "127.0.0.1:9380");
 }

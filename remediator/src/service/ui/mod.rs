@@ -15,6 +15,7 @@ use axum::routing::get;
 use axum::Router;
 use serde::Deserialize;
 
+use super::auth::Role;
 use super::http::App;
 use super::listener::ClientCertificate;
 
@@ -49,7 +50,7 @@ async fn require_login(State(app): State<App>, request: Request, next: Next) -> 
         );
     }
     let headers = request.headers();
-    if app.auth.check(headers).is_ok() || app.sessions.is_valid(headers) {
+    if app.auth.check(headers, Role::Viewer).is_ok() || app.sessions.is_valid(headers) {
         return next.run(request).await;
     }
     let wanted = request
@@ -99,18 +100,19 @@ async fn login(State(app): State<App>, headers: HeaderMap, form: Form<LoginField
         );
     }
     let next = safe_next(&form.next);
-    if !app
+    let Some(role) = app
         .auth
         .accepts_login(&form.token, &form.username, &form.password)
-    {
-        tracing::warn!("web page login refused: wrong credentials");
+    else {
+        tracing::warn!("web page login refused: not the viewer's or the operator's credentials");
         return pages::login(
             app.auth.login_form(),
             &next,
-            Some("Those are not the configured credentials."),
+            Some("Those are not the viewer's or the operator's credentials."),
             StatusCode::UNAUTHORIZED,
         );
-    }
+    };
+    tracing::info!(role = role.as_str(), "web page login");
     let Some(id) = app.sessions.open() else {
         return pages::message(
             StatusCode::INTERNAL_SERVER_ERROR,

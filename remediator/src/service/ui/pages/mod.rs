@@ -84,7 +84,7 @@ pub(super) fn login(
             input type="hidden" name="next" value=(next);
             @match form {
                 LoginForm::Token => {
-                    label for="token" { "Bearer token (" code { "remediator.auth.bearer_token_file" } ")" }
+                    label for="token" { "The viewer's or the operator's bearer token (" code { "remediator.auth" } ")" }
                     input type="password" id="token" name="token" autocomplete="current-password" required autofocus;
                 }
                 LoginForm::UsernamePassword => {
@@ -92,6 +92,15 @@ pub(super) fn login(
                     input type="text" id="username" name="username" autocomplete="username" required autofocus;
                     label for="password" { "Password" }
                     input type="password" id="password" name="password" autocomplete="current-password" required;
+                }
+                LoginForm::Either => {
+                    p { "The viewer's or the operator's credential (" code { "remediator.auth" } "): a bearer token, or a username and password." }
+                    label for="token" { "Bearer token" }
+                    input type="password" id="token" name="token" autocomplete="current-password" autofocus;
+                    label for="username" { "Username" }
+                    input type="text" id="username" name="username" autocomplete="username";
+                    label for="password" { "Password" }
+                    input type="password" id="password" name="password" autocomplete="current-password";
                 }
                 LoginForm::None => {
                     p { "No credentials are configured: every page is open." }
