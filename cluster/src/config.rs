@@ -243,7 +243,10 @@ pub fn read_secret_file(
 ) -> Option<String> {
     let path = tls::resolve(base, path);
     match std::fs::read_to_string(&path) {
-        Ok(text) => Some(text.trim_end_matches(['\n', '\r']).to_string()),
+        Ok(text) => {
+            crate::secret::warn_if_world_readable(&path, key);
+            Some(text.trim_end_matches(['\n', '\r']).to_string())
+        }
         Err(err) => {
             problems.push(key, format!("{}: {}", path.display(), tls::io_error(&err)));
             None

@@ -18,6 +18,7 @@
 //! - [`upgrade`]: whether a member's release may take the next minor upgrade.
 //! - [`telemetry`], [`shutdown`]: logging set-up and the stop signal for the binaries.
 //! - [`binary`]: logging flags, runtime and exit statuses shared by every binary.
+//! - [`listener`]: both binaries' HTTP listener: TLS, header timeout, connection limit.
 //! - [`build_info`]: version and git revision of this build.
 
 pub mod alarm_source;
@@ -26,6 +27,7 @@ pub mod collect;
 pub mod config;
 mod error;
 mod hedge;
+pub mod listener;
 pub mod member_client;
 pub mod model;
 pub mod quota;
@@ -45,7 +47,7 @@ pub use model::{
     Alarm, AlarmKind, ClusterStatus, Downgrade, EndpointStatus, MemberId, MemberStatus, Membership,
     ProbeError, QuotaSource,
 };
-pub use secret::Secret;
+pub use secret::{warn_if_world_readable, Secret};
 pub use tls::{ClientTls, ServerTls};
 pub use transport::Transport;
 

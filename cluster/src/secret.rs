@@ -45,3 +45,41 @@ mod tests {
         assert_eq!(secret.expose(), "hunter2");
     }
 }
+
+/// Says so in the log when the secret file at `path` (named by `key` in the configuration)
+/// can be read by every user on this host. Only a warning: a group that may read it (a
+/// Kubernetes `fsGroup` mounts Secrets 0440) is a choice, and the service still starts.
+pub fn warn_if_world_readable(path: &std::path::Path, key: &str) {
+    use std::os::unix::fs::PermissionsExt as _;
+    let Ok(metadata) = std::fs::metadata(path) else {
+        return;
+    };
+    let mode = metadata.permissions().mode() & 0o777;
+    if world_readable(mode) {
+        tracing::warn!(
+            path = %path.display(),
+            key,
+            mode = format!("{mode:04o}"),
+            "a secret file every user on this host can read: chmod o-r (0600, or 0640 for a group such as an fsGroup)"
+        );
+    }
+}
+
+fn world_readable(mode: u32) -> bool {
+    mode & 0o004 != 0
+}
+
+#[cfg(test)]
+mod readable_tests {
+    use super::world_readable;
+
+    #[test]
+    fn only_a_file_others_may_read_is_world_readable() {
+        for mode in [0o600, 0o640, 0o440, 0o400, 0o660] {
+            assert!(!world_readable(mode), "{mode:o}");
+        }
+        for mode in [0o644, 0o604, 0o444, 0o666] {
+            assert!(world_readable(mode), "{mode:o}");
+        }
+    }
+}

@@ -295,7 +295,10 @@ fn read_identity(
     let key_path = resolve(base, key_file);
     let certs = read_certificates(&cert_path, &format!("{key}.cert_file"), problems);
     let private_key = match PrivateKeyDer::from_pem_file(&key_path) {
-        Ok(private_key) => Some(private_key),
+        Ok(private_key) => {
+            crate::secret::warn_if_world_readable(&key_path, &format!("{key}.key_file"));
+            Some(private_key)
+        }
         Err(err) => {
             problems.push(
                 format!("{key}.key_file"),

@@ -9,6 +9,7 @@ use etcdmedic_cluster::binary::LogArgs;
 use etcdmedic_cluster::config::file::{AuthFile, ClusterFile, TlsFile};
 
 use crate::targets::{DEFAULT_MAX_CONCURRENT_CLUSTERS, DEFAULT_MAX_KEPT_CONNECTIONS};
+use etcdmedic_cluster::listener::DEFAULT_MAX_CONNECTIONS;
 
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:9379";
 
@@ -69,6 +70,14 @@ pub struct ServeArgs {
     /// Validate the configuration, print a summary and exit.
     #[arg(long = "config.check")]
     pub config_check: bool,
+    /// How long a client may take to send a request's head; it is disconnected after
+    /// (the default is the listener's `DEFAULT_READ_HEADER_TIMEOUT`, a test keeps them equal).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub read_header_timeout: std::time::Duration,
+    /// Connections open at once; more are closed on arrival (Prometheus needs one or two
+    /// per exporter).
+    #[arg(long, default_value_t = DEFAULT_MAX_CONNECTIONS as u64, value_parser = clap::value_parser!(u64).range(4..))]
+    pub max_connections: u64,
     /// Accept `POST /-/reload` from any address. Without it only loopback clients may reload
     /// (a sidecar in the same pod, `curl` on the host); SIGHUP always reloads.
     #[arg(long = "web.remote-reload")]
@@ -165,5 +174,33 @@ impl StatusArgs {
             backup: None,
             alert_labels: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use etcdmedic_cluster::listener::DEFAULT_READ_HEADER_TIMEOUT;
+
+    #[test]
+    fn the_listener_defaults_are_the_remediators_and_too_few_connections_are_refused() {
+        let parse = |extra: &[&str]| {
+            let args = ["etcdmedic-exporter", "serve", "--config", "c.yaml"];
+            Cli::try_parse_from(args.iter().chain(extra)).map(|cli| match cli.command {
+                Command::Serve(serve) => Some((serve.read_header_timeout, serve.max_connections)),
+                Command::Status(_) => None,
+            })
+        };
+        assert_eq!(
+            parse(&[]).unwrap(),
+            Some((DEFAULT_READ_HEADER_TIMEOUT, DEFAULT_MAX_CONNECTIONS as u64))
+        );
+        assert_eq!(
+            parse(&["--read-header-timeout", "2s", "--max-connections", "8"]).unwrap(),
+            Some((std::time::Duration::from_secs(2), 8))
+        );
+        let refused = parse(&["--max-connections", "2"]).unwrap_err().to_string();
+        assert!(refused.contains("--max-connections"), "{refused}");
+        assert!(parse(&["--read-header-timeout", "soon"]).is_err());
     }
 }

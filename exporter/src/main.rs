@@ -7,7 +7,7 @@ use etcdmedic_cluster::binary::{self, CommandResult, BAD_INPUT, FAILED};
 use etcdmedic_cluster::{shutdown, ClusterConfig, Config};
 use etcdmedic_exporter::cli::{Cli, Command, ServeArgs, StatusArgs};
 use etcdmedic_exporter::targets::Limits;
-use etcdmedic_exporter::{serve, status, LiveTargets, Targets};
+use etcdmedic_exporter::{serve, status, LiveTargets, Serving, Targets};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -33,8 +33,7 @@ async fn run_serve(args: ServeArgs) -> Outcome {
         );
         return Ok(ExitCode::SUCCESS);
     }
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
+    let listener = std::net::TcpListener::bind(args.listen)
         .with_context(|| format!("cannot listen on {}", args.listen))
         .map_err(|err| (FAILED, err))?;
     let limits = Limits {
@@ -50,7 +49,14 @@ async fn run_serve(args: ServeArgs) -> Outcome {
         version = etcdmedic_cluster::build_info::VERSION,
         "serving /metrics and /probe"
     );
-    serve(listener, live, args.remote_reload, shutdown::signal())
+    let serving = Serving {
+        remote_reload: args.remote_reload,
+        limits: etcdmedic_cluster::listener::Limits {
+            read_header_timeout: args.read_header_timeout,
+            max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
+        },
+    };
+    serve(listener, live, serving, shutdown::signal())
         .await
         .context("the HTTP server failed")
         .map_err(|err| (FAILED, err))?;

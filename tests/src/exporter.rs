@@ -2,6 +2,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use etcdmedic_cluster::Config;
@@ -22,7 +23,7 @@ impl RunningExporter {
     /// Loads `config` and serves it on 127.0.0.1:<free port>.
     pub async fn start(config_path: &Path) -> Result<RunningExporter> {
         let config = Config::load(config_path)?;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
         let base_url = format!("http://{}", listener.local_addr()?);
         let limits = etcdmedic_exporter::targets::Limits::default();
         let targets = Arc::new(LiveTargets::new(
@@ -31,9 +32,21 @@ impl RunningExporter {
             limits,
         ));
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(etcdmedic_exporter::serve(listener, targets, false, async {
-            let _ = stopped.await;
-        }));
+        let serving = etcdmedic_exporter::Serving {
+            remote_reload: false,
+            limits: etcdmedic_cluster::listener::Limits {
+                read_header_timeout: Duration::from_secs(10),
+                max_connections: 256,
+            },
+        };
+        let task = tokio::spawn(etcdmedic_exporter::serve(
+            listener,
+            targets,
+            serving,
+            async {
+                let _ = stopped.await;
+            },
+        ));
         Ok(RunningExporter {
             base_url,
             http: crate::http_client(),

@@ -188,10 +188,21 @@ impl Postgres {
     /// Stops PostgreSQL as its "fast" shutdown does (every session ended, as in a restart
     /// or a failover of the database), then starts it again on the same data and port.
     pub async fn restart(&mut self) -> Result<()> {
+        self.stop().await?;
+        self.start_again().await
+    }
+
+    /// Stops PostgreSQL as its "fast" shutdown does; [`start_again`](Self::start_again)
+    /// starts it on the same data and port.
+    pub async fn stop(&mut self) -> Result<()> {
         self.process
             .signal_and_wait(nix::sys::signal::Signal::SIGINT, Duration::from_secs(30))
             .await
             .context("stopping PostgreSQL")?;
+        Ok(())
+    }
+
+    pub async fn start_again(&mut self) -> Result<()> {
         self.process = ChildProcess::spawn("postgres", &self.program, &self.args)?;
         self.wait_ready().await
     }

@@ -1,6 +1,7 @@
 //! The restore drill: a backup counts as proven only once it has been restored the way an
 //! operator would restore it (`etcdutl snapshot restore`, or etcdctl's for etcd 3.4), started
-//! as a throwaway single-member etcd on loopback, and that etcd's HashKV at the backup's
+//! as a throwaway single-member etcd on Unix sockets in its own 0700 directory (no other
+//! user of the host can reach it), and that etcd's HashKV at the backup's
 //! revision equals the one the live cluster answered for it when the backup was taken. Every
 //! key and value up to that revision is covered by the hash, so equal hashes mean the
 //! restored keyspace is the cluster's. The throwaway member and its directory are removed
@@ -22,6 +23,11 @@ use crate::report::timestamp;
 /// How long the throwaway member may take to answer once started.
 const READY_WITHIN: Duration = Duration::from_secs(60);
 const POLL_EVERY: Duration = Duration::from_millis(200);
+/// The throwaway member's sockets, as named in its working directory (the scratch one).
+const CLIENT_SOCKET: &str = "client:2379";
+const PEER_SOCKET: &str = "peer:2380";
+/// A Unix socket's path, its terminating zero included (`sun_path`).
+const MAX_SOCKET_PATH: usize = 108;
 
 /// A drill's outcome, kept in the backup's manifest.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -126,9 +132,20 @@ async fn restore_and_compare(
         .tempdir_in(work)
         .map_err(|err| format!("a scratch directory in {}: {err}", work.display()))?;
     let data_dir = scratch.path().join("data");
-    let (client_port, peer_port) = (free_port()?, free_port()?);
-    let peer_url = format!("http://127.0.0.1:{peer_port}");
-    let client_url = format!("http://127.0.0.1:{client_port}");
+    // Unix sockets in the 0700 scratch directory, not loopback ports: no other user of the
+    // host can read the restored keyspace, nor take the address first and answer the
+    // HashKV itself. etcd takes a unix URL's host:port as the socket's file name in its
+    // working directory, so the names are short whatever the directory's path.
+    let client_socket = scratch.path().join(CLIENT_SOCKET);
+    if client_socket.as_os_str().len() >= MAX_SOCKET_PATH {
+        return Err(format!(
+            "the drill's socket {} is longer than the {MAX_SOCKET_PATH} bytes a Unix socket's \
+             path may have: give the snapshot directory a shorter path",
+            client_socket.display()
+        ));
+    }
+    let peer_url = format!("unix://{PEER_SOCKET}");
+    let client_url = format!("unix://{CLIENT_SOCKET}");
     let initial_cluster = format!("drill={peer_url}");
 
     restore(drill, db, &data_dir, &peer_url, &initial_cluster).await?;
@@ -147,13 +164,14 @@ async fn restore_and_compare(
         .args(["--listen-peer-urls", &peer_url])
         .args(["--initial-advertise-peer-urls", &peer_url])
         .args(["--initial-cluster", &initial_cluster])
+        .current_dir(scratch.path())
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(log_err)
         .kill_on_drop(true)
         .spawn()
         .map_err(|err| format!("starting {}: {err}", drill.etcd.display()))?;
-    let compared = hash_at(&mut etcd, &client_url, expected.revision).await;
+    let compared = hash_at(&mut etcd, &client_socket, expected.revision).await;
     let _ = etcd.start_kill();
     let _ = etcd.wait().await;
     let hash = compared.map_err(|reason| format!("{reason}; {}", tail(&log_path)))?;
@@ -220,25 +238,28 @@ fn tool(binary: &Path) -> Command {
     command
 }
 
-/// The throwaway member's HashKV at `revision`, once it answers.
-async fn hash_at(etcd: &mut Child, client_url: &str, revision: i64) -> Result<u32, String> {
+/// The throwaway member's HashKV at `revision`, once it answers on `socket`.
+async fn hash_at(etcd: &mut Child, socket: &Path, revision: i64) -> Result<u32, String> {
     let deadline = Instant::now() + READY_WITHIN;
-    let options = etcd_client::ConnectOptions::new()
-        .with_connect_timeout(Duration::from_secs(2))
-        .with_timeout(Duration::from_secs(30));
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("unix://{}", socket.display()))
+        .map_err(|err| format!("the drill's socket {}: {err}", socket.display()))?
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(30));
     loop {
         if let Ok(Some(status)) = etcd.try_wait() {
             return Err(format!("the restored etcd exited with {status}"));
         }
-        if let Ok(mut client) =
-            etcd_client::Client::connect([client_url], Some(options.clone())).await
-        {
-            if client.status().await.is_ok() {
-                return client
-                    .hash_kv(revision)
-                    .await
-                    .map(|answer| answer.hash())
-                    .map_err(|err| format!("HashKV at revision {revision}: {err}"));
+        if let Ok(channel) = endpoint.connect().await {
+            let client =
+                etcd_client::Client::from_channel(etcd_client::Channel::Tonic(channel), None).await;
+            if let Ok(mut client) = client {
+                if client.status().await.is_ok() {
+                    return client
+                        .hash_kv(revision)
+                        .await
+                        .map(|answer| answer.hash())
+                        .map_err(|err| format!("HashKV at revision {revision}: {err}"));
+                }
             }
         }
         if Instant::now() >= deadline {
@@ -248,15 +269,6 @@ async fn hash_at(etcd: &mut Child, client_url: &str, revision: i64) -> Result<u3
         }
         tokio::time::sleep(POLL_EVERY).await;
     }
-}
-
-/// A loopback port free right now. Another process may take it before etcd binds it; etcd
-/// then exits and the drill reports it, rather than touching anything that is not its own.
-fn free_port() -> Result<u16, String> {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .map_err(|err| format!("no free loopback port: {err}"))
 }
 
 /// The last line of the throwaway etcd's log, for a failure's reason.

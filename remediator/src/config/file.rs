@@ -264,6 +264,10 @@ pub struct RemediatorFile {
     /// Address the webhook, API and metrics listen on.
     #[serde(default)]
     pub listen: Option<SocketAddr>,
+    /// The address people reach the service at behind a proxy or an ingress, e.g.
+    /// `https://etcdmedic.example.com`.
+    #[serde(default)]
+    pub public_url: Option<String>,
     /// SQLite file holding triggers, runs, cooldown clocks and the pause switch.
     #[serde(default)]
     pub state_path: Option<PathBuf>,
@@ -415,6 +419,9 @@ pub struct SilencesFile {
     /// Bearer token for an Alertmanager behind an authenticating proxy.
     #[serde(default)]
     pub bearer_token_file: Option<PathBuf>,
+    /// For an `https://` Alertmanager: its CA (the system's otherwise), a client certificate.
+    #[serde(default)]
+    pub tls: Option<TlsFile>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -427,6 +434,9 @@ pub struct GrafanaFile {
     /// Tags on every annotation (`etcdmedic` and the cluster name are always added).
     #[serde(default)]
     pub tags: Vec<String>,
+    /// For an `https://` Grafana: its CA (the system's otherwise), a client certificate.
+    #[serde(default)]
+    pub tls: Option<TlsFile>,
 }
 
 /// Whether the webhook service remediates, or only shows what it would do.

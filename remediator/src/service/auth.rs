@@ -11,7 +11,7 @@ use subtle::ConstantTimeEq;
 
 /// What a request may do, by the credential it carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
+pub(crate) enum Role {
     /// Deliver alerts (`POST /webhook/alertmanager`).
     Webhook,
     /// Pause, resume, start runs and backups; read as a viewer does.
@@ -23,7 +23,7 @@ pub enum Role {
 impl Role {
     const ALL: [Role; 3] = [Role::Webhook, Role::Operator, Role::Viewer];
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         ROLES[self as usize]
     }
 
@@ -35,7 +35,7 @@ impl Role {
 
 /// Why a request is refused: no good credential (401), or a good one for another role (403).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Denied {
+pub(crate) enum Denied {
     Unauthenticated(&'static str),
     Forbidden { held: Role, needed: Role },
 }
@@ -58,7 +58,7 @@ impl std::fmt::Display for Denied {
 
 /// The fields of the web page's login form.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LoginForm {
+pub(crate) enum LoginForm {
     /// No credentials are configured: no login.
     None,
     Token,
@@ -69,7 +69,7 @@ pub enum LoginForm {
 
 /// What requests must carry, prepared for comparison.
 #[derive(Clone)]
-pub struct Authenticator {
+pub(crate) struct Authenticator {
     /// Each role's expected credential, in [`Role`] order; `None` when every request passes.
     roles: Option<[Option<Expected>; 3]>,
 }
@@ -117,7 +117,7 @@ fn expected(credential: &Credential) -> Expected {
 }
 
 impl Authenticator {
-    pub fn new(auth: &ServiceAuth) -> Authenticator {
+    pub(crate) fn new(auth: &ServiceAuth) -> Authenticator {
         let roles = match auth {
             ServiceAuth::Open { .. } => None,
             ServiceAuth::Roles {
@@ -129,12 +129,8 @@ impl Authenticator {
         Authenticator { roles }
     }
 
-    pub fn is_enabled(&self) -> bool {
-        self.roles.is_some()
-    }
-
     /// The roles nobody holds (no credential configured).
-    pub fn unheld(&self) -> Vec<Role> {
+    pub(crate) fn unheld(&self) -> Vec<Role> {
         match &self.roles {
             None => Vec::new(),
             Some(roles) => Role::ALL
@@ -145,7 +141,7 @@ impl Authenticator {
     }
 
     /// What the web page's login form asks for: the viewer's or the operator's credential.
-    pub fn login_form(&self) -> LoginForm {
+    pub(crate) fn login_form(&self) -> LoginForm {
         let Some(roles) = &self.roles else {
             return LoginForm::None;
         };
@@ -166,7 +162,12 @@ impl Authenticator {
 
     /// The role a login form's credential holds (a viewer's or an operator's; the webhook's
     /// opens no page). Compared like [`check`](Self::check).
-    pub fn accepts_login(&self, token: &str, username: &str, password: &str) -> Option<Role> {
+    pub(crate) fn accepts_login(
+        &self,
+        token: &str,
+        username: &str,
+        password: &str,
+    ) -> Option<Role> {
         let Some(_) = &self.roles else {
             return Some(Role::Operator);
         };
@@ -196,7 +197,7 @@ impl Authenticator {
 
     /// `Ok` when the request carries a credential whose role covers `needed`; otherwise
     /// what is wrong, in words that do not reveal any secret.
-    pub fn check(&self, headers: &HeaderMap, needed: Role) -> Result<(), Denied> {
+    pub(crate) fn check(&self, headers: &HeaderMap, needed: Role) -> Result<(), Denied> {
         if self.roles.is_none() {
             return Ok(());
         }
@@ -378,7 +379,6 @@ mod tests {
     #[test]
     fn without_auth_everything_passes() {
         let auth = Authenticator::new(&ServiceAuth::Open { explicit: true });
-        assert!(!auth.is_enabled());
         assert_eq!(auth.check(&HeaderMap::new(), Role::Operator), Ok(()));
         assert_eq!(auth.login_form(), LoginForm::None);
     }

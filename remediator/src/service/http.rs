@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use axum::body::{to_bytes, Body};
 use axum::extract::{Path, Query, Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -18,9 +18,9 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::auth::{Authenticator, Denied, Role};
+use super::admission::{Admission, WEBHOOK_PATH};
+use super::auth::Role;
 use super::backups;
-use super::listener::ClientCertificate;
 use super::metrics::{self, Metrics};
 use super::payload;
 use super::scheduler::{RequestError, Scheduler};
@@ -34,36 +34,26 @@ pub(super) const MAX_PAGE: usize = 500;
 pub struct App {
     pub scheduler: Arc<Scheduler>,
     pub metrics: Arc<Metrics>,
-    pub auth: Authenticator,
-    pub max_body_bytes: usize,
-    pub read_body_timeout: std::time::Duration,
-    /// `tls.client_ca_file` is set: the webhook and API need a client certificate, which the
-    /// handshake asks for without requiring it (probes and metrics do without).
-    pub requires_client_certificate: bool,
-    /// The web pages' logins.
-    pub sessions: super::ui::Sessions,
-    /// Served over TLS: session cookies are `Secure`.
-    pub serves_tls: bool,
+    /// Credentials, client certificates and body limits, checked before a body is read
+    /// (the handshake asks for a client certificate without requiring it: probes and
+    /// metrics do without).
+    pub(super) admission: Admission,
+    /// The web pages' logins, and the wrong ones per address.
+    pub(super) sessions: super::ui::Sessions,
+    pub(super) login_throttle: super::ui::LoginThrottle,
+    /// Reached over TLS (served here, or `public_url` is https): session cookies are `Secure`.
+    pub(super) secure_cookies: bool,
 }
 
 pub(super) fn router(app: App) -> Router {
-    let webhook = Router::new()
-        .route("/webhook/alertmanager", post(webhook))
-        .layer(middleware::from_fn_with_state(
-            (app.clone(), Role::Webhook),
-            authenticate,
-        ))
-        .layer(middleware::from_fn_with_state(app.clone(), count_webhook));
-    let read = Router::new()
+    // Who may call what is decided by path in `admission`, before any body is read, for
+    // every route below and for those added later.
+    Router::new()
+        .route(WEBHOOK_PATH, post(webhook))
         .route("/api/v1/runs", get(list_runs))
         .route("/api/v1/runs/{id}", get(show_run))
         .route("/api/v1/backups", get(backups::api::list))
         .route("/api/v1/status", get(status))
-        .layer(middleware::from_fn_with_state(
-            (app.clone(), Role::Viewer),
-            authenticate,
-        ));
-    let act = Router::new()
         .route("/api/v1/clusters/{name}/remediate", post(remediate))
         .route(
             "/api/v1/clusters/{name}/backup",
@@ -71,14 +61,6 @@ pub(super) fn router(app: App) -> Router {
         )
         .route("/api/v1/pause", post(pause))
         .route("/api/v1/resume", post(resume))
-        .layer(middleware::from_fn_with_state(
-            (app.clone(), Role::Operator),
-            authenticate,
-        ));
-    Router::new()
-        .merge(webhook)
-        .merge(read)
-        .merge(act)
         .merge(super::ui::router(app.clone()))
         .route("/metrics", get(metrics_text))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -90,6 +72,8 @@ pub(super) fn router(app: App) -> Router {
                 "method not allowed on this endpoint",
             )
         })
+        .layer(middleware::from_fn_with_state(app.clone(), admit))
+        .layer(middleware::from_fn_with_state(app.clone(), count_webhook))
         .with_state(app)
 }
 
@@ -113,41 +97,21 @@ pub(super) fn error(status: StatusCode, message: impl Into<String>) -> Response 
     (status, Json(json!({ "error": message.into() }))).into_response()
 }
 
-/// Lets through a request whose credential's role covers `needed`: 401 without a good
-/// credential, 403 with another role's.
-async fn authenticate(
-    State((app, needed)): State<(App, Role)>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let certificate = request.extensions().get::<ClientCertificate>().copied();
-    if app.requires_client_certificate && certificate != Some(ClientCertificate(true)) {
-        return error(
-            StatusCode::UNAUTHORIZED,
-            "a client certificate signed by remediator.tls.client_ca_file is required for the \
-             webhook and the API",
-        );
-    }
-    match app.auth.check(request.headers(), needed) {
-        Ok(()) => next.run(request).await,
-        Err(refused @ Denied::Forbidden { .. }) => {
-            tracing::warn!(path = %request.uri().path(), reason = %refused, "refused a request made with another role's credential (403)");
-            error(StatusCode::FORBIDDEN, refused.to_string())
-        }
-        Err(Denied::Unauthenticated(why)) => {
-            let mut response = error(StatusCode::UNAUTHORIZED, why);
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer, Basic"),
-            );
-            response
-        }
+/// Authenticates and reads every request before it is routed (see `admission`).
+async fn admit(State(app): State<App>, request: Request, next: Next) -> Response {
+    match app.admission.admit(request).await {
+        Ok(request) => next.run(request).await,
+        Err(refused) => *refused,
     }
 }
 
+/// Every answer to the webhook, refusals before it is read included.
 async fn count_webhook(State(app): State<App>, request: Request, next: Next) -> Response {
+    let webhook = request.uri().path() == WEBHOOK_PATH;
     let response = next.run(request).await;
-    app.metrics.webhook_request(response.status().as_u16());
+    if webhook {
+        app.metrics.webhook_request(response.status().as_u16());
+    }
     response
 }
 
@@ -158,53 +122,9 @@ async fn webhook(State(app): State<App>, headers: HeaderMap, body: Body) -> Resp
             "Content-Type must be application/json (Alertmanager's webhook payload)",
         );
     }
-    // Alertmanager does not retry a 413: the notification is lost, so it must be seen.
-    let too_large = |declared: Option<usize>| {
-        tracing::error!(
-            declared_bytes = declared,
-            max_body_bytes = app.max_body_bytes,
-            "refused a webhook body over max_body_bytes (413); Alertmanager does not retry it, so those alerts are lost: raise remediator.max_body_bytes or group alerts more finely"
-        );
-        error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("the body is over the {} byte limit", app.max_body_bytes),
-        )
-    };
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|length| length > app.max_body_bytes) {
-        return too_large(declared);
-    }
-    let read = tokio::time::timeout(app.read_body_timeout, to_bytes(body, app.max_body_bytes));
-    let bytes = match read.await {
-        Err(_) => {
-            tracing::error!(
-                timeout_seconds = app.read_body_timeout.as_secs_f64(),
-                "a webhook body did not arrive in time; answering 408"
-            );
-            return error(
-                StatusCode::REQUEST_TIMEOUT,
-                format!(
-                    "the body did not arrive within {}",
-                    humantime::format_duration(app.read_body_timeout)
-                ),
-            );
-        }
-        Ok(Ok(bytes)) => bytes,
-        Ok(Err(err)) => {
-            let message = err.to_string();
-            let over_limit = err.into_inner().is::<http_body_util::LengthLimitError>();
-            return if over_limit {
-                too_large(None)
-            } else {
-                error(
-                    StatusCode::BAD_REQUEST,
-                    format!("cannot read the body: {message}"),
-                )
-            };
-        }
+    // Read whole by `admission`, within max_body_bytes and read_body_timeout.
+    let Ok(bytes) = to_bytes(body, usize::MAX).await else {
+        return error(StatusCode::BAD_REQUEST, "cannot read the body");
     };
     let payload = match payload::parse(&bytes) {
         Ok(payload) => payload,
@@ -408,10 +328,22 @@ pub(super) fn metrics_response(metrics: &super::Metrics, headers: &HeaderMap) ->
     }
 }
 
-/// Ready while the state store answers: without it no alert can be recorded.
-async fn ready(State(app): State<App>) -> Response {
+/// Ready while the state store answers: without it no alert can be recorded. Why not is
+/// logged, and said to a viewer: a store's error names its database's user and host, which
+/// a probe (or anyone) does not need.
+async fn ready(State(app): State<App>, headers: HeaderMap) -> Response {
     match app.scheduler.ping().await {
         Ok(()) => "ready\n".into_response(),
-        Err(err) => unavailable(err),
+        Err(err) => {
+            tracing::warn!(error = %err, "not ready: the state store is unavailable");
+            if app.admission.auth.check(&headers, Role::Viewer).is_ok() {
+                return unavailable(err);
+            }
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the state store is unavailable; the reason is in the log, and here with a \
+                 viewer's credential",
+            )
+        }
     }
 }

@@ -12,18 +12,20 @@
 //!   runs and reports, the pause switch.
 //! - `standby`: replicas on one PostgreSQL database: the standbys wait, one is active.
 //! - `http`: the webhook, the runs API, metrics and probes.
-//! - `listener`: TLS, header timeouts, the connection limit, client certificates.
-//! - `auth`: bearer and basic credentials, compared in constant time.
+//! - `admission`: what a request must show before its body is read, and how much it may send.
+//! - `auth`: each role's bearer or basic credential, compared in constant time.
+//! - `origin`: whether a request that changes something came from another site's page.
 //! - `metrics`: the service's metrics.
 //! - `notify`: optional Alertmanager silences and Grafana annotations.
 //! - `backups`: backups the service takes (scheduled or asked for), recorded and listed.
 
+mod admission;
 mod auth;
 mod backups;
 mod http;
-mod listener;
 mod metrics;
 mod notify;
+mod origin;
 mod owner;
 mod payload;
 mod scheduler;
@@ -37,6 +39,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::ManagedCluster;
+use etcdmedic_cluster::listener;
 use tokio_util::sync::CancellationToken;
 
 pub use http::App;
@@ -125,15 +128,14 @@ pub async fn serve(
     let app = App {
         scheduler: scheduler.clone(),
         metrics: metrics.clone(),
-        auth,
-        max_body_bytes: settings.max_body_bytes,
-        read_body_timeout: settings.read_body_timeout,
-        requires_client_certificate: settings
-            .tls
-            .as_ref()
-            .is_some_and(|tls| tls.requires_client_certificate),
+        admission: admission::Admission::new(auth, settings),
         sessions: ui::Sessions::default(),
-        serves_tls: settings.tls.is_some(),
+        login_throttle: ui::LoginThrottle::default(),
+        secure_cookies: settings.tls.is_some()
+            || settings
+                .public_url
+                .as_ref()
+                .is_some_and(|url| url.scheme() == "https"),
     };
     let router = http::router(app);
     let dispatcher = tokio::spawn(scheduler.clone().dispatch());
@@ -146,15 +148,12 @@ pub async fn serve(
         on_shutdown.graceful_shutdown(Some(CONNECTION_GRACE));
     });
 
-    let limits = listener::Limits {
-        read_header_timeout: settings.read_header_timeout,
-        max_connections: settings.max_connections,
-    };
+    let (limits, on_refused) = listening(settings, &metrics);
     let served = listener::serve(
         listener,
         settings.tls.as_ref(),
         limits,
-        metrics,
+        on_refused,
         handle,
         router,
     )
@@ -170,6 +169,19 @@ pub async fn serve(
         }
     }
     served.map_err(Error::Serve)
+}
+
+/// The listener's limits, and the count of connections closed for being over them.
+fn listening(
+    settings: &settings::ServiceSettings,
+    metrics: &Arc<Metrics>,
+) -> (listener::Limits, listener::OnRefused) {
+    let limits = listener::Limits {
+        read_header_timeout: settings.read_header_timeout,
+        max_connections: settings.max_connections,
+    };
+    let metrics = metrics.clone();
+    (limits, Arc::new(move || metrics.connection_refused()))
 }
 
 /// Says at start who may do what: a listener anyone can act through is a warning, a role

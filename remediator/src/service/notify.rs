@@ -19,9 +19,24 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone)]
 pub(super) struct Notifier {
-    http: Option<reqwest::Client>,
-    silences: Option<SilenceSettings>,
-    grafana: Option<GrafanaSettings>,
+    /// Alertmanager's settings and the client that reaches it (its own TLS).
+    silences: Option<(SilenceSettings, reqwest::Client)>,
+    grafana: Option<(GrafanaSettings, reqwest::Client)>,
+}
+
+/// The HTTP client for one of them, over `tls` for https; `None` (that one is off, said in
+/// the log) when it cannot be built.
+fn client(tls: Option<&rustls::ClientConfig>, what: &str) -> Option<reqwest::Client> {
+    let mut builder = reqwest::Client::builder().timeout(REQUEST_TIMEOUT);
+    if let Some(tls) = tls {
+        builder = builder.tls_backend_preconfigured(tls.clone());
+    }
+    builder
+        .build()
+        .map_err(
+            |err| tracing::error!(error = %err, "cannot build the HTTP client; {what} are off"),
+        )
+        .ok()
 }
 
 /// A silence this service created.
@@ -30,18 +45,15 @@ pub(super) struct SilenceId(String);
 
 impl Notifier {
     pub(super) fn new(settings: &ServiceSettings) -> Notifier {
-        let wanted = settings.silences.is_some() || settings.grafana.is_some();
-        let http = wanted
-            .then(|| reqwest::Client::builder().timeout(REQUEST_TIMEOUT).build())
-            .and_then(|built| {
-                built
-                    .map_err(|err| tracing::error!(error = %err, "cannot build the HTTP client; silences and annotations are off"))
-                    .ok()
-            });
         Notifier {
-            http,
-            silences: settings.silences.clone(),
-            grafana: settings.grafana.clone(),
+            silences: settings.silences.as_ref().and_then(|silences| {
+                let http = client(silences.tls.as_deref(), "silences")?;
+                Some((silences.clone(), http))
+            }),
+            grafana: settings.grafana.as_ref().and_then(|grafana| {
+                let http = client(grafana.tls.as_deref(), "Grafana annotations")?;
+                Some((grafana.clone(), http))
+            }),
         }
     }
 
@@ -53,7 +65,7 @@ impl Notifier {
         alert_labels: &BTreeMap<String, String>,
         alertnames: &BTreeSet<String>,
     ) -> Vec<SilenceId> {
-        let (Some(settings), Some(http)) = (&self.silences, &self.http) else {
+        let Some((settings, http)) = &self.silences else {
             return Vec::new();
         };
         let mut created = Vec::new();
@@ -98,7 +110,7 @@ impl Notifier {
     }
 
     pub(super) async fn expire(&self, silences: &[SilenceId]) {
-        let (Some(settings), Some(http)) = (&self.silences, &self.http) else {
+        let Some((settings, http)) = &self.silences else {
             return;
         };
         for SilenceId(id) in silences {
@@ -115,7 +127,7 @@ impl Notifier {
 
     /// One annotation spanning the run, tagged with the cluster and outcome.
     pub(super) async fn annotate(&self, run_id: i64, report: &RunReport) {
-        let (Some(settings), Some(http)) = (&self.grafana, &self.http) else {
+        let Some((settings, http)) = &self.grafana else {
             return;
         };
         let millis = |time: SystemTime| {

@@ -73,7 +73,13 @@ async fn delete_version(s3: &S3Server, key: &str, version: &str) -> Result<Strin
 
 async fn config_check(config: &Path) -> Result<std::process::Output> {
     let run = tokio::process::Command::new(project_binary("etcdmedic-remediator")?)
-        .args(["serve", "--config.check", "--config"])
+        .args([
+            "serve",
+            "--config.check",
+            "--listen",
+            "127.0.0.1:0",
+            "--config",
+        ])
         .arg(config)
         .kill_on_drop(true)
         .output();

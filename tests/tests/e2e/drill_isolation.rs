@@ -13,11 +13,15 @@ use serde_json::Value;
 
 use crate::support::{stderr, stdout, write_file};
 
-/// `name` in `dir`: writes its environment to `<name>.env` beside it, then runs the real one.
+/// `name` in `dir`: writes its environment, working directory and arguments to
+/// `<name>.env`, `<name>.cwd` and `<name>.args` beside it, then runs the real one.
 fn recording_wrapper(dir: &Path, name: &str, real: &Path) -> Result<()> {
+    let record = |what: &str| dir.join(format!("{name}.{what}")).display().to_string();
     let script = format!(
-        "#!/bin/sh\nenv > {}\nexec {} \"$@\"\n",
-        dir.join(format!("{name}.env")).display(),
+        "#!/bin/sh\nenv > {}\npwd > {}\nprintf '%s\\n' \"$@\" > {}\nexec {} \"$@\"\n",
+        record("env"),
+        record("cwd"),
+        record("args"),
         real.display()
     );
     let path = write_file(dir, name, &script)?;
@@ -79,6 +83,26 @@ async fn the_drill_keeps_to_itself_and_a_backup_is_its_owners_alone() -> Result<
             "{tool} was given the remediator's environment:\n{env}"
         );
     }
+    // The throwaway member listened on Unix sockets in its own scratch directory (0700,
+    // checked below with the rest), never on a TCP port another user could reach or take.
+    let args = std::fs::read_to_string(bin.join("etcd.args"))?;
+    let cwd = std::fs::read_to_string(bin.join("etcd.cwd"))?;
+    for flag in ["--listen-client-urls", "--listen-peer-urls"] {
+        let url = args
+            .lines()
+            .skip_while(|arg| *arg != flag)
+            .nth(1)
+            .with_context(|| format!("no {flag} in {args}"))?;
+        ensure!(url.starts_with("unix://"), "{flag} {url}");
+    }
+    ensure!(
+        !args.contains("http://") && !args.contains("127.0.0.1"),
+        "the drill's etcd was given a TCP address: {args}"
+    );
+    ensure!(
+        Path::new(cwd.trim()).starts_with(&cluster_dir) && cwd.contains(".restore-drill-"),
+        "the drill's etcd ran in {cwd}, not its scratch directory"
+    );
     ensure!(
         !scratch.exists() && !download.exists(),
         "a killed drill's scratch is still there"

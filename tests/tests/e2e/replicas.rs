@@ -130,6 +130,73 @@ async fn one_run_for_deliveries_to_both_and_a_killed_active_replica_is_taken_ove
         },
     )
     .await?;
+    // A standby authenticates and limits a request from its head, before it reads or
+    // forwards anything: no credentials, or too large a login form, and it answers at once.
+    for (path, auth, length, status) in [
+        ("/webhook/alertmanager", String::new(), 10 << 20, " 401 "),
+        (
+            "/api/v1/pause",
+            "Authorization: Bearer wrong\r\n".to_string(),
+            10 << 20,
+            " 401 ",
+        ),
+        ("/ui/login", String::new(), 100_000, " 413 "),
+    ] {
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Content-Type: application/json\r\nContent-Length: {length}\r\n\r\n"
+        );
+        let line = tokio::time::timeout(
+            Duration::from_secs(5),
+            crate::service::raw_request(standby.port, &head),
+        )
+        .await
+        .with_context(|| format!("the standby did not answer {path} before its body"))??;
+        ensure!(line.contains(status), "the standby, {path}: {line}");
+    }
+    // Through the standby the pages are the active one's, with the headers that protect
+    // them, and a login posted from the page the standby served is this site's own.
+    let pages = etcdmedic_tests::http_client_builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
+    let form = pages
+        .get(format!("{}/ui/login", standby.base_url))
+        .send()
+        .await?;
+    for name in [
+        "content-security-policy",
+        "x-frame-options",
+        "referrer-policy",
+    ] {
+        ensure!(
+            form.headers().contains_key(name),
+            "the standby's login page lost {name}: {:?}",
+            form.headers()
+        );
+    }
+    let login = pages
+        .post(format!("{}/ui/login", standby.base_url))
+        .header(reqwest::header::ORIGIN, standby.base_url.as_str())
+        .form(&[("token", TOKEN), ("next", "/")])
+        .send()
+        .await?;
+    ensure!(
+        login.status() == 303,
+        "a login through the standby: {}",
+        login.status()
+    );
+    let cookie = login.headers()[reqwest::header::SET_COOKIE].to_str()?;
+    let cookie = cookie.split(';').next().context("cookie")?.to_string();
+    let logout = pages
+        .post(format!("{}/ui/logout", standby.base_url))
+        .header(reqwest::header::ORIGIN, standby.base_url.as_str())
+        .header(reqwest::header::COOKIE, cookie)
+        .send()
+        .await?;
+    ensure!(
+        logout.status() == 303,
+        "a logout through the standby: {}",
+        logout.status()
+    );
     // What the README shows of a standby's /readyz: the same structure.
     let printed = serde_json::to_string_pretty(&readiness)?;
     println!(

@@ -840,7 +840,7 @@ async fn bad_requests_get_their_status_code_and_start_nothing() -> Result<()> {
 }
 
 /// Sends `head` on a new connection and returns the response's status line.
-async fn raw_request(port: u16, head: &str) -> Result<String> {
+pub(crate) async fn raw_request(port: u16, head: &str) -> Result<String> {
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
     let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
     stream.write_all(head.as_bytes()).await?;

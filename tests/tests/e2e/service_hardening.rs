@@ -293,8 +293,157 @@ async fn slow_and_surplus_connections_are_closed() -> Result<()> {
     let service = RemediatorService::start(&config, Some(TOKEN)).await?;
     let port = service.port;
 
+    slow_heads_are_closed(port, SLOW, header_timeout).await?;
+    let metrics = service.metrics().await?;
+    let refused: f64 = metrics
+        .lines()
+        .find(|l| l.starts_with("etcdmedic_remediator_connections_refused_total "))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .context("no refused-connections counter")?;
+    ensure!(
+        refused >= (SLOW - LIMIT) as f64,
+        "{refused} connections refused over the limit of {LIMIT}"
+    );
+    Ok(())
+}
+
+/// What a request may send depends on where it goes, and no body is read before its headers
+/// pass: a login form or an API call with a large body is refused at once (413) and a
+/// webhook without credentials before its body (401), whatever it declares; a body that
+/// trickles in is answered 408 after `read_body_timeout`, and the service answers others
+/// meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_and_oversized_bodies_are_refused_before_they_are_read() -> Result<()> {
+    use crate::service::raw_request;
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let body_timeout = Duration::from_secs(2);
+    let dir = tempfile::tempdir()?;
+    let config = write_config(
+        dir.path(),
+        "  - name: prod-a\n    endpoints: [http://127.0.0.1:1]\n",
+        "  read_body_timeout: 2s\n",
+    )?;
+    let service = RemediatorService::start(&config, Some(TOKEN)).await?;
+    let port = service.port;
+    // A login is a form; the API and the webhook take JSON (a form's content type on the
+    // API is refused as a possible forgery, before the body).
+    let head = |path: &str, auth: &str, length: usize| {
+        let content_type = if path.starts_with("/ui/") {
+            "application/x-www-form-urlencoded"
+        } else {
+            "application/json"
+        };
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Content-Type: {content_type}\r\nContent-Length: {length}\r\n\r\n"
+        )
+    };
+    let bearer = format!("Authorization: Bearer {TOKEN}\r\n");
+    // Declared too large: answered from the head alone, nothing of the body sent.
+    for (path, auth, length, status) in [
+        ("/ui/login", "", 100_000, "413"),
+        ("/api/v1/pause", bearer.as_str(), 100_000, "413"),
+        ("/webhook/alertmanager", "", 10 << 20, "401"),
+        (
+            "/webhook/alertmanager",
+            "Authorization: Bearer wrong\r\n",
+            10 << 20,
+            "401",
+        ),
+        ("/api/v1/pause", "", 10 << 20, "401"),
+        ("/webhook/alertmanager", bearer.as_str(), 64 << 20, "413"),
+    ] {
+        let line = tokio::time::timeout(
+            Duration::from_secs(5),
+            raw_request(port, &head(path, auth, length)),
+        )
+        .await
+        .with_context(|| format!("{path}: no answer before the body"))??;
+        ensure!(
+            line.contains(&format!(" {status} ")),
+            "{path} ({length} bytes): {line}"
+        );
+    }
+    // A body sent without a declared length is cut at the route's limit.
+    let chunked = "POST /ui/login HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\nTransfer-Encoding: chunked\r\n\r\n";
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    stream.write_all(chunked.as_bytes()).await?;
+    let chunk = vec![b'a'; 8192];
+    for _ in 0..4 {
+        let frame = format!("{:x}\r\n", chunk.len());
+        if stream.write_all(frame.as_bytes()).await.is_err()
+            || stream.write_all(&chunk).await.is_err()
+            || stream.write_all(b"\r\n").await.is_err()
+        {
+            break;
+        }
+    }
+    let mut line = String::new();
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        BufReader::new(stream).read_line(&mut line),
+    )
+    .await
+    .context("no answer to a login form of 32 KiB")??;
+    ensure!(
+        line.contains(" 413 "),
+        "a chunked 32 KiB login form: {line}"
+    );
+
+    // Trickling bodies: one byte a second for at most 20 s, on a login and an API call.
     let started = Instant::now();
-    let clients = (0..SLOW).map(|_| async move {
+    let trickle = |path: &'static str, auth: String| async move {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+        stream.write_all(head(path, &auth, 100).as_bytes()).await?;
+        let (read, mut write) = stream.into_split();
+        let mut reader = BufReader::new(read);
+        let mut line = String::new();
+        for _ in 0..20 {
+            let _ = write.write_all(b"a").await;
+            match tokio::time::timeout(Duration::from_secs(1), reader.read_line(&mut line)).await {
+                Ok(_) => return anyhow::Ok((line, started.elapsed())),
+                Err(_) => continue,
+            }
+        }
+        anyhow::bail!("{path}: still reading after {:?}", started.elapsed())
+    };
+    let probe = async {
+        eventually(
+            "/healthz answers beside the slow bodies",
+            Duration::from_secs(10),
+            || async {
+                let (status, _) = service.get("/healthz").await?;
+                ensure!(status == 200, "{status}");
+                Ok(())
+            },
+        )
+        .await
+    };
+    let (login, api, answered) = tokio::join!(
+        trickle("/ui/login", String::new()),
+        trickle("/api/v1/pause", bearer.clone()),
+        probe
+    );
+    answered?;
+    for (what, outcome) in [("login", login?), ("pause", api?)] {
+        let (line, after) = outcome;
+        ensure!(line.contains(" 408 "), "a trickling {what}: {line}");
+        ensure!(
+            after >= body_timeout && after < body_timeout + Duration::from_secs(3),
+            "a trickling {what} was answered after {after:?}"
+        );
+    }
+    // The pause that never finished arriving did nothing.
+    let (_, status) = service.get("/api/v1/status").await?;
+    ensure!(status["paused"] == false, "{status}");
+    Ok(())
+}
+
+/// `count` clients on `port` sending a request's head a byte a second: each is closed within
+/// `header_timeout` (those over the connection limit at once), and `/healthz` answers
+/// meanwhile.
+async fn slow_heads_are_closed(port: u16, count: usize, header_timeout: Duration) -> Result<()> {
+    let started = Instant::now();
+    let clients = (0..count).map(|_| async move {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
         let mut buffer = [0u8; 256];
@@ -311,6 +460,7 @@ async fn slow_and_surplus_connections_are_closed() -> Result<()> {
         }
         anyhow::bail!("still open after {:?}", started.elapsed())
     });
+    let http = etcdmedic_tests::http_client();
     let probe = async {
         // Surplus connections are closed at once, the slow ones after the timeout: a request
         // gets through within it.
@@ -318,8 +468,11 @@ async fn slow_and_surplus_connections_are_closed() -> Result<()> {
             "/healthz answers beside the slow clients",
             Duration::from_secs(10),
             || async {
-                let (status, _) = service.get("/healthz").await?;
-                ensure!(status == 200, "{status}");
+                let response = http
+                    .get(format!("http://127.0.0.1:{port}/healthz"))
+                    .send()
+                    .await?;
+                ensure!(response.status() == 200, "{}", response.status());
                 Ok(started.elapsed())
             },
         )
@@ -335,15 +488,30 @@ async fn slow_and_surplus_connections_are_closed() -> Result<()> {
         "the last slow connection was closed after {longest:?}"
     );
     answered?;
-    let metrics = service.metrics().await?;
-    let refused: f64 = metrics
-        .lines()
-        .find(|l| l.starts_with("etcdmedic_remediator_connections_refused_total "))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-        .context("no refused-connections counter")?;
-    ensure!(
-        refused >= (SLOW - LIMIT) as f64,
-        "{refused} connections refused over the limit of {LIMIT}"
+    Ok(())
+}
+
+/// The exporter's listener is the remediator's: `--read-header-timeout` and
+/// `--max-connections` hold against slow clients the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_exporter_closes_slow_and_surplus_connections_too() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let config = dir.path().join("etcdmedic.yaml");
+    std::fs::write(
+        &config,
+        "clusters:\n  - name: prod-a\n    endpoints: [http://127.0.0.1:1]\n",
+    )?;
+    let listen = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()?));
+    let mut command = etcdmedic_tests::ExporterProcess::serve_command(
+        &project_binary("etcdmedic-exporter")?,
+        &config,
+        listen,
     );
+    command.args(["--read-header-timeout", "2s", "--max-connections", "16"]);
+    let exporter =
+        etcdmedic_tests::ExporterProcess::spawn(command, listen, std::process::Stdio::null())
+            .await?;
+    slow_heads_are_closed(listen.port(), 60, Duration::from_secs(2)).await?;
+    drop(exporter);
     Ok(())
 }

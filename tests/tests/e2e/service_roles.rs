@@ -108,6 +108,39 @@ async fn each_role_does_its_own_work_and_no_other() -> Result<()> {
     let (_, status) = send(As::Viewer, M::GET, "/api/v1/status").await?;
     ensure!(status.contains("\"paused\":true"), "{status}");
 
+    // A call that changes something, with the operator's credential cached in a browser:
+    // refused when another site's page sent it (its Origin, or a form's content type).
+    let operator_post = |origin: Option<&str>, content_type: Option<&str>| {
+        let mut request = http
+            .post(format!("{base}/api/v1/resume"))
+            .basic_auth(OPERATOR.0, Some(OPERATOR.1));
+        if let Some(origin) = origin {
+            request = request.header(header::ORIGIN, origin);
+        }
+        if let Some(content_type) = content_type {
+            request = request
+                .header(header::CONTENT_TYPE, content_type)
+                .body("paused=false");
+        }
+        async move { anyhow::Ok(request.send().await?.status().as_u16()) }
+    };
+    for (origin, content_type) in [
+        (Some("https://evil.example"), None),
+        (None, Some("application/x-www-form-urlencoded")),
+        (None, Some("text/plain")),
+        (Some(base.as_str()), Some("multipart/form-data; boundary=x")),
+    ] {
+        let status = operator_post(origin, content_type).await?;
+        ensure!(status == 403, "{origin:?} {content_type:?}: {status}");
+    }
+    let (_, status) = send(As::Viewer, M::GET, "/api/v1/status").await?;
+    ensure!(
+        status.contains("\"paused\":true"),
+        "a forged resume took: {status}"
+    );
+    ensure!(operator_post(Some(base.as_str()), None).await? == 200);
+    ensure!(operator_post(None, Some("application/json")).await? == 200);
+
     // The web pages: a viewer's or an operator's credential logs in; Alertmanager's does not.
     let pages = etcdmedic_tests::http_client_builder()
         .redirect(reqwest::redirect::Policy::none())
@@ -170,6 +203,28 @@ async fn each_role_does_its_own_work_and_no_other() -> Result<()> {
         .send()
         .await?;
     ensure!(page.status() == 303, "{}", page.status());
+
+    // Guessing: five wrong tokens in a row, then this address waits, even with the right one.
+    for attempt in 0..5 {
+        let refused = login([("token", "a-guess"), ("username", ""), ("password", "")]).await?;
+        ensure!(
+            refused.status() == 401,
+            "guess {attempt}: {}",
+            refused.status()
+        );
+    }
+    let waiting = login([("token", VIEWER), ("username", ""), ("password", "")]).await?;
+    ensure!(
+        waiting.status() == 429,
+        "after five guesses: {}",
+        waiting.status()
+    );
+    let retry_after: u64 = waiting.headers()[header::RETRY_AFTER].to_str()?.parse()?;
+    ensure!(
+        (1..=60).contains(&retry_after),
+        "Retry-After: {retry_after}"
+    );
+    ensure!(waiting.headers().get(header::SET_COOKIE).is_none());
     Ok(())
 }
 
@@ -220,5 +275,40 @@ async fn a_listener_beyond_loopback_needs_credentials_unless_auth_is_none() -> R
     ensure!(output.status.success(), "auth: none: {output:?}");
     let output = check(&without, Some("127.0.0.1:9380"))?;
     ensure!(output.status.success(), "loopback: {output:?}");
+    Ok(())
+}
+
+/// A secret every user on the host can read is said at start (and by `--config.check`); one
+/// kept to its owner (or a group, as Kubernetes mounts Secrets) is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_file_every_user_can_read_is_warned_about() -> Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let files = ServiceFiles::new()?;
+    let config = files.write_config(&unreachable_cluster(), "")?;
+    let check = || -> Result<String> {
+        let output =
+            std::process::Command::new(etcdmedic_tests::project_binary("etcdmedic-remediator")?)
+                .args(["serve", "--config.check", "--config"])
+                .arg(&config)
+                .output()?;
+        ensure!(output.status.success(), "{output:?}");
+        Ok(String::from_utf8_lossy(&output.stderr).into_owned())
+    };
+    let warning = "a secret file every user on this host can read";
+    for (mode, warned) in [(0o644, true), (0o604, true), (0o640, false), (0o600, false)] {
+        std::fs::set_permissions(files.path("token"), std::fs::Permissions::from_mode(mode))?;
+        let stderr = check()?;
+        ensure!(
+            stderr.contains(warning) == warned,
+            "token file {mode:o}: {stderr}"
+        );
+        if warned {
+            ensure!(
+                stderr.contains("remediator.auth.bearer_token_file")
+                    && stderr.contains(&format!("{mode:04o}")),
+                "{stderr}"
+            );
+        }
+    }
     Ok(())
 }

@@ -7,12 +7,13 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 use etcdmedic_tests::postgres::Postgres;
-use etcdmedic_tests::{EtcdVersion, RemediatorService};
+use etcdmedic_tests::{eventually, EtcdVersion, RemediatorService};
 
 use crate::service::{
     decision_for, fragmented_cluster, now_rfc3339, queue_run, unreachable_cluster, ServiceFiles,
     RUN_TIMEOUT, TOKEN,
 };
+use crate::support::SETTLE;
 
 /// The `remediator:` lines that put the state in `postgres`, its password in a file.
 pub(crate) fn postgres_state(files: &ServiceFiles, postgres: &Postgres) -> Result<String> {
@@ -73,9 +74,42 @@ async fn a_service_on_postgres_remediates_and_keeps_its_state_across_restarts_of
     let (status, _) = service.post("/api/v1/pause").await?;
     ensure!(status == 200, "pause: {status}");
 
-    // The database restarts (every session ends): the service connects again, its lock
-    // taken back, and carries on with the same state.
-    postgres.restart().await?;
+    // The database stops: the service is not ready, and says why only to a viewer (the
+    // store's error names the database's user and host).
+    postgres.stop().await?;
+    let anonymous = etcdmedic_tests::http_client();
+    let readyz = format!("{}/readyz", service.base_url);
+    let said = eventually("/readyz says the store is unavailable", SETTLE, || async {
+        let response = anonymous.get(&readyz).send().await?;
+        let status = response.status();
+        let body = response.text().await?;
+        ensure!(status == 503, "{status} {body}");
+        Ok(body)
+    })
+    .await?;
+    let user_and_host = postgres
+        .url_without_password()
+        .trim_start_matches("postgres://")
+        .split('/')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    ensure!(
+        said.contains("in the log")
+            && !said.contains("postgres://")
+            && !said.contains(&user_and_host),
+        "{said}"
+    );
+    let detail = anonymous.get(&readyz).bearer_auth(TOKEN).send().await?;
+    ensure!(detail.status() == 503);
+    let detail = detail.text().await?;
+    ensure!(
+        !detail.contains("in the log") && detail.contains("error"),
+        "{detail}"
+    );
+    // It starts again (every session ended, as in a restart): the service connects again,
+    // its lock taken back, and carries on with the same state.
+    postgres.start_again().await?;
     let (status, body) = service.get("/api/v1/status").await?;
     ensure!(
         status == 200 && body["paused"] == true,

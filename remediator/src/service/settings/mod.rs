@@ -5,12 +5,15 @@
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::file::{GrafanaFile, RemediatorFile, SilencesFile};
 use crate::config::RemediatorConfig as Config;
 use crate::config::ServiceMode;
+use etcdmedic_cluster::config::file::TlsFile;
 use etcdmedic_cluster::config::read_secret_file;
+use etcdmedic_cluster::listener;
 use etcdmedic_cluster::tls::{self, ServerTls};
 use etcdmedic_cluster::{ConfigProblems, Error, Secret};
 
@@ -28,9 +31,9 @@ pub const DEFAULT_MAX_CONCURRENT_RUNS: usize = 1;
 /// Alertmanager never retries a 413, so the notification is lost: leave room for large
 /// groups (a few thousand alerts with long annotations).
 pub const DEFAULT_MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
-pub const DEFAULT_READ_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_READ_HEADER_TIMEOUT: Duration = listener::DEFAULT_READ_HEADER_TIMEOUT;
 pub const DEFAULT_READ_BODY_TIMEOUT: Duration = Duration::from_secs(30);
-pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
+pub const DEFAULT_MAX_CONNECTIONS: usize = listener::DEFAULT_MAX_CONNECTIONS;
 /// Long enough for an election or a restarted member to settle, short enough that NOSPACE
 /// does not wait for Alertmanager's repeat_interval.
 pub const DEFAULT_RETRY_AFTER_REFUSAL: Duration = Duration::from_secs(5 * 60);
@@ -59,6 +62,9 @@ pub struct ServiceSettings {
     /// Whether runs remediate (`act`) or are only planned and recorded (`observe`).
     pub mode: ServiceMode,
     pub listen: SocketAddr,
+    /// Where people reach the service behind a proxy (`https://...`: session cookies are
+    /// `Secure`, and forms posted from there are this service's).
+    pub public_url: Option<url::Url>,
     /// The SQLite file, unless `postgres` is set.
     pub state_path: PathBuf,
     /// The state in PostgreSQL instead.
@@ -89,6 +95,8 @@ pub struct ServiceSettings {
 pub struct SilenceSettings {
     pub alertmanager_url: url::Url,
     pub bearer_token: Option<Secret>,
+    /// For `https://`: the CAs to trust (the system's unless `tls:` names one).
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 #[derive(Debug, Clone)]
@@ -96,6 +104,8 @@ pub struct GrafanaSettings {
     pub url: url::Url,
     pub token: Secret,
     pub tags: Vec<String>,
+    /// For `https://`: the CAs to trust (the system's unless `tls:` names one).
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl ServiceSettings {
@@ -145,6 +155,10 @@ fn resolve(
         &format!("{key}.auth"),
         problems,
     );
+    let public_url = file
+        .public_url
+        .as_deref()
+        .and_then(|raw| parse_public_url(raw, &format!("{key}.public_url"), problems));
     let tls = file
         .tls
         .as_ref()
@@ -264,6 +278,7 @@ fn resolve(
     Some(ServiceSettings {
         mode: file.mode.unwrap_or_default(),
         listen,
+        public_url,
         postgres,
         state_path: tls::resolve(
             base,
@@ -289,6 +304,37 @@ fn resolve(
     })
 }
 
+/// `scheme://host[:port]`, http or https, and nothing after: what a browser's `Origin` says.
+fn parse_public_url(raw: &str, key: &str, problems: &mut ConfigProblems) -> Option<url::Url> {
+    match url::Url::parse(raw) {
+        Ok(url)
+            if matches!(url.scheme(), "http" | "https")
+                && url.has_host()
+                && url.path() == "/"
+                && url.query().is_none()
+                && url.fragment().is_none()
+                && url.username().is_empty()
+                && url.password().is_none() =>
+        {
+            Some(url)
+        }
+        Ok(_) => {
+            problems.push(
+                key,
+                format!(
+                    "{raw:?} must be an http:// or https:// address with a host and nothing \
+                     after it, e.g. https://etcdmedic.example.com"
+                ),
+            );
+            None
+        }
+        Err(err) => {
+            problems.push(key, format!("{raw:?}: {err}"));
+            None
+        }
+    }
+}
+
 /// A secret file's content without its trailing newline; empty is a mistake.
 fn read_secret(
     base: &Path,
@@ -305,23 +351,38 @@ fn read_secret(
     Some(Secret::new(value))
 }
 
-fn parse_http_url(raw: &str, key: &str, problems: &mut ConfigProblems) -> Option<url::Url> {
-    match url::Url::parse(raw) {
-        Ok(url) if url.scheme() == "http" && url.has_host() => Some(url),
+/// An `http://` or `https://` URL with a host, and the TLS to reach it with: `tls:` when
+/// given (a private CA, a client certificate), the system's CAs for https otherwise.
+fn parse_http_url(
+    raw: &str,
+    tls_file: Option<&TlsFile>,
+    base: &Path,
+    key: &str,
+    problems: &mut ConfigProblems,
+) -> Option<(url::Url, Option<Arc<rustls::ClientConfig>>)> {
+    let url = match url::Url::parse(raw) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.has_host() => url,
         Ok(_) => {
-            // The notifier's HTTP client is built without TLS: these calls stay inside the
-            // monitoring network (in-cluster Services).
-            problems.push(
-                key,
-                format!("{raw:?} is not an http:// URL (https is not supported here)"),
-            );
-            None
+            problems.push(key, format!("{raw:?} is not an http:// or https:// URL"));
+            return None;
         }
         Err(err) => {
             problems.push(key, format!("{raw:?}: {err}"));
-            None
+            return None;
         }
-    }
+    };
+    let parent = key.rsplit_once('.').map_or(key, |(parent, _)| parent);
+    let tls_key = format!("{parent}.tls");
+    let tls = match (url.scheme(), tls_file) {
+        ("http", Some(_)) => {
+            problems.push(tls_key, format!("set, but {raw:?} is http://"));
+            return None;
+        }
+        ("http", None) => None,
+        (_, Some(file)) => Some(tls::load_client(file, base, &tls_key, problems)?.config),
+        (_, None) => Some(tls::system_default(&tls_key, problems)?.config),
+    };
+    Some((url, tls))
 }
 
 fn resolve_silences(
@@ -332,6 +393,8 @@ fn resolve_silences(
 ) -> Option<SilenceSettings> {
     let url = parse_http_url(
         &file.alertmanager_url,
+        file.tls.as_ref(),
+        base,
         &format!("{key}.alertmanager_url"),
         problems,
     );
@@ -339,8 +402,10 @@ fn resolve_silences(
         .bearer_token_file
         .as_ref()
         .map(|path| read_secret(base, path, &format!("{key}.bearer_token_file"), problems));
+    let (alertmanager_url, tls) = url?;
     Some(SilenceSettings {
-        alertmanager_url: url?,
+        alertmanager_url,
+        tls,
         bearer_token: match bearer_token {
             Some(token) => Some(token?),
             None => None,
@@ -354,17 +419,25 @@ fn resolve_grafana(
     key: &str,
     problems: &mut ConfigProblems,
 ) -> Option<GrafanaSettings> {
-    let url = parse_http_url(&file.url, &format!("{key}.url"), problems);
+    let url = parse_http_url(
+        &file.url,
+        file.tls.as_ref(),
+        base,
+        &format!("{key}.url"),
+        problems,
+    );
     let token = read_secret(
         base,
         &file.token_file,
         &format!("{key}.token_file"),
         problems,
     );
+    let (url, tls) = url?;
     Some(GrafanaSettings {
-        url: url?,
+        url,
         token: token?,
         tags: file.tags.clone(),
+        tls,
     })
 }
 

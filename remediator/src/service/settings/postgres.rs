@@ -1,6 +1,7 @@
 //! `remediator.postgres`: the service's state in PostgreSQL. The password comes only from a
 //! file (a URL with one is refused: it would be printed, logged and kept in the config file).
-//! TLS with the same `tls:` block as a cluster's; every connection then requires it.
+//! TLS with the same `tls:` block as a cluster's; every connection then requires it. A
+//! database beyond loopback needs TLS unless the URL says `sslmode=disable` on purpose.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -100,6 +101,21 @@ pub(super) fn resolve(
             tls::load_client(block, base, &tls_key, problems)
         }
         (None, SslMode::Require) => tls::system_default(&tls_key, problems),
+        // Said on purpose in the URL: plain text.
+        (None, SslMode::Disable) => None,
+        (None, _) if beyond_loopback(config.get_hosts()) => {
+            problems.push(
+                tls_key,
+                format!(
+                    "needed for a database beyond loopback ({host}): the password and every \
+                     alert would cross the network in plain text (libpq's sslmode=prefer \
+                     falls back to it). Give tls: {{ca_file: ...}}, or ?sslmode=require in \
+                     the URL to trust the system's CAs, or ?sslmode=disable to accept plain \
+                     text on purpose"
+                ),
+            );
+            None
+        }
         (None, _) => None,
     };
     let tls = tls.map(|client| {
@@ -135,6 +151,21 @@ pub(super) fn resolve(
         config,
         place: format!("postgres://{user}@{host}:{port}/{database}"),
         tls,
+    })
+}
+
+/// Whether the database is reached over a network: a TCP host that is not a loopback
+/// address or `localhost` (a Unix socket is local).
+fn beyond_loopback(hosts: &[postgres::config::Host]) -> bool {
+    hosts.iter().any(|host| match host {
+        postgres::config::Host::Tcp(name) => {
+            let name = name.trim_start_matches('[').trim_end_matches(']');
+            !(name.eq_ignore_ascii_case("localhost")
+                || name
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback()))
+        }
+        postgres::config::Host::Unix(_) => false,
     })
 }
 

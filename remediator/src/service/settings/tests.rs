@@ -101,14 +101,17 @@ fn the_mode_is_act_unless_the_file_says_observe_and_anything_else_is_refused() {
     );
 }
 
-/// The `remediator:` block `auth` and `listen` give, or the problems they have.
-fn auth_of(dir: &Path, remediator: &str) -> Result<ServiceAuth, String> {
+/// The settings of a `remediator:` block of `remediator` lines, or its problems.
+fn settings_of(dir: &Path, remediator: &str) -> Result<ServiceSettings, String> {
     let yaml = format!("remediator:\n{remediator}clusters:\n  - name: a\n    {ENDPOINT}\n");
     let path = write(dir, "etcdmedic.yaml", &yaml);
     let config = Config::load(&path).map_err(|err| err.to_string())?;
-    ServiceSettings::from_config(&config, None)
-        .map(|settings| settings.auth)
-        .map_err(|err| err.to_string())
+    ServiceSettings::from_config(&config, None).map_err(|err| err.to_string())
+}
+
+/// What `auth` and `listen` in `remediator` give, or the problems they have.
+fn auth_of(dir: &Path, remediator: &str) -> Result<ServiceAuth, String> {
+    settings_of(dir, remediator).map(|settings| settings.auth)
 }
 
 #[test]
@@ -203,4 +206,109 @@ fn a_listener_beyond_loopback_needs_credentials_or_auth_none() {
     let config = Config::load(&write(dir.path(), "etcdmedic.yaml", &yaml)).unwrap();
     let local = ServiceSettings::from_config(&config, Some("127.0.0.1:9380".parse().unwrap()));
     assert_eq!(local.unwrap().listen.to_string(), "127.0.0.1:9380");
+}
+
+#[test]
+fn the_public_url_is_an_origin_and_nothing_more() {
+    let dir = tempfile::tempdir().unwrap();
+    let public_url = |value: &str| {
+        let lines = format!("  listen: 127.0.0.1:9380\n  public_url: \"{value}\"\n");
+        settings_of(dir.path(), &lines)
+            .map(|settings| settings.public_url.map(|url| url.to_string()))
+    };
+    assert_eq!(
+        public_url("https://etcdmedic.example.com")
+            .unwrap()
+            .as_deref(),
+        Some("https://etcdmedic.example.com/")
+    );
+    assert!(public_url("http://10.0.0.1:9380/").is_ok());
+    for wrong in [
+        "https://etcdmedic.example.com/remediator",
+        "https://etcdmedic.example.com/?a=b",
+        "ftp://etcdmedic.example.com",
+        "https://user:pw@etcdmedic.example.com",
+        "etcdmedic.example.com",
+    ] {
+        let message = public_url(wrong).unwrap_err();
+        assert!(
+            message.contains("remediator.public_url"),
+            "{wrong}: {message}"
+        );
+    }
+}
+
+#[test]
+fn alertmanager_and_grafana_may_be_reached_over_https() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "grafana-token", "g\n");
+    let resolve = |remediator: &str| {
+        settings_of(
+            dir.path(),
+            &format!("  listen: 127.0.0.1:9380\n{remediator}"),
+        )
+    };
+    let settings = resolve(
+        "  silences: {alertmanager_url: \"https://alertmanager.example:9093\"}\n  grafana_annotations: {url: \"http://grafana:3000\", token_file: grafana-token}\n",
+    )
+    .unwrap();
+    let silences = settings.silences.unwrap();
+    assert_eq!(silences.alertmanager_url.scheme(), "https");
+    assert!(silences.tls.is_some(), "https trusts the system's CAs");
+    assert!(settings.grafana.unwrap().tls.is_none(), "http has no TLS");
+    let message =
+        resolve("  silences: {alertmanager_url: \"http://am:9093\", tls: {ca_file: ca.pem}}\n")
+            .unwrap_err();
+    assert!(
+        message.contains("remediator.silences.tls: set, but \"http://am:9093\" is http://"),
+        "{message}"
+    );
+    let message = resolve(
+        "  grafana_annotations: {url: \"https://grafana\", token_file: grafana-token, tls: {ca_file: missing.pem}}\n",
+    )
+    .unwrap_err();
+    assert!(
+        message.contains("remediator.grafana_annotations.tls.ca_file")
+            && message.contains("missing.pem"),
+        "{message}"
+    );
+    let message = resolve("  silences: {alertmanager_url: \"ftp://am\"}\n").unwrap_err();
+    assert!(
+        message.contains("is not an http:// or https:// URL"),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_database_beyond_loopback_needs_tls_unless_the_url_says_plain_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let postgres = |url: &str| {
+        let lines = format!("  listen: 127.0.0.1:9380\n  postgres: {{url: \"{url}\"}}\n");
+        settings_of(dir.path(), &lines)
+            .map(|settings| settings.postgres.is_some_and(|p| p.tls.is_some()))
+    };
+    let message = postgres("postgres://etcdmedic@db.example.internal:5432/etcdmedic").unwrap_err();
+    assert!(
+        message.contains("remediator.postgres.tls: needed for a database beyond loopback")
+            && message.contains("sslmode=disable"),
+        "{message}"
+    );
+    assert!(postgres("postgres://etcdmedic@10.0.0.4/etcdmedic?sslmode=prefer").is_err());
+    // Plain text said on purpose, or TLS asked for; loopback and sockets need neither.
+    assert_eq!(
+        postgres("postgres://etcdmedic@db.example.internal/etcdmedic?sslmode=disable"),
+        Ok(false)
+    );
+    assert_eq!(
+        postgres("postgres://etcdmedic@db.example.internal/etcdmedic?sslmode=require"),
+        Ok(true)
+    );
+    for local in [
+        "postgres://etcdmedic@127.0.0.1:5432/etcdmedic",
+        "postgres://etcdmedic@localhost/etcdmedic",
+        "postgres://etcdmedic@[::1]:5432/etcdmedic",
+        "postgres://etcdmedic@%2Frun%2Fpostgresql/etcdmedic",
+    ] {
+        assert_eq!(postgres(local), Ok(false), "{local}");
+    }
 }

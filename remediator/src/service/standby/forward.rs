@@ -19,7 +19,9 @@ use super::super::Error;
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(45);
 /// Set on a forwarded request: a replica that receives one while it is a standby itself
 /// (the lock changed hands meanwhile) answers 503 instead of forwarding again.
-pub(super) const FORWARDED: &str = "x-etcdmedic-forwarded";
+pub(in crate::service) const FORWARDED: &str = "x-etcdmedic-forwarded";
+/// The `Host` the client sent to the standby, on a forwarded request.
+pub(in crate::service) const FORWARDED_HOST: &str = "x-etcdmedic-forwarded-host";
 
 const REQUEST_HEADERS: [HeaderName; 5] = [
     header::AUTHORIZATION,
@@ -28,12 +30,17 @@ const REQUEST_HEADERS: [HeaderName; 5] = [
     header::COOKIE,
     header::ORIGIN,
 ];
-const RESPONSE_HEADERS: [HeaderName; 5] = [
+/// What a client acts on, and what keeps a page safe in its browser (no framing, no script
+/// from elsewhere, no referrer to other sites): a page through a standby is the same page.
+const RESPONSE_HEADERS: [HeaderName; 8] = [
     header::CONTENT_TYPE,
     header::SET_COOKIE,
     header::LOCATION,
     header::WWW_AUTHENTICATE,
     header::CACHE_CONTROL,
+    header::CONTENT_SECURITY_POLICY,
+    header::X_FRAME_OPTIONS,
+    header::REFERRER_POLICY,
 ];
 
 #[derive(Clone)]
@@ -78,6 +85,10 @@ impl Forwarder {
             .request(parts.method, format!("{base}{path}"))
             .header(FORWARDED, "1")
             .body(body);
+        // The address the client used: what its browser's Origin names (see `origin`).
+        if let Some(host) = parts.headers.get(header::HOST) {
+            outgoing = outgoing.header(FORWARDED_HOST, host.clone());
+        }
         for name in REQUEST_HEADERS {
             for value in parts.headers.get_all(&name) {
                 outgoing = outgoing.header(name.clone(), value.clone());

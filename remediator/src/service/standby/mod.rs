@@ -11,7 +11,7 @@
 //! does today: runs the old holder left running are recorded interrupted, and the members
 //! must serve reads (a defragmentation it started may still be going on) before any new run.
 
-mod forward;
+pub(super) mod forward;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -23,8 +23,9 @@ use axum::{Json, Router};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
+use super::admission::Admission;
+use super::auth::Authenticator;
 use super::http::{error, metrics_response};
-use super::listener::{self, Limits};
 use super::metrics::Metrics;
 use super::settings::{PostgresSettings, ServiceSettings};
 use super::store::postgresql::{watch_holder, Holder};
@@ -114,15 +115,17 @@ impl Standby {
         let listener = listener.try_clone().map_err(Error::Serve)?;
         let handle = axum_server::Handle::new();
         let forwarder = forward::Forwarder::new(settings)?;
-        let router = router(self.clone(), forwarder, metrics.clone());
-        let limits = Limits {
-            read_header_timeout: settings.read_header_timeout,
-            max_connections: settings.max_connections,
-        };
+        // Authenticated and read here before anything is forwarded, as the active one
+        // would: a standby holds no more for a client than the active replica does.
+        let admission = Admission::new(Authenticator::new(&settings.auth), settings);
+        let router = router(self.clone(), admission, forwarder, metrics.clone());
+        let (limits, on_refused) = super::listening(settings, &metrics);
         let tls = settings.tls.clone();
         let serving = handle.clone();
         let task = tokio::spawn(async move {
-            listener::serve(listener, tls.as_ref(), limits, metrics, serving, router).await
+            let tls = tls.as_ref();
+            etcdmedic_cluster::listener::serve(listener, tls, limits, on_refused, serving, router)
+                .await
         });
         Ok(StandbyServer { handle, task })
     }
@@ -149,7 +152,12 @@ impl StandbyServer {
     }
 }
 
-fn router(standby: Standby, forwarder: forward::Forwarder, metrics: Arc<Metrics>) -> Router {
+fn router(
+    standby: Standby,
+    admission: Admission,
+    forwarder: forward::Forwarder,
+    metrics: Arc<Metrics>,
+) -> Router {
     let readiness = standby.clone();
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
@@ -182,7 +190,12 @@ fn router(standby: Standby, forwarder: forward::Forwarder, metrics: Arc<Metrics>
         .fallback(move |request: axum::extract::Request| {
             let active = standby.active();
             let forwarder = forwarder.clone();
+            let admission = admission.clone();
             async move {
+                let request = match admission.admit(request).await {
+                    Ok(request) => request,
+                    Err(refused) => return *refused,
+                };
                 let description = active
                     .as_ref()
                     .map_or("unknown", |a| a.description.as_str())

@@ -3,11 +3,15 @@
 //! paging, and one run's page (steps, sizes before and after, snapshot, keyspace check, the
 //! alerts that started it). Server-rendered HTML, no script; read-only.
 //!
-//! They need the same credentials as the API: a request that carries them (bearer token,
-//! basic auth, client certificate) is let through, and a browser logs in once through a form
-//! that takes the same credential and sets a session cookie (see [`session`]).
+//! They need a viewer's or an operator's credential: a request that carries one (bearer
+//! token, basic auth, and the client certificate when one is required) is let through, and
+//! a browser logs in once through a form that takes it and sets a session cookie (see
+//! [`session`]); wrong credentials from one address are throttled (see [`throttle`]).
 
-use axum::extract::{Form, Request, State};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use axum::extract::{ConnectInfo, Form, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Redirect, Response};
@@ -17,13 +21,16 @@ use serde::Deserialize;
 
 use super::auth::Role;
 use super::http::App;
-use super::listener::ClientCertificate;
+use super::origin;
+use etcdmedic_cluster::listener::ClientCertificate;
 
 mod chart;
 mod pages;
 mod session;
+mod throttle;
 
 pub(super) use session::Sessions;
+pub(super) use throttle::LoginThrottle;
 
 pub(super) fn router(app: App) -> Router<App> {
     let pages = Router::new()
@@ -32,25 +39,48 @@ pub(super) fn router(app: App) -> Router<App> {
         .route("/ui/runs/{id}", get(pages::run))
         .route("/ui/logout", axum::routing::post(logout))
         .layer(middleware::from_fn_with_state(app.clone(), require_login));
-    Router::new()
+    // The login form too needs the client certificate: without it, it would be a place to
+    // guess credentials from anywhere.
+    let login = Router::new()
         .route("/ui/login", get(login_page).post(login))
-        .merge(pages)
+        .layer(middleware::from_fn_with_state(
+            app.clone(),
+            require_certificate,
+        ));
+    Router::new().merge(login).merge(pages)
 }
 
-/// Lets a request with the API's credentials or a live session through; sends a browser
-/// without either to the login form.
-async fn require_login(State(app): State<App>, request: Request, next: Next) -> Response {
+/// The page that says a client certificate is needed, when one is and the request came
+/// without it.
+fn certificate_missing(app: &App, request: &Request) -> Option<Response> {
     let certificate = request.extensions().get::<ClientCertificate>().copied();
-    if app.requires_client_certificate && certificate != Some(ClientCertificate(true)) {
-        return pages::message(
+    let missing =
+        app.admission.requires_client_certificate && certificate != Some(ClientCertificate(true));
+    missing.then(|| {
+        pages::message(
             StatusCode::UNAUTHORIZED,
             "Client certificate required",
             "These pages, like the API, need a client certificate signed by \
              remediator.tls.client_ca_file.",
-        );
+        )
+    })
+}
+
+async fn require_certificate(State(app): State<App>, request: Request, next: Next) -> Response {
+    match certificate_missing(&app, &request) {
+        Some(refused) => refused,
+        None => next.run(request).await,
+    }
+}
+
+/// Lets a request with a viewer's or an operator's credential or a live session through;
+/// sends a browser without either to the login form.
+async fn require_login(State(app): State<App>, request: Request, next: Next) -> Response {
+    if let Some(refused) = certificate_missing(&app, &request) {
+        return refused;
     }
     let headers = request.headers();
-    if app.auth.check(headers, Role::Viewer).is_ok() || app.sessions.is_valid(headers) {
+    if app.admission.auth.check(headers, Role::Viewer).is_ok() || app.sessions.is_valid(headers) {
         return next.run(request).await;
     }
     let wanted = request
@@ -72,7 +102,7 @@ async fn login_page(
 ) -> Response {
     let next = query.ok().and_then(|q| q.0.next).unwrap_or_default();
     pages::login(
-        app.auth.login_form(),
+        app.admission.auth.login_form(),
         &safe_next(&next),
         None,
         StatusCode::OK,
@@ -91,28 +121,50 @@ struct LoginFields {
     next: String,
 }
 
-async fn login(State(app): State<App>, headers: HeaderMap, form: Form<LoginFields>) -> Response {
-    if !same_origin(&headers) {
+async fn login(
+    State(app): State<App>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    form: Form<LoginFields>,
+) -> Response {
+    if !origin::same_origin(&headers, app.admission.public_url.as_ref()) {
         return pages::message(
             StatusCode::FORBIDDEN,
             "Refused",
             "The login form was sent from another site.",
         );
     }
+    let address = client.ip();
+    if let Some(wait) = app.login_throttle.wait(address, Instant::now()) {
+        tracing::warn!(%address, wait_seconds = wait.as_secs(), "web page login refused: too many wrong credentials from this address");
+        let mut refused = pages::message(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Too many attempts",
+            "Too many wrong credentials were sent from your address. Wait a minute, then \
+             try again.",
+        );
+        if let Ok(seconds) = HeaderValue::from_str(&wait.as_secs().max(1).to_string()) {
+            refused.headers_mut().insert(header::RETRY_AFTER, seconds);
+        }
+        return refused;
+    }
     let next = safe_next(&form.next);
     let Some(role) = app
+        .admission
         .auth
         .accepts_login(&form.token, &form.username, &form.password)
     else {
-        tracing::warn!("web page login refused: not the viewer's or the operator's credentials");
+        app.login_throttle.failed(address, Instant::now());
+        tracing::warn!(%address, "web page login refused: not the viewer's or the operator's credentials");
         return pages::login(
-            app.auth.login_form(),
+            app.admission.auth.login_form(),
             &next,
             Some("Those are not the viewer's or the operator's credentials."),
             StatusCode::UNAUTHORIZED,
         );
     };
-    tracing::info!(role = role.as_str(), "web page login");
+    app.login_throttle.succeeded(address);
+    tracing::info!(%address, role = role.as_str(), "web page login");
     let Some(id) = app.sessions.open() else {
         return pages::message(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -121,12 +173,12 @@ async fn login(State(app): State<App>, headers: HeaderMap, form: Form<LoginField
         );
     };
     let mut response = Redirect::to(&next).into_response();
-    set_cookie(&mut response, &session::set_cookie(&id, app.serves_tls));
+    set_cookie(&mut response, &session::set_cookie(&id, app.secure_cookies));
     response
 }
 
 async fn logout(State(app): State<App>, headers: HeaderMap) -> Response {
-    if !same_origin(&headers) {
+    if !origin::same_origin(&headers, app.admission.public_url.as_ref()) {
         return pages::message(
             StatusCode::FORBIDDEN,
             "Refused",
@@ -135,35 +187,13 @@ async fn logout(State(app): State<App>, headers: HeaderMap) -> Response {
     }
     app.sessions.close(&headers);
     let mut response = Redirect::to("/ui/login").into_response();
-    set_cookie(&mut response, &session::set_cookie("", app.serves_tls));
+    set_cookie(&mut response, &session::set_cookie("", app.secure_cookies));
     response
 }
 
 fn set_cookie(response: &mut Response, value: &str) {
     if let Ok(value) = HeaderValue::from_str(value) {
         response.headers_mut().insert(header::SET_COOKIE, value);
-    }
-}
-
-/// A form posted from a page of this service: the browser's `Origin` (or, without it,
-/// `Referer`) names the host the request went to. A request with neither (curl) passes: it
-/// carries no cookie a browser would add on another site's behalf.
-fn same_origin(headers: &HeaderMap) -> bool {
-    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
-    let origin = headers
-        .get(header::ORIGIN)
-        .or_else(|| headers.get(header::REFERER))
-        .and_then(|v| v.to_str().ok());
-    match (origin, host) {
-        (None, _) => true,
-        (Some(origin), Some(host)) => url::Url::parse(origin).is_ok_and(|url| {
-            let authority = match url.port() {
-                Some(port) => format!("{}:{port}", url.host_str().unwrap_or_default()),
-                None => url.host_str().unwrap_or_default().to_string(),
-            };
-            authority.eq_ignore_ascii_case(host)
-        }),
-        (Some(_), None) => false,
     }
 }
 
@@ -230,34 +260,5 @@ mod tests {
         ] {
             assert_eq!(safe_next(hostile), "/", "{hostile}");
         }
-    }
-
-    #[test]
-    fn a_form_from_another_site_is_refused() {
-        let headers = |pairs: &[(header::HeaderName, &str)]| {
-            let mut map = HeaderMap::new();
-            for (name, value) in pairs {
-                map.insert(name.clone(), value.parse().unwrap());
-            }
-            map
-        };
-        let host = (header::HOST, "127.0.0.1:9380");
-        assert!(same_origin(&headers(std::slice::from_ref(&host))));
-        assert!(same_origin(&headers(&[
-            host.clone(),
-            (header::ORIGIN, "http://127.0.0.1:9380")
-        ])));
-        assert!(!same_origin(&headers(&[
-            host.clone(),
-            (header::ORIGIN, "https://evil.example")
-        ])));
-        assert!(!same_origin(&headers(&[
-            host.clone(),
-            (header::REFERER, "http://127.0.0.1:9381/ui/login")
-        ])));
-        assert!(!same_origin(&headers(&[(
-            header::ORIGIN,
-            "http://127.0.0.1:9380"
-        )])));
     }
 }

@@ -18,7 +18,7 @@ const LIFETIME: Duration = Duration::from_secs(12 * 3600);
 const MAX_SESSIONS: usize = 1024;
 
 #[derive(Clone, Default)]
-pub struct Sessions {
+pub(crate) struct Sessions {
     /// sha256 of each session id: a memory dump does not hand out live sessions.
     live: Arc<Mutex<HashMap<[u8; 32], Instant>>>,
 }

@@ -111,14 +111,14 @@ async fn run_demo(cli: &Cli) -> Result<()> {
     let dir = cluster.dir().to_path_buf();
     let config = dir.join("demo.yaml");
     let token_file = dir.join("webhook-token");
-    std::fs::write(&token_file, DEMO_TOKEN)?;
+    write_secret(&token_file, DEMO_TOKEN)?;
     let remediator_port = etcdmedic_tests::ports::free_port()?;
     let webhook = format!("http://127.0.0.1:{remediator_port}/webhook/alertmanager");
 
     println!("Starting an S3-compatible server (moto) for backups ...");
     let s3 = S3Server::start(DEMO_BUCKET).await?;
-    std::fs::write(dir.join("s3-access-key-id"), "demo\n")?;
-    std::fs::write(dir.join("s3-secret-access-key"), "demo-secret\n")?;
+    write_secret(&dir.join("s3-access-key-id"), "demo\n")?;
+    write_secret(&dir.join("s3-secret-access-key"), "demo-secret\n")?;
 
     println!("Starting Alertmanager ...");
     // Everything under the demo's directory, so one `rm` (and one check) covers it all.
@@ -429,4 +429,17 @@ async fn fragment_cluster(config_path: &Path) -> Result<()> {
         report.compacted_at
     );
     Ok(())
+}
+
+/// A secret file as etcdmedic expects one: its owner's alone (0600), so that nothing warns.
+fn write_secret(path: &std::path::Path, content: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?
+        .write_all(content.as_bytes())
 }

@@ -1,11 +1,13 @@
-//! The service's listener: HTTP/1.1, with TLS when configured, and the limits that keep slow
-//! or too many clients from tying it up. A client has `read_header_timeout` to send its
-//! request head (the connection is closed otherwise), at most `max_connections` are open at
-//! once (more are closed at once, and counted), and with client certificates configured the
-//! handshake asks for one without requiring it: probes and Prometheus connect without, and
-//! the webhook and API refuse requests that came without one (see `http`).
+//! The listener of both binaries' HTTP servers: HTTP/1.1, with TLS when configured, and the
+//! limits that keep slow or too many clients from tying it up. A client has
+//! `read_header_timeout` to send its request head (the connection is closed otherwise), at
+//! most `max_connections` are open at once (more are closed at once, and counted), and with
+//! client certificates configured the handshake asks for one without requiring it: probes
+//! and Prometheus connect without, and the remediator's webhook and API refuse requests that
+//! came without one. Every request carries the client's address (axum's `ConnectInfo`).
 
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -15,35 +17,45 @@ use axum::Router;
 use axum_server::accept::{Accept, DefaultAcceptor};
 use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
 use axum_server::Handle;
-use etcdmedic_cluster::ServerTls;
 use futures::future::BoxFuture;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::metrics::Metrics;
+use crate::ServerTls;
+
+/// Called for each connection closed on arrival because `max_connections` were open.
+pub type OnRefused = Arc<dyn Fn() + Send + Sync>;
 
 /// Whether the connection a request came on presented a client certificate that the
 /// configured CA signed (rustls verified it during the handshake).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct ClientCertificate(pub bool);
+pub struct ClientCertificate(pub bool);
+
+/// The defaults of both binaries: a client that has not sent its request's head by then is
+/// slow on purpose or broken.
+pub const DEFAULT_READ_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Prometheus, Alertmanager, probes and people need a handful; 256 leaves room for many
+/// replicas of each and still bounds what slow clients can hold.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
 
 /// How long a client may take, and how many may be connected.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct Limits {
+pub struct Limits {
     pub read_header_timeout: Duration,
     pub max_connections: usize,
 }
 
 /// Serves `router` on `listener` until `handle` shuts it down.
-pub(super) async fn serve(
+pub async fn serve(
     listener: std::net::TcpListener,
     tls: Option<&ServerTls>,
     limits: Limits,
-    metrics: Arc<Metrics>,
-    handle: Handle<std::net::SocketAddr>,
+    on_refused: OnRefused,
+    handle: Handle<SocketAddr>,
     router: Router,
 ) -> io::Result<()> {
+    let service = router.into_make_service_with_connect_info::<SocketAddr>();
     listener.set_nonblocking(true)?;
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     match tls {
@@ -56,22 +68,22 @@ pub(super) async fn serve(
                 .acceptor(Limited {
                     inner: acceptor,
                     slots,
-                    metrics,
+                    on_refused,
                 })
                 .handle(handle);
             configure(server.http_builder(), limits);
-            server.serve(router.into_make_service()).await
+            server.serve(service).await
         }
         None => {
             let mut server = axum_server::from_tcp(listener)?
                 .acceptor(Limited {
                     inner: DefaultAcceptor,
                     slots,
-                    metrics,
+                    on_refused,
                 })
                 .handle(handle);
             configure(server.http_builder(), limits);
-            server.serve(router.into_make_service()).await
+            server.serve(service).await
         }
     }
 }
@@ -91,7 +103,7 @@ fn configure(
 struct Limited<A> {
     inner: A,
     slots: Arc<Semaphore>,
-    metrics: Arc<Metrics>,
+    on_refused: OnRefused,
 }
 
 impl<A, S> Accept<TcpStream, S> for Limited<A>
@@ -108,7 +120,7 @@ where
 
     fn accept(&self, stream: TcpStream, service: S) -> Self::Future {
         let Ok(slot) = self.slots.clone().try_acquire_owned() else {
-            self.metrics.connection_refused();
+            (self.on_refused)();
             tracing::debug!("connection limit reached; closing a new connection");
             return Box::pin(std::future::ready(Err(io::Error::other(
                 "connection limit reached",
@@ -206,7 +218,7 @@ where
 
 /// The connection's service, adding its [`ClientCertificate`] to every request.
 #[derive(Clone)]
-pub(super) struct WithCertificate<S> {
+pub struct WithCertificate<S> {
     inner: S,
     certificate: ClientCertificate,
 }
