@@ -219,7 +219,7 @@ async fn open_or_stand_by(
     metrics: &Arc<Metrics>,
     stop: &CancellationToken,
 ) -> Result<Option<(Arc<Scheduler>, Vec<store::InterruptedRun>)>, Error> {
-    let standby = standby::Standby::default();
+    let standby = standby::Standby::new(standby::AnnouncementKey::of(&settings.auth));
     let mut server = None;
     let opened = loop {
         match Scheduler::open(clusters, settings, metrics.clone(), stop.clone()) {

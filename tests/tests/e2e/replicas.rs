@@ -197,6 +197,43 @@ async fn one_run_for_deliveries_to_both_and_a_killed_active_replica_is_taken_ove
         "a logout through the standby: {}",
         logout.status()
     );
+    // Someone who can write to the database but holds none of the service's credentials
+    // points the standby at a server of their own: the standby forwards nothing there (the
+    // address is not sealed with the service's key) and answers 503 instead.
+    let trap = std::net::TcpListener::bind("127.0.0.1:0")?;
+    trap.set_nonblocking(true)?;
+    let sealed = postgres.psql("SELECT url FROM replicas")?;
+    ensure!(
+        sealed.starts_with(&format!("{}#seal=", active.base_url)),
+        "the active replica announced {sealed:?}"
+    );
+    let trap_url = format!("http://{}", trap.local_addr()?);
+    postgres.psql(&format!("UPDATE replicas SET url = '{trap_url}'"))?;
+    eventually("the standby stops forwarding", SETTLE, || async {
+        let (status, body) = standby.readiness().await?;
+        ensure!(
+            status == 503 && body["forwarding_to"].is_null(),
+            "{status} {body}"
+        );
+        Ok(())
+    })
+    .await?;
+    let (status, body) = standby.post("/api/v1/pause").await?;
+    ensure!(status == 503, "a request to the standby: {status} {body}");
+    ensure!(
+        trap.accept().is_err(),
+        "the standby connected to the address written in the database"
+    );
+    postgres.psql(&format!("UPDATE replicas SET url = '{sealed}'"))?;
+    eventually("the standby forwards again", SETTLE, || async {
+        let (status, body) = standby.readiness().await?;
+        ensure!(
+            status == 200 && body["forwarding_to"] == active.base_url.as_str(),
+            "{status} {body}"
+        );
+        Ok(())
+    })
+    .await?;
     // What the README shows of a standby's /readyz: the same structure.
     let printed = serde_json::to_string_pretty(&readiness)?;
     println!(

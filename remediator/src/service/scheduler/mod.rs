@@ -62,11 +62,15 @@ fn open_store(
     unreadable: prometheus_client::metrics::counter::Counter,
 ) -> Result<Box<dyn StateStore>, StoreError> {
     Ok(match &settings.postgres {
-        Some(postgres) => Box::new(PostgresStore::open(
-            postgres,
-            settings.advertise_url.as_ref(),
-            unreadable,
-        )?),
+        Some(postgres) => {
+            // Where standbys forward to, sealed so that they trust it (see `standby`).
+            let key = super::standby::AnnouncementKey::of(&settings.auth);
+            let announcement = settings
+                .advertise_url
+                .as_ref()
+                .map(|url| super::standby::seal(url.as_str().trim_end_matches('/'), key.as_ref()));
+            Box::new(PostgresStore::open(postgres, announcement, unreadable)?)
+        }
         None => Box::new(SqliteStore::open(
             &settings.state_path,
             settings.init_state,

@@ -11,7 +11,10 @@
 //! does today: runs the old holder left running are recorded interrupted, and the members
 //! must serve reads (a defragmentation it started may still be going on) before any new run.
 
+mod announcement;
 pub(super) mod forward;
+
+pub(crate) use announcement::{seal, AnnouncementKey};
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -36,16 +39,41 @@ use super::Error;
 const STANDBY_POLL: Duration = Duration::from_secs(1);
 
 /// A standby's view of the active replica, shown on its `/readyz` and used to forward.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub(super) struct Standby {
+    /// The active replica, its address only when sealed with this service's key.
     active: Arc<Mutex<Option<Holder>>>,
+    /// What the active replica's announcement must be sealed with (see `announcement`).
+    key: Option<AnnouncementKey>,
 }
 
 impl Standby {
-    fn show(&self, holder: Holder) {
+    pub(super) fn new(key: Option<AnnouncementKey>) -> Standby {
+        Standby {
+            active: Arc::default(),
+            key,
+        }
+    }
+
+    /// Takes `holder` as the active replica; its announced address is kept only when a
+    /// replica with this service's credentials sealed it.
+    fn show(&self, mut holder: Holder) {
+        let mut refused = None;
+        holder.url = holder.url.and_then(|announced| {
+            match announcement::open(&announced, self.key.as_ref()) {
+                Ok(url) => Some(url),
+                Err(why) => {
+                    refused = Some(why);
+                    None
+                }
+            }
+        });
         let mut active = self.active.lock().unwrap_or_else(|e| e.into_inner());
         if active.as_ref() != Some(&holder) {
-            tracing::warn!(active = %holder.description, url = holder.url.as_deref().unwrap_or("none announced"), "standby: another replica holds the state store; forwarding requests to it and waiting to take over");
+            if let Some(why) = refused {
+                tracing::error!(active = %holder.description, reason = %why, "standby: the address the active replica announced in the database is not one to forward to; answering 503 instead of forwarding credentials there");
+            }
+            tracing::warn!(active = %holder.description, url = holder.url.as_deref().unwrap_or("none to forward to"), "standby: another replica holds the state store; forwarding requests to it and waiting to take over");
             *active = Some(holder);
         }
     }

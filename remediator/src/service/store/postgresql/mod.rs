@@ -71,14 +71,14 @@ impl std::fmt::Debug for PostgresStore {
 impl PostgresStore {
     /// Connects, takes the service's advisory lock (refused when another service holds it)
     /// and brings the schema up to date. Must not be called on an async thread.
+    /// `advertise`: what this replica announces to standbys (its sealed address).
     pub(crate) fn open(
         settings: &PostgresSettings,
-        advertise: Option<&url::Url>,
+        advertise: Option<String>,
         unreadable: Counter,
     ) -> StoreResult<PostgresStore> {
         let mut client = connect(settings)?;
         schema::prepare(&mut client, &settings.place)?;
-        let advertise = advertise.map(|url| url.as_str().trim_end_matches('/').to_string());
         announce(&mut client, advertise.as_deref()).map_err(|source| StoreError::Postgres {
             database: settings.place.clone(),
             source,
