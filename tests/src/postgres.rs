@@ -143,6 +143,10 @@ impl Postgres {
                 dir.path().display().to_string(),
                 "-c".into(),
                 "fsync=off".into(),
+                // Its dynamic shared memory in the data directory, removed with it: POSIX
+                // segments in /dev/shm outlive a server killed when its test ends.
+                "-c".into(),
+                "dynamic_shared_memory_type=mmap".into(),
             ]
             .into_iter()
             .chain(tls_args)

@@ -159,10 +159,11 @@ pub struct RunningDemo {
 impl RunningDemo {
     /// Starts the demo and returns once it has printed its banner.
     pub async fn start() -> Result<Self> {
+        // Not killed on drop: a killed demo would leave its etcd, exporter and servers
+        // running; `Drop` asks it to stop the way Ctrl-C does.
         let mut process = tokio::process::Command::new(project_binary("etcdmedic-demo")?)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
-            .kill_on_drop(true)
             .spawn()?;
         let mut lines = BufReader::new(process.stdout.take().context("no stdout")?).lines();
         let mut banner = String::new();
@@ -230,6 +231,29 @@ impl RunningDemo {
             "{rest}"
         );
         nothing_left_behind(&self.banner)
+    }
+}
+
+/// A test that failed before [`RunningDemo::stop`] still stops the demo as Ctrl-C does, so
+/// that nothing of it is left running (its processes) or on disk (its directory): SIGINT,
+/// then up to a minute for the demo to stop everything, then SIGKILL.
+impl Drop for RunningDemo {
+    fn drop(&mut self) {
+        let Some(pid) = self.process.id() else {
+            return;
+        };
+        let pid = nix::unistd::Pid::from_raw(pid as i32);
+        if nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).is_err() {
+            return;
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while std::time::Instant::now() < deadline {
+            if matches!(self.process.try_wait(), Ok(Some(_)) | Err(_)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.process.start_kill();
     }
 }
 

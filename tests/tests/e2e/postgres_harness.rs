@@ -43,6 +43,28 @@ async fn postgres_runs_unprivileged_on_loopback_behind_a_password_and_leaves_not
         "a wrong password was not refused: {wrong:?}"
     );
 
+    // Its shared memory is in its directory (mmap), not in /dev/shm where a server killed
+    // at the end of a test would leave its segments behind.
+    // (Only those of its user count: a system PostgreSQL has its own.)
+    let user = uid_of(pid)?;
+    let segments = std::fs::read_dir("/dev/shm")?
+        .filter_map(|entry| entry.ok())
+        .filter(|entry| {
+            entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with("PostgreSQL.")
+        })
+        .filter(|entry| {
+            entry
+                .metadata()
+                .is_ok_and(|meta| std::os::unix::fs::MetadataExt::uid(&meta) == user)
+        })
+        .count();
+    ensure!(
+        segments == 0,
+        "{segments} PostgreSQL segments of uid {user} in /dev/shm"
+    );
     let dir = postgres.dir().to_path_buf();
     drop(postgres);
     eventually(
