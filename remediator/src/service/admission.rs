@@ -110,10 +110,15 @@ impl Admission {
         Ok(Request::from_parts(parts, Body::from(bytes)))
     }
 
+    /// A client certificate is required and `request` came without one the CA signed.
+    pub(super) fn lacks_certificate(&self, request: &Request) -> bool {
+        let certificate = request.extensions().get::<ClientCertificate>().copied();
+        self.requires_client_certificate && certificate != Some(ClientCertificate(true))
+    }
+
     /// Why `request` may not do what `role` may, from its headers alone; `None` when it may.
     fn refuse(&self, request: &Request, role: Role) -> Option<Response> {
-        let certificate = request.extensions().get::<ClientCertificate>().copied();
-        if self.requires_client_certificate && certificate != Some(ClientCertificate(true)) {
+        if self.lacks_certificate(request) {
             return Some(error(
                 StatusCode::UNAUTHORIZED,
                 "a client certificate signed by remediator.tls.client_ca_file is required for \

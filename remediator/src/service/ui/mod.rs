@@ -22,7 +22,6 @@ use serde::Deserialize;
 use super::auth::Role;
 use super::http::App;
 use super::origin;
-use etcdmedic_cluster::listener::ClientCertificate;
 
 mod chart;
 mod pages;
@@ -53,10 +52,7 @@ pub(super) fn router(app: App) -> Router<App> {
 /// The page that says a client certificate is needed, when one is and the request came
 /// without it.
 fn certificate_missing(app: &App, request: &Request) -> Option<Response> {
-    let certificate = request.extensions().get::<ClientCertificate>().copied();
-    let missing =
-        app.admission.requires_client_certificate && certificate != Some(ClientCertificate(true));
-    missing.then(|| {
+    app.admission.lacks_certificate(request).then(|| {
         pages::message(
             StatusCode::UNAUTHORIZED,
             "Client certificate required",
