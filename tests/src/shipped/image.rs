@@ -24,7 +24,7 @@ pub struct Image {
 }
 
 /// The etcd release the Dockerfile puts in the image for the restore drill
-/// (`ARG ETCD_VERSION=v3.5.17`): the release of the harness with the same minor version.
+/// (`ARG ETCD_VERSION=v3.5.30`): the release of the harness with the same minor version.
 pub fn etcd_release() -> Result<EtcdVersion> {
     let dockerfile = std::fs::read_to_string(repository_root().join("Dockerfile"))?;
     let version = dockerfile

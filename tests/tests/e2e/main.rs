@@ -102,6 +102,7 @@ mod figures;
 mod fleet;
 mod grafana_annotation;
 mod http;
+mod image_pins;
 mod job_names;
 mod live_prometheus;
 mod metrics;
