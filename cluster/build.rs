@@ -15,12 +15,20 @@ fn main() {
 }
 
 fn git_revision() -> Option<String> {
-    let git_dir = run(&["rev-parse", "--git-dir"])?;
-    println!("cargo:rerun-if-changed={git_dir}/HEAD");
-    if let Some(reference) = run(&["symbolic-ref", "-q", "HEAD"]) {
-        println!("cargo:rerun-if-changed={git_dir}/{reference}");
+    // Cargo reruns a build script on every build while a file it watches is missing, and
+    // rebuilds this crate and everything above it: watch only the files this checkout has.
+    // A branch's ref is a loose file or a line of packed-refs (often only one of the two),
+    // and `--git-path` finds both in a worktree's common directory too.
+    let mut watched = vec!["HEAD".to_owned(), "packed-refs".to_owned()];
+    watched.extend(run(&["symbolic-ref", "-q", "HEAD"]));
+    for name in watched {
+        let Some(path) = run(&["rev-parse", "--path-format=absolute", "--git-path", &name]) else {
+            continue;
+        };
+        if std::path::Path::new(&path).is_file() {
+            println!("cargo:rerun-if-changed={path}");
+        }
     }
-    println!("cargo:rerun-if-changed={git_dir}/packed-refs");
     run(&["rev-parse", "--short=12", "HEAD"])
 }
 

@@ -115,6 +115,7 @@ mod quota;
 mod read_only;
 mod readme;
 mod readme_output;
+mod rebuild;
 mod release;
 mod remediation;
 mod replicas;
