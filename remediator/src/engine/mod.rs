@@ -45,6 +45,7 @@ use crate::config::{ManagedCluster, RemediationSettings};
 use etcdmedic_cluster::model::ClusterStatus;
 use etcdmedic_cluster::table::human_bytes;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::events::Events;
 use crate::forecast::History;
@@ -200,9 +201,21 @@ impl<E: Etcd> Remediator<E> {
         events: &Events,
         stop: &CancellationToken,
     ) -> RunReport {
-        let mut run = self.start(options, events, stop);
+        // Instrumented, not entered: a span entered across an `.await` stays entered on the
+        // thread while the run waits, and other tasks' log lines would carry this run's fields.
         let span = tracing::info_span!("run", cluster = %self.cluster(), dry_run = options.dry_run);
-        let _enter = span.enter();
+        self.run_in_span(options, events, stop)
+            .instrument(span)
+            .await
+    }
+
+    async fn run_in_span(
+        &self,
+        options: &RunOptions,
+        events: &Events,
+        stop: &CancellationToken,
+    ) -> RunReport {
+        let mut run = self.start(options, events, stop);
         let ended = run.execute(options).await;
         let any_defragmented = !run.defragmented().is_empty();
         let mut report = run.report;

@@ -271,10 +271,10 @@ async fn watch_the_lock(scheduler: Arc<Scheduler>, stop: CancellationToken) -> O
                 continue;
             }
             Err(store::StoreError::InUse { holder, .. }) => format!(
-                "another replica holds the state store now ({holder}); stopping this one's runs                  and exiting"
+                "another replica holds the state store now ({holder}); stopping this one's runs and exiting"
             ),
             Err(err) if confirmed.elapsed() >= LOCK_LOST_AFTER => format!(
-                "cannot confirm this replica's lock on the state store for {}s ({err}); a                  standby may take over: stopping this one's runs and exiting",
+                "cannot confirm this replica's lock on the state store for {}s ({err}); a standby may take over: stopping this one's runs and exiting",
                 confirmed.elapsed().as_secs()
             ),
             Err(err) => {

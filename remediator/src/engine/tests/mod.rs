@@ -13,6 +13,7 @@ mod kinds;
 mod quiet;
 mod refusals;
 mod runs;
+mod spans;
 mod stops;
 
 use std::path::{Path, PathBuf};
