@@ -4,7 +4,6 @@
 
 pub(crate) mod bucket;
 pub(crate) mod drill;
-mod encrypting;
 pub(crate) mod keys;
 pub(crate) mod local;
 pub(crate) mod locked;

@@ -13,7 +13,9 @@ use std::sync::{Arc, Mutex};
 use age::x25519::Recipient;
 use sha2::{Digest, Sha256};
 
-use super::encrypting::Encrypting;
+mod encrypting;
+
+use self::encrypting::Encrypting;
 use super::keys::Identities;
 use super::Manifest;
 use crate::snapshot::{SnapshotError, TrailerHasher, AGE_SUFFIX, ZSTD_SUFFIX};

@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+mod encryption;
+
 use super::destination::{self, Destination};
 use super::file::{BackupFile, Compression};
 use super::when::{zone, CronIn};
@@ -153,7 +155,7 @@ pub(crate) fn resolve(
     if destinations.is_some_and(|list| !list.is_empty()) {
         settings.restore_drill = restore_drill(own, defaults, own_key, base, problems);
     }
-    super::encryption::resolve(own, defaults, own_key, base, &mut settings, problems);
+    encryption::resolve(own, defaults, own_key, base, &mut settings, problems);
     (problems.0.len() == before).then_some(settings)
 }
 

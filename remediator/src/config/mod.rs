@@ -12,7 +12,6 @@
 
 mod backup;
 mod destination;
-mod encryption;
 pub mod file;
 mod remediation;
 pub mod when;

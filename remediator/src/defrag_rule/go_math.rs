@@ -2,6 +2,10 @@
 //! mantissa, so that a rule's powers round exactly as etcd-defrag's do (libm's `pow` rounds
 //! some of them differently in the last bit).
 
+/// 2^63: the floats Go converts to a 64-bit int and back unchanged are the whole ones in
+/// [-2^63, 2^63).
+pub(super) const TWO_TO_63: f64 = 9_223_372_036_854_775_808.0;
+
 pub(super) fn pow(x: f64, y: f64) -> f64 {
     let is_odd_int = |v: f64| {
         if v.abs() >= (1u64 << 53) as f64 {
@@ -62,7 +66,7 @@ pub(super) fn pow(x: f64, y: f64) -> f64 {
     if yf != 0.0 && x < 0.0 {
         return f64::NAN;
     }
-    if yi >= super::value::TWO_TO_63 {
+    if yi >= TWO_TO_63 {
         return beyond(x, y);
     }
     let mut a1 = 1.0;

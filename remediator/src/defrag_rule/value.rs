@@ -7,6 +7,8 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use super::go_math::TWO_TO_63;
+
 #[derive(Debug, Clone, PartialEq)]
 pub(super) enum Value {
     Nil,
@@ -17,10 +19,6 @@ pub(super) enum Value {
     Array(Vec<Value>),
     Object(BTreeMap<Vec<u8>, Value>),
 }
-
-/// 2^63: the floats Go converts to a 64-bit int and back unchanged are the whole ones in
-/// [-2^63, 2^63).
-pub(super) const TWO_TO_63: f64 = 9_223_372_036_854_775_808.0;
 
 /// Why an operation has no result; the message says what a rule's author must change.
 pub(super) type OpResult<T = Value> = Result<T, String>;

@@ -14,8 +14,8 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::Response;
 
 use super::auth::{Authenticator, Denied, Role};
-use super::http::error;
 use super::origin;
+use super::respond::error;
 use super::settings::ServiceSettings;
 use etcdmedic_cluster::listener::ClientCertificate;
 

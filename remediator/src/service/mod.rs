@@ -28,6 +28,7 @@ mod notify;
 mod origin;
 mod owner;
 mod payload;
+mod respond;
 mod scheduler;
 pub mod settings;
 mod standby;
@@ -42,9 +43,38 @@ use crate::config::ManagedCluster;
 use etcdmedic_cluster::listener;
 use tokio_util::sync::CancellationToken;
 
-pub use http::App;
+use admission::Admission;
 use metrics::Metrics;
 use scheduler::Scheduler;
+
+/// What every request handler shares: the scheduler, the metrics, and who may do what.
+#[derive(Clone)]
+pub struct App {
+    pub scheduler: Arc<Scheduler>,
+    pub metrics: Arc<Metrics>,
+    /// Credentials, client certificates and body limits, checked before a body is read
+    /// (the handshake asks for a client certificate without requiring it: probes and
+    /// metrics do without).
+    admission: Admission,
+    /// The web pages' logins, and the wrong ones per address.
+    sessions: ui::Sessions,
+    login_throttle: ui::LoginThrottle,
+    /// Reached over TLS (served here, or `public_url` is https): session cookies are `Secure`.
+    secure_cookies: bool,
+}
+
+impl App {
+    /// 404 for a cluster the configuration does not name, with the ones it does.
+    fn unknown_cluster(&self, name: &str) -> axum::response::Response {
+        respond::error(
+            axum::http::StatusCode::NOT_FOUND,
+            format!(
+                "unknown cluster {name:?}; configured clusters: {}",
+                self.scheduler.cluster_names().join(", ")
+            ),
+        )
+    }
+}
 
 /// How long open connections get to finish once the service is asked to stop.
 const CONNECTION_GRACE: Duration = Duration::from_secs(5);

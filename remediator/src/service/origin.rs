@@ -6,7 +6,11 @@
 
 use axum::http::{header, HeaderMap};
 
-use super::standby::forward::{FORWARDED, FORWARDED_HOST};
+/// Set on a request a standby forwards: a replica that receives one while it is a standby
+/// itself (the lock changed hands meanwhile) answers 503 instead of forwarding again.
+pub(super) const FORWARDED: &str = "x-etcdmedic-forwarded";
+/// The `Host` the client sent to the standby, on a forwarded request.
+pub(super) const FORWARDED_HOST: &str = "x-etcdmedic-forwarded-host";
 
 /// The content types a page of another site may post without asking first (a form).
 const FORM_TYPES: [&str; 3] = [

@@ -77,6 +77,7 @@
 //! - `support`: helpers shared by the modules above.
 
 mod alert_rules;
+mod architecture;
 mod backup;
 mod backup_clouds;
 mod backup_compressed;

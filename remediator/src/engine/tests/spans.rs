@@ -49,6 +49,9 @@ async fn another_tasks_log_lines_during_a_run_do_not_carry_the_runs_span() {
     let recorder = Recorder::default();
     let subscriber = tracing_subscriber::registry().with(recorder.clone());
     let _default = tracing::subscriber::set_default(subscriber);
+    // Other tests' threads may have met the engine's callsites first, with no subscriber:
+    // have every callsite ask again, this one included.
+    tracing::callsite::rebuild_interest_cache();
     let bystander = tokio::spawn(async {
         for _ in 0..10_000 {
             tracing::info!("bystander");
@@ -59,11 +62,8 @@ async fn another_tasks_log_lines_during_a_run_do_not_carry_the_runs_span() {
     bystander.abort();
     ran.assert_safe();
     let seen = recorder.0.lock().map(|s| s.clone()).unwrap_or_default();
-    let finished = seen.iter().find(|(message, _)| message == "run finished");
-    assert!(
-        finished.is_some_and(|(_, spans)| spans == &["run"]),
-        "the run's own line: {finished:?}"
-    );
+    let in_run = seen.iter().filter(|(_, spans)| spans == &["run"]).count();
+    assert!(in_run > 0, "no line of the run in its span: {seen:?}");
     let bystanders: Vec<_> = seen.iter().filter(|(m, _)| m == "bystander").collect();
     // The bystander logged while the run waited (its quiet periods last seconds).
     assert!(bystanders.len() > 2, "{bystanders:?}");

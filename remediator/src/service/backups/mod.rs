@@ -6,8 +6,6 @@
 //! - this file: what is recorded of one backup.
 //! - `api`: the two endpoints.
 
-pub(super) mod api;
-
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};

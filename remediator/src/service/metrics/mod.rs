@@ -6,6 +6,8 @@ use super::store::unix;
 use std::sync::atomic::AtomicU64;
 use std::time::SystemTime;
 
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -396,5 +398,27 @@ impl Metrics {
                     .set(i64::try_from(snapshot.size_bytes).unwrap_or(i64::MAX));
             }
         }
+    }
+}
+
+/// `/metrics` in the format the scraper asked for.
+pub(in crate::service) fn response(metrics: &Metrics, headers: &HeaderMap) -> Response {
+    let openmetrics = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.contains("application/openmetrics-text"));
+    match metrics.encode() {
+        Ok(text) if openmetrics => {
+            ([(header::CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE)], text).into_response()
+        }
+        Ok(text) => (
+            [(header::CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE)],
+            to_prometheus_text(&text),
+        )
+            .into_response(),
+        Err(_) => super::respond::error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "encoding the metrics failed",
+        ),
     }
 }

@@ -3,16 +3,19 @@
 //! every decision is made and stored there, one at a time, so twenty copies of one payload
 //! arriving at once give one run.
 
+pub(super) mod backups;
+mod schedule;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::{Duration, SystemTime};
 
 use crate::config::when::{CronIn, Windows};
 
+use self::backups::BackupQueue;
 use super::super::store::{
     in_transaction, interrupt_unfinished, InterruptedRun, NewRun, RunDetail, RunSource, StateStore,
     StoreResult,
 };
-use super::backups::BackupQueue;
 use super::{ClusterQueue, DISPATCH_EVERY};
 use crate::forecast::{History, HISTORY_RUNS};
 use crate::report::{Outcome, RunReport};
@@ -187,7 +190,7 @@ impl Ledger {
                 slots.entry(cluster.clone()).or_default().recovering = true;
             }
         }
-        let next_scheduled = super::schedule::first_times(&rules.schedules, SystemTime::now());
+        let next_scheduled = schedule::first_times(&rules.schedules, SystemTime::now());
         let ledger = Ledger {
             store,
             slots,

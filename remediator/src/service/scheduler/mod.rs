@@ -23,7 +23,6 @@ mod decide;
 mod guard;
 mod ledger;
 mod run;
-mod schedule;
 #[cfg(test)]
 mod tests;
 

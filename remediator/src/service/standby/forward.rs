@@ -11,17 +11,13 @@ use axum::response::{IntoResponse, Response};
 
 use etcdmedic_cluster::member_client::with_sources;
 
-use super::super::http::error;
+use super::super::origin::{FORWARDED, FORWARDED_HOST};
+use super::super::respond::error;
 use super::super::settings::ServiceSettings;
 use super::super::Error;
 
 /// Longer than the active replica's own body timeout: its answer, not ours, says why.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(45);
-/// Set on a forwarded request: a replica that receives one while it is a standby itself
-/// (the lock changed hands meanwhile) answers 503 instead of forwarding again.
-pub(in crate::service) const FORWARDED: &str = "x-etcdmedic-forwarded";
-/// The `Host` the client sent to the standby, on a forwarded request.
-pub(in crate::service) const FORWARDED_HOST: &str = "x-etcdmedic-forwarded-host";
 
 const REQUEST_HEADERS: [HeaderName; 5] = [
     header::AUTHORIZATION,

@@ -28,8 +28,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::admission::Admission;
 use super::auth::Authenticator;
-use super::http::{error, metrics_response};
 use super::metrics::Metrics;
+use super::respond::error;
 use super::settings::{PostgresSettings, ServiceSettings};
 use super::store::postgresql::{watch_holder, Holder};
 use super::Error;
@@ -212,7 +212,7 @@ fn router(
             "/metrics",
             get(move |headers: HeaderMap| {
                 let metrics = metrics.clone();
-                async move { metrics_response(&metrics, &headers) }
+                async move { super::metrics::response(&metrics, &headers) }
             }),
         )
         .fallback(move |request: axum::extract::Request| {

@@ -1,17 +1,22 @@
 //! The service's memory: every alert received and what was done with it, every run with its
-//! full report, the cooldown clocks (derived from the runs) and the pause switch. A restart
-//! keeps all of it, and a run the process was in the middle of when it died is marked
-//! interrupted.
+//! full report, every backup the service took, the cooldown clocks (derived from the runs)
+//! and the pause switch. A restart keeps all of it, and a run the process was in the middle
+//! of when it died is marked interrupted.
 //!
-//! The scheduler sees the store only through [`StateStore`] and [`Transaction`], so another
-//! backend (PostgreSQL, for replicas sharing state) is one more implementation of them;
-//! [`sqlite`] is the one there is. Calls are synchronous: the store lives on the service's
-//! owner thread (see `service::owner`), never on an async one.
+//! The scheduler sees the store only through [`StateStore`] and [`Transaction`], implemented
+//! twice: [`sqlite`] (a file, one service per file, held by its lock) and [`postgresql`] (a
+//! database that replicas of the service share: the active one holds its advisory lock, the
+//! standbys watch it, and a run is confirmed still running under that lock before each change
+//! it makes, so a replica that lost the lock is fenced). Calls are synchronous: the store lives
+//! on the service's owner thread (see `service::owner`), never on an async one.
 //!
 //! # Layout
 //! - this file: what is stored and read, and the two traits.
-//! - `sqlite`: the SQLite file, its lock, reading rows back (typed, unreadable ones counted).
-//! - `schema`: the file's identity, the schema versions and their migrations.
+//! - `sqlite`: the SQLite file, its lock, its transactions.
+//! - `postgresql`: the database, its advisory lock, prepared statements, its transactions.
+//! - `schema`: the SQLite file's identity, the schema versions and their migrations
+//!   (PostgreSQL's are in `postgresql/schema.rs`).
+//! - `rows`: reading rows back, typed, unreadable ones counted.
 
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

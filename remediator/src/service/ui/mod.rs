@@ -20,8 +20,8 @@ use axum::Router;
 use serde::Deserialize;
 
 use super::auth::Role;
-use super::http::App;
 use super::origin;
+use super::App;
 
 mod chart;
 mod pages;

@@ -11,10 +11,10 @@ use maud::{html, Markup};
 
 use super::{badge, layout, message, mode_banner, time};
 use crate::service::backups::{BackupFilter, BackupRecord};
-use crate::service::http::App;
 use crate::service::scheduler::ClusterQueue;
 use crate::service::store::{RunFilter, RunSummary};
 use crate::service::ui::html as page_response;
+use crate::service::App;
 
 /// What one cluster's card shows.
 struct Card {

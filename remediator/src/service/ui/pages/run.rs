@@ -10,10 +10,10 @@ use maud::{html, Markup};
 
 use super::{badge, duration, layout, message, mode_banner, time};
 use crate::report::RunReport;
-use crate::service::http::App;
 use crate::service::store::{AlertRecord, RunDetail, RunState};
 use crate::service::ui::chart;
 use crate::service::ui::html as page_response;
+use crate::service::App;
 
 pub(in crate::service::ui) async fn run(
     State(app): State<App>,

@@ -9,9 +9,9 @@ use serde::Deserialize;
 
 use super::{badge, duration, layout, message, mode_banner, time};
 use crate::report::Outcome;
-use crate::service::http::App;
 use crate::service::store::RunFilter;
 use crate::service::ui::html as page_response;
+use crate::service::App;
 
 const PAGE: usize = 25;
 

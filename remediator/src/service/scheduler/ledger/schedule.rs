@@ -7,8 +7,8 @@ use std::time::SystemTime;
 
 use crate::config::when::CronIn;
 
-use super::super::store::{in_transaction, NewRun, RunSource};
-use super::ledger::{cooldown_until, Ledger, Queued};
+use super::{cooldown_until, Ledger, Queued};
+use crate::service::store::{in_transaction, NewRun, RunSource};
 
 /// Each schedule's first time after `now`: times missed while the service was down are not
 /// made up (as with cron), since a run would start at a moment nobody chose.

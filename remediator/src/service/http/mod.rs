@@ -6,8 +6,6 @@
 //! when retrying can help (the state store is unavailable), 4xx for everything that a retry
 //! would repeat.
 
-use std::sync::Arc;
-
 use axum::body::{to_bytes, Body};
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -18,32 +16,19 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::admission::{Admission, WEBHOOK_PATH};
+mod backups;
+
+use super::admission::WEBHOOK_PATH;
 use super::auth::Role;
-use super::backups;
-use super::metrics::{self, Metrics};
+use super::metrics;
 use super::payload;
-use super::scheduler::{RequestError, Scheduler};
-use super::store::{RunFilter, StoreError};
+use super::respond::{error, unavailable, MAX_PAGE};
+use super::scheduler::RequestError;
+use super::store::RunFilter;
+use super::App;
 use crate::report::Outcome;
 
 const DEFAULT_PAGE: usize = 50;
-pub(super) const MAX_PAGE: usize = 500;
-
-#[derive(Clone)]
-pub struct App {
-    pub scheduler: Arc<Scheduler>,
-    pub metrics: Arc<Metrics>,
-    /// Credentials, client certificates and body limits, checked before a body is read
-    /// (the handshake asks for a client certificate without requiring it: probes and
-    /// metrics do without).
-    pub(super) admission: Admission,
-    /// The web pages' logins, and the wrong ones per address.
-    pub(super) sessions: super::ui::Sessions,
-    pub(super) login_throttle: super::ui::LoginThrottle,
-    /// Reached over TLS (served here, or `public_url` is https): session cookies are `Secure`.
-    pub(super) secure_cookies: bool,
-}
 
 pub(super) fn router(app: App) -> Router {
     // Who may call what is decided by path in `admission`, before any body is read, for
@@ -52,13 +37,10 @@ pub(super) fn router(app: App) -> Router {
         .route(WEBHOOK_PATH, post(webhook))
         .route("/api/v1/runs", get(list_runs))
         .route("/api/v1/runs/{id}", get(show_run))
-        .route("/api/v1/backups", get(backups::api::list))
+        .route("/api/v1/backups", get(backups::list))
         .route("/api/v1/status", get(status))
         .route("/api/v1/clusters/{name}/remediate", post(remediate))
-        .route(
-            "/api/v1/clusters/{name}/backup",
-            post(backups::api::request),
-        )
+        .route("/api/v1/clusters/{name}/backup", post(backups::request))
         .route("/api/v1/pause", post(pause))
         .route("/api/v1/resume", post(resume))
         .merge(super::ui::router(app.clone()))
@@ -75,26 +57,6 @@ pub(super) fn router(app: App) -> Router {
         .layer(middleware::from_fn_with_state(app.clone(), admit))
         .layer(middleware::from_fn_with_state(app.clone(), count_webhook))
         .with_state(app)
-}
-
-/// A store that failed is 503, which Alertmanager and probes read as "try again".
-pub(super) fn unavailable(err: StoreError) -> Response {
-    error(StatusCode::SERVICE_UNAVAILABLE, err.to_string())
-}
-
-/// 404 for a cluster the configuration does not name, with the ones it does.
-pub(super) fn unknown_cluster(app: &App, name: &str) -> Response {
-    error(
-        StatusCode::NOT_FOUND,
-        format!(
-            "unknown cluster {name:?}; configured clusters: {}",
-            app.scheduler.cluster_names().join(", ")
-        ),
-    )
-}
-
-pub(super) fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, Json(json!({ "error": message.into() }))).into_response()
 }
 
 /// Authenticates and reads every request before it is routed (see `admission`).
@@ -262,7 +224,7 @@ async fn remediate(
             Json(json!({ "cluster": name, "decision": decision })),
         )
             .into_response(),
-        Err(RequestError::UnknownCluster(_)) => unknown_cluster(&app, &name),
+        Err(RequestError::UnknownCluster(_)) => app.unknown_cluster(&name),
         Err(err @ (RequestError::Paused | RequestError::NoBackupDestination(_))) => {
             error(StatusCode::CONFLICT, err.to_string())
         }
@@ -301,31 +263,7 @@ async fn status(State(app): State<App>) -> Response {
 /// OpenMetrics when the scraper asks for it (Prometheus does), the classic text format
 /// otherwise.
 async fn metrics_text(State(app): State<App>, headers: HeaderMap) -> Response {
-    metrics_response(&app.metrics, &headers)
-}
-
-/// `/metrics` in the format the scraper asked for.
-pub(super) fn metrics_response(metrics: &super::Metrics, headers: &HeaderMap) -> Response {
-    let openmetrics = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|accept| accept.contains("application/openmetrics-text"));
-    match metrics.encode() {
-        Ok(text) if openmetrics => (
-            [(header::CONTENT_TYPE, metrics::OPENMETRICS_CONTENT_TYPE)],
-            text,
-        )
-            .into_response(),
-        Ok(text) => (
-            [(header::CONTENT_TYPE, metrics::PROMETHEUS_CONTENT_TYPE)],
-            metrics::to_prometheus_text(&text),
-        )
-            .into_response(),
-        Err(_) => error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "encoding the metrics failed",
-        ),
-    }
+    metrics::response(&app.metrics, &headers)
 }
 
 /// Ready while the state store answers: without it no alert can be recorded. Why not is

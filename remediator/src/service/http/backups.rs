@@ -7,9 +7,10 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::BackupFilter;
-use crate::service::http::{error, unavailable, unknown_cluster, App, MAX_PAGE};
+use crate::service::backups::BackupFilter;
+use crate::service::respond::{error, unavailable, MAX_PAGE};
 use crate::service::scheduler::RequestError;
+use crate::service::App;
 
 /// Backups listed when `limit` is not given.
 const DEFAULT_BACKUPS: usize = 20;
@@ -21,7 +22,7 @@ pub(crate) async fn request(State(app): State<App>, Path(name): Path<String>) ->
             Json(json!({ "cluster": name, "decision": decision })),
         )
             .into_response(),
-        Err(RequestError::UnknownCluster(_)) => unknown_cluster(&app, &name),
+        Err(RequestError::UnknownCluster(_)) => app.unknown_cluster(&name),
         Err(err @ (RequestError::NoBackupDestination(_) | RequestError::Paused)) => {
             error(StatusCode::CONFLICT, err.to_string())
         }
@@ -50,7 +51,7 @@ pub(crate) async fn list(
         );
     }
     if let Some(cluster) = query.cluster.as_deref().filter(|c| !app.scheduler.knows(c)) {
-        return unknown_cluster(&app, cluster);
+        return app.unknown_cluster(cluster);
     }
     let filter = BackupFilter {
         cluster: query.cluster,

@@ -5,9 +5,9 @@
 
 use std::path::Path;
 
-use super::backup::{setting, BackupSettings};
-use super::file::BackupFile;
+use super::{setting, BackupSettings};
 use crate::backup::keys::{self, Identities, KeyError};
+use crate::config::file::BackupFile;
 use etcdmedic_cluster::tls;
 use etcdmedic_cluster::ConfigProblems;
 

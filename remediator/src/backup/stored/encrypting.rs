@@ -11,7 +11,7 @@ use std::thread::JoinHandle;
 
 use age::x25519::Recipient;
 
-use super::stored::{Collected, StoredError, QUEUED};
+use super::{Collected, StoredError, QUEUED};
 
 /// What is handed to the thread at once: four of age's 64 KiB chunks.
 const BATCH: usize = 256 * 1024;
