@@ -25,6 +25,7 @@
 
 #![warn(unreachable_pub)]
 
+mod age_keys;
 mod backup;
 pub mod cli;
 pub mod config;

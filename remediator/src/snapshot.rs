@@ -8,11 +8,10 @@ use std::time::{Duration, SystemTime};
 
 use etcdmedic_cluster::config::ClusterName;
 use etcdmedic_cluster::table::human_bytes;
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::engine::etcd::ChunkStream;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncWriteExt, BufWriter};
 
@@ -182,11 +181,19 @@ pub(crate) fn file_name(cluster: &ClusterName, at: SystemTime, revision: i64) ->
     format!("{cluster}-{time}-rev{revision}.db")
 }
 
+/// One message of a snapshot stream, as etcd sends it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chunk {
+    pub blob: Vec<u8>,
+    /// Bytes etcd says are still to come.
+    pub remaining: u64,
+}
+
 /// Writes the snapshot `stream` (one member's) to `dir/name`, verifying it. `progress` is
 /// called every few seconds with the bytes received and the bytes etcd says remain. A stop
 /// request ends the stream; the partial file is removed, as on any failure.
 pub(crate) async fn save(
-    stream: ChunkStream,
+    stream: impl Stream<Item = Result<Chunk, impl std::fmt::Display>> + Unpin,
     dir: &Path,
     name: &str,
     timeout: Duration,
@@ -204,7 +211,7 @@ pub(crate) type Tee = tokio::sync::mpsc::Sender<Vec<u8>>;
 /// [`save`], sending each chunk to `tee` too. The tee's receiver sees the channel close when
 /// the stream ends; whether the snapshot is good is this function's answer, not the tee's.
 pub(crate) async fn save_teed(
-    stream: ChunkStream,
+    stream: impl Stream<Item = Result<Chunk, impl std::fmt::Display>> + Unpin,
     dir: &Path,
     name: &str,
     timeout: Duration,
@@ -243,7 +250,7 @@ pub(crate) async fn save_teed(
 }
 
 async fn stream_to(
-    mut stream: ChunkStream,
+    mut stream: impl Stream<Item = Result<Chunk, impl std::fmt::Display>> + Unpin,
     part: &Path,
     progress: &mut impl FnMut(u64, u64),
     mut tee: Option<Tee>,
@@ -526,11 +533,11 @@ mod tests {
         let mut all = db.clone();
         all.extend_from_slice(&Sha256::digest(&db));
         let total = all.len() as u64;
-        let chunks: Vec<Result<crate::engine::etcd::Chunk, crate::CallError>> = all
+        let chunks: Vec<Result<Chunk, crate::CallError>> = all
             .chunks(1 << 20)
             .scan(total, |remaining, piece| {
                 *remaining -= piece.len() as u64;
-                Some(Ok(crate::engine::etcd::Chunk {
+                Some(Ok(Chunk {
                     blob: piece.to_vec(),
                     remaining: *remaining,
                 }))

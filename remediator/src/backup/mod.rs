@@ -4,13 +4,11 @@
 
 pub(crate) mod bucket;
 pub(crate) mod drill;
-pub(crate) mod keys;
 pub(crate) mod local;
 pub(crate) mod locked;
 mod retention;
 pub(crate) mod sealing;
 pub(crate) mod stored;
-mod unseal;
 
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};

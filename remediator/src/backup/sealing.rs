@@ -4,9 +4,9 @@
 
 use age::x25519::Recipient;
 
-use super::keys::{self, Identities};
 use super::stored::{Encoded, Encoder, Form, StoredError};
 use super::{BackupError, Encryption, Manifest};
+use crate::age_keys::{self, Identities};
 use crate::config::{BackupSettings, Compression};
 
 #[derive(Clone, Default)]
@@ -21,9 +21,9 @@ impl Sealing {
     /// The sealing `backup` asks for; the identity file is read now, so a backup that could
     /// not be checked fails before it starts.
     pub(crate) fn of(backup: &BackupSettings) -> Result<Sealing, BackupError> {
-        let config = |err: keys::KeyError| BackupError::Config(err.to_string());
+        let config = |err: age_keys::KeyError| BackupError::Config(err.to_string());
         let recipients = match &backup.encryption {
-            Some(keys) => keys::recipients(keys).map_err(config)?,
+            Some(keys) => age_keys::recipients(keys).map_err(config)?,
             None => Vec::new(),
         };
         let identities = match backup
@@ -57,7 +57,7 @@ impl Sealing {
                 compressed,
                 encrypted: true,
             },
-            recipients: keys::recipients(&identities.public()).unwrap_or_default(),
+            recipients: age_keys::recipients(&identities.public()).unwrap_or_default(),
             identities: verify.then(|| identities.clone()),
         }
     }

@@ -14,10 +14,11 @@ use age::x25519::Recipient;
 use sha2::{Digest, Sha256};
 
 mod encrypting;
+mod unseal;
 
 use self::encrypting::Encrypting;
-use super::keys::Identities;
 use super::Manifest;
+use crate::age_keys::Identities;
 use crate::snapshot::{SnapshotError, TrailerHasher, AGE_SUFFIX, ZSTD_SUFFIX};
 
 /// zstd's default: fast, and etcd's free pages (zeros) compress to almost nothing.
@@ -277,14 +278,14 @@ impl Write for HashSink {
 pub(crate) enum StoredCheck {
     Plain(TrailerHasher),
     Zstd(Box<zstd::stream::write::Decoder<'static, HashSink>>),
-    Encrypted(super::unseal::Unsealing),
+    Encrypted(unseal::Unsealing),
 }
 
 impl StoredCheck {
     /// A check of a copy of `form`; an encrypted one needs `identities`.
     pub(crate) fn new(form: Form, identities: Option<&Identities>) -> Result<Self, StoredError> {
         Ok(match (form.encrypted, form.compressed) {
-            (true, _) => StoredCheck::Encrypted(super::unseal::Unsealing::start(
+            (true, _) => StoredCheck::Encrypted(unseal::Unsealing::start(
                 form.compressed,
                 identities.ok_or(StoredError::NoIdentity)?.clone(),
             )),

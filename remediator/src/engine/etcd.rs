@@ -82,13 +82,7 @@ pub struct HashKv {
     pub compact_revision: i64,
 }
 
-/// One message of a snapshot stream.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Chunk {
-    pub blob: Vec<u8>,
-    /// Bytes etcd says are still to come.
-    pub remaining: u64,
-}
+pub use crate::snapshot::Chunk;
 
 pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<Chunk, CallError>> + Send>>;
 

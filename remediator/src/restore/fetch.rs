@@ -9,8 +9,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::choose::{Candidate, Stored};
 use super::RestoreError;
+use crate::age_keys::Identities;
 use crate::backup::bucket::Bucket;
-use crate::backup::keys::Identities;
 use crate::backup::local::blocking;
 use crate::backup::stored;
 

@@ -26,7 +26,7 @@ pub mod next_steps;
 
 pub use members::Bump;
 
-use crate::backup::keys::Identities;
+use crate::age_keys::Identities;
 
 /// How far above the backup's revision the restored keyspace starts by default: a billion
 /// revisions, more than any cluster writes between its last backup and its loss (a
@@ -63,7 +63,7 @@ pub enum RestoreError {
         recipients: String,
     },
     #[error("--identity: {0}")]
-    Identity(crate::backup::keys::KeyError),
+    Identity(crate::age_keys::KeyError),
     #[error("backup {file} is damaged: {why}")]
     Damaged { file: String, why: String },
     #[error("{path} is not empty: restore writes into a new or empty directory", path = .0.display())]

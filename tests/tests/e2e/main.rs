@@ -104,6 +104,7 @@ mod fleet;
 mod grafana_annotation;
 mod http;
 mod image_pins;
+mod import_circles;
 mod job_names;
 mod live_prometheus;
 mod metrics;

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::lock::Held;
 use super::{manifest_key, Bucket};
-use crate::backup::keys::Identities;
+use crate::age_keys::Identities;
 use crate::backup::retention::expired;
 use crate::backup::stored::StoredCheck;
 use crate::backup::{BackupError, Manifest};

@@ -200,7 +200,7 @@ async fn an_expired_backup_the_store_refuses_to_remove_is_kept_without_failing()
 async fn an_encrypted_copy_is_checked_as_sent_and_decrypted_when_an_identity_is_at_hand() {
     let dir = tempfile::tempdir().unwrap();
     let (db, plain) = snapshot_file(dir.path());
-    let identities = crate::backup::keys::Identities::generated();
+    let identities = crate::age_keys::Identities::generated();
     for verify in [false, true] {
         let sealing = Sealing::encrypting_to(&identities, true, verify);
         let mut manifest = plain.clone();

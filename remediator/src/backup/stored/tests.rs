@@ -1,5 +1,5 @@
 use super::*;
-use crate::backup::keys::Identities;
+use crate::age_keys::Identities;
 use sha2::{Digest, Sha256};
 
 /// A database of whole pages, mostly zeros like etcd's free pages, with its trailer; a
@@ -41,7 +41,7 @@ fn encode(
     verify: bool,
 ) -> (Vec<u8>, Encoded) {
     let recipients: Vec<_> = match form.encrypted {
-        true => crate::backup::keys::recipients(&keys.public()).unwrap(),
+        true => crate::age_keys::recipients(&keys.public()).unwrap(),
         false => vec![],
     };
     let mut encoder =
@@ -145,7 +145,7 @@ fn files_encode_decode_and_check_in_every_form() {
     for form in forms() {
         let stored = dir.path().join(form.stored_name("copy.db"));
         let recipients = match form.encrypted {
-            true => crate::backup::keys::recipients(&keys.public()).unwrap(),
+            true => crate::age_keys::recipients(&keys.public()).unwrap(),
             false => vec![],
         };
         let encoder = Encoder::new(form.compressed, &recipients, None, true).unwrap();

@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use super::{setting, BackupSettings};
-use crate::backup::keys::{self, Identities, KeyError};
+use crate::age_keys::{self, Identities, KeyError};
 use crate::config::file::BackupFile;
 use etcdmedic_cluster::tls;
 use etcdmedic_cluster::ConfigProblems;
@@ -23,14 +23,14 @@ pub(super) fn resolve(
         b.encryption.clone()
     }) {
         let key = format!("{key}.recipients");
-        match keys::recipients(&encryption.recipients) {
+        match age_keys::recipients(&encryption.recipients) {
             Ok(_) => settings.encryption = Some(encryption.recipients.clone()),
             Err(KeyError::NoRecipient) => problems.push(key, KeyError::NoRecipient.to_string()),
             Err(err) => {
                 let index = encryption
                     .recipients
                     .iter()
-                    .position(|r| keys::recipients(std::slice::from_ref(r)).is_err())
+                    .position(|r| age_keys::recipients(std::slice::from_ref(r)).is_err())
                     .unwrap_or_default();
                 problems.push(format!("{key}[{index}]"), err.to_string());
             }

@@ -122,7 +122,7 @@ async fn a_damaged_stream_fails_and_leaves_nothing() {
 /// nothing here that could decrypt what it would have to restore).
 #[tokio::test(start_paused = true)]
 async fn an_encrypted_backup_without_an_identity_is_not_drilled_and_never_passed() {
-    use crate::backup::keys::Identities;
+    use crate::age_keys::Identities;
     use crate::config::{RestoreDrill, RestoreTool};
     let root = tempfile::tempdir().unwrap_or_else(|err| panic!("{err}"));
     let remediator = saving_to(FakeEtcd::new(3, 100, 40), &root.path().join("snapshots"));

@@ -7,8 +7,8 @@ use std::io::Read;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::thread::JoinHandle;
 
-use super::keys::Identities;
-use super::stored::{decoding, Form, StoredError, QUEUED};
+use super::{decoding, Form, StoredError, QUEUED};
+use crate::age_keys::Identities;
 use crate::snapshot::TrailerHasher;
 
 pub(crate) struct Unsealing {
