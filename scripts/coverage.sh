@@ -35,6 +35,14 @@ for entry in report["data"][0]["files"]:
         continue
     lines = entry["summary"]["lines"]
     rows.append((path, lines["covered"], lines["count"]))
+# A file with nothing to run (declarations only) is not in the report: listed all the same.
+measured = {r[0] for r in rows}
+for top in ("remediator/src/engine", "remediator/src/plan"):
+    for dirpath, _, names in os.walk(top):
+        for name in names:
+            path = os.path.join(dirpath, name)
+            if name.endswith(".rs") and name != "tests.rs" and not test_code.match(path) and path not in measured:
+                rows.append((path, 0, 0))
 rows.sort()
 covered = sum(r[1] for r in rows)
 count = sum(r[2] for r in rows)
@@ -64,6 +72,6 @@ print(f"**{total:.1f}% of {count} lines** (target: 90%).\n")
 print("| file | lines | covered |")
 print("|---|---:|---:|")
 for path, c, n in rows:
-    print(f"| `{path}` | {n} | {100.0 * c / n:.1f}% |")
+    print(f"| `{path}` | {n} | {100.0 * c / n:.1f}% |" if n else f"| `{path}` | 0 | nothing to run |")
 EOF
 log "$(grep -m1 '^\*\*' docs/coverage.md)"

@@ -7,7 +7,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 use crate::plan::Plan;
-use crate::report::{MemberRef, StepKind, StepRecord};
+use crate::vocabulary::{MemberRef, StepKind, StepRecord};
 
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]

@@ -14,8 +14,7 @@ use crate::config::LeaderPolicy;
 use etcdmedic_cluster::table::human_bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::plan::Plan;
-use crate::report::{seconds, MemberAction, MemberRef, RunReport, StepKind};
+use crate::vocabulary::{seconds, MemberRef, StepKind};
 
 /// Assumed when nothing was measured: slow for any disk etcd should run on (etcd's own
 /// hardware guide asks for SSDs), so an unmeasured leader is moved rather than stalled.
@@ -102,45 +101,6 @@ pub struct History {
     pub defrag: Vec<Sample>,
     pub snapshot: Vec<Sample>,
     pub leader_moves: Vec<Duration>,
-}
-
-impl History {
-    /// From earlier reports, newest first; only real work counts (no dry run, no member
-    /// whose call ended without an answer).
-    pub fn from_reports<'a>(reports: impl IntoIterator<Item = &'a RunReport>) -> History {
-        let mut history = History::default();
-        for report in reports
-            .into_iter()
-            .filter(|r| !r.dry_run)
-            .take(HISTORY_RUNS)
-        {
-            history.defrag.extend(defrag_samples(report));
-            if let Some(snapshot) = &report.snapshot {
-                history.snapshot.push(Sample {
-                    bytes: snapshot.size_bytes,
-                    took: snapshot.duration,
-                });
-            }
-            if let Some(moved) = &report.leader_move {
-                history.leader_moves.push(moved.duration);
-            }
-        }
-        history
-    }
-}
-
-/// The defragmentations a report measured: bytes in use before, and how long the call took.
-pub fn defrag_samples(report: &RunReport) -> impl Iterator<Item = Sample> + '_ {
-    report
-        .members
-        .iter()
-        .filter(|m| m.action == MemberAction::Defragmented)
-        .filter_map(|m| {
-            Some(Sample {
-                bytes: m.db_size_in_use_before,
-                took: m.defrag_duration?,
-            })
-        })
 }
 
 /// The rates a prediction uses, each from the best source there is.
@@ -282,61 +242,6 @@ impl Forecast {
             .iter()
             .find(|p| p.step == step && p.member.as_ref().map(|m| m.id) == member.map(|m| m.id))
             .map(|p| p.duration)
-    }
-}
-
-/// Predicts `plan` with `rates`; `settle` is the pause between two members.
-pub fn forecast(
-    plan: &Plan,
-    rates: Rates,
-    policy: LeaderPolicy,
-    bound: Duration,
-    settle: Duration,
-) -> Forecast {
-    let mut steps = Vec::new();
-    let snapshot_bytes = plan
-        .defragment
-        .iter()
-        .chain(&plan.skip)
-        .find(|m| m.member.id == plan.snapshot_from.id)
-        .map_or(0, |m| m.db_size);
-    steps.push(PredictedStep {
-        step: StepKind::Snapshot,
-        member: Some(plan.snapshot_from.clone()),
-        duration: rates.snapshot.time_for(snapshot_bytes),
-    });
-    let mut leader = None;
-    for member in &plan.defragment {
-        if member.is_leader {
-            let choice = leader_choice(
-                policy,
-                bound,
-                member.db_size_in_use,
-                &rates.defrag,
-                member.stop_grpc_on_defrag,
-            );
-            if !choice.in_place {
-                steps.push(PredictedStep {
-                    step: StepKind::MoveLeader,
-                    member: Some(member.member.clone()),
-                    duration: rates.leader_move,
-                });
-            }
-            leader = Some(choice);
-        }
-        steps.push(PredictedStep {
-            step: StepKind::Defragment,
-            member: Some(member.member.clone()),
-            duration: rates.defrag.time_for(member.db_size_in_use),
-        });
-    }
-    let pauses = settle * plan.defragment.len().saturating_sub(1) as u32;
-    let total = steps.iter().map(|s| s.duration).sum::<Duration>() + pauses;
-    Forecast {
-        steps,
-        total,
-        rates,
-        leader,
     }
 }
 

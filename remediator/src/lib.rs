@@ -27,6 +27,7 @@
 
 mod age_keys;
 mod backup;
+mod call;
 pub mod cli;
 pub mod config;
 pub mod defrag_rule;
@@ -38,11 +39,13 @@ mod lock;
 pub mod output;
 pub mod places;
 pub mod plan;
+mod refusal;
 pub mod report;
 pub mod restore;
 pub mod service;
 mod snapshot;
 pub mod verbs;
+pub mod vocabulary;
 
 pub use backup::bucket::{PARTS_IN_FLIGHT, PART_SIZE};
 pub use backup::drill::DrillRecord;

@@ -18,7 +18,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::Manifest;
-use crate::report::timestamp;
+use crate::vocabulary::timestamp;
 
 /// How long the throwaway member may take to answer once started.
 const READY_WITHIN: Duration = Duration::from_secs(60);

@@ -15,8 +15,15 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-use crate::report::{timestamp, MemberRef};
 use crate::snapshot::SnapshotError;
+use crate::vocabulary::{timestamp, MemberRef};
+
+/// A destination the backup did not reach, and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Missed {
+    pub destination: String,
+    pub reason: String,
+}
 
 /// What a backup holds, written beside it as `<snapshot name minus .db>.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -132,8 +139,8 @@ pub struct BackupReport {
     pub manifest: Manifest,
     pub destinations: Vec<Landed>,
     /// Destinations the backup did not reach (the others still hold it).
-    pub missed: Vec<crate::engine::backup::Missed>,
-    #[serde(with = "crate::report::seconds")]
+    pub missed: Vec<Missed>,
+    #[serde(with = "crate::vocabulary::seconds")]
     pub duration: Duration,
 }
 
@@ -166,7 +173,7 @@ pub struct Landed {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunBackup {
     pub destinations: Vec<Landed>,
-    pub missed: Vec<crate::engine::backup::Missed>,
+    pub missed: Vec<Missed>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore_drill: Option<drill::DrillRecord>,
     /// Why it was not kept at all (its drill failed, the lock was held...).

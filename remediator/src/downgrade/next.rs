@@ -4,10 +4,7 @@
 use etcdmedic_cluster::model::{ClusterStatus, EndpointStatus, MemberStatus};
 use serde::Serialize;
 
-/// `3.6` of `3.6.15`.
-pub fn minor(version: &str) -> String {
-    version.split('.').take(2).collect::<Vec<_>>().join(".")
-}
+pub use crate::plan::downgrade::{enabled_target, minor};
 
 /// What to do next.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -74,16 +71,6 @@ impl NextStep {
             ),
         }
     }
-}
-
-/// The target minor version of an enabled downgrade, from the members that report one.
-pub fn enabled_target(status: &ClusterStatus) -> Option<String> {
-    status
-        .members
-        .iter()
-        .filter_map(|m| m.reachable()?.downgrade.as_ref())
-        .find(|d| d.enabled)
-        .map(|d| minor(&d.target_version))
 }
 
 /// The next step of the downgrade `status` shows.

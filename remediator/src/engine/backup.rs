@@ -8,7 +8,6 @@ use std::time::SystemTime;
 use crate::config::{BackupSettings, Destination};
 use etcdmedic_cluster::config::ClusterName;
 use etcdmedic_cluster::model::ClusterStatus;
-use serde::Serialize;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -22,12 +21,7 @@ use crate::plan::member_ref;
 use crate::report::MemberRef;
 use crate::snapshot;
 
-/// A destination the backup did not reach, and why.
-#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
-pub struct Missed {
-    pub destination: String,
-    pub reason: String,
-}
+pub use crate::backup::Missed;
 
 impl<E: Etcd> Remediator<E> {
     /// The cluster's snapshot directory, created, with the cluster's run lock held on it and

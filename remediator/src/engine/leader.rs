@@ -18,7 +18,7 @@ use super::etcd::Etcd;
 use super::step::done;
 use super::wait::{Bounds, OnStop, Waiter};
 use super::Run;
-use crate::forecast::{defrag_samples, leader_choice, Rates};
+use crate::forecast::{leader_choice, Rates};
 use crate::plan::{Plan, PlannedMember};
 use crate::report::{LeaderMove, MemberRef, StepKind};
 
@@ -89,7 +89,7 @@ impl<E: Etcd> Run<'_, E> {
     /// Whether the leader is defragmented where it is, decided now (with what the followers
     /// just measured) and recorded in the report.
     fn leader_stays(&mut self, member: &MemberRef, status: &EndpointStatus) -> bool {
-        let samples: Vec<_> = defrag_samples(&self.report).collect();
+        let samples: Vec<_> = self.report.defrag_samples().collect();
         let rates = Rates::learned(&samples, &self.history);
         let choice = leader_choice(
             self.settings.leader,

@@ -8,9 +8,10 @@ use super::etcd::Etcd;
 use super::step::done;
 use super::wait::{Bounds, OnStop, WaitError, Waiter};
 use super::{Run, RunOptions};
-use crate::downgrade::next::enabled_target;
 use crate::events::Event;
-use crate::forecast::{forecast, Rates};
+use crate::forecast::Rates;
+use crate::plan::downgrade::enabled_target;
+use crate::plan::forecast;
 use crate::plan::{self, Plan, PlannedMember, Selection};
 use crate::report::{MemberAction, MemberReport, StepKind};
 

@@ -6,8 +6,10 @@ use etcdmedic_cluster::MemberId;
 
 use super::*;
 use crate::plan::tests::{cluster, member};
-use crate::plan::{make_plan, preflight, Selection};
-use crate::report::{LeaderMove, MemberReport, Outcome, SnapshotReport};
+use crate::plan::{forecast, make_plan, preflight, Plan, Selection};
+use crate::report::{
+    history, LeaderMove, MemberAction, MemberReport, Outcome, RunReport, SnapshotReport,
+};
 
 const MIB: u64 = 1024 * 1024;
 
@@ -267,7 +269,7 @@ fn history_comes_from_real_work_of_the_latest_runs() {
     }
     // Older than the last HISTORY_RUNS real runs: not counted.
     reports.push(report(false, &[(1, 1000)], Some(5000)));
-    let history = History::from_reports(&reports);
+    let history = history(&reports);
     assert_eq!(history.defrag.len(), 2 * HISTORY_RUNS);
     assert!(history.defrag.iter().all(|s| s.bytes == 100 * MIB));
     assert_eq!(history.snapshot.len(), HISTORY_RUNS);

@@ -11,11 +11,15 @@ use etcdmedic_cluster::model::{AlarmKind, ClusterStatus, EndpointStatus, MemberS
 use etcdmedic_cluster::table::human_bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::engine::error::Refusal;
 use crate::forecast::Forecast;
-use crate::report::{MemberRef, StepKind};
+use crate::refusal::Refusal;
+use crate::vocabulary::{MemberRef, StepKind};
 
+pub mod downgrade;
 mod in_use;
+mod predict;
+
+pub use predict::forecast;
 
 /// A member the plan names, with the figures that decided its place.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

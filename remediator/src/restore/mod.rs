@@ -151,7 +151,7 @@ pub struct RestorePlan {
     pub location: String,
     pub file: String,
     pub revision: i64,
-    #[serde(with = "crate::report::timestamp")]
+    #[serde(with = "crate::vocabulary::timestamp")]
     pub created_at: SystemTime,
     pub cluster_id: Option<String>,
     pub proven: bool,

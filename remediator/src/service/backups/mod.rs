@@ -11,7 +11,7 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 
 use crate::backup::{BackupError, BackupReport};
-use crate::report::timestamp;
+use crate::vocabulary::timestamp;
 
 /// What asked for a backup.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -389,7 +389,7 @@ impl Ledger {
     /// cannot be read costs the forecast its history, never the run.
     pub(super) fn history(&mut self, cluster: &str) -> History {
         match self.store.recent_work(cluster, HISTORY_RUNS) {
-            Ok(reports) => History::from_reports(&reports),
+            Ok(reports) => crate::report::history(&reports),
             Err(err) => {
                 tracing::warn!(%cluster, error = %err, "cannot read earlier runs; the forecast uses this run's measurements only");
                 History::default()

@@ -176,7 +176,7 @@ pub struct RunSummary {
     pub source: RunSource,
     pub dry_run: bool,
     pub trigger: String,
-    #[serde(serialize_with = "crate::report::timestamp::serialize")]
+    #[serde(serialize_with = "crate::vocabulary::timestamp::serialize")]
     pub created_at: SystemTime,
     #[serde(serialize_with = "option_rfc3339")]
     pub started_at: Option<SystemTime>,
@@ -349,7 +349,7 @@ fn option_rfc3339<S: serde::Serializer>(
     serializer: S,
 ) -> Result<S::Ok, S::Error> {
     match time {
-        Some(time) => crate::report::timestamp::serialize(time, serializer),
+        Some(time) => crate::vocabulary::timestamp::serialize(time, serializer),
         None => serializer.serialize_none(),
     }
 }
