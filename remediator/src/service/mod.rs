@@ -252,7 +252,7 @@ async fn open_or_stand_by(
     let standby = standby::Standby::new(standby::AnnouncementKey::of(&settings.auth));
     let mut server = None;
     let opened = loop {
-        match Scheduler::open(clusters, settings, metrics.clone(), stop.clone()) {
+        match Scheduler::open(clusters, settings, metrics.clone(), stop.clone()).await {
             Err(Error::Store(store::StoreError::InUse { holder, .. })) => {
                 let Some(postgres) = &settings.postgres else {
                     break Err(Error::Store(store::StoreError::InUse {

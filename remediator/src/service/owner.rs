@@ -37,23 +37,37 @@ impl<S> std::fmt::Debug for Owner<S> {
 }
 
 impl<S: Send + 'static> Owner<S> {
-    /// Starts the thread `name` owning `value`.
-    pub(super) fn spawn(name: &'static str, value: S) -> std::io::Result<Owner<S>> {
+    /// Starts the thread `name` owning the value `init` makes on it, and answers with what
+    /// else `init` returned once it has run. The caller's thread (an async one) is never held
+    /// up meanwhile, and a value that fails half-way is dropped on the owner's thread too. The
+    /// outer error is the thread not starting, the inner one `init`'s (or the thread dying
+    /// during it).
+    pub(super) async fn start<R, E>(
+        name: &'static str,
+        init: impl FnOnce() -> Result<(S, R), E> + Send + 'static,
+    ) -> std::io::Result<Result<(Owner<S>, R), E>>
+    where
+        R: Send + 'static,
+        E: From<OwnerGone> + Send + 'static,
+    {
         let (jobs, received) = mpsc::channel::<Job<S>>();
-        let mut value = Some(value);
+        let (started, answered) = tokio::sync::oneshot::channel::<Result<R, E>>();
         std::thread::Builder::new()
             .name(name.into())
-            .spawn(move || {
-                for job in received {
-                    // A job that panics loses its own answer (the caller sees OwnerGone for
-                    // it), not the thread: the value holds only committed state.
-                    let ran = std::panic::catch_unwind(AssertUnwindSafe(|| job(&mut value)));
-                    if ran.is_err() {
-                        tracing::error!(thread = name, "a job panicked; carrying on");
-                    }
+            .spawn(move || match init() {
+                Ok((value, made)) => {
+                    let _ = started.send(Ok(made));
+                    serve(name, Some(value), received);
+                }
+                Err(err) => {
+                    let _ = started.send(Err(err));
                 }
             })?;
-        Ok(Owner { name, jobs })
+        Ok(match answered.await {
+            Ok(Ok(made)) => Ok((Owner { name, jobs }, made)),
+            Ok(Err(err)) => Err(err),
+            Err(_) => Err(E::from(OwnerGone(name))),
+        })
     }
 
     /// Runs `work` on the owner thread and waits for its answer without blocking the
@@ -97,13 +111,26 @@ impl<S: Send + 'static> Owner<S> {
     }
 }
 
+/// Runs every job on `value`, in order, until every sender is gone.
+fn serve<S>(name: &'static str, mut value: Option<S>, received: mpsc::Receiver<Job<S>>) {
+    for job in received {
+        // A job that panics loses its own answer (the caller sees OwnerGone for it), not the
+        // thread: the value holds only committed state.
+        let ran = std::panic::catch_unwind(AssertUnwindSafe(|| job(&mut value)));
+        if ran.is_err() {
+            tracing::error!(thread = name, "a job panicked; carrying on");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[tokio::test]
     async fn jobs_run_in_order_on_one_thread_and_a_panic_loses_only_its_answer() {
-        let owner = Owner::spawn("test-owner", Vec::<u32>::new()).unwrap();
+        let started = Owner::start("test-owner", || Ok::<_, OwnerGone>((Vec::<u32>::new(), ())));
+        let (owner, ()) = started.await.unwrap().unwrap();
         owner.tell(|v| v.push(1));
         let thread = owner
             .call(|v| {
@@ -117,5 +144,45 @@ mod tests {
         assert_eq!(owner.call(|v| v.clone()).await, Ok(vec![1, 2]));
         owner.close().await;
         assert_eq!(owner.call(|v| v.len()).await, Err(OwnerGone("test-owner")));
+    }
+
+    /// The value is made on the owner's thread while the caller's runtime (one thread) goes
+    /// on with its other tasks: a standby taking over still answers while the store opens.
+    #[tokio::test(flavor = "current_thread")]
+    async fn start_makes_the_value_on_the_owner_thread_without_holding_up_the_caller() {
+        let (ticked, ticks) = std::sync::mpsc::channel::<()>();
+        let ticker = tokio::spawn(async move {
+            let _ = ticked.send(());
+        });
+        let started = Owner::start("test-start", move || -> Result<_, OwnerGone> {
+            // Waits for a task of the caller's runtime: only possible if that runtime runs.
+            let ran = ticks
+                .recv_timeout(std::time::Duration::from_secs(10))
+                .is_ok();
+            let thread = std::thread::current().name().map(str::to_string);
+            Ok((vec![1u32], (ran, thread)))
+        })
+        .await
+        .unwrap();
+        let (owner, (ticker_ran, thread)) = started.unwrap();
+        ticker.await.unwrap();
+        assert!(
+            ticker_ran,
+            "the caller's runtime was held up while the value was made"
+        );
+        assert_eq!(thread.as_deref(), Some("test-start"));
+        assert_eq!(owner.call(|v| v.clone()).await, Ok(vec![1]));
+    }
+
+    #[tokio::test]
+    async fn a_value_start_cannot_make_is_the_callers_error() {
+        type Made = Result<(Vec<u32>, ()), OwnerGone>;
+        let failed = Owner::start("test-start-fails", || -> Made { Err(OwnerGone("made up")) });
+        assert_eq!(failed.await.unwrap().err(), Some(OwnerGone("made up")));
+        let panicked = Owner::start("test-start-panics", || -> Made { panic!("boom") });
+        assert_eq!(
+            panicked.await.unwrap().err(),
+            Some(OwnerGone("test-start-panics"))
+        );
     }
 }

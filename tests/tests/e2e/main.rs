@@ -131,6 +131,7 @@ mod shipped;
 mod silent_clusters;
 mod state_postgres;
 mod status_command;
+mod store_suite;
 mod support;
 mod web_pages;
 mod windows;

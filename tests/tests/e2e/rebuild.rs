@@ -3,17 +3,16 @@
 //! script that watches a file the checkout lacks (as `cluster/build.rs` once watched
 //! `.git/packed-refs`) reruns on every build and recompiles everything above it.
 
-use std::process::Command;
-
 use anyhow::{ensure, Context, Result};
 use etcdmedic_tests::generated::repository_root;
 use serde_json::Value;
 
+use crate::support::cargo;
+
 #[test]
 fn a_second_build_compiles_nothing() -> Result<()> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let build = || -> Result<Vec<Value>> {
-        let output = Command::new(&cargo)
+        let output = cargo()
             .args(["build", "--locked", "--workspace", "--bins"])
             .arg("--message-format=json")
             .current_dir(repository_root())

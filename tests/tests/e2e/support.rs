@@ -382,3 +382,30 @@ pub async fn remediator_exits(config: &Path, args: &[&str], code: i32) -> Result
     );
     Ok(format!("{}{}", stdout(&output), stderr(&output)))
 }
+
+/// `cargo` as someone would run it in the repository, for a test that runs cargo itself:
+/// without what cargo and rustup set for this test's process (its package's `CARGO_PKG_*` and
+/// `CARGO_MANIFEST_DIR`, the toolchain pin, `LD_LIBRARY_PATH`), which cargo would take for a
+/// changed environment and build the whole workspace again for.
+pub(crate) fn cargo() -> std::process::Command {
+    let mut command = std::process::Command::new("cargo");
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        let set_for_this_test = (name.starts_with("CARGO_")
+            && !matches!(name.as_ref(), "CARGO_HOME" | "CARGO_TARGET_DIR"))
+            || matches!(
+                name.as_ref(),
+                "CARGO"
+                    | "RUSTUP_TOOLCHAIN"
+                    | "RUSTUP_TOOLCHAIN_SOURCE"
+                    | "RUST_RECURSION_COUNT"
+                    | "LD_LIBRARY_PATH"
+                    | "OUT_DIR"
+            );
+        if set_for_this_test {
+            command.env_remove(name.as_ref());
+        }
+    }
+    command.current_dir(etcdmedic_tests::generated::repository_root());
+    command
+}

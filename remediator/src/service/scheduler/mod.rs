@@ -42,10 +42,7 @@ use super::notify::Notifier;
 use super::owner::Owner;
 use super::payload::{AlertStatus, Payload};
 use super::settings::ServiceSettings;
-use super::store::postgresql::PostgresStore;
-use super::store::{
-    InterruptedRun, RunDetail, RunFilter, RunSummary, SqliteStore, StateStore, StoreError,
-};
+use super::store::{self, InterruptedRun, RunDetail, RunFilter, RunSummary, StoreError};
 use crate::Remediator;
 use ledger::{Ledger, Rules};
 
@@ -54,29 +51,6 @@ use ledger::{Ledger, Rules};
 const DISPATCH_EVERY: Duration = Duration::from_secs(5);
 /// Backups read back at start-up to restore the backup metrics from.
 const RESTORED_BACKUPS: usize = 1000;
-
-/// The configured store: PostgreSQL when `remediator.postgres` is set, else the SQLite file.
-fn open_store(
-    settings: &ServiceSettings,
-    unreadable: prometheus_client::metrics::counter::Counter,
-) -> Result<Box<dyn StateStore>, StoreError> {
-    Ok(match &settings.postgres {
-        Some(postgres) => {
-            // Where standbys forward to, sealed so that they trust it (see `standby`).
-            let key = super::standby::AnnouncementKey::of(&settings.auth);
-            let announcement = settings
-                .advertise_url
-                .as_ref()
-                .map(|url| super::standby::seal(url.as_str().trim_end_matches('/'), key.as_ref()));
-            Box::new(PostgresStore::open(postgres, announcement, unreadable)?)
-        }
-        None => Box::new(SqliteStore::open(
-            &settings.state_path,
-            settings.init_state,
-            unreadable,
-        )?),
-    })
-}
 
 /// What became of one alert or request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -191,7 +165,7 @@ impl Scheduler {
 
     /// Opens the store on its owner thread, marks runs a dead process left running as
     /// interrupted, and restores the queue, the pause switch and the gauges.
-    pub fn open(
+    pub async fn open(
         clusters: &[ManagedCluster],
         settings: &ServiceSettings,
         metrics: Arc<Metrics>,
@@ -235,23 +209,29 @@ impl Scheduler {
         };
         let now = std::time::SystemTime::now();
         let unreadable = metrics.store_unreadable();
-        // Opened on a thread of its own: PostgreSQL's client must never run (or be dropped)
-        // on an async thread, and a store that fails half-way is dropped there too.
-        let (ledger, opened, history) = std::thread::scope(|scope| {
-            scope
-                .spawn(|| -> Result<_, super::Error> {
-                    let store = open_store(settings, unreadable)?;
-                    let (mut ledger, opened) = Ledger::open(store, rules)?;
-                    ledger.first_backup_times(now);
-                    let history = ledger.store.backups(&BackupFilter {
-                        cluster: None,
-                        limit: RESTORED_BACKUPS,
-                    })?;
-                    Ok((ledger, opened, history))
-                })
-                .join()
-        })
-        .map_err(|_| StoreError::Gone(super::owner::OwnerGone("state-opening")))??;
+        // Where standbys forward to, sealed so that they trust it (see `standby`).
+        let key = super::standby::AnnouncementKey::of(&settings.auth);
+        let announcement = settings
+            .advertise_url
+            .as_ref()
+            .map(|url| super::standby::seal(url.as_str().trim_end_matches('/'), key.as_ref()));
+        // Opened on the owner's thread: PostgreSQL's client must never run (or be dropped) on
+        // an async thread, and the runtime goes on serving (a standby taking over still
+        // answers its probes) while the store connects and migrates.
+        let backend = store::Backend::of(settings, announcement);
+        let started = Owner::start("etcdmedic-state", move || -> Result<_, StoreError> {
+            let store = store::open(backend, unreadable)?;
+            let (mut ledger, opened) = Ledger::open(store, rules)?;
+            ledger.first_backup_times(now);
+            let history = ledger.store.backups(&BackupFilter {
+                cluster: None,
+                limit: RESTORED_BACKUPS,
+            })?;
+            let shown = (ledger.paused, ledger.next_scheduled.clone());
+            Ok((ledger, (opened, history, shown)))
+        });
+        let (ledger, (opened, history, (paused, next_scheduled))) =
+            started.await.map_err(super::Error::Thread)??;
         for cluster in clusters {
             let destinations: Vec<String> = cluster
                 .backup
@@ -277,14 +257,13 @@ impl Scheduler {
                 })
                 .unwrap_or_default()
         });
-        metrics.set_paused(ledger.paused);
-        for (cluster, at) in &ledger.next_scheduled {
+        metrics.set_paused(paused);
+        for (cluster, at) in &next_scheduled {
             metrics.set_next_scheduled_run(cluster, *at);
         }
         for report in &opened.latest {
             metrics.restore(report);
         }
-        let ledger = Owner::spawn("etcdmedic-state", ledger).map_err(super::Error::Thread)?;
         let scheduler = Arc::new(Scheduler {
             ledger,
             targets,

@@ -42,12 +42,13 @@ fn scheduler_serving(dir: &std::path::Path, top_level: &str, remediator: &str) -
             .map(|s| s.to_string())
             .collect::<Vec<_>>(),
     ));
-    Scheduler::open(
+    // The tests' helpers are plain functions: waited for here, off the tests' runtime.
+    futures::executor::block_on(Scheduler::open(
         &config.clusters,
         &settings,
         metrics,
         CancellationToken::new(),
-    )
+    ))
     .unwrap()
     .0
 }

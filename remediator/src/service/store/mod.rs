@@ -17,6 +17,8 @@
 //! - `schema`: the SQLite file's identity, the schema versions and their migrations
 //!   (PostgreSQL's are in `postgresql/schema.rs`).
 //! - `rows`: reading rows back, typed, unreadable ones counted.
+//! - `suite` (tests): what every backend must do, run on SQLite and, in `make test`, on
+//!   PostgreSQL; `tests`: SQLite's own (its file's migrations, unreadable rows).
 
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -32,9 +34,61 @@ mod rows;
 mod schema;
 pub(super) mod sqlite;
 #[cfg(test)]
+mod suite;
+#[cfg(test)]
 mod tests;
 
 pub(super) use sqlite::SqliteStore;
+
+/// Where the state lives, as the settings say: PostgreSQL when `remediator.postgres` is set
+/// (with the address this replica announces to standbys, sealed), else the SQLite file.
+pub(super) enum Backend {
+    Sqlite {
+        path: PathBuf,
+        init: bool,
+    },
+    Postgres {
+        settings: Box<super::settings::PostgresSettings>,
+        announcement: Option<String>,
+    },
+}
+
+impl Backend {
+    pub(super) fn of(
+        settings: &super::settings::ServiceSettings,
+        announcement: Option<String>,
+    ) -> Backend {
+        match &settings.postgres {
+            Some(postgres) => Backend::Postgres {
+                settings: Box::new(postgres.clone()),
+                announcement,
+            },
+            None => Backend::Sqlite {
+                path: settings.state_path.clone(),
+                init: settings.init_state,
+            },
+        }
+    }
+}
+
+/// Opens the store `backend` names: on the thread that will own it (see `service::owner`),
+/// never an async one. `unreadable` counts rows that cannot be read back.
+pub(super) fn open(
+    backend: Backend,
+    unreadable: prometheus_client::metrics::counter::Counter,
+) -> StoreResult<Box<dyn StateStore>> {
+    Ok(match backend {
+        Backend::Postgres {
+            settings,
+            announcement,
+        } => Box::new(postgresql::PostgresStore::open(
+            &settings,
+            announcement,
+            unreadable,
+        )?),
+        Backend::Sqlite { path, init } => Box::new(SqliteStore::open(&path, init, unreadable)?),
+    })
+}
 
 /// Why the state store cannot be used. `place` is the SQLite file or the PostgreSQL database
 /// (its URL without the password).
@@ -74,9 +128,20 @@ pub enum StoreError {
     },
     #[error("state store: {0}")]
     Gone(#[from] OwnerGone),
+    #[error("state store: cannot write {what} as JSON: {why}; nothing was written")]
+    Unwritable { what: &'static str, why: String },
 }
 
 pub(super) type StoreResult<T> = Result<T, StoreError>;
+
+/// `value` as the JSON the store keeps, on both backends: a value that cannot be written is an
+/// error, never a placeholder that would read back as an empty record.
+pub(super) fn to_json(what: &'static str, value: &impl Serialize) -> StoreResult<String> {
+    serde_json::to_string(value).map_err(|err| StoreError::Unwritable {
+        what,
+        why: err.to_string(),
+    })
+}
 
 /// A run a dead process left running, now marked interrupted.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -3,7 +3,8 @@
 use std::time::SystemTime;
 
 use super::super::{
-    unix, RunDetail, RunFilter, RunSummary, StateStore, StoreError, StoreResult, Transaction,
+    to_json, unix, RunDetail, RunFilter, RunSummary, StateStore, StoreError, StoreResult,
+    Transaction,
 };
 use super::cached::Cached;
 use super::transaction::PostgresTransaction;
@@ -180,8 +181,7 @@ impl StateStore for PostgresStore {
     }
 
     fn record_backup(&mut self, record: &BackupRecord) -> StoreResult<i64> {
-        // A record always serialises (plain data); see `transaction::finish`.
-        let json = serde_json::to_string(record).unwrap_or_else(|_| "{}".to_string());
+        let json = to_json("a backup record", record)?;
         self.with_client(Again::Never, |client| {
             client
                 .query_one(

@@ -3,7 +3,7 @@
 use std::time::SystemTime;
 
 use super::super::{
-    from_unix, unix, AlertRecord, NewRun, RunState, StoreError, StoreResult, Transaction,
+    from_unix, to_json, unix, AlertRecord, NewRun, RunState, StoreError, StoreResult, Transaction,
 };
 use super::cached::Cached;
 use crate::report::{RunReport, REPORT_FORMAT};
@@ -56,7 +56,7 @@ impl Transaction for PostgresTransaction<'_, '_> {
     }
 
     fn insert_alert(&mut self, alert: &AlertRecord) -> StoreResult<()> {
-        let labels = serde_json::to_string(&alert.labels).unwrap_or_else(|_| "{}".into());
+        let labels = to_json("an alert's labels", &alert.labels)?;
         self.tx
             .execute(
                 "INSERT INTO alerts (received_at, alertname, status, fingerprint, cluster, \
@@ -81,7 +81,8 @@ impl Transaction for PostgresTransaction<'_, '_> {
     }
 
     fn finish(&mut self, id: i64, report: &RunReport) -> StoreResult<()> {
-        let result = finish(&mut self.tx, id, report);
+        let json = to_json("a run report", report)?;
+        let result = finish(&mut self.tx, id, report, &json);
         result.map_err(|err| self.fail(err))
     }
 
@@ -130,10 +131,8 @@ fn finish(
     tx: &mut Cached<'_, impl postgres::GenericClient>,
     id: i64,
     report: &RunReport,
+    json: &str,
 ) -> Result<(), postgres::Error> {
-    // A report always serialises (plain data); were it not to, an empty object still records
-    // the run's end, and reading it back counts it as unreadable.
-    let json = serde_json::to_string(report).unwrap_or_else(|_| "{}".to_string());
     tx.execute(
         "UPDATE runs SET state = 'finished', finished_at = $2, outcome = $3, reason = $4, \
          report = $5, report_format = $6, refused = $7, error_kind = $8, \

@@ -11,7 +11,7 @@ use prometheus_client::metrics::counter::Counter;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{
-    schema, unix, AlertRecord, RunDetail, RunFilter, RunSummary, StateStore, StoreError,
+    schema, to_json, unix, AlertRecord, RunDetail, RunFilter, RunSummary, StateStore, StoreError,
     StoreResult, Transaction,
 };
 use crate::lock::{FileLock, LockError};
@@ -327,8 +327,7 @@ impl StateStore for SqliteStore {
     }
 
     fn record_backup(&mut self, record: &BackupRecord) -> StoreResult<i64> {
-        let json = serde_json::to_string(record)
-            .map_err(|err| self.fail(rusqlite::Error::ToSqlConversionFailure(err.into())))?;
+        let json = to_json("a backup record", record)?;
         self.connection
             .execute(
                 "INSERT INTO backups (cluster, outcome, finished_at, record) VALUES (?1, ?2, ?3, ?4)",

@@ -6,7 +6,7 @@ use std::time::SystemTime;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::super::{
-    from_unix, unix, AlertRecord, NewRun, RunState, StoreError, StoreResult, Transaction,
+    from_unix, to_json, unix, AlertRecord, NewRun, RunState, StoreError, StoreResult, Transaction,
 };
 use crate::report::{RunReport, REPORT_FORMAT};
 
@@ -55,7 +55,7 @@ impl Transaction for SqliteTransaction<'_> {
     }
 
     fn insert_alert(&mut self, alert: &AlertRecord) -> StoreResult<()> {
-        let labels = serde_json::to_string(&alert.labels).unwrap_or_else(|_| "{}".into());
+        let labels = to_json("an alert's labels", &alert.labels)?;
         self.tx
             .execute(
                 "INSERT INTO alerts (received_at, alertname, status, fingerprint, cluster, \
@@ -80,7 +80,8 @@ impl Transaction for SqliteTransaction<'_> {
     }
 
     fn finish(&mut self, id: i64, report: &RunReport) -> StoreResult<()> {
-        finish(self.tx, id, report).map_err(|err| self.fail(err))
+        let json = to_json("a run report", report)?;
+        finish(self.tx, id, report, &json).map_err(|err| self.fail(err))
     }
 
     fn last_work_finished(&mut self, cluster: &str) -> StoreResult<Option<SystemTime>> {
@@ -116,9 +117,8 @@ impl Transaction for SqliteTransaction<'_> {
     }
 }
 
-fn finish(tx: &Connection, id: i64, report: &RunReport) -> rusqlite::Result<()> {
-    let json = serde_json::to_string(report)
-        .map_err(|err| rusqlite::Error::ToSqlConversionFailure(Box::new(err)))?;
+/// Records run `id` as finished with `report`, whose JSON is `json`.
+fn finish(tx: &Connection, id: i64, report: &RunReport, json: &str) -> rusqlite::Result<()> {
     tx.execute(
         "UPDATE runs SET state = 'finished', finished_at = ?2, outcome = ?3, reason = ?4, \
          report = ?5, report_format = ?6, refused = ?7, error_kind = ?8, \
