@@ -83,23 +83,39 @@ pub(crate) fn seal(url: &str, key: Option<&AnnouncementKey>) -> String {
     }
 }
 
+/// Why a standby will not forward to the address the database holds.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum NotToForward {
+    #[error("it is not sealed (another service's replica, or written by hand)")]
+    Unsealed,
+    #[error("its seal is not hexadecimal")]
+    SealNotHex,
+    #[error("its seal was not made with this service's credentials")]
+    OtherCredentials,
+    #[error("{url:?}: {why}")]
+    NotAUrl { url: String, why: String },
+    #[error("{0:?} is not http(s)://host:port")]
+    NotAnAddress(String),
+}
+
 /// The address in `announced`, if a replica with the same credentials wrote it and it is
 /// an address to forward to at all; otherwise why not.
-pub(crate) fn open(announced: &str, key: Option<&AnnouncementKey>) -> Result<String, String> {
+pub(crate) fn open(announced: &str, key: Option<&AnnouncementKey>) -> Result<String, NotToForward> {
     let (url, tag) = match announced.split_once(SEAL) {
         Some((url, tag)) => (url, Some(tag)),
         None => (announced, None),
     };
     if let Some(key) = key {
-        let Some(tag) = tag else {
-            return Err("it is not sealed (another service's replica, or written by hand)".into());
-        };
-        let tag = decode_hex(tag).ok_or("its seal is not hexadecimal")?;
+        let tag = tag.ok_or(NotToForward::Unsealed)?;
+        let tag = decode_hex(tag).ok_or(NotToForward::SealNotHex)?;
         key.mac(url)
             .verify_slice(&tag)
-            .map_err(|_| "its seal was not made with this service's credentials".to_string())?;
+            .map_err(|_| NotToForward::OtherCredentials)?;
     }
-    let parsed = url::Url::parse(url).map_err(|err| format!("{url:?}: {err}"))?;
+    let parsed = url::Url::parse(url).map_err(|err| NotToForward::NotAUrl {
+        url: url.to_owned(),
+        why: err.to_string(),
+    })?;
     let plain_address = matches!(parsed.scheme(), "http" | "https")
         && parsed.has_host()
         && parsed.username().is_empty()
@@ -107,7 +123,7 @@ pub(crate) fn open(announced: &str, key: Option<&AnnouncementKey>) -> Result<Str
         && parsed.query().is_none()
         && parsed.fragment().is_none();
     if !plain_address {
-        return Err(format!("{url:?} is not http(s)://host:port"));
+        return Err(NotToForward::NotAnAddress(url.to_owned()));
     }
     Ok(url.to_string())
 }

@@ -8,17 +8,51 @@ use prometheus_client::metrics::counter::Counter;
 use super::{from_unix, AlertRecord, RunDetail, RunSource, RunState, RunSummary};
 use crate::report::{Outcome, RunReport, REPORT_FORMAT};
 
+/// Why this build cannot read a stored row back.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum Unreadable {
+    /// The database's value does not convert to the column's type here.
+    #[error("column {column}: {source}")]
+    Column {
+        column: usize,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A state, source or outcome a newer build wrote.
+    #[error("unknown {what} {value:?}")]
+    Unknown { what: &'static str, value: String },
+}
+
+impl Unreadable {
+    pub(super) fn column(
+        column: usize,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Unreadable::Column {
+            column,
+            source: Box::new(source),
+        }
+    }
+
+    fn unknown(what: &'static str, value: &str) -> Self {
+        Unreadable::Unknown {
+            what,
+            value: value.to_owned(),
+        }
+    }
+}
+
 /// A run's columns, in the order of [`RUN_COLUMNS`], as a backend reads them: each
 /// database's types differ (SQLite's integers for flags, PostgreSQL's booleans), what they mean
 /// does not.
 pub(super) trait Columns {
-    fn id(&self, i: usize) -> Result<i64, String>;
-    fn optional_id(&self, i: usize) -> Result<Option<i64>, String>;
-    fn text(&self, i: usize) -> Result<String, String>;
-    fn optional_text(&self, i: usize) -> Result<Option<String>, String>;
-    fn flag(&self, i: usize) -> Result<bool, String>;
+    fn id(&self, i: usize) -> Result<i64, Unreadable>;
+    fn optional_id(&self, i: usize) -> Result<Option<i64>, Unreadable>;
+    fn text(&self, i: usize) -> Result<String, Unreadable>;
+    fn optional_text(&self, i: usize) -> Result<Option<String>, Unreadable>;
+    fn flag(&self, i: usize) -> Result<bool, Unreadable>;
     /// Seconds since the Unix epoch.
-    fn seconds(&self, i: usize) -> Result<Option<f64>, String>;
+    fn seconds(&self, i: usize) -> Result<Option<f64>, Unreadable>;
 }
 
 pub(super) const RUN_COLUMNS: &str = "id, cluster, state, source, dry_run, trigger, created_at, \
@@ -45,19 +79,21 @@ impl Rows {
     /// knows.
     pub(super) fn run(&self, row: &dyn Columns) -> Option<RunSummary> {
         let id: i64 = row.id(0).ok()?;
-        let read = || -> Result<RunSummary, String> {
+        let read = || -> Result<RunSummary, Unreadable> {
             let text = |i: usize| row.text(i);
             let state = text(2)?;
             let source = text(3)?;
             let outcome: Option<String> = row.optional_text(10)?;
-            let time = |i: usize| -> Result<Option<SystemTime>, String> {
+            let time = |i: usize| -> Result<Option<SystemTime>, Unreadable> {
                 Ok(row.seconds(i)?.map(from_unix))
             };
             Ok(RunSummary {
                 id,
                 cluster: text(1)?,
-                state: RunState::parse(&state).ok_or(format!("unknown state {state:?}"))?,
-                source: RunSource::parse(&source).ok_or(format!("unknown source {source:?}"))?,
+                state: RunState::parse(&state)
+                    .ok_or_else(|| Unreadable::unknown("state", &state))?,
+                source: RunSource::parse(&source)
+                    .ok_or_else(|| Unreadable::unknown("source", &source))?,
                 dry_run: row.flag(4)?,
                 trigger: text(5)?,
                 created_at: time(6)?.unwrap_or(SystemTime::UNIX_EPOCH),
@@ -66,9 +102,10 @@ impl Rows {
                 cooldown_until: time(9)?,
                 outcome: match outcome {
                     None => None,
-                    Some(text) => {
-                        Some(Outcome::parse(&text).ok_or(format!("unknown outcome {text:?}"))?)
-                    }
+                    Some(text) => Some(
+                        Outcome::parse(&text)
+                            .ok_or_else(|| Unreadable::unknown("outcome", &text))?,
+                    ),
                 },
                 reason: row.optional_text(11)?,
                 not_before: time(12)?,
@@ -77,7 +114,9 @@ impl Rows {
                 error_kind: row.optional_text(15)?,
             })
         };
-        read().map_err(|why| self.unreadable("runs", id, &why)).ok()
+        read()
+            .map_err(|why| self.unreadable("runs", id, &why.to_string()))
+            .ok()
     }
 
     /// A stored report, or `None` (counted) when it is of a newer format or does not parse.

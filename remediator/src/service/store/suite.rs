@@ -100,11 +100,11 @@ fn new_run(cluster: &str) -> NewRun<'_> {
     }
 }
 
-fn insert(store: &mut dyn StateStore, cluster: &str) -> i64 {
+pub(super) fn insert(store: &mut dyn StateStore, cluster: &str) -> i64 {
     in_transaction(store, |tx| tx.insert_run(&new_run(cluster))).unwrap()
 }
 
-fn finish(store: &mut dyn StateStore, id: i64, report: &RunReport) {
+pub(super) fn finish(store: &mut dyn StateStore, id: i64, report: &RunReport) {
     in_transaction(store, |tx| tx.finish(id, report)).unwrap()
 }
 

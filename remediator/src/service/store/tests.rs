@@ -2,32 +2,13 @@ use std::path::Path;
 
 use prometheus_client::metrics::counter::Counter;
 
+use super::suite::{finish, insert};
 use super::*;
 
 fn open(path: &Path) -> (SqliteStore, Counter) {
     let unreadable = Counter::default();
     let store = SqliteStore::open(path, false, unreadable.clone()).unwrap();
     (store, unreadable)
-}
-
-fn new_run(cluster: &str) -> NewRun<'_> {
-    NewRun {
-        cluster,
-        source: RunSource::Alertmanager,
-        dry_run: false,
-        trigger: "EtcdmedicNoSpaceAlarm",
-        cooldown_until: None,
-        not_before: None,
-        retry_of: None,
-    }
-}
-
-fn insert(store: &mut SqliteStore, cluster: &str) -> i64 {
-    in_transaction(store, |tx| tx.insert_run(&new_run(cluster))).unwrap()
-}
-
-fn finish(store: &mut SqliteStore, id: i64, report: &RunReport) {
-    in_transaction(store, |tx| tx.finish(id, report)).unwrap()
 }
 
 #[test]

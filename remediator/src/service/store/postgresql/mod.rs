@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use postgres::{Client, Row};
 use prometheus_client::metrics::counter::Counter;
 
-use super::rows::{Columns, Rows, RUN_COLUMNS};
+use super::rows::{Columns, Rows, Unreadable, RUN_COLUMNS};
 use super::{AlertRecord, RunSummary, StoreError, StoreResult};
 use crate::report::RunReport;
 use crate::service::settings::PostgresSettings;
@@ -223,23 +223,23 @@ impl PostgresStore {
 struct PostgresRow<'a>(&'a Row);
 
 impl Columns for PostgresRow<'_> {
-    fn id(&self, i: usize) -> Result<i64, String> {
-        self.0.try_get(i).map_err(|e| e.to_string())
+    fn id(&self, i: usize) -> Result<i64, Unreadable> {
+        self.0.try_get(i).map_err(|e| Unreadable::column(i, e))
     }
-    fn optional_id(&self, i: usize) -> Result<Option<i64>, String> {
-        self.0.try_get(i).map_err(|e| e.to_string())
+    fn optional_id(&self, i: usize) -> Result<Option<i64>, Unreadable> {
+        self.0.try_get(i).map_err(|e| Unreadable::column(i, e))
     }
-    fn text(&self, i: usize) -> Result<String, String> {
-        self.0.try_get(i).map_err(|e| e.to_string())
+    fn text(&self, i: usize) -> Result<String, Unreadable> {
+        self.0.try_get(i).map_err(|e| Unreadable::column(i, e))
     }
-    fn optional_text(&self, i: usize) -> Result<Option<String>, String> {
-        self.0.try_get(i).map_err(|e| e.to_string())
+    fn optional_text(&self, i: usize) -> Result<Option<String>, Unreadable> {
+        self.0.try_get(i).map_err(|e| Unreadable::column(i, e))
     }
-    fn flag(&self, i: usize) -> Result<bool, String> {
-        self.0.try_get(i).map_err(|e| e.to_string())
+    fn flag(&self, i: usize) -> Result<bool, Unreadable> {
+        self.0.try_get(i).map_err(|e| Unreadable::column(i, e))
     }
-    fn seconds(&self, i: usize) -> Result<Option<f64>, String> {
-        self.0.try_get(i).map_err(|e| e.to_string())
+    fn seconds(&self, i: usize) -> Result<Option<f64>, Unreadable> {
+        self.0.try_get(i).map_err(|e| Unreadable::column(i, e))
     }
 }
 
