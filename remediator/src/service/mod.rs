@@ -263,7 +263,10 @@ async fn open_or_stand_by(
                 if server.is_none() {
                     server = Some(standby.serve(listener, settings, metrics.clone())?);
                 }
-                match standby.wait_until_free(postgres, &holder, stop).await {
+                match standby
+                    .wait_until_free(store::lease(postgres), &holder, stop)
+                    .await
+                {
                     Ok(true) => continue,
                     Ok(false) => break Ok(None),
                     Err(err) => break Err(err),

@@ -30,8 +30,8 @@ use super::admission::Admission;
 use super::auth::Authenticator;
 use super::metrics::Metrics;
 use super::respond::error;
-use super::settings::{PostgresSettings, ServiceSettings};
-use super::store::postgresql::{watch_holder, Holder};
+use super::settings::ServiceSettings;
+use super::store::{Holder, Lease, StoreError};
 use super::Error;
 
 /// How often a standby asks who holds the lock: at most this long between the active
@@ -88,7 +88,19 @@ impl Standby {
     /// Waits until nobody holds the lock (`true`), or until `stop` (`false`).
     pub(super) async fn wait_until_free(
         &self,
-        postgres: &PostgresSettings,
+        lease: Box<dyn Lease>,
+        holder: &str,
+        stop: &CancellationToken,
+    ) -> Result<bool, Error> {
+        self.wait_until_free_asking(lease, STANDBY_POLL, holder, stop)
+            .await
+    }
+
+    /// [`wait_until_free`](Self::wait_until_free), asking `lease` every `every`.
+    async fn wait_until_free_asking(
+        &self,
+        lease: Box<dyn Lease>,
+        every: Duration,
         holder: &str,
         stop: &CancellationToken,
     ) -> Result<bool, Error> {
@@ -102,10 +114,9 @@ impl Standby {
             });
         }
         let (sender, mut answers) = tokio::sync::watch::channel(Ok(self.active()));
-        let settings = postgres.clone();
         std::thread::Builder::new()
             .name("etcdmedic-standby".into())
-            .spawn(move || watch_holder(&settings, STANDBY_POLL, sender))
+            .spawn(move || watch(lease, every, sender))
             .map_err(Error::Thread)?;
         loop {
             tokio::select! {
@@ -250,4 +261,85 @@ fn router(
                 }
             }
         })
+}
+
+/// Asks `lease` who holds it every `every`, each answer sent on `holder`, until nobody holds
+/// it or nobody listens. Runs on a thread of its own: PostgreSQL's client is blocking.
+fn watch(
+    mut lease: Box<dyn Lease>,
+    every: Duration,
+    holder: tokio::sync::watch::Sender<Result<Option<Holder>, Arc<StoreError>>>,
+) {
+    loop {
+        let answer = lease.holder().map_err(Arc::new);
+        let free = matches!(answer, Ok(None));
+        if holder.send(answer).is_err() || free {
+            return;
+        }
+        std::thread::sleep(every);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+
+    use super::*;
+    use crate::service::owner::OwnerGone;
+
+    /// A lease that answers as scripted, then "nobody holds it".
+    struct Scripted(VecDeque<Result<Option<Holder>, StoreError>>);
+
+    impl Lease for Scripted {
+        fn holder(&mut self) -> Result<Option<Holder>, StoreError> {
+            self.0.pop_front().unwrap_or(Ok(None))
+        }
+    }
+
+    fn holder(name: &str, url: &str) -> Holder {
+        Holder {
+            description: name.into(),
+            url: Some(url.into()),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_standby_follows_the_holder_through_errors_and_takes_over_once_the_lease_is_free() {
+        let standby = Standby::new(None);
+        let next = holder("replica b", "http://127.0.0.1:9380");
+        let mut script: VecDeque<_> = [
+            Ok(Some(holder("replica a", "http://127.0.0.1:9381"))),
+            Err(StoreError::Gone(OwnerGone("database"))),
+        ]
+        .into();
+        // Long enough for the waiting task to see it, however the two threads interleave.
+        script.extend((0..20).map(|_| Ok(Some(next.clone()))));
+        let lease = Box::new(Scripted(script));
+        let every = Duration::from_millis(1);
+        let stop = CancellationToken::new();
+        let free = standby
+            .wait_until_free_asking(lease, every, "replica a", &stop)
+            .await;
+        assert!(matches!(free, Ok(true)), "{free:?}");
+        assert_eq!(standby.active(), Some(next), "the last holder it saw");
+    }
+
+    #[tokio::test]
+    async fn a_standby_asked_to_stop_stops_waiting() {
+        let standby = Standby::new(None);
+        let always: VecDeque<_> = (0..1000)
+            .map(|_| Ok(Some(holder("replica a", "http://127.0.0.1:9381"))))
+            .collect();
+        let stop = CancellationToken::new();
+        stop.cancel();
+        let waited = standby
+            .wait_until_free_asking(
+                Box::new(Scripted(always)),
+                Duration::from_millis(1),
+                "replica a",
+                &stop,
+            )
+            .await;
+        assert!(matches!(waited, Ok(false)), "{waited:?}");
+    }
 }

@@ -38,7 +38,19 @@ mod suite;
 #[cfg(test)]
 mod tests;
 
+pub(super) use postgresql::Holder;
 pub(super) use sqlite::SqliteStore;
+
+/// The lock the replicas of a service share, as a standby waiting to take over sees it: who
+/// holds it now (`None`: nobody). Asked again and again on a thread of its own.
+pub(super) trait Lease: Send {
+    fn holder(&mut self) -> StoreResult<Option<Holder>>;
+}
+
+/// The lease of the PostgreSQL database `settings` name (only PostgreSQL is shared).
+pub(super) fn lease(settings: &super::settings::PostgresSettings) -> Box<dyn Lease> {
+    Box::new(postgresql::PostgresLease::new(settings.clone()))
+}
 
 /// Where the state lives, as the settings say: PostgreSQL when `remediator.postgres` is set
 /// (with the address this replica announces to standbys, sealed), else the SQLite file.

@@ -2,13 +2,12 @@
 //! held for as long as its session lives, and watched by standbys, who are told who holds it
 //! and where that replica said it is reached.
 
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use postgres::{Client, NoTls};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::super::{unix, StoreError, StoreResult};
-use super::describe;
 use crate::service::settings::PostgresSettings;
 
 /// The advisory lock a service holds on its database ("etmd"): one key for every
@@ -42,30 +41,35 @@ pub(crate) struct Holder {
     pub(crate) url: Option<String>,
 }
 
-/// Who holds the service's lock, asked every `every` on a connection of a standby replica
-/// (which takes no lock), each answer sent on `holder` (`None`: nobody holds it) until nobody
-/// does or nobody listens. Runs on a thread of its own, never an async one.
-pub(crate) fn watch_holder(
-    settings: &PostgresSettings,
-    every: Duration,
-    holder: tokio::sync::watch::Sender<Result<Option<Holder>, String>>,
-) {
-    let mut client: Option<Client> = None;
-    loop {
-        let answer = match client.as_mut().filter(|c| !c.is_closed()) {
-            Some(client) => holder_if_any(client).map_err(|err| describe(&err)),
-            None => match open(settings) {
-                Ok(connected) => {
-                    holder_if_any(client.insert(connected)).map_err(|err| describe(&err))
-                }
-                Err(err) => Err(describe(&err)),
-            },
-        };
-        let free = matches!(answer, Ok(None));
-        if holder.send(answer).is_err() || free {
-            return;
+/// The service's lock as a standby watches it: one connection (which takes no lock), made
+/// again when it breaks. Used on a thread of its own, never an async one.
+pub(crate) struct PostgresLease {
+    settings: PostgresSettings,
+    client: Option<Client>,
+}
+
+impl PostgresLease {
+    pub(crate) fn new(settings: PostgresSettings) -> Self {
+        PostgresLease {
+            settings,
+            client: None,
         }
-        std::thread::sleep(every);
+    }
+}
+
+impl super::super::Lease for PostgresLease {
+    fn holder(&mut self) -> StoreResult<Option<Holder>> {
+        let fail = |source| StoreError::Postgres {
+            database: self.settings.place.clone(),
+            source,
+        };
+        if self.client.as_ref().is_none_or(|c| c.is_closed()) {
+            self.client = Some(open(&self.settings).map_err(fail)?);
+        }
+        match self.client.as_mut() {
+            Some(client) => holder_if_any(client).map_err(fail),
+            None => Ok(None),
+        }
     }
 }
 

@@ -25,7 +25,7 @@ mod transaction;
 
 use cached::{Cached, Statements};
 use lock::{announce, connect};
-pub(crate) use lock::{watch_holder, Holder};
+pub(crate) use lock::{Holder, PostgresLease};
 
 /// A connection unused for longer is checked before it is used.
 const IDLE_BEFORE_CHECK: Duration = Duration::from_secs(1);
