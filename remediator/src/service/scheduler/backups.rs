@@ -69,7 +69,7 @@ impl Scheduler {
                 tracing::info!(%cluster, ?source, "backup started");
                 let mut waited = false;
                 loop {
-                    match target.remediator.backup(settings, None, &self.stop).await {
+                    match target.remediator.backup(settings, &self.stop).await {
                         Err(BackupError::Locked(holder)) if !self.stop.is_cancelled() => {
                             if !waited {
                                 tracing::info!(%cluster, %holder, "backup waits for the cluster's lock");

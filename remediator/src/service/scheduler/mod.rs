@@ -20,9 +20,12 @@
 mod backup_tests;
 mod backups;
 mod decide;
+mod engine;
 mod guard;
 mod ledger;
 mod run;
+#[cfg(test)]
+mod scenarios;
 #[cfg(test)]
 mod tests;
 
@@ -44,6 +47,7 @@ use super::payload::{AlertStatus, Payload};
 use super::settings::ServiceSettings;
 use super::store::{self, InterruptedRun, RunDetail, RunFilter, RunSummary, StoreError};
 use crate::Remediator;
+use engine::ClusterEngine;
 use ledger::{Ledger, Rules};
 
 /// How often the dispatcher looks at the queue even when nothing woke it (a store that was
@@ -111,7 +115,7 @@ pub enum RequestError {
 /// A cluster the service remediates.
 struct Target {
     config: ManagedCluster,
-    remediator: Arc<Remediator>,
+    remediator: Arc<dyn ClusterEngine>,
 }
 
 /// A cluster's queue and run, as `GET /api/v1/status` shows them.
@@ -171,15 +175,30 @@ impl Scheduler {
         metrics: Arc<Metrics>,
         stop: CancellationToken,
     ) -> Result<(Arc<Scheduler>, Vec<InterruptedRun>), super::Error> {
+        Self::open_with(clusters, settings, metrics, stop, |cluster| {
+            let remediator = Remediator::new(cluster.clone()).map_err(super::Error::Cluster)?;
+            Ok(Arc::new(remediator))
+        })
+        .await
+    }
+
+    /// [`open`](Self::open) with each cluster's engine made by `engine_of` (a scripted one in
+    /// the scheduler's scenario tests).
+    async fn open_with(
+        clusters: &[ManagedCluster],
+        settings: &ServiceSettings,
+        metrics: Arc<Metrics>,
+        stop: CancellationToken,
+        engine_of: impl Fn(&ManagedCluster) -> Result<Arc<dyn ClusterEngine>, super::Error>,
+    ) -> Result<(Arc<Scheduler>, Vec<InterruptedRun>), super::Error> {
         // Before the store: PostgreSQL's client dropped on this (async) thread would panic.
         let mut targets = BTreeMap::new();
         for cluster in clusters {
-            let remediator = Remediator::new(cluster.clone()).map_err(super::Error::Cluster)?;
             targets.insert(
                 cluster.name.to_string(),
                 Target {
                     config: cluster.clone(),
-                    remediator: Arc::new(remediator),
+                    remediator: engine_of(cluster)?,
                 },
             );
         }

@@ -15,7 +15,9 @@ use crate::engine::guard::Guard;
 use crate::events::Events;
 use crate::output::TextProgress;
 use crate::report::{Outcome, RunReport};
-use crate::{Remediator, RunOptions};
+use crate::RunOptions;
+
+use super::engine::ClusterEngine;
 
 impl Scheduler {
     /// Starts queued runs as the limits allow, until `stop`.
@@ -139,10 +141,10 @@ impl Scheduler {
         });
 
         let report = match queued.cooldown_until {
-            Some(until) => match self.live_nospace(&remediator).await {
+            Some(until) => match self.live_nospace(remediator.as_ref()).await {
                 true => {
                     tracing::warn!(run = queued.id, %cluster, "inside the cooldown, but the cluster has an active NOSPACE alarm: running");
-                    self.run_engine(&remediator, &queued, finish_by, &events)
+                    self.run_engine(remediator.as_ref(), &cluster, &queued, finish_by, &events)
                         .await
                 }
                 false => RunReport::ended(
@@ -159,7 +161,7 @@ impl Scheduler {
                 ),
             },
             None => {
-                self.run_engine(&remediator, &queued, finish_by, &events)
+                self.run_engine(remediator.as_ref(), &cluster, &queued, finish_by, &events)
                     .await
             }
         };
@@ -185,12 +187,13 @@ impl Scheduler {
 
     async fn run_engine(
         &self,
-        remediator: &Remediator,
+        remediator: &dyn ClusterEngine,
+        cluster: &str,
         queued: &Queued,
         finish_by: Option<SystemTime>,
         events: &Events,
     ) -> RunReport {
-        let cluster = remediator.cluster().to_string();
+        let cluster = cluster.to_string();
         let history = self
             .ledger
             .call(move |ledger| ledger.history(&cluster))
@@ -215,7 +218,7 @@ impl Scheduler {
         remediator.run(&options, events, &self.stop).await
     }
 
-    async fn live_nospace(&self, remediator: &Remediator) -> bool {
+    async fn live_nospace(&self, remediator: &dyn ClusterEngine) -> bool {
         remediator.live_status().await.has_alarm(AlarmKind::NoSpace)
     }
 
