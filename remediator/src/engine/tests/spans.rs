@@ -46,11 +46,14 @@ impl<S: tracing::Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Recorder {
 
 #[tokio::test(start_paused = true)]
 async fn another_tasks_log_lines_during_a_run_do_not_carry_the_runs_span() {
+    // tracing registers a callsite once, on its first use, and caches whether anyone wants
+    // it. A run here first (logging nowhere) registers the engine's callsites on this thread,
+    // so none is still being registered by another test's thread when this test's recorder
+    // asks every callsite again.
+    Scenario::new(fragmented()).run().await.assert_safe();
     let recorder = Recorder::default();
     let subscriber = tracing_subscriber::registry().with(recorder.clone());
     let _default = tracing::subscriber::set_default(subscriber);
-    // Other tests' threads may have met the engine's callsites first, with no subscriber:
-    // have every callsite ask again, this one included.
     tracing::callsite::rebuild_interest_cache();
     let bystander = tokio::spawn(async {
         for _ in 0..10_000 {
