@@ -16,9 +16,13 @@ where
 {
     let deadline = Instant::now() + timeout;
     loop {
-        let error = match attempt().await {
-            Ok(value) => return Ok(value),
-            Err(error) => error,
+        // An attempt never outlives the deadline: one that hangs (a request that is never
+        // answered) is cut off at it, and counts as the last attempt's failure.
+        let left = deadline.saturating_duration_since(Instant::now());
+        let error = match tokio::time::timeout(left.max(POLL_INTERVAL), attempt()).await {
+            Ok(Ok(value)) => return Ok(value),
+            Ok(Err(error)) => error,
+            Err(_) => anyhow::anyhow!("the attempt was still under way at the deadline"),
         };
         if Instant::now() >= deadline {
             bail!("timed out after {timeout:?} waiting until {what}; last attempt: {error:#}");

@@ -478,6 +478,13 @@ async fn slow_heads_are_closed(port: u16, count: usize, header_timeout: Duration
         )
         .await
     };
+    // Each client gives up after its 20 bytes (20 s at most): bounded here as well, so that a
+    // connection that never completes cannot hold the test.
+    let clients = clients.map(|client| async move {
+        tokio::time::timeout(Duration::from_secs(30), client)
+            .await
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("a slow client was still waiting after 30s")))
+    });
     let (closed, answered) = tokio::join!(futures::future::join_all(clients), probe);
     let mut longest = Duration::ZERO;
     for result in closed {
