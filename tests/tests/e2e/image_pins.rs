@@ -197,13 +197,9 @@ fn etcd_like_tarball(dir: &Path, content: &str) -> Result<std::path::PathBuf> {
 }
 
 fn sha256_of(path: &Path) -> Result<String> {
-    let output = Command::new("sha256sum").arg(path).output()?;
-    let text = String::from_utf8(output.stdout)?;
-    Ok(text
-        .split_whitespace()
-        .next()
-        .unwrap_or_default()
-        .to_owned())
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(std::fs::read(path)?);
+    Ok(digest.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 #[test]
