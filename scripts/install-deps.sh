@@ -205,7 +205,26 @@ install_debian_prometheus() {
   tmp=$(unpack_from_debian "$PROMETHEUS_SUITE" prometheus promtool prometheus-alertmanager)
   install -D -m 0755 -t "$dir" "$tmp/root/usr/bin/prometheus" "$tmp/root/usr/bin/promtool" "$tmp/root/usr/bin/amtool"
   install -m 0755 "$tmp/root/usr/bin/prometheus-alertmanager" "$dir/alertmanager"
+  install_alertmanager_templates "$tmp/root$ALERTMANAGER_TEMPLATES"
   rm -rf "$tmp"
+}
+
+# Debian's Alertmanager reads its default notification templates from
+# $ALERTMANAGER_TEMPLATES, a path built into it (no flag moves it): without them it refuses
+# every configuration and never becomes ready. The package's templates from $1 go there,
+# unless a package of this machine already owns them.
+ALERTMANAGER_TEMPLATES=/usr/share/prometheus/alertmanager
+install_alertmanager_templates() {
+  local from=$1 file
+  for file in default.tmpl email.tmpl; do
+    dpkg -S "$ALERTMANAGER_TEMPLATES/$file" >/dev/null 2>&1 && continue
+    cmp -s "$from/$file" "$ALERTMANAGER_TEMPLATES/$file" && continue
+    if [ "$(id -u)" -ne 0 ]; then
+      log "Alertmanager needs $ALERTMANAGER_TEMPLATES/$file; run as root to install it"
+      exit 1
+    fi
+    install -D -m 0644 "$from/$file" "$ALERTMANAGER_TEMPLATES/$file"
+  done
 }
 
 # The etcd binary of the crate etcd-bin-vendored-linux-amd64 =$1, into $2.
@@ -240,7 +259,7 @@ done
 prometheus_is() { # <dir>
   [ -x "$1/prometheus" ] && "$1/prometheus" --version 2>/dev/null | grep "^prometheus, version $PROMETHEUS_VERSION" >/dev/null &&
     [ -x "$1/alertmanager" ] && "$1/alertmanager" --version 2>/dev/null | grep "^alertmanager, version $ALERTMANAGER_VERSION" >/dev/null &&
-    [ -x "$1/promtool" ] && [ -x "$1/amtool" ]
+    [ -x "$1/promtool" ] && [ -x "$1/amtool" ] && [ -f "$ALERTMANAGER_TEMPLATES/default.tmpl" ]
 }
 if ! prometheus_is "$deps/prometheus"; then
   log "installing Prometheus ${PROMETHEUS_VERSION%.} and Alertmanager ${ALERTMANAGER_VERSION%.} from Debian $PROMETHEUS_SUITE into $deps/prometheus"
