@@ -292,7 +292,7 @@ fn resolve_cluster(
 ) -> Option<ClusterConfig> {
     let before = problems.0.len();
     let name = ClusterName::new(&file.name)
-        .map_err(|message| problems.push(format!("{key}.name"), message))
+        .map_err(|bad| problems.push(format!("{key}.name"), bad.to_string()))
         .ok();
 
     if file.endpoints.is_empty() {
@@ -305,7 +305,7 @@ fn resolve_cluster(
     for (index, raw) in file.endpoints.iter().enumerate() {
         match normalize_endpoint(raw) {
             Ok(endpoint) => endpoints.push(endpoint),
-            Err(message) => problems.push(format!("{key}.endpoints[{index}]"), message),
+            Err(bad) => problems.push(format!("{key}.endpoints[{index}]"), bad.to_string()),
         }
     }
 
@@ -446,29 +446,41 @@ fn resolve_auth(
     })
 }
 
+/// What is wrong with an etcd client URL; each says what to write instead.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadEndpoint {
+    #[error("{0:?} must start with http:// or https://, {EXAMPLE}")]
+    NoScheme(String),
+    #[error("{0:?} is not a URL ({1}); write a client URL {EXAMPLE}")]
+    NotAUrl(String, url::ParseError),
+    #[error("{0:?} has no host; write a client URL {EXAMPLE}")]
+    NoHost(String),
+    #[error("{0:?} carries credentials; put them in auth: with password_file")]
+    Credentials(String),
+    #[error("{0:?} has a path or query; an etcd client URL is only scheme://host:port")]
+    PathOrQuery(String),
+    #[error("{0:?} has no port; etcd listens on 2379 by default, {EXAMPLE}")]
+    NoPort(String),
+}
+
+const EXAMPLE: &str = "such as https://10.0.0.1:2379";
+
 /// Normalises a client URL to `scheme://host:port`, or says what is wrong with it.
 /// Used for configured endpoints and for the client URLs that members advertise.
-pub fn normalize_endpoint(raw: &str) -> std::result::Result<String, String> {
-    let example = "such as https://10.0.0.1:2379";
+pub fn normalize_endpoint(raw: &str) -> std::result::Result<String, BadEndpoint> {
+    let owned = || raw.to_string();
     if !(raw.starts_with("http://") || raw.starts_with("https://")) {
-        return Err(format!(
-            "{raw:?} must start with http:// or https://, {example}"
-        ));
+        return Err(BadEndpoint::NoScheme(owned()));
     }
-    let url = url::Url::parse(raw)
-        .map_err(|err| format!("{raw:?} is not a URL ({err}); write a client URL {example}"))?;
+    let url = url::Url::parse(raw).map_err(|err| BadEndpoint::NotAUrl(owned(), err))?;
     let Some(host) = url.host_str().filter(|h| !h.is_empty()) else {
-        return Err(format!("{raw:?} has no host; write a client URL {example}"));
+        return Err(BadEndpoint::NoHost(owned()));
     };
     if !url.username().is_empty() || url.password().is_some() {
-        return Err(format!(
-            "{raw:?} carries credentials; put them in auth: with password_file"
-        ));
+        return Err(BadEndpoint::Credentials(owned()));
     }
     if !matches!(url.path(), "" | "/") || url.query().is_some() || url.fragment().is_some() {
-        return Err(format!(
-            "{raw:?} has a path or query; an etcd client URL is only scheme://host:port"
-        ));
+        return Err(BadEndpoint::PathOrQuery(owned()));
     }
     let port = match url.port() {
         Some(port) => port,
@@ -476,11 +488,7 @@ pub fn normalize_endpoint(raw: &str) -> std::result::Result<String, String> {
         // when it was written out.
         None => match url.port_or_known_default() {
             Some(port) if raw.trim_end_matches('/').ends_with(&format!(":{port}")) => port,
-            _ => {
-                return Err(format!(
-                    "{raw:?} has no port; etcd listens on 2379 by default, {example}"
-                ))
-            }
+            _ => return Err(BadEndpoint::NoPort(owned())),
         },
     };
     Ok(format!("{}://{host}:{port}", url.scheme()))
@@ -516,7 +524,7 @@ mod tests {
             ("http://exa mple:2379", "is not a URL"),
         ];
         for (raw, expected) in cases {
-            let got = normalize_endpoint(raw).unwrap_err();
+            let got = normalize_endpoint(raw).unwrap_err().to_string();
             assert!(
                 got.contains(expected),
                 "for {raw:?}: expected {expected:?} in {got:?}"

@@ -37,12 +37,12 @@ impl fmt::Display for LogFormat {
 
 /// Installs the global subscriber. `level` is a filter such as `info` or
 /// `etcdmedic_cluster=debug,info`; `RUST_LOG`, when set, wins.
-pub fn init(format: LogFormat, level: &str) -> Result<(), String> {
+pub fn init(format: LogFormat, level: &str) -> Result<(), TelemetryError> {
     let filter = match std::env::var("RUST_LOG") {
         Ok(from_env) if !from_env.is_empty() => EnvFilter::try_new(from_env),
         _ => EnvFilter::try_new(level),
     }
-    .map_err(|err| format!("invalid log level: {err}"))?;
+    .map_err(TelemetryError::Level)?;
     // Colours only on a terminal: in a pod's log or a file, escape codes are noise that
     // breaks grep.
     let builder = tracing_subscriber::fmt()
@@ -53,5 +53,14 @@ pub fn init(format: LogFormat, level: &str) -> Result<(), String> {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
-    installed.map_err(|err| format!("cannot install the logger: {err}"))
+    installed.map_err(TelemetryError::Install)
+}
+
+/// Why logging could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    #[error("invalid log level: {0}")]
+    Level(#[from] tracing_subscriber::filter::ParseError),
+    #[error("cannot install the logger: {0}")]
+    Install(Box<dyn std::error::Error + Send + Sync>),
 }

@@ -60,12 +60,12 @@ impl LiveTargets {
 
     /// Reads the config file again and serves what it says from the next request on;
     /// returns the cluster names. On error the clusters served so far stay.
-    pub fn reload(&self) -> Result<Vec<String>, String> {
+    pub fn reload(&self) -> Result<Vec<String>, ReloadError> {
         let result = match &self.config {
-            None => Err("the exporter was not started from a config file".to_string()),
+            None => Err(ReloadError::NoConfigFile),
             Some(path) => Config::load(path)
                 .and_then(|config| Targets::new(&config, self.limits))
-                .map_err(|err| err.to_string()),
+                .map_err(ReloadError::Config),
         };
         let mut current = self.current.write().unwrap_or_else(PoisonError::into_inner);
         match result {
@@ -86,4 +86,12 @@ impl LiveTargets {
             }
         }
     }
+}
+/// Why the configuration was not reloaded; the clusters served so far stay.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("the exporter was not started from a config file")]
+    NoConfigFile,
+    #[error(transparent)]
+    Config(etcdmedic_cluster::Error),
 }

@@ -73,18 +73,38 @@ pub(crate) struct RunLock {
 
 impl RunLock {
     /// Takes the lock of `cluster` in `dir`, or says who holds it.
-    pub(crate) fn acquire(dir: &Path, cluster: &str) -> Result<RunLock, String> {
+    pub(crate) fn acquire(dir: &Path, cluster: &str) -> Result<RunLock, RunLockError> {
         match FileLock::acquire(&dir.join(".etcdmedic-run.lock")) {
             Ok(lock) => Ok(RunLock { _lock: lock }),
-            Err(LockError::Open { source, .. }) => Err(format!(
-                "snapshot directory {}: {source}; no snapshot, so nothing was changed",
-                dir.display()
-            )),
-            Err(LockError::Held { holder, errno }) => Err(format!(
-                "another remediation of cluster {cluster} is running ({holder}; {errno})"
-            )),
+            Err(LockError::Open { source, .. }) => Err(RunLockError::Directory {
+                dir: dir.to_path_buf(),
+                source,
+            }),
+            Err(LockError::Held { holder, errno }) => Err(RunLockError::Held {
+                cluster: cluster.to_string(),
+                holder,
+                errno,
+            }),
         }
     }
+}
+
+/// Why a cluster's run lock was not taken.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum RunLockError {
+    #[error(
+        "snapshot directory {}: {source}; no snapshot, so nothing was changed", .dir.display()
+    )]
+    Directory {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("another remediation of cluster {cluster} is running ({holder}; {errno})")]
+    Held {
+        cluster: String,
+        holder: String,
+        errno: nix::Error,
+    },
 }
 
 #[cfg(test)]
@@ -95,7 +115,9 @@ mod tests {
     fn a_second_run_of_the_same_cluster_is_refused_until_the_first_ends() {
         let dir = tempfile::tempdir().unwrap();
         let first = RunLock::acquire(dir.path(), "prod").unwrap();
-        let refused = RunLock::acquire(dir.path(), "prod").unwrap_err();
+        let refused = RunLock::acquire(dir.path(), "prod")
+            .unwrap_err()
+            .to_string();
         assert!(
             refused.contains("another remediation of cluster prod is running (pid"),
             "{refused}"

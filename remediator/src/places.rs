@@ -3,7 +3,7 @@
 //! are, so that a mistake shows at `--config.check` (or start-up) rather than as a refused
 //! run at 3 a.m.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::config::ManagedCluster;
 
@@ -37,14 +37,18 @@ pub fn cluster_problems(index: usize, cluster: &ManagedCluster) -> Vec<String> {
 }
 
 /// The state file must be a writable file, or not exist yet in a writable directory.
-fn check_state_path(path: &Path) -> Result<(), String> {
+fn check_state_path(path: &Path) -> Result<(), StatePathError> {
     use nix::unistd::{access, AccessFlags};
     if path.exists() {
         if !path.is_file() {
-            return Err(format!("{} is not a file", path.display()));
+            return Err(StatePathError::NotAFile(path.to_path_buf()));
         }
-        return access(path, AccessFlags::R_OK | AccessFlags::W_OK)
-            .map_err(|err| format!("{} is not writable ({err})", path.display()));
+        return access(path, AccessFlags::R_OK | AccessFlags::W_OK).map_err(|errno| {
+            StatePathError::NotWritable {
+                path: path.to_path_buf(),
+                errno,
+            }
+        });
     }
     let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
     snapshot::check_room(
@@ -52,11 +56,20 @@ fn check_state_path(path: &Path) -> Result<(), String> {
         0,
         snapshot::available_bytes,
     )
-    .map_err(|problem| {
-        problem
-            .to_string()
-            .replacen("snapshot directory", "state directory", 1)
-    })
+    .map_err(StatePathError::Directory)
+}
+
+/// What is wrong with the service's state file.
+#[derive(Debug, thiserror::Error)]
+enum StatePathError {
+    #[error("{} is not a file", .0.display())]
+    NotAFile(PathBuf),
+    #[error("{} is not writable ({errno})", .path.display())]
+    NotWritable { path: PathBuf, errno: nix::Error },
+    /// The directory's problem, told of the state directory (the check is the snapshot
+    /// directory's).
+    #[error("{}", .0.to_string().replacen("snapshot directory", "state directory", 1))]
+    Directory(snapshot::RoomError),
 }
 
 #[cfg(test)]

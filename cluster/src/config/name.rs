@@ -10,6 +10,15 @@ use serde::{Serialize, Serializer};
 /// The longest name accepted: a Kubernetes label value's limit, far from any file-name limit.
 pub const MAX_NAME_LEN: usize = 63;
 
+/// A name [`ClusterName::new`] refused; it says what a name may be.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{0:?} is not a cluster name: use letters, digits, '.', '_' and '-', starting with a letter \
+     or digit, at most {MAX_NAME_LEN} characters ([A-Za-z0-9][A-Za-z0-9._-]*); the name becomes \
+     a label, a directory under snapshot_dir and a URL path segment"
+)]
+pub struct BadName(pub String);
+
 /// A cluster name that matches `[A-Za-z0-9][A-Za-z0-9._-]*` and is at most 63 characters:
 /// safe as a path component (never `.`, `..`, empty or containing `/`), a label value and a
 /// URL path segment without escaping.
@@ -18,19 +27,14 @@ pub struct ClusterName(String);
 
 impl ClusterName {
     /// Checks `raw`, or says what a name may be.
-    pub fn new(raw: &str) -> Result<Self, String> {
+    pub fn new(raw: &str) -> Result<Self, BadName> {
         let mut chars = raw.chars();
         let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric());
         let rest_ok = chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
         if first_ok && rest_ok && raw.len() <= MAX_NAME_LEN {
             Ok(ClusterName(raw.to_string()))
         } else {
-            Err(format!(
-                "{raw:?} is not a cluster name: use letters, digits, '.', '_' and '-', starting \
-                 with a letter or digit, at most {MAX_NAME_LEN} characters \
-                 ([A-Za-z0-9][A-Za-z0-9._-]*); the name becomes a label, a directory under \
-                 snapshot_dir and a URL path segment"
-            ))
+            Err(BadName(raw.to_string()))
         }
     }
 
@@ -105,7 +109,10 @@ mod tests {
             "a\nb",
         ] {
             let err = ClusterName::new(bad).unwrap_err();
-            assert!(err.contains("[A-Za-z0-9][A-Za-z0-9._-]*"), "{bad:?}: {err}");
+            assert!(
+                err.to_string().contains("[A-Za-z0-9][A-Za-z0-9._-]*"),
+                "{bad:?}: {err}"
+            );
         }
         assert!(ClusterName::new(&"a".repeat(64)).is_err());
         for good in ["prod-a", "eu.west_1", "0", "A.b-c_d", &"a".repeat(63)] {

@@ -81,11 +81,11 @@ pub(crate) async fn run(
     let at = SystemTime::now();
     let outcome = tokio::select! {
         outcome = restore_and_compare(drill, db, manifest, work) => outcome,
-        _ = stop.cancelled() => Err("stopped on request".to_string()),
+        _ = stop.cancelled() => Err(DrillError::Stopped),
     };
     let (passed, hash, reason) = match outcome {
         Ok(hash) => (true, Some(hash), None),
-        Err(reason) => (false, None, Some(reason)),
+        Err(err) => (false, None, Some(err.to_string())),
     };
     let record = DrillRecord {
         passed,
@@ -116,21 +116,94 @@ pub(crate) fn failed(reason: String) -> DrillRecord {
     }
 }
 
+/// Why a drill failed; its text is the record's reason.
+#[derive(Debug, thiserror::Error)]
+enum DrillError {
+    #[error(
+        "the backup has no recorded HashKV to compare with (its revision was compacted before \
+         the hash was taken)"
+    )]
+    NoRecordedHash,
+    #[error("{}: {source}", .path.display())]
+    File {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "the drill's socket {} is longer than the {MAX_SOCKET_PATH} bytes a Unix socket's path \
+         may have: give the snapshot directory a shorter path", .0.display()
+    )]
+    SocketPath(PathBuf),
+    #[error("the drill's socket {}: {source}", .path.display())]
+    Socket {
+        path: PathBuf,
+        source: tonic::transport::Error,
+    },
+    #[error("starting {}: {source}", .binary.display())]
+    Start {
+        binary: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("running {}: {source}", .binary.display())]
+    Run {
+        binary: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{} snapshot restore exited with {status}: {last_line}", .binary.display())]
+    RestoreFailed {
+        binary: PathBuf,
+        status: std::process::ExitStatus,
+        last_line: String,
+    },
+    #[error("the restored etcd exited with {0}")]
+    Exited(std::process::ExitStatus),
+    #[error("HashKV at revision {revision}: {source}")]
+    HashKv {
+        revision: i64,
+        source: etcd_client::Error,
+    },
+    #[error("the restored etcd did not answer within {READY_WITHIN:?}")]
+    NotReady,
+    /// What went wrong with the restored member, and the last thing it logged.
+    #[error("{source}; {log_tail}")]
+    Member {
+        source: Box<DrillError>,
+        log_tail: String,
+    },
+    #[error(
+        "the restored member's HashKV at revision {revision} is {hash}, the cluster's was \
+         {expected}: the backup does not hold the cluster's data"
+    )]
+    OtherData {
+        revision: i64,
+        hash: u32,
+        expected: u32,
+    },
+    #[error("stopped on request")]
+    Stopped,
+}
+
+fn in_file(path: &Path) -> impl FnOnce(std::io::Error) -> DrillError + '_ {
+    move |source| DrillError::File {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
 async fn restore_and_compare(
     drill: &RestoreDrill,
     db: &Path,
     manifest: &Manifest,
     work: &Path,
-) -> Result<u32, String> {
-    let expected = manifest.hash_kv.as_ref().ok_or_else(|| {
-        "the backup has no recorded HashKV to compare with (its revision was compacted \
-         before the hash was taken)"
-            .to_string()
-    })?;
+) -> Result<u32, DrillError> {
+    let expected = manifest
+        .hash_kv
+        .as_ref()
+        .ok_or(DrillError::NoRecordedHash)?;
     let scratch = tempfile::Builder::new()
         .prefix(crate::snapshot::DRILL_SCRATCH)
         .tempdir_in(work)
-        .map_err(|err| format!("a scratch directory in {}: {err}", work.display()))?;
+        .map_err(in_file(work))?;
     let data_dir = scratch.path().join("data");
     // Unix sockets in the 0700 scratch directory, not loopback ports: no other user of the
     // host can read the restored keyspace, nor take the address first and answer the
@@ -138,11 +211,7 @@ async fn restore_and_compare(
     // working directory, so the names are short whatever the directory's path.
     let client_socket = scratch.path().join(CLIENT_SOCKET);
     if client_socket.as_os_str().len() >= MAX_SOCKET_PATH {
-        return Err(format!(
-            "the drill's socket {} is longer than the {MAX_SOCKET_PATH} bytes a Unix socket's \
-             path may have: give the snapshot directory a shorter path",
-            client_socket.display()
-        ));
+        return Err(DrillError::SocketPath(client_socket));
     }
     let peer_url = format!("unix://{PEER_SOCKET}");
     let client_url = format!("unix://{CLIENT_SOCKET}");
@@ -151,11 +220,8 @@ async fn restore_and_compare(
     restore(drill, db, &data_dir, &peer_url, &initial_cluster).await?;
 
     let log_path = scratch.path().join("etcd.log");
-    let log =
-        std::fs::File::create(&log_path).map_err(|err| format!("{}: {err}", log_path.display()))?;
-    let log_err = log
-        .try_clone()
-        .map_err(|err| format!("{}: {err}", log_path.display()))?;
+    let log = std::fs::File::create(&log_path).map_err(in_file(&log_path))?;
+    let log_err = log.try_clone().map_err(in_file(&log_path))?;
     let mut etcd = tool(&drill.etcd)
         .args(["--name", "drill", "--data-dir"])
         .arg(&data_dir)
@@ -170,17 +236,23 @@ async fn restore_and_compare(
         .stderr(log_err)
         .kill_on_drop(true)
         .spawn()
-        .map_err(|err| format!("starting {}: {err}", drill.etcd.display()))?;
+        .map_err(|source| DrillError::Start {
+            binary: drill.etcd.clone(),
+            source,
+        })?;
     let compared = hash_at(&mut etcd, &client_socket, expected.revision).await;
     let _ = etcd.start_kill();
     let _ = etcd.wait().await;
-    let hash = compared.map_err(|reason| format!("{reason}; {}", tail(&log_path)))?;
+    let hash = compared.map_err(|err| DrillError::Member {
+        source: Box::new(err),
+        log_tail: tail(&log_path),
+    })?;
     if hash != expected.hash {
-        return Err(format!(
-            "the restored member's HashKV at revision {} is {hash}, the cluster's was {}: \
-             the backup does not hold the cluster's data",
-            expected.revision, expected.hash
-        ));
+        return Err(DrillError::OtherData {
+            revision: expected.revision,
+            hash,
+            expected: expected.hash,
+        });
     }
     Ok(hash)
 }
@@ -191,7 +263,7 @@ async fn restore(
     data_dir: &Path,
     peer_url: &str,
     initial_cluster: &str,
-) -> Result<(), String> {
+) -> Result<(), DrillError> {
     let (binary, mut command): (&PathBuf, Command) = match &drill.restore {
         RestoreTool::Etcdutl(path) => (path, tool(path)),
         RestoreTool::Etcdctl(path) => {
@@ -212,16 +284,18 @@ async fn restore(
         .kill_on_drop(true)
         .output()
         .await
-        .map_err(|err| format!("running {}: {err}", binary.display()))?;
+        .map_err(|source| DrillError::Run {
+            binary: binary.clone(),
+            source,
+        })?;
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         let last = stderr.lines().rev().find(|l| !l.trim().is_empty());
-        return Err(format!(
-            "{} snapshot restore exited with {}: {}",
-            binary.display(),
-            output.status,
-            last.unwrap_or("(no output)").trim()
-        ));
+        return Err(DrillError::RestoreFailed {
+            binary: binary.clone(),
+            status: output.status,
+            last_line: last.unwrap_or("(no output)").trim().to_string(),
+        });
     }
     Ok(())
 }
@@ -239,15 +313,18 @@ fn tool(binary: &Path) -> Command {
 }
 
 /// The throwaway member's HashKV at `revision`, once it answers on `socket`.
-async fn hash_at(etcd: &mut Child, socket: &Path, revision: i64) -> Result<u32, String> {
+async fn hash_at(etcd: &mut Child, socket: &Path, revision: i64) -> Result<u32, DrillError> {
     let deadline = Instant::now() + READY_WITHIN;
     let endpoint = tonic::transport::Endpoint::from_shared(format!("unix://{}", socket.display()))
-        .map_err(|err| format!("the drill's socket {}: {err}", socket.display()))?
+        .map_err(|source| DrillError::Socket {
+            path: socket.to_path_buf(),
+            source,
+        })?
         .connect_timeout(Duration::from_secs(2))
         .timeout(Duration::from_secs(30));
     loop {
         if let Ok(Some(status)) = etcd.try_wait() {
-            return Err(format!("the restored etcd exited with {status}"));
+            return Err(DrillError::Exited(status));
         }
         if let Ok(channel) = endpoint.connect().await {
             let client =
@@ -258,14 +335,12 @@ async fn hash_at(etcd: &mut Child, socket: &Path, revision: i64) -> Result<u32, 
                         .hash_kv(revision)
                         .await
                         .map(|answer| answer.hash())
-                        .map_err(|err| format!("HashKV at revision {revision}: {err}"));
+                        .map_err(|source| DrillError::HashKv { revision, source });
                 }
             }
         }
         if Instant::now() >= deadline {
-            return Err(format!(
-                "the restored etcd did not answer within {READY_WITHIN:?}"
-            ));
+            return Err(DrillError::NotReady);
         }
         tokio::time::sleep(POLL_EVERY).await;
     }

@@ -104,7 +104,8 @@ pub(crate) async fn copy_verified(
                 .await
                 .map_err(|err| stored_error(&part, err))?
         };
-        produced_matches(&encoded, manifest).map_err(BackupError::Snapshot)?;
+        produced_matches(&encoded, manifest)
+            .map_err(|err| BackupError::Snapshot(err.to_string()))?;
         let verified_by = match (&encoded.produced_sha256, &encoded.decoded) {
             (Some(_), None) => "sha256",
             _ => "trailer",

@@ -85,17 +85,31 @@ impl Sealing {
 
 /// Whether what an encoder produced is a copy of the backup `manifest` describes, as far as
 /// it can be known here: decrypted again to the database when there was an identity.
-pub(crate) fn produced_matches(encoded: &Encoded, manifest: &Manifest) -> Result<(), String> {
+pub(crate) fn produced_matches(encoded: &Encoded, manifest: &Manifest) -> Result<(), NotACopy> {
     match &encoded.decoded {
         Some((size, sha256))
             if (*size, sha256.as_str()) != (manifest.size_bytes, manifest.sha256.as_str()) =>
         {
-            Err(format!(
-                "the encrypted copy decrypts to {size} bytes with sha256 {sha256}, not the \
-                 snapshot's {} bytes with sha256 {}",
-                manifest.size_bytes, manifest.sha256
-            ))
+            Err(NotACopy {
+                size: *size,
+                sha256: sha256.clone(),
+                expected_size: manifest.size_bytes,
+                expected_sha256: manifest.sha256.clone(),
+            })
         }
         _ => Ok(()),
     }
+}
+
+/// An encrypted copy that does not decrypt to the snapshot it was made from.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the encrypted copy decrypts to {size} bytes with sha256 {sha256}, not the snapshot's \
+     {expected_size} bytes with sha256 {expected_sha256}"
+)]
+pub(crate) struct NotACopy {
+    size: u64,
+    sha256: String,
+    expected_size: u64,
+    expected_sha256: String,
 }

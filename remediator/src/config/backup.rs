@@ -135,8 +135,8 @@ pub(crate) fn resolve(
     }
     let time_zone = setting(own, defaults, own_key, "time_zone", |b| b.time_zone.clone());
     let zone = match &time_zone {
-        Some((name, key)) => zone(Some(name)).unwrap_or_else(|message| {
-            problems.push(key.clone(), message);
+        Some((name, key)) => zone(Some(name)).unwrap_or_else(|err| {
+            problems.push(key.clone(), err.to_string());
             chrono_tz::UTC
         }),
         None => chrono_tz::UTC,
@@ -149,7 +149,7 @@ pub(crate) fn resolve(
                 problems.push(key, "a schedule needs backup.destinations to write to")
             }
             Ok(schedule) => settings.schedule = Some(schedule),
-            Err(message) => problems.push(key, message),
+            Err(err) => problems.push(key, err.to_string()),
         }
     }
     if destinations.is_some_and(|list| !list.is_empty()) {

@@ -136,7 +136,7 @@ pub(crate) fn resolve(
     if let Some((source, key)) = pick!(defrag_rule) {
         match DefragRule::expression(&source) {
             Ok(rule) => settings.defrag_rule = rule,
-            Err(message) => problems.push(key, message),
+            Err(bad) => problems.push(key, bad.to_string()),
         }
     }
     if let Some((timeout, key)) = pick!(defrag_timeout) {
@@ -192,8 +192,8 @@ pub(crate) fn resolve(
     }
 
     let zone = match pick!(time_zone) {
-        Some((name, key)) => zone(Some(&name)).unwrap_or_else(|message| {
-            problems.push(key, message);
+        Some((name, key)) => zone(Some(&name)).unwrap_or_else(|err| {
+            problems.push(key, err.to_string());
             chrono_tz::Tz::UTC
         }),
         None => chrono_tz::Tz::UTC,
@@ -208,7 +208,7 @@ pub(crate) fn resolve(
                     start,
                     duration: window.duration,
                 }),
-                Err(message) => problems.push(format!("{key}[{index}].start"), message),
+                Err(err) => problems.push(format!("{key}[{index}].start"), err.to_string()),
             }
         }
     }
@@ -216,7 +216,7 @@ pub(crate) fn resolve(
     if let Some((schedule, key)) = pick!(schedule) {
         match CronIn::parse(&schedule, zone) {
             Ok(schedule) => settings.schedule = Some(schedule),
-            Err(message) => problems.push(key, message),
+            Err(err) => problems.push(key, err.to_string()),
         }
     }
 

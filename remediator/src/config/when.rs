@@ -11,6 +11,18 @@ use croner::parser::{CronParser, Seconds};
 use croner::Cron;
 use serde::{Serialize, Serializer};
 
+/// A cron expression or a time zone that could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum WhenError {
+    #[error("{source_text:?} is not a cron expression: {error}")]
+    Cron {
+        source_text: String,
+        error: croner::errors::CronError,
+    },
+    #[error("{0:?} is not an IANA time zone such as Europe/Berlin or UTC")]
+    Zone(String),
+}
+
 /// A cron expression in a time zone.
 #[derive(Debug, Clone)]
 pub struct CronIn {
@@ -21,12 +33,15 @@ pub struct CronIn {
 
 impl CronIn {
     /// `Err` says what is wrong with `source`.
-    pub fn parse(source: &str, zone: Tz) -> Result<CronIn, String> {
+    pub fn parse(source: &str, zone: Tz) -> Result<CronIn, WhenError> {
         let cron = CronParser::builder()
             .seconds(Seconds::Optional)
             .build()
             .parse(source)
-            .map_err(|err| format!("{source:?} is not a cron expression: {err}"))?;
+            .map_err(|error| WhenError::Cron {
+                source_text: source.to_string(),
+                error,
+            })?;
         Ok(CronIn {
             cron,
             source: source.to_string(),
@@ -102,12 +117,12 @@ impl Windows {
 }
 
 /// Reads `zone` (an IANA name such as `Europe/Berlin`; `UTC` when absent).
-pub fn zone(name: Option<&str>) -> Result<Tz, String> {
+pub fn zone(name: Option<&str>) -> Result<Tz, WhenError> {
     match name {
         None => Ok(Tz::UTC),
         Some(name) => name
             .parse::<Tz>()
-            .map_err(|_| format!("{name:?} is not an IANA time zone such as Europe/Berlin or UTC")),
+            .map_err(|_| WhenError::Zone(name.to_string())),
     }
 }
 
@@ -172,10 +187,12 @@ mod tests {
         assert!(CronIn::parse("0 3 1 * *", Tz::UTC).is_ok());
         assert!(CronIn::parse("0 22 * * SAT", Tz::UTC).is_ok());
         assert!(CronIn::parse("@monthly", Tz::UTC).is_ok());
-        let err = CronIn::parse("every night", Tz::UTC).unwrap_err();
+        let err = CronIn::parse("every night", Tz::UTC)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("not a cron expression"), "{err}");
         assert!(CronIn::parse("61 * * * *", Tz::UTC).is_err());
-        let err = zone(Some("Mars/Olympus")).unwrap_err();
+        let err = zone(Some("Mars/Olympus")).unwrap_err().to_string();
         assert!(err.contains("IANA time zone"), "{err}");
     }
 

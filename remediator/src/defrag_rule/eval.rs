@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use super::parser::Expr;
-use super::value::{self, OpResult, Value};
+use super::value::{self, EvalError, OpResult, Value};
 
 /// The variables a rule can read, by name.
 pub(super) trait Variables {
@@ -18,7 +18,7 @@ pub(super) fn evaluate(expr: &Expr, variables: &impl Variables) -> OpResult {
         Expr::Literal(value) => Ok(value.clone()),
         Expr::Variable(name) => variables
             .get(name)
-            .ok_or_else(|| format!("uses unknown variable {name}")),
+            .ok_or_else(|| EvalError::UnknownVariable(name.to_string())),
         Expr::Array(items) => items
             .iter()
             .map(eval)
@@ -29,15 +29,11 @@ pub(super) fn evaluate(expr: &Expr, variables: &impl Variables) -> OpResult {
             for (key, value) in members {
                 let (key, value) = (eval(key)?, eval(value)?);
                 let Value::Str(key) = key else {
-                    return Err(format!(
-                        "an object key must be a string, not {}",
-                        key.type_name()
-                    ));
+                    return Err(EvalError::ObjectKey(key.type_name()));
                 };
                 if object.insert(key.clone(), value).is_some() {
-                    return Err(format!(
-                        "the object has the key {:?} twice",
-                        String::from_utf8_lossy(&key)
+                    return Err(EvalError::DuplicateKey(
+                        String::from_utf8_lossy(&key).into_owned(),
                     ));
                 }
             }
@@ -71,9 +67,7 @@ pub(super) fn evaluate(expr: &Expr, variables: &impl Variables) -> OpResult {
             for argument in arguments {
                 eval(argument)?;
             }
-            Err(format!(
-                "calls {name}(); etcd-defrag's rules have no functions (operators only)"
-            ))
+            Err(EvalError::Function(name.to_string()))
         }
     }
 }

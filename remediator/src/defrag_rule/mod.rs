@@ -63,14 +63,16 @@ pub struct Expression {
 }
 
 /// Why a rule cannot be used, with the place in the rule where that shows.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum RuleError {
     #[error("does not parse: {message} (at byte {at})")]
     Lex { at: usize, message: String },
     #[error("does not parse: {message} (at byte {at})")]
     Syntax { at: usize, message: String },
-    #[error("{0}")]
-    Evaluation(String),
+    #[error("uses unknown variable {0}; known: {known}", known = VARIABLES.join(", "))]
+    UnknownVariable(String),
+    #[error(transparent)]
+    Evaluation(#[from] value::EvalError),
     #[error("does not give true or false (it gives {0}); compare something, such as dbSizeFree > 100*1024*1024")]
     NotBoolean(&'static str),
 }
@@ -98,11 +100,22 @@ pub struct Verdict {
     pub reason: String,
 }
 
+/// A rule that does not load; the message starts with the rule, quoted.
+#[derive(Debug, thiserror::Error)]
+#[error("{rule:?} {error}")]
+pub struct BadRule {
+    rule: String,
+    error: RuleError,
+}
+
 impl DefragRule {
     /// Compiles an etcd-defrag rule, or says what is wrong with it (the message starts with
     /// the rule, quoted).
-    pub fn expression(source: &str) -> Result<Self, String> {
-        Self::compile(source).map_err(|err| format!("{source:?} {err}"))
+    pub fn expression(source: &str) -> Result<Self, BadRule> {
+        Self::compile(source).map_err(|error| BadRule {
+            rule: source.to_string(),
+            error,
+        })
     }
 
     fn compile(source: &str) -> Result<Self, RuleError> {
@@ -111,10 +124,7 @@ impl DefragRule {
         }
         let tree = parser::parse(&lexer::tokens(source)?)?;
         if let Some(unknown) = unknown_variable(&tree) {
-            return Err(RuleError::Evaluation(format!(
-                "uses unknown variable {unknown}; known: {}",
-                VARIABLES.join(", ")
-            )));
+            return Err(RuleError::UnknownVariable(unknown.to_string()));
         }
         let rule = DefragRule::Expression(Box::new(Expression {
             source: source.to_string(),
@@ -160,7 +170,7 @@ impl DefragRule {
         let DefragRule::Expression(rule) = self else {
             return Ok(matches!(self, DefragRule::EveryMember));
         };
-        match eval::evaluate(&rule.tree, figures).map_err(RuleError::Evaluation)? {
+        match eval::evaluate(&rule.tree, figures)? {
             Value::Bool(result) => Ok(result),
             other => Err(RuleError::NotBoolean(other.type_name())),
         }

@@ -262,7 +262,7 @@ fn rules_etcd_defrag_refuses_are_refused_with_the_problem_named() {
         ("1 < 2 < 3", "< compares numbers, but got a boolean and a number"),
     ];
     for (rule, expected) in cases {
-        let got = DefragRule::expression(rule).unwrap_err();
+        let got = DefragRule::expression(rule).unwrap_err().to_string();
         assert!(
             got.starts_with(&format!("{rule:?} ")) && got.contains(expected),
             "for {rule:?}: expected {expected:?} in {got:?}"

@@ -21,7 +21,66 @@ pub(super) enum Value {
 }
 
 /// Why an operation has no result; the message says what a rule's author must change.
-pub(super) type OpResult<T = Value> = Result<T, String>;
+pub(super) type OpResult<T = Value> = Result<T, EvalError>;
+
+/// Why a rule has no value on some figures. A type is named as [`Value::type_name`] does.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum EvalError {
+    #[error("{operator} needs true or false, but got {got}")]
+    NotBoolean { operator: String, got: &'static str },
+    #[error("{operator} needs whole numbers, but got {value}, which is not one")]
+    Fraction { operator: String, value: f64 },
+    #[error("{operator} needs whole numbers, but got {got}")]
+    NotWhole { operator: String, got: &'static str },
+    #[error("{operator} needs numbers, but got {a} and {b}")]
+    NotNumbers {
+        operator: String,
+        a: &'static str,
+        b: &'static str,
+    },
+    #[error("{operator} compares numbers, but got {a} and {b}")]
+    NotComparable {
+        operator: String,
+        a: &'static str,
+        b: &'static str,
+    },
+    #[error("+ cannot add {0} and {1}")]
+    CannotAdd(&'static str, &'static str),
+    #[error("unary - needs a number, but got {0}")]
+    CannotNegate(&'static str),
+    #[error("divides by zero")]
+    DivisionByZero,
+    #[error("takes a whole number modulo zero (etcd-defrag crashes on it)")]
+    ModuloZero,
+    #[error("{0} (^ is bitwise XOR in etcd-defrag's rules; ** is the power)")]
+    Xor(Box<EvalError>),
+    #[error("an object key must be a string, not {0}")]
+    ObjectKey(&'static str),
+    #[error("the object has the key {0:?} twice")]
+    DuplicateKey(String),
+    #[error("the object has no member {0:?}")]
+    NoMember(String),
+    #[error("an array index must be a number, not {0}")]
+    ArrayIndex(&'static str),
+    #[error("array index {index} is out of range [0, {len}]")]
+    IndexOutOfRange { index: i64, len: usize },
+    #[error("{0} has no members")]
+    NoMembers(&'static str),
+    #[error("only strings and arrays can be sliced, not {0}")]
+    NotSliceable(&'static str),
+    #[error("slice start {0} is negative")]
+    NegativeStart(i64),
+    #[error("slice end {end} is out of range [0, {len}]")]
+    EndOutOfRange { end: i64, len: usize },
+    #[error("slice start {from} is after its end {to}")]
+    StartAfterEnd { from: i64, to: i64 },
+    #[error("in needs an array on its right, not {0}")]
+    NotAnArray(&'static str),
+    #[error("uses unknown variable {0}")]
+    UnknownVariable(String),
+    #[error("calls {0}(); etcd-defrag's rules have no functions (operators only)")]
+    Function(String),
+}
 
 impl Value {
     pub(super) fn type_name(&self) -> &'static str {
@@ -46,10 +105,10 @@ impl Value {
     pub(super) fn as_bool(&self, operator: &str) -> OpResult<bool> {
         match self {
             Value::Bool(b) => Ok(*b),
-            other => Err(format!(
-                "{operator} needs true or false, but got {}",
-                other.type_name()
-            )),
+            other => Err(EvalError::NotBoolean {
+                operator: operator.to_string(),
+                got: other.type_name(),
+            }),
         }
     }
 
@@ -61,13 +120,14 @@ impl Value {
             Value::Float(f) if f.fract() == 0.0 && (-TWO_TO_63..TWO_TO_63).contains(&f) => {
                 Ok(f as i64)
             }
-            Value::Float(f) => Err(format!(
-                "{operator} needs whole numbers, but got {f}, which is not one"
-            )),
-            ref other => Err(format!(
-                "{operator} needs whole numbers, but got {}",
-                other.type_name()
-            )),
+            Value::Float(f) => Err(EvalError::Fraction {
+                operator: operator.to_string(),
+                value: f,
+            }),
+            ref other => Err(EvalError::NotWhole {
+                operator: operator.to_string(),
+                got: other.type_name(),
+            }),
         }
     }
 }
@@ -113,13 +173,7 @@ pub(super) fn add(a: Value, b: Value) -> OpResult {
             x.extend(y);
             Object(x)
         }
-        (a, b) => {
-            return Err(format!(
-                "+ cannot add {} and {}",
-                a.type_name(),
-                b.type_name()
-            ))
-        }
+        (a, b) => return Err(EvalError::CannotAdd(a.type_name(), b.type_name())),
     })
 }
 
@@ -134,24 +188,20 @@ fn text(value: &Value) -> Option<String> {
 
 /// `-`, `*`, `/`, `%` and `**` between numbers.
 pub(super) fn arithmetic(operator: &str, a: Value, b: Value) -> OpResult {
-    let mismatch = |a: &Value, b: &Value| {
-        format!(
-            "{operator} needs numbers, but got {} and {}",
-            a.type_name(),
-            b.type_name()
-        )
+    let mismatch = |a: &Value, b: &Value| EvalError::NotNumbers {
+        operator: operator.to_string(),
+        a: a.type_name(),
+        b: b.type_name(),
     };
     if let (Value::Int(x), Value::Int(y)) = (&a, &b) {
         let (x, y) = (*x, *y);
         return match operator {
             "-" => Ok(Value::Int(x.wrapping_sub(y))),
             "*" => Ok(Value::Int(x.wrapping_mul(y))),
-            "/" if y == 0 => Err("divides by zero".into()),
+            "/" if y == 0 => Err(EvalError::DivisionByZero),
             "/" => Ok(Value::Int(x.wrapping_div(y))),
             // goval does not check this one: the Go runtime panics and etcd-defrag exits.
-            "%" if y == 0 => {
-                Err("takes a whole number modulo zero (etcd-defrag crashes on it)".into())
-            }
+            "%" if y == 0 => Err(EvalError::ModuloZero),
             "%" => Ok(Value::Int(x.wrapping_rem(y))),
             _ => Ok(power(x as f64, y as f64, true)),
         };
@@ -162,7 +212,7 @@ pub(super) fn arithmetic(operator: &str, a: Value, b: Value) -> OpResult {
     Ok(match operator {
         "-" => Value::Float(x - y),
         "*" => Value::Float(x * y),
-        "/" if y == 0.0 => return Err("divides by zero".into()),
+        "/" if y == 0.0 => return Err(EvalError::DivisionByZero),
         "/" => Value::Float(x / y),
         // Go's math.Mod, like Rust's %, takes the dividend's sign and gives NaN for y = 0.
         "%" => Value::Float(x % y),
@@ -185,10 +235,7 @@ pub(super) fn negate(value: Value) -> OpResult {
     match value {
         Value::Int(i) => Ok(Value::Int(i.wrapping_neg())),
         Value::Float(f) => Ok(Value::Float(-f)),
-        other => Err(format!(
-            "unary - needs a number, but got {}",
-            other.type_name()
-        )),
+        other => Err(EvalError::CannotNegate(other.type_name())),
     }
 }
 
@@ -220,11 +267,11 @@ pub(super) fn compare(operator: &str, a: &Value, b: &Value) -> OpResult<bool> {
         _ => match (a.number(), b.number()) {
             (Some(x), Some(y)) => x.partial_cmp(&y),
             _ => {
-                return Err(format!(
-                    "{operator} compares numbers, but got {} and {}",
-                    a.type_name(),
-                    b.type_name()
-                ))
+                return Err(EvalError::NotComparable {
+                    operator: operator.to_string(),
+                    a: a.type_name(),
+                    b: b.type_name(),
+                })
             }
         },
     };
@@ -240,13 +287,12 @@ pub(super) fn compare(operator: &str, a: &Value, b: &Value) -> OpResult<bool> {
 /// `&`, `|`, `^`, `<<`, `>>` on whole numbers, with Go's shifts: a negative count shifts the
 /// other way, 64 or more clears (or fills with the sign).
 pub(super) fn bits(operator: &str, a: &Value, b: &Value) -> OpResult {
-    let hint = if operator == "^" {
-        " (^ is bitwise XOR in etcd-defrag's rules; ** is the power)"
-    } else {
-        ""
+    let hint = |err: EvalError| match operator {
+        "^" => EvalError::Xor(Box::new(err)),
+        _ => err,
     };
-    let x = a.as_integer(operator).map_err(|err| err + hint)?;
-    let y = b.as_integer(operator).map_err(|err| err + hint)?;
+    let x = a.as_integer(operator).map_err(hint)?;
+    let y = b.as_integer(operator).map_err(hint)?;
     let shift_left = |x: i64, by: u64| if by >= 64 { 0 } else { x << by };
     let shift_right = |x: i64, by: u64| if by >= 64 { x >> 63 } else { x >> by };
     let by = y.unsigned_abs();
@@ -264,34 +310,27 @@ pub(super) fn member(container: &Value, key: &Value) -> OpResult {
     match container {
         Value::Object(object) => {
             let Value::Str(name) = key else {
-                return Err(format!(
-                    "an object key must be a string, not {}",
-                    key.type_name()
-                ));
+                return Err(EvalError::ObjectKey(key.type_name()));
             };
-            object.get(name).cloned().ok_or_else(|| {
-                format!(
-                    "the object has no member {:?}",
-                    String::from_utf8_lossy(name)
-                )
-            })
+            object
+                .get(name)
+                .cloned()
+                .ok_or_else(|| EvalError::NoMember(String::from_utf8_lossy(name).into_owned()))
         }
         Value::Array(array) => {
             let index = match key {
                 Value::Int(_) | Value::Float(_) => key.as_integer("an array index")?,
-                other => {
-                    return Err(format!(
-                        "an array index must be a number, not {}",
-                        other.type_name()
-                    ))
-                }
+                other => return Err(EvalError::ArrayIndex(other.type_name())),
             };
             usize::try_from(index)
                 .ok()
                 .and_then(|i| array.get(i).cloned())
-                .ok_or_else(|| format!("array index {index} is out of range [0, {}]", array.len()))
+                .ok_or(EvalError::IndexOutOfRange {
+                    index,
+                    len: array.len(),
+                })
         }
-        other => Err(format!("{} has no members", other.type_name())),
+        other => Err(EvalError::NoMembers(other.type_name())),
     }
 }
 
@@ -300,23 +339,18 @@ pub(super) fn slice(value: &Value, from: Option<&Value>, to: Option<&Value>) -> 
     let len = match value {
         Value::Str(bytes) => bytes.len(),
         Value::Array(items) => items.len(),
-        other => {
-            return Err(format!(
-                "only strings and arrays can be sliced, not {}",
-                other.type_name()
-            ))
-        }
+        other => return Err(EvalError::NotSliceable(other.type_name())),
     };
     let from = from.map_or(Ok(0), |v| v.as_integer("a slice index"))?;
     let to = to.map_or(Ok(len as i64), |v| v.as_integer("a slice index"))?;
     if from < 0 {
-        return Err(format!("slice start {from} is negative"));
+        return Err(EvalError::NegativeStart(from));
     }
     if to < 0 || to as u64 > len as u64 {
-        return Err(format!("slice end {to} is out of range [0, {len}]"));
+        return Err(EvalError::EndOutOfRange { end: to, len });
     }
     if from > to {
-        return Err(format!("slice start {from} is after its end {to}"));
+        return Err(EvalError::StartAfterEnd { from, to });
     }
     let (from, to) = (from as usize, to as usize);
     Ok(match value {
@@ -330,10 +364,7 @@ pub(super) fn slice(value: &Value, from: Option<&Value>, to: Option<&Value>) -> 
 pub(super) fn contains(array: &Value, item: &Value) -> OpResult<bool> {
     match array {
         Value::Array(items) => Ok(items.iter().any(|candidate| equal(candidate, item))),
-        other => Err(format!(
-            "in needs an array on its right, not {}",
-            other.type_name()
-        )),
+        other => Err(EvalError::NotAnArray(other.type_name())),
     }
 }
 

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::etcd::Etcd;
 use super::Remediator;
-use crate::backup::bucket::{Bucket, Streamed};
+use crate::backup::bucket::{Bucket, StreamError, Streamed};
 use crate::backup::sealing::Sealing;
 use crate::backup::{BackupError, BackupReport, Manifest, RecordedHash};
 use crate::lock::RunLock;
@@ -31,7 +31,8 @@ impl<E: Etcd> Remediator<E> {
         let cluster = self.etcd.cluster();
         let dir = snapshot::cluster_dir(&self.settings.snapshot_dir, cluster);
         snapshot::create_dir(&dir)?;
-        let lock = RunLock::acquire(&dir, cluster).map_err(BackupError::Locked)?;
+        let lock =
+            RunLock::acquire(&dir, cluster).map_err(|err| BackupError::Locked(err.to_string()))?;
         for leftover in snapshot::remove_leftover_parts(&dir, cluster) {
             tracing::warn!(
                 path = %leftover.display(),
@@ -219,7 +220,10 @@ fn streaming_destination(
 /// Waits for the upload beside the stream to complete: the object, not yet counted, or
 /// `None` when there was none or it failed (the saved file is uploaded instead).
 async fn finish_upload(
-    receiving: Option<(String, tokio::task::JoinHandle<Result<Streamed, String>>)>,
+    receiving: Option<(
+        String,
+        tokio::task::JoinHandle<Result<Streamed, StreamError>>,
+    )>,
     cluster: &ClusterName,
 ) -> Option<(String, Streamed)> {
     let (destination, upload) = receiving?;

@@ -19,20 +19,48 @@ pub(super) fn find(status: &ClusterStatus, id: MemberId) -> Option<&EndpointStat
         .find(|s| s.member_id == id)
 }
 
+/// Why a member may not go: the cluster would lose its quorum, or it cannot be told.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(super) enum NoQuorum {
+    #[error("it does not answer Status")]
+    TargetSilent,
+    #[error("the members do not agree on a leader")]
+    NoLeader,
+    #[error(
+        "without it only {healthy} of {voting} voting members are up and caught up, {needed} \
+         are needed ({problems})"
+    )]
+    TooFew {
+        healthy: usize,
+        voting: usize,
+        needed: usize,
+        problems: String,
+    },
+}
+
+/// The keyspace changed while its hashes were taken: they cannot be compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub(super) enum KeyspaceMoved {
+    #[error("a write landed during the check")]
+    Written,
+    #[error("a compaction ran during the check")]
+    Compacted,
+}
+
 /// Whether the voting members other than `target` that answer and have caught up with the
 /// leader still make a quorum. `Ok` carries `target`'s status and a sentence for the record.
 pub(super) fn quorum_without(
     status: &ClusterStatus,
     target: MemberId,
     max_applied_lag: u64,
-) -> Result<(EndpointStatus, String), String> {
+) -> Result<(EndpointStatus, String), NoQuorum> {
     let target_status = find(status, target)
         .cloned()
-        .ok_or_else(|| "it does not answer Status".to_string())?;
+        .ok_or(NoQuorum::TargetSilent)?;
     let leader = status
         .agreed_leader()
         .and_then(|id| find(status, id))
-        .ok_or("the members do not agree on a leader")?;
+        .ok_or(NoQuorum::NoLeader)?;
     let voting: Vec<_> = status.members.iter().filter(|m| !m.is_learner).collect();
     let quorum = voting.len() / 2 + 1;
     let mut healthy = 0;
@@ -66,12 +94,12 @@ pub(super) fn quorum_without(
         voting.len().saturating_sub(1)
     };
     if healthy < needed {
-        return Err(format!(
-            "without it only {healthy} of {} voting members are up and caught up, {needed} are \
-             needed ({})",
-            voting.len(),
-            problems.join(", ")
-        ));
+        return Err(NoQuorum::TooFew {
+            healthy,
+            voting: voting.len(),
+            needed,
+            problems: problems.join(", "),
+        });
     }
     Ok((
         target_status,
@@ -148,19 +176,19 @@ pub(super) fn nospace_blockers(status: &ClusterStatus, threshold: f64) -> Vec<St
 pub(super) fn compare_hashes(
     asked: i64,
     answers: Vec<(MemberRef, HashKv)>,
-) -> Result<HashCheck, String> {
+) -> Result<HashCheck, KeyspaceMoved> {
     let revisions: Vec<i64> = answers
         .iter()
         .map(|(_, a)| if asked == 0 { a.revision } else { asked })
         .collect();
     if revisions.windows(2).any(|w| w[0] != w[1]) {
-        return Err("a write landed during the check".into());
+        return Err(KeyspaceMoved::Written);
     }
     if answers
         .windows(2)
         .any(|w| w[0].1.compact_revision != w[1].1.compact_revision)
     {
-        return Err("a compaction ran during the check".into());
+        return Err(KeyspaceMoved::Compacted);
     }
     let hashes: Vec<(MemberRef, u32)> = answers.into_iter().map(|(m, a)| (m, a.hash)).collect();
     let consistent = hashes.windows(2).all(|w| w[0].1 == w[1].1);
@@ -191,7 +219,9 @@ mod tests {
     #[test]
     fn a_member_goes_only_when_the_others_keep_a_quorum() {
         assert!(quorum_without(&members(3, &[]), MemberId(2), 1000).is_ok());
-        let refused = quorum_without(&members(3, &[3]), MemberId(2), 1000).unwrap_err();
+        let refused = quorum_without(&members(3, &[3]), MemberId(2), 1000)
+            .unwrap_err()
+            .to_string();
         assert!(
             refused.contains("only 1 of 3 voting members are up and caught up, 2 are needed (m3 does not answer)"),
             "{refused}"
@@ -213,7 +243,9 @@ mod tests {
     #[test]
     fn a_member_far_behind_the_leader_does_not_count() {
         // m3 has applied 2 entries fewer than the leader m1 (see the plan tests).
-        let refused = quorum_without(&members(3, &[]), MemberId(2), 1).unwrap_err();
+        let refused = quorum_without(&members(3, &[]), MemberId(2), 1)
+            .unwrap_err()
+            .to_string();
         assert!(refused.contains("m3 is 2 entries behind"), "{refused}");
         assert!(quorum_without(&members(3, &[]), MemberId(2), 2).is_ok());
     }
@@ -285,11 +317,15 @@ mod tests {
         assert!(!differ.consistent);
         // At "latest" (0), members that hashed different revisions saw a write land.
         assert_eq!(
-            compare_hashes(0, vec![(m("a"), kv(7, 9, 3)), (m("b"), kv(7, 10, 3))]).unwrap_err(),
+            compare_hashes(0, vec![(m("a"), kv(7, 9, 3)), (m("b"), kv(7, 10, 3))])
+                .unwrap_err()
+                .to_string(),
             "a write landed during the check"
         );
         assert_eq!(
-            compare_hashes(9, vec![(m("a"), kv(7, 9, 3)), (m("b"), kv(7, 9, 4))]).unwrap_err(),
+            compare_hashes(9, vec![(m("a"), kv(7, 9, 3)), (m("b"), kv(7, 9, 4))])
+                .unwrap_err()
+                .to_string(),
             "a compaction ran during the check"
         );
     }

@@ -68,10 +68,10 @@ impl<E: Etcd> Run<'_, E> {
         let status = self.etcd.collect().await;
         let result = quorum_without(&status, member.id, self.settings.max_applied_lag)
             .map(|(target, detail)| done(target, detail))
-            .map_err(|detail| {
+            .map_err(|refused| {
                 Stop::NoQuorum {
                     member: member.clone(),
-                    detail,
+                    detail: refused.to_string(),
                 }
                 .into()
             });

@@ -9,9 +9,12 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 
+/// Why the run may not go on. The engine only reports it; what it can be is the guard's.
+pub(crate) type NotConfirmed = Box<dyn std::error::Error + Send + Sync>;
+
 /// Confirms, when asked, that the run may go on; `Err` says why not.
 pub trait RunGuard: Send + Sync {
-    fn confirm(&self) -> BoxFuture<'_, Result<(), String>>;
+    fn confirm(&self) -> BoxFuture<'_, Result<(), NotConfirmed>>;
 }
 
 /// A [`RunGuard`] in [`super::RunOptions`].

@@ -82,7 +82,8 @@ impl<E: Etcd> Remediator<E> {
         let kept = async {
             let cluster = self.etcd.cluster().clone();
             let lock_dir = snapshot::cluster_dir(&self.settings.snapshot_dir, &cluster);
-            let _lock = RunLock::acquire(&lock_dir, &cluster).map_err(BackupError::Locked)?;
+            let _lock = RunLock::acquire(&lock_dir, &cluster)
+                .map_err(|err| BackupError::Locked(err.to_string()))?;
             let file = taken
                 .path
                 .file_name()

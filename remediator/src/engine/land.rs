@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::backup::Missed;
 use super::etcd::Etcd;
 use super::Remediator;
-use crate::backup::bucket::{Bucket, Streamed};
+use crate::backup::bucket::{Bucket, StreamError, Streamed};
 use crate::backup::sealing::Sealing;
 use crate::backup::{drill, local, BackupError, Landed, Manifest};
 use crate::snapshot;
@@ -128,17 +128,11 @@ async fn record_streamed(
     manifest: &Manifest,
     backup: &BackupSettings,
     stop: &CancellationToken,
-) -> Result<Landed, String> {
+) -> Result<Landed, StreamError> {
     let verified_by = streamed.record(manifest, stop).await?;
     let bucket = streamed.bucket();
-    let stored_bytes = bucket
-        .stored_size(&manifest.file)
-        .await
-        .map_err(|e| e.to_string())?;
-    let removed = bucket
-        .retention(backup.kept_in(destination))
-        .await
-        .map_err(|e| e.to_string())?;
+    let stored_bytes = bucket.stored_size(&manifest.file).await?;
+    let removed = bucket.retention(backup.kept_in(destination)).await?;
     Ok(Landed {
         destination: destination.name.to_string(),
         kind: destination.kind().into(),

@@ -325,7 +325,11 @@ impl<E: Etcd> Run<'_, E> {
     async fn confirm_still_ours(&self) -> Result<(), RunError> {
         self.check_stop()?;
         if let Some(guard) = &self.guard {
-            guard.0.confirm().await.map_err(RunError::Fenced)?;
+            guard
+                .0
+                .confirm()
+                .await
+                .map_err(|why| RunError::Fenced(why.to_string()))?;
         }
         Ok(())
     }

@@ -45,7 +45,8 @@ impl<E: Etcd> Run<'_, E> {
     /// left behind.
     pub(super) fn lock(&self, dir: &Path) -> Result<RunLock, RunError> {
         snapshot::create_dir(dir).map_err(|err| Refusal::SnapshotDir(err.to_string()))?;
-        let lock = RunLock::acquire(dir, self.etcd.cluster()).map_err(Refusal::Locked)?;
+        let lock = RunLock::acquire(dir, self.etcd.cluster())
+            .map_err(|err| Refusal::Locked(err.to_string()))?;
         for leftover in snapshot::remove_leftover_parts(dir, self.etcd.cluster()) {
             self.warn(format!(
                 "removed {} left by an interrupted run",

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use etcdmedic_cluster::model::ClusterStatus;
 
-use super::decide::compare_hashes;
+use super::decide::{compare_hashes, KeyspaceMoved};
 use super::error::{RunError, Stop};
 use super::etcd::Etcd;
 use super::step::done;
@@ -41,7 +41,7 @@ impl<E: Etcd> Run<'_, E> {
             }
             let moved = match self.hash_check(&status).await {
                 Ok(check) => break check,
-                Err(moved) => moved,
+                Err(not_compared) => not_compared.to_string(),
             };
             if let Err(err) = waiter.missed(&moved, |_, _| {}).await {
                 let last = match err {
@@ -78,11 +78,11 @@ impl<E: Etcd> Run<'_, E> {
     /// HashKV on every voting member at the newest revision all of them have applied, all
     /// at once (each reads the whole keyspace). `Err` when a member cannot answer or the
     /// keyspace moved under the check.
-    async fn hash_check(&self, status: &ClusterStatus) -> Result<HashCheck, String> {
+    async fn hash_check(&self, status: &ClusterStatus) -> Result<HashCheck, NotCompared> {
         let mut members = Vec::new();
         for member in status.members.iter().filter(|m| !m.is_learner) {
             let Some(answer) = member.reachable() else {
-                return Err(format!("{} does not answer Status", member.display_name()));
+                return Err(NotCompared::Silent(member.display_name()));
             };
             members.push((member_ref(member), answer.revision));
         }
@@ -90,7 +90,7 @@ impl<E: Etcd> Run<'_, E> {
             .iter()
             .map(|(_, revision)| *revision)
             .min()
-            .ok_or("no voting member")?;
+            .ok_or(NotCompared::NoVotingMember)?;
         let hash_all = |revision: i64| {
             futures::future::join_all(members.iter().map(move |(member, _)| async move {
                 self.etcd
@@ -114,8 +114,29 @@ impl<E: Etcd> Run<'_, E> {
         let answers = answers
             .into_iter()
             .zip(&members)
-            .map(|(answer, (member, _))| answer.map_err(|err| format!("HashKV on {member}: {err}")))
+            .map(|(answer, (member, _))| {
+                answer.map_err(|source| NotCompared::HashKv {
+                    member: member.clone(),
+                    source,
+                })
+            })
             .collect::<Result<Vec<_>, _>>()?;
-        compare_hashes(asked, answers)
+        Ok(compare_hashes(asked, answers)?)
     }
+}
+
+/// Why the members' keyspaces could not be compared this time.
+#[derive(Debug, thiserror::Error)]
+enum NotCompared {
+    #[error("{0} does not answer Status")]
+    Silent(String),
+    #[error("no voting member")]
+    NoVotingMember,
+    #[error("HashKV on {member}: {source}")]
+    HashKv {
+        member: crate::vocabulary::MemberRef,
+        source: crate::call::CallError,
+    },
+    #[error(transparent)]
+    Moved(#[from] KeyspaceMoved),
 }

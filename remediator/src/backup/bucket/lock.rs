@@ -45,7 +45,25 @@ pub(crate) enum LockError {
         body: String,
     },
     #[error("{what}: the store's answer is not S3's: {detail}")]
-    Answer { what: &'static str, detail: String },
+    Answer {
+        what: &'static str,
+        detail: Unexpected,
+    },
+    #[error("{what}: {url} is not a request URI: {source}")]
+    Uri {
+        what: &'static str,
+        url: Url,
+        source: http::uri::InvalidUri,
+    },
+}
+
+/// What in a store's answer is not what S3 sends.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Unexpected {
+    #[error("{0}")]
+    Configuration(#[from] quick_xml::DeError),
+    #[error("{RETAIN_UNTIL} {0:?} is not a date")]
+    RetainUntil(http::HeaderValue),
 }
 
 /// What the bucket says of Object Lock.
@@ -179,10 +197,10 @@ impl Locker {
             .map_err(|source| LockError::Credentials { what, source })?;
         let mut request = http::Request::new(HttpRequestBody::from(body.clone()));
         *request.method_mut() = method.clone();
-        *request.uri_mut() = url.as_str().parse().map_err(|err| LockError::Answer {
-            what,
-            detail: format!("{url} is not a request URI: {err}"),
-        })?;
+        *request.uri_mut() = match url.as_str().parse() {
+            Ok(uri) => uri,
+            Err(source) => return Err(LockError::Uri { what, url, source }),
+        };
         if !body.is_empty() {
             // S3 wants a checksum of every request that sets a lock.
             let md5 = md5::Md5::digest(&body);
@@ -241,14 +259,13 @@ struct ObjectLockConfiguration {
 }
 
 /// Whether `GetObjectLockConfiguration`'s answer says `Enabled`.
-fn lock_enabled(xml: &str) -> Result<bool, String> {
-    let configuration: ObjectLockConfiguration =
-        quick_xml::de::from_str(xml).map_err(|err| err.to_string())?;
+fn lock_enabled(xml: &str) -> Result<bool, Unexpected> {
+    let configuration: ObjectLockConfiguration = quick_xml::de::from_str(xml)?;
     Ok(configuration.object_lock_enabled.as_deref() == Some("Enabled"))
 }
 
 /// The lock `HEAD` reports: S3 sends both headers for a locked version, neither otherwise.
-fn held(headers: &HeaderMap) -> Result<Option<Held>, String> {
+fn held(headers: &HeaderMap) -> Result<Option<Held>, Unexpected> {
     let Some(until) = headers.get(RETAIN_UNTIL) else {
         return Ok(None);
     };
@@ -256,7 +273,7 @@ fn held(headers: &HeaderMap) -> Result<Option<Held>, String> {
         .to_str()
         .ok()
         .and_then(|text| DateTime::parse_from_rfc3339(text).ok())
-        .ok_or_else(|| format!("{RETAIN_UNTIL} {until:?} is not a date"))?;
+        .ok_or_else(|| Unexpected::RetainUntil(until.clone()))?;
     let mode = match headers.get(LOCK_MODE).and_then(|v| v.to_str().ok()) {
         Some("GOVERNANCE") => Some(LockMode::Governance),
         Some("COMPLIANCE") => Some(LockMode::Compliance),
@@ -302,10 +319,10 @@ mod tests {
                        xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><ObjectLockEnabled>\
                        Enabled</ObjectLockEnabled><Rule><DefaultRetention><Mode>GOVERNANCE\
                        </Mode><Days>1</Days></DefaultRetention></Rule></ObjectLockConfiguration>";
-        assert_eq!(lock_enabled(enabled), Ok(true));
+        assert_eq!(lock_enabled(enabled).ok(), Some(true));
         assert_eq!(
-            lock_enabled("<ObjectLockConfiguration></ObjectLockConfiguration>"),
-            Ok(false)
+            lock_enabled("<ObjectLockConfiguration></ObjectLockConfiguration>").ok(),
+            Some(false)
         );
         assert!(lock_enabled("<html>proxy error").is_err());
     }
@@ -313,7 +330,7 @@ mod tests {
     #[test]
     fn the_head_headers_give_the_lock_or_none() {
         let mut headers = HeaderMap::new();
-        assert_eq!(held(&headers), Ok(None));
+        assert_eq!(held(&headers).ok(), Some(None));
         headers.insert(RETAIN_UNTIL, "2026-12-06T16:51:16.738448Z".parse().unwrap());
         headers.insert(LOCK_MODE, "GOVERNANCE".parse().unwrap());
         let lock = held(&headers).unwrap().unwrap();
@@ -324,6 +341,9 @@ mod tests {
             "2026-12-06T16:51:16.738448Z"
         );
         headers.insert(RETAIN_UNTIL, "tomorrow".parse().unwrap());
-        assert!(held(&headers).unwrap_err().contains("is not a date"));
+        assert!(held(&headers)
+            .unwrap_err()
+            .to_string()
+            .contains("is not a date"));
     }
 }

@@ -25,7 +25,7 @@ mod lock;
 mod open;
 mod streamed;
 
-pub(crate) use streamed::Streamed;
+pub(crate) use streamed::{StreamError, Streamed};
 
 use super::sealing::{produced_matches, Sealing};
 use super::stored::{Encoded, StoredCheck};
@@ -61,9 +61,9 @@ impl Bucket {
         destination: &Destination,
         cluster: &ClusterName,
     ) -> Result<Bucket, BackupError> {
-        let opened = open::open(&destination.target).map_err(|reason| BackupError::Upload {
+        let opened = open::open(&destination.target).map_err(|err| BackupError::Upload {
             destination: destination.name.to_string(),
-            reason,
+            reason: err.to_string(),
         })?;
         let dir = Key::from_iter(
             opened
@@ -171,7 +171,8 @@ impl Bucket {
         stop: &CancellationToken,
     ) -> Result<&'static str, UploadFailure> {
         let key = self.dir.clone().join(manifest.file.as_str());
-        produced_matches(&sent.encoded, manifest).map_err(UploadFailure::Failed)?;
+        produced_matches(&sent.encoded, manifest)
+            .map_err(|err| UploadFailure::Failed(err.to_string()))?;
         // A store whose ETag is not the usual multipart one (encryption with a KMS key, some
         // S3-compatible servers) is confirmed by reading the object back instead.
         let verified_by = if sent.etags.agree() {
@@ -200,7 +201,7 @@ impl Bucket {
         };
         self.lock(&key, manifest)
             .await
-            .map_err(UploadFailure::Failed)?;
+            .map_err(|err| UploadFailure::Failed(err.to_string()))?;
         let json = serde_json::to_vec_pretty(manifest)
             .map_err(|err| UploadFailure::Failed(err.to_string()))?;
         self.store
@@ -209,7 +210,7 @@ impl Bucket {
             .map_err(|err| UploadFailure::Failed(format!("writing the manifest: {err}")))?;
         self.lock(&manifest_key(&key), manifest)
             .await
-            .map_err(UploadFailure::Failed)?;
+            .map_err(|err| UploadFailure::Failed(err.to_string()))?;
         Ok(verified_by)
     }
 
@@ -231,15 +232,15 @@ impl Bucket {
 
     /// With `object_lock`, locks the object at `key` (written for `manifest`'s backup) until
     /// the backup's time plus the lock's days.
-    async fn lock(&self, key: &Key, manifest: &Manifest) -> Result<(), String> {
+    async fn lock(&self, key: &Key, manifest: &Manifest) -> Result<(), NotLocked> {
         let Some(locker) = &self.locker else {
             return Ok(());
         };
         let until = retain_until(manifest.created_at, locker.lock.days);
-        locker
-            .retain(key, until)
-            .await
-            .map_err(|err| format!("{}: {err}", self.key_url(key)))
+        locker.retain(key, until).await.map_err(|source| NotLocked {
+            url: self.key_url(key),
+            source,
+        })
     }
 
     /// Removes the object `file`: what an attempt completed does not count without its
@@ -330,10 +331,8 @@ impl Bucket {
     ) -> Result<(u64, String), UploadFailure> {
         let mut check = StoredCheck::new(manifest.form(), sealing.identities.as_ref())
             .map_err(|err| read_back_failed(err.to_string()))?;
-        self.read_object(key, stop, |bytes| {
-            check.update(bytes).map_err(|e| e.to_string())
-        })
-        .await?;
+        self.read_object(key, stop, |bytes| check.update(bytes))
+            .await?;
         check
             .finish()
             .map_err(|err| read_back_failed(err.to_string()))
@@ -349,18 +348,18 @@ impl Bucket {
         let mut parts = PartDigests::default();
         self.read_object(key, stop, |bytes| {
             parts.update(bytes);
-            Ok(())
+            Ok::<_, std::convert::Infallible>(())
         })
         .await?;
         Ok(parts.etag())
     }
 
     /// Streams the object at `key` through `each`, chunk by chunk.
-    async fn read_object(
+    async fn read_object<E: std::fmt::Display>(
         &self,
         key: &Key,
         stop: &CancellationToken,
-        mut each: impl FnMut(&[u8]) -> Result<(), String>,
+        mut each: impl FnMut(&[u8]) -> Result<(), E>,
     ) -> Result<(), UploadFailure> {
         let mut stream = self
             .store
@@ -373,7 +372,7 @@ impl Bucket {
                 return Err(UploadFailure::Stopped);
             }
             let bytes = bytes.map_err(|err| read_back_failed(err.to_string()))?;
-            each(&bytes).map_err(read_back_failed)?;
+            each(&bytes).map_err(|err| read_back_failed(err.to_string()))?;
         }
         Ok(())
     }
@@ -388,6 +387,14 @@ fn read_back_failed(what: String) -> UploadFailure {
 pub(super) struct Sent {
     etags: Etags,
     encoded: Encoded,
+}
+
+/// An object written that could not be locked.
+#[derive(Debug, thiserror::Error)]
+#[error("{url}: {source}")]
+struct NotLocked {
+    url: String,
+    source: lock::LockError,
 }
 
 enum UploadFailure {

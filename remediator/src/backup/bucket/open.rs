@@ -1,6 +1,7 @@
 //! The `object_store` client of each kind of bucket, with the same retries and timeouts for
 //! all: S3 (and S3-compatible stores), Google Cloud Storage, Azure Blob Storage.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,10 +24,33 @@ pub(super) struct Opened {
     pub(super) locker: Option<Locker>,
 }
 
-/// `Err` names what could not be set up; a local directory is not a bucket.
-pub(super) fn open(target: &Target) -> Result<Opened, String> {
+/// What could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum OpenError {
+    #[error("{} is a directory, not a bucket", .0.display())]
+    NotABucket(PathBuf),
+    #[error("cannot set up the {store} client: {source}")]
+    Client {
+        store: &'static str,
+        source: object_store::Error,
+    },
+    #[error("{url} is not the bucket's URL: {source}")]
+    BucketUrl {
+        url: String,
+        source: url::ParseError,
+    },
+    #[error("cannot set up the Object Lock client: {0}")]
+    Locker(reqwest::Error),
+}
+
+fn client(store: &'static str) -> impl FnOnce(object_store::Error) -> OpenError {
+    move |source| OpenError::Client { store, source }
+}
+
+/// A client for `target`; a local directory is not a bucket.
+pub(super) fn open(target: &Target) -> Result<Opened, OpenError> {
     match target {
-        Target::Local { path } => Err(format!("{} is a directory, not a bucket", path.display())),
+        Target::Local { path } => Err(OpenError::NotABucket(path.clone())),
         Target::S3(s3) => s3_store(s3),
         Target::Gcs(gcs) => gcs_store(gcs),
         Target::Azure(azure) => azure_store(azure),
@@ -48,7 +72,7 @@ fn client_options(endpoint: Option<&str>) -> ClientOptions {
         .with_allow_http(endpoint.is_some_and(|e| e.starts_with("http://")))
 }
 
-fn s3_store(target: &S3Target) -> Result<Opened, String> {
+fn s3_store(target: &S3Target) -> Result<Opened, OpenError> {
     let mut builder = AmazonS3Builder::from_env()
         .with_bucket_name(&target.bucket)
         .with_virtual_hosted_style_request(!target.path_style)
@@ -77,15 +101,11 @@ fn s3_store(target: &S3Target) -> Result<Opened, String> {
         .get_config_value(&AmazonS3ConfigKey::Region)
         .unwrap_or_else(|| "us-east-1".to_string());
     let bucket_url = bucket_url(&builder, &target.bucket, &region);
-    let store = Arc::new(
-        builder
-            .build()
-            .map_err(|err| format!("cannot set up the S3 client: {err}"))?,
-    );
+    let store = Arc::new(builder.build().map_err(client("S3"))?);
     let locker = match target.object_lock {
         Some(lock) => Some(
             Locker::new(Arc::clone(&store), region, bucket_url?, lock)
-                .map_err(|err| format!("cannot set up the Object Lock client: {err}"))?,
+                .map_err(OpenError::Locker)?,
         ),
         None => None,
     };
@@ -99,7 +119,11 @@ fn s3_store(target: &S3Target) -> Result<Opened, String> {
 
 /// The bucket's URL as `object_store` builds it: a virtual-hosted endpoint already names
 /// the bucket, a path-style one is followed by it, and AWS's own follows the region.
-fn bucket_url(builder: &AmazonS3Builder, bucket: &str, region: &str) -> Result<url::Url, String> {
+fn bucket_url(
+    builder: &AmazonS3Builder,
+    bucket: &str,
+    region: &str,
+) -> Result<url::Url, OpenError> {
     let value = |key| builder.get_config_value(&key);
     let virtual_hosted = value(AmazonS3ConfigKey::VirtualHostedStyleRequest)
         .is_some_and(|v| v.eq_ignore_ascii_case("true"));
@@ -110,10 +134,10 @@ fn bucket_url(builder: &AmazonS3Builder, bucket: &str, region: &str) -> Result<u
         (None, true) => format!("https://{bucket}.s3.{region}.amazonaws.com"),
         (None, false) => format!("https://s3.{region}.amazonaws.com/{bucket}"),
     };
-    url::Url::parse(&url).map_err(|err| format!("{url} is not the bucket's URL: {err}"))
+    url::Url::parse(&url).map_err(|source| OpenError::BucketUrl { url, source })
 }
 
-fn gcs_store(target: &GcsTarget) -> Result<Opened, String> {
+fn gcs_store(target: &GcsTarget) -> Result<Opened, OpenError> {
     // Not `from_env`: the only credentials are the configured key or, without one,
     // Application Default Credentials, which the builder finds itself.
     let mut builder = GoogleCloudStorageBuilder::new()
@@ -126,9 +150,7 @@ fn gcs_store(target: &GcsTarget) -> Result<Opened, String> {
     if let Some(key) = &target.service_account {
         builder = builder.with_service_account_key(key.expose());
     }
-    let store = builder
-        .build()
-        .map_err(|err| format!("cannot set up the Google Cloud Storage client: {err}"))?;
+    let store = builder.build().map_err(client("Google Cloud Storage"))?;
     Ok(Opened {
         store: Arc::new(store),
         shown_as: format!("gs://{}", target.bucket),
@@ -137,7 +159,7 @@ fn gcs_store(target: &GcsTarget) -> Result<Opened, String> {
     })
 }
 
-fn azure_store(target: &AzureTarget) -> Result<Opened, String> {
+fn azure_store(target: &AzureTarget) -> Result<Opened, OpenError> {
     let mut builder = MicrosoftAzureBuilder::from_env()
         .with_account(&target.account)
         .with_container_name(&target.container)
@@ -153,9 +175,7 @@ fn azure_store(target: &AzureTarget) -> Result<Opened, String> {
     if let Some(key) = &target.account_key {
         builder = builder.with_access_key(key.expose());
     }
-    let store = builder
-        .build()
-        .map_err(|err| format!("cannot set up the Azure Blob Storage client: {err}"))?;
+    let store = builder.build().map_err(client("Azure Blob Storage"))?;
     Ok(Opened {
         store: Arc::new(store),
         shown_as: format!("{account_url}/{}", target.container),

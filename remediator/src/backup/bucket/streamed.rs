@@ -7,7 +7,30 @@ use tokio_util::sync::CancellationToken;
 use super::etag::{Etags, PartDigests};
 use super::{Bucket, Sent, UploadFailure, PARTS_IN_FLIGHT, PART_SIZE};
 use crate::backup::sealing::Sealing;
-use crate::backup::Manifest;
+use crate::backup::stored::StoredError;
+use crate::backup::{BackupError, Manifest};
+
+/// Why the object uploaded beside the stream does not count; the saved file is uploaded
+/// instead.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum StreamError {
+    #[error(transparent)]
+    Backup(#[from] BackupError),
+    #[error("starting the upload: {0}")]
+    Start(object_store::Error),
+    #[error("uploading a part: {0}")]
+    Part(object_store::Error),
+    #[error("completing the upload: {0}")]
+    Complete(object_store::Error),
+    #[error("encoding: {0}")]
+    Encoding(#[from] StoredError),
+    #[error("streamed {streamed}, not {manifest}")]
+    OtherFile { streamed: String, manifest: String },
+    #[error("{0}")]
+    NotConfirmed(String),
+    #[error("stopped on request")]
+    Stopped,
+}
 
 impl Bucket {
     /// Uploads what arrives on `chunks` as the object `file` while the snapshot streams
@@ -20,37 +43,31 @@ impl Bucket {
         file: String,
         sealing: Sealing,
         stop: CancellationToken,
-    ) -> Result<Streamed, String> {
-        self.ensure_lockable()
-            .await
-            .map_err(|err| err.to_string())?;
+    ) -> Result<Streamed, StreamError> {
+        self.ensure_lockable().await?;
         let key = self.dir.clone().join(file.as_str());
         let upload = self
             .store
             .put_multipart(&key)
             .await
-            .map_err(|err| format!("starting the upload: {err}"))?;
+            .map_err(StreamError::Start)?;
         let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
         let mut parts = PartDigests::default();
         let received = async {
-            let mut encoder = sealing
-                .encoder(false)
-                .map_err(|err| format!("encoding: {err}"))?;
+            let mut encoder = sealing.encoder(false)?;
             while let Some(chunk) = chunks.recv().await {
                 if stop.is_cancelled() {
-                    return Err("stopped on request".to_string());
+                    return Err(StreamError::Stopped);
                 }
                 writer
                     .wait_for_capacity(PARTS_IN_FLIGHT)
                     .await
-                    .map_err(|err| format!("uploading a part: {err}"))?;
-                let stored = encoder
-                    .feed(&chunk)
-                    .map_err(|err| format!("encoding: {err}"))?;
+                    .map_err(StreamError::Part)?;
+                let stored = encoder.feed(&chunk)?;
                 parts.update(stored);
                 writer.write(stored);
             }
-            let (rest, encoded) = encoder.finish().map_err(|err| format!("encoding: {err}"))?;
+            let (rest, encoded) = encoder.finish()?;
             parts.update(&rest);
             writer.write(&rest);
             Ok(encoded)
@@ -86,7 +103,7 @@ impl Bucket {
                 },
                 sealing,
             }),
-            Err(err) => Err(format!("completing the upload: {err}")),
+            Err(err) => Err(StreamError::Complete(err)),
         }
     }
 }
@@ -111,9 +128,12 @@ impl Streamed {
         &self,
         manifest: &Manifest,
         stop: &CancellationToken,
-    ) -> Result<&'static str, String> {
+    ) -> Result<&'static str, StreamError> {
         if manifest.file != self.file {
-            return Err(format!("streamed {}, not {}", self.file, manifest.file));
+            return Err(StreamError::OtherFile {
+                streamed: self.file.clone(),
+                manifest: manifest.file.clone(),
+            });
         }
         match self
             .bucket
@@ -123,11 +143,11 @@ impl Streamed {
             Ok(verified_by) => Ok(verified_by),
             Err(UploadFailure::Failed(reason)) => {
                 self.discard().await;
-                Err(reason)
+                Err(StreamError::NotConfirmed(reason))
             }
             Err(UploadFailure::Stopped) => {
                 self.discard().await;
-                Err("stopped on request".into())
+                Err(StreamError::Stopped)
             }
         }
     }

@@ -164,13 +164,15 @@ impl ConfirmsFirst {
 }
 
 impl crate::engine::guard::RunGuard for ConfirmsFirst {
-    fn confirm(&self) -> futures::future::BoxFuture<'_, Result<(), String>> {
+    fn confirm(
+        &self,
+    ) -> futures::future::BoxFuture<'_, Result<(), crate::engine::guard::NotConfirmed>> {
         let asked = self.asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         Box::pin(async move {
             if asked < self.confirmed {
                 Ok(())
             } else {
-                Err("another replica took the run over".to_string())
+                Err("another replica took the run over".into())
             }
         })
     }

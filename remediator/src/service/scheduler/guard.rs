@@ -8,12 +8,23 @@ use futures::future::BoxFuture;
 use super::super::owner::Owner;
 use super::super::store::StoreError;
 use super::ledger::Ledger;
-use crate::engine::guard::RunGuard;
+use crate::engine::guard::{NotConfirmed, RunGuard};
 
 /// How long a store that does not answer (PostgreSQL restarting) is asked again before the
 /// run stops: shorter than the time a standby needs to take over.
 const CONFIRM_FOR: Duration = Duration::from_secs(5);
 const CONFIRM_EVERY: Duration = Duration::from_millis(500);
+
+/// Why the store does not let the run go on.
+#[derive(Debug, thiserror::Error)]
+enum Fenced {
+    #[error("the state store no longer records run {0} as running: another replica took it over")]
+    TakenOver(i64),
+    #[error("another replica holds the state store ({0})")]
+    LockHeld(String),
+    #[error("the state store did not confirm the run for {seconds}s ({0})", seconds = CONFIRM_FOR.as_secs())]
+    Unconfirmed(StoreError),
+}
 
 pub(super) struct StoreGuard {
     pub(super) ledger: Owner<Ledger>,
@@ -21,7 +32,7 @@ pub(super) struct StoreGuard {
 }
 
 impl RunGuard for StoreGuard {
-    fn confirm(&self) -> BoxFuture<'_, Result<(), String>> {
+    fn confirm(&self) -> BoxFuture<'_, Result<(), NotConfirmed>> {
         Box::pin(async move {
             let deadline = tokio::time::Instant::now() + CONFIRM_FOR;
             loop {
@@ -34,22 +45,14 @@ impl RunGuard for StoreGuard {
                     .and_then(|answer| answer);
                 let why = match asked {
                     Ok(true) => return Ok(()),
-                    Ok(false) => {
-                        return Err(format!(
-                            "the state store no longer records run {run} as running: another \
-                             replica took it over"
-                        ))
-                    }
+                    Ok(false) => return Err(Fenced::TakenOver(run).into()),
                     Err(StoreError::InUse { holder, .. }) => {
-                        return Err(format!("another replica holds the state store ({holder})"))
+                        return Err(Fenced::LockHeld(holder).into())
                     }
-                    Err(err) => err.to_string(),
+                    Err(err) => err,
                 };
                 if tokio::time::Instant::now() >= deadline {
-                    return Err(format!(
-                        "the state store did not confirm the run for {}s ({why})",
-                        CONFIRM_FOR.as_secs()
-                    ));
+                    return Err(Fenced::Unconfirmed(why).into());
                 }
                 tracing::warn!(run, error = %why, "cannot confirm the run with the state store; asking again");
                 tokio::time::sleep(CONFIRM_EVERY).await;

@@ -59,12 +59,14 @@ impl Forwarder {
     }
 
     /// `request` sent to the replica at `base`; its answer, or why there is none.
-    pub(super) async fn forward(&self, base: &str, request: Request) -> Result<Response, String> {
+    pub(super) async fn forward(
+        &self,
+        base: &str,
+        request: Request,
+    ) -> Result<Response, NotForwarded> {
         let (parts, body) = request.into_parts();
         if parts.headers.contains_key(FORWARDED) {
-            return Err(
-                "it was forwarded here by another standby; the lock is changing hands".into(),
-            );
+            return Err(NotForwarded::Loop);
         }
         let Ok(body) = axum::body::to_bytes(body, self.max_body_bytes).await else {
             return Ok(error(
@@ -90,10 +92,10 @@ impl Forwarder {
                 outgoing = outgoing.header(name.clone(), value.clone());
             }
         }
-        let answer = outgoing.send().await.map_err(|err| describe(&err))?;
+        let answer = outgoing.send().await?;
         let status = answer.status();
         let headers = answer.headers().clone();
-        let body = answer.bytes().await.map_err(|err| describe(&err))?;
+        let body = answer.bytes().await?;
         let mut response = (status, Body::from(body)).into_response();
         for name in RESPONSE_HEADERS {
             for value in headers.get_all(&name) {
@@ -102,6 +104,15 @@ impl Forwarder {
         }
         Ok(response)
     }
+}
+
+/// Why a request could not be forwarded to the active replica.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum NotForwarded {
+    #[error("it was forwarded here by another standby; the lock is changing hands")]
+    Loop,
+    #[error("{}", describe(.0))]
+    Failed(#[from] reqwest::Error),
 }
 
 /// reqwest's error with its causes: its own text alone is "error sending request".
