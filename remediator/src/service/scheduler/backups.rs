@@ -5,7 +5,7 @@
 //! pause backups: a paused service is exactly when a restorable backup matters.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use super::super::backups::{BackupFilter, BackupRecord, BackupSource};
 use super::super::store::StoreError;
@@ -30,7 +30,7 @@ impl Scheduler {
         let name = cluster.to_string();
         let decision = self
             .on_ledger(move |ledger| {
-                ledger.request_backup(&name, BackupSource::Api, SystemTime::now())
+                ledger.request_backup(&name, BackupSource::Api, ledger.rules.clock.now())
             })
             .await?;
         self.wake.notify_one();
@@ -47,7 +47,7 @@ impl Scheduler {
         loop {
             let start = self
                 .ledger
-                .call(|ledger| ledger.next_backup(SystemTime::now()))
+                .call(|ledger| ledger.next_backup(ledger.rules.clock.now()))
                 .await;
             let Ok(Some(start)) = start else { return };
             let scheduler = self.clone();
@@ -62,7 +62,7 @@ impl Scheduler {
             source,
             requested_at,
         } = start;
-        let started_at = SystemTime::now();
+        let started_at = self.clock.now();
         let result = match self.targets.get(&cluster) {
             Some(target) => {
                 let settings = &target.config.backup;

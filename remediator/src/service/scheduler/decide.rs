@@ -76,6 +76,7 @@ impl Ledger {
         }
         let mut slot = self.slots.get(cluster).cloned().unwrap_or_default();
         let cooldown = self.rules.cooldown;
+        let now = self.rules.clock.now();
         let decision = in_transaction(self.store.as_mut(), |tx| {
             if let Some(running) = &slot.running {
                 return Ok(joined(
@@ -93,7 +94,7 @@ impl Ledger {
             let cooldown_until = if dry_run {
                 None
             } else {
-                cooldown_until(tx.last_work_finished(cluster)?, cooldown)
+                cooldown_until(tx.last_work_finished(cluster)?, cooldown, now)
             };
             let run = NewRun {
                 cluster,
@@ -234,7 +235,7 @@ impl Rules {
             if let Some((run, Some(finished))) =
                 tx.episode_run(&alert.identity(), &alert.starts_at)?
             {
-                if finished + self.cooldown > SystemTime::now() {
+                if finished + self.cooldown > self.clock.now() {
                     return Ok(ignored(
                         "duplicate",
                         format!(
@@ -250,14 +251,18 @@ impl Rules {
         let trigger = format!("alertmanager: {}", alert.name().unwrap_or(""));
         let window = match urgent {
             true => None,
-            false => self.window_wait(cluster, SystemTime::now()),
+            false => self.window_wait(cluster, self.clock.now()),
         };
         let run = NewRun {
             cluster,
             source: RunSource::Alertmanager,
             dry_run: self.observe,
             trigger: &trigger,
-            cooldown_until: cooldown_until(tx.last_work_finished(cluster)?, self.cooldown),
+            cooldown_until: cooldown_until(
+                tx.last_work_finished(cluster)?,
+                self.cooldown,
+                self.clock.now(),
+            ),
             not_before: window,
             retry_of: None,
         };

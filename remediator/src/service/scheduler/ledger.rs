@@ -16,6 +16,7 @@ use super::super::store::{
     in_transaction, interrupt_unfinished, InterruptedRun, NewRun, RunDetail, RunSource, StateStore,
     StoreResult,
 };
+use super::clock::Clock;
 use super::{ClusterQueue, DISPATCH_EVERY};
 use crate::forecast::{History, HISTORY_RUNS};
 use crate::report::{Outcome, RunReport};
@@ -40,6 +41,8 @@ pub(super) struct Rules {
     pub schedules: BTreeMap<String, CronIn>,
     /// Each cluster's `backup.schedule`.
     pub backup_schedules: BTreeMap<String, CronIn>,
+    /// What "now" is to every decision.
+    pub clock: Clock,
 }
 
 impl Rules {
@@ -190,7 +193,7 @@ impl Ledger {
                 slots.entry(cluster.clone()).or_default().recovering = true;
             }
         }
-        let next_scheduled = schedule::first_times(&rules.schedules, SystemTime::now());
+        let next_scheduled = schedule::first_times(&rules.schedules, rules.clock.now());
         let ledger = Ledger {
             store,
             slots,
@@ -333,11 +336,12 @@ impl Ledger {
         {
             return;
         }
-        let at = SystemTime::now() + self.rules.retry_after_refusal;
+        let at = self.rules.clock.now() + self.rules.retry_after_refusal;
         let retry_of = refused.retry_of.unwrap_or(refused.id);
         let cooldown = self.rules.cooldown;
+        let now = self.rules.clock.now();
         let recorded = in_transaction(self.store.as_mut(), |tx| {
-            let cooldown_until = cooldown_until(tx.last_work_finished(cluster)?, cooldown);
+            let cooldown_until = cooldown_until(tx.last_work_finished(cluster)?, cooldown, now);
             let run = NewRun {
                 cluster,
                 source: RunSource::Alertmanager,
@@ -430,7 +434,7 @@ impl Ledger {
                         .rules
                         .windows
                         .get(cluster)
-                        .and_then(|w| w.next_open(SystemTime::now()))
+                        .and_then(|w| w.next_open(self.rules.clock.now()))
                         .map(|at| humantime::format_rfc3339_seconds(at).to_string()),
                     next_scheduled_run: self
                         .next_scheduled
@@ -455,8 +459,9 @@ impl Ledger {
 pub(super) fn cooldown_until(
     last_work_finished: Option<SystemTime>,
     cooldown: Duration,
+    now: SystemTime,
 ) -> Option<SystemTime> {
     last_work_finished
         .map(|finished| finished + cooldown)
-        .filter(|until| *until > SystemTime::now())
+        .filter(|until| *until > now)
 }

@@ -19,6 +19,7 @@
 #[cfg(test)]
 mod backup_tests;
 mod backups;
+mod clock;
 mod decide;
 mod engine;
 mod guard;
@@ -47,6 +48,7 @@ use super::payload::{AlertStatus, Payload};
 use super::settings::ServiceSettings;
 use super::store::{self, InterruptedRun, RunDetail, RunFilter, RunSummary, StoreError};
 use crate::Remediator;
+use clock::Clock;
 use engine::ClusterEngine;
 use ledger::{Ledger, Rules};
 
@@ -159,6 +161,7 @@ pub struct Scheduler {
     guarded: bool,
     /// `remediator.mode`; in `observe` no run changes etcd, whenever it was queued.
     mode: ServiceMode,
+    clock: Clock,
 }
 
 impl Scheduler {
@@ -175,20 +178,21 @@ impl Scheduler {
         metrics: Arc<Metrics>,
         stop: CancellationToken,
     ) -> Result<(Arc<Scheduler>, Vec<InterruptedRun>), super::Error> {
-        Self::open_with(clusters, settings, metrics, stop, |cluster| {
+        let engine_of = |cluster: &ManagedCluster| -> Result<Arc<dyn ClusterEngine>, _> {
             let remediator = Remediator::new(cluster.clone()).map_err(super::Error::Cluster)?;
             Ok(Arc::new(remediator))
-        })
-        .await
+        };
+        Self::open_with(clusters, settings, metrics, stop, Clock::System, engine_of).await
     }
 
-    /// [`open`](Self::open) with each cluster's engine made by `engine_of` (a scripted one in
-    /// the scheduler's scenario tests).
+    /// [`open`](Self::open) on `clock` with each cluster's engine made by `engine_of` (a
+    /// scripted one on tokio's paused clock in the scheduler's scenario tests).
     async fn open_with(
         clusters: &[ManagedCluster],
         settings: &ServiceSettings,
         metrics: Arc<Metrics>,
         stop: CancellationToken,
+        clock: Clock,
         engine_of: impl Fn(&ManagedCluster) -> Result<Arc<dyn ClusterEngine>, super::Error>,
     ) -> Result<(Arc<Scheduler>, Vec<InterruptedRun>), super::Error> {
         // Before the store: PostgreSQL's client dropped on this (async) thread would panic.
@@ -225,8 +229,9 @@ impl Scheduler {
                 .iter()
                 .filter_map(|c| Some((c.name.to_string(), c.backup.schedule.clone()?)))
                 .collect(),
+            clock: clock.clone(),
         };
-        let now = std::time::SystemTime::now();
+        let now = clock.now();
         let unreadable = metrics.store_unreadable();
         // Where standbys forward to, sealed so that they trust it (see `standby`).
         let key = super::standby::AnnouncementKey::of(&settings.auth);
@@ -294,6 +299,7 @@ impl Scheduler {
             tasks: TaskTracker::new(),
             guarded: settings.postgres.is_some(),
             mode: settings.mode,
+            clock,
         });
         Ok((scheduler, opened.interrupted))
     }

@@ -33,7 +33,7 @@ impl Scheduler {
             self.publish_schedules().await;
             let next_look = self
                 .ledger
-                .call(|ledger| ledger.next_look(SystemTime::now()))
+                .call(|ledger| ledger.next_look(ledger.rules.clock.now()))
                 .await
                 .unwrap_or(DISPATCH_EVERY);
             tokio::select! {
@@ -46,7 +46,7 @@ impl Scheduler {
 
     /// Each windowed cluster's next window opening, for `/metrics`.
     fn publish_windows(&self) {
-        let now = SystemTime::now();
+        let now = self.clock.now();
         for (cluster, target) in &self.targets {
             if let Some(open) = target.config.remediation.windows.next_open(now) {
                 self.metrics.set_next_window(cluster, open);
@@ -78,7 +78,7 @@ impl Scheduler {
             return None;
         }
         self.ledger
-            .call(|ledger| ledger.next_start(SystemTime::now()))
+            .call(|ledger| ledger.next_start(ledger.rules.clock.now()))
             .await
             .unwrap_or_else(|err| {
                 tracing::error!(error = %err, "cannot look at the queue");

@@ -24,6 +24,8 @@ struct Scripted {
     dry_runs: AtomicUsize,
     /// Waits until every member serves reads (after a restart).
     waits: AtomicUsize,
+    /// How many runs from now are refused (before changing anything) rather than run.
+    refusals: AtomicUsize,
 }
 
 impl ClusterEngine for Scripted {
@@ -53,17 +55,27 @@ impl ClusterEngine for Scripted {
         _: &'a Events,
         _: &'a CancellationToken,
     ) -> BoxFuture<'a, RunReport> {
-        match options.dry_run {
-            true => self.dry_runs.fetch_add(1, Ordering::SeqCst),
-            false => self.runs.fetch_add(1, Ordering::SeqCst),
+        let refused = self
+            .refusals
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        match (refused, options.dry_run) {
+            (true, _) => 0,
+            (false, true) => self.dry_runs.fetch_add(1, Ordering::SeqCst),
+            (false, false) => self.runs.fetch_add(1, Ordering::SeqCst),
         };
-        let report = RunReport::ended(
+        let (outcome, reason) = match refused {
+            true => (Outcome::Failed, "refused: member m2 is not answering"),
+            false => (Outcome::Succeeded, "scripted"),
+        };
+        let mut report = RunReport::ended(
             "a",
             &options.trigger,
             options.dry_run,
-            Outcome::Succeeded,
-            "scripted".into(),
+            outcome,
+            reason.into(),
         );
+        report.refused = refused;
         Box::pin(async move { report })
     }
 
@@ -91,40 +103,60 @@ async fn dispatching(
     remediator: &str,
     engine: Arc<Scripted>,
 ) -> (Arc<Scheduler>, CancellationToken) {
+    dispatching_with(dir, remediator, "", engine).await
+}
+
+/// [`dispatching`] with `cluster` lines in cluster `a`'s entry.
+async fn dispatching_with(
+    dir: &std::path::Path,
+    remediator: &str,
+    cluster: &str,
+    engine: Arc<Scripted>,
+) -> (Arc<Scheduler>, CancellationToken) {
     std::fs::write(dir.join("token"), "t").unwrap();
     let yaml = format!(
         "remediator:\n{remediator}  state_path: {}\n  auth: {{bearer_token_file: token}}\n\
-         clusters:\n  - name: a\n    endpoints: [http://127.0.0.1:1]\n",
+         clusters:\n  - name: a\n    endpoints: [http://127.0.0.1:1]\n{cluster}",
         dir.join("state.sqlite").display()
     );
     let config = Config::from_yaml(&yaml, &dir.join("c.yaml")).unwrap();
     let settings = ServiceSettings::from_config(&config, None).unwrap();
     let metrics = Arc::new(Metrics::new(&["a".to_string()]));
     let stop = CancellationToken::new();
-    let (scheduler, interrupted) =
-        Scheduler::open_with(&config.clusters, &settings, metrics, stop.clone(), |_| {
-            Ok(engine.clone() as Arc<dyn ClusterEngine>)
-        })
-        .await
-        .unwrap();
+    let (scheduler, interrupted) = Scheduler::open_with(
+        &config.clusters,
+        &settings,
+        metrics,
+        stop.clone(),
+        Clock::following_tokio(),
+        |_| Ok(engine.clone() as Arc<dyn ClusterEngine>),
+    )
+    .await
+    .unwrap();
     scheduler.recover(interrupted);
     tokio::spawn(scheduler.clone().dispatch());
     (scheduler, stop)
 }
 
-/// Sends one firing alert of its own episode (`fingerprint`) for cluster `a`.
+/// Sends one firing NOSPACE alert of its own episode (`fingerprint`) for cluster `a`.
 async fn alert(scheduler: &Scheduler, fingerprint: &str) {
+    alert_named(scheduler, fingerprint, "EtcdmedicNoSpaceAlarm").await
+}
+
+/// Sends one firing alert `alertname` of its own episode (`fingerprint`) for cluster `a`.
+async fn alert_named(scheduler: &Scheduler, fingerprint: &str, alertname: &str) {
     let body = json!({"version": "4", "groupKey": "g", "status": "firing", "receiver": "r",
         "alerts": [{"status": "firing", "fingerprint": fingerprint,
             "startsAt": format!("2026-11-21T07:00:0{}Z", fingerprint.len() % 10),
-            "labels": {"alertname": "EtcdmedicNoSpaceAlarm", "etcd_cluster": "a"}}]});
+            "labels": {"alertname": alertname, "etcd_cluster": "a"}}]});
     let payload = super::super::payload::parse(body.to_string().as_bytes()).unwrap();
     scheduler.accept(payload).await.unwrap();
 }
 
-/// The finished runs, newest first, once there are `count` of them (within 10 s).
+/// The finished runs, newest first, once there are `count` of them (within 10 s of the
+/// machine's time: tokio's may be paused and moved on by the test).
 async fn finished(scheduler: &Scheduler, count: usize) -> Vec<RunSummary> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
         let all = RunFilter {
             limit: 10,
@@ -136,7 +168,7 @@ async fn finished(scheduler: &Scheduler, count: usize) -> Vec<RunSummary> {
             return done;
         }
         assert!(
-            tokio::time::Instant::now() < deadline,
+            std::time::Instant::now() < deadline,
             "{} runs finished, not {count}",
             done.len()
         );
@@ -260,5 +292,93 @@ async fn after_a_restart_that_interrupted_a_run_the_members_are_waited_for_befor
         "{:?}",
         detail.summary.reason
     );
+    stop.cancel();
+}
+
+/// A refused run changed nothing and starts no cooldown: while its alerts fire, the
+/// dispatcher runs it again once retry_after_refusal has passed, and not before.
+#[tokio::test(start_paused = true)]
+async fn a_refused_run_runs_again_after_retry_after_refusal_while_its_alerts_fire() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Arc::new(Scripted::default());
+    engine.refusals.store(1, Ordering::SeqCst);
+    let remediator = "  cooldown: 1h\n  retry_after_refusal: 10m\n";
+    let (scheduler, stop) = dispatching(dir.path(), remediator, engine.clone()).await;
+    alert(&scheduler, "first").await;
+    let refused = finished(&scheduler, 1).await.remove(0);
+    assert_eq!(refused.outcome, Some(Outcome::Failed), "{refused:?}");
+    assert_eq!(engine.runs.load(Ordering::SeqCst), 0);
+
+    let queue = scheduler.queues().await.unwrap().remove(0);
+    let retry = queue.queued_run.expect("a retry is queued");
+    // Nine minutes on, the retry still waits.
+    tokio::time::advance(Duration::from_secs(9 * 60)).await;
+    assert!(
+        scheduler.next_start().await.is_none(),
+        "the retry is due before retry_after_refusal"
+    );
+    assert_eq!(scheduler.queues().await.unwrap()[0].queued_run, Some(retry));
+    assert_eq!(engine.runs.load(Ordering::SeqCst), 0);
+
+    // Past ten minutes it runs, inside what would be the cooldown had the refusal done work.
+    tokio::time::advance(Duration::from_secs(61)).await;
+    let runs = finished(&scheduler, 2).await;
+    assert_eq!(runs[0].id, retry);
+    assert_eq!(runs[0].outcome, Some(Outcome::Succeeded), "{:?}", runs[0]);
+    assert_eq!(runs[0].retry_of, Some(refused.id));
+    assert_eq!(engine.runs.load(Ordering::SeqCst), 1);
+    stop.cancel();
+}
+
+/// Outside its maintenance windows a cluster's fragmentation run waits for the next opening
+/// and starts when the clock reaches it, while a NOSPACE alert runs at once.
+#[tokio::test(start_paused = true)]
+async fn a_run_outside_the_windows_waits_for_the_opening_and_nospace_does_not() {
+    use chrono::{DateTime, Timelike, Utc};
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Arc::new(Scripted::default());
+    // A daily window that opens two hours from now, for an hour.
+    let opens = DateTime::<Utc>::from(std::time::SystemTime::now() + Duration::from_secs(7200));
+    let cluster = format!(
+        "    remediation:\n      windows: [{{start: \"{} {} {} * * *\", duration: 1h}}]\n",
+        opens.second(),
+        opens.minute(),
+        opens.hour()
+    );
+    let (scheduler, stop) =
+        dispatching_with(dir.path(), "  cooldown: 0s\n", &cluster, engine.clone()).await;
+
+    alert_named(&scheduler, "frag", "EtcdmedicDatabaseHighFragmentation").await;
+    let queue = scheduler.queues().await.unwrap().remove(0);
+    assert!(queue.waiting_for_window, "{queue:?}");
+    tokio::time::advance(Duration::from_secs(7200 - 60)).await;
+    assert!(
+        scheduler.next_start().await.is_none(),
+        "due before the window opens"
+    );
+    assert_eq!(
+        engine.runs.load(Ordering::SeqCst),
+        0,
+        "ran before the window"
+    );
+
+    // NOSPACE does not wait: it joins the queued run, which starts now.
+    alert(&scheduler, "nospace").await;
+    let runs = finished(&scheduler, 1).await;
+    assert_eq!(runs[0].outcome, Some(Outcome::Succeeded), "{:?}", runs[0]);
+    assert_eq!(engine.runs.load(Ordering::SeqCst), 1);
+
+    // The next fragmentation run waits for the window, and starts once it has opened.
+    alert_named(
+        &scheduler,
+        "frag-again",
+        "EtcdmedicDatabaseHighFragmentation",
+    )
+    .await;
+    assert!(scheduler.queues().await.unwrap()[0].waiting_for_window);
+    tokio::time::advance(Duration::from_secs(120)).await;
+    let runs = finished(&scheduler, 2).await;
+    assert_eq!(runs[0].outcome, Some(Outcome::Succeeded), "{:?}", runs[0]);
+    assert_eq!(engine.runs.load(Ordering::SeqCst), 2);
     stop.cancel();
 }

@@ -71,7 +71,7 @@ impl Ledger {
         let cooldown = self.rules.cooldown;
         let observe = self.rules.observe;
         let recorded = in_transaction(self.store.as_mut(), |tx| {
-            let cooldown_until = cooldown_until(tx.last_work_finished(cluster)?, cooldown);
+            let cooldown_until = cooldown_until(tx.last_work_finished(cluster)?, cooldown, now);
             let run = NewRun {
                 cluster,
                 source: RunSource::Schedule,
