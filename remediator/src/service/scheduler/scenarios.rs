@@ -26,6 +26,40 @@ struct Scripted {
     waits: AtomicUsize,
     /// How many runs from now are refused (before changing anything) rather than run.
     refusals: AtomicUsize,
+    /// What the cluster was asked to do, in order: `run`, `run ended`, `backup`, `backup
+    /// ended`.
+    calls: std::sync::Mutex<Vec<&'static str>>,
+    /// Each run and backup takes a permit before it ends: none, and they wait for the test.
+    permits: Option<tokio::sync::Semaphore>,
+}
+
+impl Scripted {
+    /// A cluster whose runs and backups end only when the test lets them ([`Self::release`]).
+    fn held() -> Scripted {
+        Scripted {
+            permits: Some(tokio::sync::Semaphore::new(0)),
+            ..Scripted::default()
+        }
+    }
+
+    fn release(&self) {
+        if let Some(permits) = &self.permits {
+            permits.add_permits(1);
+        }
+    }
+
+    fn calls(&self) -> Vec<&'static str> {
+        self.calls.lock().unwrap().clone()
+    }
+
+    /// Records `call`, waits for a permit when held, then records its end.
+    async fn hold(&self, call: &'static str, ended: &'static str) {
+        self.calls.lock().unwrap().push(call);
+        if let Some(permits) = &self.permits {
+            permits.acquire().await.unwrap().forget();
+        }
+        self.calls.lock().unwrap().push(ended);
+    }
 }
 
 impl ClusterEngine for Scripted {
@@ -76,7 +110,10 @@ impl ClusterEngine for Scripted {
             reason.into(),
         );
         report.refused = refused;
-        Box::pin(async move { report })
+        Box::pin(async move {
+            self.hold("run", "run ended").await;
+            report
+        })
     }
 
     fn backup<'a>(
@@ -84,7 +121,10 @@ impl ClusterEngine for Scripted {
         _: &'a BackupSettings,
         _: &'a CancellationToken,
     ) -> BoxFuture<'a, Result<BackupReport, BackupError>> {
-        Box::pin(async { Err(BackupError::NoMember) })
+        Box::pin(async move {
+            self.hold("backup", "backup ended").await;
+            Err(BackupError::NoMember)
+        })
     }
 
     fn wait_until_members_serve_reads<'a>(
@@ -380,5 +420,109 @@ async fn a_run_outside_the_windows_waits_for_the_opening_and_nospace_does_not() 
     let runs = finished(&scheduler, 2).await;
     assert_eq!(runs[0].outcome, Some(Outcome::Succeeded), "{:?}", runs[0]);
     assert_eq!(engine.runs.load(Ordering::SeqCst), 2);
+    stop.cancel();
+}
+
+/// Polls `calls` until it is `expected` (within 10 s of the machine's time).
+async fn calls_become(engine: &Scripted, expected: &[&str]) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while engine.calls() != expected {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "calls {:?}, not {expected:?}",
+            engine.calls()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// One cluster never has a run and a backup at once: a backup asked for during a run starts
+/// when the run ends, and a run asked for during a backup when the backup ends.
+#[tokio::test]
+async fn a_backup_waits_for_the_clusters_run_and_a_run_for_its_backup() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Arc::new(Scripted::held());
+    let cluster = "    backup:\n      destinations: [{name: d, kind: local, path: backups}]\n";
+    let (scheduler, stop) =
+        dispatching_with(dir.path(), "  cooldown: 0s\n", cluster, engine.clone()).await;
+
+    alert(&scheduler, "first").await;
+    calls_become(&engine, &["run"]).await;
+    let decision = scheduler.request_backup("a").await.unwrap();
+    assert_eq!(decision.action, "queued");
+    assert!(
+        decision
+            .reason
+            .contains("a run of a is under way; the backup follows it"),
+        "{decision:?}"
+    );
+    let now = std::time::SystemTime::now();
+    let started = scheduler
+        .ledger
+        .call(move |ledger| ledger.next_backup(now).is_some())
+        .await
+        .unwrap();
+    assert!(!started, "the backup may start during the run");
+    engine.release();
+    calls_become(&engine, &["run", "run ended", "backup"]).await;
+
+    // During the backup, a run waits for it.
+    alert(&scheduler, "second-episode").await;
+    assert!(
+        scheduler.next_start().await.is_none(),
+        "the run may start during the backup"
+    );
+    engine.release();
+    calls_become(
+        &engine,
+        &["run", "run ended", "backup", "backup ended", "run"],
+    )
+    .await;
+    engine.release();
+    assert_eq!(finished(&scheduler, 2).await.len(), 2);
+    stop.cancel();
+}
+
+/// The replicas' guard: a run is confirmed before each change while the shared store still
+/// records it running, and refused once it does not (another replica marked it interrupted
+/// when it took the store over), naming why.
+#[tokio::test]
+async fn the_run_guard_confirms_a_running_run_and_refuses_one_the_store_no_longer_runs() {
+    use crate::engine::guard::RunGuard;
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Arc::new(Scripted::held());
+    let (scheduler, stop) = dispatching(dir.path(), "  cooldown: 0s\n", engine.clone()).await;
+    alert(&scheduler, "first").await;
+    calls_become(&engine, &["run"]).await;
+    let id = scheduler.queues().await.unwrap()[0]
+        .running_run
+        .expect("a run under way");
+    let guard = super::guard::StoreGuard {
+        ledger: scheduler.ledger.clone(),
+        run: id,
+    };
+    guard.confirm().await.expect("a running run is confirmed");
+
+    // What a replica taking the store over does to the runs it finds running.
+    let report = RunReport::ended("a", "t", false, Outcome::Interrupted, "taken over".into());
+    scheduler
+        .ledger
+        .call(move |ledger| {
+            store::in_transaction(ledger.store.as_mut(), |tx| tx.finish(id, &report))
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    let refused = guard
+        .confirm()
+        .await
+        .expect_err("a finished run is confirmed");
+    assert!(
+        refused.to_string().contains(&format!(
+            "no longer records run {id} as running: another replica took it over"
+        )),
+        "{refused}"
+    );
+    engine.release();
     stop.cancel();
 }
