@@ -14,6 +14,7 @@
 //! - this file: what is stored and read, and the two traits.
 //! - `sqlite`: the SQLite file, its lock, its transactions.
 //! - `postgresql`: the database, its advisory lock, prepared statements, its transactions.
+//! - `statements`: every statement both backends run, written once.
 //! - `schema`: the SQLite file's identity, the schema versions and their migrations
 //!   (PostgreSQL's are in `postgresql/schema.rs`).
 //! - `rows`: reading rows back, typed, unreadable ones counted.
@@ -33,6 +34,7 @@ pub(super) mod postgresql;
 mod rows;
 mod schema;
 pub(super) mod sqlite;
+mod statements;
 #[cfg(test)]
 mod suite;
 #[cfg(test)]

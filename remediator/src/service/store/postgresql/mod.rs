@@ -13,6 +13,7 @@ use postgres::{Client, Row};
 use prometheus_client::metrics::counter::Counter;
 
 use super::rows::{Columns, Rows, Unreadable, RUN_COLUMNS};
+use super::statements::{self, Statement};
 use super::{AlertRecord, RunSummary, StoreError, StoreResult};
 use crate::report::RunReport;
 use crate::service::settings::PostgresSettings;
@@ -154,10 +155,10 @@ impl PostgresStore {
 
     fn select_runs(
         &mut self,
-        condition: &str,
+        condition: Statement,
         parameters: &[&(dyn postgres::types::ToSql + Sync)],
     ) -> StoreResult<Vec<RunSummary>> {
-        let sql = format!("SELECT {RUN_COLUMNS} FROM runs {condition}");
+        let sql = format!("SELECT {RUN_COLUMNS} FROM runs {}", condition.postgres());
         let rows = self.with_client(Again::Safe, |client| client.query(&sql, parameters))?;
         Ok(rows
             .iter()
@@ -167,10 +168,13 @@ impl PostgresStore {
 
     fn select_reports(
         &mut self,
-        condition: &str,
+        condition: Statement,
         parameters: &[&(dyn postgres::types::ToSql + Sync)],
     ) -> StoreResult<Vec<RunReport>> {
-        let sql = format!("SELECT id, report, report_format FROM runs {condition}");
+        let sql = format!(
+            "SELECT id, report, report_format FROM runs {}",
+            condition.postgres()
+        );
         let rows = self.with_client(Again::Safe, |client| client.query(&sql, parameters))?;
         let mut reports = Vec::new();
         for row in &rows {
@@ -184,11 +188,7 @@ impl PostgresStore {
 
     fn alerts_of(&mut self, run_id: i64) -> StoreResult<Vec<AlertRecord>> {
         let rows = self.with_client(Again::Safe, |client| {
-            client.query(
-                "SELECT alertname, status, fingerprint, cluster, labels, starts_at, action, \
-                 reason, run_id, id, generator_url FROM alerts WHERE run_id = $1 ORDER BY id",
-                &[&run_id],
-            )
+            client.query(statements::ALERTS_OF_RUN.postgres(), &[&run_id])
         })?;
         rows.iter()
             .map(|row| self.alert(row))

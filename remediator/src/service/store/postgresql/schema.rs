@@ -8,10 +8,15 @@ use postgres::Client;
 use super::super::{StoreError, StoreResult};
 use super::describe;
 
-/// Each version's statements, in order; a database at version N runs those after N.
-const MIGRATIONS: [&str; 1] = [
-    // 1: what SQLite's schema version 6 holds. Times are seconds since the Unix epoch (as in
+/// Each schema version PostgreSQL has, with the statements that bring a database to it, in
+/// order; a database at version N runs those of the versions after N. The numbers are
+/// SQLite's (`store/schema.rs`): a version is the same tables on both. PostgreSQL begins at
+/// 7, a new database getting all of it at once; version 8 and later are one entry each here
+/// and in SQLite's list.
+const MIGRATIONS: [(i64, &str); 1] = [(
+    // 7: what SQLite's schema version 7 holds. Times are seconds since the Unix epoch (as in
     // SQLite and the metrics), so both backends read them back the same way.
+    7,
     "
 CREATE TABLE etcdmedic_schema (
     application TEXT NOT NULL CHECK (application = 'etcdmedic'),
@@ -81,10 +86,19 @@ CREATE TABLE replicas (
     announced_at DOUBLE PRECISION NOT NULL
 );
 ",
-];
+)];
 
-/// The schema version this build writes.
-pub(super) const LATEST: i64 = MIGRATIONS.len() as i64;
+/// The schema version this build writes: the last of [`MIGRATIONS`].
+pub(super) const LATEST: i64 = MIGRATIONS[MIGRATIONS.len() - 1].0;
+
+/// The shared version of the number a database holds: one set up before PostgreSQL's
+/// versions were SQLite's says 1 for what is 7.
+fn shared_version(stored: i64) -> i64 {
+    match stored {
+        1 => 7,
+        other => other,
+    }
+}
 
 /// Brings the database to [`LATEST`], refusing one that is not etcdmedic's or is newer.
 pub(super) fn prepare(client: &mut Client, place: &str) -> StoreResult<()> {
@@ -101,7 +115,7 @@ pub(super) fn prepare(client: &mut Client, place: &str) -> StoreResult<()> {
         .query_one("SELECT to_regclass('etcdmedic_schema') IS NOT NULL", &[])
         .and_then(|row| row.try_get(0))
         .map_err(fail)?;
-    let version: i64 = if ours {
+    let stored: i64 = if ours {
         tx.query_one(
             "SELECT version::bigint FROM etcdmedic_schema WHERE application = 'etcdmedic'",
             &[],
@@ -132,6 +146,7 @@ pub(super) fn prepare(client: &mut Client, place: &str) -> StoreResult<()> {
         }
         0
     };
+    let version = shared_version(stored);
     if version > LATEST {
         return Err(StoreError::TooNew {
             place: place.to_string(),
@@ -139,10 +154,10 @@ pub(super) fn prepare(client: &mut Client, place: &str) -> StoreResult<()> {
             known: LATEST,
         });
     }
-    for migration in &MIGRATIONS[version as usize..] {
+    for (_, migration) in MIGRATIONS.iter().filter(|(number, _)| *number > version) {
         tx.batch_execute(migration).map_err(fail)?;
     }
-    if version < LATEST {
+    if stored < LATEST {
         tx.execute(
             "UPDATE etcdmedic_schema SET version = $1",
             &[&(LATEST as i32)],
@@ -150,4 +165,23 @@ pub(super) fn prepare(client: &mut Client, place: &str) -> StoreResult<()> {
         .map_err(fail)?;
     }
     tx.commit().map_err(fail)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_schema_versions_are_sqlites() {
+        assert_eq!(LATEST, super::super::super::schema::LATEST);
+        assert!(MIGRATIONS.windows(2).all(|w| w[1].0 == w[0].0 + 1));
+    }
+
+    #[test]
+    fn a_database_numbered_before_the_versions_were_shared_is_at_7() {
+        assert_eq!(shared_version(1), 7);
+        assert_eq!(shared_version(0), 0);
+        assert_eq!(shared_version(7), 7);
+        assert_eq!(shared_version(8), 8);
+    }
 }

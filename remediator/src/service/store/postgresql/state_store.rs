@@ -2,6 +2,7 @@
 
 use std::time::SystemTime;
 
+use super::super::statements::{self as sql};
 use super::super::{
     to_json, unix, RunDetail, RunFilter, RunSummary, StateStore, StoreError, StoreResult,
     Transaction,
@@ -57,22 +58,17 @@ impl StateStore for PostgresStore {
     }
 
     fn running(&mut self) -> StoreResult<Vec<RunSummary>> {
-        self.select_runs("WHERE state = 'running'", &[])
+        self.select_runs(sql::RUNNING, &[])
     }
 
     fn queued(&mut self) -> StoreResult<Vec<RunSummary>> {
-        self.select_runs("WHERE state = 'queued' ORDER BY id", &[])
+        self.select_runs(sql::QUEUED, &[])
     }
 
     fn firing_fingerprints(&mut self, run_id: i64) -> StoreResult<Vec<String>> {
         self.with_client(Again::Safe, |client| {
             client
-                .query(
-                    "SELECT fingerprint FROM alerts WHERE run_id IN ($1, \
-                 (SELECT retry_of FROM runs WHERE id = $1)) AND status = 'firing' \
-                 AND action IN ('queued', 'joined') GROUP BY fingerprint",
-                    &[&run_id],
-                )
+                .query(sql::FIRING_FINGERPRINTS.postgres(), &[&run_id])
                 .and_then(|rows| rows.iter().map(|row| row.try_get(0)).collect())
         })
     }
@@ -80,10 +76,7 @@ impl StateStore for PostgresStore {
     fn mark_running(&mut self, id: i64, at: SystemTime) -> StoreResult<()> {
         self.with_client(Again::Safe, |client| {
             client
-                .execute(
-                    "UPDATE runs SET state = 'running', started_at = $2 WHERE id = $1",
-                    &[&id, &unix(at)],
-                )
+                .execute(sql::MARK_RUNNING.postgres(), &[&id, &unix(at)])
                 .map(drop)
         })
     }
@@ -93,7 +86,7 @@ impl StateStore for PostgresStore {
         self.client(true)?;
         self.with_client(Again::Safe, |client| {
             client
-                .query_opt("SELECT state = 'running' FROM runs WHERE id = $1", &[&id])
+                .query_opt(sql::STILL_RUNNING.postgres(), &[&id])
                 .and_then(|row| row.map(|row| row.try_get::<_, bool>(0)).transpose())
                 .map(|running| running == Some(true))
         })
@@ -102,10 +95,7 @@ impl StateStore for PostgresStore {
     fn append_reason(&mut self, id: i64, sentence: &str) -> StoreResult<()> {
         self.with_client(Again::Never, |client| {
             client
-                .execute(
-                    "UPDATE runs SET reason = coalesce(reason || ' ', '') || $2 WHERE id = $1",
-                    &[&id, &sentence],
-                )
+                .execute(sql::APPEND_REASON.postgres(), &[&id, &sentence])
                 .map(drop)
         })
     }
@@ -113,7 +103,7 @@ impl StateStore for PostgresStore {
     fn paused(&mut self) -> StoreResult<bool> {
         self.with_client(Again::Safe, |client| {
             client
-                .query_opt("SELECT value FROM switches WHERE name = 'paused'", &[])
+                .query_opt(sql::PAUSED.postgres(), &[])
                 .and_then(|row| row.map(|row| row.try_get::<_, String>(0)).transpose())
                 .map(|value| value.as_deref() == Some("true"))
         })
@@ -123,8 +113,7 @@ impl StateStore for PostgresStore {
         self.with_client(Again::Safe, |client| {
             client
                 .execute(
-                    "INSERT INTO switches (name, value, changed_at) VALUES ('paused', $1, $2) \
-                 ON CONFLICT (name) DO UPDATE SET value = $1, changed_at = $2",
+                    sql::SET_PAUSED.postgres(),
                     &[&paused.to_string(), &unix(SystemTime::now())],
                 )
                 .map(drop)
@@ -133,8 +122,7 @@ impl StateStore for PostgresStore {
 
     fn runs(&mut self, filter: &RunFilter) -> StoreResult<Vec<RunSummary>> {
         self.select_runs(
-            "WHERE ($1::text IS NULL OR cluster = $1) AND ($2::text IS NULL OR outcome = $2) \
-             AND ($3::bigint IS NULL OR id < $3) ORDER BY id DESC LIMIT $4",
+            sql::RUNS_PAGE,
             &[
                 &filter.cluster,
                 &filter.outcome.map(Outcome::as_str),
@@ -145,18 +133,11 @@ impl StateStore for PostgresStore {
     }
 
     fn run(&mut self, id: i64) -> StoreResult<Option<RunDetail>> {
-        let Some(summary) = self
-            .select_runs("WHERE id = $1", &[&id])?
-            .into_iter()
-            .next()
-        else {
+        let Some(summary) = self.select_runs(sql::RUN_BY_ID, &[&id])?.into_iter().next() else {
             return Ok(None);
         };
         let row = self.with_client(Again::Safe, |client| {
-            client.query_one(
-                "SELECT report, report_format FROM runs WHERE id = $1",
-                &[&id],
-            )
+            client.query_one(sql::REPORT_OF_RUN.postgres(), &[&id])
         })?;
         let stored: (Option<String>, Option<i64>) =
             (|| Ok((row.try_get(0)?, row.try_get(1)?)))().map_err(|err| self.fail(err))?;
@@ -165,19 +146,11 @@ impl StateStore for PostgresStore {
     }
 
     fn latest_finished(&mut self) -> StoreResult<Vec<RunReport>> {
-        self.select_reports(
-            "WHERE id IN (SELECT max(id) FROM runs WHERE state = 'finished' AND report IS NOT \
-             NULL GROUP BY cluster, outcome) ORDER BY id",
-            &[],
-        )
+        self.select_reports(sql::LATEST_FINISHED, &[])
     }
 
     fn recent_work(&mut self, cluster: &str, limit_to: usize) -> StoreResult<Vec<RunReport>> {
-        self.select_reports(
-            "WHERE cluster = $1 AND state = 'finished' AND report IS NOT NULL AND NOT dry_run \
-             AND outcome IN ('succeeded', 'partial') ORDER BY id DESC LIMIT $2",
-            &[&cluster, &limit(limit_to)],
-        )
+        self.select_reports(sql::RECENT_WORK, &[&cluster, &limit(limit_to)])
     }
 
     fn record_backup(&mut self, record: &BackupRecord) -> StoreResult<i64> {
@@ -185,8 +158,7 @@ impl StateStore for PostgresStore {
         self.with_client(Again::Never, |client| {
             client
                 .query_one(
-                    "INSERT INTO backups (cluster, outcome, finished_at, record) \
-                 VALUES ($1, $2, $3, $4) RETURNING id",
+                    sql::INSERT_BACKUP.postgres(),
                     &[
                         &record.cluster,
                         &record.outcome.as_str(),
@@ -201,8 +173,7 @@ impl StateStore for PostgresStore {
     fn backups(&mut self, filter: &BackupFilter) -> StoreResult<Vec<BackupRecord>> {
         let rows = self.with_client(Again::Safe, |client| {
             client.query(
-                "SELECT id, record FROM backups WHERE ($1::text IS NULL OR cluster = $1) \
-                 ORDER BY id DESC LIMIT $2",
+                sql::BACKUPS_PAGE.postgres(),
                 &[&filter.cluster, &limit(filter.limit)],
             )
         })?;

@@ -2,6 +2,9 @@
 
 use std::time::SystemTime;
 
+use super::super::statements::{
+    EPISODE_RUN, FINISH_RUN, INSERT_ALERT, INSERT_RUN, LAST_WORK_FINISHED, SET_NOT_BEFORE,
+};
 use super::super::{
     from_unix, to_json, unix, AlertRecord, NewRun, RunState, StoreError, StoreResult, Transaction,
 };
@@ -25,10 +28,7 @@ impl PostgresTransaction<'_, '_> {
 impl Transaction for PostgresTransaction<'_, '_> {
     fn set_not_before(&mut self, id: i64, at: Option<SystemTime>) -> StoreResult<()> {
         self.tx
-            .execute(
-                "UPDATE runs SET not_before = $2 WHERE id = $1 AND state = 'queued'",
-                &[&id, &at.map(unix)],
-            )
+            .execute(SET_NOT_BEFORE.postgres(), &[&id, &at.map(unix)])
             .map(drop)
             .map_err(|err| self.fail(err))
     }
@@ -36,9 +36,7 @@ impl Transaction for PostgresTransaction<'_, '_> {
     fn insert_run(&mut self, run: &NewRun<'_>) -> StoreResult<i64> {
         self.tx
             .query_one(
-                "INSERT INTO runs (cluster, state, source, dry_run, trigger, cooldown_until, \
-                 created_at, not_before, retry_of) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
-                 RETURNING id",
+                INSERT_RUN.postgres(),
                 &[
                     &run.cluster,
                     &RunState::Queued.as_str(),
@@ -59,9 +57,7 @@ impl Transaction for PostgresTransaction<'_, '_> {
         let labels = to_json("an alert's labels", &alert.labels)?;
         self.tx
             .execute(
-                "INSERT INTO alerts (received_at, alertname, status, fingerprint, cluster, \
-                 labels, starts_at, action, reason, run_id, generator_url) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                INSERT_ALERT.postgres(),
                 &[
                     &unix(SystemTime::now()),
                     &alert.alertname,
@@ -88,12 +84,7 @@ impl Transaction for PostgresTransaction<'_, '_> {
 
     fn last_work_finished(&mut self, cluster: &str) -> StoreResult<Option<SystemTime>> {
         self.tx
-            .query_one(
-                "SELECT max(finished_at) FROM runs WHERE cluster = $1 AND state = 'finished' \
-                 AND NOT dry_run AND NOT refused \
-                 AND outcome NOT IN ('skipped', 'cancelled', 'planned')",
-                &[&cluster],
-            )
+            .query_one(LAST_WORK_FINISHED.postgres(), &[&cluster])
             .and_then(|row| row.try_get::<_, Option<f64>>(0))
             .map(|seconds| seconds.map(from_unix))
             .map_err(|err| self.fail(err))
@@ -106,14 +97,7 @@ impl Transaction for PostgresTransaction<'_, '_> {
     ) -> StoreResult<Option<(i64, Option<SystemTime>)>> {
         let row = self
             .tx
-            .query_opt(
-                "SELECT runs.id, runs.finished_at FROM alerts \
-                 JOIN runs ON runs.id = alerts.run_id \
-                 WHERE alerts.fingerprint = $1 AND alerts.starts_at = $2 \
-                 AND alerts.status = 'firing' AND alerts.action IN ('queued', 'joined') \
-                 ORDER BY alerts.id DESC LIMIT 1",
-                &[&fingerprint, &starts_at],
-            )
+            .query_opt(EPISODE_RUN.postgres(), &[&fingerprint, &starts_at])
             .map_err(|err| self.fail(err))?;
         row.map(|row| {
             Ok((
@@ -134,9 +118,7 @@ fn finish(
     json: &str,
 ) -> Result<(), postgres::Error> {
     tx.execute(
-        "UPDATE runs SET state = 'finished', finished_at = $2, outcome = $3, reason = $4, \
-         report = $5, report_format = $6, refused = $7, error_kind = $8, \
-         started_at = coalesce(started_at, $2) WHERE id = $1",
+        FINISH_RUN.postgres(),
         &[
             &id,
             &unix(report.finished_at),

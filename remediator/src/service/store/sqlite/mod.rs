@@ -21,6 +21,7 @@ use crate::service::backups::{BackupFilter, BackupRecord};
 mod transaction;
 
 use super::rows::{Columns, Rows, Unreadable, RUN_COLUMNS};
+use super::statements::{self as sql, Statement};
 use transaction::SqliteTransaction;
 
 pub(crate) struct SqliteStore {
@@ -77,10 +78,10 @@ impl SqliteStore {
 
     fn select_runs(
         &self,
-        condition: &str,
+        condition: Statement,
         parameters: impl rusqlite::Params,
     ) -> StoreResult<Vec<RunSummary>> {
-        let sql = format!("SELECT {RUN_COLUMNS} FROM runs {condition}");
+        let sql = format!("SELECT {RUN_COLUMNS} FROM runs {}", condition.sqlite());
         let mut select = self
             .connection
             .prepare(&sql)
@@ -94,10 +95,13 @@ impl SqliteStore {
 
     fn select_reports(
         &self,
-        condition: &str,
+        condition: Statement,
         parameters: impl rusqlite::Params,
     ) -> StoreResult<Vec<RunReport>> {
-        let sql = format!("SELECT id, report, report_format FROM runs {condition}");
+        let sql = format!(
+            "SELECT id, report, report_format FROM runs {}",
+            condition.sqlite()
+        );
         let mut select = self
             .connection
             .prepare(&sql)
@@ -117,10 +121,7 @@ impl SqliteStore {
     fn alerts_of(&self, run_id: i64) -> StoreResult<Vec<AlertRecord>> {
         let mut select = self
             .connection
-            .prepare(
-                "SELECT alertname, status, fingerprint, cluster, labels, starts_at, action, \
-                 reason, run_id, id, generator_url FROM alerts WHERE run_id = ?1 ORDER BY id",
-            )
+            .prepare(&sql::ALERTS_OF_RUN.sqlite())
             .map_err(|err| self.fail(err))?;
         let rows = select
             .query_map([run_id], |row| {
@@ -204,21 +205,17 @@ impl StateStore for SqliteStore {
     }
 
     fn running(&mut self) -> StoreResult<Vec<RunSummary>> {
-        self.select_runs("WHERE state = 'running'", [])
+        self.select_runs(sql::RUNNING, [])
     }
 
     fn queued(&mut self) -> StoreResult<Vec<RunSummary>> {
-        self.select_runs("WHERE state = 'queued' ORDER BY id", [])
+        self.select_runs(sql::QUEUED, [])
     }
 
     fn firing_fingerprints(&mut self, run_id: i64) -> StoreResult<Vec<String>> {
         let mut select = self
             .connection
-            .prepare(
-                "SELECT fingerprint FROM alerts WHERE run_id IN (?1, \
-                 (SELECT retry_of FROM runs WHERE id = ?1)) AND status = 'firing' \
-                 AND action IN ('queued', 'joined') GROUP BY fingerprint",
-            )
+            .prepare(&sql::FIRING_FINGERPRINTS.sqlite())
             .map_err(|err| self.fail(err))?;
         let rows = select
             .query_map([run_id], |row| row.get(0))
@@ -228,21 +225,16 @@ impl StateStore for SqliteStore {
 
     fn mark_running(&mut self, id: i64, at: SystemTime) -> StoreResult<()> {
         self.connection
-            .execute(
-                "UPDATE runs SET state = 'running', started_at = ?2 WHERE id = ?1",
-                params![id, unix(at)],
-            )
+            .execute(&sql::MARK_RUNNING.sqlite(), params![id, unix(at)])
             .map(drop)
             .map_err(|err| self.fail(err))
     }
 
     fn still_running(&mut self, id: i64) -> StoreResult<bool> {
         self.connection
-            .query_row(
-                "SELECT state = 'running' FROM runs WHERE id = ?1",
-                [id],
-                |row| row.get::<_, bool>(0),
-            )
+            .query_row(&sql::STILL_RUNNING.sqlite(), [id], |row| {
+                row.get::<_, bool>(0)
+            })
             .optional()
             .map(|running| running == Some(true))
             .map_err(|err| self.fail(err))
@@ -250,21 +242,14 @@ impl StateStore for SqliteStore {
 
     fn append_reason(&mut self, id: i64, sentence: &str) -> StoreResult<()> {
         self.connection
-            .execute(
-                "UPDATE runs SET reason = coalesce(reason || ' ', '') || ?2 WHERE id = ?1",
-                params![id, sentence],
-            )
+            .execute(&sql::APPEND_REASON.sqlite(), params![id, sentence])
             .map(drop)
             .map_err(|err| self.fail(err))
     }
 
     fn paused(&mut self) -> StoreResult<bool> {
         self.connection
-            .query_row(
-                "SELECT value FROM switches WHERE name = 'paused'",
-                [],
-                |row| row.get::<_, String>(0),
-            )
+            .query_row(&sql::PAUSED.sqlite(), [], |row| row.get::<_, String>(0))
             .optional()
             .map(|value| value.as_deref() == Some("true"))
             .map_err(|err| self.fail(err))
@@ -273,8 +258,7 @@ impl StateStore for SqliteStore {
     fn set_paused(&mut self, paused: bool) -> StoreResult<()> {
         self.connection
             .execute(
-                "INSERT INTO switches (name, value, changed_at) VALUES ('paused', ?1, ?2) \
-                 ON CONFLICT (name) DO UPDATE SET value = ?1, changed_at = ?2",
+                &sql::SET_PAUSED.sqlite(),
                 params![paused.to_string(), unix(SystemTime::now())],
             )
             .map(drop)
@@ -283,8 +267,7 @@ impl StateStore for SqliteStore {
 
     fn runs(&mut self, filter: &RunFilter) -> StoreResult<Vec<RunSummary>> {
         self.select_runs(
-            "WHERE (?1 IS NULL OR cluster = ?1) AND (?2 IS NULL OR outcome = ?2) \
-             AND (?3 IS NULL OR id < ?3) ORDER BY id DESC LIMIT ?4",
+            sql::RUNS_PAGE,
             params![
                 filter.cluster,
                 filter.outcome.map(Outcome::as_str),
@@ -295,33 +278,26 @@ impl StateStore for SqliteStore {
     }
 
     fn run(&mut self, id: i64) -> StoreResult<Option<RunDetail>> {
-        let Some(summary) = self.select_runs("WHERE id = ?1", [id])?.into_iter().next() else {
+        let Some(summary) = self.select_runs(sql::RUN_BY_ID, [id])?.into_iter().next() else {
             return Ok(None);
         };
         let stored: (Option<String>, Option<i64>) = self
             .connection
-            .query_row(
-                "SELECT report, report_format FROM runs WHERE id = ?1",
-                [id],
-                |row| Ok((row.get(0)?, row.get(1)?)),
-            )
+            .query_row(&sql::REPORT_OF_RUN.sqlite(), [id], |row| {
+                Ok((row.get(0)?, row.get(1)?))
+            })
             .map_err(|err| self.fail(err))?;
         let alerts = self.alerts_of(id)?;
         Ok(Some(self.rows.detail(summary, alerts, stored)))
     }
 
     fn latest_finished(&mut self) -> StoreResult<Vec<RunReport>> {
-        self.select_reports(
-            "WHERE id IN (SELECT max(id) FROM runs WHERE state = 'finished' AND report IS NOT \
-             NULL GROUP BY cluster, outcome) ORDER BY id",
-            params![],
-        )
+        self.select_reports(sql::LATEST_FINISHED, params![])
     }
 
     fn recent_work(&mut self, cluster: &str, limit: usize) -> StoreResult<Vec<RunReport>> {
         self.select_reports(
-            "WHERE cluster = ?1 AND state = 'finished' AND report IS NOT NULL AND dry_run = 0 \
-             AND outcome IN ('succeeded', 'partial') ORDER BY id DESC LIMIT ?2",
+            sql::RECENT_WORK,
             params![cluster, i64::try_from(limit).unwrap_or(i64::MAX)],
         )
     }
@@ -329,26 +305,23 @@ impl StateStore for SqliteStore {
     fn record_backup(&mut self, record: &BackupRecord) -> StoreResult<i64> {
         let json = to_json("a backup record", record)?;
         self.connection
-            .execute(
-                "INSERT INTO backups (cluster, outcome, finished_at, record) VALUES (?1, ?2, ?3, ?4)",
+            .query_row(
+                &sql::INSERT_BACKUP.sqlite(),
                 params![
                     record.cluster,
                     record.outcome.as_str(),
                     unix(record.finished_at),
                     json
                 ],
+                |row| row.get(0),
             )
-            .map_err(|err| self.fail(err))?;
-        Ok(self.connection.last_insert_rowid())
+            .map_err(|err| self.fail(err))
     }
 
     fn backups(&mut self, filter: &BackupFilter) -> StoreResult<Vec<BackupRecord>> {
         let mut statement = self
             .connection
-            .prepare(
-                "SELECT id, record FROM backups WHERE (?1 IS NULL OR cluster = ?1) \
-                 ORDER BY id DESC LIMIT ?2",
-            )
+            .prepare(&sql::BACKUPS_PAGE.sqlite())
             .map_err(|err| self.fail(err))?;
         let rows: Vec<(i64, String)> = statement
             .query_map(
