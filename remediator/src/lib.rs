@@ -49,10 +49,10 @@ pub mod vocabulary;
 
 pub use backup::bucket::{PARTS_IN_FLIGHT, PART_SIZE};
 pub use backup::drill::DrillRecord;
+pub use backup::drill_taken::DrillReport;
 pub use backup::locked::problems as object_lock_problems;
+pub use backup::Missed;
 pub use backup::{BackupError, BackupReport, Landed, Manifest, RecordedHash};
-pub use engine::backup::Missed;
-pub use engine::drill::DrillReport;
 pub use engine::error::{MoveFailure, Refusal, Stop, KINDS as ERROR_KINDS};
 pub use engine::etcd::{CallError, Chunk, ChunkStream, HashKv};
 pub use engine::guard::{Guard, RunGuard};

@@ -181,6 +181,10 @@ pub(crate) fn file_name(cluster: &ClusterName, at: SystemTime, revision: i64) ->
     format!("{cluster}-{time}-rev{revision}.db")
 }
 
+/// A member's snapshot, as it streams.
+pub type ChunkStream =
+    std::pin::Pin<Box<dyn Stream<Item = Result<Chunk, crate::call::CallError>> + Send>>;
+
 /// One message of a snapshot stream, as etcd sends it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Chunk {

@@ -109,6 +109,30 @@ pub struct MemberRef {
     pub endpoint: String,
 }
 
+impl MemberRef {
+    /// How a report names `member`: its id from its own Status, else from MemberList.
+    pub(crate) fn of(member: &etcdmedic_cluster::model::MemberStatus) -> MemberRef {
+        MemberRef {
+            id: member
+                .reachable()
+                .map(|s| s.member_id)
+                .or(member.id)
+                .unwrap_or(MemberId(0)),
+            name: member.display_name(),
+            endpoint: member.endpoint.clone(),
+        }
+    }
+}
+
+/// A member's HashKV answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HashKv {
+    pub hash: u32,
+    /// The revision the hash was computed at (the member's latest, when 0 was asked).
+    pub revision: i64,
+    pub compact_revision: i64,
+}
+
 impl std::fmt::Display for MemberRef {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{} ({})", self.name, self.endpoint)

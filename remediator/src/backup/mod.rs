@@ -3,12 +3,16 @@
 //! the snapshot under the cluster's lock and hands the verified file to these.
 
 pub(crate) mod bucket;
+pub(crate) mod cluster;
 pub(crate) mod drill;
+pub(crate) mod drill_taken;
+mod land;
 pub(crate) mod local;
 pub(crate) mod locked;
 mod retention;
 pub(crate) mod sealing;
 pub(crate) mod stored;
+pub(crate) mod take;
 
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};

@@ -3,27 +3,15 @@
 //! own deadlines (see `wait`); these calls are the raw operations.
 
 use std::future::Future;
-use std::pin::Pin;
 use std::time::Duration;
 
 use etcdmedic_cluster::config::ClusterName;
 use etcdmedic_cluster::model::{ClusterStatus, EndpointStatus, MemberId};
-use futures::Stream;
 
 pub use crate::call::CallError;
 
-/// A member's HashKV answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HashKv {
-    pub hash: u32,
-    /// The revision the hash was computed at (the member's latest, when 0 was asked).
-    pub revision: i64,
-    pub compact_revision: i64,
-}
-
-pub use crate::snapshot::Chunk;
-
-pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<Chunk, CallError>> + Send>>;
+pub use crate::snapshot::{Chunk, ChunkStream};
+pub use crate::vocabulary::HashKv;
 
 /// The etcd operations a run uses. Members are addressed by client URL.
 pub trait Etcd: Send + Sync {

@@ -115,22 +115,26 @@ impl<E: Etcd> Remediator<E> {
                 encryption: None,
                 created_at,
                 etcdmedic_version: etcdmedic_cluster::build_info::VERSION.to_string(),
-                hash_kv: self.recorded_hash(&taken.from, taken.revision).await,
+                hash_kv: self
+                    .backups()
+                    .recorded_hash(&taken.from, taken.revision)
+                    .await,
                 restore_drill: None,
                 cluster_id: crate::backup::cluster_id(&collected),
                 members: crate::backup::Topology::of(&collected),
             };
             sealing.record(&mut manifest);
             let destinations: Vec<&Destination> = self.backup.destinations.iter().collect();
-            self.prove_and_land(
-                &self.backup,
-                &destinations,
-                &taken.path,
-                manifest,
-                &sealing,
-                stop,
-            )
-            .await
+            self.backups()
+                .prove_and_land(
+                    &self.backup,
+                    &destinations,
+                    &taken.path,
+                    manifest,
+                    &sealing,
+                    stop,
+                )
+                .await
         }
         .await;
         match kept {

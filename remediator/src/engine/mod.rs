@@ -15,16 +15,16 @@
 //! - `decide`: the steps' decisions as plain functions (quorum, leader target, disarm, hashes).
 //! - `step`: recording every step; `wait`: every wait, with its deadline and stop policy;
 //!   `error`: why a run ended early, typed, and the outcome that follows.
+//! - `backups`: the remediator's backups, through `backup/`'s procedures over its `Etcd`;
+//!   `keep_snapshot`: a run's snapshot kept as a backup, and a backup reused as the snapshot.
 
-pub(crate) mod backup;
+mod backups;
 mod decide;
 mod defragment;
-pub(crate) mod drill;
 pub(crate) mod error;
 pub(crate) mod etcd;
 pub(crate) mod guard;
 mod keep_snapshot;
-mod land;
 mod leader;
 mod live;
 mod nospace;

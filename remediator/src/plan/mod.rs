@@ -112,15 +112,7 @@ pub(crate) struct Healthy<'a> {
 }
 
 pub(crate) fn member_ref(member: &MemberStatus) -> MemberRef {
-    MemberRef {
-        id: member
-            .reachable()
-            .map(|s| s.member_id)
-            .or(member.id)
-            .unwrap_or(etcdmedic_cluster::MemberId(0)),
-        name: member.display_name(),
-        endpoint: member.endpoint.clone(),
-    }
+    MemberRef::of(member)
 }
 
 /// The checks that must all pass before anything is changed. `Err` says which failed and

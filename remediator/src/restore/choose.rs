@@ -68,7 +68,7 @@ pub async fn candidates(
     from: Option<&str>,
     cluster: &ClusterName,
 ) -> Result<Vec<Candidate>, RestoreError> {
-    let destinations = crate::engine::backup::chosen(backup, from, cluster)?;
+    let destinations = crate::backup::take::chosen(backup, from, cluster)?;
     let mut found = Vec::new();
     for destination in destinations {
         match destination.local_path() {

@@ -9,18 +9,17 @@ use crate::config::{BackupSettings, Destination, Target};
 use etcdmedic_cluster::config::ClusterName;
 use tokio_util::sync::CancellationToken;
 
-use super::backup::Missed;
-use super::etcd::Etcd;
-use super::Remediator;
+use super::cluster::{BackupCluster, Backups};
+use super::Missed;
 use crate::backup::bucket::{Bucket, StreamError, Streamed};
 use crate::backup::sealing::Sealing;
 use crate::backup::{drill, local, BackupError, Landed, Manifest};
 use crate::snapshot;
 
-impl<E: Etcd> Remediator<E> {
+impl<C: BackupCluster> Backups<'_, C> {
     /// Proves the verified snapshot `db` by its restore drill (when drills are on), then puts
     /// it with its manifest in every destination. Called with the cluster's lock held.
-    pub(super) async fn prove_and_land(
+    pub(crate) async fn prove_and_land(
         &self,
         backup: &BackupSettings,
         destinations: &[&Destination],
@@ -38,7 +37,7 @@ impl<E: Etcd> Remediator<E> {
     /// when it failed: then the snapshot is not a backup. An encrypted backup with no
     /// identity to decrypt its copies is recorded as not drilled, never as passed: drilling
     /// the database here would prove nothing about the copies a restore will have to open.
-    pub(super) async fn prove(
+    pub(crate) async fn prove(
         &self,
         backup: &BackupSettings,
         db: &Path,
@@ -53,7 +52,7 @@ impl<E: Etcd> Remediator<E> {
             manifest.restore_drill = Some(drill::not_drilled_no_identity());
             return Ok(());
         }
-        let scratch = snapshot::cluster_dir(&self.settings.snapshot_dir, self.etcd.cluster());
+        let scratch = snapshot::cluster_dir(&self.settings.snapshot_dir, self.cluster.cluster());
         let record = drill::run(settings, db, manifest, &scratch, stop).await;
         let failed = (!record.passed).then(|| record.reason.clone().unwrap_or_default());
         manifest.restore_drill = Some(record);
@@ -66,7 +65,7 @@ impl<E: Etcd> Remediator<E> {
     /// Puts the proven snapshot `db` with its manifest in every destination in the form
     /// `sealing` writes (recording the object `streamed` uploaded beside the stream where it
     /// went); the destinations it could not reach are reported, not fatal.
-    pub(super) async fn land_all(
+    pub(crate) async fn land_all(
         &self,
         backup: &BackupSettings,
         destinations: &[&Destination],
@@ -75,7 +74,7 @@ impl<E: Etcd> Remediator<E> {
         (sealing, streamed): (&Sealing, Option<(String, Streamed)>),
         stop: &CancellationToken,
     ) -> Result<(Manifest, Vec<Landed>, Vec<Missed>), BackupError> {
-        let cluster = self.etcd.cluster().clone();
+        let cluster = self.cluster.cluster().clone();
         let mut landed = Vec::new();
         let mut missed = Vec::new();
         for destination in destinations {

@@ -11,24 +11,20 @@ use etcdmedic_cluster::model::ClusterStatus;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::etcd::Etcd;
-use super::Remediator;
+use super::cluster::{BackupCluster, Backups};
 use crate::backup::bucket::{Bucket, StreamError, Streamed};
 use crate::backup::sealing::Sealing;
 use crate::backup::{BackupError, BackupReport, Manifest, RecordedHash};
 use crate::lock::RunLock;
-use crate::plan::member_ref;
-use crate::report::MemberRef;
 use crate::snapshot;
+use crate::vocabulary::MemberRef;
 
-pub use crate::backup::Missed;
-
-impl<E: Etcd> Remediator<E> {
+impl<C: BackupCluster> Backups<'_, C> {
     /// The cluster's snapshot directory, created, with the cluster's run lock held on it and
     /// what an interrupted backup or drill left there removed: what backups and drills work
     /// under.
-    pub(super) fn lock_for_backups(&self) -> Result<(std::path::PathBuf, RunLock), BackupError> {
-        let cluster = self.etcd.cluster();
+    pub(crate) fn lock_for_backups(&self) -> Result<(std::path::PathBuf, RunLock), BackupError> {
+        let cluster = self.cluster.cluster();
         let dir = snapshot::cluster_dir(&self.settings.snapshot_dir, cluster);
         snapshot::create_dir(&dir)?;
         let lock =
@@ -43,19 +39,19 @@ impl<E: Etcd> Remediator<E> {
     }
 
     /// Takes a backup to every destination of `backup` (or only `only`).
-    pub async fn backup(
+    pub(crate) async fn backup(
         &self,
         backup: &BackupSettings,
         only: Option<&str>,
         stop: &CancellationToken,
     ) -> Result<BackupReport, BackupError> {
-        let cluster = self.etcd.cluster().clone();
+        let cluster = self.cluster.cluster().clone();
         let destinations = chosen(backup, only, &cluster)?;
         let sealing = Sealing::of(backup)?;
         let (lock_dir, _lock) = self.lock_for_backups()?;
         let started = Instant::now();
 
-        let collected = self.etcd.collect().await;
+        let collected = self.cluster.collect().await;
         let (member, status) = source(&collected).ok_or(BackupError::NoMember)?;
         // The snapshot streams into the first local destination asked for; with none (or
         // when the copies are compressed or encrypted), into the cluster's snapshot
@@ -76,7 +72,7 @@ impl<E: Etcd> Remediator<E> {
         let name = snapshot::file_name(&cluster, created_at, status.revision);
         let stored_name = sealing.form.stored_name(&name);
         let stream = self
-            .etcd
+            .cluster
             .snapshot(&member.endpoint)
             .await
             .map_err(|err| BackupError::Snapshot(format!("streaming from {member}: {err}")))?;
@@ -179,19 +175,19 @@ impl<E: Etcd> Remediator<E> {
 
     /// The member's HashKV at `revision`: what a member restored from a snapshot at that
     /// revision must answer. `None` when it cannot say (the revision compacted meanwhile).
-    pub(super) async fn recorded_hash(
+    pub(crate) async fn recorded_hash(
         &self,
         member: &MemberRef,
         revision: i64,
     ) -> Option<RecordedHash> {
-        match self.etcd.hash_kv(&member.endpoint, revision).await {
+        match self.cluster.hash_kv(&member.endpoint, revision).await {
             Ok(answer) => Some(RecordedHash {
                 revision,
                 hash: answer.hash,
                 compact_revision: answer.compact_revision,
             }),
             Err(err) => {
-                tracing::warn!(cluster = %self.etcd.cluster(), revision, error = %err, "no HashKV recorded with the backup");
+                tracing::warn!(cluster = %self.cluster.cluster(), revision, error = %err, "no HashKV recorded with the backup");
                 None
             }
         }
@@ -279,5 +275,5 @@ fn source(status: &ClusterStatus) -> Option<(MemberRef, etcdmedic_cluster::model
         .filter(|(_, s)| !s.is_leader())
         .max_by_key(|(_, s)| s.raft_applied_index)
         .or_else(|| voting.clone().find(|(_, s)| s.is_leader()))?;
-    Some((member_ref(best.0), best.1.clone()))
+    Some((MemberRef::of(best.0), best.1.clone()))
 }

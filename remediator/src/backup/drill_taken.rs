@@ -5,9 +5,8 @@ use crate::config::{BackupSettings, RestoreDrill};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use super::backup::chosen;
-use super::etcd::Etcd;
-use super::Remediator;
+use super::cluster::{BackupCluster, Backups};
+use super::take::chosen;
 use crate::age_keys::Identities;
 use crate::backup::bucket::Bucket;
 use crate::backup::local::blocking;
@@ -23,12 +22,12 @@ pub struct DrillReport {
     pub drill: crate::backup::drill::DrillRecord,
 }
 
-impl<E: Etcd> Remediator<E> {
+impl<C: BackupCluster> Backups<'_, C> {
     /// Drills the backup `file` (default: the newest) in the destination `only` (default:
     /// the first local one, else the first bucket), and records the outcome in its manifest.
     /// An encrypted backup is decrypted with `identity` (default: the drill's identity file).
     /// Takes the cluster's lock, so the retention cannot remove the backup meanwhile.
-    pub async fn drill(
+    pub(crate) async fn drill(
         &self,
         backup: &BackupSettings,
         only: Option<&str>,
@@ -36,7 +35,7 @@ impl<E: Etcd> Remediator<E> {
         identity: Option<&std::path::Path>,
         stop: &CancellationToken,
     ) -> Result<DrillReport, BackupError> {
-        let cluster = self.etcd.cluster().clone();
+        let cluster = self.cluster.cluster().clone();
         let settings = backup.restore_drill.as_ref().ok_or_else(|| {
             BackupError::Config(format!(
                 "restore drills are off for cluster {cluster} (backup.restore_drill.enabled: false)"
@@ -122,7 +121,7 @@ impl<E: Etcd> Remediator<E> {
         identities: Option<&Identities>,
         stop: &CancellationToken,
     ) -> Result<DrillReport, BackupError> {
-        let cluster = self.etcd.cluster().clone();
+        let cluster = self.cluster.cluster().clone();
         let (lock_dir, _lock) = self.lock_for_backups()?;
         let file = match file {
             Some(file) => file.to_string(),

@@ -1,0 +1,67 @@
+//! A remediator's backups: the procedures are `backup/`'s, over the cluster this engine
+//! reaches through its `Etcd`. A run keeps its snapshot as a backup with them
+//! (`keep_snapshot`), and `backup`, `drill` and the service's scheduled backups go through
+//! the two verbs here.
+
+use tokio_util::sync::CancellationToken;
+
+use super::etcd::{CallError, ChunkStream, Etcd, HashKv};
+use super::Remediator;
+use crate::backup::cluster::{BackupCluster, Backups};
+use crate::backup::drill_taken::DrillReport;
+use crate::backup::{BackupError, BackupReport};
+use crate::config::BackupSettings;
+use etcdmedic_cluster::config::ClusterName;
+use etcdmedic_cluster::model::ClusterStatus;
+
+impl<E: Etcd> BackupCluster for E {
+    fn cluster(&self) -> &ClusterName {
+        Etcd::cluster(self)
+    }
+
+    async fn collect(&self) -> ClusterStatus {
+        Etcd::collect(self).await
+    }
+
+    async fn hash_kv(&self, endpoint: &str, revision: i64) -> Result<HashKv, CallError> {
+        Etcd::hash_kv(self, endpoint, revision).await
+    }
+
+    async fn snapshot(&self, endpoint: &str) -> Result<ChunkStream, CallError> {
+        Etcd::snapshot(self, endpoint).await
+    }
+}
+
+impl<E: Etcd> Remediator<E> {
+    pub(super) fn backups(&self) -> Backups<'_, E> {
+        Backups {
+            cluster: &self.etcd,
+            settings: &self.settings,
+        }
+    }
+
+    /// Takes a backup to every destination of `backup` (or only `only`).
+    pub async fn backup(
+        &self,
+        backup: &BackupSettings,
+        only: Option<&str>,
+        stop: &CancellationToken,
+    ) -> Result<BackupReport, BackupError> {
+        self.backups().backup(backup, only, stop).await
+    }
+
+    /// Drills the backup `file` (default: the newest) in the destination `only`, and records
+    /// the outcome in its manifest (see [`Backups::drill`]).
+    pub async fn drill(
+        &self,
+        backup: &BackupSettings,
+        only: Option<&str>,
+        file: Option<&str>,
+        identity: Option<&std::path::Path>,
+        stop: &CancellationToken,
+    ) -> Result<DrillReport, BackupError> {
+        self.backups()
+            .drill(backup, only, file, identity, stop)
+            .await
+    }
+}
