@@ -229,13 +229,15 @@ impl Rules {
                 format!("run {} of {cluster} is already queued", queued.id),
             ));
         }
+        // One time for the whole decision: the cooldown, the window and the new run's cooldown.
+        let now = self.clock.now();
         // Alertmanager repeats an alert (HA peers, retries, repeat_interval); one episode of
         // an alert is handled once per cooldown.
         if !alert.starts_at.is_empty() {
             if let Some((run, Some(finished))) =
                 tx.episode_run(&alert.identity(), &alert.starts_at)?
             {
-                if finished + self.cooldown > self.clock.now() {
+                if finished + self.cooldown > now {
                     return Ok(ignored(
                         "duplicate",
                         format!(
@@ -251,18 +253,14 @@ impl Rules {
         let trigger = format!("alertmanager: {}", alert.name().unwrap_or(""));
         let window = match urgent {
             true => None,
-            false => self.window_wait(cluster, self.clock.now()),
+            false => self.window_wait(cluster, now),
         };
         let run = NewRun {
             cluster,
             source: RunSource::Alertmanager,
             dry_run: self.observe,
             trigger: &trigger,
-            cooldown_until: cooldown_until(
-                tx.last_work_finished(cluster)?,
-                self.cooldown,
-                self.clock.now(),
-            ),
+            cooldown_until: cooldown_until(tx.last_work_finished(cluster)?, self.cooldown, now),
             not_before: window,
             retry_of: None,
         };

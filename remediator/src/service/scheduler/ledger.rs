@@ -336,10 +336,10 @@ impl Ledger {
         {
             return;
         }
-        let at = self.rules.clock.now() + self.rules.retry_after_refusal;
+        let now = self.rules.clock.now();
+        let at = now + self.rules.retry_after_refusal;
         let retry_of = refused.retry_of.unwrap_or(refused.id);
         let cooldown = self.rules.cooldown;
-        let now = self.rules.clock.now();
         let recorded = in_transaction(self.store.as_mut(), |tx| {
             let cooldown_until = cooldown_until(tx.last_work_finished(cluster)?, cooldown, now);
             let run = NewRun {
@@ -415,6 +415,7 @@ impl Ledger {
     }
 
     pub(super) fn queues(&self) -> Vec<ClusterQueue> {
+        let now = self.rules.clock.now();
         self.rules
             .clusters
             .keys()
@@ -434,7 +435,7 @@ impl Ledger {
                         .rules
                         .windows
                         .get(cluster)
-                        .and_then(|w| w.next_open(self.rules.clock.now()))
+                        .and_then(|w| w.next_open(now))
                         .map(|at| humantime::format_rfc3339_seconds(at).to_string()),
                     next_scheduled_run: self
                         .next_scheduled
