@@ -1,6 +1,7 @@
 //! The dispatcher's decisions against a scripted cluster engine ([`ClusterEngine`]): what the
 //! scheduler does once a run is queued, which only the end-to-end tests reached before.
 
+use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -193,27 +194,36 @@ async fn alert_named(scheduler: &Scheduler, fingerprint: &str, alertname: &str) 
     scheduler.accept(payload).await.unwrap();
 }
 
-/// The finished runs, newest first, once there are `count` of them (within 10 s of the
-/// machine's time: tokio's may be paused and moved on by the test).
-async fn finished(scheduler: &Scheduler, count: usize) -> Vec<RunSummary> {
+/// Asks `check` every 10 ms until it breaks with a value, failing with what it last said
+/// after 10 s of the machine's time (tokio's may be paused and moved on by the test).
+async fn polled<T>(mut check: impl AsyncFnMut() -> ControlFlow<T, String>) -> T {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
+        match check().await {
+            ControlFlow::Break(value) => return value,
+            ControlFlow::Continue(last) => {
+                assert!(std::time::Instant::now() < deadline, "{last}")
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The finished runs, newest first, once there are `count` of them.
+async fn finished(scheduler: &Scheduler, count: usize) -> Vec<RunSummary> {
+    polled(async || {
         let all = RunFilter {
             limit: 10,
             ..RunFilter::default()
         };
         let runs = scheduler.runs(all).await.unwrap();
         let done: Vec<RunSummary> = runs.into_iter().filter(|r| r.outcome.is_some()).collect();
-        if done.len() >= count {
-            return done;
+        match done.len() >= count {
+            true => ControlFlow::Break(done),
+            false => ControlFlow::Continue(format!("{} runs finished, not {count}", done.len())),
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{} runs finished, not {count}",
-            done.len()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    })
+    .await
 }
 
 #[tokio::test]
@@ -423,17 +433,13 @@ async fn a_run_outside_the_windows_waits_for_the_opening_and_nospace_does_not() 
     stop.cancel();
 }
 
-/// Polls `calls` until it is `expected` (within 10 s of the machine's time).
+/// Waits until `calls` is `expected`.
 async fn calls_become(engine: &Scripted, expected: &[&str]) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while engine.calls() != expected {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "calls {:?}, not {expected:?}",
-            engine.calls()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    polled(async || match engine.calls() {
+        calls if calls == expected => ControlFlow::Break(()),
+        calls => ControlFlow::Continue(format!("calls {calls:?}, not {expected:?}")),
+    })
+    .await
 }
 
 /// One cluster never has a run and a backup at once: a backup asked for during a run starts
