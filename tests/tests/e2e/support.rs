@@ -386,23 +386,35 @@ pub async fn remediator_exits(config: &Path, args: &[&str], code: i32) -> Result
 /// `cargo` as someone would run it in the repository, for a test that runs cargo itself:
 /// without what cargo and rustup set for this test's process (its package's `CARGO_PKG_*` and
 /// `CARGO_MANIFEST_DIR`, the toolchain pin, `LD_LIBRARY_PATH`), which cargo would take for a
-/// changed environment and build the whole workspace again for.
+/// changed environment and build the whole workspace again for. What configures cargo
+/// (`CARGO_HOME`, `CARGO_TARGET_DIR`, `CARGO_INCREMENTAL`, `CARGO_PROFILE_*`...) stays, as it
+/// was for the build under test: without `.ci/run`'s `CARGO_INCREMENTAL=0` the first build
+/// here compiled everything again, with incremental state.
 pub(crate) fn cargo() -> std::process::Command {
     let mut command = std::process::Command::new("cargo");
     for (name, _) in std::env::vars_os() {
         let name = name.to_string_lossy();
-        let set_for_this_test = (name.starts_with("CARGO_")
-            && !matches!(name.as_ref(), "CARGO_HOME" | "CARGO_TARGET_DIR"))
+        // As listed in the Cargo book's "Environment variables Cargo sets for crates".
+        let set_by_cargo = ["CARGO_PKG_", "CARGO_BIN_", "CARGO_MANIFEST_"]
+            .iter()
+            .any(|prefix| name.starts_with(prefix))
             || matches!(
                 name.as_ref(),
                 "CARGO"
-                    | "RUSTUP_TOOLCHAIN"
-                    | "RUSTUP_TOOLCHAIN_SOURCE"
-                    | "RUST_RECURSION_COUNT"
-                    | "LD_LIBRARY_PATH"
+                    | "CARGO_CRATE_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+                    | "CARGO_TARGET_TMPDIR"
+                    | "CARGO_RUSTC_CURRENT_DIR"
                     | "OUT_DIR"
             );
-        if set_for_this_test {
+        let set_by_rustup = matches!(
+            name.as_ref(),
+            "RUSTUP_TOOLCHAIN"
+                | "RUSTUP_TOOLCHAIN_SOURCE"
+                | "RUST_RECURSION_COUNT"
+                | "LD_LIBRARY_PATH"
+        );
+        if set_by_cargo || set_by_rustup {
             command.env_remove(name.as_ref());
         }
     }
