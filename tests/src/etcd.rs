@@ -834,23 +834,24 @@ impl EtcdCluster {
             .sum()
     }
 
-    /// SIGSTOP member `index`: the process stays, but answers nothing.
+    /// SIGSTOPs member `index` and returns once every thread of it is stopped: the process
+    /// stays and accepts connections, but answers nothing.
     pub fn pause(&self, index: usize) -> Result<()> {
-        self.signal(index, Signal::SIGSTOP)
+        crate::job_control::stop(self.pid(index)?)
     }
 
-    /// SIGCONT a paused member.
+    /// SIGCONTs a paused member and returns once it runs again.
     pub fn resume(&self, index: usize) -> Result<()> {
-        self.signal(index, Signal::SIGCONT)
+        crate::job_control::resume(self.pid(index)?)
     }
 
-    fn signal(&self, index: usize, signal: Signal) -> Result<()> {
+    fn pid(&self, index: usize) -> Result<u32> {
         let member = &self.members[index];
         let running = member
             .process
             .as_ref()
             .ok_or_else(|| anyhow!("{} is not running", member.name))?;
-        signal_child(&running.child, signal)
+        Ok(running.child.id())
     }
 
     /// Starts a stopped or killed member again on the same ports and data, and waits until

@@ -1,9 +1,9 @@
 //! The process harness behind etcdmedic's end-to-end tests, demo and benchmarks: real etcd
-//! clusters (3.4 and 3.5) on loopback, the workloads that fragment or fill them, and the
+//! clusters (3.4 to 3.7) on loopback, the workloads that fragment or fill them, and the
 //! exporter served in-process.
 //!
 //! # Layout
-//! - [`binaries`]: where etcd 3.4/3.5, promtool and this workspace's binaries are.
+//! - [`binaries`]: where etcd 3.4 to 3.7, promtool and this workspace's binaries are.
 //! - [`etcd`]: [`EtcdCluster`], configured with a builder, killed and removed on drop.
 //! - [`certs`]: a throw-away PKI for TLS clusters.
 //! - [`workload`]: fragmenting and NOSPACE-filling writes.
@@ -16,6 +16,7 @@
 //! - [`exposition`]: parsing `/metrics` output for assertions.
 //! - [`poll`]: waiting for a condition with a deadline.
 //! - [`process`]: a child process with its output kept, killed on drop.
+//! - [`job_control`]: stopping and continuing a process, waiting until it has happened.
 //! - [`remediator`]: `etcdmedic-remediator serve` as a process: webhooks, API, kill, restart.
 //! - [`prometheus`]: Debian's Prometheus scraping given targets with given rules.
 //! - [`alertmanager`]: Debian's Alertmanager routing to the remediator, alone or clustered.
@@ -34,6 +35,7 @@ pub mod etcd;
 pub mod exporter;
 pub mod exposition;
 pub mod generated;
+pub mod job_control;
 pub mod kustomize;
 pub mod load;
 pub mod operator;
