@@ -1,7 +1,9 @@
 //! The listener of both binaries' HTTP servers: HTTP/1.1, with TLS when configured, and the
 //! limits that keep slow or too many clients from tying it up. A client has
-//! `read_header_timeout` to send its request head (the connection is closed otherwise), at
-//! most `max_connections` are open at once (more are closed at once, and counted), and with
+//! `read_header_timeout` to send its request head, counted for the first one from when it
+//! connected and for the next from the last answer, and [`MAX_WRITE_STALL`] to take some of
+//! an answer (the connection is closed otherwise; see the `deadlines` module); at most `max_connections` are open at once (more are
+//! closed at once, and counted), HTTP/2 is refused, and with
 //! client certificates configured the handshake asks for one without requiring it: probes
 //! and Prometheus connect without, and the remediator's webhook and API refuse requests that
 //! came without one. Every request carries the client's address (axum's `ConnectInfo`).
@@ -24,6 +26,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::ServerTls;
 
+mod deadlines;
+use deadlines::{Deadlines, Timeouts};
+
 /// Called for each connection closed on arrival because `max_connections` were open.
 pub type OnRefused = Arc<dyn Fn() + Send + Sync>;
 
@@ -35,6 +40,10 @@ pub struct ClientCertificate(pub bool);
 /// The defaults of both binaries: a client that has not sent its request's head by then is
 /// slow on purpose or broken.
 pub const DEFAULT_READ_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// A client that takes nothing of an answer for this long is gone or slow on purpose: it
+/// is disconnected. Generous, because answers are written whole and a client on a slow link
+/// still takes some of it every few seconds.
+pub const MAX_WRITE_STALL: Duration = Duration::from_secs(60);
 /// Prometheus, Alertmanager, probes and people need a handful; 256 leaves room for many
 /// replicas of each and still bounds what slow clients can hold.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
@@ -42,8 +51,28 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
 /// How long a client may take, and how many may be connected.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
+    /// For a request head, counted from the connection's start for the first one and from
+    /// the last answer for the next.
     pub read_header_timeout: Duration,
     pub max_connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            read_header_timeout: DEFAULT_READ_HEADER_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+        }
+    }
+}
+
+impl Limits {
+    fn timeouts(&self) -> Timeouts {
+        Timeouts {
+            head: self.read_header_timeout,
+            write: MAX_WRITE_STALL,
+        }
+    }
 }
 
 /// Serves `router` on `listener` until `handle` shuts it down.
@@ -69,6 +98,7 @@ pub async fn serve(
                     inner: acceptor,
                     slots,
                     on_refused,
+                    timeouts: limits.timeouts(),
                 })
                 .handle(handle);
             configure(server.http_builder(), limits);
@@ -80,6 +110,7 @@ pub async fn serve(
                     inner: DefaultAcceptor,
                     slots,
                     on_refused,
+                    timeouts: limits.timeouts(),
                 })
                 .handle(handle);
             configure(server.http_builder(), limits);
@@ -99,11 +130,13 @@ fn configure(
 }
 
 /// Counts connections against `slots`; one over the limit is closed as soon as accepted.
+/// Each one accepted is held to `timeouts` ([`Deadlines`]).
 #[derive(Clone)]
 struct Limited<A> {
     inner: A,
     slots: Arc<Semaphore>,
     on_refused: OnRefused,
+    timeouts: Timeouts,
 }
 
 impl<A, S> Accept<TcpStream, S> for Limited<A>
@@ -127,11 +160,12 @@ where
             ))));
         };
         let accepted = self.inner.accept(stream, service);
+        let timeouts = self.timeouts;
         Box::pin(async move {
             let (stream, service) = accepted.await?;
             Ok((
                 Counted {
-                    stream,
+                    stream: Deadlines::new(stream, timeouts),
                     _slot: slot,
                 },
                 service,
@@ -142,7 +176,7 @@ where
 
 /// A connection holding its slot until it closes.
 struct Counted<S> {
-    stream: S,
+    stream: Deadlines<S>,
     _slot: OwnedSemaphorePermit,
 }
 

@@ -72,7 +72,7 @@ pub struct ServeArgs {
     pub config_check: bool,
     /// How long a client may take to send a request's head; it is disconnected after
     /// (the default is the listener's `DEFAULT_READ_HEADER_TIMEOUT`, a test keeps them equal).
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = positive_duration)]
     pub read_header_timeout: std::time::Duration,
     /// Connections open at once; more are closed on arrival (Prometheus needs one or two
     /// per exporter).
@@ -177,6 +177,23 @@ impl StatusArgs {
     }
 }
 
+/// A listener timeout: a duration (`10s`, `2m`) longer than zero (which would close every
+/// connection at once; the remediator refuses it the same way).
+fn positive_duration(text: &str) -> Result<Duration, DurationError> {
+    match humantime::parse_duration(text)? {
+        duration if duration.is_zero() => Err(DurationError::Zero),
+        duration => Ok(duration),
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum DurationError {
+    #[error(transparent)]
+    Unreadable(#[from] humantime::DurationError),
+    #[error("must be longer than 0s")]
+    Zero,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -197,10 +214,14 @@ mod tests {
         );
         assert_eq!(
             parse(&["--read-header-timeout", "2s", "--max-connections", "8"]).unwrap(),
-            Some((std::time::Duration::from_secs(2), 8))
+            Some((Duration::from_secs(2), 8))
         );
         let refused = parse(&["--max-connections", "2"]).unwrap_err().to_string();
         assert!(refused.contains("--max-connections"), "{refused}");
         assert!(parse(&["--read-header-timeout", "soon"]).is_err());
+        let refused = parse(&["--read-header-timeout", "0s"])
+            .unwrap_err()
+            .to_string();
+        assert!(refused.contains("longer than 0s"), "{refused}");
     }
 }

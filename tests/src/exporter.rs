@@ -2,7 +2,6 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{Context, Result};
 use etcdmedic_cluster::Config;
@@ -34,10 +33,7 @@ impl RunningExporter {
         let (stop, stopped) = oneshot::channel::<()>();
         let serving = etcdmedic_exporter::Serving {
             remote_reload: false,
-            limits: etcdmedic_cluster::listener::Limits {
-                read_header_timeout: Duration::from_secs(10),
-                max_connections: 256,
-            },
+            limits: etcdmedic_cluster::listener::Limits::default(),
         };
         let task = tokio::spawn(etcdmedic_exporter::serve(
             listener,

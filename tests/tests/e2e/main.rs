@@ -12,7 +12,9 @@
 //! - `grafana_annotation`: a run's annotation against Grafana's documented annotations API.
 //! - `http`: `/probe`, `/healthz`, `/readyz`, the landing page, a dead cluster beside a live one.
 //! - `service_hardening`: refused runs retried while their alerts fire, notifications of
-//!   thousands of alerts, state files that are not etcdmedic's, slow and surplus connections.
+//!   thousands of alerts, state files that are not etcdmedic's, slow and oversized bodies.
+//! - `connection_limits`: slow, surplus, silent and idle connections and HTTP/2 against both
+//!   binaries' listener.
 //! - `silent_clusters`: clusters that accept connections and never answer cost a healthy
 //!   cluster nothing; a configured endpoint that never answers stays visible.
 //! - `status_command`: the `status` table and JSON, `--endpoints` mode, exit statuses.
@@ -91,6 +93,7 @@ mod book;
 mod browser;
 mod client_impact;
 mod config_reference;
+mod connection_limits;
 mod dashboards;
 mod defrag_gate;
 mod demo;
