@@ -2,11 +2,12 @@
 //! limits that keep slow or too many clients from tying it up. A client has
 //! `read_header_timeout` to send its request head, counted for the first one from when it
 //! connected and for the next from the last answer, and [`MAX_WRITE_STALL`] to take some of
-//! an answer (the connection is closed otherwise; see the `deadlines` module); at most `max_connections` are open at once (more are
-//! closed at once, and counted), HTTP/2 is refused, and with
-//! client certificates configured the handshake asks for one without requiring it: probes
-//! and Prometheus connect without, and the remediator's webhook and API refuse requests that
-//! came without one. Every request carries the client's address (axum's `ConnectInfo`).
+//! an answer (the connection is closed otherwise; see the `deadlines` module). At most
+//! `max_connections` are open at once (more are closed at once, and counted), HTTP/2 is
+//! refused, and with client certificates configured the handshake asks for one without
+//! requiring it: probes and Prometheus connect without, and the remediator's webhook and API
+//! refuse requests that came without one. Every request carries the client's address
+//! (axum's `ConnectInfo`).
 
 use std::io;
 use std::net::SocketAddr;

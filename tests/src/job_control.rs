@@ -48,7 +48,8 @@ fn wait_until(pid: u32, what: &str, done: impl Fn(&[char]) -> bool) -> Result<()
             return Ok(());
         }
         if Instant::now() >= deadline {
-            bail!("process {pid} was not {what} after {STATE_CHANGE_TIMEOUT:?}: thread states {states:?}");
+            let waited = STATE_CHANGE_TIMEOUT;
+            bail!("process {pid} was not {what} after {waited:?}: thread states {states:?}");
         }
         std::thread::sleep(POLL_INTERVAL);
     }

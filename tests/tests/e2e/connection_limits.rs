@@ -185,7 +185,8 @@ async fn silent_and_idle_connections_are_closed(port: u16, limit: usize) -> Resu
         }
         ensure!(
             after + Duration::from_millis(250) >= HEAD_TIMEOUT && after < HEAD_TIMEOUT + SLACK,
-            "a {what} connection was closed {after:?} after its last byte; the timeout is {HEAD_TIMEOUT:?}"
+            "a {what} connection was closed {after:?} after its last byte \
+             (read_header_timeout {HEAD_TIMEOUT:?})"
         );
     }
     ensure!(
