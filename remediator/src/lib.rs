@@ -48,6 +48,7 @@ pub mod verbs;
 pub mod vocabulary;
 
 pub use backup::bucket::{PARTS_IN_FLIGHT, PART_SIZE};
+pub use backup::cluster::BackupCluster;
 pub use backup::drill::DrillRecord;
 pub use backup::drill_taken::DrillReport;
 pub use backup::locked::problems as object_lock_problems;

@@ -1,7 +1,7 @@
 //! The cluster as backups see it: its name, its members' status, a member's snapshot and its
-//! HashKV at a revision. The engine's `Etcd` gives all four, so a remediator backs up through
-//! it, and a scripted cluster in the engine's scenario tests does too; nothing here knows of
-//! runs.
+//! HashKV at a revision. The engine's `Etcd` extends this trait, so a remediator backs up
+//! through its own cluster, and a scripted cluster in the engine's scenario tests does too;
+//! nothing here knows of runs.
 
 use std::future::Future;
 
@@ -14,7 +14,7 @@ use crate::snapshot::ChunkStream;
 use crate::vocabulary::HashKv;
 
 /// What taking, landing and drilling a backup ask of the cluster.
-pub(crate) trait BackupCluster: Send + Sync {
+pub trait BackupCluster: Send + Sync {
     fn cluster(&self) -> &ClusterName;
 
     /// Status of every member, MemberList and AlarmList.

@@ -5,32 +5,12 @@
 
 use tokio_util::sync::CancellationToken;
 
-use super::etcd::{CallError, ChunkStream, Etcd, HashKv};
+use super::etcd::Etcd;
 use super::Remediator;
-use crate::backup::cluster::{BackupCluster, Backups};
+use crate::backup::cluster::Backups;
 use crate::backup::drill_taken::DrillReport;
 use crate::backup::{BackupError, BackupReport};
 use crate::config::BackupSettings;
-use etcdmedic_cluster::config::ClusterName;
-use etcdmedic_cluster::model::ClusterStatus;
-
-impl<E: Etcd> BackupCluster for E {
-    fn cluster(&self) -> &ClusterName {
-        Etcd::cluster(self)
-    }
-
-    async fn collect(&self) -> ClusterStatus {
-        Etcd::collect(self).await
-    }
-
-    async fn hash_kv(&self, endpoint: &str, revision: i64) -> Result<HashKv, CallError> {
-        Etcd::hash_kv(self, endpoint, revision).await
-    }
-
-    async fn snapshot(&self, endpoint: &str) -> Result<ChunkStream, CallError> {
-        Etcd::snapshot(self, endpoint).await
-    }
-}
 
 impl<E: Etcd> Remediator<E> {
     pub(super) fn backups(&self) -> Backups<'_, E> {

@@ -5,24 +5,20 @@
 use std::future::Future;
 use std::time::Duration;
 
-use etcdmedic_cluster::config::ClusterName;
-use etcdmedic_cluster::model::{ClusterStatus, EndpointStatus, MemberId};
+use etcdmedic_cluster::model::{EndpointStatus, MemberId};
 
+pub(crate) use crate::backup::cluster::BackupCluster;
 pub use crate::call::CallError;
 
 pub use crate::snapshot::{Chunk, ChunkStream};
 pub use crate::vocabulary::HashKv;
 
-/// The etcd operations a run uses. Members are addressed by client URL.
-pub trait Etcd: Send + Sync {
-    fn cluster(&self) -> &ClusterName;
-
+/// The etcd operations a run uses: those a backup asks for ([`BackupCluster`]: the cluster's
+/// name, `collect` with each call within [`call_timeout`](Self::call_timeout), HashKV and a
+/// snapshot), and the ones below. Members are addressed by client URL.
+pub trait Etcd: BackupCluster {
     /// How long one member may take to answer one call (the cluster's `status_timeout`).
     fn call_timeout(&self) -> Duration;
-
-    /// Status of every member, MemberList and AlarmList, each call within
-    /// [`call_timeout`](Self::call_timeout).
-    fn collect(&self) -> impl Future<Output = ClusterStatus> + Send;
 
     fn member_status(
         &self,
@@ -60,15 +56,4 @@ pub trait Etcd: Send + Sync {
 
     /// A write NOSPACE refuses and that leaves nothing behind: a lease granted and revoked.
     fn write_probe(&self, via: &str) -> impl Future<Output = Result<(), CallError>> + Send;
-
-    fn hash_kv(
-        &self,
-        endpoint: &str,
-        revision: i64,
-    ) -> impl Future<Output = Result<HashKv, CallError>> + Send;
-
-    fn snapshot(
-        &self,
-        endpoint: &str,
-    ) -> impl Future<Output = Result<ChunkStream, CallError>> + Send;
 }

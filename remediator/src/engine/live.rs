@@ -8,7 +8,7 @@ use etcdmedic_cluster::config::ClusterName;
 use etcdmedic_cluster::model::{ClusterStatus, EndpointStatus, MemberId};
 use etcdmedic_cluster::{ClusterConfig, ClusterProbe};
 
-use super::etcd::{CallError, Chunk, ChunkStream, Etcd, HashKv};
+use super::etcd::{BackupCluster, CallError, Chunk, ChunkStream, Etcd, HashKv};
 
 #[derive(Debug)]
 pub struct Live {
@@ -47,17 +47,55 @@ impl Live {
     }
 }
 
-impl Etcd for Live {
+impl BackupCluster for Live {
     fn cluster(&self) -> &ClusterName {
         &self.probe.config().name
     }
 
-    fn call_timeout(&self) -> Duration {
-        self.probe.config().status_timeout
-    }
-
     async fn collect(&self) -> ClusterStatus {
         self.probe.collect(self.call_timeout()).await
+    }
+
+    async fn hash_kv(&self, endpoint: &str, revision: i64) -> Result<HashKv, CallError> {
+        let answer = self.client(endpoint).await?.hash_kv(revision).await?;
+        Ok(HashKv {
+            hash: answer.hash(),
+            revision: answer.header().map_or(0, |h| h.revision()),
+            compact_revision: answer.compact_version(),
+        })
+    }
+
+    async fn snapshot(&self, endpoint: &str) -> Result<ChunkStream, CallError> {
+        let stream = self
+            .client(endpoint)
+            .await?
+            .maintenance_client()
+            .snapshot()
+            .await?;
+        // After an error the stream ends: `None` as the state.
+        Ok(Box::pin(futures::stream::unfold(
+            Some(stream),
+            |stream| async move {
+                let mut stream = stream?;
+                match stream.message().await {
+                    Ok(Some(message)) => {
+                        let chunk = Chunk {
+                            remaining: message.remaining_bytes(),
+                            blob: message.blob().to_vec(),
+                        };
+                        Some((Ok(chunk), Some(stream)))
+                    }
+                    Ok(None) => None,
+                    Err(err) => Some((Err(CallError::from(err)), None)),
+                }
+            },
+        )))
+    }
+}
+
+impl Etcd for Live {
+    fn call_timeout(&self) -> Duration {
+        self.probe.config().status_timeout
     }
 
     async fn member_status(&self, endpoint: &str) -> Result<EndpointStatus, CallError> {
@@ -108,41 +146,5 @@ impl Etcd for Live {
         let lease = client.lease_grant(10, None).await?;
         client.lease_revoke(lease.id()).await?;
         Ok(())
-    }
-
-    async fn hash_kv(&self, endpoint: &str, revision: i64) -> Result<HashKv, CallError> {
-        let answer = self.client(endpoint).await?.hash_kv(revision).await?;
-        Ok(HashKv {
-            hash: answer.hash(),
-            revision: answer.header().map_or(0, |h| h.revision()),
-            compact_revision: answer.compact_version(),
-        })
-    }
-
-    async fn snapshot(&self, endpoint: &str) -> Result<ChunkStream, CallError> {
-        let stream = self
-            .client(endpoint)
-            .await?
-            .maintenance_client()
-            .snapshot()
-            .await?;
-        // After an error the stream ends: `None` as the state.
-        Ok(Box::pin(futures::stream::unfold(
-            Some(stream),
-            |stream| async move {
-                let mut stream = stream?;
-                match stream.message().await {
-                    Ok(Some(message)) => {
-                        let chunk = Chunk {
-                            remaining: message.remaining_bytes(),
-                            blob: message.blob().to_vec(),
-                        };
-                        Some((Ok(chunk), Some(stream)))
-                    }
-                    Ok(None) => None,
-                    Err(err) => Some((Err(CallError::from(err)), None)),
-                }
-            },
-        )))
     }
 }

@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use super::{
     endpoint, Call, Failing, FakeEtcd, Member, MoveBehavior, SnapshotBehavior, State, QUOTA,
 };
-use crate::engine::etcd::{CallError, Chunk, ChunkStream, Etcd, HashKv};
+use crate::engine::etcd::{BackupCluster, CallError, Chunk, ChunkStream, Etcd, HashKv};
 
 fn status_of(state: &State, member: &Member) -> EndpointStatus {
     // Raft entries outnumber revisions (every request is an entry, only writes are revisions).
@@ -64,13 +64,9 @@ fn down() -> CallError {
     CallError::Unreachable("connection refused".into())
 }
 
-impl Etcd for FakeEtcd {
+impl BackupCluster for FakeEtcd {
     fn cluster(&self) -> &ClusterName {
         &self.name
-    }
-
-    fn call_timeout(&self) -> Duration {
-        Duration::from_secs(5)
     }
 
     async fn collect(&self) -> ClusterStatus {
@@ -120,6 +116,90 @@ impl Etcd for FakeEtcd {
             },
             duration: Duration::from_millis(2),
         }
+    }
+
+    async fn hash_kv(&self, endpoint: &str, revision: i64) -> Result<HashKv, CallError> {
+        self.record(Call::HashKv(name_of(endpoint), revision));
+        let mut state = self.lock();
+        if revision != 0 && revision <= state.compact_revision {
+            return Err(CallError::Rpc {
+                code: tonic::Code::OutOfRange,
+                message: "OutOfRange: etcdserver: mvcc: required revision has been compacted"
+                    .into(),
+            });
+        }
+        let voting = state.members.iter().filter(|m| !m.learner).count();
+        state.hash_calls += 1;
+        // While writes land, members hash different latest revisions.
+        let round = (state.hash_calls - 1) / voting.max(1);
+        let moving = round < state.hash_moves;
+        let Some(member) = member_named(&state, endpoint) else {
+            return Err(down());
+        };
+        if !member.up {
+            return Err(down());
+        }
+        // Asked for a revision, a member hashes that one; asked for 0, its latest.
+        let at = if revision == 0 {
+            state.revision
+        } else {
+            revision
+        };
+        let drift = if moving { member.id.0 as i64 } else { 0 };
+        Ok(HashKv {
+            hash: member.hash,
+            revision: at + drift,
+            // A compaction landing between the members' answers.
+            compact_revision: state.compact_revision + drift,
+        })
+    }
+
+    async fn snapshot(&self, endpoint: &str) -> Result<ChunkStream, CallError> {
+        self.record(Call::Snapshot(name_of(endpoint)));
+        let behavior = {
+            let state = self.lock();
+            if !member_named(&state, endpoint).is_some_and(|m| m.up) {
+                return Err(down());
+            }
+            state.snapshot
+        };
+        let mut db = vec![7u8; 4 * 4096];
+        let digest = Sha256::digest(&db);
+        let mut trailer = digest.to_vec();
+        if behavior == SnapshotBehavior::Damaged {
+            trailer[0] ^= 0xff;
+        }
+        db.extend(trailer);
+        let chunks: Vec<Vec<u8>> = db.chunks(3000).map(<[u8]>::to_vec).collect();
+        let total = db.len() as u64;
+        let stream =
+            futures::stream::unfold((chunks, 0u64), move |(mut chunks, sent)| async move {
+                if behavior == SnapshotBehavior::Endless {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    let chunk = Chunk {
+                        blob: vec![0; 512],
+                        remaining: u64::MAX,
+                    };
+                    return Some((Ok(chunk), (chunks, sent)));
+                }
+                if chunks.is_empty() {
+                    return None;
+                }
+                let blob = chunks.remove(0);
+                let sent = sent + blob.len() as u64;
+                let chunk = Chunk {
+                    blob,
+                    remaining: total - sent,
+                };
+                Some((Ok(chunk), (chunks, sent)))
+            });
+        Ok(Box::pin(stream))
+    }
+}
+
+impl Etcd for FakeEtcd {
+    fn call_timeout(&self) -> Duration {
+        Duration::from_secs(5)
     }
 
     async fn member_status(&self, endpoint: &str) -> Result<EndpointStatus, CallError> {
@@ -260,83 +340,5 @@ impl Etcd for FakeEtcd {
             });
         }
         Ok(())
-    }
-
-    async fn hash_kv(&self, endpoint: &str, revision: i64) -> Result<HashKv, CallError> {
-        self.record(Call::HashKv(name_of(endpoint), revision));
-        let mut state = self.lock();
-        if revision != 0 && revision <= state.compact_revision {
-            return Err(CallError::Rpc {
-                code: tonic::Code::OutOfRange,
-                message: "OutOfRange: etcdserver: mvcc: required revision has been compacted"
-                    .into(),
-            });
-        }
-        let voting = state.members.iter().filter(|m| !m.learner).count();
-        state.hash_calls += 1;
-        // While writes land, members hash different latest revisions.
-        let round = (state.hash_calls - 1) / voting.max(1);
-        let moving = round < state.hash_moves;
-        let Some(member) = member_named(&state, endpoint) else {
-            return Err(down());
-        };
-        if !member.up {
-            return Err(down());
-        }
-        // Asked for a revision, a member hashes that one; asked for 0, its latest.
-        let at = if revision == 0 {
-            state.revision
-        } else {
-            revision
-        };
-        let drift = if moving { member.id.0 as i64 } else { 0 };
-        Ok(HashKv {
-            hash: member.hash,
-            revision: at + drift,
-            // A compaction landing between the members' answers.
-            compact_revision: state.compact_revision + drift,
-        })
-    }
-
-    async fn snapshot(&self, endpoint: &str) -> Result<ChunkStream, CallError> {
-        self.record(Call::Snapshot(name_of(endpoint)));
-        let behavior = {
-            let state = self.lock();
-            if !member_named(&state, endpoint).is_some_and(|m| m.up) {
-                return Err(down());
-            }
-            state.snapshot
-        };
-        let mut db = vec![7u8; 4 * 4096];
-        let digest = Sha256::digest(&db);
-        let mut trailer = digest.to_vec();
-        if behavior == SnapshotBehavior::Damaged {
-            trailer[0] ^= 0xff;
-        }
-        db.extend(trailer);
-        let chunks: Vec<Vec<u8>> = db.chunks(3000).map(<[u8]>::to_vec).collect();
-        let total = db.len() as u64;
-        let stream =
-            futures::stream::unfold((chunks, 0u64), move |(mut chunks, sent)| async move {
-                if behavior == SnapshotBehavior::Endless {
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    let chunk = Chunk {
-                        blob: vec![0; 512],
-                        remaining: u64::MAX,
-                    };
-                    return Some((Ok(chunk), (chunks, sent)));
-                }
-                if chunks.is_empty() {
-                    return None;
-                }
-                let blob = chunks.remove(0);
-                let sent = sent + blob.len() as u64;
-                let chunk = Chunk {
-                    blob,
-                    remaining: total - sent,
-                };
-                Some((Ok(chunk), (chunks, sent)))
-            });
-        Ok(Box::pin(stream))
     }
 }
