@@ -130,6 +130,20 @@ async fn record_streamed(
 ) -> Result<Landed, StreamError> {
     let verified_by = streamed.record(manifest, stop).await?;
     let bucket = streamed.bucket();
+    Ok(landed_in_bucket(bucket, destination, manifest, backup, verified_by, true).await?)
+}
+
+/// A copy of `manifest`'s backup in `bucket`, verified by `verified_by` (and `streamed` there
+/// or uploaded from a file): its stored size read back and the destination's retention
+/// applied.
+async fn landed_in_bucket(
+    bucket: &Bucket,
+    destination: &Destination,
+    manifest: &Manifest,
+    backup: &BackupSettings,
+    verified_by: &str,
+    streamed: bool,
+) -> Result<Landed, BackupError> {
     let stored_bytes = bucket.stored_size(&manifest.file).await?;
     let removed = bucket.retention(backup.kept_in(destination)).await?;
     Ok(Landed {
@@ -137,7 +151,7 @@ async fn record_streamed(
         kind: destination.kind().into(),
         location: bucket.url(&manifest.file),
         verified_by: verified_by.into(),
-        streamed: true,
+        streamed,
         stored_bytes,
         removed,
     })
@@ -182,17 +196,7 @@ async fn land(
         Target::S3(_) | Target::Gcs(_) | Target::Azure(_) => {
             let bucket = Bucket::open(destination, cluster)?;
             let verified_by = bucket.upload(db, manifest, sealing, stop).await?;
-            let stored_bytes = bucket.stored_size(&manifest.file).await?;
-            let removed = bucket.retention(backup.kept_in(destination)).await?;
-            Ok(Landed {
-                destination: name,
-                kind: destination.kind().into(),
-                location: bucket.url(&manifest.file),
-                verified_by: verified_by.into(),
-                streamed: false,
-                stored_bytes,
-                removed,
-            })
+            landed_in_bucket(&bucket, destination, manifest, backup, verified_by, false).await
         }
     }
 }
